@@ -1,0 +1,49 @@
+"""Types shared by all buffers: the buffer bundle, a sample, and ``size``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+
+class Sample(NamedTuple):
+    """A batch drawn from a buffer.
+
+    Attributes:
+      items: pytree, each leaf [batch_size, ...] as stored.
+      indices: int32 [batch_size] item ids; pass them back to ``update``. An id whose
+        item has been overwritten since is ignored there. ``id % capacity`` is the slot.
+      weights: float32 [batch_size] importance weights, max-normalised within the
+        batch (all ones for uniform replay).
+      probabilities: float32 [batch_size] the probability each item had of being drawn.
+    """
+
+    items: Any
+    indices: jax.Array
+    weights: jax.Array
+    probabilities: jax.Array
+
+
+class ReplayBuffer(NamedTuple):
+    """A replay buffer: a bundle of pure functions, like an optax transform.
+
+    init(example) -> state                  example: ONE item, no batch axis
+    add(state, items) -> state              items: leading batch axis [B, ...]
+    sample(state, key, batch_size, beta=0.4) -> Sample    batch_size static
+    update(state, indices, priorities) -> state
+    can_sample(state, batch_size) -> bool scalar
+    memory(state) -> MemoryReport           state may be jax.eval_shape(init, example)
+    """
+
+    init: Callable
+    add: Callable
+    sample: Callable
+    update: Callable
+    can_sample: Callable
+    memory: Callable
+
+
+def size(state) -> jax.Array:
+    """Number of valid items in a buffer state: int32 scalar ([S] for vmapped states)."""
+    return state.count

@@ -1,0 +1,81 @@
+"""FIFO ring storage shared by the uniform and prioritized buffers.
+
+A ring state is any dataclass with these fields (the buffers' states have them):
+  items: pytree of arrays [capacity, ...], the stored items.
+  pos:   int32 scalar, the slot the next item goes to.
+  count: int32 scalar, number of valid items (<= capacity).
+  lap:   int32 scalar, how many times the ring wrapped, modulo ``num_laps(capacity)``.
+
+Item ids. ``sample`` returns ids, not raw slots: ``id = lap_written * capacity + slot``
+where ``lap_written`` is the lap (mod ``num_laps``) in which the slot was last
+written. A slot below ``pos`` was written in the current lap, one at or above it in
+the previous lap, so ids need no per-slot storage. An id whose slot has been
+overwritten since decodes to a different lap and is recognised as stale. Ids fit
+in int32: ``num_laps = (2**31 - 1) // capacity``, so staleness is exact unless a slot
+was overwritten a multiple of ``num_laps`` times (2047 at capacity 2**20) between
+sample and update. For capacities above 2**30 there is one lap and ids are slots.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+INT32_MAX = 2**31 - 1
+
+
+def num_laps(capacity: int) -> int:
+    """How many laps ids distinguish before they repeat (>= 1)."""
+    return max(1, INT32_MAX // capacity)
+
+
+def empty_items(example, capacity: int):
+    """Zeroed storage [capacity, ...] for each leaf of ONE example item."""
+    return jax.tree.map(lambda x: jnp.zeros((capacity, *jnp.shape(x)), jnp.asarray(x).dtype), example)
+
+
+def write(state, items, batch: int, capacity: int):
+    """Write ``batch`` items at ``pos`` (wrapping), oldest first; return (state, slots).
+
+    If batch > capacity only the newest ``capacity`` items are kept, exactly as if
+    they had been added one by one. ``slots`` int32 [min(batch, capacity)] are the
+    slots written, in item order.
+    """
+    keep = min(batch, capacity)
+    if keep < batch:
+        items = jax.tree.map(lambda x: x[batch - keep :], items)
+    slots = (state.pos + (batch - keep) + jnp.arange(keep, dtype=jnp.int32)) % capacity
+    stored = jax.tree.map(
+        lambda buf, x: buf.at[slots].set(x, unique_indices=True, mode="promise_in_bounds"),
+        state.items,
+        items,
+    )
+    advanced = state.pos + batch
+    new_state = state.replace(
+        items=stored,
+        pos=(advanced % capacity).astype(jnp.int32),
+        count=jnp.minimum(state.count + batch, capacity).astype(jnp.int32),
+        lap=((state.lap + advanced // capacity) % num_laps(capacity)).astype(jnp.int32),
+    )
+    return new_state, slots
+
+
+def gather(state, slots):
+    """Items at ``slots`` (int32 [n], all in [0, capacity)) -> pytree [n, ...]."""
+    return jax.tree.map(lambda buf: buf.at[slots].get(mode="promise_in_bounds"), state.items)
+
+
+def ids_of(state, slots, capacity: int):
+    """Ids (int32 [n]) of the items now stored at ``slots``."""
+    laps = num_laps(capacity)
+    lap = jnp.where(slots < state.pos, state.lap, (state.lap + laps - 1) % laps)
+    return (lap * capacity + slots).astype(jnp.int32)
+
+
+def slots_of(state, ids, capacity: int):
+    """(slots int32 [n], live bool [n]): the slot of each id, and whether the item
+    that id named is still stored there (not overwritten, not out of range)."""
+    ids = jnp.asarray(ids, jnp.int32)
+    slots = ids % capacity
+    live = (ids >= 0) & (slots < state.count) & (ids_of(state, slots, capacity) == ids)
+    return slots, live
