@@ -1,34 +1,52 @@
-"""A batched, drift-free sum-tree over a fixed number of non-negative leaves.
+"""A batched, drift-free, k-ary sum-tree over a fixed number of non-negative leaves.
 
-Layout: one flat float32 array ``nodes`` of length ``2 * P`` where ``P`` is the
-smallest power of two >= capacity. It is a binary heap: the root is ``nodes[1]``,
-node ``k`` has children ``2k`` and ``2k + 1``, and leaf ``i`` lives at ``P + i``.
-``nodes[0]`` is unused. Leaves ``capacity .. P-1`` are always 0.
+Layout. Each node has ``branching`` (k, a power of two, default 8) children. Level
+D holds the ``capacity`` leaves; level d-1 has ceil(n_d / k) nodes; level 0 is the
+root. All levels live in one flat float32 array ``nodes``, root first, then each
+level padded to a whole number of k-wide rows, so the children of node i of level d
+are the contiguous row ``nodes[off[d+1] + k*i : off[d+1] + k*i + k]``. Padding
+leaves are always 0. With k = 16 a tree of 2**20 leaves has depth 5 and occupies
+1.07 floats per leaf (a binary heap needs 20 levels and 2 floats per leaf); fewer
+levels means fewer dependent gathers, which is what a descent costs on any backend.
 
 Exactness (why this tree never drifts):
     ``set`` does not propagate deltas (``parent += new - old``), which accumulates
     float32 round-off over millions of updates. It recomputes every touched ancestor
-    as ``left + right`` from its current children. Every internal node is therefore
-    always exactly ``fl(left + right)`` of its children, i.e. the tree is a pure
-    function of its leaves: after any sequence of updates it is bit-identical to a
-    tree built from scratch from the same leaves, and the relative error of any
-    subtree sum versus exact arithmetic is at most ``depth * 2**-24`` (about 1.2e-6
-    at 2**20 leaves). The tests check both against a float64 NumPy reference.
+    from its current children, summed pairwise in a fixed order
+    (((c0 + c1) + (c2 + c3)) + ...). So every internal node is a pure function of its
+    children, and the whole tree of its leaves: after any sequence of updates it is
+    bit-identical to a tree built from scratch from the same leaves (``build``), and
+    the relative error of any subtree sum is at most about log2(capacity) * 2**-24
+    (1.2e-6 at 2**20 leaves). The tests check both against NumPy (float32 and float64).
 
     ``find`` guards against round-off in the descent: it only ever steps into a
-    child whose sum is > 0, so it can never return a zero-priority leaf or a leaf
-    past ``capacity`` while the total is > 0.
+    child whose sum is > 0 (if a target overshoots every child's prefix sum, it takes
+    the last positive child), so it never returns a zero-priority leaf or a leaf past
+    ``capacity`` while the total is > 0.
 
-Cost: ``set`` of B values is O(B log B + B log P) (a stable sort for duplicate
-resolution, then one gather/scatter of B nodes per level); ``find``/``sample`` of n
-targets is O(n log P). Nothing is O(capacity) per call. The depth loop is a Python
-loop, unrolled at trace time.
+Cost: ``set`` of B values is O(B log B + B k log_k N): a stable sort for duplicate
+resolution, then per level one gather of B rows and one scatter of B sums.
+``find``/``sample`` of n targets is O(n k log_k N). Nothing is O(capacity) per call.
+Loops over levels are Python loops, unrolled at trace time.
+
+In-place updates and the sorts. When a program both reads the tree (``sample``)
+and writes it (``set``), XLA updates ``nodes`` in place only if every read of the
+old array is computed before the first write. XLA's fusion pass likes to duplicate
+the last gather of the descent into later consumers (the importance weights, say),
+which then read the old array after the write, and XLA copies the whole tree to keep
+them correct: O(capacity) per step. ``optimization_barrier`` is stripped on CPU, but
+a ``sort`` is never fused, so ``sample_with_probs`` and ``set`` pass their results
+through ``lax.sort`` and use only its outputs. For stratified draws the sort is the
+identity (the draws are already in ascending order). A ``get`` whose result does not
+feed the following ``set`` still forces a copy: prefer ``sample_with_probs``.
 
 All functions are pure and work under ``jit``, ``vmap`` (a leading axis on
 ``nodes``), ``scan`` and buffer donation.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +55,40 @@ from flax import struct
 
 from memjax._checks import check_positive_int, is_concrete
 
-__all__ = ["SumTree", "init", "set", "get", "total", "find", "sample", "depth_of"]
+__all__ = [
+    "SumTree",
+    "init",
+    "build",
+    "set",
+    "get",
+    "leaves",
+    "total",
+    "find",
+    "sample",
+    "sample_with_probs",
+    "geometry",
+    "DEFAULT_BRANCHING",
+]
+
+DEFAULT_BRANCHING = 8
+
+
+@functools.lru_cache(maxsize=None)
+def geometry(capacity: int, branching: int = DEFAULT_BRANCHING):
+    """Static layout: (offsets, widths), one entry per level, root (level 0) first.
+
+    Level d occupies ``nodes[offsets[d] : offsets[d] + widths[d]]``; the last level
+    holds the leaves. Every width is a multiple of ``branching`` (the root level is
+    the root plus padding), so ``nodes.reshape(-1, branching)`` has each node's
+    children as one row. ``offsets[-1] + widths[-1]`` is the length of ``nodes``.
+    """
+    counts = [capacity]
+    while counts[-1] > 1:
+        counts.append(-(-counts[-1] // branching))
+    counts.reverse()  # root first: counts[d] = real nodes on level d
+    widths = [branching] + [counts[d - 1] * branching for d in range(1, len(counts))]
+    offsets = tuple(int(x) for x in np.cumsum([0] + widths[:-1]))
+    return offsets, tuple(widths)
 
 
 @struct.dataclass
@@ -45,76 +96,117 @@ class SumTree:
     """Sum-tree state.
 
     Attributes:
-      nodes: float32 [2 * P] heap of subtree sums (see module docstring).
-      capacity: static int, number of addressable leaves (<= P).
+      nodes: float32 [M], all levels root first (see module docstring);
+        M is about capacity * k / (k - 1).
+      capacity: static int, number of leaves.
+      branching: static int, children per node (power of two >= 2).
     """
 
     nodes: jax.Array
     capacity: int = struct.field(pytree_node=False)
+    branching: int = struct.field(pytree_node=False, default=DEFAULT_BRANCHING)
 
     @property
-    def num_leaves(self) -> int:
-        """P, the padded (power of two) number of leaves."""
-        return self.nodes.shape[-1] // 2
+    def depth(self) -> int:
+        """Number of levels below the root (0 when capacity == 1)."""
+        return len(geometry(self.capacity, self.branching)[0]) - 1
+
+    def _offsets(self):
+        return geometry(self.capacity, self.branching)[0]
 
 
-def depth_of(capacity: int) -> int:
-    """Number of levels between the root and the leaves: ceil(log2(capacity))."""
-    return max(int(capacity) - 1, 0).bit_length()
+def _check_branching(branching) -> int:
+    branching = check_positive_int("sumtree branching", branching)
+    if branching < 2 or branching & (branching - 1):
+        raise ValueError(f"sumtree branching must be a power of two >= 2, got {branching}")
+    return branching
 
 
-def init(capacity: int) -> SumTree:
+def init(capacity: int, branching: int = DEFAULT_BRANCHING) -> SumTree:
     """An all-zero tree with ``capacity`` leaves.
 
     Args:
       capacity: python int >= 1.
+      branching: children per node, a power of two >= 2 (default 8).
     Returns:
-      SumTree whose ``nodes`` is float32 [2 * next_pow2(capacity)].
+      SumTree whose ``nodes`` is float32 [M] (see ``geometry``).
     """
     capacity = check_positive_int("sumtree capacity", capacity)
-    padded = 1 << depth_of(capacity)
-    return SumTree(nodes=jnp.zeros((2 * padded,), jnp.float32), capacity=capacity)
+    branching = _check_branching(branching)
+    offsets, widths = geometry(capacity, branching)
+    size = offsets[-1] + widths[-1]
+    return SumTree(nodes=jnp.zeros((size,), jnp.float32), capacity=capacity, branching=branching)
+
+
+def _pairwise_sum(rows: jax.Array) -> jax.Array:
+    """Sum over the last axis (a power of two wide) in a fixed pairwise order."""
+    while rows.shape[-1] > 1:
+        rows = rows[..., 0::2] + rows[..., 1::2]
+    return rows[..., 0]
+
+
+def build(leaf_values: jax.Array, branching: int = DEFAULT_BRANCHING) -> SumTree:
+    """A tree over ``leaf_values`` (float [capacity], finite, >= 0), built level by level.
+
+    O(capacity); bit-identical to ``set``-ing the same leaves one batch at a time.
+    """
+    leaf_values = jnp.asarray(leaf_values, jnp.float32).reshape(-1)
+    _check_values(leaf_values)
+    tree = init(leaf_values.shape[0], branching)
+    offsets, widths = geometry(tree.capacity, tree.branching)
+    level = jnp.zeros((widths[-1],), jnp.float32).at[: tree.capacity].set(_sanitise(leaf_values))
+    parts = [level]
+    for d in range(tree.depth - 1, -1, -1):
+        sums = _pairwise_sum(level.reshape(-1, tree.branching))
+        level = jnp.zeros((widths[d],), jnp.float32).at[: sums.shape[0]].set(sums)
+        parts.append(level)
+    return tree.replace(nodes=jnp.concatenate(parts[::-1]))
 
 
 def total(tree: SumTree) -> jax.Array:
     """Sum of all leaves, float32 scalar (or [S] for a batched tree)."""
-    return tree.nodes[..., 1]
+    return tree.nodes[..., 0]
+
+
+def leaves(tree: SumTree) -> jax.Array:
+    """All leaf values, float32 [capacity] (or [S, capacity])."""
+    start = tree._offsets()[-1]
+    return tree.nodes[..., start : start + tree.capacity]
 
 
 def get(tree: SumTree, indices: jax.Array) -> jax.Array:
     """Leaf values at ``indices`` (int [n]) -> float32 [n]. Out-of-range reads 0."""
     indices = jnp.asarray(indices, jnp.int32)
     inside = (indices >= 0) & (indices < tree.capacity)
-    node = tree.num_leaves + jnp.clip(indices, 0, tree.capacity - 1)
+    node = tree._offsets()[-1] + jnp.clip(indices, 0, tree.capacity - 1)
     return jnp.where(inside, tree.nodes[node], 0.0)
-
-
-def _last_occurrence_mask(indices: jax.Array) -> jax.Array:
-    """bool [B]: True where no later position in ``indices`` holds the same value.
-
-    A stable sort keeps equal indices in their original order, so the last element
-    of each run of equal sorted values is the last occurrence. Deterministic on
-    every backend, unlike a scatter with duplicate indices.
-    """
-    order = jnp.argsort(indices, stable=True)
-    sorted_idx = indices[order]
-    last_in_run = jnp.concatenate([sorted_idx[1:] != sorted_idx[:-1], jnp.array([True])])
-    return jnp.zeros(indices.shape, bool).at[order].set(last_in_run)
 
 
 def _check_values(values) -> None:
     if is_concrete(values):
         v = np.asarray(values)
-        if not np.all(np.isfinite(v)) or np.any(v < 0):
-            bad = v[~(np.isfinite(v) & (v >= 0))][:5]
+        bad = ~(np.isfinite(v) & (v >= 0))
+        if bad.any():
             raise ValueError(
-                f"sumtree values must be finite and >= 0; got {bad.tolist()} "
+                f"sumtree values must be finite and >= 0; got {v[bad][:5].tolist()} "
                 "(inside jit such values are stored as 0)"
             )
 
 
+def _sanitise(values: jax.Array) -> jax.Array:
+    return jnp.where(jnp.isfinite(values) & (values > 0), values, 0.0)
+
+
+def _rows(tree: SumTree, nodes: jax.Array, level: int, parents: jax.Array) -> jax.Array:
+    """Children rows [n, k] on ``level`` of the nodes ``parents`` (int32 [n]) of level-1."""
+    k = tree.branching
+    row = tree._offsets()[level] // k + parents
+    # Whole-row gathers: about half the cost of k element gathers on CPU.
+    return nodes.reshape(-1, k).at[row].get(mode="promise_in_bounds")
+
+
 def set(tree: SumTree, indices: jax.Array, values: jax.Array) -> SumTree:  # noqa: A001
-    """Set leaves ``indices`` to ``values`` and repair their ancestors.
+    """Set leaves ``indices`` to ``values`` and recompute their ancestors.
 
     Args:
       tree: the SumTree.
@@ -133,20 +225,68 @@ def set(tree: SumTree, indices: jax.Array, values: jax.Array) -> SumTree:  # noq
             f"{indices.shape[0]} and {values.shape[0]}"
         )
     _check_values(values)
-    values = jnp.where(jnp.isfinite(values) & (values > 0), values, 0.0)
-    padded = tree.num_leaves
-    out_of_bounds = 2 * padded  # scatter target that mode="drop" discards
-
-    inside = (indices >= 0) & (indices < tree.capacity)
-    write = inside & _last_occurrence_mask(indices)
+    # A stable sort keeps equal indices in call order, so the last of each run of
+    # equal sorted indices is the last occurrence: deterministic on every backend,
+    # unlike a scatter with duplicate indices. Only the sort's outputs are used
+    # below (see "In-place updates" in the module docstring).
+    indices, values = jax.lax.sort((indices, _sanitise(values)), num_keys=1, is_stable=True)
+    last = jnp.concatenate([indices[1:] != indices[:-1], jnp.array([True])])
+    write = last & (indices >= 0) & (indices < tree.capacity)
+    offsets = tree._offsets()
     # Recomputing an ancestor from its children is idempotent, so entries that must
     # not write a leaf (duplicates, out of range) can still walk up a valid path.
-    node = padded + jnp.clip(indices, 0, tree.capacity - 1)
-    nodes = tree.nodes.at[jnp.where(write, node, out_of_bounds)].set(values, mode="drop")
-    for _ in range(depth_of(tree.capacity)):
-        node = node // 2
-        nodes = nodes.at[node].set(nodes[2 * node] + nodes[2 * node + 1])
+    node = jnp.clip(indices, 0, tree.capacity - 1)
+    nodes = tree.nodes.at[jnp.where(write, offsets[-1] + node, tree.nodes.shape[-1])].set(
+        values, mode="drop"
+    )
+    for level in range(tree.depth, 0, -1):
+        node = node // tree.branching
+        sums = _pairwise_sum(_rows(tree, nodes, level, node))
+        nodes = nodes.at[offsets[level - 1] + node].set(sums, indices_are_sorted=True)
     return tree.replace(nodes=nodes)
+
+
+def _prefix_sums(rows: jax.Array) -> jax.Array:
+    """Inclusive prefix sums over the last axis (a power of two wide), in log2(k) steps.
+
+    A log-depth scan keeps the descent to a few fused kernels per level (a left-to-right
+    chain of k adds becomes k kernels on CPU). Its sums need not be monotone to the
+    last ulp, which ``_descend`` tolerates.
+    """
+    shift = 1
+    while shift < rows.shape[-1]:
+        rows = rows + jnp.pad(rows[:, :-shift], ((0, 0), (shift, 0)))
+        shift *= 2
+    return rows
+
+
+def _descend(tree: SumTree, targets: jax.Array):
+    """(leaf index int32 [n], leaf value float32 [n]) for each target."""
+    targets = jnp.asarray(targets, jnp.float32)
+    node = jnp.zeros(targets.shape, jnp.int32)
+    value = jnp.broadcast_to(total(tree), targets.shape)
+    k = tree.branching
+    lanes = jnp.arange(k, dtype=jnp.int32)
+    for level in range(1, tree.depth + 1):
+        children = _rows(tree, tree.nodes, level, node)  # [n, k]
+        through = _prefix_sums(children)
+        before = jnp.pad(through[:, :-1], ((0, 0), (1, 0)))
+        # The first child whose prefix sum exceeds the target is the number of prefix
+        # sums at or below it. (Counts, max and one-hot sums: argmax is a slow variadic
+        # reduce on CPU.) Round-off can make that child empty or overshoot all of them:
+        # then take the last child with a positive value, so a zero leaf is never chosen.
+        child = jnp.sum(targets[:, None] >= through, axis=-1, dtype=jnp.int32)
+        pick = lanes == child[:, None]
+        value = jnp.sum(jnp.where(pick, children, 0.0), axis=-1)
+        last_positive = jnp.max(jnp.where(children > 0, lanes, 0), axis=-1)
+        ok = value > 0
+        child = jnp.where(ok, child, last_positive)
+        pick = lanes == child[:, None]
+        value = jnp.where(ok, value, jnp.sum(jnp.where(pick, children, 0.0), axis=-1))
+        offset = jnp.sum(jnp.where(pick, before, 0.0), axis=-1)
+        targets = jnp.maximum(targets - offset, 0.0)
+        node = k * node + child
+    return jnp.clip(node, 0, tree.capacity - 1), value
 
 
 def find(tree: SumTree, targets: jax.Array) -> jax.Array:
@@ -156,25 +296,16 @@ def find(tree: SumTree, targets: jax.Array) -> jax.Array:
       tree: the SumTree (total > 0).
       targets: float [n], in [0, total). Round-off is guarded: a target at or past
         the total, or one that lands past a subtree's sum on the way down, resolves
-        to the nearest leaf with a positive value.
+        to the nearest leaf to its left with a positive value.
     Returns:
       int32 [n] leaf indices in [0, capacity), each with a positive value whenever
       total(tree) > 0. (With total 0 the result is an arbitrary valid index.)
     """
-    targets = jnp.asarray(targets, jnp.float32)
-    node = jnp.ones(targets.shape, jnp.int32)
-    nodes = tree.nodes
-    for _ in range(depth_of(tree.capacity)):
-        left = nodes[2 * node]
-        right = nodes[2 * node + 1]
-        go_right = ((targets >= left) & (right > 0)) | (left <= 0)
-        targets = jnp.where(go_right, targets - left, targets)
-        node = 2 * node + go_right.astype(jnp.int32)
-    return jnp.clip(node - tree.num_leaves, 0, tree.capacity - 1)
+    return _descend(tree, targets)[0]
 
 
-def sample(tree: SumTree, key: jax.Array, n: int, stratified: bool = True) -> jax.Array:
-    """Draw ``n`` leaf indices with probability leaf / total.
+def sample_with_probs(tree: SumTree, key: jax.Array, n: int, stratified: bool = True):
+    """Draw ``n`` leaves with probability leaf / total; also return those probabilities.
 
     Args:
       tree: the SumTree (total > 0).
@@ -184,10 +315,24 @@ def sample(tree: SumTree, key: jax.Array, n: int, stratified: bool = True) -> ja
         equal slices of [0, total), which lowers the variance of a batch; every
         draw still has marginal probability leaf / total averaged over j.
     Returns:
-      int32 [n] leaf indices.
+      (indices int32 [n] in ascending order, probabilities float32 [n]).
     """
     n = check_positive_int("sumtree.sample: n", n)
     u = jax.random.uniform(key, (n,), jnp.float32)
     if stratified:
         u = (jnp.arange(n, dtype=jnp.float32) + u) / n
-    return find(tree, u * total(tree))
+    tot = total(tree)
+    indices, values = _descend(tree, u * tot)
+    # The sort materialises everything read from the tree (module docstring).
+    indices, values, tot = jax.lax.sort(
+        (indices, values, jnp.broadcast_to(tot, (n,))), num_keys=1, is_stable=True
+    )
+    return indices, values / tot
+
+
+def sample(tree: SumTree, key: jax.Array, n: int, stratified: bool = True) -> jax.Array:
+    """Draw ``n`` leaf indices (int32 [n], ascending) with probability leaf / total.
+
+    See ``sample_with_probs`` for the arguments.
+    """
+    return sample_with_probs(tree, key, n, stratified)[0]

@@ -32,14 +32,12 @@ from memjax.replay.memory import memory_report
 
 
 @struct.dataclass
-class PrioritizedState:
-    """items: pytree [capacity, ...]; pos, count, lap: int32 scalars (see ``ring``);
+class PrioritizedState(ring.RingFields):
+    """items: pytree [capacity, ...]; cursor: int32 [3] = (pos, count, lap), see ``ring``;
     tree: SumTree of stored priorities p^alpha; max_priority: float32 scalar, raw."""
 
     items: object
-    pos: jax.Array
-    count: jax.Array
-    lap: jax.Array
+    cursor: jax.Array
     tree: sumtree.SumTree
     max_priority: jax.Array
 
@@ -69,12 +67,8 @@ def prioritized(
         return jnp.maximum(raw, min_priority) ** alpha
 
     def init(example) -> PrioritizedState:
-        zero = jnp.zeros((), jnp.int32)
         return PrioritizedState(
-            items=ring.empty_items(example, capacity),
-            pos=zero,
-            count=zero,
-            lap=zero,
+            **ring.init_fields(example, capacity),
             tree=sumtree.init(capacity),
             max_priority=jnp.ones((), jnp.float32),
         )
@@ -87,8 +81,7 @@ def prioritized(
 
     def sample(state: PrioritizedState, key, batch_size: int, beta=0.4) -> Sample:
         check_sample_args(state, batch_size, capacity)
-        slots = sumtree.sample(state.tree, key, batch_size, stratified=stratified)
-        prob = sumtree.get(state.tree, slots) / sumtree.total(state.tree)
+        slots, prob = sumtree.sample_with_probs(state.tree, key, batch_size, stratified)
         weights = (state.count.astype(jnp.float32) * prob) ** (-jnp.asarray(beta, jnp.float32))
         return Sample(
             items=ring.gather(state, slots),

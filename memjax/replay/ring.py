@@ -1,10 +1,15 @@
 """FIFO ring storage shared by the uniform and prioritized buffers.
 
-A ring state is any dataclass with these fields (the buffers' states have them):
-  items: pytree of arrays [capacity, ...], the stored items.
-  pos:   int32 scalar, the slot the next item goes to.
-  count: int32 scalar, number of valid items (<= capacity).
-  lap:   int32 scalar, how many times the ring wrapped, modulo ``num_laps(capacity)``.
+A ring state is a dataclass with two fields, ``items`` and ``cursor``, that mixes
+in ``RingFields`` (the buffers' states do):
+  items:  pytree of arrays [capacity, ...], the stored items.
+  cursor: int32 [3] = (pos, count, lap), read through the properties
+    pos:   the slot the next item goes to;
+    count: number of valid items (<= capacity);
+    lap:   how many times the ring wrapped, modulo ``num_laps(capacity)``.
+  The three counters share one array because each donated buffer costs about a
+  microsecond of dispatch per call; with one array an ``add`` is as cheap as a bare
+  ``dynamic_update_slice`` (see experiments/bench_replay.py).
 
 Item ids. ``sample`` returns ids, not raw slots: ``id = lap_written * capacity + slot``
 where ``lap_written`` is the lap (mod ``num_laps``) in which the slot was last
@@ -29,6 +34,27 @@ def num_laps(capacity: int) -> int:
     return max(1, INT32_MAX // capacity)
 
 
+class RingFields:
+    """Named views of ``cursor`` (works for vmapped states: leading axes are kept)."""
+
+    @property
+    def pos(self) -> jax.Array:
+        return self.cursor[..., 0]
+
+    @property
+    def count(self) -> jax.Array:
+        return self.cursor[..., 1]
+
+    @property
+    def lap(self) -> jax.Array:
+        return self.cursor[..., 2]
+
+
+def init_fields(example, capacity: int) -> dict:
+    """Fields of an empty ring: zeroed items [capacity, ...] and cursor."""
+    return dict(items=empty_items(example, capacity), cursor=jnp.zeros((3,), jnp.int32))
+
+
 def empty_items(example, capacity: int):
     """Zeroed storage [capacity, ...] for each leaf of ONE example item."""
     return jax.tree.map(lambda x: jnp.zeros((capacity, *jnp.shape(x)), jnp.asarray(x).dtype), example)
@@ -51,12 +77,14 @@ def write(state, items, batch: int, capacity: int):
         items,
     )
     advanced = state.pos + batch
-    new_state = state.replace(
-        items=stored,
-        pos=(advanced % capacity).astype(jnp.int32),
-        count=jnp.minimum(state.count + batch, capacity).astype(jnp.int32),
-        lap=((state.lap + advanced // capacity) % num_laps(capacity)).astype(jnp.int32),
-    )
+    cursor = jnp.stack(
+        [
+            advanced % capacity,
+            jnp.minimum(state.count + batch, capacity),
+            (state.lap + advanced // capacity) % num_laps(capacity),
+        ]
+    ).astype(jnp.int32)
+    new_state = state.replace(items=stored, cursor=cursor)
     return new_state, slots
 
 

@@ -14,13 +14,11 @@ from memjax.replay.memory import memory_report
 
 
 @struct.dataclass
-class UniformState:
-    """items: pytree [capacity, ...]; pos, count, lap: int32 scalars (see ``ring``)."""
+class UniformState(ring.RingFields):
+    """items: pytree [capacity, ...]; cursor: int32 [3] = (pos, count, lap), see ``ring``."""
 
     items: object
-    pos: jax.Array
-    count: jax.Array
-    lap: jax.Array
+    cursor: jax.Array
 
 
 def uniform(capacity: int) -> ReplayBuffer:
@@ -32,8 +30,7 @@ def uniform(capacity: int) -> ReplayBuffer:
     capacity = check_positive_int("capacity", capacity)
 
     def init(example) -> UniformState:
-        zero = jnp.zeros((), jnp.int32)
-        return UniformState(items=ring.empty_items(example, capacity), pos=zero, count=zero, lap=zero)
+        return UniformState(**ring.init_fields(example, capacity))
 
     def add(state: UniformState, items) -> UniformState:
         items, batch = check_batch_like(item_spec(state), items, "add")

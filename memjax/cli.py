@@ -1,0 +1,258 @@
+"""The ``memjax`` command line: ``memjax train ...`` and ``memjax bench ...``.
+
+Invalid options get one clear line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import os
+import re
+import sys
+from pathlib import Path
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
+               "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def _count(text: str) -> int:
+    """An integer count; accepts ``500000``, ``500_000`` and ``5e5``."""
+    try:
+        v = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not v.is_integer():
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(v)
+
+
+def _positive(text: str) -> int:
+    v = _count(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return v
+
+
+def _non_negative(text: str) -> int:
+    v = _count(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
+    return v
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``64MB``, ``1.5GiB``, ``500k``, ``1048576`` (decimal k/M/G, binary KiB...)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(
+            f"expected a size like 64MB, 1GiB or 500000, got {text!r}")
+    v = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive size, got {text!r}")
+    return v
+
+
+def _hidden(text: str) -> tuple:
+    try:
+        widths = tuple(int(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer widths like 120,84, got {text!r}") from None
+    if not widths or any(w <= 0 for w in widths):
+        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
+    return widths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memjax", description="Memory-efficient replay and a fused DQN loop in JAX.")
+    sub = parser.add_subparsers(dest="command", metavar="{train,bench}")
+    sub.required = True
+
+    t = sub.add_parser(
+        "train", help="train DQN on a gymnax environment, vmapped over seeds",
+        description="Train DQN on a gymnax environment with several vmapped seeds; writes "
+                    "returns.csv, returns.json, curve.png and summary.json to --out.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from memjax.train import TrainConfig
+
+    d = TrainConfig()
+    t.add_argument("--env", default=d.env, help="gymnax environment id")
+    t.add_argument("--seeds", type=_positive, default=8, help="independent seeds (vmapped)")
+    t.add_argument("--steps", type=_positive, default=d.total_steps,
+                   help="environment steps per seed")
+    t.add_argument("--replay", choices=("uniform", "prioritized"), default=d.replay)
+    size = t.add_mutually_exclusive_group()
+    size.add_argument("--capacity", type=_positive, default=None,
+                      help=f"replay capacity in transitions (default {d.buffer_capacity})")
+    size.add_argument("--memory-budget", type=parse_size, default=None, metavar="SIZE",
+                      help="replay memory per seed, e.g. 64MB; sets the largest capacity "
+                           "that fits")
+    t.add_argument("--out", default=None, help="output directory (default runs/ENV-REPLAY)")
+    t.add_argument("--network", choices=("auto", "mlp", "conv"), default=d.network,
+                   help="Q-network; auto: conv for image observations, else mlp")
+    t.add_argument("--hidden", type=_hidden, default=d.hidden, help="MLP hidden widths")
+    t.add_argument("--num-envs", type=_positive, default=d.num_envs)
+    t.add_argument("--batch-size", type=_positive, default=d.batch_size)
+    t.add_argument("--lr", type=_positive_float, default=d.lr)
+    t.add_argument("--lr-end", type=float, default=d.lr_end,
+                   help="decay the learning rate linearly to this (default: constant)")
+    t.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
+                   help="global gradient-norm clip; 0 disables")
+    t.add_argument("--gamma", type=_fraction, default=d.gamma)
+    t.add_argument("--loss", choices=("huber", "mse"), default=d.loss)
+    t.add_argument("--double-dqn", action=argparse.BooleanOptionalAction, default=d.double_dqn)
+    t.add_argument("--target-update-every", type=_positive, default=d.target_update_every,
+                   help="env steps between target-network updates")
+    t.add_argument("--tau", type=_fraction, default=d.tau,
+                   help="1: hard target copy; <1: Polyak step at each target update")
+    t.add_argument("--learning-starts", type=_non_negative, default=d.learning_starts)
+    t.add_argument("--train-every", type=_positive, default=d.train_every,
+                   help="vector steps per gradient update")
+    t.add_argument("--eps-start", type=_fraction, default=d.eps_start)
+    t.add_argument("--eps-end", type=_fraction, default=d.eps_end)
+    t.add_argument("--eps-decay-steps", type=_positive, default=d.eps_decay_steps)
+    t.add_argument("--alpha", type=float, default=d.alpha, help="PER priority exponent")
+    t.add_argument("--beta-start", type=float, default=d.beta_start,
+                   help="PER importance exponent, annealed linearly to 1")
+    t.add_argument("--chunk-steps", type=_positive, default=d.chunk_steps,
+                   help="env steps per compiled chunk; greedy evaluation after each")
+    t.add_argument("--eval-episodes", type=_positive, default=d.eval_episodes)
+    t.add_argument("--seed", type=_non_negative, default=0, help="base PRNG seed")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    b = sub.add_parser("bench", help="replay benchmarks (experiments/bench_replay.py)",
+                       add_help=False)
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _config_from_args(args):
+    import dataclasses
+
+    from memjax.train import TrainConfig
+
+    kw = dict(
+        env=args.env, total_steps=args.steps, replay=args.replay, network=args.network,
+        hidden=tuple(args.hidden), num_envs=args.num_envs, batch_size=args.batch_size,
+        lr=args.lr, lr_end=args.lr_end,
+        max_grad_norm=None if not args.max_grad_norm else args.max_grad_norm,
+        gamma=args.gamma, loss=args.loss, double_dqn=args.double_dqn,
+        target_update_every=args.target_update_every, tau=args.tau,
+        learning_starts=args.learning_starts, train_every=args.train_every,
+        eps_start=args.eps_start, eps_end=args.eps_end, eps_decay_steps=args.eps_decay_steps,
+        alpha=args.alpha, beta_start=args.beta_start, chunk_steps=args.chunk_steps,
+        eval_episodes=args.eval_episodes)
+    if args.capacity is not None:
+        kw["buffer_capacity"] = args.capacity
+    cfg = dataclasses.replace(TrainConfig(), **kw)
+    if args.memory_budget is not None:
+        from memjax.train import capacity_for_budget
+
+        cfg = dataclasses.replace(cfg, buffer_capacity=capacity_for_budget(cfg,
+                                                                           args.memory_budget))
+    return cfg
+
+
+def _train(args, parser) -> int:
+    from memjax import train as mj_train
+
+    try:
+        cfg = _config_from_args(args)
+        mj_train.make_train(cfg)  # validates config, env and network before compiling
+    except ValueError as e:
+        parser.error(str(e))
+    out = args.out or os.path.join("runs", f"{cfg.env}-{cfg.replay}")
+    print(f"memjax train: {cfg.env}, {args.seeds} seeds x {cfg.steps_done:,} steps, "
+          f"{cfg.replay} replay (capacity {cfg.buffer_capacity:,}), out={out}", flush=True)
+    summary = mj_train.run(cfg, num_seeds=args.seeds, out_dir=out, seed=args.seed,
+                           progress=not args.no_progress)
+    per_seed = ", ".join(f"{x:.1f}" for x in summary["final_return_per_seed"])
+    print(f"final greedy return: {summary['final_return_mean']:.1f} (per seed: {per_seed})\n"
+          f"{summary['steps_per_second']:,.0f} steps/s over {args.seeds} seeds "
+          f"({summary['train_seconds']:.1f} s training, {summary['eval_seconds']:.1f} s eval), "
+          f"compile {summary['compile_seconds']:.1f} s, "
+          f"{summary['bytes_per_transition']:.1f} bytes/transition", flush=True)
+    return 0
+
+
+def _find_bench():
+    candidates = [Path.cwd() / "experiments" / "bench_replay.py",
+                  Path(__file__).resolve().parent.parent / "experiments" / "bench_replay.py"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    return None
+
+
+def _bench(rest) -> int:
+    path = _find_bench()
+    if path is None:
+        print("memjax bench: experiments/bench_replay.py not found (run from a memjax source "
+              "checkout)", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location("memjax_bench_replay", path)
+    mod = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(mod)
+    except ImportError as e:
+        print(f"memjax bench: cannot import {path}: {e}", file=sys.stderr)
+        return 2
+    fn = getattr(mod, "main", None)
+    if fn is None:
+        print(f"memjax bench: {path} has no main()", file=sys.stderr)
+        return 2
+    try:
+        takes_argv = len(inspect.signature(fn).parameters) > 0
+    except (TypeError, ValueError):
+        takes_argv = False
+    if takes_argv:
+        rc = fn(list(rest))
+    else:
+        old = sys.argv
+        sys.argv = [str(path)] + list(rest)
+        try:
+            rc = fn()
+        finally:
+            sys.argv = old
+    return int(rc or 0)
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``memjax`` console script. Returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["bench"]:  # everything after `bench` belongs to the bench script
+            return _bench(argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return _train(args, parser)
+    except KeyboardInterrupt:
+        print("memjax: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""`memjax train` / `memjax bench` command line: error paths and one tiny real run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from memjax import cli
+
+
+def _fails(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--env", "Nope-v0"], "unknown environment 'Nope-v0'"),
+    (["train", "--env", "Pendulum-v1"], "DQN needs discrete actions"),
+    (["train", "--seeds", "0"], "--seeds: must be a positive integer"),
+    (["train", "--steps", "-5"], "--steps: must be a positive integer"),
+    (["train", "--capacity", "0"], "--capacity: must be a positive integer"),
+    (["train", "--capacity", "100"], "batch_size (128) is larger than the buffer capacity (100)"),
+    (["train", "--batch-size", "20000"], "larger than the buffer capacity"),
+    (["train", "--replay", "lifo"], "invalid choice: 'lifo'"),
+    (["train", "--memory-budget", "lots"], "expected a size like 64MB"),
+    (["train", "--memory-budget", "1KB"], "too small"),
+    (["train", "--network", "conv"], "needs image observations"),
+    (["train", "--capacity", "10", "--memory-budget", "1MB"], "not allowed with argument"),
+])
+def test_invalid_options(capsys, argv, message):
+    _fails(capsys, argv, message)
+
+
+def test_size_parsing():
+    assert cli.parse_size("64MB") == 64_000_000
+    assert cli.parse_size("1GiB") == 2**30
+    assert cli.parse_size("1.5k") == 1500
+    assert cli._count("5e5") == 500_000 and cli._count("10_000") == 10_000
+
+
+def test_console_error_has_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "memjax.cli", "train", "--env", "Nope-v0"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 2
+    assert "unknown environment 'Nope-v0'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_tiny_train_run(tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = cli.main(["train", "--steps", "1200", "--seeds", "2", "--num-envs", "4",
+                   "--capacity", "400", "--batch-size", "16", "--learning-starts", "400",
+                   "--chunk-steps", "400", "--eval-episodes", "2", "--hidden", "16",
+                   "--replay", "prioritized", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == 2 and summary["steps"] == 1200
+    assert summary["replay"] == "prioritized" and summary["buffer_capacity"] == 400
+    assert (out / "curve.png").exists() and (out / "returns.csv").exists()
+    assert "final greedy return" in capsys.readouterr().out
+
+
+def test_bench_without_script(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_find_bench", lambda: None)
+    assert cli.main(["bench"]) == 2
+    assert "bench_replay.py not found" in capsys.readouterr().err

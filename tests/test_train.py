@@ -1,0 +1,333 @@
+"""The fused training loop: truncation handling, static schedule, target updates, seed
+independence, the whole vmapped run and the host driver. Small configs throughout."""
+
+import dataclasses
+import json
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import struct
+from gymnax.environments import environment, spaces
+
+from memjax import agents
+from memjax.train import TrainConfig, capacity_for_budget, make_train, run
+
+GAMMA = 0.9
+
+
+# --------------------------------------------------------------------------- a tiny environment
+
+
+@struct.dataclass
+class TinyState(environment.EnvState):
+    time: jax.Array
+    kind: jax.Array
+
+
+@struct.dataclass
+class TinyParams(environment.EnvParams):
+    max_steps_in_episode: int = 3
+
+
+class TinyEnv(environment.Environment):
+    """obs = [time, kind, 7]; reward = 10 * new_time + action.
+
+    ``kind`` is drawn at reset: 0 never terminates (truncated by the time limit at t=3),
+    1 terminates at t=2, 2 terminates at t=3, the same step as the time limit (terminated
+    wins: no bootstrap). After any end the env auto-resets to time 0."""
+
+    @property
+    def default_params(self):
+        return TinyParams()
+
+    def step_env(self, key, state, action, params):
+        t = state.time + 1
+        new = TinyState(time=t, kind=state.kind)
+        terminated = ((state.kind == 1) & (t == 2)) | ((state.kind == 2) & (t == 3))
+        reward = (10 * t + action).astype(jnp.float32)
+        return self.get_obs(new), new, reward, terminated, {}
+
+    def reset_env(self, key, params):
+        s = TinyState(time=jnp.int32(0), kind=jax.random.randint(key, (), 0, 3))
+        return self.get_obs(s), s
+
+    def get_obs(self, state, params=None, key=None):
+        return jnp.array([state.time, state.kind, 7.0], jnp.float32)
+
+    @property
+    def num_actions(self):
+        return 2
+
+    def action_space(self, params=None):
+        return spaces.Discrete(2)
+
+    def observation_space(self, params):
+        return spaces.Box(0.0, 10.0, (3,), jnp.float32)
+
+
+TINY = TrainConfig(env="Tiny", num_envs=4, total_steps=400, buffer_capacity=64, batch_size=8,
+                   learning_starts=32, chunk_steps=4, target_update_every=8, gamma=GAMMA,
+                   hidden=(8,), eval_episodes=3)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return make_train(TINY, env=TinyEnv())
+
+
+@pytest.fixture(scope="module")
+def tiny_rollout(tiny):
+    """30 vector steps of epsilon-greedy acting (eps ~ 1), transitions as inserted."""
+
+    @jax.jit
+    def roll(key):
+        state = tiny.init(key)
+        return jax.lax.scan(lambda s, _: tiny.env_step(s), state, None, length=30)
+
+    state, (tr, done, finished) = roll(jax.random.key(3))
+    return state, jax.device_get(tr), np.asarray(done), np.asarray(finished)
+
+
+def _check_transitions(tr):
+    obs, nxt = np.asarray(tr["obs"]), np.asarray(tr["next_obs"])
+    t, kind = obs[..., 0], obs[..., 1]
+    t1 = t + 1
+    # next_obs is the real successor (final_observation), never the auto-reset observation
+    np.testing.assert_array_equal(nxt[..., 0], t1)
+    np.testing.assert_array_equal(nxt[..., 1], kind)
+    np.testing.assert_array_equal(nxt[..., 2], 7.0)
+    term = ((kind == 1) & (t1 == 2)) | ((kind == 2) & (t1 == 3))
+    np.testing.assert_array_equal(np.asarray(tr["terminated"]), term.astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(tr["reward"]), 10 * t1 + np.asarray(tr["action"]))
+    assert np.asarray(tr["terminated"]).dtype == np.float32
+    assert np.asarray(tr["action"]).dtype == np.int32
+    return t, kind, term
+
+
+def test_truncation_transitions_exact(tiny_rollout):
+    _, tr, done, finished = tiny_rollout
+    t, kind, term = _check_transitions(tr)
+    truncated = (t + 1 == 3) & ~term
+    assert truncated.sum() > 3 and term.sum() > 3  # both cases occur
+    assert ((kind == 2) & (t + 1 == 3)).sum() > 0  # terminated and time limit together
+    # the episode ends exactly at terminations and time limits, then restarts at t=0
+    np.testing.assert_array_equal(done, term | truncated)
+    np.testing.assert_array_equal(tr["obs"][1:, :, 0][done[:-1]], 0.0)
+    # finished episode returns: sum of 10*t + action over the episode
+    assert np.all(finished[~done] == 0)
+    assert np.all(finished[done] >= 10 + 20)
+
+
+def test_truncation_targets_exact(tiny_rollout):
+    """TD targets on the stored transitions bootstrap through truncation, not termination:
+    target = r + gamma * (1 - terminated) * max_a Q_target(next_obs)."""
+    _, tr, _, _ = tiny_rollout
+    batch = jax.tree.map(lambda x: jnp.asarray(x).reshape((-1,) + x.shape[2:]), tr)
+
+    def apply_fn(w, obs):  # Q(obs) = [w * time, w * time + 1]
+        return jnp.stack([w * obs[:, 0], w * obs[:, 0] + 1.0], axis=-1)
+
+    for double in (False, True):
+        # online w = 0 -> Q(obs, a) = a, and (Double DQN) argmax picks action 1
+        _, (abs_td, _) = agents.td_loss(0.0, 1.0, apply_fn, batch, gamma=GAMMA, double=double,
+                                        loss="mse")
+        t, kind, a = (np.asarray(batch["obs"][:, 0]), np.asarray(batch["obs"][:, 1]),
+                      np.asarray(batch["action"]))
+        t1 = t + 1
+        ends = ((kind == 1) & (t1 == 2)) | ((kind == 2) & (t1 == 3))
+        want = 10 * t1 + a + np.where(ends, 0.0, GAMMA * (t1 + 1.0)) - a
+        np.testing.assert_allclose(np.asarray(abs_td), np.abs(want), rtol=1e-6)
+        # a truncated step (kind 0, t=2->3) bootstraps from the final observation (t=3)
+        trunc = (kind == 0) & (t1 == 3)
+        np.testing.assert_allclose(np.asarray(abs_td)[trunc], 30 + GAMMA * 4.0, rtol=1e-6)
+
+
+def test_buffer_holds_final_observations(tiny):
+    """Everything that reaches the buffer satisfies the same invariants (checked by sampling
+    the whole buffer many times after the warm-up)."""
+
+    @jax.jit
+    def f(key):
+        state, _ = tiny.collect(tiny.init(key))
+        return tiny.buffer.sample(state.buffer, jax.random.key(1), 256).items
+
+    _check_transitions(jax.device_get(f(jax.random.key(0))))
+
+
+# --------------------------------------------------------------------------- schedule/targets
+
+
+@pytest.fixture(scope="module")
+def tiny_vmapped(tiny):
+    keys = jax.random.split(jax.random.key(0), 2)
+    init = jax.jit(jax.vmap(tiny.init))
+    collect = jax.jit(jax.vmap(tiny.collect))
+    chunk = jax.jit(jax.vmap(tiny.chunk))
+    s0 = init(keys)
+    s1, m1 = collect(s0)
+    return dict(keys=keys, init=init, collect=collect, chunk=chunk, s0=s0, s1=s1, m1=m1)
+
+
+def test_static_schedule_warmup_then_training(tiny, tiny_vmapped):
+    s0, s1 = tiny_vmapped["s0"], tiny_vmapped["s1"]
+    # warm-up: learning_starts env steps, no update at all
+    assert TINY.warmup_vec_steps == 8
+    np.testing.assert_array_equal(s1.step, [8, 8])
+    np.testing.assert_array_equal(s1.updates, [0, 0])
+    chex.assert_trees_all_equal(s0.params, s1.params)
+    chex.assert_trees_all_equal(s1.params, s1.target_params)
+    # a training chunk: chunk_steps env steps, one update per vector step
+    s2, m2 = tiny_vmapped["chunk"](s1)
+    np.testing.assert_array_equal(s2.step, [12, 12])
+    np.testing.assert_array_equal(s2.updates, [1, 1])
+    assert np.all(np.isfinite(np.asarray(m2["loss"])))
+    # 32 -> 36 env steps does not cross a multiple of 8: target unchanged, params moved
+    chex.assert_trees_all_equal(s2.target_params, s1.target_params)
+    assert not np.allclose(s2.params["params"]["Dense_0"]["kernel"],
+                           s1.params["params"]["Dense_0"]["kernel"])
+    # 36 -> 40 crosses 40: hard copy
+    s3, _ = tiny_vmapped["chunk"](s2)
+    chex.assert_trees_all_equal(s3.target_params, s3.params)
+    s4, _ = tiny_vmapped["chunk"](s3)
+    chex.assert_trees_all_equal(s4.target_params, s3.params)
+
+
+def test_soft_target_update_in_loop(tiny_vmapped):
+    cfg = dataclasses.replace(TINY, tau=0.25, target_update_every=4)
+    tr = make_train(cfg, env=TinyEnv())
+    s1 = tiny_vmapped["s1"]
+    s2, _ = jax.jit(jax.vmap(tr.chunk))(s1)
+    want = jax.tree.map(lambda t, o: 0.75 * t + 0.25 * o, s1.target_params, s2.params)
+    chex.assert_trees_all_close(s2.target_params, want, rtol=1e-6, atol=1e-7)
+
+
+def test_train_every_groups_steps():
+    cfg = dataclasses.replace(TINY, train_every=2, chunk_steps=16)
+    tr = make_train(cfg, env=TinyEnv())
+    assert cfg.chunk_iters == 2
+    s, _ = jax.jit(tr.chunk)(jax.jit(tr.collect)(tr.init(jax.random.key(0)))[0])
+    assert int(s.step) == 8 + 4 and int(s.updates) == 2
+
+
+# --------------------------------------------------------------------------- seed independence
+
+
+def _differs(a, b):
+    return any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_seeds_are_independent(tiny, tiny_vmapped):
+    s0, s1 = tiny_vmapped["s0"], tiny_vmapped["s1"]
+    take = lambda tree, i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
+    # network init and environment resets differ per seed
+    assert _differs(take(s0.params, 0), take(s0.params, 1))
+    assert _differs(s0.obs[0], s0.obs[1])
+    assert _differs(take(s1.buffer, 0), take(s1.buffer, 1))
+
+    # same state, different keys: exploration and replay samples differ; same key: identical
+    base = take(s1, 0)
+    twin = jax.tree.map(lambda x: jnp.stack([x, x]), base)
+    other = twin.replace(key=jax.random.split(jax.random.key(42), 2))
+
+    def actions(s):  # 10 vector steps of (eps ~ 1) exploration: 40 actions
+        return jax.lax.scan(lambda c, _: tiny.env_step(c), s, None, length=10)[1][0]["action"]
+
+    step = jax.jit(jax.vmap(actions))
+    assert _differs(step(other)[0], step(other)[1])
+    a = step(twin)
+    np.testing.assert_array_equal(a[0], a[1])
+
+    learn = jax.jit(jax.vmap(lambda s: tiny.learner_step(s)[0].params))
+    p = learn(other)
+    assert _differs(take(p, 0), take(p, 1))
+    p = learn(twin)
+    chex.assert_trees_all_equal(take(p, 0), take(p, 1))
+
+
+# --------------------------------------------------------------------------- whole runs
+
+
+CARTPOLE_TINY = TrainConfig(num_envs=4, total_steps=2_000, buffer_capacity=500, batch_size=16,
+                            learning_starts=400, chunk_steps=600, eval_episodes=2,
+                            hidden=(16,), eps_decay_steps=1_000)
+
+
+def test_jit_vmap_train_whole_run():
+    for replay in ("uniform", "prioritized"):
+        cfg = dataclasses.replace(CARTPOLE_TINY, replay=replay)
+        trainer = make_train(cfg)
+        assert trainer.final_chunk is not None  # 1600 training steps = 2 chunks of 600 + 400
+        keys = jax.random.split(jax.random.key(1), 3)
+        state, metrics = jax.jit(jax.vmap(trainer))(keys)
+        assert metrics["eval_return"].shape == (3, 2)
+        assert metrics["train"]["loss"].shape == (3, 3)
+        assert np.all(np.isfinite(np.asarray(metrics["train"]["loss"])))
+        np.testing.assert_array_equal(state.step, [cfg.steps_done // cfg.num_envs] * 3)
+        np.testing.assert_array_equal(state.updates, [cfg.train_iters] * 3)
+        assert _differs(state.params["params"]["Dense_0"]["kernel"][0],
+                        state.params["params"]["Dense_0"]["kernel"][1])
+
+
+def test_run_writes_results(tmp_path):
+    out = tmp_path / "run"
+    summary = run(CARTPOLE_TINY, num_seeds=2, out_dir=out, progress=False, log=None)
+    for name in ("returns.csv", "returns.json", "curve.png", "summary.json"):
+        assert (out / name).stat().st_size > 0
+    saved = json.loads((out / "summary.json").read_text())
+    for key in ("env", "seeds", "steps", "final_return_mean", "final_return_per_seed",
+                "steps_per_second", "compile_seconds", "bytes_per_transition"):
+        assert key in saved
+    assert saved["env"] == "CartPole-v1" and saved["seeds"] == 2 and saved["steps"] == 2_000
+    assert len(saved["final_return_per_seed"]) == 2
+    assert saved["compile_seconds"] > 0 and saved["steps_per_second"] > 0
+    # obs 4 f32 twice + action + reward + terminated = 44 bytes of payload at least
+    assert saved["bytes_per_transition"] >= 44
+    rows = (out / "returns.csv").read_text().strip().splitlines()
+    assert rows[0] == "step,seed,eval_return,train_return"
+    assert len(rows) - 1 == 2 * 4  # (warm-up + 3 chunks) x 2 seeds
+    assert summary["final_return_mean"] == pytest.approx(np.mean(saved["final_return_per_seed"]))
+
+
+def test_minatar_uses_conv_network():
+    cfg = dataclasses.replace(CARTPOLE_TINY, env="Breakout-MinAtar", total_steps=200,
+                              learning_starts=40, chunk_steps=40, eval_episodes=1)
+    trainer = make_train(cfg)
+    assert type(trainer.network).__name__ == "ConvQNetwork"
+    state = trainer.init(jax.random.key(0))
+    assert state.obs.shape == (4, 10, 10, 4)
+    with pytest.raises(ValueError, match="conv"):
+        make_train(dataclasses.replace(CARTPOLE_TINY, network="conv"))
+
+
+def test_config_validation_messages():
+    bad = [
+        (dict(batch_size=600), "larger than the buffer"),
+        (dict(buffer_capacity=0), "buffer_capacity must be a positive integer"),
+        (dict(num_envs=-1), "num_envs"),
+        (dict(replay="lifo"), "replay"),
+        (dict(learning_starts=8), "learning_starts"),
+        (dict(total_steps=400), "leaves no training"),
+        (dict(tau=0.0), "tau"),
+    ]
+    for kw, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            make_train(dataclasses.replace(CARTPOLE_TINY, **kw))
+    with pytest.raises(ValueError, match="unknown environment 'Nope-v0'"):
+        make_train(dataclasses.replace(CARTPOLE_TINY, env="Nope-v0"))
+    with pytest.raises(ValueError, match="discrete"):
+        make_train(dataclasses.replace(CARTPOLE_TINY, env="Pendulum-v1"))
+
+
+def test_capacity_for_budget():
+    cap = capacity_for_budget(CARTPOLE_TINY, 1_000_000)
+    small = dataclasses.replace(CARTPOLE_TINY, buffer_capacity=cap)
+    big = dataclasses.replace(CARTPOLE_TINY, buffer_capacity=cap + 1)
+    nbytes = lambda c: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(  # noqa: E731
+        jax.eval_shape(make_train(c).init, jax.random.key(0)).buffer))
+    assert nbytes(small) <= 1_000_000 < nbytes(big)
+    with pytest.raises(ValueError, match="too small"):
+        capacity_for_budget(CARTPOLE_TINY, 100)
