@@ -79,8 +79,9 @@ def _human(n: float) -> str:
 
 def memory_report(state, capacity: int) -> MemoryReport:
     """Report for a buffer state (arrays or ShapeDtypeStructs) of the given capacity."""
-    batch_dims = len(state.count.shape)
-    copies = math.prod(state.count.shape[:batch_dims])
+    seed_axes = state.cursor.shape[:-1]  # cursor is int32 [..., 3]; works on ShapeDtypeStructs
+    batch_dims = len(seed_axes)
+    copies = math.prod(seed_axes)
     fields = []
     for path, leaf in jax.tree_util.tree_leaves_with_path(state.items):
         item_shape = tuple(leaf.shape[batch_dims + 1 :])
