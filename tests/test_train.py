@@ -153,7 +153,8 @@ def test_buffer_holds_final_observations(tiny):
     @jax.jit
     def f(key):
         state, _ = tiny.collect(tiny.init(key))
-        return tiny.buffer.sample(state.buffer, jax.random.key(1), 256).items
+        keys = jax.random.split(jax.random.key(1), 8)
+        return jax.vmap(lambda k: tiny.buffer.sample(state.buffer, k, 32).items)(keys)
 
     _check_transitions(jax.device_get(f(jax.random.key(0))))
 
@@ -180,9 +181,9 @@ def test_static_schedule_warmup_then_training(tiny, tiny_vmapped):
     np.testing.assert_array_equal(s1.updates, [0, 0])
     chex.assert_trees_all_equal(s0.params, s1.params)
     chex.assert_trees_all_equal(s1.params, s1.target_params)
-    # a training chunk: chunk_steps env steps, one update per vector step
+    # a training chunk: chunk_steps = 4 env steps = 1 vector step, one update
     s2, m2 = tiny_vmapped["chunk"](s1)
-    np.testing.assert_array_equal(s2.step, [12, 12])
+    np.testing.assert_array_equal(s2.step, [9, 9])
     np.testing.assert_array_equal(s2.updates, [1, 1])
     assert np.all(np.isfinite(np.asarray(m2["loss"])))
     # 32 -> 36 env steps does not cross a multiple of 8: target unchanged, params moved
@@ -257,7 +258,7 @@ CARTPOLE_TINY = TrainConfig(num_envs=4, total_steps=2_000, buffer_capacity=500, 
 
 
 def test_jit_vmap_train_whole_run():
-    for replay in ("uniform", "prioritized"):
+    for replay in ("prioritized",):  # uniform runs through the host driver below
         cfg = dataclasses.replace(CARTPOLE_TINY, replay=replay)
         trainer = make_train(cfg)
         assert trainer.final_chunk is not None  # 1600 training steps = 2 chunks of 600 + 400
