@@ -290,6 +290,12 @@ def test_sample_valid_and_probabilities(capacity, branching):
             draw(tree, jax.random.key(trial)))
         np.testing.assert_array_equal(strat, strat_only)
         np.testing.assert_array_equal(strat, np.sort(strat))  # stratified draws ascend
+        # the j-th stratified draw comes from the j-th of n equal slices of [0, total)
+        lo = np.where(strat > 0, r.cumsum()[np.maximum(strat - 1, 0)], 0.0)
+        hi = r.cumsum()[strat]
+        j = np.arange(512)
+        tol = 4e-6 * r.total()
+        assert ((lo <= (j + 1) / 512 * r.total() + tol) & (hi >= j / 512 * r.total() - tol)).all()
         for idx, p in ((strat, probs), (plain, plain_probs)):
             assert ((idx >= 0) & (idx < capacity)).all()
             assert (leaves[idx] > 0).all(), idx[leaves[idx] == 0]
@@ -368,9 +374,11 @@ def test_million_updates_no_drift():
 # --------------------------------------------------------------------------- sampling distribution
 
 
-@pytest.mark.parametrize("stratified", [True, False])
-def test_sample_chi_square(stratified):
-    capacity, n, keys = 61, 1000, 100  # 10^5 draws
+@pytest.mark.parametrize("stratified,n", [(True, 8), (True, 1000), (False, 1000)])
+def test_sample_chi_square(stratified, n):
+    """10^5 draws. With n = 8 strata each slice spans ~8 leaves, so the draw within a
+    slice must be uniform too; with n = 1000 each leaf spans many slices."""
+    capacity, keys = 61, 100_000 // n
     rng = np.random.default_rng(3)
     leaves = rng.uniform(0.2, 3.0, capacity).astype(np.float32)
     leaves[rng.random(capacity) < 0.2] = 0.0
@@ -410,3 +418,46 @@ def test_vmap_over_trees_matches_per_tree():
         np.testing.assert_array_equal(totals[s], t1)
         np.testing.assert_array_equal(samples[s], s1)
     assert len({tuple(np.asarray(x).tolist()) for x in samples}) == seeds
+
+
+# --------------------------------------------------------------------------- the non-CPU set path
+
+
+def _vectorised_set():
+    """sumtree's GPU/TPU implementation of ``set``, if this version has a separate one."""
+    import inspect
+
+    fn = getattr(sumtree, "_set_vectorised", None)
+    if fn is None or list(inspect.signature(fn).parameters) != ["tree", "nodes", "indices", "values"]:
+        return None
+    return fn
+
+
+@pytest.mark.skipif(_vectorised_set() is None, reason="no separate vectorised set path")
+@pytest.mark.parametrize("capacity,branching", [(9, 4), (1000, 2)])
+def test_vectorised_set_path_matches_reference(capacity, branching):
+    """``set`` picks its implementation per platform (lax.platform_dependent): CI only has
+    CPUs, so the GPU/TPU path is called directly here (a private function: this test skips
+    if it goes away). It must give the same, bit-identical trees as the reference."""
+    vectorised = _vectorised_set()
+
+    @jax.jit
+    def run(tree, idx, vals):
+        def body(t, iv):
+            values = jnp.where(jnp.isfinite(iv[1]) & (iv[1] > 0), iv[1], 0.0)
+            return t.replace(nodes=vectorised(t, t.nodes, iv[0], values)), None
+
+        tree, _ = jax.lax.scan(body, tree, (idx, vals))
+        return tree, sumtree.build(sumtree.leaves(tree), branching).nodes
+
+    d = Driver(capacity, branching, seed=5)
+    tree = sumtree.init(capacity, branching)
+    for _ in range(4):
+        idx, vals = d.random_batches()
+        d.call(idx, vals)  # the public (CPU) path, checked against the reference
+        check_against_reference(d)
+        tree, rebuilt = run(tree, idx, vals)
+        np.testing.assert_array_equal(np.asarray(tree.nodes).view(np.uint32),
+                                      np.asarray(d.tree.nodes).view(np.uint32))
+        np.testing.assert_array_equal(np.asarray(tree.nodes).view(np.uint32),
+                                      np.asarray(rebuilt).view(np.uint32))
