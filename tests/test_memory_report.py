@@ -115,3 +115,14 @@ def test_vmapped_state_counts_copies(name):
     assert buf.memory(abstract) == buf.memory(live)
     assert buf.memory(live).total_bytes == nbytes(live)
     assert "8 copies" in str(buf.memory(live))
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_two_leading_axes(name):
+    """seeds x devices: copies is the product of the leading axes."""
+    buf = FACTORIES[name](10)
+    single = buf.memory(buf.init(EX))
+    nested = jax.eval_shape(jax.vmap(jax.vmap(lambda _: buf.init(EX))), jnp.zeros((2, 3)))
+    report = buf.memory(nested)
+    check_fields(report, 10, 6)
+    assert report.total_bytes == 6 * single.total_bytes
