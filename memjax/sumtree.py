@@ -345,12 +345,21 @@ def find(tree: SumTree, targets: jax.Array) -> jax.Array:
 def _materialise(values, trip_count):
     """``values``, computed once and never re-fused into later consumers.
 
-    ``trip_count`` must be a traced int32 equal to 1 (XLA would delete a loop whose
-    trip count it can prove). Costs about as much as one small kernel.
+    A ``while_loop`` is a fusion boundary, but XLA hoists loop-invariant carries out
+    of a loop and deletes loops it can prove run once, so: ``trip_count`` must be a
+    traced int32 equal to 1, and the body passes each value through an identity XLA
+    cannot see through (``x * trip_count`` for floats, ``x + (trip_count - 1)`` for
+    ints). Costs about as much as one small kernel.
     """
+
+    def touch(x):
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            return x * trip_count.astype(x.dtype)
+        return x + (trip_count - 1).astype(x.dtype)
+
     def body(carry):
         i, xs = carry
-        return i + 1, xs
+        return i + 1, jax.tree.map(touch, xs)
 
     return jax.lax.while_loop(lambda c: c[0] < trip_count, body, (jnp.int32(0), values))[1]
 
