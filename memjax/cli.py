@@ -62,6 +62,15 @@ def _fraction(text: str) -> float:
     return v
 
 
+def _optional_float(text: str):
+    if text.strip().lower() in ("none", "const", "constant"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
 def parse_size(text: str) -> int:
     """Bytes from ``64MB``, ``1.5GiB``, ``500k``, ``1048576`` (decimal k/M/G, binary KiB...)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
@@ -117,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-envs", type=_positive, default=d.num_envs)
     t.add_argument("--batch-size", type=_positive, default=d.batch_size)
     t.add_argument("--lr", type=_positive_float, default=d.lr)
-    t.add_argument("--lr-end", type=float, default=d.lr_end,
-                   help="decay the learning rate linearly to this (default: constant)")
+    t.add_argument("--lr-end", type=_optional_float, default=d.lr_end,
+                   help="decay the learning rate linearly to this over training; "
+                        "'none' keeps it constant")
     t.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
                    help="global gradient-norm clip; 0 disables")
     t.add_argument("--gamma", type=_fraction, default=d.gamma)
