@@ -299,11 +299,16 @@ def make_buffer(config: TrainConfig):
     return mj_replay.prioritized(capacity=config.buffer_capacity, alpha=config.alpha)
 
 
-def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None) -> Trainer:
+def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None,
+               buffer=None) -> Trainer:
     """Build the pure training functions for ``config``.
 
     ``env``/``env_params``: optionally a gymnax ``Environment`` instance (and params) to use
     instead of ``gymnax.make(config.env)``; tests use a tiny custom environment this way.
+    ``buffer``: optionally any replay buffer with the ``memjax.replay.ReplayBuffer`` contract
+    (init/add/sample/update/can_sample/memory) to use instead of the one ``config.replay``
+    names; ``config.replay == "prioritized"`` still decides whether importance weights and
+    priority updates are used. The loop benchmark plugs other libraries' buffers in here.
     """
     config.validate()
     if env is None:
@@ -328,7 +333,7 @@ def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None) -
     network = agents.make_network(kind, num_actions, config.hidden)
     apply_fn = network.apply
 
-    buffer = make_buffer(config)
+    buffer = make_buffer(config) if buffer is None else buffer
     per = config.replay == "prioritized"
 
     lr = config.lr
@@ -621,6 +626,8 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
     bar = None
     if progress:
         from tqdm.auto import tqdm
+        # the bar counts env steps per seed; sps_all_seeds = steps/s summed over seeds,
+        # ret = latest training (epsilon-greedy) return, greedy = latest evaluation return
         bar = tqdm(total=cfg.steps_done, unit="step", desc=f"{cfg.env} x{num_seeds}",
                    dynamic_ncols=True)
     last_eval = float("nan")
@@ -644,7 +651,7 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
             if bar is not None:
                 bar.update(n_steps)
                 sps = done_steps * num_seeds / max(train_seconds, 1e-9)
-                bar.set_postfix(sps=f"{sps:,.0f}", ret=f"{np.nanmean(train_curve[-1]):.1f}"
+                bar.set_postfix(sps_all_seeds=f"{sps:,.0f}", ret=f"{np.nanmean(train_curve[-1]):.1f}"
                                 if np.isfinite(train_curve[-1]).any() else "nan",
                                 greedy=f"{last_eval:.1f}")
     finally:
