@@ -24,7 +24,8 @@ The pieces, all pure and vmappable (``state`` is one seed's state; vmap adds the
 The learning schedule is static: warm-up chunks never update, training chunks always do, so
 there is no ``lax.cond`` on a per-seed predicate (under vmap it would run both branches).
 
-:func:`run` is the host driver behind ``memjax train``: it compiles the chunks ahead of time
+:func:`run` (in :mod:`memjax.driver`, also reachable as ``memjax.train.run``) is the host
+driver behind ``memjax train``: it compiles the chunks ahead of time
 (reporting compile time separately), loops over them with the state donated, shows a tqdm bar,
 runs greedy evaluation between chunks and writes ``returns.csv``, ``returns.json``,
 ``curve.png`` and ``summary.json``.
@@ -33,183 +34,16 @@ runs greedy evaluation between chunks and writes ``returns.csv``, ``returns.json
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
-import gymnax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
 from memjax import agents
-
-# ---------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------
-
-REPLAY_KINDS = ("uniform", "prioritized")
-NETWORK_KINDS = ("auto", "mlp", "conv")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """DQN hyperparameters. Defaults solve CartPole-v1: PureJaxRL's DQN settings (10 envs,
-    buffer 10k, batch 128, lr 2.5e-4, epsilon 1 -> 0.05 over 250k steps, learning starts at
-    10k, one update per vector step, 5e5 steps, gamma 0.99, plain DQN with a squared TD
-    loss) with two changes: the learning rate decays linearly to 0, and the target network
-    is copied every 250 env steps (25 updates) instead of 500.
-
-    Tuning record (mean final greedy return, 10 episodes per seed): Huber loss diverged
-    (Q-values in the thousands). With copies every 500 env steps: 463-500 on 8-seed sets,
-    with Double DQN + clipping at 10 + lr decay 463-493; lr 1e-3: 434 (16 seeds); slower
-    targets (every 1000 env steps, Polyak tau=0.01 per update) 319 and 291. Copies every 250
-    env steps with lr decay: Double DQN + clipping 468 (16 seeds), plain DQN 500 (16 seeds).
-    Step counts (``total_steps``, ``learning_starts``, ``eps_decay_steps``,
-    ``target_update_every``, ``chunk_steps``) are in *environment* steps, i.e. vector steps
-    times ``num_envs``, per seed.
-    """
-
-    env: str = "CartPole-v1"
-    num_envs: int = 10
-    total_steps: int = 500_000
-    # replay
-    replay: str = "uniform"           # "uniform" | "prioritized"
-    buffer_capacity: int = 10_000
-    alpha: float = 0.6                # PER priority exponent
-    beta_start: float = 0.4           # PER importance exponent, annealed linearly to beta_end
-    beta_end: float = 1.0
-    priority_eps: float = 1e-6        # added to |TD| so no item gets priority 0
-    batch_size: int = 128
-    # learner
-    lr: float = 2.5e-4
-    lr_end: Optional[float] = 0.0     # linear decay to lr_end over training; None: constant
-    adam_eps: float = 1e-8
-    max_grad_norm: Optional[float] = None  # global-norm clip; None: no clipping
-    gamma: float = 0.99
-    double_dqn: bool = False
-    loss: str = "mse"                 # "mse" (0.5 td^2) | "huber" (diverges on CartPole)
-    huber_delta: float = 1.0
-    target_update_every: int = 250    # env steps between target updates
-    tau: float = 1.0                  # 1: hard copy; < 1: one Polyak step per target update
-    network: str = "auto"             # "auto" (conv for image obs) | "mlp" | "conv"
-    hidden: Sequence[int] = (120, 84)
-    # acting
-    eps_start: float = 1.0
-    eps_end: float = 0.05
-    eps_decay_steps: int = 250_000
-    learning_starts: int = 10_000     # env steps of random-action warm-up before any update
-    train_every: int = 1              # vector steps per gradient update
-    # host loop / evaluation
-    chunk_steps: int = 10_000         # env steps per compiled chunk; evaluation after each
-    eval_episodes: int = 10
-    eval_epsilon: float = 0.0
-
-    # derived schedule (vector steps) ----------------------------------------------------------
-    @property
-    def warmup_vec_steps(self) -> int:
-        return -(-self.learning_starts // self.num_envs)
-
-    @property
-    def total_vec_steps(self) -> int:
-        return self.total_steps // self.num_envs
-
-    @property
-    def chunk_iters(self) -> int:
-        """Updates (= iterations of ``train_every`` vector steps) per training chunk."""
-        return max(1, self.chunk_steps // (self.num_envs * self.train_every))
-
-    @property
-    def train_iters(self) -> int:
-        """Total gradient updates in the run."""
-        return max(0, self.total_vec_steps - self.warmup_vec_steps) // self.train_every
-
-    @property
-    def num_chunks(self) -> int:
-        return self.train_iters // self.chunk_iters
-
-    @property
-    def remainder_iters(self) -> int:
-        return self.train_iters - self.num_chunks * self.chunk_iters
-
-    @property
-    def steps_done(self) -> int:
-        """Env steps per seed actually run (``total_steps`` rounded to whole vector steps and
-        whole ``train_every`` groups)."""
-        return (self.warmup_vec_steps + self.train_iters * self.train_every) * self.num_envs
-
-    def validate(self) -> "TrainConfig":
-        """Raise ``ValueError`` with a clear message for invalid settings; return self."""
-        positive = ("num_envs", "total_steps", "buffer_capacity", "batch_size", "train_every",
-                    "target_update_every", "eps_decay_steps", "chunk_steps", "eval_episodes")
-        for name in positive:
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not isinstance(self.learning_starts, int) or self.learning_starts < 0:
-            raise ValueError(f"learning_starts must be an integer >= 0, got {self.learning_starts!r}")
-        if self.replay not in REPLAY_KINDS:
-            raise ValueError(f"replay must be one of {REPLAY_KINDS}, got {self.replay!r}")
-        if self.network not in NETWORK_KINDS:
-            raise ValueError(f"network must be one of {NETWORK_KINDS}, got {self.network!r}")
-        if self.loss not in agents.losses.LOSS_KINDS:
-            raise ValueError(f"loss must be one of {agents.losses.LOSS_KINDS}, got {self.loss!r}")
-        if self.batch_size > self.buffer_capacity:
-            raise ValueError(f"batch_size ({self.batch_size}) is larger than the buffer "
-                             f"capacity ({self.buffer_capacity})")
-        if self.num_envs > self.buffer_capacity:
-            raise ValueError(f"num_envs ({self.num_envs}) is larger than the buffer capacity "
-                             f"({self.buffer_capacity}): one vector step would overwrite itself")
-        if self.warmup_vec_steps * self.num_envs < self.batch_size:
-            raise ValueError(f"learning_starts ({self.learning_starts}) must be at least "
-                             f"batch_size ({self.batch_size}) so the first sample is full")
-        if self.train_iters <= 0:
-            raise ValueError(f"total_steps ({self.total_steps}) leaves no training after "
-                             f"learning_starts ({self.learning_starts}) with num_envs="
-                             f"{self.num_envs} and train_every={self.train_every}")
-        for name in ("lr", "adam_eps", "huber_delta"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.lr_end is not None and self.lr_end < 0:
-            raise ValueError(f"lr_end must be >= 0, got {self.lr_end!r}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
-        if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"tau must be in (0, 1], got {self.tau!r}")
-        for name in ("eps_start", "eps_end", "eval_epsilon"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        if self.alpha < 0 or self.beta_start < 0 or self.beta_end < 0:
-            raise ValueError("alpha, beta_start and beta_end must be >= 0")
-        if not self.priority_eps > 0:
-            raise ValueError(f"priority_eps must be > 0, got {self.priority_eps!r}")
-        if any((not isinstance(h, int)) or h <= 0 for h in self.hidden):
-            raise ValueError(f"hidden must be positive layer widths, got {tuple(self.hidden)!r}")
-        return self
-
-
-def make_env(name: str):
-    """``gymnax.make(name)`` with a clear error for unknown or non-discrete environments.
-    Returns ``(env, env_params)``."""
-    if name not in gymnax.registered_envs:
-        known = ", ".join(e for e in gymnax.registered_envs)
-        raise ValueError(f"unknown environment {name!r}; gymnax knows: {known}")
-    env, env_params = gymnax.make(name)
-    _check_discrete(env, env_params, name)
-    return env, env_params
-
-
-def _check_discrete(env, env_params, name):
-    space = env.action_space(env_params)
-    if not isinstance(space, gymnax.environments.spaces.Discrete):
-        raise ValueError(f"environment {name!r} has a {type(space).__name__} action space; "
-                         "DQN needs discrete actions")
-
+from memjax.train_config import NETWORK_KINDS, REPLAY_KINDS, TrainConfig, _check_discrete, make_env
 
 # ---------------------------------------------------------------------------------------------
 # State
@@ -236,11 +70,6 @@ class TrainState:
     step: jax.Array
     updates: jax.Array
     ep_return: jax.Array
-
-
-def _tree_bytes(tree) -> int:
-    return int(sum(np.dtype(x.dtype).itemsize * math.prod(x.shape)
-                   for x in jax.tree.leaves(tree)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,171 +355,18 @@ def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None,
                    evaluate=evaluate, train=train)
 
 
-# ---------------------------------------------------------------------------------------------
-# Host driver
-# ---------------------------------------------------------------------------------------------
+_DRIVER_NAMES = ("run", "capacity_for_budget", "buffer_bytes_per_transition")
 
 
-def buffer_bytes_per_transition(trainer: Trainer) -> float:
-    """Bytes of one seed's whole replay state (items, sum-tree, counters) divided by its
-    capacity, from ``jax.eval_shape`` (nothing is allocated)."""
-    state = jax.eval_shape(trainer.init, jax.random.key(0))
-    return trainer.buffer.memory(state.buffer).bytes_per_item
+def __getattr__(name):
+    # The host driver lives in memjax.driver (it imports this module); keep
+    # ``memjax.train.run`` and ``from memjax.train import run`` working.
+    if name in _DRIVER_NAMES:
+        from memjax import driver
+
+        return getattr(driver, name)
+    raise AttributeError(f"module 'memjax.train' has no attribute {name!r}")
 
 
-def capacity_for_budget(config: TrainConfig, budget_bytes: int, env=None,
-                        env_params=None) -> int:
-    """The largest replay capacity whose buffer state (one seed, ``config``'s replay kind and
-    environment) fits in ``budget_bytes``, measured with ``jax.eval_shape`` (no allocation).
-    Raises ``ValueError`` if not even ``batch_size`` transitions fit."""
-
-    if env is None:
-        env, default_params = make_env(config.env)
-        env_params = default_params if env_params is None else env_params
-    elif env_params is None:
-        env_params = env.default_params
-    example = example_transition(env, env_params)
-
-    def nbytes(capacity: int) -> int:
-        buf = make_buffer(dataclasses.replace(config, buffer_capacity=capacity))
-        return _tree_bytes(jax.eval_shape(buf.init, example))
-
-    lo = max(config.batch_size, config.num_envs)
-    if nbytes(lo) > budget_bytes:
-        raise ValueError(f"memory budget of {budget_bytes:,} bytes is too small for a buffer "
-                         f"of batch_size={config.batch_size} transitions "
-                         f"({nbytes(lo):,} bytes)")
-    hi = lo
-    while nbytes(hi * 2) <= budget_bytes:
-        hi *= 2
-        if hi > 2**40:
-            break
-    lo, hi = hi, hi * 2  # nbytes(lo) fits, nbytes(hi) does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if nbytes(mid) <= budget_bytes else (lo, mid)
-    return lo
-
-
-def _aot(fn, *args, donate=False):
-    t0 = time.perf_counter()
-    jitted = jax.jit(fn, donate_argnums=(0,) if donate else ())
-    compiled = jitted.lower(*args).compile()
-    return compiled, time.perf_counter() - t0
-
-
-def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, seed: int = 0,
-        progress: bool = True, env=None, env_params=None, log: Callable = print) -> dict:
-    """Train ``num_seeds`` independent seeds (vmapped) with the host loop.
-
-    Compiles (AOT) the vmapped warm-up and training chunks with the state donated, runs them
-    with a tqdm bar (steps, SPS, latest training and greedy returns), evaluates greedily after
-    every chunk, and, when ``out_dir`` is given, writes ``returns.csv``, ``returns.json``,
-    ``curve.png`` and ``summary.json`` there. Returns the summary dict (plus ``"curves"``).
-    """
-    from memjax import results
-
-    if not isinstance(num_seeds, int) or num_seeds <= 0:
-        raise ValueError(f"num_seeds must be a positive integer, got {num_seeds!r}")
-    trainer = make_train(config, env=env, env_params=env_params)
-    cfg = trainer.config
-    base = jax.random.key(seed)
-    k_train, k_eval = jax.random.split(base)
-    keys = jax.random.split(k_train, num_seeds)
-
-    compile_times = {}
-    init_c, compile_times["init"] = _aot(jax.vmap(trainer.init), keys)
-    state = init_c(keys)
-    collect_c, compile_times["collect"] = _aot(jax.vmap(trainer.collect), state, donate=True)
-    chunk_c, compile_times["chunk"] = _aot(jax.vmap(trainer.chunk), state, donate=True)
-    final_c = None
-    if trainer.final_chunk is not None:
-        final_c, compile_times["final_chunk"] = _aot(jax.vmap(trainer.final_chunk), state,
-                                                     donate=True)
-    eval_keys0 = jax.random.split(k_eval, num_seeds)
-    eval_c, compile_times["evaluate"] = _aot(jax.vmap(trainer.evaluate), state.params,
-                                             eval_keys0)
-    compile_seconds = sum(compile_times.values())
-
-    mem = trainer.buffer.memory(state.buffer)  # all seeds; bytes_per_item is per seed
-    schedule = [("warmup", collect_c, cfg.warmup_vec_steps * cfg.num_envs)]
-    schedule += [("chunk", chunk_c, cfg.chunk_iters * cfg.train_every * cfg.num_envs)] \
-        * cfg.num_chunks
-    if final_c is not None:
-        schedule.append(("final", final_c, cfg.remainder_iters * cfg.train_every * cfg.num_envs))
-
-    steps_axis, train_curve, eval_curve = [], [], []
-    losses = []
-    train_seconds = eval_seconds = 0.0
-    done_steps = 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        # the bar counts env steps per seed; sps_all_seeds = steps/s summed over seeds,
-        # ret = latest training (epsilon-greedy) return, greedy = latest evaluation return
-        bar = tqdm(total=cfg.steps_done, unit="step", desc=f"{cfg.env} x{num_seeds}",
-                   dynamic_ncols=True)
-    last_eval = float("nan")
-    try:
-        for i, (name, fn, n_steps) in enumerate(schedule):
-            t0 = time.perf_counter()
-            state, metrics = fn(state)
-            jax.block_until_ready(metrics)
-            train_seconds += time.perf_counter() - t0
-            done_steps += n_steps
-            t0 = time.perf_counter()
-            ev = eval_c(state.params, jax.random.split(jax.random.fold_in(k_eval, i), num_seeds))
-            ev = np.asarray(jax.device_get(ev))                         # [seeds, episodes]
-            eval_seconds += time.perf_counter() - t0
-            m = jax.device_get(metrics)
-            steps_axis.append(done_steps)
-            train_curve.append(np.asarray(m["episode_return"], np.float64))
-            eval_curve.append(ev.mean(axis=1))
-            losses.append(np.asarray(m["loss"], np.float64))
-            last_eval = float(ev.mean())
-            if bar is not None:
-                bar.update(n_steps)
-                sps = done_steps * num_seeds / max(train_seconds, 1e-9)
-                bar.set_postfix(sps_all_seeds=f"{sps:,.0f}", ret=f"{np.nanmean(train_curve[-1]):.1f}"
-                                if np.isfinite(train_curve[-1]).any() else "nan",
-                                greedy=f"{last_eval:.1f}")
-    finally:
-        if bar is not None:
-            bar.close()
-
-    final = eval_curve[-1]
-    summary = {
-        "env": cfg.env,
-        "seeds": num_seeds,
-        "steps": int(cfg.steps_done),
-        "replay": cfg.replay,
-        "buffer_capacity": cfg.buffer_capacity,
-        "final_return_mean": float(np.mean(final)),
-        "final_return_std": float(np.std(final)),
-        "final_return_per_seed": [float(x) for x in final],
-        "steps_per_second": cfg.steps_done * num_seeds / train_seconds,
-        "steps_per_second_per_seed": cfg.steps_done / train_seconds,
-        "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
-        "compile_seconds": compile_seconds,
-        "compile_seconds_by_function": compile_times,
-        "bytes_per_transition": mem.bytes_per_item,
-        "buffer_bytes_per_seed": mem.total_bytes / num_seeds,
-        "replay_memory": mem.as_dict(),
-        "eval_episodes": cfg.eval_episodes,
-        "backend": jax.default_backend(),
-        "device": str(jax.devices()[0].device_kind),
-        "config": results.config_to_dict(cfg),
-    }
-    curves = {
-        "steps": steps_axis,
-        "eval_return": np.stack(eval_curve),       # [points, seeds]
-        "train_return": np.stack(train_curve),     # [points, seeds]
-        "loss": np.stack(losses),
-    }
-    if out_dir is not None:
-        paths = results.write_all(out_dir, summary, curves)
-        if log is not None:
-            log("wrote " + ", ".join(str(p) for p in paths))
-    summary["curves"] = curves
-    return summary
+__all__ = ["TrainConfig", "TrainState", "Trainer", "make_train", "make_env", "make_buffer",
+           "example_transition", "REPLAY_KINDS", "NETWORK_KINDS", *_DRIVER_NAMES]

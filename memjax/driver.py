@@ -1,0 +1,191 @@
+"""The host driver behind ``memjax train``: AOT-compiled, donated, vmapped chunks in a
+Python loop with a progress bar, greedy evaluation between chunks, and the results files.
+Also the byte-budget helpers (capacity for a memory budget, bytes per transition)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+
+from memjax.train import Trainer, example_transition, make_buffer, make_train
+from memjax.train_config import TrainConfig, make_env
+
+
+def _tree_bytes(tree) -> int:
+    return int(sum(np.dtype(x.dtype).itemsize * math.prod(x.shape)
+                   for x in jax.tree.leaves(tree)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Host driver
+# ---------------------------------------------------------------------------------------------
+
+
+def buffer_bytes_per_transition(trainer: Trainer) -> float:
+    """Bytes of one seed's whole replay state (items, sum-tree, counters) divided by its
+    capacity, from ``jax.eval_shape`` (nothing is allocated)."""
+    state = jax.eval_shape(trainer.init, jax.random.key(0))
+    return trainer.buffer.memory(state.buffer).bytes_per_item
+
+
+def capacity_for_budget(config: TrainConfig, budget_bytes: int, env=None,
+                        env_params=None) -> int:
+    """The largest replay capacity whose buffer state (one seed, ``config``'s replay kind and
+    environment) fits in ``budget_bytes``, measured with ``jax.eval_shape`` (no allocation).
+    Raises ``ValueError`` if not even ``batch_size`` transitions fit."""
+
+    if env is None:
+        env, default_params = make_env(config.env)
+        env_params = default_params if env_params is None else env_params
+    elif env_params is None:
+        env_params = env.default_params
+    example = example_transition(env, env_params)
+
+    def nbytes(capacity: int) -> int:
+        buf = make_buffer(dataclasses.replace(config, buffer_capacity=capacity))
+        return _tree_bytes(jax.eval_shape(buf.init, example))
+
+    lo = max(config.batch_size, config.num_envs)
+    if nbytes(lo) > budget_bytes:
+        raise ValueError(f"memory budget of {budget_bytes:,} bytes is too small for a buffer "
+                         f"of batch_size={config.batch_size} transitions "
+                         f"({nbytes(lo):,} bytes)")
+    hi = lo
+    while nbytes(hi * 2) <= budget_bytes:
+        hi *= 2
+        if hi > 2**40:
+            break
+    lo, hi = hi, hi * 2  # nbytes(lo) fits, nbytes(hi) does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if nbytes(mid) <= budget_bytes else (lo, mid)
+    return lo
+
+
+def _aot(fn, *args, donate=False):
+    t0 = time.perf_counter()
+    jitted = jax.jit(fn, donate_argnums=(0,) if donate else ())
+    compiled = jitted.lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, seed: int = 0,
+        progress: bool = True, env=None, env_params=None, log: Callable = print) -> dict:
+    """Train ``num_seeds`` independent seeds (vmapped) with the host loop.
+
+    Compiles (AOT) the vmapped warm-up and training chunks with the state donated, runs them
+    with a tqdm bar (steps, SPS, latest training and greedy returns), evaluates greedily after
+    every chunk, and, when ``out_dir`` is given, writes ``returns.csv``, ``returns.json``,
+    ``curve.png`` and ``summary.json`` there. Returns the summary dict (plus ``"curves"``).
+    """
+    from memjax import results
+
+    if not isinstance(num_seeds, int) or num_seeds <= 0:
+        raise ValueError(f"num_seeds must be a positive integer, got {num_seeds!r}")
+    trainer = make_train(config, env=env, env_params=env_params)
+    cfg = trainer.config
+    base = jax.random.key(seed)
+    k_train, k_eval = jax.random.split(base)
+    keys = jax.random.split(k_train, num_seeds)
+
+    compile_times = {}
+    init_c, compile_times["init"] = _aot(jax.vmap(trainer.init), keys)
+    state = init_c(keys)
+    collect_c, compile_times["collect"] = _aot(jax.vmap(trainer.collect), state, donate=True)
+    chunk_c, compile_times["chunk"] = _aot(jax.vmap(trainer.chunk), state, donate=True)
+    final_c = None
+    if trainer.final_chunk is not None:
+        final_c, compile_times["final_chunk"] = _aot(jax.vmap(trainer.final_chunk), state,
+                                                     donate=True)
+    eval_keys0 = jax.random.split(k_eval, num_seeds)
+    eval_c, compile_times["evaluate"] = _aot(jax.vmap(trainer.evaluate), state.params,
+                                             eval_keys0)
+    compile_seconds = sum(compile_times.values())
+
+    mem = trainer.buffer.memory(state.buffer)  # all seeds; bytes_per_item is per seed
+    schedule = [("warmup", collect_c, cfg.warmup_vec_steps * cfg.num_envs)]
+    schedule += [("chunk", chunk_c, cfg.chunk_iters * cfg.train_every * cfg.num_envs)] \
+        * cfg.num_chunks
+    if final_c is not None:
+        schedule.append(("final", final_c, cfg.remainder_iters * cfg.train_every * cfg.num_envs))
+
+    steps_axis, train_curve, eval_curve = [], [], []
+    losses = []
+    train_seconds = eval_seconds = 0.0
+    done_steps = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        # the bar counts env steps per seed; sps_all_seeds = steps/s summed over seeds,
+        # ret = latest training (epsilon-greedy) return, greedy = latest evaluation return
+        bar = tqdm(total=cfg.steps_done, unit="step", desc=f"{cfg.env} x{num_seeds}",
+                   dynamic_ncols=True)
+    last_eval = float("nan")
+    try:
+        for i, (name, fn, n_steps) in enumerate(schedule):
+            t0 = time.perf_counter()
+            state, metrics = fn(state)
+            jax.block_until_ready(metrics)
+            train_seconds += time.perf_counter() - t0
+            done_steps += n_steps
+            t0 = time.perf_counter()
+            ev = eval_c(state.params, jax.random.split(jax.random.fold_in(k_eval, i), num_seeds))
+            ev = np.asarray(jax.device_get(ev))                         # [seeds, episodes]
+            eval_seconds += time.perf_counter() - t0
+            m = jax.device_get(metrics)
+            steps_axis.append(done_steps)
+            train_curve.append(np.asarray(m["episode_return"], np.float64))
+            eval_curve.append(ev.mean(axis=1))
+            losses.append(np.asarray(m["loss"], np.float64))
+            last_eval = float(ev.mean())
+            if bar is not None:
+                bar.update(n_steps)
+                sps = done_steps * num_seeds / max(train_seconds, 1e-9)
+                bar.set_postfix(sps_all_seeds=f"{sps:,.0f}", ret=f"{np.nanmean(train_curve[-1]):.1f}"
+                                if np.isfinite(train_curve[-1]).any() else "nan",
+                                greedy=f"{last_eval:.1f}")
+    finally:
+        if bar is not None:
+            bar.close()
+
+    final = eval_curve[-1]
+    summary = {
+        "env": cfg.env,
+        "seeds": num_seeds,
+        "steps": int(cfg.steps_done),
+        "replay": cfg.replay,
+        "buffer_capacity": cfg.buffer_capacity,
+        "final_return_mean": float(np.mean(final)),
+        "final_return_std": float(np.std(final)),
+        "final_return_per_seed": [float(x) for x in final],
+        "steps_per_second": cfg.steps_done * num_seeds / train_seconds,
+        "steps_per_second_per_seed": cfg.steps_done / train_seconds,
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "compile_seconds": compile_seconds,
+        "compile_seconds_by_function": compile_times,
+        "bytes_per_transition": mem.bytes_per_item,
+        "buffer_bytes_per_seed": mem.total_bytes / num_seeds,
+        "replay_memory": mem.as_dict(),
+        "eval_episodes": cfg.eval_episodes,
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0].device_kind),
+        "config": results.config_to_dict(cfg),
+    }
+    curves = {
+        "steps": steps_axis,
+        "eval_return": np.stack(eval_curve),       # [points, seeds]
+        "train_return": np.stack(train_curve),     # [points, seeds]
+        "loss": np.stack(losses),
+    }
+    if out_dir is not None:
+        paths = results.write_all(out_dir, summary, curves)
+        if log is not None:
+            log("wrote " + ", ".join(str(p) for p in paths))
+    summary["curves"] = curves
+    return summary
