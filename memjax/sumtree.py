@@ -246,24 +246,59 @@ def set(tree: SumTree, indices: jax.Array, values: jax.Array) -> SumTree:  # noq
 
 def _set_sequential(tree: SumTree, nodes, indices, values):
     """``set`` as a loop over the batch: later entries overwrite earlier ones."""
-    offsets, k, cap = tree._offsets(), tree.branching, tree.capacity
+    return _set_loop(tree.capacity, tree.branching)(nodes, indices, values)
 
-    def body(i, nodes):
-        index = indices[i]
-        leaf = jnp.clip(index, 0, cap - 1)
-        inside = (index >= 0) & (index < cap)
-        value = jnp.where(inside, values[i], nodes[offsets[-1] + leaf])
-        nodes = jax.lax.dynamic_update_index_in_dim(nodes, value, offsets[-1] + leaf, 0)
-        node = leaf
-        for level in range(tree.depth, 0, -1):
-            node = node // k
-            row = jax.lax.dynamic_slice_in_dim(nodes, offsets[level] + k * node, k)
-            nodes = jax.lax.dynamic_update_index_in_dim(
-                nodes, _pairwise_sum(row), offsets[level - 1] + node, 0
-            )
-        return nodes
 
-    return jax.lax.fori_loop(0, indices.shape[0], body, nodes)
+@functools.lru_cache(maxsize=None)
+def _set_loop(capacity: int, branching: int):
+    """The sequential ``set`` for one static geometry, over trees with any leading axes.
+
+    Returns ``loop(nodes [..., M], indices [..., B], values [..., B]) -> nodes`` (same
+    leading axes everywhere). One ``fori_loop`` walks every (tree, entry) pair with 2-D
+    dynamic slices. Plain ``vmap`` of a scalar loop would turn each dynamic slice into a
+    batched gather/scatter (20x slower, even for one seed); the vmap rule instead moves
+    the new axis into the leading axes and calls ``loop`` again, so nested vmaps work too.
+    """
+    offsets, _ = geometry(capacity, branching)
+    depth = len(offsets) - 1
+
+    @jax.custom_batching.custom_vmap
+    def loop(nodes, indices, values):
+        trees = int(np.prod(nodes.shape[:-1], dtype=np.int64))
+        batch = indices.shape[-1]
+        flat = nodes.reshape(trees, nodes.shape[-1])
+        indices2 = indices.reshape(trees, batch)
+        values2 = values.reshape(trees, batch)
+
+        def body(step, flat):
+            t, i = step // batch, step % batch
+            index = indices2[t, i]
+            leaf = jnp.clip(index, 0, capacity - 1)
+            inside = (index >= 0) & (index < capacity)
+            old = jax.lax.dynamic_slice(flat, (t, offsets[-1] + leaf), (1, 1))
+            value = jnp.where(inside, values2[t, i].reshape(1, 1), old)
+            flat = jax.lax.dynamic_update_slice(flat, value, (t, offsets[-1] + leaf))
+            node = leaf
+            for level in range(depth, 0, -1):
+                node = node // branching
+                row = jax.lax.dynamic_slice(flat, (t, offsets[level] + branching * node),
+                                            (1, branching))
+                flat = jax.lax.dynamic_update_slice(
+                    flat, _pairwise_sum(row).reshape(1, 1), (t, offsets[level - 1] + node)
+                )
+            return flat
+
+        return jax.lax.fori_loop(0, trees * batch, body, flat).reshape(nodes.shape)
+
+    @loop.def_vmap
+    def _(axis_size, in_batched, nodes, indices, values):
+        def lead(x, batched):  # the vmapped axis first; materialise unbatched inputs
+            return x if batched else jnp.broadcast_to(x, (axis_size, *x.shape))
+
+        args = (nodes, indices, values)
+        return loop(*(lead(x, b) for x, b in zip(args, in_batched))), True
+
+    return loop
 
 
 def _set_vectorised(tree: SumTree, nodes, indices, values):

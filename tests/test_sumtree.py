@@ -461,3 +461,28 @@ def test_vectorised_set_path_matches_reference(capacity, branching):
                                       np.asarray(d.tree.nodes).view(np.uint32))
         np.testing.assert_array_equal(np.asarray(tree.nodes).view(np.uint32),
                                       np.asarray(rebuilt).view(np.uint32))
+
+
+def test_vmapped_set_uses_the_batched_loop_and_matches_per_tree():
+    """The CPU set's vmap rule: batched trees, one shared tree with batched updates, and
+    nested vmaps all equal per-tree sets bit for bit; the compiled program walks the trees
+    with dynamic slices, not per-step gathers/scatters (20x slower under plain vmap)."""
+    rng = np.random.default_rng(7)
+    cap, k = 300, 8
+    base = sumtree.build(rng.random(cap).astype(np.float32), k)
+    idx = jnp.asarray(rng.integers(-2, cap + 2, (2, 3, 40)), jnp.int32)
+    val = jnp.asarray(rng.random((2, 3, 40)).astype(np.float32))
+    with_nodes = lambda n: base.replace(nodes=n)  # noqa: E731
+    trees = jax.vmap(jax.vmap(with_nodes))(jnp.broadcast_to(base.nodes, (2, 3, base.nodes.shape[0])))
+    nested = jax.jit(jax.vmap(jax.vmap(sumtree.set)))(trees, idx, val)
+    shared = jax.jit(jax.vmap(lambda i, v: sumtree.set(base, i, v)))(idx[1], val[1])
+    for a in range(2):
+        for b in range(3):
+            want = np.asarray(sumtree.set(base, idx[a, b], val[a, b]).nodes)
+            np.testing.assert_array_equal(np.asarray(nested.nodes[a, b]), want)
+            if a == 1:
+                np.testing.assert_array_equal(np.asarray(shared.nodes[b]), want)
+    hlo = jax.jit(jax.vmap(sumtree.set)).lower(
+        jax.vmap(with_nodes)(jnp.broadcast_to(base.nodes, (3, base.nodes.shape[0]))), idx[0], val[0]
+    ).compile().as_text()
+    assert "scatter(" not in hlo, "vmapped CPU set should not scatter per loop step"
