@@ -88,6 +88,19 @@ def write(state, items, batch: int, capacity: int):
     return new_state, slots
 
 
+def random_slots(key, n: int, count) -> jax.Array:
+    """int32 [n] drawn uniformly from [0, count) (count: int32 scalar >= 1).
+
+    The same construction as ``jax.random.randint`` (two 32-bit words per draw, combined
+    so the modulo bias is about count / 2**64), but both words come from ONE call to the
+    random-bit generator: threefry is a loop on CPU, and randint runs it twice.
+    """
+    span = jnp.maximum(count, 1).astype(jnp.uint32)
+    high, low = jax.random.bits(key, (2, n), jnp.uint32)
+    multiplier = (jnp.uint32(2**16) % span) ** 2 % span  # 2**32 mod span
+    return (((high % span) * multiplier + low % span) % span).astype(jnp.int32)
+
+
 def gather(state, slots):
     """Items at ``slots`` (int32 [n], all in [0, capacity)) -> pytree [n, ...]."""
     return jax.tree.map(lambda buf: buf.at[slots].get(mode="promise_in_bounds"), state.items)

@@ -40,7 +40,7 @@ def uniform(capacity: int) -> ReplayBuffer:
     def sample(state: UniformState, key, batch_size: int, beta=None) -> Sample:
         """Uniform draws with replacement; ``beta`` is accepted and ignored."""
         check_sample_args(state, batch_size, capacity)
-        slots = jax.random.randint(key, (batch_size,), 0, jnp.maximum(state.count, 1), jnp.int32)
+        slots = ring.random_slots(key, batch_size, state.count)
         prob = jnp.full((batch_size,), 1.0, jnp.float32) / jnp.maximum(state.count, 1)
         return Sample(
             items=ring.gather(state, slots),
