@@ -778,10 +778,7 @@ def main(argv=None) -> int:
         "wall_seconds": round(time.perf_counter() - t_start, 1),
         "results": {str(S): r for S, r in results.items()},
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    log(f"\nwrote {out} ({doc['wall_seconds']} s)")
+    br.write_json(doc, out, log)
     return 0
 
 

@@ -801,6 +801,14 @@ def machine_info() -> dict:
     }
 
 
+def write_json(doc: dict, out, log) -> None:
+    """Write a benchmark's JSON document (creating folders) and say where."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    log(f"\nwrote {out} ({doc['wall_seconds']} s)")
+
+
 def default_tag() -> str:
     if jax.default_backend() == "cpu":
         return "cpu"
@@ -918,10 +926,7 @@ def main(argv=None) -> int:
         "wall_seconds": round(time.perf_counter() - t_start, 1),
         **results,
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    log(f"\nwrote {out} ({doc['wall_seconds']} s)")
+    write_json(doc, out, log)
     return 0
 
 

@@ -3,7 +3,6 @@ independence, the whole vmapped run and the host driver. Small configs throughou
 
 import dataclasses
 import json
-from typing import Any
 
 import chex
 import jax
