@@ -73,7 +73,9 @@ def plot_curve(path, curves: Mapping[str, Any], title: str = "") -> Path:
     mean, std = ev.mean(axis=1), ev.std(axis=1)
     ax.fill_between(steps, ev.min(axis=1), ev.max(axis=1), alpha=0.12, color="C0",
                     label="greedy eval: min-max over seeds")
-    ax.fill_between(steps, mean - std, mean + std, alpha=0.3, color="C0", label="±1 std")
+    # clipped to the seeds' range: a std band can otherwise poke past a return cap
+    ax.fill_between(steps, np.maximum(mean - std, ev.min(axis=1)),
+                    np.minimum(mean + std, ev.max(axis=1)), alpha=0.3, color="C0", label="±1 std")
     ax.plot(steps, mean, color="C0", label=f"greedy eval: mean of {ev.shape[1]} seeds")
     with np.errstate(all="ignore"):
         import warnings
