@@ -212,13 +212,7 @@ class LoopProgram(br.Program):
     check donation, one to size the calls per round (a chunk takes up to seconds)."""
 
     def warm_up(self, round_seconds: float, max_calls: int = 1000):
-        leaves = jax.tree.leaves(self.side.carry)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            self.run(1)
-        self.warnings += [str(w.message) for w in caught if "donat" in str(w.message).lower()]
-        big = [x for x in leaves if x.size >= 1024]
-        self.donation_ok = bool(big) and all(x.is_deleted() for x in big)
+        self.first_call_checks_donation()
         per_call = self.run(1) * self.ops_per_call
         self.n = int(min(max_calls, max(1, round(round_seconds / per_call))))
 

@@ -144,15 +144,18 @@ class Program:
         self.side.carry = carry
         return dt / (n * self.ops_per_call)
 
-    def warm_up(self, round_seconds: float, max_calls: int = 20000):
+    def first_call_checks_donation(self) -> None:
+        """Run once; donation worked if XLA consumed the big input buffers."""
         leaves = jax.tree.leaves(self.side.carry)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             self.run(1)
         self.warnings += [str(w.message) for w in caught if "donat" in str(w.message).lower()]
-        # Donation worked if XLA consumed the big input buffers.
         big = [x for x in leaves if x.size >= 1024]
         self.donation_ok = bool(big) and all(x.is_deleted() for x in big)
+
+    def warm_up(self, round_seconds: float, max_calls: int = 20000):
+        self.first_call_checks_donation()
         self.run(2)
         per_call = self.run(3) * self.ops_per_call
         self.n = int(min(max_calls, max(3, round_seconds / max(per_call, 1e-7))))
