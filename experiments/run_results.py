@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import typing
+import warnings
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -141,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--report-only", action="store_true",
                    help="no training: rewrite the table and the comparison plots")
+    p.add_argument("--replot", action="store_true",
+                   help="also redraw every run's curve.png from its returns.json")
     return p
 
 
@@ -166,12 +169,16 @@ def config_for(args, replay: str):
     return dataclasses.replace(TrainConfig(), **kw).validate()
 
 
-def _git_commit() -> str:
+def _git_state() -> dict:
+    """HEAD of the checkout and whether memjax/ has uncommitted changes (informational)."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=_ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip()
+        return {"memjax_commit": git("rev-parse", "--short", "HEAD"),
+                "memjax_dirty": bool(git("status", "--porcelain", "--", "memjax"))}
     except Exception:  # noqa: BLE001 - informational only
-        return ""
+        return {"memjax_commit": "", "memjax_dirty": None}
 
 
 def reproduce_command(args, replay: str) -> str:
@@ -200,6 +207,7 @@ def run_one(args, replay: str) -> dict:
     print(f"== {cfg.env} / {replay}: {args.seeds} seeds x {cfg.steps_done:,} steps, capacity "
           f"{cfg.buffer_capacity:,}, eps decay {cfg.eps_decay_steps:,}, learning starts "
           f"{cfg.learning_starts:,}, chunk {cfg.chunk_steps:,} -> {out}", flush=True)
+    git_state = _git_state()  # at the start: the code this process imported
     t0 = time.perf_counter()
     summary = mj_train.run(cfg, num_seeds=args.seeds, out_dir=out, seed=args.seed,
                            progress=not args.no_progress)
@@ -210,7 +218,7 @@ def run_one(args, replay: str) -> dict:
     spath = out / "summary.json"
     data = json.loads(spath.read_text())
     data.update({"wall_seconds": wall, "command": command, "note": args.note,
-                 "memjax_commit": _git_commit(),
+                 **git_state,
                  "load_average_after": list(os.getloadavg()), "cpu_count": os.cpu_count()})
     spath.write_text(json.dumps(data, indent=2) + "\n")
 
@@ -246,14 +254,16 @@ def load_runs(root: Path) -> list:
     return sorted(runs, key=order)
 
 
-def read_eval_curve(run_dir: Path):
-    """(steps [P], eval_return [P, seeds]) from returns.csv."""
+def read_eval_curve(run_dir: Path, column: str = "eval_return"):
+    """(steps [P], returns [P, seeds]) from returns.csv; ``column`` is ``eval_return`` (greedy)
+    or ``train_return`` (epsilon-greedy training episodes finished in the chunk; NaN if none)."""
     import csv
 
     rows = {}
     with open(run_dir / "returns.csv") as f:
         for row in csv.DictReader(f):
-            rows.setdefault(int(row["step"]), {})[int(row["seed"])] = float(row["eval_return"])
+            v = float(row[column]) if row[column] != "" else float("nan")
+            rows.setdefault(int(row["step"]), {})[int(row["seed"])] = v
     steps = sorted(rows)
     seeds = sorted(rows[steps[0]])
     return np.asarray(steps, np.float64), np.asarray([[rows[s][k] for k in seeds]
@@ -270,16 +280,24 @@ def plot_comparison(env: str, runs: list, path: Path) -> Path:
     for r in runs:
         steps, ev = read_eval_curve(r["_dir"])
         mean, std = ev.mean(axis=1), ev.std(axis=1)
+        lo, hi = np.maximum(mean - std, ev.min(axis=1)), np.minimum(mean + std, ev.max(axis=1))
         c = COLORS.get(r["replay"], None)
-        ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=c, lw=0)
+        ax.fill_between(steps, lo, hi, alpha=0.2, color=c, lw=0)
         ax.plot(steps, mean, color=c, marker="." if len(steps) <= 20 else None,
-                label=f"{r['replay']} ({ev.shape[1]} seeds): final "
+                label=f"{r['replay']}, greedy ({ev.shape[1]} seeds): final "
                       f"{r['final_return_mean']:.1f} ± {r['final_return_std']:.1f}")
+        tsteps, tr = read_eval_curve(r["_dir"], "train_return")
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            tmean = np.nanmean(tr, axis=1)
+        ax.plot(tsteps, tmean, color=c, ls="--", lw=1,
+                label=f"{r['replay']}, training episodes (ε-greedy), mean")
     ax.set_xlabel("environment steps (per seed)")
-    ax.set_ylabel("greedy return (mean over seeds, ±1 std)")
+    ax.set_ylabel("episode return (mean over seeds; band ±1 std,\nclipped to the seeds' range)",
+                  fontsize=9)
     ax.set_title(f"DQN on {env}: uniform vs prioritized replay")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -351,12 +369,23 @@ def _fmt_hms(seconds: float) -> str:
     return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
-def write_report(root: Path) -> list:
+def write_report(root: Path, replot: bool = False) -> list:
     runs = load_runs(root)
     if not runs:
         print(f"no runs under {root}")
         return []
     written = []
+    if replot:  # redraw each run's curve.png from its returns.json with memjax.results
+        from memjax import results as mj_results
+
+        for r in runs:
+            curves = json.loads((r["_dir"] / "returns.json").read_text())
+            curves = {k: (np.asarray([[np.nan if v is None else v for v in row] for row in val],
+                                     np.float64) if k != "steps" else val)
+                      for k, val in curves.items()}
+            written.append(mj_results.plot_curve(
+                r["_dir"] / "curve.png", curves,
+                title=f"DQN on {r['env']} ({r['replay']} replay)"))
     envs = list(dict.fromkeys(r["env"] for r in runs))
     for env in envs:
         env_runs = [r for r in runs if r["env"] == env]
@@ -369,18 +398,24 @@ def write_report(root: Path) -> list:
         "| per seed | steps/s (all seeds) | compile s | bytes per transition |",
         "|---|---|---:|---:|---|---|---:|---:|---:|",
     ]
+    notes = list(dict.fromkeys(r["note"] for r in runs if r.get("note")))
+    marks = {n: "†‡§¶"[i % 4] * (1 + i // 4) for i, n in enumerate(notes)}
     for r in runs:
         per_seed = ", ".join(f"{x:.1f}" for x in r["final_return_per_seed"])
+        mark = f" {marks[r['note']]}" if r.get("note") else ""
         lines.append(
-            f"| {r['env']} | {r['replay']} | {r['seeds']} | {r['steps']:,} | "
+            f"| {r['env']} | {r['replay']} | {r['seeds']} | {r['steps']:,}{mark} | "
             f"**{r['final_return_mean']:.1f} ± {r['final_return_std']:.1f}** | {per_seed} | "
             f"{r['steps_per_second']:,.0f} | {r['compile_seconds']:.1f} | "
             f"{r['bytes_per_transition']:,.1f} |")
+    lines += [""] + [f"{marks[n]} {n}" for n in notes] + ([""] if notes else [])
     lines += [
-        "",
         "Final greedy return: the mean of `eval_episodes` greedy (epsilon 0) episodes per seed "
         "with the final network; mean and (population) std over seeds. Steps/s: env steps of all "
-        "seeds together per second of training (compile and evaluation excluded). Bytes per "
+        "seeds together per second of training (compile and evaluation excluded), measured on a "
+        "machine shared with other jobs: the load average after each run is given below, and "
+        "the speed of uniform against prioritized replay is measured properly by "
+        "`experiments/bench_loop.py`, not here. Bytes per "
         "transition: one seed's whole replay state (observation and next observation as stored, "
         "action, reward, flag, and for prioritized replay the sum-tree) divided by its capacity.",
         "",
@@ -393,23 +428,29 @@ def write_report(root: Path) -> list:
                      f"A uniform-random policy scores {rnd['mean']:.1f} ± {rnd['std']:.1f} "
                      f"({rnd['episodes']} episodes).")
         for r in env_runs:
+            _, tr = read_eval_curve(r["_dir"], "train_return")
+            last = tr[-1][np.isfinite(tr[-1])]
+            train_txt = (f"epsilon-greedy training return in the last chunk "
+                         f"{last.mean():.1f} ± {last.std():.1f}; " if last.size else "")
             lines.append(
-                f"- {r['replay']}: `{r.get('command', '')}`; wall "
+                f"- {r['replay']}: `{r.get('command', '')}`; {train_txt}wall "
                 f"{_fmt_hms(r.get('wall_seconds', float('nan')))} (compile "
                 f"{r['compile_seconds']:.0f} s, training {r['train_seconds']:.0f} s, "
                 f"evaluation {r['eval_seconds']:.0f} s) on "
                 + (f"{r.get('cpu_count', '?')} shared CPU cores" if r.get("backend") == "cpu"
                    else f"{r.get('device', '?')}")
-                + f"; commit {r.get('memjax_commit', '?')}; "
-                f"[curve]({r['_dir'].name}/curve.png)."
-                + (f" {r['note']}" if r.get("note") else ""))
+                + (f", load average {r['load_average_after'][2]:.1f} (15 min) after the run"
+                   if r.get("load_average_after") else "")
+                + f"; memjax at {r.get('memjax_commit', '?')}"
+                + (" (with uncommitted changes)" if r.get("memjax_dirty") else "")
+                + f"; [curve]({r['_dir'].name}/curve.png).")
         lines.append("")
         lines.append(f"![DQN on {env}: uniform vs prioritized]({rel})")
         lines.append("")
     table = root / "results_table.md"
-    notes = root / "results_notes.md"
-    if notes.exists():  # hand-written commentary, appended verbatim
-        lines += [notes.read_text().rstrip(), ""]
+    commentary = root / "results_notes.md"
+    if commentary.exists():  # hand-written commentary, appended verbatim
+        lines += [commentary.read_text().rstrip(), ""]
     table.write_text("\n".join(lines))
     written.append(table)
     print("wrote " + ", ".join(str(p) for p in written))
@@ -431,7 +472,7 @@ def main(argv=None) -> int:
             parser.error(str(e))
         for replay in args.replay:
             run_one(args, replay)
-    write_report(root)
+    write_report(root, replot=args.replot)
     return 0
 
 
