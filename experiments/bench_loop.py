@@ -220,30 +220,11 @@ class LoopProgram(br.Program):
 def hlo_copies(text: str, min_bytes: int = 4096) -> list:
     """Every ``copy`` of at least ``min_bytes`` outside fusions: (where, bytes, shape), where
     is "entry" or "loop" (any other non-fused computation: while bodies, conditions, calls)."""
-    out, cur, entry = [], None, None
-    nested = set(br._NESTED.findall(text))
-    for line in text.splitlines():
-        s = line.strip()
-        m = br._HEADER.match(s)
-        if m:
-            cur = m.group(2)
-            if m.group(1):
-                entry = cur
-            continue
-        if s == "}":
-            cur = None
-            continue
-        if cur is None or cur in nested:
-            continue
-        m = br._INSTR.match(s)
-        if m and br._opcode(m.group(2)) == "copy":
-            sm = br._SHAPE.match(m.group(2))
-            if sm:
-                dims = [int(d) for d in sm.group(2).split(",") if d]
-                nb = int(np.prod(dims)) * br._BYTES.get(sm.group(1), 4)
-                if nb >= min_bytes:
-                    out.append(("entry" if cur == entry else "loop", nb,
-                                f"{sm.group(1)}[{sm.group(2)}]"))
+    out = []
+    for in_entry, _, op, rhs in br.kernel_instructions(text):
+        size = br.copy_size(rhs) if op == "copy" else None
+        if size and size[0] >= min_bytes:
+            out.append(("entry" if in_entry else "loop", *size))
     return sorted(out, key=lambda c: -c[1])
 
 

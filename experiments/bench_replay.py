@@ -235,46 +235,52 @@ def _opcode(rhs: str) -> str:
     return rhs.split("(", 1)[0]
 
 
-def hlo_summary(text: str) -> dict:
-    """What a compiled program runs, at kernel level (the entry computation and loop
-    bodies, not the insides of fusions, reducers or comparators): op counts, fused
-    kernels by name, and the largest ``copy`` in the entry computation and inside
-    loops (a copy as big as a buffer array means it was not updated in place)."""
-    comps, entry, cur = {}, None, None
+def kernel_instructions(text: str):
+    """Yield ``(in_entry, name, opcode, rhs)`` for every instruction of the entry computation
+    and loop bodies of compiled HLO text (not the insides of fusions, reducers, comparators)."""
+    nested = set(_NESTED.findall(text))
+    cur = entry = None
     for line in text.splitlines():
         s = line.strip()
         m = _HEADER.match(s)
         if m:
             cur = m.group(2)
-            comps[cur] = []
             if m.group(1):
                 entry = cur
             continue
         if s == "}":
             cur = None
             continue
-        m = _INSTR.match(s) if cur is not None else None
+        m = _INSTR.match(s) if cur is not None and cur not in nested else None
         if m:
-            comps[cur].append((m.group(1), _opcode(m.group(2)), m.group(2)))
-    nested = set(_NESTED.findall(text))
+            yield cur == entry, m.group(1), _opcode(m.group(2)), m.group(2)
+
+
+def copy_size(rhs: str):
+    """(bytes, "f32[dims]") of the array an instruction's right-hand side produces, or None."""
+    sm = _SHAPE.match(rhs)
+    if not sm:
+        return None
+    dims = [int(d) for d in sm.group(2).split(",") if d]
+    return int(np.prod(dims)) * _BYTES.get(sm.group(1), 4), f"{sm.group(1)}[{sm.group(2)}]"
+
+
+def hlo_summary(text: str) -> dict:
+    """What a compiled program runs, at kernel level (the entry computation and loop
+    bodies, not the insides of fusions, reducers or comparators): op counts, fused
+    kernels by name, and the largest ``copy`` in the entry computation and inside
+    loops (a copy as big as a buffer array means it was not updated in place)."""
     counts, fusions, copies = {}, {}, {"entry": 0, "loops": 0}
-    for comp, instrs in comps.items():
-        if comp in nested:
+    for in_entry, name, op, rhs in kernel_instructions(text):
+        if op in _TRIVIAL:
             continue
-        for name, op, rhs in instrs:
-            if op in _TRIVIAL:
-                continue
-            counts[op] = counts.get(op, 0) + 1
-            if op == "fusion":
-                base = re.sub(r"(\.\d+)+$", "", name)
-                fusions[base] = fusions.get(base, 0) + 1
-            if op == "copy":
-                sm = _SHAPE.match(rhs)
-                if sm:
-                    dims = [int(d) for d in sm.group(2).split(",") if d]
-                    nbytes = int(np.prod(dims)) * _BYTES.get(sm.group(1), 4)
-                    where = "entry" if comp == entry else "loops"
-                    copies[where] = max(copies[where], nbytes)
+        counts[op] = counts.get(op, 0) + 1
+        if op == "fusion":
+            base = re.sub(r"(\.\d+)+$", "", name)
+            fusions[base] = fusions.get(base, 0) + 1
+        if op == "copy" and copy_size(rhs):
+            where = "entry" if in_entry else "loops"
+            copies[where] = max(copies[where], copy_size(rhs)[0])
     return {"kernels": sum(counts.values()), "ops": dict(sorted(counts.items())),
             "fusions": dict(sorted(fusions.items())),
             "largest_copy_bytes": max(copies.values()),
