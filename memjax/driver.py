@@ -185,7 +185,12 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
     }
     if out_dir is not None:
         paths = results.write_all(out_dir, summary, curves)
+        from memjax import checkpoint  # final params of every seed + the config
+        paths.append(checkpoint.save(out_dir, cfg, state.params, network=trainer.network,
+                                     meta={"final_return_per_seed": summary[
+                                         "final_return_per_seed"]}))
         if log is not None:
             log("wrote " + ", ".join(str(p) for p in paths))
     summary["curves"] = curves
+    summary["params"] = state.params  # final params, leading seed axis (not in summary.json)
     return summary

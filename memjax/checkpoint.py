@@ -1,0 +1,155 @@
+"""Checkpoints of trained Q-networks: the parameters of every seed plus the ``TrainConfig``.
+
+One file, ``checkpoint.msgpack`` (flax.serialization's msgpack), holding::
+
+    {"format": "memjax-checkpoint", "version": 1,
+     "config": "<TrainConfig as JSON>", "meta": "<JSON: env, seeds, num_actions, ...>",
+     "params": <flax params pytree of numpy arrays, leading seed axis [S, ...]>}
+
+``memjax train --out DIR`` writes ``DIR/checkpoint.msgpack``; :func:`load` reads it back and
+:func:`Checkpoint.network` rebuilds the flax module, so evaluation needs nothing else::
+
+    ck = memjax.checkpoint.load("runs/cartpole")
+    q = ck.network().apply(ck.seed_params(0), obs)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import numpy as np
+from flax import serialization
+
+FORMAT = "memjax-checkpoint"
+VERSION = 1
+FILENAME = "checkpoint.msgpack"
+
+
+def _path(path) -> Path:
+    p = Path(path)
+    return p / FILENAME if p.is_dir() or p.suffix != ".msgpack" else p
+
+
+def config_to_json(config) -> str:
+    d = dataclasses.asdict(config)
+    return json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()},
+                      sort_keys=True)
+
+
+def config_from_json(text: str):
+    """A ``TrainConfig`` from :func:`config_to_json`'s text. Fields missing from the text get
+    their defaults; unknown fields raise ``ValueError`` naming them."""
+    from memjax.train_config import TrainConfig
+
+    d = json.loads(text)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"checkpoint config has fields this memjax does not know: {unknown}")
+    if "hidden" in d:
+        d["hidden"] = tuple(d["hidden"])
+    return TrainConfig(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """Loaded checkpoint: ``params`` (numpy pytree, leading seed axis ``[S, ...]``),
+    ``config`` (``TrainConfig``) and ``meta`` (dict: ``env``, ``num_seeds``,
+    ``num_actions``, ``network``, plus whatever the writer added)."""
+
+    params: Any
+    config: Any
+    meta: dict
+
+    @property
+    def num_seeds(self) -> int:
+        return int(jax.tree.leaves(self.params)[0].shape[0])
+
+    def seed_params(self, i: int):
+        """The parameters of seed ``i`` (no seed axis)."""
+        if not 0 <= i < self.num_seeds:
+            raise IndexError(f"seed {i} out of range: the checkpoint has {self.num_seeds} seeds")
+        return jax.tree.map(lambda x: x[i], self.params)
+
+    def network(self):
+        """The flax Q-network the parameters belong to."""
+        from memjax import agents
+
+        return agents.make_network(self.meta["network"], int(self.meta["num_actions"]),
+                                   self.config.hidden)
+
+
+def _network_kind(network) -> str:
+    from memjax.agents.networks import ConvQNetwork, MLPQNetwork
+
+    if isinstance(network, ConvQNetwork):
+        return "conv"
+    if isinstance(network, MLPQNetwork):
+        return "mlp"
+    raise ValueError(f"checkpoint.save: unsupported network {type(network).__name__}; "
+                     "memjax checkpoints hold MLPQNetwork or ConvQNetwork parameters")
+
+
+def save(path, config, params, *, stacked: bool = True, network=None,
+         meta: Optional[dict] = None) -> Path:
+    """Write ``params`` and ``config`` to ``path`` (a directory, created if needed, gets
+    ``checkpoint.msgpack``; a path ending in ``.msgpack`` is used as is). ``stacked``: params
+    already carry a leading seed axis (as after ``vmap``); otherwise one is added.
+    ``network``: the flax module (default: built from ``config`` and ``gymnax.make``; pass it
+    when training on a custom environment). Returns the file's path."""
+    config.validate()
+    params = jax.tree.map(np.asarray, jax.device_get(params))
+    if not stacked:
+        params = jax.tree.map(lambda x: x[None], params)
+    if network is None:
+        from memjax.train_config import make_env
+
+        env, env_params = make_env(config.env)
+        obs, _ = jax.eval_shape(lambda k: env.reset(k, env_params), jax.random.key(0))
+        kind = config.network
+        if kind == "auto":
+            kind = "conv" if len(obs.shape) == 3 else "mlp"
+        num_actions = int(env.action_space(env_params).n)
+    else:
+        kind, num_actions = _network_kind(network), int(network.num_actions)
+    m = {"env": config.env, "num_seeds": int(jax.tree.leaves(params)[0].shape[0]),
+         "num_actions": num_actions, "network": kind}
+    m.update(meta or {})
+    blob = serialization.msgpack_serialize({
+        "format": FORMAT, "version": VERSION, "config": config_to_json(config),
+        "meta": json.dumps(m, sort_keys=True), "params": serialization.to_state_dict(params)})
+    p = _path(path)
+    os.makedirs(p.parent, exist_ok=True)
+    tmp = p.with_suffix(".msgpack.tmp")
+    tmp.write_bytes(blob)
+    os.replace(tmp, p)
+    return p
+
+
+def load(path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save` (a directory or the ``.msgpack`` file).
+    Raises ``FileNotFoundError`` / ``ValueError`` with the reason on a missing or foreign
+    file."""
+    p = _path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no checkpoint at {p} (train with `memjax train --out DIR` "
+                                f"to write DIR/{FILENAME})")
+    try:
+        d = serialization.msgpack_restore(p.read_bytes())
+    except Exception as e:  # msgpack raises several unrelated types
+        raise ValueError(f"{p} is not a memjax checkpoint: {type(e).__name__}: {e}") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise ValueError(f"{p} is not a memjax checkpoint (no format tag {FORMAT!r})")
+    if d.get("version") != VERSION:
+        raise ValueError(f"{p} has checkpoint version {d.get('version')!r}; this memjax reads "
+                         f"version {VERSION}")
+    return Checkpoint(params=d["params"], config=config_from_json(d["config"]),
+                      meta=json.loads(d["meta"]))
+
+
+__all__ = ["Checkpoint", "save", "load", "config_to_json", "config_from_json", "FILENAME"]
