@@ -50,6 +50,7 @@ from memjax.codecs.base import (
 )
 from memjax.codecs.bitpack import BitpackState, bitpack
 from memjax.codecs.cast import CastState, cast
+from memjax.codecs.kmeans import KMeansState, distortion, fit_codebooks_1d, fit_kmeans, kmeans
 from memjax.codecs.quantize import QuantizeState, fit_range, quantize
 
 __all__ = [
@@ -58,14 +59,19 @@ __all__ = [
     "bitpack",
     "quantize",
     "cast",
+    "kmeans",
     "chain",
     "counters",
     "stored_spec",
     "fit_range",
+    "fit_kmeans",
+    "fit_codebooks_1d",
+    "distortion",
     "pack_codes",
     "unpack_codes",
     "IdentityState",
     "BitpackState",
     "QuantizeState",
     "CastState",
+    "KMeansState",
 ]
