@@ -1,7 +1,9 @@
 """Replay buffers: bundles of pure functions over immutable pytree states."""
 
 from memjax.replay.base import ReplayBuffer, Sample, size
+from memjax.replay.layouts import OneCopy, one_copy
 from memjax.replay.memory import FieldMemory, MemoryReport, memory_report
+from memjax.replay.one_copy import OneCopyState, PrioritizedOneCopyState
 from memjax.replay.prioritized import PrioritizedState, prioritized
 from memjax.replay.uniform import UniformState, uniform
 
@@ -13,6 +15,10 @@ __all__ = [
     "prioritized",
     "UniformState",
     "PrioritizedState",
+    "one_copy",
+    "OneCopy",
+    "OneCopyState",
+    "PrioritizedOneCopyState",
     "MemoryReport",
     "FieldMemory",
     "memory_report",

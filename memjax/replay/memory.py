@@ -7,7 +7,7 @@ and on states with leading seed axes (vmapped): totals then cover all seeds.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -21,13 +21,29 @@ def nbytes(leaf) -> int:
 
 
 class FieldMemory(NamedTuple):
-    """One stored field: ``name``, per-item ``shape`` and ``dtype``, bytes per item and in total."""
+    """One field: ``name``; the stored per-item ``shape``, ``dtype``, bytes per item (stored
+    bytes of the field divided by the capacity, side stores included) and in total; and the
+    ``raw_*`` per-item shape, dtype and bytes of the field as given to ``add`` (before
+    codecs and layouts; equal to the stored ones when the field is stored as given).
+    ``bytes_per_item`` may be fractional for layouts that share storage between items."""
 
     name: str
     shape: tuple
     dtype: str
-    bytes_per_item: int
+    bytes_per_item: float
     total_bytes: int
+    raw_shape: Optional[tuple] = None
+    raw_dtype: Optional[str] = None
+    raw_bytes_per_item: Optional[int] = None
+
+    @property
+    def raw_bytes(self) -> float:
+        return self.bytes_per_item if self.raw_bytes_per_item is None else self.raw_bytes_per_item
+
+    @property
+    def compression(self) -> float:
+        """raw / stored bytes per item (inf for a field that takes no storage)."""
+        return self.raw_bytes / self.bytes_per_item if self.bytes_per_item else math.inf
 
 
 class MemoryReport(NamedTuple):
@@ -48,26 +64,45 @@ class MemoryReport(NamedTuple):
     def bytes_per_item(self) -> float:
         return self.total_bytes / (self.capacity * self.copies)
 
+    @property
+    def raw_bytes_per_item(self) -> float:
+        """Bytes of one item as given to ``add`` (all fields, no overhead)."""
+        return float(sum(f.raw_bytes for f in self.fields))
+
+    @property
+    def compression_ratio(self) -> float:
+        """Raw item bytes / stored bytes per item (overhead included)."""
+        return self.raw_bytes_per_item / self.bytes_per_item
+
     def as_dict(self) -> dict:
         return {
             "capacity": self.capacity,
             "copies": self.copies,
-            "fields": {f.name: f._asdict() for f in self.fields},
+            "fields": {f.name: {**f._asdict(), "raw_bytes_per_item": f.raw_bytes} for f in self.fields},
             "overhead_bytes": self.overhead_bytes,
             "total_bytes": self.total_bytes,
             "bytes_per_item": self.bytes_per_item,
+            "raw_bytes_per_item": self.raw_bytes_per_item,
+            "compression_ratio": self.compression_ratio,
         }
 
     def __str__(self) -> str:
-        rows = [("field", "shape", "dtype", "bytes/item", "total")]
+        n = self.capacity * self.copies
+        rows = [("field", "stored as", "raw B/item", "stored B/item", "ratio", "total")]
         for f in self.fields:
-            rows.append((f.name, str(f.shape), f.dtype, f"{f.bytes_per_item:,}", _human(f.total_bytes)))
-        rows.append(("(overhead)", "", "", f"{self.overhead_bytes / (self.capacity * self.copies):,.1f}", _human(self.overhead_bytes)))
-        rows.append(("total", "", "", f"{self.bytes_per_item:,.1f}", _human(self.total_bytes)))
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+            rows.append((f.name, f"{f.dtype}{list(f.shape)}", _num(f.raw_bytes), _num(f.bytes_per_item),
+                         f"{f.compression:.1f}x", _human(f.total_bytes)))
+        rows.append(("(overhead)", "", "", _num(self.overhead_bytes / n), "", _human(self.overhead_bytes)))
+        rows.append(("total", "", _num(self.raw_bytes_per_item), _num(self.bytes_per_item),
+                     f"{self.compression_ratio:.1f}x", _human(self.total_bytes)))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
         copies = f" x {self.copies} copies" if self.copies > 1 else ""
         return f"replay memory: capacity {self.capacity:,}{copies}\n" + "\n".join(lines)
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.2f}"
 
 
 def _human(n: float) -> str:
@@ -77,18 +112,38 @@ def _human(n: float) -> str:
         n /= 1024
 
 
-def memory_report(state, capacity: int) -> MemoryReport:
-    """Report for a buffer state (arrays or ShapeDtypeStructs) of the given capacity."""
+def memory_report(state, capacity: int, raw_spec=None) -> MemoryReport:
+    """Report for a ring buffer state (arrays or ShapeDtypeStructs) of the given capacity.
+
+    raw_spec: optional pytree (same structure as ``state.items``) of per-item
+    ShapeDtypeStructs of the fields as given to ``add`` (before codecs).
+    """
     seed_axes = state.cursor.shape[:-1]  # cursor is int32 [..., 3]; works on ShapeDtypeStructs
-    batch_dims = len(seed_axes)
     copies = math.prod(seed_axes)
-    fields = []
-    for path, leaf in jax.tree_util.tree_leaves_with_path(state.items):
-        item_shape = tuple(leaf.shape[batch_dims + 1 :])
-        total = nbytes(leaf)
-        fields.append(
-            FieldMemory(path_name(path), item_shape, str(np.dtype(leaf.dtype)), total // (copies * capacity), total)
-        )
+    raw = [None] * len(jax.tree.leaves(state.items)) if raw_spec is None else jax.tree.leaves(raw_spec)
+    fields = [
+        field_memory(path_name(path), leaf, len(seed_axes), capacity, raw_leaf)
+        for (path, leaf), raw_leaf in zip(jax.tree_util.tree_leaves_with_path(state.items), raw)
+    ]
+    return report_from_fields(state, capacity, copies, fields)
+
+
+def field_memory(name: str, leaf, batch_dims: int, capacity: int, raw=None, extra_bytes: int = 0) -> FieldMemory:
+    """FieldMemory of one stored array ``leaf`` [*seeds, capacity, ...] (+ ``extra_bytes`` of
+    side storage for the same field); ``raw``: per-item ShapeDtypeStruct as given to add."""
+    copies = math.prod(leaf.shape[:batch_dims])
+    total = nbytes(leaf) + extra_bytes
+    per_item = total / (copies * capacity)
+    per_item = int(per_item) if per_item.is_integer() else per_item
+    stored_shape = tuple(leaf.shape[batch_dims + 1 :])
+    if raw is None:
+        return FieldMemory(name, stored_shape, str(np.dtype(leaf.dtype)), per_item, total)
+    return FieldMemory(name, stored_shape, str(np.dtype(leaf.dtype)), per_item, total,
+                       tuple(raw.shape), str(np.dtype(raw.dtype)), nbytes(raw))
+
+
+def report_from_fields(state, capacity: int, copies: int, fields) -> MemoryReport:
+    """MemoryReport whose overhead is everything in ``state`` not counted in ``fields``."""
     everything = sum(nbytes(x) for x in jax.tree.leaves(state))
     items_total = sum(f.total_bytes for f in fields)
     return MemoryReport(capacity, copies, tuple(fields), everything - items_total, everything)

@@ -21,25 +21,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from memjax import sumtree
-from memjax._checks import check_batch_like, check_positive_int
-from memjax.replay import ring
+from memjax._checks import check_positive_int
+from memjax.replay import encoding
 from memjax.replay.base import ReplayBuffer, Sample
-from memjax.replay.checks import check_priorities, check_sample_args, item_spec
-from memjax.replay.memory import memory_report
-
-
-@struct.dataclass
-class PrioritizedState(ring.RingFields):
-    """items: pytree [capacity, ...]; cursor: int32 [3] = (pos, count, lap), see ``ring``;
-    tree: SumTree of stored priorities p^alpha; max_priority: float32 scalar, raw."""
-
-    items: object
-    cursor: jax.Array
-    tree: sumtree.SumTree
-    max_priority: jax.Array
+from memjax.replay.checks import check_priorities, check_sample_args
+from memjax.replay.flat import PrioritizedState
+from memjax.replay.layouts import make_store
 
 
 def prioritized(
@@ -47,6 +36,8 @@ def prioritized(
     alpha: float = 0.6,
     min_priority: float = 1e-6,
     stratified: bool = True,
+    codecs=None,
+    layout=None,
 ) -> ReplayBuffer:
     """A FIFO buffer of exactly ``capacity`` items with proportional prioritized sampling.
 
@@ -56,41 +47,48 @@ def prioritized(
       min_priority: floor applied to raw priorities before ``** alpha``; >= 0. With 0,
         an item given priority 0 is never sampled again.
       stratified: draw the batch from equal slices of the total (lower variance).
+      codecs, layout: storage codecs per field and the storage layout, as for
+        :func:`memjax.replay.uniform`.
     """
     capacity = check_positive_int("capacity", capacity)
     if not alpha >= 0:
         raise ValueError(f"alpha must be >= 0, got {alpha}")
     if not min_priority >= 0:
         raise ValueError(f"min_priority must be >= 0, got {min_priority}")
+    store = make_store(capacity, encoding.check_codecs(codecs), layout)
 
     def stored(raw):
         return jnp.maximum(raw, min_priority) ** alpha
 
-    def init(example) -> PrioritizedState:
-        return PrioritizedState(
-            **ring.init_fields(example, capacity),
-            tree=sumtree.init(capacity),
+    def init(example):
+        return store.prioritized_state(
+            **store.fields(example),
+            tree=sumtree.init(store.num_slots),
             max_priority=jnp.ones((), jnp.float32),
         )
 
-    def add(state: PrioritizedState, items) -> PrioritizedState:
-        items, batch = check_batch_like(item_spec(state), items, "add")
-        state, slots = ring.write(state, items, batch, capacity)
-        new = jnp.broadcast_to(stored(state.max_priority), slots.shape)
+    def add(state, items):
+        items, batch = store.check_items(state, items)
+        state, slots, live = store.write(state, items, batch)
+        new = jnp.where(live, stored(state.max_priority), 0.0)
         return state.replace(tree=sumtree.set(state.tree, slots, new))
 
-    def sample(state: PrioritizedState, key, batch_size: int, beta=0.4) -> Sample:
+    def sample(state, key, batch_size: int, beta=0.4) -> Sample:
+        """Items with weights (N P(i))^-beta / max; an item the layout can no longer return
+        (see the layout's docs) gets weight 0 and is zeroed by the next ``update``."""
         check_sample_args(state, batch_size, capacity)
         slots, prob = sumtree.sample_with_probs(state.tree, key, batch_size, stratified)
-        weights = (state.count.astype(jnp.float32) * prob) ** (-jnp.asarray(beta, jnp.float32))
+        count = store.count(state).astype(jnp.float32)
+        weights = (count * prob) ** (-jnp.asarray(beta, jnp.float32))
+        weights = jnp.where(store.sampleable(state, slots), weights, 0.0)
         return Sample(
-            items=ring.gather(state, slots),
-            indices=ring.ids_of(state, slots, capacity),
-            weights=weights / jnp.max(weights),
+            items=store.gather(state, slots),
+            indices=store.ids_of(state, slots),
+            weights=weights / jnp.maximum(jnp.max(weights), jnp.finfo(jnp.float32).tiny),
             probabilities=prob,
         )
 
-    def update(state: PrioritizedState, indices, priorities) -> PrioritizedState:
+    def update(state, indices, priorities):
         """Set raw priorities (float [n], >= 0) of the items named by ids ``indices`` (int32 [n])."""
         indices = jnp.asarray(indices, jnp.int32)
         priorities = jnp.asarray(priorities, jnp.float32)
@@ -99,17 +97,21 @@ def prioritized(
                 f"update: indices and priorities must both be [n], got {indices.shape} and {priorities.shape}"
             )
         check_priorities(priorities)
-        slots, live = ring.slots_of(state, indices, capacity)
+        slots, live, dead = store.resolve(state, indices)
         live = live & jnp.isfinite(priorities)
         raw = jnp.maximum(priorities, 0.0)
-        tree = sumtree.set(state.tree, jnp.where(live, slots, -1), stored(raw))
+        values = jnp.where(dead, 0.0, stored(raw))
+        tree = sumtree.set(state.tree, jnp.where(live | dead, slots, -1), values)
         max_priority = jnp.maximum(state.max_priority, jnp.max(jnp.where(live, raw, 0.0)))
         return state.replace(tree=tree, max_priority=max_priority)
 
-    def can_sample(state: PrioritizedState, batch_size: int) -> jax.Array:
-        return (state.count >= batch_size) & (sumtree.total(state.tree) > 0)
+    def can_sample(state, batch_size: int) -> jax.Array:
+        return (store.count(state) >= batch_size) & (sumtree.total(state.tree) > 0)
 
     def memory(state):
-        return memory_report(state, capacity)
+        return store.report(state)
 
     return ReplayBuffer(init, add, sample, update, can_sample, memory)
+
+
+__all__ = ["prioritized", "PrioritizedState"]

@@ -57,7 +57,10 @@ def init_fields(example, capacity: int) -> dict:
 
 def empty_items(example, capacity: int):
     """Zeroed storage [capacity, ...] for each leaf of ONE example item."""
-    return jax.tree.map(lambda x: jnp.zeros((capacity, *jnp.shape(x)), jnp.asarray(x).dtype), example)
+    return jax.tree.map(
+        lambda x: jnp.zeros((capacity, *jnp.shape(x)), x.dtype if hasattr(x, "dtype") else jnp.asarray(x).dtype),
+        example,
+    )
 
 
 def write(state, items, batch: int, capacity: int):

@@ -1,61 +1,66 @@
-"""Uniform replay: a FIFO ring of exact capacity, sampled uniformly with replacement."""
+"""Uniform replay: a FIFO buffer of exact capacity, sampled uniformly with replacement."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
-from memjax._checks import check_batch_like, check_positive_int
-from memjax.replay import ring
+from memjax._checks import check_positive_int
+from memjax.replay import encoding
 from memjax.replay.base import ReplayBuffer, Sample
-from memjax.replay.checks import check_sample_args, item_spec
-from memjax.replay.memory import memory_report
+from memjax.replay.checks import check_sample_args
+from memjax.replay.flat import UniformState
+from memjax.replay.layouts import make_store
 
 
-@struct.dataclass
-class UniformState(ring.RingFields):
-    """items: pytree [capacity, ...]; cursor: int32 [3] = (pos, count, lap), see ``ring``."""
-
-    items: object
-    cursor: jax.Array
-
-
-def uniform(capacity: int) -> ReplayBuffer:
+def uniform(capacity: int, codecs=None, layout=None) -> ReplayBuffer:
     """A FIFO buffer of exactly ``capacity`` items with uniform sampling.
+
+    Args:
+      capacity: number of items (transitions) kept, exact.
+      codecs: optional dict field name -> codec from :mod:`memjax.codecs` (e.g.
+        ``{"obs": mj.codecs.bitpack()}``): the field is encoded inside ``add`` and decoded
+        inside ``sample``; samples always come back as given to ``add``.
+      layout: None (every item stored whole) or ``memjax.replay.one_copy(num_envs, ...)``
+        (each observation stored once, optionally frame-stack de-duplicated).
 
     ``update`` returns the state unchanged (it exists so uniform and prioritized
     replay are interchangeable in a training loop).
     """
     capacity = check_positive_int("capacity", capacity)
+    store = make_store(capacity, encoding.check_codecs(codecs), layout)
 
-    def init(example) -> UniformState:
-        return UniformState(**ring.init_fields(example, capacity))
+    def init(example):
+        return store.uniform_state(**store.fields(example))
 
-    def add(state: UniformState, items) -> UniformState:
-        items, batch = check_batch_like(item_spec(state), items, "add")
-        state, _ = ring.write(state, items, batch, capacity)
+    def add(state, items):
+        items, batch = store.check_items(state, items)
+        state, _, _ = store.write(state, items, batch)
         return state
 
-    def sample(state: UniformState, key, batch_size: int, beta=None) -> Sample:
+    def sample(state, key, batch_size: int, beta=None) -> Sample:
         """Uniform draws with replacement; ``beta`` is accepted and ignored."""
         check_sample_args(state, batch_size, capacity)
-        slots = ring.random_slots(key, batch_size, state.count)
-        prob = jnp.full((batch_size,), 1.0, jnp.float32) / jnp.maximum(state.count, 1)
+        slots = store.random_slots(state, key, batch_size)
+        count = store.count(state)
+        prob = jnp.full((batch_size,), 1.0, jnp.float32) / jnp.maximum(count, 1)
         return Sample(
-            items=ring.gather(state, slots),
-            indices=ring.ids_of(state, slots, capacity),
+            items=store.gather(state, slots),
+            indices=store.ids_of(state, slots),
             weights=jnp.ones((batch_size,), jnp.float32),
             probabilities=prob,
         )
 
-    def update(state: UniformState, indices, priorities) -> UniformState:
+    def update(state, indices, priorities):
         return state
 
-    def can_sample(state: UniformState, batch_size: int) -> jax.Array:
-        return state.count >= batch_size
+    def can_sample(state, batch_size: int) -> jax.Array:
+        return store.count(state) >= batch_size
 
     def memory(state):
-        return memory_report(state, capacity)
+        return store.report(state)
 
     return ReplayBuffer(init, add, sample, update, can_sample, memory)
+
+
+__all__ = ["uniform", "UniformState"]

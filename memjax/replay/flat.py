@@ -1,0 +1,102 @@
+"""The default storage layout: every item stored whole in one slot of a FIFO ring.
+
+A *store* is the part of a buffer that owns the items: how they are laid out, written,
+gathered and named by ids. The uniform and prioritized buffers are written against this
+small interface, so every layout works with both sampling schemes:
+
+  fields(example) -> dict           the store's state fields for ONE example item
+  check_items(state, items)         -> (items, batch), trace-time shape/dtype checks
+  write(state, items, batch)        -> (state, slots int32 [m], live bool [m]): sum-tree
+                                       leaves to set, to the new-item priority where live,
+                                       to 0 where not (later entries win)
+  random_slots(state, key, n)       uniform draws over the sampleable items
+  gather(state, slots)              -> items [n, ...] as given to add (decoded)
+  ids_of(state, slots), resolve(state, ids) -> (slots, live, dead)
+  count(state), report(state), num_slots
+
+The flat store keeps ``items`` [capacity, ...] (encoded by the field codecs), the ring
+``cursor`` and the codec states; see :mod:`memjax.replay.ring` for cursor and ids.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from memjax import sumtree
+from memjax._checks import check_batch_like
+from memjax.replay import encoding, ring
+from memjax.replay.memory import memory_report
+
+
+@struct.dataclass
+class UniformState(ring.RingFields):
+    """items: pytree [capacity, ...] as stored (encoded); cursor: int32 [3] = (pos, count,
+    lap), see ``ring``; codecs: dict field -> codec state ({} without codecs)."""
+
+    items: object
+    cursor: jax.Array
+    codecs: dict
+
+
+@struct.dataclass
+class PrioritizedState(UniformState):
+    """UniformState plus tree: SumTree of stored priorities p^alpha, and max_priority:
+    float32 scalar, the largest raw priority seen."""
+
+    tree: sumtree.SumTree
+    max_priority: jax.Array
+
+
+class FlatStore:
+    """One stored item per transition: ``items`` [capacity, ...] on a FIFO ring."""
+
+    uniform_state = UniformState
+    prioritized_state = PrioritizedState
+
+    def __init__(self, capacity: int, codecs: dict):
+        self.capacity = capacity
+        self.num_slots = capacity
+        self.codecs = codecs
+
+    def fields(self, example) -> dict:
+        states = encoding.init_states(self.codecs, example)
+        stored = encoding.stored_example(self.codecs, example, states)
+        return dict(**ring.init_fields(stored, self.capacity), codecs=states)
+
+    def raw_spec(self, state):
+        """Per-item ShapeDtypeStructs of the items as given to ``add`` (state may be vmapped)."""
+        seeds = state.cursor.ndim - 1
+        items, codec_states = encoding.strip_axes((state.items, state.codecs), seeds)
+        return encoding.raw_spec(self.codecs, items, codec_states)
+
+    def check_items(self, state, items):
+        return check_batch_like(self.raw_spec(state), items, "add")
+
+    def write(self, state, items, batch: int):
+        stored, codec_states = encoding.encode(self.codecs, items, state.codecs)
+        state, slots = ring.write(state, stored, batch, self.capacity)
+        return state.replace(codecs=codec_states), slots, jnp.ones(slots.shape, bool)
+
+    def random_slots(self, state, key, n: int):
+        return ring.random_slots(key, n, state.count)
+
+    def gather(self, state, slots):
+        return encoding.decode(self.codecs, ring.gather(state, slots), state.codecs)
+
+    def ids_of(self, state, slots):
+        return ring.ids_of(state, slots, self.capacity)
+
+    def resolve(self, state, ids):
+        slots, live = ring.slots_of(state, ids, self.capacity)
+        return slots, live, jnp.zeros_like(live)
+
+    def sampleable(self, state, slots):
+        return jnp.ones(slots.shape, bool)
+
+    def count(self, state):
+        return state.count
+
+    def report(self, state):
+        return memory_report(state, self.capacity, self.raw_spec(state) if self.codecs else None)

@@ -1,0 +1,95 @@
+"""Storage layouts: how a buffer lays its items out in memory.
+
+* ``layout=None`` (default): every transition stored whole (``memjax.replay.flat``).
+* ``layout=one_copy(num_envs, frame_stack=k)``: each observation stored once, as the next
+  observation of the step before it, with a small side store for the final observations
+  that auto-resets replaced; with ``frame_stack=k`` only the newest frame of each stacked
+  observation is stored and stacks are rebuilt at sample time (``memjax.replay.one_copy``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+from memjax._checks import check_positive_int
+
+
+@dataclasses.dataclass(frozen=True)
+class OneCopy:
+    """Settings of the one-copy layout (see :func:`one_copy`)."""
+
+    num_envs: int
+    frame_stack: int = 1
+    side_capacity: Optional[int] = None
+    side_fraction: float = 1 / 16
+    obs: str = "obs"
+    next_obs: str = "next_obs"
+
+    def rows(self, capacity: int) -> int:
+        """Rows of ``num_envs`` transitions the buffer keeps."""
+        if capacity % self.num_envs:
+            raise ValueError(
+                f"one_copy layout: capacity {capacity} must be a multiple of num_envs={self.num_envs} "
+                f"(each add writes one row of num_envs transitions); try "
+                f"{capacity - capacity % self.num_envs} or {capacity + self.num_envs - capacity % self.num_envs}")
+        rows = capacity // self.num_envs
+        if rows < 2:
+            raise ValueError(f"one_copy layout: capacity {capacity} must hold at least two rows "
+                             f"of num_envs={self.num_envs} transitions")
+        return rows
+
+    def side_slots(self, capacity: int) -> int:
+        """Entries of the side store for final observations."""
+        if self.side_capacity is not None:
+            return self.side_capacity
+        return max(self.num_envs, math.ceil(capacity * self.side_fraction))
+
+
+def one_copy(num_envs: int, frame_stack: int = 1, side_capacity: Optional[int] = None,
+             side_fraction: float = 1 / 16, obs: str = "obs", next_obs: str = "next_obs") -> OneCopy:
+    """Store each observation once (plus the final observations of episodes).
+
+    For items from ``num_envs`` vectorised environments, added one row per vector step in
+    a fixed environment order: ``add`` must get exactly ``num_envs`` items each call, and the
+    item dict must hold ``obs`` and ``next_obs`` (the names are settable) of equal shape.
+
+    Args:
+      num_envs: environments per ``add`` (the batch size of every add).
+      frame_stack: k >= 1. With k > 1 the observations are stacks of the last k frames
+        concatenated along the last axis (oldest first, as
+        :class:`memjax.wrappers.FrameStack` makes them; an episode's first stack repeats
+        its first frame), and only the newest frame is stored.
+      side_capacity: entries of the side store that keeps ``next_obs`` wherever it differs
+        from the following ``obs`` (episode ends: the auto-reset replaced it). Default
+        ``max(num_envs, ceil(capacity * side_fraction))``: enough for episodes averaging
+        ``1 / side_fraction`` steps. When the side store overflows, the oldest
+        transitions are dropped (FIFO) so that no transition ever loses its next
+        observation; ``size`` then reports fewer items than the capacity.
+      obs, next_obs: the field names.
+    """
+    num_envs = check_positive_int("num_envs", num_envs)
+    frame_stack = check_positive_int("frame_stack", frame_stack)
+    if side_capacity is not None:
+        side_capacity = check_positive_int("side_capacity", side_capacity)
+        if side_capacity < num_envs:
+            raise ValueError(f"one_copy: side_capacity {side_capacity} must be >= num_envs={num_envs}")
+    if not 0 < side_fraction <= 1:
+        raise ValueError(f"one_copy: side_fraction must be in (0, 1], got {side_fraction}")
+    if obs == next_obs:
+        raise ValueError(f"one_copy: obs and next_obs name the same field {obs!r}")
+    return OneCopy(num_envs, frame_stack, side_capacity, side_fraction, obs, next_obs)
+
+
+def make_store(capacity: int, codecs: dict, layout):
+    """The store (see ``memjax.replay.flat``) for ``layout``."""
+    if layout is None:
+        from memjax.replay.flat import FlatStore
+
+        return FlatStore(capacity, codecs)
+    if isinstance(layout, OneCopy):
+        from memjax.replay.one_copy import OneCopyStore
+
+        return OneCopyStore(capacity, codecs, layout)
+    raise TypeError(f"layout must be None or memjax.replay.one_copy(...), got {layout!r}")
