@@ -88,8 +88,9 @@ def quantize(bits: int = 8, low=None, high=None, data=None) -> Codec:
                packed 8 // bits per byte (4-bit: 2 per byte, 2-bit: 4 per byte; code
                ``j`` of the flattened item in byte ``j // (8 // bits)``).
       stored:  uint8 [*B, ceil(n * bits / 8)].
-      decode:  x_hat = low + q * (high - low) / (L - 1), [*B, *item_shape] in the
-               example's dtype. Features with high == low decode exactly to low.
+      decode:  x_hat = min(low + q * (high - low) / (L - 1), high), [*B, *item_shape]
+               in the example's dtype (code 0 decodes to low exactly). Features with
+               high == low decode exactly to low.
 
     Error bound, for in-range values (low <= x <= high):
         |x - x_hat| <= (high - low) / (2 * (L - 1))
@@ -177,6 +178,8 @@ def quantize(bits: int = 8, low=None, high=None, data=None) -> Codec:
         stored, batch = check_stored("quantize", stored, (packed_width(n, state.bits),), jnp.uint8)
         q = unpack_codes(stored, state.bits, n).reshape(*batch, *state.shape).astype(jnp.float32)
         step = (state.high - state.low) / levels
-        return (state.low + q * step).astype(state.dtype)
+        # the clip keeps the top code from overshooting high by an ulp (so decoded
+        # values re-encode without being counted as clipped)
+        return jnp.clip(state.low + q * step, state.low, state.high).astype(state.dtype)
 
     return Codec(init, encode, decode)
