@@ -3,7 +3,7 @@
 from memjax.replay.base import ReplayBuffer, Sample, size
 from memjax.replay.layouts import OneCopy, one_copy
 from memjax.replay.memory import FieldMemory, MemoryReport, memory_report
-from memjax.replay.one_copy import OneCopyState, PrioritizedOneCopyState
+from memjax.replay.one_copy_store import OneCopyState, PrioritizedOneCopyState
 from memjax.replay.prioritized import PrioritizedState, prioritized
 from memjax.replay.uniform import UniformState, uniform
 

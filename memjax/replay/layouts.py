@@ -4,7 +4,7 @@
 * ``layout=one_copy(num_envs, frame_stack=k)``: each observation stored once, as the next
   observation of the step before it, with a small side store for the final observations
   that auto-resets replaced; with ``frame_stack=k`` only the newest frame of each stacked
-  observation is stored and stacks are rebuilt at sample time (``memjax.replay.one_copy``).
+  observation is stored and stacks are rebuilt at sample time (``memjax.replay.one_copy_store``).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def make_store(capacity: int, codecs: dict, layout):
 
         return FlatStore(capacity, codecs)
     if isinstance(layout, OneCopy):
-        from memjax.replay.one_copy import OneCopyStore
+        from memjax.replay.one_copy_store import OneCopyStore
 
         return OneCopyStore(capacity, codecs, layout)
     raise TypeError(f"layout must be None or memjax.replay.one_copy(...), got {layout!r}")

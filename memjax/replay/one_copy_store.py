@@ -259,9 +259,15 @@ class OneCopyStore:
 
     # -- sample ----------------------------------------------------------------------------
     def random_slots(self, state, key, n: int):
-        i = ring.random_slots(key, n, state.count)
-        lo = self._lo(state.rows, state.valid_from)
-        return jnp.mod(lo + i // self.E, self.A) * self.E + i % self.E
+        """Uniform over the window's transition numbers [base, base + count), drawn as
+        ``base + (i - base) mod count`` for i uniform in [0, count): when the window is the
+        whole ring (k = 1, no side overflow) slot == i, exactly the flat layout's draw, so
+        the two layouts sample the same transitions from the same key."""
+        count = jnp.maximum(state.count, 1)
+        i = ring.random_slots(key, n, count)
+        base = self._lo(state.rows, state.valid_from) * self.E
+        number = base + jnp.mod(i - base, count)
+        return jnp.mod(number, self.num_slots)
 
     def _side_lookup(self, state, tags):
         """Side-store positions of transition numbers ``tags`` (present by construction)."""
