@@ -83,6 +83,16 @@ def parse_size(text: str) -> int:
     return v
 
 
+def _obs_codec(text: str) -> str:
+    from memjax.train_storage import check_obs_codec
+
+    try:
+        check_obs_codec(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _hidden(text: str) -> tuple:
     try:
         widths = tuple(int(w) for w in text.split(",") if w.strip())
@@ -97,7 +107,7 @@ def _hidden(text: str) -> tuple:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memjax", description="Memory-efficient replay and a fused DQN loop in JAX.")
-    sub = parser.add_subparsers(dest="command", metavar="{train,bench}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,bench,compress}")
     sub.required = True
 
     t = sub.add_parser(
@@ -150,12 +160,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--chunk-steps", type=_positive, default=d.chunk_steps,
                    help="env steps per compiled chunk; greedy evaluation after each")
     t.add_argument("--eval-episodes", type=_positive, default=d.eval_episodes)
+    st = t.add_argument_group("replay storage (memory)")
+    st.add_argument("--obs-codec", type=_obs_codec, default=d.obs_codec,
+                    help="observation storage: none, bitpack, int8, int4, int2, kmeans16 (any "
+                         "kmeansK), float16, bfloat16")
+    st.add_argument("--reward-codec", choices=("none", "int8", "float16"), default=d.reward_codec,
+                    help="reward storage; int8 is exact for integer rewards")
+    st.add_argument("--compact-fields", action=argparse.BooleanOptionalAction,
+                    default=d.compact_fields, help="store actions and terminated as uint8")
+    st.add_argument("--layout", choices=("flat", "one_copy"), default=d.layout,
+                    help="one_copy: each observation stored once")
+    st.add_argument("--frame-stack", type=_positive, default=d.frame_stack,
+                    help="stack the last k frames (one_copy stores single frames)")
+    st.add_argument("--side-fraction", type=_fraction, default=d.side_fraction,
+                    help="one_copy: side-store entries for final observations per transition")
+    st.add_argument("--calibration-steps", type=_positive, default=d.calibration_steps,
+                    help="random-policy observations used to fit int*/kmeans codecs")
     t.add_argument("--seed", type=_non_negative, default=0, help="base PRNG seed")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     b = sub.add_parser("bench", help="replay benchmarks (experiments/bench_replay.py)",
                        add_help=False)
     b.add_argument("rest", nargs=argparse.REMAINDER)
+    from memjax.compress.cli import add_parser as _add_compress  # `memjax compress`
+
+    _add_compress(sub)
     return parser
 
 
@@ -174,10 +203,16 @@ def _config_from_args(args):
         learning_starts=args.learning_starts, train_every=args.train_every,
         eps_start=args.eps_start, eps_end=args.eps_end, eps_decay_steps=args.eps_decay_steps,
         alpha=args.alpha, beta_start=args.beta_start, chunk_steps=args.chunk_steps,
-        eval_episodes=args.eval_episodes)
+        eval_episodes=args.eval_episodes, obs_codec=args.obs_codec,
+        reward_codec=args.reward_codec, compact_fields=args.compact_fields, layout=args.layout,
+        frame_stack=args.frame_stack, side_fraction=args.side_fraction,
+        calibration_steps=args.calibration_steps)
     if args.capacity is not None:
         kw["buffer_capacity"] = args.capacity
     cfg = dataclasses.replace(TrainConfig(), **kw)
+    if cfg.layout == "one_copy" and args.capacity is None and cfg.buffer_capacity % cfg.num_envs:
+        cfg = dataclasses.replace(cfg, buffer_capacity=cfg.buffer_capacity
+                                  - cfg.buffer_capacity % cfg.num_envs)
     if args.memory_budget is not None:
         from memjax.train import capacity_for_budget
 
@@ -258,6 +293,10 @@ def main(argv=None) -> int:
             return _bench(argv[1:])
         parser = build_parser()
         args = parser.parse_args(argv)
+        if args.command == "compress":
+            from memjax.compress.cli import run as _compress
+
+            return _compress(args, parser)
         return _train(args, parser)
     except KeyboardInterrupt:
         print("memjax: interrupted", file=sys.stderr)

@@ -4,21 +4,14 @@ Also the byte-budget helpers (capacity for a memory budget, bytes per transition
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 from typing import Callable
 
 import jax
 import numpy as np
 
-from memjax.train import Trainer, example_transition, make_buffer, make_train
-from memjax.train_config import TrainConfig, make_env
-
-
-def _tree_bytes(tree) -> int:
-    return int(sum(np.dtype(x.dtype).itemsize * math.prod(x.shape)
-                   for x in jax.tree.leaves(tree)))
+from memjax.train import Trainer, example_transition, make_env_for, make_train
+from memjax.train_config import TrainConfig
 
 
 # ---------------------------------------------------------------------------------------------
@@ -35,36 +28,35 @@ def buffer_bytes_per_transition(trainer: Trainer) -> float:
 
 def capacity_for_budget(config: TrainConfig, budget_bytes: int, env=None,
                         env_params=None) -> int:
-    """The largest replay capacity whose buffer state (one seed, ``config``'s replay kind and
-    environment) fits in ``budget_bytes``, measured with ``jax.eval_shape`` (no allocation).
-    Raises ``ValueError`` if not even ``batch_size`` transitions fit."""
+    """The largest replay capacity whose buffer state (one seed, with ``config``'s replay
+    kind, codecs and layout, on its environment) fits in ``budget_bytes``, measured with
+    ``jax.eval_shape`` (no allocation); see :func:`memjax.replay.capacity_for`. Raises
+    ``ValueError`` if not even ``batch_size`` transitions fit."""
+    from memjax import replay
+    from memjax.train_storage import make_codecs, make_layout
 
-    if env is None:
-        env, default_params = make_env(config.env)
-        env_params = default_params if env_params is None else env_params
-    elif env_params is None:
-        env_params = env.default_params
-    example = example_transition(env, env_params)
+    env, env_params = make_env_for(config, env, env_params)
+    kwargs = {"alpha": config.alpha} if config.replay == "prioritized" else {}
+    return replay.capacity_for(budget_bytes, example_transition(env, env_params),
+                               codecs=make_codecs(config, env, env_params),
+                               layout=make_layout(config), kind=config.replay,
+                               minimum=max(config.batch_size, config.num_envs), **kwargs)
 
-    def nbytes(capacity: int) -> int:
-        buf = make_buffer(dataclasses.replace(config, buffer_capacity=capacity))
-        return _tree_bytes(jax.eval_shape(buf.init, example))
 
-    lo = max(config.batch_size, config.num_envs)
-    if nbytes(lo) > budget_bytes:
-        raise ValueError(f"memory budget of {budget_bytes:,} bytes is too small for a buffer "
-                         f"of batch_size={config.batch_size} transitions "
-                         f"({nbytes(lo):,} bytes)")
-    hi = lo
-    while nbytes(hi * 2) <= budget_bytes:
-        hi *= 2
-        if hi > 2**40:
-            break
-    lo, hi = hi, hi * 2  # nbytes(lo) fits, nbytes(hi) does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if nbytes(mid) <= budget_bytes else (lo, mid)
-    return lo
+def storage_summary(config: TrainConfig, buffer_state) -> dict:
+    """Codecs, layout and their end-of-run counters: values clipped / invalid per field
+    (summed over seeds), and per-seed buffer sizes (the one-copy layout may hold fewer
+    than the capacity when its side store overflowed) and frame-stack errors."""
+    from memjax import codecs as mc
+
+    out = {"obs_codec": config.obs_codec, "reward_codec": config.reward_codec,
+           "compact_fields": config.compact_fields, "layout": config.layout,
+           "frame_stack": config.frame_stack,
+           "codec_counters": {name: mc.counters(st) for name, st in buffer_state.codecs.items()},
+           "final_size_per_seed": np.asarray(buffer_state.count).tolist()}
+    if hasattr(buffer_state, "layout_errors"):
+        out["layout_errors"] = int(np.sum(buffer_state.layout_errors))
+    return out
 
 
 def _aot(fn, *args, donate=False):
@@ -108,6 +100,8 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
     compile_seconds = sum(compile_times.values())
 
     mem = trainer.buffer.memory(state.buffer)  # all seeds; bytes_per_item is per seed
+    if log is not None:
+        log(str(mem))
     schedule = [("warmup", collect_c, cfg.warmup_vec_steps * cfg.num_envs)]
     schedule += [("chunk", chunk_c, cfg.chunk_iters * cfg.train_every * cfg.num_envs)] \
         * cfg.num_chunks
@@ -172,6 +166,7 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
         "bytes_per_transition": mem.bytes_per_item,
         "buffer_bytes_per_seed": mem.total_bytes / num_seeds,
         "replay_memory": mem.as_dict(),
+        "replay_storage": storage_summary(cfg, state.buffer),
         "eval_episodes": cfg.eval_episodes,
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),

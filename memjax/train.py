@@ -119,13 +119,33 @@ def example_transition(env, env_params) -> dict:
     }
 
 
-def make_buffer(config: TrainConfig):
-    """The replay buffer ``config`` asks for (``memjax.replay.uniform`` or ``prioritized``)."""
+def make_buffer(config: TrainConfig, codecs=None):
+    """The replay buffer ``config`` asks for (``memjax.replay.uniform`` or ``prioritized``)
+    with its layout and the given ``codecs`` (see :func:`memjax.train_storage.make_codecs`)."""
     from memjax import replay as mj_replay
+    from memjax.train_storage import make_layout
 
+    layout = make_layout(config)
     if config.replay == "uniform":
-        return mj_replay.uniform(capacity=config.buffer_capacity)
-    return mj_replay.prioritized(capacity=config.buffer_capacity, alpha=config.alpha)
+        return mj_replay.uniform(config.buffer_capacity, codecs=codecs, layout=layout)
+    return mj_replay.prioritized(config.buffer_capacity, alpha=config.alpha, codecs=codecs,
+                                 layout=layout)
+
+
+def make_env_for(config: TrainConfig, env=None, env_params=None):
+    """(env, env_params): ``gymnax.make(config.env)`` unless given, frame-stacked when
+    ``config.frame_stack > 1``."""
+    if env is None:
+        env, default_params = make_env(config.env)
+        env_params = default_params if env_params is None else env_params
+    else:
+        env_params = env.default_params if env_params is None else env_params
+        _check_discrete(env, env_params, getattr(env, "name", type(env).__name__))
+    if config.frame_stack > 1:
+        from memjax.wrappers import FrameStack
+
+        env = FrameStack(env, config.frame_stack)
+    return env, env_params
 
 
 def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None,
@@ -140,12 +160,7 @@ def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None,
     priority updates are used. The loop benchmark plugs other libraries' buffers in here.
     """
     config.validate()
-    if env is None:
-        env, default_params = make_env(config.env)
-        env_params = default_params if env_params is None else env_params
-    else:
-        env_params = env.default_params if env_params is None else env_params
-        _check_discrete(env, env_params, getattr(env, "name", type(env).__name__))
+    env, env_params = make_env_for(config, env, env_params)
 
     num_envs = config.num_envs
     num_actions = int(env.action_space(env_params).n)
@@ -162,7 +177,10 @@ def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None,
     network = agents.make_network(kind, num_actions, config.hidden)
     apply_fn = network.apply
 
-    buffer = make_buffer(config) if buffer is None else buffer
+    if buffer is None:
+        from memjax.train_storage import make_codecs
+
+        buffer = make_buffer(config, make_codecs(config, env, env_params))
     per = config.replay == "prioritized"
 
     lr = config.lr
@@ -368,5 +386,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'memjax.train' has no attribute {name!r}")
 
 
-__all__ = ["TrainConfig", "TrainState", "Trainer", "make_train", "make_env", "make_buffer",
+__all__ = ["TrainConfig", "TrainState", "Trainer", "make_train", "make_env", "make_env_for", "make_buffer",
            "example_transition", "REPLAY_KINDS", "NETWORK_KINDS", *_DRIVER_NAMES]

@@ -48,6 +48,15 @@ class TrainConfig:
     beta_end: float = 1.0
     priority_eps: float = 1e-6        # added to |TD| so no item gets priority 0
     batch_size: int = 128
+    # replay storage (see memjax.train_storage)
+    obs_codec: str = "none"           # none | bitpack | int8 | int4 | int2 | kmeans16 | float16 | bfloat16
+    reward_codec: str = "none"        # none | int8 (integer rewards) | float16
+    compact_fields: bool = False      # action, terminated stored as uint8
+    layout: str = "flat"              # flat | one_copy (each observation stored once)
+    frame_stack: int = 1              # k > 1: observations are the last k frames (FrameStack)
+    side_fraction: float = 1 / 16     # one_copy: side-store entries per transition
+    calibration_steps: int = 10_000   # random-policy observations to fit int*/kmeans codecs
+    calibration_margin: float = 0.1   # widen calibrated int* ranges by this much per side
     # learner
     lr: float = 2.5e-4
     lr_end: Optional[float] = 0.0     # linear decay to lr_end over training; None: constant
@@ -152,6 +161,24 @@ class TrainConfig:
             raise ValueError("alpha, beta_start and beta_end must be >= 0")
         if not self.priority_eps > 0:
             raise ValueError(f"priority_eps must be > 0, got {self.priority_eps!r}")
+        from memjax.train_storage import LAYOUTS, REWARD_CODECS, check_obs_codec
+
+        check_obs_codec(self.obs_codec)
+        if self.reward_codec not in REWARD_CODECS:
+            raise ValueError(f"reward_codec must be one of {REWARD_CODECS}, got {self.reward_codec!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
+            raise ValueError(f"frame_stack must be an integer >= 1, got {self.frame_stack!r}")
+        if self.layout == "one_copy" and self.buffer_capacity % self.num_envs:
+            raise ValueError(f"layout 'one_copy' needs buffer_capacity ({self.buffer_capacity}) to be "
+                             f"a multiple of num_envs ({self.num_envs})")
+        if not 0 < self.side_fraction <= 1:
+            raise ValueError(f"side_fraction must be in (0, 1], got {self.side_fraction!r}")
+        if not isinstance(self.calibration_steps, int) or self.calibration_steps < 1:
+            raise ValueError(f"calibration_steps must be a positive integer, got {self.calibration_steps!r}")
+        if not self.calibration_margin >= 0:
+            raise ValueError(f"calibration_margin must be >= 0, got {self.calibration_margin!r}")
         if any((not isinstance(h, int)) or h <= 0 for h in self.hidden):
             raise ValueError(f"hidden must be positive layer widths, got {tuple(self.hidden)!r}")
         return self

@@ -1,6 +1,7 @@
 """Replay buffers: bundles of pure functions over immutable pytree states."""
 
 from memjax.replay.base import ReplayBuffer, Sample, size
+from memjax.replay.budget import buffer_bytes, capacity_for
 from memjax.replay.layouts import OneCopy, one_copy
 from memjax.replay.memory import FieldMemory, MemoryReport, memory_report
 from memjax.replay.one_copy_store import OneCopyState, PrioritizedOneCopyState
@@ -16,6 +17,8 @@ __all__ = [
     "UniformState",
     "PrioritizedState",
     "one_copy",
+    "capacity_for",
+    "buffer_bytes",
     "OneCopy",
     "OneCopyState",
     "PrioritizedOneCopyState",

@@ -1,0 +1,77 @@
+"""Evaluating compressed Q-networks: greedy return and action agreement with the original.
+
+:func:`evaluate` is the trainer's greedy evaluation (``make_train(config).evaluate``: one
+episode per parallel environment, cut at ``max_steps_in_episode``, the same PRNG use) for any
+network and any (compressed) parameter tree, so the teacher's numbers here equal the
+trainer's. :func:`visited_states` rolls out a policy and keeps its observations;
+:func:`agreement` is the fraction of those states where two networks pick the same greedy
+action.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from memjax.compress.core import apply
+
+
+def evaluate(network, params, env, env_params, key, episodes: int = 100,
+             epsilon: float = 0.0):
+    """Returns of ``episodes`` epsilon-greedy episodes (``epsilon = 0``: greedy) of
+    ``network`` run from ``params`` (plain or compressed). float32 ``[episodes]``."""
+    from memjax.agents import epsilon_greedy
+
+    vreset = jax.vmap(env.reset, in_axes=(0, None))
+    vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    max_steps = int(getattr(env_params, "max_steps_in_episode", 1000))
+    k_reset, key = jax.random.split(key)
+    obs, env_state = vreset(jax.random.split(k_reset, episodes), env_params)
+
+    def body(carry, _):
+        obs, env_state, key, ret, alive = carry
+        key, k_act, k_env = jax.random.split(key, 3)
+        actions = epsilon_greedy(k_act, apply(network, params, obs), epsilon)
+        obs, env_state, reward, term, trunc, _ = vstep(
+            jax.random.split(k_env, episodes), env_state, actions, env_params)
+        ret = ret + jnp.where(alive, reward.astype(jnp.float32), 0.0)
+        alive = jnp.logical_and(alive, jnp.logical_not(jnp.logical_or(term, trunc)))
+        return (obs, env_state, key, ret, alive), None
+
+    carry = (obs, env_state, key, jnp.zeros((episodes,), jnp.float32),
+             jnp.ones((episodes,), bool))
+    (_, _, _, ret, _), _ = jax.lax.scan(body, carry, None, length=max_steps)
+    return ret
+
+
+def visited_states(network, params, env, env_params, key, num_envs: int = 32,
+                   steps: int = 250, epsilon: float = 0.0):
+    """Observations ``[steps * num_envs, *obs_shape]`` seen by ``network``'s epsilon-greedy
+    policy from ``params`` in ``num_envs`` auto-resetting environments."""
+    from memjax.agents import epsilon_greedy
+
+    vreset = jax.vmap(env.reset, in_axes=(0, None))
+    vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    k_reset, key = jax.random.split(key)
+    obs, env_state = vreset(jax.random.split(k_reset, num_envs), env_params)
+
+    def body(carry, _):
+        obs, env_state, key = carry
+        key, k_act, k_env = jax.random.split(key, 3)
+        actions = epsilon_greedy(k_act, apply(network, params, obs), epsilon)
+        nobs, env_state, _, _, _, _ = vstep(jax.random.split(k_env, num_envs), env_state,
+                                            actions, env_params)
+        return (nobs, env_state, key), obs
+
+    _, seen = jax.lax.scan(body, (obs, env_state, key), None, length=steps)
+    return seen.reshape((-1,) + seen.shape[2:])
+
+
+def agreement(network_a, params_a, network_b, params_b, obs):
+    """Fraction of ``obs`` where the greedy actions of the two networks agree."""
+    a = jnp.argmax(apply(network_a, params_a, obs), axis=-1)
+    b = jnp.argmax(apply(network_b, params_b, obs), axis=-1)
+    return jnp.mean(a == b)
+
+
+__all__ = ["evaluate", "visited_states", "agreement"]

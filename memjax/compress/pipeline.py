@@ -1,0 +1,357 @@
+"""Method specs and the compress-evaluate pipeline behind ``memjax compress`` and
+``experiments/compress_results.py``.
+
+A spec is one or more stages joined by ``+``, applied left to right to every seed of a
+checkpoint:
+
+==========================  =======================================================================
+``float32``                 the checkpoint as it is (the reference row)
+``distill:H1,H2``           distil into a smaller MLP student (``distill:C/H`` for a conv student
+                            with C filters and H hidden units)
+``gprune:S``                gradual magnitude pruning to sparsity S (cubic schedule, global)
+                            while distilling from the original into a copy of it
+``prune:S[:DIST]``          one-shot magnitude pruning, DIST global (default), uniform or erk
+``lowrank:E`` / ``lowrank:rR``  SVD, rank per layer keeping energy E, or rank R everywhere
+``share:K``                 k-means weight sharing with K centroids per layer
+``int8``/``int4``/``int2``  symmetric weight quantization, per channel (``int8:tensor``: one scale
+                            per kernel)
+==========================  =======================================================================
+
+Stages go in that order: at most one training stage (distill, gprune), then at most one of
+prune / lowrank / share, then at most one quantization (not after lowrank or share). A pruned
+result is stored sparsely (:func:`memjax.compress.to_sparse`). Each seed's artefact is
+serialized, read back, and the read-back tree is what gets evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from memjax.compress import core
+from memjax.compress.distill import DistillConfig, make_distill, run_distill
+from memjax.compress.evaluate import agreement, evaluate, visited_states
+from memjax.compress.low_rank import low_rank
+from memjax.compress.prune import DISTRIBUTIONS, gradual_pruning, prune, to_sparse
+from memjax.compress.quantize import quantize
+from memjax.compress.share import share
+
+TRAIN, STRUCT, QUANT = "train", "struct", "quant"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    kind: str       # distill | gprune | prune | lowrank | share | quantize | float32
+    arg: Any = None
+    extra: Any = None
+
+    @property
+    def group(self) -> str:
+        return {"distill": TRAIN, "gprune": TRAIN, "prune": STRUCT, "lowrank": STRUCT,
+                "share": STRUCT, "quantize": QUANT}.get(self.kind, "")
+
+
+def _num(text: str, spec: str, lo: float, hi: float, what: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"{spec!r}: {what} must be a number, got {text!r}") from None
+    if not lo <= v <= hi:
+        raise ValueError(f"{spec!r}: {what} must be in [{lo}, {hi}], got {text!r}")
+    return v
+
+
+def parse_spec(spec: str) -> list:
+    """A spec string as a list of :class:`Stage`, with a ``ValueError`` (one line) for
+    anything malformed or out of order."""
+    spec = spec.strip()
+    if not spec:
+        raise ValueError("empty method spec")
+    if spec == "float32":
+        return [Stage("float32")]
+    stages = []
+    for part in spec.split("+"):
+        name, _, rest = part.partition(":")
+        if name in ("int8", "int4", "int2"):
+            if rest not in ("", "channel", "tensor"):
+                raise ValueError(f"{spec!r}: {name} takes ':channel' or ':tensor', got {rest!r}")
+            stages.append(Stage("quantize", int(name[3:]), rest != "tensor"))
+        elif name == "prune":
+            s, _, dist = rest.partition(":")
+            dist = dist or "global"
+            if dist not in DISTRIBUTIONS:
+                raise ValueError(f"{spec!r}: pruning distribution must be one of "
+                                 f"{DISTRIBUTIONS}, got {dist!r}")
+            stages.append(Stage("prune", _num(s, spec, 0.0, 0.999, "sparsity"), dist))
+        elif name == "gprune":
+            stages.append(Stage("gprune", _num(rest, spec, 0.0, 0.999, "sparsity")))
+        elif name == "lowrank":
+            if rest.startswith("r"):
+                r = _num(rest[1:], spec, 1, 1e9, "rank")
+                if not float(r).is_integer():
+                    raise ValueError(f"{spec!r}: rank must be an integer")
+                stages.append(Stage("lowrank", int(r), "rank"))
+            else:
+                stages.append(Stage("lowrank", _num(rest, spec, 1e-6, 1.0, "energy"), "energy"))
+        elif name == "share":
+            k = _num(rest, spec, 2, 256, "k")
+            if not float(k).is_integer():
+                raise ValueError(f"{spec!r}: k must be an integer")
+            stages.append(Stage("share", int(k)))
+        elif name == "distill":
+            if "/" in rest:
+                c, _, h = rest.partition("/")
+                try:
+                    arch = ("conv", int(c), int(h))
+                except ValueError:
+                    raise ValueError(f"{spec!r}: conv student is distill:CHANNELS/HIDDEN") from None
+            else:
+                try:
+                    arch = ("mlp", tuple(int(w) for w in rest.split(",") if w))
+                except ValueError:
+                    raise ValueError(f"{spec!r}: MLP student is distill:W1,W2,...") from None
+                if not arch[1]:
+                    raise ValueError(f"{spec!r}: give the student's hidden widths, "
+                                     "e.g. distill:32,32")
+            if any(v <= 0 for v in (arch[1] if arch[0] == "mlp" else arch[1:])):
+                raise ValueError(f"{spec!r}: student widths must be positive")
+            stages.append(Stage("distill", arch))
+        else:
+            raise ValueError(f"unknown compression method {name!r} in {spec!r}; known: "
+                             "float32, int8, int4, int2, prune:S, gprune:S, lowrank:E, "
+                             "share:K, distill:H1,H2")
+    order = [TRAIN, STRUCT, QUANT]
+    groups = [s.group for s in stages]
+    for g in order:
+        if groups.count(g) > 1:
+            raise ValueError(f"{spec!r}: at most one {g} stage")
+    if groups != sorted(groups, key=order.index):
+        raise ValueError(f"{spec!r}: stages must go training (distill, gprune), then prune / "
+                         "lowrank / share, then int8/int4/int2")
+    kinds = [s.kind for s in stages]
+    if "quantize" in kinds and ("lowrank" in kinds or "share" in kinds):
+        raise ValueError(f"{spec!r}: quantizing low-rank factors or shared codebooks is not "
+                         "supported (share already stores integer indices)")
+    q = [s for s in stages if s.kind == "quantize"]
+    if q and q[0].arg != 8 and any(k in kinds for k in ("prune", "gprune")):
+        raise ValueError(f"{spec!r}: sparse storage holds float32 or int8 weights; use int8")
+    return stages
+
+
+def _stack(trees):
+    """Stack per-seed trees when their structures and shapes agree, else None."""
+    try:
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+    except (ValueError, TypeError):
+        return None
+
+
+def _seed(tree, i):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+@dataclasses.dataclass
+class Context:
+    """What every spec of one checkpoint shares: the teacher, its environment, its returns
+    and the states its greedy policy visits."""
+
+    checkpoint: Any
+    network: Any
+    env: Any
+    env_params: Any
+    seeds: list
+    episodes: int
+    epsilon: float
+    eval_key: Any
+    states: Any = None            # [S, N, *obs] visited by the teacher
+    distill_config: DistillConfig = DistillConfig()
+    log: Optional[Callable] = print
+
+
+def make_context(checkpoint, *, seeds=None, episodes: int = 100, epsilon: float = 0.0,
+                 eval_seed: int = 1, state_envs: int = 32, state_steps: int = 250,
+                 distill_config: DistillConfig = DistillConfig(), log=print) -> Context:
+    from memjax.train_config import make_env
+
+    env, env_params = make_env(checkpoint.config.env)
+    seeds = list(range(checkpoint.num_seeds)) if seeds is None else list(seeds)
+    for s in seeds:
+        if not 0 <= s < checkpoint.num_seeds:
+            raise ValueError(f"seed {s} out of range: the checkpoint has "
+                             f"{checkpoint.num_seeds} seeds")
+    ctx = Context(checkpoint, checkpoint.network(), env, env_params, seeds, episodes, epsilon,
+                  jax.random.key(eval_seed), distill_config=distill_config, log=log)
+    teacher = _teacher(ctx)
+    keys = jax.random.split(jax.random.fold_in(ctx.eval_key, 7), len(seeds))
+    net = ctx.network
+    ctx.states = jax.jit(jax.vmap(lambda p, k: visited_states(
+        net, p, env, env_params, k, state_envs, state_steps)))(teacher, keys)
+    return ctx
+
+
+def _teacher(ctx):
+    return jax.tree.map(lambda x: jnp.asarray(x)[np.asarray(ctx.seeds)], ctx.checkpoint.params)
+
+
+def _student_network(ctx, arch):
+    from memjax.agents.networks import ConvQNetwork, MLPQNetwork
+
+    a = int(ctx.checkpoint.meta["num_actions"])
+    if arch[0] == "mlp":
+        return MLPQNetwork(num_actions=a, hidden=arch[1])
+    if ctx.checkpoint.meta["network"] != "conv":
+        raise ValueError("a conv student (distill:C/H) needs a conv teacher")
+    return ConvQNetwork(num_actions=a, channels=arch[1], hidden=arch[2])
+
+
+def build(ctx: Context, spec: str):
+    """Run ``spec``'s stages. Returns ``(network, [per-seed artefact bytes], info)``."""
+    stages = parse_spec(spec)
+    network, params = ctx.network, _teacher(ctx)
+    info = {"train_seconds": 0.0}
+    keys = jax.random.split(jax.random.key(1234), len(ctx.seeds))
+    sparse = False
+    for st in stages:
+        if st.kind == "float32":
+            pass
+        elif st.kind == "distill":
+            student = _student_network(ctx, st.arg)
+            d = make_distill(ctx.network, student, ctx.env, ctx.env_params, ctx.distill_config)
+            t0 = time.perf_counter()
+            params, m = run_distill(d, keys, params, log=ctx.log)
+            info["train_seconds"] += time.perf_counter() - t0
+            info["distill_final_batch_agreement"] = float(m["agreement"][-1].mean())
+            network = student
+        elif st.kind == "gprune":
+            import optax
+
+            cfg = ctx.distill_config
+            iters = cfg.num_chunks * cfg.chunk_iters
+            lr = optax.linear_schedule(cfg.lr, cfg.lr_end or 0.0, max(iters, 1)) \
+                if cfg.lr_end is not None else cfg.lr
+            tx = gradual_pruning(optax.adam(lr), st.arg, begin_step=0,
+                                 end_step=max(1, int(0.6 * iters)),
+                                 update_every=max(1, iters // 100), distribution="global")
+            d = make_distill(network, network, ctx.env, ctx.env_params, cfg, tx=tx)
+            t0 = time.perf_counter()
+            params, _ = run_distill(d, keys, _teacher(ctx), params, log=ctx.log,
+                                    vmap_seeds=False)
+            info["train_seconds"] += time.perf_counter() - t0
+            sparse = True
+        elif st.kind == "prune":
+            params = jax.jit(jax.vmap(lambda p: prune(p, st.arg, st.extra)[0]))(params)
+            sparse = True
+        elif st.kind == "lowrank":
+            if st.extra == "rank":
+                params = jax.vmap(lambda p: low_rank(p, rank=st.arg))(params)
+            else:  # ranks depend on each seed's singular values: one seed at a time
+                params = [low_rank(_seed(params, i), energy=st.arg)
+                          for i in range(len(ctx.seeds))]
+        elif st.kind == "share":
+            params = jax.jit(jax.vmap(lambda p: share(p, st.arg)))(params)
+        elif st.kind == "quantize":
+            f = jax.jit(jax.vmap(lambda p: quantize(p, st.arg, st.extra)))
+            params = f(params) if not isinstance(params, list) else [
+                jax.jit(lambda p: quantize(p, st.arg, st.extra))(p) for p in params]
+    per_seed = params if isinstance(params, list) else \
+        [_seed(params, i) for i in range(len(ctx.seeds))]
+    blobs = []
+    for p in per_seed:
+        p = jax.device_get(p)
+        if sparse:
+            p = to_sparse(p)
+        blobs.append(core.serialize(p))
+    return network, blobs, info
+
+
+def evaluate_artefacts(ctx: Context, network, blobs) -> dict:
+    """Read each seed's artefact back and measure it: parameters, bytes, greedy returns
+    (``ctx.episodes`` per seed) and agreement with the teacher on ``ctx.states``."""
+    trees = [core.deserialize(b) for b in blobs]
+    keys = jax.random.split(ctx.eval_key, len(ctx.seeds))
+    teacher = _teacher(ctx)
+    env, ep, E, eps = ctx.env, ctx.env_params, ctx.episodes, ctx.epsilon
+
+    def one(p, k, t, obs):
+        ret = evaluate(network, p, env, ep, k, E, eps)
+        agree = agreement(ctx.network, t, network, p, obs)
+        return ret, agree
+
+    stacked = _stack(trees)
+    if stacked is not None:
+        rets, agrees = jax.jit(jax.vmap(one))(stacked, keys, teacher, ctx.states)
+    else:
+        outs = [jax.jit(one)(p, keys[i], _seed(teacher, i), ctx.states[i])
+                for i, p in enumerate(trees)]
+        rets = jnp.stack([o[0] for o in outs])
+        agrees = jnp.stack([o[1] for o in outs])
+    rets, agrees = np.asarray(rets, np.float64), np.asarray(agrees, np.float64)
+    return {
+        "params": int(np.mean([core.count_params(t) for t in trees])),
+        "serialized_bytes": float(np.mean([len(b) for b in blobs])),
+        "kernel_bytes": float(np.mean([core.kernel_bytes(t) for t in trees])),
+        "return_mean": float(rets.mean()),
+        "return_std_over_seeds": float(rets.mean(axis=1).std()),
+        "return_per_seed": [float(x) for x in rets.mean(axis=1)],
+        "agreement": float(agrees.mean()),
+        "agreement_per_seed": [float(x) for x in agrees],
+    }
+
+
+def run_specs(ctx: Context, specs, out_dir=None) -> list:
+    """Build and evaluate every spec; ``float32`` is always measured first as the reference.
+    Returns a list of row dicts (with ``pct_return``, ``x_smaller_serialized`` and
+    ``x_smaller_kernels`` relative to the float32 row). With ``out_dir``, each seed's
+    artefact is written to ``out_dir/<spec>/seed<i>.msgpack``."""
+    from pathlib import Path
+
+    specs = list(dict.fromkeys(["float32", *specs]))
+    rows = []
+    for spec in specs:
+        t0 = time.perf_counter()
+        if ctx.log:
+            ctx.log(f"{spec}: compressing")
+        network, blobs, info = build(ctx, spec)
+        row = {"method": spec, **evaluate_artefacts(ctx, network, blobs), **info}
+        row["seconds"] = time.perf_counter() - t0
+        if out_dir is not None:
+            d = Path(out_dir) / spec.replace("/", "_").replace(":", "_")
+            d.mkdir(parents=True, exist_ok=True)
+            for i, b in zip(ctx.seeds, blobs):
+                (d / f"seed{i}.msgpack").write_bytes(b)
+        rows.append(row)
+        if ctx.log:
+            ctx.log(f"{spec}: return {row['return_mean']:.1f}, agreement "
+                    f"{row['agreement']:.3f}, {row['serialized_bytes']:,.0f} bytes, "
+                    f"{row['params']:,} params ({row['seconds']:.0f} s)")
+    ref = rows[0]
+    for r in rows:
+        r["pct_return"] = 100.0 * r["return_mean"] / ref["return_mean"] \
+            if ref["return_mean"] else float("nan")
+        r["x_smaller_serialized"] = ref["serialized_bytes"] / r["serialized_bytes"]
+        r["x_smaller_kernels"] = ref["kernel_bytes"] / r["kernel_bytes"]
+        r["params_fraction"] = r["params"] / ref["params"]
+    return rows
+
+
+def format_table(rows) -> str:
+    """A markdown table of :func:`run_specs` rows."""
+    lines = ["| method | params | serialized bytes | x smaller (file) | x smaller (kernels) "
+             "| return (mean over seeds) | % of float32 | agreement |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['params']:,} | {r['serialized_bytes']:,.0f} | "
+            f"{r['x_smaller_serialized']:.1f}x | {r['x_smaller_kernels']:.1f}x | "
+            f"{r['return_mean']:.1f} ± {r['return_std_over_seeds']:.1f} | "
+            f"{r['pct_return']:.1f}% | {100 * r['agreement']:.1f}% |")
+    return "\n".join(lines)
+
+
+__all__ = ["Stage", "parse_spec", "Context", "make_context", "build", "evaluate_artefacts",
+           "run_specs", "format_table"]

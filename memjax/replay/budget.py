@@ -1,0 +1,63 @@
+"""Byte budgets: the largest buffer that fits a given number of bytes."""
+
+from __future__ import annotations
+
+import jax
+
+from memjax._checks import check_positive_int
+from memjax.replay.layouts import OneCopy
+from memjax.replay.memory import nbytes
+
+
+def buffer_bytes(make_buffer, capacity: int, example) -> int:
+    """Bytes of the whole state (items, side stores, sum-tree, counters, codec constants)
+    of ``make_buffer(capacity)`` for ``example``, from ``jax.eval_shape`` (no allocation)."""
+    buf = make_buffer(capacity)
+    return sum(nbytes(x) for x in jax.tree.leaves(jax.eval_shape(buf.init, example)))
+
+
+def capacity_for(budget_bytes: int, example, codecs=None, layout=None, kind: str = "uniform",
+                 minimum: int = 1, **buffer_kwargs) -> int:
+    """The largest capacity whose buffer state fits in ``budget_bytes`` (one buffer, i.e. one
+    seed), counting everything the state holds: stored items, side stores, the sum-tree for
+    ``kind="prioritized"``, counters and codec constants. Nothing is allocated.
+
+    Args:
+      budget_bytes: the budget in bytes (int > 0).
+      example: ONE item (no batch axis), as given to ``init``.
+      codecs, layout: as for :func:`memjax.replay.uniform`.
+      kind: ``"uniform"`` or ``"prioritized"``; ``buffer_kwargs`` go to its constructor.
+      minimum: the smallest acceptable capacity (e.g. the batch size).
+
+    With the one-copy layout the result is a multiple of ``num_envs``. Raises ValueError when
+    not even ``minimum`` items fit.
+    """
+    from memjax import replay
+
+    budget_bytes = check_positive_int("budget_bytes", budget_bytes)
+    if kind not in ("uniform", "prioritized"):
+        raise ValueError(f"kind must be 'uniform' or 'prioritized', got {kind!r}")
+    factory = getattr(replay, kind)
+    step = layout.num_envs if isinstance(layout, OneCopy) else 1
+    smallest = max(-(-minimum // step) * step, 2 * step)  # one-copy needs two rows
+
+    def fits(units: int) -> bool:
+        make = lambda c: factory(c, codecs=codecs, layout=layout, **buffer_kwargs)  # noqa: E731
+        return buffer_bytes(make, units * step, example) <= budget_bytes
+
+    lo = smallest // step
+    if not fits(lo):
+        need = buffer_bytes(lambda c: factory(c, codecs=codecs, layout=layout, **buffer_kwargs),
+                            lo * step, example)
+        raise ValueError(f"a memory budget of {budget_bytes:,} bytes is too small: {lo * step} "
+                         f"items already take {need:,} bytes")
+    hi = lo
+    while fits(hi * 2):
+        hi *= 2
+        if hi * step > 2**34:
+            return hi * step
+    lo, hi = hi, hi * 2  # fits(lo), not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo * step

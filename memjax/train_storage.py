@@ -1,0 +1,120 @@
+"""How the training loop stores its replay: codecs per transition field and the layout,
+built from a :class:`~memjax.train_config.TrainConfig`.
+
+Observation codecs (``config.obs_codec``):
+  none                  float32 as the environment gives it
+  bitpack               1 bit per value (0/1 observations such as MinAtar; lossless)
+  int8 / int4 / int2    uniform quantization, per-feature ranges calibrated (see below)
+  kmeansK (e.g. kmeans16)  per-feature k-means codebooks of K values, calibrated
+  float16 / bfloat16    half-precision casts
+
+Calibration: the quantizers and codebooks are fitted once, before training, on
+``config.calibration_steps`` observations of the uniform-random policy (the warm-up
+policy) from a fixed key, so all seeds share one codec. Quantizer ranges are widened by
+``config.calibration_margin`` of their width on each side, because a learning agent visits
+states a random one does not; values outside are clipped and counted (``codec_counters``
+in the summary).
+
+``config.compact_fields``: actions and ``terminated`` stored as uint8 (lossless).
+``config.reward_codec``: ``none`` | ``int8`` (exact for integer rewards in [-128, 127],
+MinAtar and CartPole) | ``float16``.
+``config.layout``: ``flat`` (each transition whole) | ``one_copy`` (each observation once,
+frame stacks de-duplicated when ``config.frame_stack > 1``).
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+
+OBS_CODECS = ("none", "bitpack", "int8", "int4", "int2", "float16", "bfloat16", "kmeansK")
+REWARD_CODECS = ("none", "int8", "float16")
+LAYOUTS = ("flat", "one_copy")
+CALIBRATION_KEY = 20261122
+
+
+def check_obs_codec(name: str) -> None:
+    if name in OBS_CODECS[:-1] or re.fullmatch(r"kmeans([0-9]+)", name):
+        return
+    raise ValueError(f"obs_codec must be one of {', '.join(OBS_CODECS)} (e.g. kmeans16), got {name!r}")
+
+
+def calibration_observations(env, env_params, steps: int, num_envs: int):
+    """float [steps rounded up to num_envs, *obs_shape]: observations of the uniform-random
+    policy in ``num_envs`` environments, from a fixed key."""
+    vreset = jax.vmap(env.reset, in_axes=(0, None))
+    vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    n_actions = int(env.action_space(env_params).n)
+
+    @jax.jit
+    def rollout(key):
+        k0, key = jax.random.split(key)
+        obs, state = vreset(jax.random.split(k0, num_envs), env_params)
+
+        def body(carry, _):
+            obs, state, key = carry
+            key, ka, ks = jax.random.split(key, 3)
+            actions = jax.random.randint(ka, (num_envs,), 0, n_actions)
+            nobs, state, *_ = vstep(jax.random.split(ks, num_envs), state, actions, env_params)
+            return (nobs, state, key), obs
+
+        _, seen = jax.lax.scan(body, (obs, state, key), None, length=-(-steps // num_envs))
+        return seen.reshape((-1, *seen.shape[2:]))
+
+    return rollout(jax.random.key(CALIBRATION_KEY))
+
+
+def obs_codec(config, env, env_params):
+    """The codec for observations (None for ``"none"``)."""
+    from memjax import codecs as mc
+
+    name = config.obs_codec
+    check_obs_codec(name)
+    if name == "none":
+        return None
+    if name == "bitpack":
+        return mc.bitpack()
+    if name in ("float16", "bfloat16"):
+        return mc.cast(getattr(jnp, name))
+    data = calibration_observations(env, env_params, config.calibration_steps, config.num_envs)
+    if config.frame_stack > 1 and config.layout == "one_copy":  # the codec sees single frames
+        c = data.shape[-1] // config.frame_stack
+        data = data[..., -c:]
+    if name.startswith("int"):
+        low, high = mc.fit_range(data)
+        pad = config.calibration_margin * (high - low)
+        return mc.quantize(bits=int(name[3:]), low=low - pad, high=high + pad)
+    k = int(name[len("kmeans"):])
+    return mc.kmeans(k, data, per="feature")
+
+
+def make_codecs(config, env, env_params) -> dict:
+    """dict field -> codec for the transitions of ``memjax.train.example_transition``."""
+    from memjax import codecs as mc
+
+    codecs = {}
+    obs = obs_codec(config, env, env_params)
+    if obs is not None:
+        codecs["obs"] = obs
+        if config.layout == "flat":
+            codecs["next_obs"] = obs
+    if config.compact_fields:
+        if int(env.action_space(env_params).n) > 256:
+            raise ValueError("compact_fields stores actions as uint8: at most 256 actions")
+        codecs["action"] = mc.cast(jnp.uint8)
+        codecs["terminated"] = mc.cast(jnp.uint8)
+    if config.reward_codec != "none":
+        codecs["reward"] = mc.cast(getattr(jnp, config.reward_codec))
+    return codecs
+
+
+def make_layout(config):
+    """None (flat) or ``memjax.replay.one_copy(num_envs, frame_stack, side_fraction)``."""
+    from memjax import replay
+
+    if config.layout == "flat":
+        return None
+    return replay.one_copy(config.num_envs, frame_stack=config.frame_stack,
+                           side_fraction=config.side_fraction)
