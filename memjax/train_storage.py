@@ -42,8 +42,9 @@ def check_obs_codec(name: str) -> None:
 
 
 def calibration_observations(env, env_params, steps: int, num_envs: int):
-    """float [steps rounded up to num_envs, *obs_shape]: observations of the uniform-random
-    policy in ``num_envs`` environments, from a fixed key."""
+    """float [~steps, *obs_shape]: observations of the uniform-random policy in ``num_envs``
+    environments from a fixed key, half before each step and half after it (the final
+    observations that auto-resets replace included)."""
     vreset = jax.vmap(env.reset, in_axes=(0, None))
     vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
     n_actions = int(env.action_space(env_params).n)
@@ -57,11 +58,12 @@ def calibration_observations(env, env_params, steps: int, num_envs: int):
             obs, state, key = carry
             key, ka, ks = jax.random.split(key, 3)
             actions = jax.random.randint(ka, (num_envs,), 0, n_actions)
-            nobs, state, *_ = vstep(jax.random.split(ks, num_envs), state, actions, env_params)
-            return (nobs, state, key), obs
+            nobs, state, _, _, _, info = vstep(jax.random.split(ks, num_envs), state, actions,
+                                               env_params)
+            return (nobs, state, key), (obs, info["final_observation"])
 
-        _, seen = jax.lax.scan(body, (obs, state, key), None, length=-(-steps // num_envs))
-        return seen.reshape((-1, *seen.shape[2:]))
+        _, seen = jax.lax.scan(body, (obs, state, key), None, length=-(-steps // (2 * num_envs)))
+        return jnp.concatenate(seen).reshape((-1, *seen[0].shape[2:]))
 
     return rollout(jax.random.key(CALIBRATION_KEY))
 

@@ -1,0 +1,184 @@
+"""Replay storage in the training loop: lossless storage trains bit-identically to float32,
+codecs are built and calibrated from the config, byte budgets give the largest capacity
+that fits, and the CLI accepts the storage options."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import struct
+from gymnax.environments import environment, spaces
+
+import memjax as mj
+import memjax.codecs as mc
+from memjax.train import TrainConfig, make_train
+from memjax.train_storage import make_codecs, make_layout
+
+
+@struct.dataclass
+class BitsState(environment.EnvState):
+    time: jax.Array
+    kind: jax.Array
+
+
+@struct.dataclass
+class BitsParams(environment.EnvParams):
+    max_steps_in_episode: int = 3
+
+
+class BitsEnv(environment.Environment):
+    """Binary observations: one-hot time (4), one-hot kind (3), a constant 1. Kind 0 is
+    truncated at t=3, kind 1 terminates at t=2, kind 2 at t=3. reward = 10 t + action."""
+
+    @property
+    def default_params(self):
+        return BitsParams()
+
+    def step_env(self, key, state, action, params):
+        t = state.time + 1
+        new = BitsState(time=t, kind=state.kind)
+        terminated = ((state.kind == 1) & (t == 2)) | ((state.kind == 2) & (t == 3))
+        return self.get_obs(new), new, (10 * t + action).astype(jnp.float32), terminated, {}
+
+    def reset_env(self, key, params):
+        s = BitsState(time=jnp.int32(0), kind=jax.random.randint(key, (), 0, 3))
+        return self.get_obs(s), s
+
+    def get_obs(self, state, params=None, key=None):
+        return jnp.concatenate([jax.nn.one_hot(state.time, 4), jax.nn.one_hot(state.kind, 3),
+                                jnp.ones((1,))]).astype(jnp.float32)
+
+    @property
+    def num_actions(self):
+        return 2
+
+    def action_space(self, params=None):
+        return spaces.Discrete(2)
+
+    def observation_space(self, params):
+        return spaces.Box(0.0, 1.0, (8,), jnp.float32)
+
+
+BASE = TrainConfig(env="Bits", num_envs=4, total_steps=480, buffer_capacity=64, batch_size=8,
+                   learning_starts=32, chunk_steps=16, target_update_every=8, hidden=(8,),
+                   eval_episodes=2)
+LOSSLESS = dict(obs_codec="bitpack", compact_fields=True, reward_codec="int8")
+
+
+def run_whole(config):
+    trainer = make_train(config, env=BitsEnv())
+    state, metrics = jax.jit(jax.vmap(trainer.train))(jax.random.split(jax.random.key(5), 2))
+    return trainer, jax.device_get(state), jax.device_get(metrics)
+
+
+@pytest.fixture(scope="module")
+def float32_uniform():
+    return run_whole(BASE)
+
+
+@pytest.mark.parametrize("storage", [
+    dict(LOSSLESS),
+    dict(LOSSLESS, layout="one_copy", side_fraction=1.0),
+])
+def test_lossless_storage_trains_bit_identically(float32_uniform, storage):
+    """Same seeds: bitpacked obs, uint8 actions/flags, int8 rewards (and one observation
+    copy per transition) give exactly the float32 run's parameters and losses."""
+    _, ref_state, ref_metrics = float32_uniform
+    trainer, state, metrics = run_whole(dataclasses.replace(BASE, **storage))
+    assert trainer.buffer.memory(state.buffer).bytes_per_item < 0.5 * 76  # float32: 76 B
+    jax.tree.map(np.testing.assert_array_equal, state.params, ref_state.params)
+    np.testing.assert_array_equal(metrics["train"]["loss"], ref_metrics["train"]["loss"])
+    np.testing.assert_array_equal(metrics["eval_return"], ref_metrics["eval_return"])
+    assert int(np.sum(state.buffer.codecs["obs"].invalid)) == 0
+
+
+def test_prioritized_lossless_one_copy_is_bit_identical():
+    per = dataclasses.replace(BASE, replay="prioritized")
+    _, ref_state, ref_metrics = run_whole(per)
+    _, state, metrics = run_whole(dataclasses.replace(per, **LOSSLESS, layout="one_copy",
+                                                      side_fraction=1.0))
+    jax.tree.map(np.testing.assert_array_equal, state.params, ref_state.params)
+    np.testing.assert_array_equal(metrics["train"]["loss"], ref_metrics["train"]["loss"])
+
+
+def test_frame_stacked_quantized_one_copy_runs():
+    cfg = dataclasses.replace(BASE, obs_codec="int4", layout="one_copy", frame_stack=2,
+                              calibration_steps=200)
+    trainer, state, metrics = run_whole(cfg)
+    assert trainer.env.observation_space(trainer.env_params).shape == (16,)
+    assert np.isfinite(metrics["train"]["loss"]).all()
+    assert int(np.sum(state.buffer.layout_errors)) == 0
+    # int4 frames of 8 values: 4 bytes per transition for obs, ~0 for next_obs
+    fields = {f.name: f for f in trainer.buffer.memory(state.buffer).fields}
+    assert fields["obs"].shape == (4,) and fields["obs"].raw_bytes == 64
+
+
+@pytest.mark.parametrize("name, stored", [
+    ("bitpack", (jnp.uint8, (1,))), ("int8", (jnp.uint8, (8,))), ("int4", (jnp.uint8, (4,))),
+    ("int2", (jnp.uint8, (2,))), ("kmeans16", (jnp.uint8, (4,))), ("float16", (jnp.float16, (8,))),
+    ("bfloat16", (jnp.bfloat16, (8,)))])
+def test_obs_codecs_from_config(name, stored):
+    env = BitsEnv()
+    cfg = dataclasses.replace(BASE, obs_codec=name, calibration_steps=100)
+    codecs = make_codecs(cfg, env, env.default_params)
+    assert set(codecs) == {"obs", "next_obs"} and codecs["obs"] is codecs["next_obs"]
+    spec = mc.stored_spec(codecs["obs"], jnp.zeros((8,), jnp.float32))
+    assert (spec.dtype, spec.shape) == (jnp.dtype(stored[0]), stored[1])
+    one_copy = dataclasses.replace(cfg, layout="one_copy")
+    assert set(make_codecs(one_copy, env, env.default_params)) == {"obs"}
+    assert make_layout(one_copy).num_envs == 4 and make_layout(cfg) is None
+
+
+def test_calibrated_quantizer_covers_random_policy_with_margin():
+    env = BitsEnv()
+    cfg = dataclasses.replace(BASE, obs_codec="int8", calibration_steps=100, calibration_margin=0.5)
+    state = make_codecs(cfg, env, env.default_params)["obs"].init(jnp.zeros((8,)))
+    np.testing.assert_allclose(state.low[:4], -0.5)   # one-hot features span [0, 1]
+    np.testing.assert_allclose(state.high[:4], 1.5)
+    np.testing.assert_allclose(state.low[7], 1.0)     # the constant feature: zero width
+
+
+def test_bad_storage_config_is_rejected():
+    for kw, match in [(dict(obs_codec="int3"), "obs_codec"), (dict(layout="two"), "layout"),
+                      (dict(reward_codec="int4"), "reward_codec"), (dict(frame_stack=0), "frame_stack"),
+                      (dict(layout="one_copy", buffer_capacity=66), "multiple of num_envs")]:
+        with pytest.raises(ValueError, match=match):
+            dataclasses.replace(BASE, **kw).validate()
+
+
+EXAMPLE = {"obs": jnp.zeros((10, 10, 4)), "next_obs": jnp.zeros((10, 10, 4)),
+           "action": jnp.int32(0), "reward": jnp.float32(0), "terminated": jnp.float32(0)}
+
+
+@pytest.mark.parametrize("kind, codecs, layout", [
+    ("uniform", None, None),
+    ("prioritized", None, None),
+    ("uniform", {"obs": mc.bitpack(), "next_obs": mc.bitpack()}, None),
+    ("uniform", {"obs": mc.bitpack(), "action": mc.cast(jnp.uint8)}, mj.replay.one_copy(10)),
+    ("prioritized", {"obs": mc.bitpack()}, mj.replay.one_copy(10, frame_stack=2)),
+])
+def test_capacity_for_is_the_largest_that_fits(kind, codecs, layout):
+    budget = 1_000_003
+    example = EXAMPLE if not (layout and layout.frame_stack == 2) else \
+        dict(EXAMPLE, obs=jnp.zeros((10, 10, 8)), next_obs=jnp.zeros((10, 10, 8)))
+    cap = mj.replay.capacity_for(budget, example, codecs=codecs, layout=layout, kind=kind)
+    step = layout.num_envs if layout else 1
+    factory = getattr(mj.replay, kind)
+    make = lambda c: factory(c, codecs=codecs, layout=layout)  # noqa: E731
+    assert cap % step == 0
+    assert mj.replay.buffer_bytes(make, cap, example) <= budget
+    assert mj.replay.buffer_bytes(make, cap + step, example) > budget
+    with pytest.raises(ValueError, match="too small"):
+        mj.replay.capacity_for(100, example, codecs=codecs, layout=layout, kind=kind)
+
+
+def test_memory_budget_buys_more_transitions_with_codecs():
+    from memjax.train import capacity_for_budget
+
+    env = BitsEnv()
+    plain = capacity_for_budget(BASE, 100_000, env=env)
+    small = capacity_for_budget(dataclasses.replace(BASE, **LOSSLESS, layout="one_copy"), 100_000, env=env)
+    assert plain == (100_000 - 12) // 76  # 76 B per float32 transition, 12 B of counters
+    assert small > 10 * plain and small % 4 == 0
