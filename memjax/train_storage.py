@@ -10,10 +10,13 @@ Observation codecs (``config.obs_codec``):
 
 Calibration: the quantizers and codebooks are fitted once, before training, on
 ``config.calibration_steps`` observations of the uniform-random policy (the warm-up
-policy) from a fixed key, so all seeds share one codec. Quantizer ranges are widened by
-``config.calibration_margin`` of their width on each side, because a learning agent visits
-states a random one does not; values outside are clipped and counted (``codec_counters``
-in the summary).
+policy) from a fixed key, so all seeds share one codec. A quantizer's range per feature is
+the data's range extended to the observation space's bounds where those are finite (so
+MinAtar's 0/1 map exactly to the end codes and int8/int4/int2 are lossless there), and
+widened by ``config.calibration_margin`` of its width on each side where they are not,
+because a learning agent visits states a random one does not. k-means codebooks get the
+finite bounds as two extra data points. Values outside are clipped and counted
+(``codec_counters`` in the summary).
 
 ``config.compact_fields``: actions and ``terminated`` stored as uint8 (lossless).
 ``config.reward_codec``: ``none`` | ``int8`` (exact for integer rewards in [-128, 127],
@@ -81,15 +84,24 @@ def obs_codec(config, env, env_params):
     if name in ("float16", "bfloat16"):
         return mc.cast(getattr(jnp, name))
     data = calibration_observations(env, env_params, config.calibration_steps, config.num_envs)
+    space = env.observation_space(env_params)
+    space_low, space_high = (jnp.broadcast_to(jnp.asarray(b, jnp.float32), data.shape[1:])
+                             for b in (space.low, space.high))
     if config.frame_stack > 1 and config.layout == "one_copy":  # the codec sees single frames
         c = data.shape[-1] // config.frame_stack
-        data = data[..., -c:]
+        data, space_low, space_high = (x[..., -c:] for x in (data, space_low, space_high))
+    # finite observation-space bounds (MinAtar's [0, 1], CartPole's cart position and angle)
+    # are part of the range, so values a random policy never shows are still representable
+    finite_low, finite_high = jnp.abs(space_low) < 1e30, jnp.abs(space_high) < 1e30
     if name.startswith("int"):
         low, high = mc.fit_range(data)
         pad = config.calibration_margin * (high - low)
-        return mc.quantize(bits=int(name[3:]), low=low - pad, high=high + pad)
-    k = int(name[len("kmeans"):])
-    return mc.kmeans(k, data, per="feature")
+        low = jnp.where(finite_low, jnp.minimum(low, space_low), low - pad)
+        high = jnp.where(finite_high, jnp.maximum(high, space_high), high + pad)
+        return mc.quantize(bits=int(name[3:]), low=low, high=high)
+    extremes = jnp.stack([jnp.where(finite_low, space_low, data.min(0)),
+                          jnp.where(finite_high, space_high, data.max(0))])
+    return mc.kmeans(int(name[len("kmeans"):]), jnp.concatenate([data, extremes]), per="feature")
 
 
 def make_codecs(config, env, env_params) -> dict:

@@ -135,9 +135,17 @@ def test_calibrated_quantizer_covers_random_policy_with_margin():
     env = BitsEnv()
     cfg = dataclasses.replace(BASE, obs_codec="int8", calibration_steps=100, calibration_margin=0.5)
     state = make_codecs(cfg, env, env.default_params)["obs"].init(jnp.zeros((8,)))
-    np.testing.assert_allclose(state.low[:4], -0.5)   # one-hot features span [0, 1]
-    np.testing.assert_allclose(state.high[:4], 1.5)
-    np.testing.assert_allclose(state.low[7], 1.0)     # the constant feature: zero width
+    np.testing.assert_array_equal(state.low, 0.0)   # the space's finite bounds, no margin
+    np.testing.assert_array_equal(state.high, 1.0)  # (feature 3 and 7 are constant in the data)
+    unbounded = BitsEnv()
+    unbounded.observation_space = lambda params: spaces.Box(-jnp.inf, jnp.inf, (8,), jnp.float32)
+    state = make_codecs(cfg, unbounded, env.default_params)["obs"].init(jnp.zeros((8,)))
+    np.testing.assert_allclose(state.low[:3], -0.5)  # data range [0, 1] widened by 50%
+    np.testing.assert_allclose(state.high[:3], 1.5)
+    x = jnp.asarray([[0, 1, 0, 1, 1, 0, 0, 1]], jnp.float32)  # binary data: lossless int2
+    two = make_codecs(dataclasses.replace(cfg, obs_codec="int2"), env, env.default_params)["obs"]
+    st2 = two.init(x[0])
+    np.testing.assert_array_equal(two.decode(two.encode(x, st2)[0], st2), x)
 
 
 def test_bad_storage_config_is_rejected():
@@ -182,3 +190,17 @@ def test_memory_budget_buys_more_transitions_with_codecs():
     small = capacity_for_budget(dataclasses.replace(BASE, **LOSSLESS, layout="one_copy"), 100_000, env=env)
     assert plain == (100_000 - 12) // 76  # 76 B per float32 transition, 12 B of counters
     assert small > 10 * plain and small % 4 == 0
+
+
+def test_calibration_includes_finite_observation_space_bounds():
+    """A feature the random policy never moves still covers the space's finite bounds."""
+    import gymnax
+
+    env, params = gymnax.make("CartPole-v1")
+    cfg = TrainConfig(obs_codec="int8", calibration_steps=200)
+    state = make_codecs(cfg, env, params)["obs"].init(jnp.zeros((4,)))
+    assert float(state.low[0]) <= -4.8 and float(state.high[2]) >= 0.418  # cart x, pole angle
+    assert 0.1 < float(state.high[1]) < 100  # cart velocity: unbounded space, data range
+    stacked = make_codecs(dataclasses.replace(cfg, frame_stack=2, layout="one_copy"),
+                          mj.wrappers.FrameStack(env, 2), params)["obs"].init(jnp.zeros((4,)))
+    np.testing.assert_array_equal(stacked.low[0], state.low[0])
