@@ -13,6 +13,7 @@ Variants (observation storage; every compressed variant also stores actions and
 one-copy layout, so each observation is stored once):
 
   float32    the default replay: flat layout, everything float32/int32 as given
+  one_copy   float32 observations, but the one-copy layout and compact small fields
   bitpack    1 bit per value (0/1 observations: MinAtar); lossless
   int8/int4/int2, kmeans16, float16, bfloat16   see ``memjax.train_storage``
 
@@ -47,6 +48,7 @@ OUT = _ROOT / "experiments" / "results" / "storage"
 COMPACT = dict(compact_fields=True, reward_codec="int8", layout="one_copy")
 VARIANTS = {
     "float32": {},
+    "one_copy": dict(**COMPACT),  # float32 observations, stored once; small fields compacted
     "bitpack": dict(obs_codec="bitpack", **COMPACT),
     "int8": dict(obs_codec="int8", **COMPACT),
     "int4": dict(obs_codec="int4", **COMPACT),

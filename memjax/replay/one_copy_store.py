@@ -14,10 +14,12 @@ rows, ``R = capacity / E``, k = frame stack; slot ``s = (r % A) * E + env``. Per
 the ``next_obs`` of the newest row waits raw in ``pending`` [E, ...]; the next ``add``
 compares it with the new ``obs``, and where they differ (an episode ended and the
 auto-reset replaced the observation; or anything else) its newest frame goes to the side
-store ``side`` [K, ...] tagged with the transition number ``r * E + env`` in ``side_ids``.
-So a transition is never paired with the next episode's first observation, truncated
-episodes bootstrap from their true final observation, and nothing depends on done flags.
-``sample`` finds side entries by binary search (tags are increasing in ring order).
+store ``side`` [K, ...] (a ring, entries in row order, then env order), tagged with the
+transition number ``r * E + env`` in ``side_ids``; ``side_start[r % A]`` is where row r's
+entries begin, so ``sample`` finds an entry at ``side_start + (SIDE flags of lower envs in
+the row)`` without a search. So a transition is never paired with the next episode's first
+observation, truncated episodes bootstrap from their true final observation, and nothing
+depends on done flags.
 
 The sampleable rows are ``[lo, rows)``, ``lo = max(rows - R, valid_from)``: the newest R
 rows (older rows are kept only as frame history), minus rows whose side entry was evicted
@@ -57,13 +59,14 @@ SIDE = 2
 class OneCopyState:
     """items: dict of stored fields [A*E, ...] (``obs``: encoded newest frames; no
     ``next_obs``); flags: uint8 [A*E]; side: encoded frames [K, ...]; side_ids: int32 [K]
-    (-1: empty); pending: raw ``next_obs`` of the newest row [E, ...]; cursor: int32 [6] =
+    (-1: empty); side_start: int32 [A], the side position of each row's first entry; pending: raw ``next_obs`` of the newest row [E, ...]; cursor: int32 [6] =
     (rows, valid_from, side_pos, side_count, errors, count); codecs: codec states."""
 
     items: dict
     flags: jax.Array
     side: object
     side_ids: jax.Array
+    side_start: jax.Array
     pending: jax.Array
     cursor: jax.Array
     codecs: dict
@@ -157,6 +160,7 @@ class OneCopyStore:
             flags=jnp.zeros((self.num_slots,), jnp.uint8),
             side=jax.tree.map(lambda s: zeros(self.K, s), stored[self.layout.obs]),
             side_ids=jnp.full((self.K,), -1, jnp.int32),
+            side_start=jnp.zeros((self.A,), jnp.int32),
             pending=zeros(self.E, spec),
             cursor=jnp.zeros((6,), jnp.int32),
             codecs=states,
@@ -227,6 +231,7 @@ class OneCopyStore:
         valid_from = jnp.maximum(valid_from, jnp.where(evicted >= 0, evicted // E + 1, 0))
         tags = (rows - 1) * E + env
         side_ids = state.side_ids.at[target].set(tags, mode="drop")
+        side_start = state.side_start.at[jnp.mod(rows - 1, self.A)].set(side_pos)
         side = jax.tree.map(lambda buf, x: buf.at[target].set(x, mode="drop"), state.side, side_frames)
 
         # 2. write row `rows`: the newest frame of obs and the other fields, encoded.
@@ -249,7 +254,8 @@ class OneCopyStore:
                             jnp.minimum(side_count + n_push, self.K),
                             errors + jnp.sum(bad, dtype=jnp.int32), (rows - lo) * E]).astype(jnp.int32)
         state = state.replace(items=new_items, flags=flags, side=side, side_ids=side_ids,
-                              pending=nxt, cursor=cursor, codecs=codec_states)
+                              side_start=side_start, pending=nxt, cursor=cursor,
+                              codecs=codec_states)
         # sum-tree leaves: the row leaving the window (k > 1) to 0, then the new row live
         if k > 1:
             old = rows - 1 - self.R
@@ -269,17 +275,12 @@ class OneCopyStore:
         number = base + jnp.mod(i - base, count)
         return jnp.mod(number, self.num_slots)
 
-    def _side_lookup(self, state, tags):
-        """Side-store positions of transition numbers ``tags`` (present by construction)."""
-        count = state.cursor[3]
-        start = jnp.mod(state.cursor[2] - count, self.K)
-        lo = jnp.zeros_like(tags)
-        hi = jnp.broadcast_to(count, tags.shape)
-        for _ in range(max(1, math.ceil(math.log2(self.K + 1)))):  # static depth
-            mid = (lo + hi) // 2
-            right = (mid < hi) & (state.side_ids[jnp.mod(start + mid, self.K)] < tags)
-            lo, hi = jnp.where(right, mid + 1, lo), jnp.where(right, hi, mid)
-        return jnp.mod(start + lo, self.K)
+    def _side_position(self, state, phys, env):
+        """Side-store position of the entry of slot (phys, env) (which has the SIDE flag):
+        its row's first position plus the row's SIDE entries of lower env index."""
+        row_flags = state.flags[phys[:, None] * self.E + jnp.arange(self.E)]  # [n, E]
+        before = ((row_flags & SIDE) > 0) & (jnp.arange(self.E) < env[:, None])
+        return jnp.mod(state.side_start[phys] + jnp.sum(before, axis=1, dtype=jnp.int32), self.K)
 
     def _decode_frames(self, state, stored):
         if self.obs_codec is None:
@@ -299,7 +300,7 @@ class OneCopyStore:
             idx.append(jnp.where(starts, prev, jnp.mod(prev - 1, A)))
         frames_at = jnp.concatenate([i * E + env for i in reversed(idx)])  # oldest first
         side_flag = (state.flags[slots] & SIDE) > 0
-        side_pos = self._side_lookup(state, row * E + env)
+        side_pos = self._side_position(state, phys, env)
         next_slot = jnp.mod(phys + 1, A) * E + env
         obs_store = state.items[lay.obs]
         next_stored = jax.tree.map(
