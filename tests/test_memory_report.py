@@ -126,3 +126,24 @@ def test_two_leading_axes(name):
     report = buf.memory(nested)
     check_fields(report, 10, 6)
     assert report.total_bytes == 6 * single.total_bytes
+
+
+def test_codecs_report_raw_and_stored_bytes_per_field():
+    import memjax.codecs as mc
+
+    ex = {"obs": np.zeros((10, 10, 4), np.float32), "action": np.int32(0), "reward": np.float32(0)}
+    buf = mj.replay.uniform(1000, codecs={"obs": mc.bitpack(), "action": mc.cast(jnp.uint8)})
+    report = buf.memory(jax.eval_shape(buf.init, ex))
+    got = {f.name: f for f in report.fields}
+    assert (got["obs"].raw_bytes, got["obs"].bytes_per_item, got["obs"].shape) == (1600, 50, (50,))
+    assert got["obs"].compression == 32.0 and got["obs"].raw_dtype == "float32"
+    assert (got["action"].raw_bytes, got["action"].bytes_per_item) == (4, 1)
+    assert (got["reward"].raw_bytes, got["reward"].bytes_per_item) == (4, 4)  # no codec
+    assert report.raw_bytes_per_item == 1608
+    assert report.compression_ratio == pytest.approx(1608 / report.bytes_per_item)
+    assert report.as_dict()["fields"]["obs"]["raw_bytes_per_item"] == 1600
+    assert "32.0x" in str(report)
+    # vmapped states (two seeds) report the same per-item figures
+    two = jax.eval_shape(jax.vmap(buf.init), jax.tree.map(lambda x: np.stack([x, x]), ex))
+    assert buf.memory(two).copies == 2
+    assert buf.memory(two).raw_bytes_per_item == 1608
