@@ -240,6 +240,16 @@ def _train(args, parser) -> int:
           f"({summary['train_seconds']:.1f} s training, {summary['eval_seconds']:.1f} s eval), "
           f"compile {summary['compile_seconds']:.1f} s, "
           f"{summary['bytes_per_transition']:.1f} bytes/transition", flush=True)
+    storage = summary.get("replay_storage", {})
+    lossy = {name: c for name, c in storage.get("codec_counters", {}).items()
+             if c["clipped"] or c["invalid"]}
+    if lossy:
+        print("replay codecs: " + "; ".join(f"{name}: {c['clipped']:,} values clipped, "
+                                            f"{c['invalid']:,} invalid" for name, c in lossy.items())
+              + " (all seeds; see summary.json replay_storage)", flush=True)
+    if storage.get("layout_errors"):
+        print(f"replay layout: {storage['layout_errors']:,} frame stacks broke the frame-stack "
+              "convention and come back wrong from the buffer", flush=True)
     return 0
 
 
