@@ -33,6 +33,11 @@ def _fails(capsys, argv, message):
     (["train", "--memory-budget", "1KB"], "too small"),
     (["train", "--network", "conv"], "needs image observations"),
     (["train", "--capacity", "10", "--memory-budget", "1MB"], "not allowed with argument"),
+    (["train", "--obs-codec", "int3"], "obs_codec must be one of"),
+    (["train", "--layout", "two_copies"], "invalid choice: 'two_copies'"),
+    (["train", "--layout", "one_copy", "--capacity", "10001"], "multiple of num_envs"),
+    (["train", "--frame-stack", "0"], "--frame-stack: must be a positive integer"),
+    (["train", "--env", "Breakout-MinAtar", "--obs-codec", "kmeans1"], "k must be an int in [2"),
 ])
 def test_invalid_options(capsys, argv, message):
     _fails(capsys, argv, message)
@@ -73,3 +78,20 @@ def test_bench_without_script(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "_find_bench", lambda: None)
     assert cli.main(["bench"]) == 2
     assert "bench_replay.py not found" in capsys.readouterr().err
+
+
+def test_tiny_train_run_with_memory_budget_and_codecs(tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = cli.main(["train", "--steps", "1200", "--seeds", "2", "--num-envs", "4",
+                   "--memory-budget", "4KB", "--batch-size", "16", "--learning-starts", "400",
+                   "--chunk-steps", "400", "--eval-episodes", "2", "--hidden", "16",
+                   "--obs-codec", "int8", "--layout", "one_copy", "--compact-fields",
+                   "--calibration-steps", "200", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    storage = summary["replay_storage"]
+    assert storage["obs_codec"] == "int8" and storage["layout"] == "one_copy"
+    assert summary["buffer_bytes_per_seed"] <= 4000
+    assert summary["buffer_capacity"] % 4 == 0 and summary["buffer_capacity"] > 4000 / 44
+    printed = capsys.readouterr().out
+    assert "replay memory: capacity" in printed and "stored B/item" in printed
