@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import struct
-from gymnax.environments import environment, spaces
+from gymnax.environments import spaces
+from test_train import TinyEnv
 
 import memjax as mj
 import memjax.codecs as mc
@@ -17,45 +17,14 @@ from memjax.train import TrainConfig, make_train
 from memjax.train_storage import make_codecs, make_layout
 
 
-@struct.dataclass
-class BitsState(environment.EnvState):
-    time: jax.Array
-    kind: jax.Array
-
-
-@struct.dataclass
-class BitsParams(environment.EnvParams):
-    max_steps_in_episode: int = 3
-
-
-class BitsEnv(environment.Environment):
-    """Binary observations: one-hot time (4), one-hot kind (3), a constant 1. Kind 0 is
-    truncated at t=3, kind 1 terminates at t=2, kind 2 at t=3. reward = 10 t + action."""
-
-    @property
-    def default_params(self):
-        return BitsParams()
-
-    def step_env(self, key, state, action, params):
-        t = state.time + 1
-        new = BitsState(time=t, kind=state.kind)
-        terminated = ((state.kind == 1) & (t == 2)) | ((state.kind == 2) & (t == 3))
-        return self.get_obs(new), new, (10 * t + action).astype(jnp.float32), terminated, {}
-
-    def reset_env(self, key, params):
-        s = BitsState(time=jnp.int32(0), kind=jax.random.randint(key, (), 0, 3))
-        return self.get_obs(s), s
+class BitsEnv(TinyEnv):
+    """test_train's TinyEnv (kind 0 truncated at t=3, kind 1 terminates at t=2, kind 2 at
+    t=3; reward = 10 t + action) with binary observations: one-hot time (4), one-hot kind
+    (3), a constant 1."""
 
     def get_obs(self, state, params=None, key=None):
         return jnp.concatenate([jax.nn.one_hot(state.time, 4), jax.nn.one_hot(state.kind, 3),
                                 jnp.ones((1,))]).astype(jnp.float32)
-
-    @property
-    def num_actions(self):
-        return 2
-
-    def action_space(self, params=None):
-        return spaces.Discrete(2)
 
     def observation_space(self, params):
         return spaces.Box(0.0, 1.0, (8,), jnp.float32)
