@@ -221,6 +221,33 @@ def write_report(root: Path = OUT) -> list:
     return written
 
 
+def memory_table(root: Path) -> Path:
+    """Bytes per transition (one seed, capacity 1e5, uniform replay, from jax.eval_shape) for
+    each variant with and without a 4-frame stack: what the layouts and codecs store."""
+    import jax
+
+    from memjax.train import make_buffer, make_env_for, example_transition
+    from memjax.train_storage import make_codecs
+
+    lines = ["| env | frame stack | storage | stored bytes / transition | raw bytes / transition | "
+             "ratio |", "|---|---|---|---|---|---|"]
+    for env_name in ("CartPole-v1", "Breakout-MinAtar"):
+        for k in (1, 4):
+            for variant in VARIANTS:
+                if variant == "bitpack" and env_name == "CartPole-v1":
+                    continue
+                cfg = dataclasses.replace(config_for(env_name, 500_000, variant), frame_stack=k,
+                                          buffer_capacity=100_000, calibration_steps=2_000)
+                env, params = make_env_for(cfg)
+                buf = make_buffer(cfg, make_codecs(cfg, env, params))
+                rep = buf.memory(jax.eval_shape(buf.init, example_transition(env, params)))
+                lines.append(f"| {env_name} | {k} | {variant} | {rep.bytes_per_item:,.1f} | "
+                             f"{rep.raw_bytes_per_item:,.0f} | {rep.compression_ratio:,.1f}x |")
+    path = root / "memory_table.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def main(argv=None) -> int:
     global OUT
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -232,6 +259,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check-identical", type=lambda s: int(float(s)), default=None, metavar="STEPS")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--memory-table", action="store_true",
+                   help="only write memory_table.md (bytes per transition, no training)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out-root", default=str(OUT), help="results folder")
     args = p.parse_args(argv)
@@ -244,6 +273,9 @@ def main(argv=None) -> int:
         from memjax.cli import parse_size
 
         args.budget = parse_size(args.budget)
+    if args.memory_table:
+        print("wrote", memory_table(OUT))
+        return 0
     if not args.report_only:
         if args.check_identical:
             check_identical(args)
