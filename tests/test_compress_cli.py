@@ -28,8 +28,8 @@ def _fails(capsys, argv, message, one_line=True):
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     d = tmp_path_factory.mktemp("ck")
-    cfg = TrainConfig(hidden=(8,))
-    net = MLPQNetwork(num_actions=2, hidden=(8,))
+    cfg = TrainConfig(hidden=(64,))
+    net = MLPQNetwork(num_actions=2, hidden=(64,))
     params = jax.vmap(lambda k: net.init(k, jnp.zeros((1, 4))))(
         jax.random.split(jax.random.key(0), 2))
     checkpoint.save(d, cfg, params)

@@ -36,7 +36,7 @@ def test_energy_picks_ranks():
 
 def test_low_rank_on_a_conv_network():
     net = ConvQNetwork(num_actions=3, channels=8, hidden=32)
-    params = net.init(jax.random.key(0), jnp.zeros((1, 7, 7, 3)))
+    params = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, 7, 7, 3)))
     lr = mjc.low_rank(params, energy=0.9)
     layers = dict((p[0], layer) for p, layer in mjc.layers(lr))
     # the big Dense kernel is factored, and the factors store fewer numbers
@@ -45,7 +45,7 @@ def test_low_rank_on_a_conv_network():
     assert mjc.count_params(lr) < mjc.count_params(params)
     obs = jax.random.normal(jax.random.key(1), (5, 7, 7, 3))
     y = jax.jit(mjc.apply, static_argnums=0)(net, lr, obs)        # two thin matmuls
-    y_ref = net.apply(mjc.decompress(lr), obs)
+    y_ref = jax.jit(lambda p, o: net.apply(mjc.decompress(p), o))(lr, obs)
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="exactly one of"):
         mjc.low_rank(params)

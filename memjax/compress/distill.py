@@ -212,26 +212,46 @@ def run_distill(distiller: Distiller, keys, teacher_params, student_params=None,
     :func:`memjax.compress.gradual_pruning`, whose ``lax.cond`` (recompute the masks only on
     pruning steps) would become a select under vmap and sort every kernel at every step.
     Returns ``(student_params [S, ...], metrics {"loss", "agreement"} as [chunks, S])``."""
+    import numpy as np
+
+    if not vmap_seeds:   # one seed at a time, unbatched (a lax.cond stays a cond)
+        fns = _compiled(distiller, student_params is not None, batched=False)
+        outs = []
+        for i in range(keys.shape[0]):
+            one = (lambda t: jax.tree.map(lambda x: x[i:i + 1], t))
+            outs.append(_run_chunks(distiller, fns, keys[i:i + 1], one(teacher_params),
+                                    None if student_params is None else one(student_params),
+                                    log))
+        params = jax.tree.map(lambda *x: jnp.concatenate(x), *[o[0] for o in outs])
+        return params, {k: np.concatenate([o[1][k] for o in outs], axis=1)
+                        for k in ("loss", "agreement")}
+    fns = _compiled(distiller, student_params is not None, batched=True)
+    return _run_chunks(distiller, fns, keys, teacher_params, student_params, log)
+
+
+def _compiled(distiller, with_student: bool, batched: bool):
+    """jitted (init, collect, chunk) over a leading seed axis: vmapped (batched) or for one
+    seed with the axis stripped and put back (so a lax.cond inside stays a cond)."""
+
+    def lift(f):
+        if batched:
+            return jax.vmap(f)
+        return lambda *a: jax.tree.map(lambda x: x[None], f(*jax.tree.map(lambda x: x[0], a)))
+
+    init = distiller.init if with_student else (lambda k, t: distiller.init(k, t))
+    return (jax.jit(lift(init)), jax.jit(lift(distiller.collect), donate_argnums=0),
+            jax.jit(lift(distiller.chunk), donate_argnums=0))
+
+
+def _run_chunks(distiller, fns, keys, teacher_params, student_params, log):
     import time
 
     import numpy as np
 
-    if not vmap_seeds:
-        outs = []
-        for i in range(keys.shape[0]):
-            one = (lambda t: jax.tree.map(lambda x: x[i:i + 1], t))
-            outs.append(run_distill(
-                distiller, keys[i:i + 1], one(teacher_params),
-                None if student_params is None else one(student_params), log=log))
-        params = jax.tree.map(lambda *x: jnp.concatenate(x), *[o[0] for o in outs])
-        return params, {k: np.concatenate([o[1][k] for o in outs], axis=1)
-                        for k in ("loss", "agreement")}
-    if student_params is None:
-        state = jax.jit(jax.vmap(lambda k, t: distiller.init(k, t)))(keys, teacher_params)
-    else:
-        state = jax.jit(jax.vmap(distiller.init))(keys, teacher_params, student_params)
-    state = jax.jit(jax.vmap(distiller.collect), donate_argnums=0)(state)
-    chunk = jax.jit(jax.vmap(distiller.chunk), donate_argnums=0)
+    init, collect, chunk = fns
+    state = init(keys, teacher_params) if student_params is None \
+        else init(keys, teacher_params, student_params)
+    state = collect(state)
     losses, agrees = [], []
     t0 = time.perf_counter()
     for i in range(distiller.config.num_chunks):

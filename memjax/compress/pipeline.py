@@ -169,13 +169,16 @@ class Context:
     epsilon: float
     eval_key: Any
     states: Any = None            # [S, N, *obs] visited by the teacher
+    extra_epsilon: Optional[float] = None   # also evaluate epsilon-greedy at this epsilon
+    trained: dict = dataclasses.field(default_factory=dict)  # training stage -> (net, params)
     distill_config: DistillConfig = DistillConfig()
     log: Optional[Callable] = print
 
 
 def make_context(checkpoint, *, seeds=None, episodes: int = 100, epsilon: float = 0.0,
                  eval_seed: int = 1, state_envs: int = 32, state_steps: int = 250,
-                 distill_config: DistillConfig = DistillConfig(), log=print) -> Context:
+                 distill_config: DistillConfig = DistillConfig(), log=print,
+                 extra_epsilon: Optional[float] = None) -> Context:
     from memjax.train_config import make_env
 
     env, env_params = make_env(checkpoint.config.env)
@@ -185,7 +188,8 @@ def make_context(checkpoint, *, seeds=None, episodes: int = 100, epsilon: float 
             raise ValueError(f"seed {s} out of range: the checkpoint has "
                              f"{checkpoint.num_seeds} seeds")
     ctx = Context(checkpoint, checkpoint.network(), env, env_params, seeds, episodes, epsilon,
-                  jax.random.key(eval_seed), distill_config=distill_config, log=log)
+                  jax.random.key(eval_seed), distill_config=distill_config, log=log,
+                  extra_epsilon=extra_epsilon)
     teacher = _teacher(ctx)
     keys = jax.random.split(jax.random.fold_in(ctx.eval_key, 7), len(seeds))
     net = ctx.network
@@ -217,6 +221,11 @@ def build(ctx: Context, spec: str):
     keys = jax.random.split(jax.random.key(1234), len(ctx.seeds))
     sparse = False
     for st in stages:
+        if st.group == TRAIN and st in ctx.trained:   # same training stage as an earlier spec
+            network, params = ctx.trained[st]
+            sparse = sparse or st.kind == "gprune"
+            info["train_seconds_reused"] = True
+            continue
         if st.kind == "float32":
             pass
         elif st.kind == "distill":
@@ -227,6 +236,7 @@ def build(ctx: Context, spec: str):
             info["train_seconds"] += time.perf_counter() - t0
             info["distill_final_batch_agreement"] = float(m["agreement"][-1].mean())
             network = student
+            ctx.trained[st] = (network, params)
         elif st.kind == "gprune":
             import optax
 
@@ -243,6 +253,7 @@ def build(ctx: Context, spec: str):
                                     vmap_seeds=False)
             info["train_seconds"] += time.perf_counter() - t0
             sparse = True
+            ctx.trained[st] = (network, params)
         elif st.kind == "prune":
             params = jax.jit(jax.vmap(lambda p: prune(p, st.arg, st.extra)[0]))(params)
             sparse = True
@@ -277,21 +288,31 @@ def evaluate_artefacts(ctx: Context, network, blobs) -> dict:
     teacher = _teacher(ctx)
     env, ep, E, eps = ctx.env, ctx.env_params, ctx.episodes, ctx.epsilon
 
+    extra = ctx.extra_epsilon
+
     def one(p, k, t, obs):
         ret = evaluate(network, p, env, ep, k, E, eps)
         agree = agreement(ctx.network, t, network, p, obs)
-        return ret, agree
+        ret2 = evaluate(network, p, env, ep, jax.random.fold_in(k, 1), E, extra) \
+            if extra is not None else ret
+        return ret, agree, ret2
 
     stacked = _stack(trees)
     if stacked is not None:
-        rets, agrees = jax.jit(jax.vmap(one))(stacked, keys, teacher, ctx.states)
+        rets, agrees, rets2 = jax.jit(jax.vmap(one))(stacked, keys, teacher, ctx.states)
     else:
         outs = [jax.jit(one)(p, keys[i], _seed(teacher, i), ctx.states[i])
                 for i, p in enumerate(trees)]
-        rets = jnp.stack([o[0] for o in outs])
-        agrees = jnp.stack([o[1] for o in outs])
+        rets, agrees, rets2 = (jnp.stack([o[j] for o in outs]) for j in range(3))
     rets, agrees = np.asarray(rets, np.float64), np.asarray(agrees, np.float64)
-    return {
+    rets2 = np.asarray(rets2, np.float64)
+    out = {} if extra is None else {
+        "epsilon_extra": extra,
+        "return_eps_mean": float(rets2.mean()),
+        "return_eps_std_over_seeds": float(rets2.mean(axis=1).std()),
+        "return_eps_per_seed": [float(x) for x in rets2.mean(axis=1)],
+    }
+    return out | {
         "params": int(np.mean([core.count_params(t) for t in trees])),
         "serialized_bytes": float(np.mean([len(b) for b in blobs])),
         "kernel_bytes": float(np.mean([core.kernel_bytes(t) for t in trees])),
@@ -336,20 +357,32 @@ def run_specs(ctx: Context, specs, out_dir=None) -> list:
         r["x_smaller_serialized"] = ref["serialized_bytes"] / r["serialized_bytes"]
         r["x_smaller_kernels"] = ref["kernel_bytes"] / r["kernel_bytes"]
         r["params_fraction"] = r["params"] / ref["params"]
+        if "return_eps_mean" in r:
+            r["pct_return_eps"] = 100.0 * r["return_eps_mean"] / ref["return_eps_mean"] \
+                if ref["return_eps_mean"] else float("nan")
     return rows
 
 
 def format_table(rows) -> str:
-    """A markdown table of :func:`run_specs` rows."""
-    lines = ["| method | params | serialized bytes | x smaller (file) | x smaller (kernels) "
-             "| return (mean over seeds) | % of float32 | agreement |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    """A markdown table of :func:`run_specs` rows (with epsilon-greedy columns when the rows
+    have them)."""
+    eps = "return_eps_mean" in rows[0]
+    head = ("| method | params | serialized bytes | x smaller (file) | x smaller (kernels) "
+            "| greedy return | % of float32 | agreement |")
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|"
+    if eps:
+        head += f" ε={rows[0]['epsilon_extra']} return | % of float32 (ε) |"
+        rule += "---:|---:|"
+    lines = [head, rule]
     for r in rows:
-        lines.append(
-            f"| {r['method']} | {r['params']:,} | {r['serialized_bytes']:,.0f} | "
-            f"{r['x_smaller_serialized']:.1f}x | {r['x_smaller_kernels']:.1f}x | "
-            f"{r['return_mean']:.1f} ± {r['return_std_over_seeds']:.1f} | "
-            f"{r['pct_return']:.1f}% | {100 * r['agreement']:.1f}% |")
+        line = (f"| {r['method']} | {r['params']:,} | {r['serialized_bytes']:,.0f} | "
+                f"{r['x_smaller_serialized']:.1f}x | {r['x_smaller_kernels']:.1f}x | "
+                f"{r['return_mean']:.1f} ± {r['return_std_over_seeds']:.1f} | "
+                f"{r['pct_return']:.1f}% | {100 * r['agreement']:.1f}% |")
+        if eps:
+            line += (f" {r['return_eps_mean']:.2f} ± {r['return_eps_std_over_seeds']:.2f} | "
+                     f"{r['pct_return_eps']:.1f}% |")
+        lines.append(line)
     return "\n".join(lines)
 
 
