@@ -112,25 +112,22 @@ def plot_env(doc) -> Path:
     import matplotlib.pyplot as plt
 
     rows = doc["rows"]
-    fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=120)
+    fig, ax = plt.subplots(figsize=(9.0, 5.0), dpi=120)
     families = {"float32": "k", "int": "C0", "prune": "C1", "gprune": "C3", "lowrank": "C2",
                 "share": "C4", "distill": "C5"}
-    offsets = [(4, 3), (4, -9), (-4, 8), (-4, -14)]   # stagger labels of nearby points
-    for i, r in enumerate(sorted(rows, key=lambda r: (round(r["pct_return"]),
-                                                       r["serialized_bytes"]))):
+    offsets = [(4, 3), (4, -9), (-10, 4), (-10, -10)]   # stagger numbers of nearby points
+    for i, r in enumerate(rows, start=1):
         m = r["method"]
         fam = m.split(":")[0].split("+")[0]
         fam = "int" if fam.startswith("int") else fam
-        color = families.get(fam, "C7")
         marker = "s" if "+int8" in m else "o"
-        ax.scatter(r["serialized_bytes"], r["pct_return"], color=color, marker=marker, s=28,
-                   zorder=3)
-        dx, dy = offsets[i % len(offsets)]
-        ax.annotate(m, (r["serialized_bytes"], r["pct_return"]), fontsize=6,
-                    xytext=(dx, dy), textcoords="offset points",
-                    ha="left" if dx > 0 else "right")
+        ax.scatter(r["serialized_bytes"], r["pct_return"], color=families.get(fam, "C7"),
+                   marker=marker, s=30, zorder=3, label=f"{i}: {m}")
+        ax.annotate(str(i), (r["serialized_bytes"], r["pct_return"]), fontsize=7,
+                    xytext=offsets[i % len(offsets)], textcoords="offset points")
     ax.axhline(100, color="k", lw=0.6, ls=":")
-    ax.axhline(95, color="C3", lw=0.6, ls="--", label="95% of float32")
+    ax.axhline(95, color="C3", lw=0.6, ls="--")
+    ax.text(ax.get_xlim()[0], 95, " 95%", color="C3", fontsize=7, va="top")
     ax.set_xscale("log")
     ax.set_xlabel("serialized artefact (bytes, log scale; mean over seeds)")
     ax.set_ylabel("greedy return, % of float32")
@@ -138,7 +135,8 @@ def plot_env(doc) -> Path:
     ax.set_title(f"{doc['env']}: compressed Q-networks ({n} seeds x "
                  f"{doc['episodes_per_seed']} episodes)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              title="method (square: + int8)", title_fontsize=7)
     fig.tight_layout()
     path = OUT / f"{doc['env']}-size-vs-return.png"
     fig.savefig(path)
