@@ -29,8 +29,8 @@ def test_distill_learns_the_teacher_policy():
     student = MLPQNetwork(num_actions=2, hidden=(12,))
     keys = jax.random.split(jax.random.key(0), 2)
     t_params = jax.vmap(lambda k: teacher.init(k, jnp.zeros((1, 4))))(keys)
-    cfg = mjc.DistillConfig(num_envs=8, total_steps=8_400, learning_starts=400,
-                            buffer_capacity=4_000, batch_size=64, chunk_steps=2_000, lr=3e-3,
+    cfg = mjc.DistillConfig(num_envs=8, total_steps=16_400, learning_starts=400,
+                            buffer_capacity=4_000, batch_size=64, chunk_steps=4_000, lr=3e-3,
                             teacher_epsilon=0.2)
     d = mjc.make_distill(teacher, student, env, ep, cfg)
     s_params, m = mjc.run_distill(d, keys, t_params, log=None)
