@@ -11,7 +11,8 @@ one-copy layout; ``one_copy`` alone isolates the layout's cost). The state is wa
 (``collect``), then AOT-compiled, donated training chunks of every variant are timed in
 interleaved rounds; the ratio per variant is the median over rounds of its time / float32's
 time in the same round. Target (issue 4): encode/decode add <= 15% (ratio <= 1.15).
-Writes ``experiments/results/bench_storage_<backend>.json``.
+Updates ``experiments/results/bench_storage_<backend>.json`` (entries per env and seed
+count, each with the commit it ran at).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import jax  # noqa: E402
 
 from experiments import bench_replay as br  # noqa: E402
 from experiments.bench_loop import LoopProgram, as_carry_fn  # noqa: E402
+from experiments.run_results import _git_state  # noqa: E402
 from experiments.run_storage import config_for  # noqa: E402
 
 PER_ENV = {
@@ -76,9 +78,9 @@ def bench_env(env: str, seeds: int, rounds: int, round_seconds: float, log, vari
 def format_table(results) -> str:
     lines = ["| env | seeds | storage | bytes / transition | µs per env step (median) | "
              "time vs float32 |", "|---|---|---|---|---|---|"]
-    for key, rows in results.items():
+    for key, entry in results.items():
         env, seeds = key.rsplit(" x", 1)
-        for variant, r in rows.items():
+        for variant, r in entry["variants"].items():
             lines.append(f"| {env} | {seeds} | {variant} | {r['bytes_per_transition']:,.1f} | "
                          f"{r['us_per_env_step_median']:.2f} | {r['ratio_to_float32']:.3f} |")
     return "\n".join(lines)
@@ -104,12 +106,15 @@ def main(argv=None) -> int:
             results[f"{env} x{s}"] = bench_env(env, s, args.rounds, args.round_seconds,
                                                lambda m: print(m, flush=True),
                                                args.variants and args.variants.split(","))
+    out = Path(args.out) if args.out else _ROOT / "experiments" / "results" / f"bench_storage_{jax.default_backend()}.json"
+    previous = json.loads(out.read_text())["results"] if out.exists() else {}
+    stamp = {"rounds": args.rounds, "commit": _git_state()["memjax_commit"],
+             "wall_seconds": round(time.perf_counter() - t0, 1)}
+    results = {**previous, **{k: {"variants": v, **stamp} for k, v in results.items()}}
     table = format_table(results)
     print(table)
-    out = Path(args.out) if args.out else _ROOT / "experiments" / "results" / f"bench_storage_{jax.default_backend()}.json"
-    out.write_text(json.dumps({"results": results, "table": table, "rounds": args.rounds,
-                               "device": str(jax.devices()[0].device_kind),
-                               "wall_seconds": time.perf_counter() - t0}, indent=2) + "\n")
+    out.write_text(json.dumps({"results": results, "table": table,
+                               "device": str(jax.devices()[0].device_kind)}, indent=2) + "\n")
     print("wrote", out)
     return 0
 

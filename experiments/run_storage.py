@@ -163,6 +163,7 @@ def write_report(root: Path = OUT) -> list:
         for r in env_runs:
             bpt = r["bytes_per_transition"]
             ratio = f"{base['bytes_per_transition'] / bpt:.1f}x smaller" if base else ""
+            ratio = "baseline" if r is base else ratio
             pct = f"{100 * r['final_return_mean'] / base['final_return_mean']:.1f}%" if base else ""
             clipped = sum(c["clipped"] for c in r["replay_storage"]["codec_counters"].values())
             name = r["variant"] + (f" @ {r['budget_bytes'] / 1024:,.0f} KiB" if r.get("budget_bytes") else "")

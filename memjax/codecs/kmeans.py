@@ -162,7 +162,10 @@ def _nearest_sorted(x: jax.Array, codebook: jax.Array) -> jax.Array:
     index wins ties (like argmin).
     """
     k = codebook.shape[1]
-    hi = jax.vmap(lambda c, v: jnp.searchsorted(c, v, side="left"), in_axes=(0, 1), out_axes=1)(codebook, x)
+    # small codebooks: one fused compare-and-count beats a search loop (a kernel per step)
+    method = "compare_all" if k <= 256 else "scan"
+    hi = jax.vmap(lambda c, v: jnp.searchsorted(c, v, side="left", method=method), in_axes=(0, 1),
+                  out_axes=1)(codebook, x)
     hi = jnp.clip(hi, 0, k - 1)
     lo = jnp.clip(hi - 1, 0, k - 1)
     f = jnp.arange(codebook.shape[0])
