@@ -46,7 +46,8 @@ def capacity_for_budget(config: TrainConfig, budget_bytes: int, env=None,
 def storage_summary(config: TrainConfig, buffer_state) -> dict:
     """Codecs, layout and their end-of-run counters: values clipped / invalid per field
     (summed over seeds), and per-seed buffer sizes (the one-copy layout may hold fewer
-    than the capacity when its side store overflowed) and frame-stack errors."""
+    than the capacity when its side store overflowed) and frame-stack errors. ``run`` adds
+    ``size_after_each_chunk`` ([chunks][seeds])."""
     from memjax import codecs as mc
 
     out = {"obs_codec": config.obs_codec, "reward_codec": config.reward_codec,
@@ -109,7 +110,7 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
         schedule.append(("final", final_c, cfg.remainder_iters * cfg.train_every * cfg.num_envs))
 
     steps_axis, train_curve, eval_curve = [], [], []
-    losses = []
+    losses, sizes = [], []
     train_seconds = eval_seconds = 0.0
     done_steps = 0
     bar = None
@@ -136,6 +137,7 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
             train_curve.append(np.asarray(m["episode_return"], np.float64))
             eval_curve.append(ev.mean(axis=1))
             losses.append(np.asarray(m["loss"], np.float64))
+            sizes.append(np.asarray(jax.device_get(state.buffer.count)).tolist())
             last_eval = float(ev.mean())
             if bar is not None:
                 bar.update(n_steps)
@@ -166,7 +168,7 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
         "bytes_per_transition": mem.bytes_per_item,
         "buffer_bytes_per_seed": mem.total_bytes / num_seeds,
         "replay_memory": mem.as_dict(),
-        "replay_storage": storage_summary(cfg, state.buffer),
+        "replay_storage": {**storage_summary(cfg, state.buffer), "size_after_each_chunk": sizes},
         "eval_episodes": cfg.eval_episodes,
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),
