@@ -90,9 +90,3 @@ def decode(codecs: dict, stored, states: dict):
         stored[name] = codec.decode(stored[name], states[name])
     return stored
 
-
-def counters(states: dict) -> dict:
-    """{field: {"clipped": int, "invalid": int}} of codec counters (host values)."""
-    from memjax import codecs as mc
-
-    return {name: mc.counters(st) for name, st in states.items()}
