@@ -17,7 +17,7 @@ The gradual schedule is Zhu & Gupta's (2017) cubic one:
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
