@@ -269,3 +269,22 @@ def test_errors_are_clear(stream_k3):
         buf.add(state, bad)
     state = jax.jit(buf.add)(state, bad)  # under jit: counted, not raised
     assert int(state.layout_errors) == E
+
+
+def test_codec_counters_count_each_stored_value_once():
+    """Clipped values are counted once per stored observation: every obs row, plus the final
+    observations that went to the side store (not the next_obs that equal the next obs)."""
+    rows = synthetic_stream(30, 1, seed=3)
+    rows = [dict(r, obs=r["obs"] / 60.0, next_obs=r["next_obs"] / 60.0) for r in rows]  # some > 1
+    layout = mj.replay.one_copy(E, side_capacity=120)
+    buf = mj.replay.uniform(120, codecs={"obs": mc.quantize(bits=8, low=0.0, high=1.0)}, layout=layout)
+    state = buf.init(example_of(rows))
+    add = jax.jit(buf.add)
+    for row in rows:
+        state = add(state, row)
+    expected = sum(int(np.sum(r["obs"] > 1)) for r in rows)
+    for r, following in zip(rows, rows[1:]):  # final observations kept in the side store
+        ended = ~np.all(r["next_obs"] == following["obs"], axis=1)
+        expected += int(np.sum(r["next_obs"][ended] > 1))
+    assert expected > 0
+    assert mc.counters(state.codecs["obs"])["clipped"] == expected

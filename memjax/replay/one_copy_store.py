@@ -107,6 +107,21 @@ def _rows_equal(a, b):
     return jnp.all((a == b).reshape(a.shape[0], -1), axis=1)
 
 
+def _encode_rows(codec, frames, state, keep):
+    """Encode ``frames`` [E, ...] one row at a time; only the rows where ``keep`` (bool [E])
+    add to the codec's integer counters (clipped / invalid values), so a candidate that is
+    not stored is not counted."""
+    stored, per_row = jax.vmap(lambda f: codec.encode(f[None], state))(frames)
+
+    def merge(old, new):
+        if not jnp.issubdtype(old.dtype, jnp.integer):
+            return old  # fitted constants: unchanged by encode
+        delta = jnp.where(keep.reshape((-1,) + (1,) * old.ndim), new - old, 0)
+        return (old + jnp.sum(delta, axis=0)).astype(old.dtype)
+
+    return jax.tree.map(lambda x: x[:, 0], stored), jax.tree.map(merge, state, per_row)
+
+
 class OneCopyStore:
     uniform_state = OneCopyState
     prioritized_state = PrioritizedOneCopyState
@@ -223,7 +238,8 @@ class OneCopyStore:
         codec_states = dict(state.codecs)
         side_frames = _frames(state.pending, k)[-1] if k > 1 else state.pending
         if self.obs_codec is not None:
-            side_frames, codec_states[lay.obs] = self.obs_codec.encode(side_frames, codec_states[lay.obs])
+            side_frames, codec_states[lay.obs] = _encode_rows(self.obs_codec, side_frames,
+                                                              codec_states[lay.obs], differ)
         n_push = jnp.sum(differ, dtype=jnp.int32)
         pos = jnp.mod(side_pos + jnp.cumsum(differ, dtype=jnp.int32) - 1, self.K)
         target = jnp.where(differ, pos, self.K)  # K: dropped
