@@ -59,8 +59,9 @@ SIDE = 2
 class OneCopyState:
     """items: dict of stored fields [A*E, ...] (``obs``: encoded newest frames; no
     ``next_obs``); flags: uint8 [A*E]; side: encoded frames [K, ...]; side_ids: int32 [K]
-    (-1: empty); side_start: int32 [A], the side position of each row's first entry; pending: raw ``next_obs`` of the newest row [E, ...]; cursor: int32 [6] =
-    (rows, valid_from, side_pos, side_count, errors, count); codecs: codec states."""
+    (-1: empty); side_start: int32 [A], the side position of each row's first entry;
+    pending: raw ``next_obs`` of the newest row [E, ...]; cursor: int32 [5] =
+    (rows, valid_from, side_pos, errors, count); codecs: codec states."""
 
     items: dict
     flags: jax.Array
@@ -82,12 +83,12 @@ class OneCopyState:
     @property
     def count(self):
         """Sampleable transitions (int32)."""
-        return self.cursor[..., 5]
+        return self.cursor[..., 4]
 
     @property
     def layout_errors(self):
         """Stacked observations that broke the frame-stack convention (int32)."""
-        return self.cursor[..., 4]
+        return self.cursor[..., 3]
 
 
 @struct.dataclass
@@ -177,7 +178,7 @@ class OneCopyStore:
             side_ids=jnp.full((self.K,), -1, jnp.int32),
             side_start=jnp.zeros((self.A,), jnp.int32),
             pending=zeros(self.E, spec),
-            cursor=jnp.zeros((6,), jnp.int32),
+            cursor=jnp.zeros((5,), jnp.int32),
             codecs=states,
         )
 
@@ -212,7 +213,7 @@ class OneCopyStore:
     def write(self, state, items, batch: int):
         lay, E, k = self.layout, self.E, self.k
         obs, nxt = items[lay.obs], items[lay.next_obs]
-        rows, valid_from, side_pos, side_count, errors, _ = (state.cursor[i] for i in range(6))
+        rows, valid_from, side_pos, errors, _ = (state.cursor[i] for i in range(5))
         env = jnp.arange(E, dtype=jnp.int32)
         has_prev = rows > 0
 
@@ -267,7 +268,6 @@ class OneCopyStore:
         rows = rows + 1
         lo = self._lo(rows, valid_from)
         cursor = jnp.stack([rows, valid_from, jnp.mod(side_pos + n_push, self.K),
-                            jnp.minimum(side_count + n_push, self.K),
                             errors + jnp.sum(bad, dtype=jnp.int32), (rows - lo) * E]).astype(jnp.int32)
         state = state.replace(items=new_items, flags=flags, side=side, side_ids=side_ids,
                               side_start=side_start, pending=nxt, cursor=cursor,
