@@ -50,6 +50,8 @@ VARIANTS = {
     "float32": {},
     "one_copy": dict(**COMPACT),  # float32 observations, stored once; small fields compacted
     "bitpack": dict(obs_codec="bitpack", **COMPACT),
+    # a side store of 1/8 of the capacity: enough for Breakout's ~10-step random episodes
+    "bitpack_side8": dict(obs_codec="bitpack", **COMPACT, side_fraction=1 / 8),
     "int8": dict(obs_codec="int8", **COMPACT),
     "int4": dict(obs_codec="int4", **COMPACT),
     "int2": dict(obs_codec="int2", **COMPACT),
