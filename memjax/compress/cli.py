@@ -17,6 +17,8 @@ import argparse
 import json
 import sys
 
+from memjax.cli import _fraction
+
 DEFAULT_METHODS = ("int8", "int4", "int2", "prune:0.5", "prune:0.9", "prune:0.9+int8",
                    "lowrank:0.99", "share:16", "share:4")
 
@@ -29,16 +31,6 @@ def _positive(text: str) -> int:
     if not v.is_integer() or v <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(v)
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
-    return v
 
 
 def _seeds(text: str) -> list:

@@ -35,6 +35,17 @@ def _check_sparsity(s, name="sparsity"):
         raise ValueError(f"{name} must be a number in [0, 1), got {s!r}")
 
 
+def _split_by_layer(flat, shapes: dict) -> dict:
+    """Cut a flat array (all kernels concatenated in ``shapes`` order) back into one array
+    per layer path, each of its kernel's shape."""
+    out, start = {}, 0
+    for path, shape in shapes.items():
+        n = math.prod(shape)
+        out[path] = flat[start:start + n].reshape(shape)
+        start += n
+    return out
+
+
 def _kernel_shapes(params) -> dict:
     out = {}
     for path, layer in layers(params):
@@ -101,12 +112,7 @@ def prune(params, sparsity: float, distribution: str = "global"):
     if distribution == "global":
         kernels = {path: layer["kernel"] for path, layer in layers(params)}
         flat = jnp.concatenate([jnp.reshape(kernels[p], -1) for p in shapes])
-        keep = _mask_exact(flat, int(sparsity * flat.size))
-        kmasks, start = {}, 0
-        for p, s in shapes.items():
-            n = math.prod(s)
-            kmasks[p] = keep[start:start + n].reshape(s)
-            start += n
+        kmasks = _split_by_layer(_mask_exact(flat, int(sparsity * flat.size)), shapes)
     else:
         per = layer_sparsities(params, sparsity, distribution)
         kmasks = {path: _mask_exact(layer["kernel"], int(per[path] * math.prod(shapes[path])))
@@ -193,12 +199,7 @@ def gradual_pruning(inner: optax.GradientTransformation, final_sparsity: float,
         if distribution == "global":
             absw = jnp.concatenate([jnp.abs(kernels[p]).reshape(-1) for p in shapes])
             k = jnp.floor(sparsity * absw.size).astype(jnp.int32)
-            keep = _threshold_mask(absw, k)
-            km, start = {}, 0
-            for p, s in shapes.items():
-                n = math.prod(s)
-                km[p] = keep[start:start + n].reshape(s)
-                start += n
+            km = _split_by_layer(_threshold_mask(absw, k), shapes)
         else:
             final = layer_sparsities(weights, final_sparsity, distribution)
             km = {}
