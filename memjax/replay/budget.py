@@ -7,6 +7,8 @@ import jax
 from memjax._checks import check_positive_int
 from memjax.replay.layouts import OneCopy
 from memjax.replay.memory import nbytes
+from memjax.replay.prioritized import prioritized
+from memjax.replay.uniform import uniform
 
 
 def buffer_bytes(make_buffer, capacity: int, example) -> int:
@@ -32,12 +34,10 @@ def capacity_for(budget_bytes: int, example, codecs=None, layout=None, kind: str
     With the one-copy layout the result is a multiple of ``num_envs``. Raises ValueError when
     not even ``minimum`` items fit.
     """
-    from memjax import replay
-
     budget_bytes = check_positive_int("budget_bytes", budget_bytes)
     if kind not in ("uniform", "prioritized"):
         raise ValueError(f"kind must be 'uniform' or 'prioritized', got {kind!r}")
-    factory = getattr(replay, kind)
+    factory = {"uniform": uniform, "prioritized": prioritized}[kind]
     step = layout.num_envs if isinstance(layout, OneCopy) else 1
     smallest = max(-(-minimum // step) * step, 2 * step)  # one-copy needs two rows
 

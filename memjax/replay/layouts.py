@@ -81,15 +81,3 @@ def one_copy(num_envs: int, frame_stack: int = 1, side_capacity: Optional[int] =
         raise ValueError(f"one_copy: obs and next_obs name the same field {obs!r}")
     return OneCopy(num_envs, frame_stack, side_capacity, side_fraction, obs, next_obs)
 
-
-def make_store(capacity: int, codecs: dict, layout):
-    """The store (see ``memjax.replay.flat``) for ``layout``."""
-    if layout is None:
-        from memjax.replay.flat import FlatStore
-
-        return FlatStore(capacity, codecs)
-    if isinstance(layout, OneCopy):
-        from memjax.replay.one_copy_store import OneCopyStore
-
-        return OneCopyStore(capacity, codecs, layout)
-    raise TypeError(f"layout must be None or memjax.replay.one_copy(...), got {layout!r}")

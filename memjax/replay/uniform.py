@@ -10,7 +10,7 @@ from memjax.replay import encoding
 from memjax.replay.base import ReplayBuffer, Sample
 from memjax.replay.checks import check_sample_args
 from memjax.replay.flat import UniformState
-from memjax.replay.layouts import make_store
+from memjax.replay.stores import make_store
 
 
 def uniform(capacity: int, codecs=None, layout=None) -> ReplayBuffer:
