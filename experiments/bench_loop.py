@@ -588,7 +588,7 @@ def learn_check(num_seeds: int, guard: str, capacity: int, log, seed: int = 0) -
         m = jax.device_get(m)
         losses.append(np.asarray(m["loss"], np.float64))
     train_s = time.perf_counter() - t0
-    ev = np.asarray(jax.device_get(evaluate(state.params,
+    ev = np.asarray(jax.device_get(evaluate(state.agent,
                                             jax.random.split(k_eval, num_seeds))))  # [S, E]
     # how often do the final buffers still draw probability-0 items? (2,000 batches per seed)
     draws = jax.jit(jax.vmap(lambda b, k: jax.vmap(

@@ -70,10 +70,10 @@ def _git_commit() -> str:
 
 def run_env(env: str, episodes: int, methods=None, distill_steps=None, epsilon: float = 0.0,
             extra_epsilon=None):
-    from memjax import checkpoint
+    from memjax.train import checkpoint
     from memjax.compress import pipeline
     from memjax.compress.distill import DistillConfig
-    from memjax.results import _clean
+    from memjax.train.results import json_safe as _clean
 
     ck = checkpoint.load(TEACHERS / env)
     steps = distill_steps or DISTILL_STEPS.get(env, 200_000)

@@ -310,7 +310,7 @@ def random_policy_return(env_name: str, episodes: int = 100, seed: int = 0) -> d
     import jax
     import jax.numpy as jnp
 
-    from memjax.train import make_env
+    from memjax.envs import make as make_env
 
     env, params = make_env(env_name)
     n_actions = int(env.action_space(params).n)
@@ -355,7 +355,7 @@ def random_baselines(root: Path, envs: list) -> dict:
 def _settings(config: dict) -> str:
     """The TrainConfig fields that differ from the defaults, as text."""
     from memjax.train import TrainConfig
-    from memjax.results import config_to_dict
+    from memjax.train.results import config_to_dict
 
     default = config_to_dict(TrainConfig())
     skip = {"env", "replay", "total_steps"}
@@ -375,8 +375,8 @@ def write_report(root: Path, replot: bool = False) -> list:
         print(f"no runs under {root}")
         return []
     written = []
-    if replot:  # redraw each run's curve.png from its returns.json with memjax.results
-        from memjax import results as mj_results
+    if replot:  # redraw each run's curve.png from its returns.json with memjax.train.results
+        from memjax.train import results as mj_results
 
         for r in runs:
             curves = json.loads((r["_dir"] / "returns.json").read_text())
@@ -463,7 +463,7 @@ def main(argv=None) -> int:
     root = Path(args.out_root)
     if not args.report_only:
         try:
-            from memjax.train import make_env
+            from memjax.envs import make as make_env
 
             make_env(args.env)
             for replay in args.replay:

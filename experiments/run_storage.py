@@ -15,7 +15,7 @@ one-copy layout, so each observation is stored once):
   float32    the default replay: flat layout, everything float32/int32 as given
   one_copy   float32 observations, but the one-copy layout and compact small fields
   bitpack    1 bit per value (0/1 observations: MinAtar); lossless
-  int8/int4/int2, kmeans16, float16, bfloat16   see ``memjax.train_storage``
+  int8/int4/int2, kmeans16, float16, bfloat16   see ``memjax.train.storage``
 
 Runs go through :func:`memjax.train.run` (the ``memjax train`` host loop) into
 ``experiments/results/storage/<env>-<variant>[-budget]/``. The report (also
@@ -119,7 +119,7 @@ def check_identical(args) -> dict:
         trainer = make_train(cfg)
         t0 = time.perf_counter()
         state, metrics = jax.jit(jax.vmap(trainer.train))(jax.random.split(jax.random.key(args.seed), 3))
-        params = jax.device_get(state.params)
+        params = jax.device_get(state.agent.params)
         if ref is None:
             ref = params
             continue
@@ -230,7 +230,7 @@ def memory_table(root: Path) -> Path:
     import jax
 
     from memjax.train import make_buffer, make_env_for, example_transition
-    from memjax.train_storage import make_codecs
+    from memjax.train.storage import make_codecs
 
     lines = ["| env | frame stack | storage | stored bytes / transition | raw bytes / transition | "
              "ratio |", "|---|---|---|---|---|---|"]

@@ -10,7 +10,7 @@ from memjax import replay, sumtree
 
 __version__ = "0.1.0"
 
-_LAZY = ("agents", "train", "cli", "results", "codecs", "wrappers", "compress")
+_LAZY = ("agents", "envs", "train", "cli", "codecs", "compress")
 
 
 def __getattr__(name):

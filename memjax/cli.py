@@ -9,99 +9,20 @@ import argparse
 import importlib.util
 import inspect
 import os
-import re
 import sys
 from pathlib import Path
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
-               "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-
-
-def _count(text: str) -> int:
-    """An integer count; accepts ``500000``, ``500_000`` and ``5e5``."""
-    try:
-        v = float(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not v.is_integer():
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
-    return int(v)
-
-
-def _positive(text: str) -> int:
-    v = _count(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return v
-
-
-def _non_negative(text: str) -> int:
-    v = _count(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return v
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
-    return v
-
-
-def _optional_float(text: str):
-    if text.strip().lower() in ("none", "const", "constant"):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
-
-
-def parse_size(text: str) -> int:
-    """Bytes from ``64MB``, ``1.5GiB``, ``500k``, ``1048576`` (decimal k/M/G, binary KiB...)."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
-    if not m or m.group(2).lower() not in _SIZE_UNITS:
-        raise argparse.ArgumentTypeError(
-            f"expected a size like 64MB, 1GiB or 500000, got {text!r}")
-    v = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive size, got {text!r}")
-    return v
+from memjax import _argtypes as types
 
 
 def _obs_codec(text: str) -> str:
-    from memjax.train_storage import check_obs_codec
+    from memjax.train.storage import check_obs_codec
 
     try:
         check_obs_codec(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
-
-
-def _hidden(text: str) -> tuple:
-    try:
-        widths = tuple(int(w) for w in text.split(",") if w.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated layer widths like 120,84, got {text!r}") from None
-    if not widths or any(w <= 0 for w in widths):
-        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
-    return widths
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,51 +36,58 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train DQN on a gymnax environment with several vmapped seeds; writes "
                     "returns.csv, returns.json, curve.png and summary.json to --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    from memjax.train import TrainConfig
+    from memjax.train import AGENT_KINDS, TrainConfig
 
     d = TrainConfig()
     t.add_argument("--env", default=d.env, help="gymnax environment id")
-    t.add_argument("--seeds", type=_positive, default=8, help="independent seeds (vmapped)")
-    t.add_argument("--steps", type=_positive, default=d.total_steps,
+    t.add_argument("--agent", choices=AGENT_KINDS, default=d.agent,
+                   help="the learning agent (dqn; --double-dqn for Double DQN)")
+    t.add_argument("--seeds", type=types.positive, default=8, help="independent seeds (vmapped)")
+    t.add_argument("--steps", type=types.positive, default=d.total_steps,
                    help="environment steps per seed")
     t.add_argument("--replay", choices=("uniform", "prioritized"), default=d.replay)
     size = t.add_mutually_exclusive_group()
-    size.add_argument("--capacity", type=_positive, default=None,
+    size.add_argument("--capacity", type=types.positive, default=None,
                       help=f"replay capacity in transitions (default {d.buffer_capacity})")
-    size.add_argument("--memory-budget", type=parse_size, default=None, metavar="SIZE",
+    size.add_argument("--memory-budget", type=types.parse_size, default=None, metavar="SIZE",
                       help="replay memory per seed, e.g. 64MB; sets the largest capacity "
                            "that fits")
     t.add_argument("--out", default=None, help="output directory (default runs/ENV-REPLAY)")
     t.add_argument("--network", choices=("auto", "mlp", "conv"), default=d.network,
                    help="Q-network; auto: conv for image observations, else mlp")
-    t.add_argument("--hidden", type=_hidden, default=d.hidden, help="MLP hidden widths")
-    t.add_argument("--num-envs", type=_positive, default=d.num_envs)
-    t.add_argument("--batch-size", type=_positive, default=d.batch_size)
-    t.add_argument("--lr", type=_positive_float, default=d.lr)
-    t.add_argument("--lr-end", type=_optional_float, default=d.lr_end,
+    t.add_argument("--hidden", type=types.hidden, default=d.hidden, help="MLP hidden widths")
+    t.add_argument("--num-envs", type=types.positive, default=d.num_envs)
+    t.add_argument("--batch-size", type=types.positive, default=d.batch_size)
+    t.add_argument("--lr", type=types.positive_float, default=d.lr)
+    t.add_argument("--lr-end", type=types.optional_float, default=d.lr_end,
                    help="decay the learning rate linearly to this over training; "
                         "'none' keeps it constant")
     t.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
                    help="global gradient-norm clip; 0 disables")
-    t.add_argument("--gamma", type=_fraction, default=d.gamma)
+    t.add_argument("--gamma", type=types.fraction, default=d.gamma)
     t.add_argument("--loss", choices=("huber", "mse"), default=d.loss)
     t.add_argument("--double-dqn", action=argparse.BooleanOptionalAction, default=d.double_dqn)
-    t.add_argument("--target-update-every", type=_positive, default=d.target_update_every,
+    t.add_argument("--n-step", type=types.positive, default=d.n_step,
+                   help="n-step targets, computed from stored windows of n steps (n > 1 "
+                        "stores replay in the sequence layout)")
+    t.add_argument("--target-update-every", type=types.positive, default=d.target_update_every,
                    help="env steps between target-network updates")
-    t.add_argument("--tau", type=_fraction, default=d.tau,
+    t.add_argument("--tau", type=types.fraction, default=d.tau,
                    help="1: hard target copy; <1: Polyak step at each target update")
-    t.add_argument("--learning-starts", type=_non_negative, default=d.learning_starts)
-    t.add_argument("--train-every", type=_positive, default=d.train_every,
+    t.add_argument("--learning-starts", type=types.non_negative, default=d.learning_starts)
+    t.add_argument("--train-every", type=types.positive, default=d.train_every,
                    help="vector steps per gradient update")
-    t.add_argument("--eps-start", type=_fraction, default=d.eps_start)
-    t.add_argument("--eps-end", type=_fraction, default=d.eps_end)
-    t.add_argument("--eps-decay-steps", type=_positive, default=d.eps_decay_steps)
+    t.add_argument("--eps-start", type=types.fraction, default=d.eps_start)
+    t.add_argument("--eps-end", type=types.fraction, default=d.eps_end)
+    t.add_argument("--eps-decay-steps", type=types.positive, default=d.eps_decay_steps)
     t.add_argument("--alpha", type=float, default=d.alpha, help="PER priority exponent")
     t.add_argument("--beta-start", type=float, default=d.beta_start,
                    help="PER importance exponent, annealed linearly to 1")
-    t.add_argument("--chunk-steps", type=_positive, default=d.chunk_steps,
+    t.add_argument("--chunk-steps", type=types.positive, default=d.chunk_steps,
                    help="env steps per compiled chunk; greedy evaluation after each")
-    t.add_argument("--eval-episodes", type=_positive, default=d.eval_episodes)
+    t.add_argument("--eval-episodes", type=types.positive, default=d.eval_episodes)
+    from memjax.train.storage import LAYOUTS
+
     st = t.add_argument_group("replay storage (memory)")
     st.add_argument("--obs-codec", type=_obs_codec, default=d.obs_codec,
                     help="observation storage: none, bitpack, int8, int4, int2, kmeans16 (any "
@@ -168,15 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reward storage; int8 is exact for integer rewards")
     st.add_argument("--compact-fields", action=argparse.BooleanOptionalAction,
                     default=d.compact_fields, help="store actions and terminated as uint8")
-    st.add_argument("--layout", choices=("flat", "one_copy"), default=d.layout,
-                    help="one_copy: each observation stored once")
-    st.add_argument("--frame-stack", type=_positive, default=d.frame_stack,
+    st.add_argument("--layout", choices=LAYOUTS, default=d.layout,
+                    help="one_copy: each observation stored once; sequence: each step stored "
+                         "once, sampled as windows of --n-step steps")
+    st.add_argument("--frame-stack", type=types.positive, default=d.frame_stack,
                     help="stack the last k frames (one_copy stores single frames)")
-    st.add_argument("--side-fraction", type=_fraction, default=d.side_fraction,
+    st.add_argument("--side-fraction", type=types.fraction, default=d.side_fraction,
                     help="one_copy: side-store entries for final observations per transition")
-    st.add_argument("--calibration-steps", type=_positive, default=d.calibration_steps,
+    st.add_argument("--calibration-steps", type=types.positive, default=d.calibration_steps,
                     help="random-policy observations used to fit int*/kmeans codecs")
-    t.add_argument("--seed", type=_non_negative, default=0, help="base PRNG seed")
+    t.add_argument("--seed", type=types.non_negative, default=0, help="base PRNG seed")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     b = sub.add_parser("bench", help="replay benchmarks (experiments/bench_replay.py)",
@@ -194,7 +123,7 @@ def _config_from_args(args):
     from memjax.train import TrainConfig
 
     kw = dict(
-        env=args.env, total_steps=args.steps, replay=args.replay, network=args.network,
+        env=args.env, agent=args.agent, n_step=args.n_step, total_steps=args.steps, replay=args.replay, network=args.network,
         hidden=tuple(args.hidden), num_envs=args.num_envs, batch_size=args.batch_size,
         lr=args.lr, lr_end=args.lr_end,
         max_grad_norm=None if not args.max_grad_norm else args.max_grad_norm,
@@ -210,7 +139,7 @@ def _config_from_args(args):
     if args.capacity is not None:
         kw["buffer_capacity"] = args.capacity
     cfg = dataclasses.replace(TrainConfig(), **kw)
-    if cfg.layout == "one_copy" and args.capacity is None and cfg.buffer_capacity % cfg.num_envs:
+    if cfg.storage_layout != "flat" and args.capacity is None and cfg.buffer_capacity % cfg.num_envs:
         cfg = dataclasses.replace(cfg, buffer_capacity=cfg.buffer_capacity
                                   - cfg.buffer_capacity % cfg.num_envs)
     if args.memory_budget is not None:

@@ -1,4 +1,4 @@
-"""memjax.checkpoint: params of every seed + the TrainConfig, round trip and errors."""
+"""memjax.train.checkpoint: params of every seed + the TrainConfig, round trip and errors."""
 
 import dataclasses
 
@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from memjax import checkpoint
+from memjax.train import checkpoint
 from memjax.agents.networks import MLPQNetwork
-from memjax.train_config import TrainConfig
+from memjax.train import TrainConfig
 
 
 def test_roundtrip(tmp_path):

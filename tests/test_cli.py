@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from memjax import _argtypes as types
 from memjax import cli
 
 
@@ -22,7 +23,7 @@ def _fails(capsys, argv, message):
 
 @pytest.mark.parametrize("argv,message", [
     (["train", "--env", "Nope-v0"], "unknown environment 'Nope-v0'"),
-    (["train", "--env", "Pendulum-v1"], "DQN needs discrete actions"),
+    (["train", "--env", "Pendulum-v1"], "the agents need discrete actions"),
     (["train", "--seeds", "0"], "--seeds: must be a positive integer"),
     (["train", "--steps", "-5"], "--steps: must be a positive integer"),
     (["train", "--capacity", "0"], "--capacity: must be a positive integer"),
@@ -38,16 +39,20 @@ def _fails(capsys, argv, message):
     (["train", "--layout", "one_copy", "--capacity", "10001"], "multiple of num_envs"),
     (["train", "--frame-stack", "0"], "--frame-stack: must be a positive integer"),
     (["train", "--env", "Breakout-MinAtar", "--obs-codec", "kmeans1"], "k must be an int in [2"),
+    (["train", "--agent", "ppo"], "invalid choice: 'ppo'"),
+    (["train", "--n-step", "0"], "--n-step: must be a positive integer"),
+    (["train", "--n-step", "3", "--frame-stack", "2"], "does not support frame_stack > 1"),
+    (["train", "--n-step", "3", "--capacity", "10005"], "multiple of num_envs"),
 ])
 def test_invalid_options(capsys, argv, message):
     _fails(capsys, argv, message)
 
 
 def test_size_parsing():
-    assert cli.parse_size("64MB") == 64_000_000
-    assert cli.parse_size("1GiB") == 2**30
-    assert cli.parse_size("1.5k") == 1500
-    assert cli._count("5e5") == 500_000 and cli._count("10_000") == 10_000
+    assert types.parse_size("64MB") == 64_000_000
+    assert types.parse_size("1GiB") == 2**30
+    assert types.parse_size("1.5k") == 1500
+    assert types.count("5e5") == 500_000 and types.count("10_000") == 10_000
 
 
 def test_console_error_has_no_traceback():
@@ -64,11 +69,14 @@ def test_tiny_train_run(tmp_path, capsys):
     rc = cli.main(["train", "--steps", "1200", "--seeds", "2", "--num-envs", "4",
                    "--capacity", "400", "--batch-size", "16", "--learning-starts", "400",
                    "--chunk-steps", "400", "--eval-episodes", "2", "--hidden", "16",
-                   "--replay", "prioritized", "--out", str(out), "--no-progress"])
+                   "--replay", "prioritized", "--n-step", "2", "--out", str(out),
+                   "--no-progress"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seeds"] == 2 and summary["steps"] == 1200
     assert summary["replay"] == "prioritized" and summary["buffer_capacity"] == 400
+    assert summary["agent"] == "dqn" and summary["n_step"] == 2
+    assert summary["replay_storage"]["layout"] == "sequence"
     assert (out / "curve.png").exists() and (out / "returns.csv").exists()
     assert "final greedy return" in capsys.readouterr().out
 

@@ -7,10 +7,11 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from memjax import checkpoint, cli
+from memjax import cli
+from memjax.train import checkpoint
 from memjax.agents.networks import MLPQNetwork
 from memjax.compress import pipeline
-from memjax.train_config import TrainConfig
+from memjax.train import TrainConfig
 
 
 def _fails(capsys, argv, message, one_line=True):
@@ -44,7 +45,7 @@ def ckpt(tmp_path_factory):
     (["--method", "share:16+int8"], "not supported"),
     (["--method", "prune:0.5:bogus"], "pruning distribution must be one of"),
     (["--method", "distill:"], "give the student's hidden widths"),
-    (["--episodes", "0"], "--episodes: expected a positive integer"),
+    (["--episodes", "0"], "--episodes: must be a positive integer"),
     (["--seeds", "5"], "seed 5 out of range"),
 ])
 def test_invalid_options(capsys, ckpt, extra, message):

@@ -8,7 +8,7 @@ import pytest
 
 import memjax.compress as mjc
 from memjax.agents.networks import MLPQNetwork
-from memjax.train_config import make_env
+from memjax.envs import make as make_env
 
 
 def test_distill_loss_reference():

@@ -11,7 +11,7 @@ import pytest
 import memjax as mj
 import memjax.codecs as mc
 from memjax.replay.one_copy_store import OneCopyStore
-from memjax.wrappers import FrameStack
+from memjax.envs import FrameStack
 
 E = 4
 

@@ -1,5 +1,6 @@
-"""The fused training loop: truncation handling, static schedule, target updates, seed
-independence, the whole vmapped run and the host driver. Small configs throughout."""
+"""The fused training loop: truncation handling, n-step targets, static schedule, target
+updates, seed independence, user-defined agents, the whole vmapped run and the host driver.
+Small configs throughout."""
 
 import dataclasses
 import json
@@ -132,8 +133,8 @@ def test_truncation_targets_exact(tiny_rollout):
 
     for double in (False, True):
         # online w = 0 -> Q(obs, a) = a, and (Double DQN) argmax picks action 1
-        _, (abs_td, _) = agents.td_loss(0.0, 1.0, apply_fn, batch, gamma=GAMMA, double=double,
-                                        loss="mse")
+        td, _ = agents.td_errors(0.0, 1.0, apply_fn, batch, gamma=GAMMA, double=double)
+        abs_td = np.abs(np.asarray(td))
         t, kind, a = (np.asarray(batch["obs"][:, 0]), np.asarray(batch["obs"][:, 1]),
                       np.asarray(batch["action"]))
         t1 = t + 1
@@ -158,6 +159,123 @@ def test_buffer_holds_final_observations(tiny):
     _check_transitions(jax.device_get(f(jax.random.key(0))))
 
 
+# --------------------------------------------------------------------------- n-step targets
+
+
+def np_tiny_target(t0, kind, actions, gamma, n):
+    """The n-step target from TinyEnv's own rules (not from the buffer's flags) for a window
+    that starts at time t0 of an episode of ``kind``, with Q_target(obs) = [time, time + 1]:
+    rewards 10 t + a until the episode ends; termination stops, truncation (t = 3) and the
+    window's end bootstrap from the next observation's time."""
+    target, t = 0.0, t0
+    for k in range(n):
+        t1 = t + 1
+        target += gamma**k * (10 * t1 + actions[k])
+        terminated = (kind == 1 and t1 == 2) or (kind == 2 and t1 == 3)
+        if terminated:
+            return target
+        if t1 == 3 or k == n - 1:
+            return target + gamma ** (k + 1) * (t1 + 1.0)
+        t = t1
+
+
+@pytest.fixture(scope="module")
+def tiny_three_step():
+    """TinyEnv with 3-step targets: 30 vector steps inserted, then 64 windows sampled (a side
+    store as large as the buffer: TinyEnv's episodes end every 2-3 steps)."""
+    trainer = make_train(dataclasses.replace(TINY, n_step=3, side_fraction=1.0), env=TinyEnv())
+
+    @jax.jit
+    def roll(key):
+        state = trainer.init(key)
+        state, _ = jax.lax.scan(lambda s, _: trainer.env_step(s), state, None, length=30)
+        return trainer.buffer.sample(state.buffer, jax.random.key(9), 64).items
+
+    return trainer, jax.device_get(roll(jax.random.key(3)))
+
+
+def test_n_step_targets_through_the_loop_match_the_environment(tiny_three_step):
+    """Windows of 3 steps come out of the loop's replay with episode starts marked; the
+    3-step TD errors are cut at termination and bootstrapped at truncation exactly as the
+    environment's rules say, for DQN and Double DQN."""
+    trainer, windows = tiny_three_step
+    assert trainer.config.storage_layout == "sequence"
+    assert windows["obs"].shape == (64, 3, 3) and windows["first"].shape == (64, 3)
+    t0, kind, actions = windows["obs"][:, 0, 0], windows["obs"][:, 0, 1], windows["action"]
+
+    def apply_fn(w, obs):  # Q(obs) = [w * time, w * time + 1]
+        return jnp.stack([w * obs[:, 0], w * obs[:, 0] + 1.0], axis=-1)
+
+    want = [np_tiny_target(int(t0[i]), int(kind[i]), actions[i], GAMMA, 3) - actions[i, 0]
+            for i in range(64)]
+    for double in (False, True):  # online w = 0: Q(obs, a) = a, argmax is action 1
+        td, _ = agents.td_errors(0.0, 1.0, apply_fn, windows, gamma=GAMMA, double=double)
+        np.testing.assert_allclose(np.asarray(td), want, rtol=1e-5)
+    crosses = windows["first"][:, 1:].any(axis=1)
+    assert crosses.sum() > 3 and (~crosses).sum() > 3  # windows across episode ends, and not
+    assert len(set(map(tuple, windows["obs"][:, :, :2].reshape(64, -1).tolist()))) > 10
+
+
+def test_sequence_layout_of_one_step_trains_like_one_copy():
+    """Windows of one step (layout "sequence", n_step 1) hold the same transitions as the
+    one-copy layout and are drawn alike: the whole run is bit-identical."""
+    runs = []
+    for layout in ("one_copy", "sequence"):
+        cfg = dataclasses.replace(TINY, layout=layout, side_fraction=1.0, total_steps=160)
+        trainer = make_train(cfg, env=TinyEnv())
+        runs.append(jax.jit(trainer.train)(jax.random.key(4)))
+    (one_copy, m_one_copy), (sequence, m_sequence) = runs
+    chex.assert_trees_all_equal(one_copy.agent.params, sequence.agent.params)
+    np.testing.assert_array_equal(m_one_copy["train"]["loss"], m_sequence["train"]["loss"])
+
+
+# --------------------------------------------------------------------------- user agents
+
+
+def counting_agent():
+    """A user-defined agent: its carry counts the steps of the running episode, stored with
+    every step as the extra ``count``; ``learn`` counts its calls and returns no priorities."""
+
+    def init(key, obs):
+        return {"learned": jnp.zeros((), jnp.int32)}
+
+    def initial_carry(num_envs):
+        return jnp.zeros((num_envs,), jnp.int32)
+
+    def act(state, carry, obs, key, step, greedy):
+        actions = jax.random.randint(key, carry.shape, 0, 2, dtype=jnp.int32)
+        return actions, carry + 1, {"count": carry}
+
+    def learn(state, sample, key):
+        return ({"learned": state["learned"] + 1}, None,
+                {"loss": jnp.mean(sample.items["reward"])})
+
+    return agents.Agent(init, initial_carry, act, learn)
+
+
+def test_user_agent_carry_resets_at_episode_starts():
+    trainer = make_train(TINY, env=TinyEnv(), agent=counting_agent())
+    assert trainer.network is None and "count" in trainer.example
+
+    @jax.jit
+    def run_chunks(key):
+        state, _ = trainer.collect(trainer.init(key))
+        state, metrics = trainer.chunk(state)
+        items = trainer.buffer.sample(state.buffer, jax.random.key(1), 64).items
+        return state, metrics, items
+
+    state, metrics, items = run_chunks(jax.random.key(0))
+    # TinyEnv's obs[0] is the time since reset: the carry must be reset at the same moments,
+    # in the random warm-up too
+    np.testing.assert_array_equal(items["count"], items["obs"][:, 0].astype(np.int32))
+    assert int(state.agent["learned"]) == TINY.chunk_iters
+    assert np.isfinite(float(metrics["loss"]))
+    with pytest.raises(TypeError, match="priorities"):  # PER needs priorities from learn
+        per = make_train(dataclasses.replace(TINY, replay="prioritized"), env=TinyEnv(),
+                         agent=counting_agent())
+        jax.eval_shape(per.learner_step, jax.eval_shape(per.init, jax.random.key(0)))
+
+
 # --------------------------------------------------------------------------- schedule/targets
 
 
@@ -177,23 +295,24 @@ def test_static_schedule_warmup_then_training(tiny, tiny_vmapped):
     # warm-up: learning_starts env steps, no update at all
     assert TINY.warmup_vec_steps == 8
     np.testing.assert_array_equal(s1.step, [8, 8])
-    np.testing.assert_array_equal(s1.updates, [0, 0])
-    chex.assert_trees_all_equal(s0.params, s1.params)
-    chex.assert_trees_all_equal(s1.params, s1.target_params)
+    np.testing.assert_array_equal(s1.agent.updates, [0, 0])
+    chex.assert_trees_all_equal(s0.agent.params, s1.agent.params)
+    chex.assert_trees_all_equal(s1.agent.params, s1.agent.target_params)
     # a training chunk: chunk_steps = 4 env steps = 1 vector step, one update
     s2, m2 = tiny_vmapped["chunk"](s1)
     np.testing.assert_array_equal(s2.step, [9, 9])
-    np.testing.assert_array_equal(s2.updates, [1, 1])
+    np.testing.assert_array_equal(s2.agent.updates, [1, 1])
     assert np.all(np.isfinite(np.asarray(m2["loss"])))
-    # 32 -> 36 env steps does not cross a multiple of 8: target unchanged, params moved
-    chex.assert_trees_all_equal(s2.target_params, s1.target_params)
-    assert not np.allclose(s2.params["params"]["Dense_0"]["kernel"],
-                           s1.params["params"]["Dense_0"]["kernel"])
-    # 36 -> 40 crosses 40: hard copy
+    # target every 8 env steps = every 2 updates: after 1 update unchanged, params moved
+    assert TINY.target_period == 2
+    chex.assert_trees_all_equal(s2.agent.target_params, s1.agent.target_params)
+    assert not np.allclose(s2.agent.params["params"]["Dense_0"]["kernel"],
+                           s1.agent.params["params"]["Dense_0"]["kernel"])
+    # the second update copies
     s3, _ = tiny_vmapped["chunk"](s2)
-    chex.assert_trees_all_equal(s3.target_params, s3.params)
+    chex.assert_trees_all_equal(s3.agent.target_params, s3.agent.params)
     s4, _ = tiny_vmapped["chunk"](s3)
-    chex.assert_trees_all_equal(s4.target_params, s3.params)
+    chex.assert_trees_all_equal(s4.agent.target_params, s3.agent.params)
 
 
 def test_soft_target_update_in_loop(tiny_vmapped):
@@ -201,8 +320,9 @@ def test_soft_target_update_in_loop(tiny_vmapped):
     tr = make_train(cfg, env=TinyEnv())
     s1 = tiny_vmapped["s1"]
     s2, _ = jax.jit(jax.vmap(tr.chunk))(s1)
-    want = jax.tree.map(lambda t, o: 0.75 * t + 0.25 * o, s1.target_params, s2.params)
-    chex.assert_trees_all_close(s2.target_params, want, rtol=1e-6, atol=1e-7)
+    want = jax.tree.map(lambda t, o: 0.75 * t + 0.25 * o, s1.agent.target_params,
+                        s2.agent.params)
+    chex.assert_trees_all_close(s2.agent.target_params, want, rtol=1e-6, atol=1e-7)
 
 
 def test_train_every_groups_steps():
@@ -210,7 +330,7 @@ def test_train_every_groups_steps():
     tr = make_train(cfg, env=TinyEnv())
     assert cfg.chunk_iters == 2
     s, _ = jax.jit(tr.chunk)(jax.jit(tr.collect)(tr.init(jax.random.key(0)))[0])
-    assert int(s.step) == 8 + 4 and int(s.updates) == 2
+    assert int(s.step) == 8 + 4 and int(s.agent.updates) == 2
 
 
 # --------------------------------------------------------------------------- seed independence
@@ -224,7 +344,7 @@ def test_seeds_are_independent(tiny, tiny_vmapped):
     s0, s1 = tiny_vmapped["s0"], tiny_vmapped["s1"]
     take = lambda tree, i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
     # network init and environment resets differ per seed
-    assert _differs(take(s0.params, 0), take(s0.params, 1))
+    assert _differs(take(s0.agent.params, 0), take(s0.agent.params, 1))
     assert _differs(s0.obs[0], s0.obs[1])
     assert _differs(take(s1.buffer, 0), take(s1.buffer, 1))
 
@@ -241,7 +361,7 @@ def test_seeds_are_independent(tiny, tiny_vmapped):
     a = step(twin)
     np.testing.assert_array_equal(a[0], a[1])
 
-    learn = jax.jit(jax.vmap(lambda s: tiny.learner_step(s)[0].params))
+    learn = jax.jit(jax.vmap(lambda s: tiny.learner_step(s)[0].agent.params))
     p = learn(other)
     assert _differs(take(p, 0), take(p, 1))
     p = learn(twin)
@@ -267,9 +387,9 @@ def test_jit_vmap_train_whole_run():
         assert metrics["train"]["loss"].shape == (3, 3)
         assert np.all(np.isfinite(np.asarray(metrics["train"]["loss"])))
         np.testing.assert_array_equal(state.step, [cfg.steps_done // cfg.num_envs] * 3)
-        np.testing.assert_array_equal(state.updates, [cfg.train_iters] * 3)
-        assert _differs(state.params["params"]["Dense_0"]["kernel"][0],
-                        state.params["params"]["Dense_0"]["kernel"][1])
+        np.testing.assert_array_equal(state.agent.updates, [cfg.train_iters] * 3)
+        assert _differs(state.agent.params["params"]["Dense_0"]["kernel"][0],
+                        state.agent.params["params"]["Dense_0"]["kernel"][1])
 
 
 def test_run_writes_results(tmp_path):

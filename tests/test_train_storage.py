@@ -14,7 +14,7 @@ from test_train import TinyEnv
 import memjax as mj
 import memjax.codecs as mc
 from memjax.train import TrainConfig, make_train
-from memjax.train_storage import make_codecs, make_layout
+from memjax.train.storage import make_codecs, make_layout
 
 
 class BitsEnv(TinyEnv):
@@ -57,7 +57,7 @@ def test_lossless_storage_trains_bit_identically(float32_uniform, storage):
     _, ref_state, ref_metrics = float32_uniform
     trainer, state, metrics = run_whole(dataclasses.replace(BASE, **storage))
     assert trainer.buffer.memory(state.buffer).bytes_per_item < 0.5 * 76  # float32: 76 B
-    jax.tree.map(np.testing.assert_array_equal, state.params, ref_state.params)
+    jax.tree.map(np.testing.assert_array_equal, state.agent.params, ref_state.agent.params)
     np.testing.assert_array_equal(metrics["train"]["loss"], ref_metrics["train"]["loss"])
     np.testing.assert_array_equal(metrics["eval_return"], ref_metrics["eval_return"])
     assert int(np.sum(state.buffer.codecs["obs"].invalid)) == 0
@@ -68,7 +68,7 @@ def test_prioritized_lossless_one_copy_is_bit_identical():
     _, ref_state, ref_metrics = run_whole(per)
     _, state, metrics = run_whole(dataclasses.replace(per, **LOSSLESS, layout="one_copy",
                                                       side_fraction=1.0))
-    jax.tree.map(np.testing.assert_array_equal, state.params, ref_state.params)
+    jax.tree.map(np.testing.assert_array_equal, state.agent.params, ref_state.agent.params)
     np.testing.assert_array_equal(metrics["train"]["loss"], ref_metrics["train"]["loss"])
 
 
@@ -171,5 +171,5 @@ def test_calibration_includes_finite_observation_space_bounds():
     assert float(state.low[0]) <= -4.8 and float(state.high[2]) >= 0.418  # cart x, pole angle
     assert 0.1 < float(state.high[1]) < 100  # cart velocity: unbounded space, data range
     stacked = make_codecs(dataclasses.replace(cfg, frame_stack=2, layout="one_copy"),
-                          mj.wrappers.FrameStack(env, 2), params)["obs"].init(jnp.zeros((4,)))
+                          mj.envs.FrameStack(env, 2), params)["obs"].init(jnp.zeros((4,)))
     np.testing.assert_array_equal(stacked.low[0], state.low[0])

@@ -1,27 +1,29 @@
-"""DQN-family agents: Q-networks, TD losses, target updates, schedules."""
+"""Agents: the :class:`Agent` interface, DQN / Double DQN, Q-networks, losses, policies."""
 
+from memjax.agents.base import Agent, no_carry
+from memjax.agents.dqn import DQNState, make_dqn
 from memjax.agents.losses import (
-    double_dqn_loss,
-    double_q_learning_target,
-    dqn_loss,
-    huber,
-    l2,
-    q_learning_target,
-    td_loss,
+    LOSS_KINDS,
+    as_windows,
+    bootstrap_value,
+    n_step_bootstrap,
+    q_learning_td,
+    td_errors,
+    weighted_loss,
 )
-from memjax.agents.networks import ConvQNetwork, MLPQNetwork, make_network
-from memjax.agents.schedules import (
-    beta_schedule,
-    epsilon_greedy,
-    epsilon_schedule,
-    linear_schedule,
+from memjax.agents.networks import (
+    NETWORK_KINDS,
+    ConvQNetwork,
+    MLPQNetwork,
+    make_network,
+    network_kind,
 )
-from memjax.agents.targets import crossed_period, hard_update, periodic_update, soft_update
+from memjax.agents.policies import epsilon_greedy, explore
 
 __all__ = [
-    "ConvQNetwork", "MLPQNetwork", "make_network",
-    "dqn_loss", "double_dqn_loss", "td_loss", "huber", "l2",
-    "q_learning_target", "double_q_learning_target",
-    "linear_schedule", "epsilon_schedule", "beta_schedule", "epsilon_greedy",
-    "soft_update", "hard_update", "periodic_update", "crossed_period",
+    "Agent", "no_carry", "DQNState", "make_dqn",
+    "ConvQNetwork", "MLPQNetwork", "make_network", "network_kind", "NETWORK_KINDS",
+    "LOSS_KINDS", "n_step_bootstrap", "bootstrap_value", "q_learning_td", "as_windows",
+    "td_errors", "weighted_loss",
+    "epsilon_greedy", "explore",
 ]

@@ -1,126 +1,124 @@
-"""DQN-family TD losses as pure functions.
+"""Q-learning targets and losses, rlax-style: functions on ONE example with chex shape
+asserts, vmapped over the batch by :func:`td_errors`.
 
-Shapes (B = batch, A = number of actions):
-  q_tm1        float32 [B, A]   online Q-values at the sampled observation ``obs``
-  a_tm1        int32   [B]      action taken
-  r_t          float32 [B]      reward received
-  discount_t   float32 [B]      ``gamma * (1 - terminated)``: 0 at a true terminal state,
-                                 ``gamma`` otherwise, *including* time-limit truncation
-  q_t_target   float32 [B, A]   target-network Q-values at ``next_obs``
-  q_t_online   float32 [B, A]   online Q-values at ``next_obs`` (Double DQN's action selector)
-  weights      float32 [B]      importance weights (PER), or None for ones
+Per example (n = window length, A = number of actions):
+  rewards      float32 [n]   r_t, ..., r_{t+n-1}
+  terminated   [n]           1 (or True) where the step ended its episode by termination
+  first        bool [n]      the step's observation starts an episode
+  q_tm1        float32 [A]   online Q-values at the window's first observation
+  q_target     float32 [A]   target-network Q-values at the bootstrap observation
+  q_online     float32 [A]   online Q-values there (Double DQN's action selector)
 
-Every loss returns ``(loss, abs_td)``: ``loss`` is a float32 scalar,
-``mean_i(weights_i * l(td_i))`` with ``l`` Huber or ``0.5 * x**2``; ``abs_td`` is
-float32 [B], ``|td_i|`` without gradient, to be used as new PER priorities.
-The bootstrap target never carries gradient.
+A window of n = 1 is an ordinary transition, so one code path serves 1-step and n-step
+DQN. Termination cuts the return without bootstrapping; truncation (a time limit) cuts it
+*with* bootstrapping from the episode's true final observation, which the replay layouts
+store as ``next_obs`` of that step. No target carries gradient.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+import chex
 import jax
 import jax.numpy as jnp
+import optax
 
 LOSS_KINDS = ("huber", "mse")
 
 
-def huber(x: jax.Array, delta: float = 1.0) -> jax.Array:
-    """Elementwise Huber: ``0.5 x^2`` for ``|x| <= delta``, else ``delta (|x| - delta/2)``."""
-    ax = jnp.abs(x)
-    quad = jnp.minimum(ax, delta)
-    return 0.5 * quad**2 + delta * (ax - quad)
+def n_step_bootstrap(rewards: jax.Array, terminated: jax.Array, first: jax.Array, gamma):
+    """The n-step return of one window, cut at the window's first episode end.
+
+    The episode ends after step ``m``, the first ``k`` with ``terminated[k]`` or
+    ``first[k + 1]`` (``m = n - 1`` when the window holds no end). Returns
+    ``(partial_return, discount, m)``: float32 ``sum_{k<=m} gamma^k r_k``, float32
+    ``gamma^(m+1) * (1 - terminated[m])`` and int32 ``m``; the target is
+    ``partial_return + discount * V(next_obs[m])``.
+    """
+    chex.assert_rank([rewards, terminated, first], 1)
+    chex.assert_equal_shape([rewards, terminated, first])
+    n = rewards.shape[0]
+    ended = terminated.astype(bool) | jnp.concatenate([first[1:].astype(bool),
+                                                       jnp.ones((1,), bool)])
+    last = jnp.argmax(ended).astype(jnp.int32)
+    # gamma^k by a running product, so that n = 1 gives exactly 1 and gamma
+    powers = jnp.concatenate([jnp.ones((1,), jnp.float32),
+                              jnp.cumprod(jnp.full((n,), gamma, jnp.float32))])
+    kept = jnp.arange(n) <= last
+    partial = jnp.sum(jnp.where(kept, powers[:n] * rewards.astype(jnp.float32), 0.0))
+    discount = powers[last + 1] * (1.0 - terminated[last].astype(jnp.float32))
+    return partial, discount, last
 
 
-def l2(x: jax.Array) -> jax.Array:
-    """Elementwise squared error ``0.5 x^2`` (same curvature as Huber near 0)."""
-    return 0.5 * jnp.square(x)
+def bootstrap_value(q_target: jax.Array, q_online: jax.Array | None = None) -> jax.Array:
+    """``max_a q_target[a]`` (DQN), or ``q_target[argmax_a q_online[a]]`` (Double DQN,
+    van Hasselt et al., 2016) when ``q_online`` is given. float32 scalar."""
+    chex.assert_rank(q_target, 1)
+    if q_online is None:
+        return jnp.max(q_target)
+    chex.assert_equal_shape([q_target, q_online])
+    return q_target[jnp.argmax(q_online)]
 
 
-def _check(q_tm1, a_tm1, r_t, discount_t, q_t):
-    if q_tm1.ndim != 2:
-        raise ValueError(f"q_tm1 must be [B, A], got shape {q_tm1.shape}")
-    b, a = q_tm1.shape
-    for name, x, shape in (("a_tm1", a_tm1, (b,)), ("r_t", r_t, (b,)),
-                           ("discount_t", discount_t, (b,)), ("q_t", q_t, (b, a))):
-        if tuple(x.shape) != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
-    if not jnp.issubdtype(a_tm1.dtype, jnp.integer):
-        raise ValueError(f"a_tm1 must be an integer array, got dtype {a_tm1.dtype}")
+def q_learning_td(q_tm1: jax.Array, a_tm1: jax.Array, target: jax.Array) -> jax.Array:
+    """TD error ``target - q_tm1[a_tm1]`` of one example; no gradient through ``target``."""
+    chex.assert_rank([q_tm1, a_tm1, target], [1, 0, 0])
+    chex.assert_type(a_tm1, int)
+    return jax.lax.stop_gradient(target) - q_tm1[a_tm1]
 
 
-def _reduce(td, weights, loss, huber_delta):
-    if loss == "huber":
-        per_item = huber(td, huber_delta)
-    elif loss == "mse":
-        per_item = l2(td)
+def as_windows(batch: Mapping[str, jax.Array]) -> dict:
+    """A replay batch as windows ``[B, n, ...]``: transitions (``reward`` of shape [B]) get
+    a window axis of 1 and ``first`` all False; windows pass through."""
+    if batch["reward"].ndim == 2:
+        return dict(batch)
+    windows = {name: value[:, None] for name, value in batch.items()}
+    windows.setdefault("first", jnp.zeros(batch["reward"].shape + (1,), bool))
+    return windows
+
+
+def td_errors(params: Any, target_params: Any, apply_fn: Callable,
+              batch: Mapping[str, jax.Array], *, gamma: float, double: bool):
+    """TD errors of a Q-network on a replay batch; differentiable w.r.t. ``params``.
+
+    ``batch``: transitions ``{"obs" [B, ...], "action" int [B], "reward" [B],
+    "next_obs" [B, ...], "terminated" [B]}`` or windows of n steps (every field
+    ``[B, n, ...]`` plus ``"first"`` bool [B, n]) for n-step targets.
+    ``apply_fn(params, obs [B, ...]) -> float32 [B, A]``.
+    Returns ``(td float32 [B], q_tm1 float32 [B, A])``.
+    """
+    windows = as_windows(batch)
+    partial, discount, last = jax.vmap(n_step_bootstrap, in_axes=(0, 0, 0, None))(
+        windows["reward"], windows["terminated"], windows["first"], gamma)
+    next_obs = windows["next_obs"]
+    if next_obs.shape[1] == 1:
+        bootstrap_obs = next_obs[:, 0]
+    else:
+        bootstrap_obs = jax.vmap(lambda steps, m: steps[m])(next_obs, last)
+    q_tm1 = apply_fn(params, windows["obs"][:, 0])
+    q_target = apply_fn(target_params, bootstrap_obs)
+    if double:
+        values = jax.vmap(bootstrap_value)(q_target, apply_fn(params, bootstrap_obs))
+    else:
+        values = jax.vmap(bootstrap_value)(q_target)
+    targets = partial + discount * values
+    actions = windows["action"][:, 0].astype(jnp.int32)
+    return jax.vmap(q_learning_td)(q_tm1, actions, targets), q_tm1
+
+
+def weighted_loss(td: jax.Array, weights: jax.Array | None = None, *, loss: str = "mse",
+                  huber_delta: float = 1.0) -> jax.Array:
+    """``mean_i(weights_i * l(td_i))`` with ``l`` = ``optax.l2_loss`` (``0.5 td^2``) or
+    ``optax.huber_loss``; ``td`` float32 [B], ``weights`` float32 [B] or None (ones)."""
+    chex.assert_rank(td, 1)
+    if loss == "mse":
+        per_item = optax.l2_loss(td)
+    elif loss == "huber":
+        per_item = optax.huber_loss(td, delta=huber_delta)
     else:
         raise ValueError(f"unknown loss {loss!r}: expected one of {LOSS_KINDS}")
     if weights is not None:
-        if tuple(weights.shape) != tuple(td.shape):
-            raise ValueError(f"weights must have shape {tuple(td.shape)}, got {tuple(weights.shape)}")
+        chex.assert_equal_shape([td, weights])
         per_item = weights.astype(per_item.dtype) * per_item
-    return jnp.mean(per_item), jax.lax.stop_gradient(jnp.abs(td))
-
-
-def q_learning_target(r_t, discount_t, q_t_target):
-    """DQN target ``r_t + discount_t * max_a q_t_target[:, a]``, float32 [B], no gradient."""
-    return jax.lax.stop_gradient(r_t + discount_t * jnp.max(q_t_target, axis=-1))
-
-
-def double_q_learning_target(r_t, discount_t, q_t_target, q_t_online):
-    """Double-DQN target ``r_t + discount_t * q_t_target[argmax_a q_t_online]``, [B]."""
-    a_star = jnp.argmax(q_t_online, axis=-1)
-    v = jnp.take_along_axis(q_t_target, a_star[:, None], axis=-1)[:, 0]
-    return jax.lax.stop_gradient(r_t + discount_t * v)
-
-
-def dqn_loss(q_tm1, a_tm1, r_t, discount_t, q_t_target, weights=None, *,
-             loss: str = "huber", huber_delta: float = 1.0):
-    """DQN loss. See the module docstring for shapes; returns ``(loss, abs_td)``."""
-    _check(q_tm1, a_tm1, r_t, discount_t, q_t_target)
-    target = q_learning_target(r_t, discount_t, q_t_target)
-    q_sa = jnp.take_along_axis(q_tm1, a_tm1[:, None].astype(jnp.int32), axis=-1)[:, 0]
-    return _reduce(target - q_sa, weights, loss, huber_delta)
-
-
-def double_dqn_loss(q_tm1, a_tm1, r_t, discount_t, q_t_target, q_t_online, weights=None, *,
-                    loss: str = "huber", huber_delta: float = 1.0):
-    """Double-DQN loss (van Hasselt et al., 2016): the online net picks the next action, the
-    target net evaluates it. See the module docstring for shapes; returns ``(loss, abs_td)``."""
-    _check(q_tm1, a_tm1, r_t, discount_t, q_t_target)
-    if tuple(q_t_online.shape) != tuple(q_t_target.shape):
-        raise ValueError(f"q_t_online must have shape {tuple(q_t_target.shape)}, "
-                         f"got {tuple(q_t_online.shape)}")
-    target = double_q_learning_target(r_t, discount_t, q_t_target, q_t_online)
-    q_sa = jnp.take_along_axis(q_tm1, a_tm1[:, None].astype(jnp.int32), axis=-1)[:, 0]
-    return _reduce(target - q_sa, weights, loss, huber_delta)
-
-
-def td_loss(params: Any, target_params: Any, apply_fn: Callable, batch: Mapping[str, jax.Array],
-            weights: jax.Array | None = None, *, gamma: float = 0.99, double: bool = True,
-            loss: str = "huber", huber_delta: float = 1.0):
-    """Loss of a Q-network on a batch of transitions; differentiable w.r.t. ``params``.
-
-    ``batch`` is a transition pytree with a leading axis B:
-    ``{"obs": [B, *obs_shape], "action": int32 [B], "reward": f32 [B],
-    "next_obs": [B, *obs_shape], "terminated": f32 or bool [B]}``.
-    ``apply_fn(params, obs) -> [B, A]``. The bootstrap discount is ``gamma * (1 - terminated)``:
-    time-limit truncations are stored with ``terminated = 0`` and are bootstrapped.
-
-    Returns ``(loss, (abs_td [B], mean_q scalar))``.
-    """
-    q_tm1 = apply_fn(params, batch["obs"])
-    q_t_target = apply_fn(target_params, batch["next_obs"])
-    discount_t = gamma * (1.0 - batch["terminated"].astype(jnp.float32))
-    r_t = batch["reward"].astype(jnp.float32)
-    a_tm1 = batch["action"].astype(jnp.int32)
-    if double:
-        q_t_online = apply_fn(params, batch["next_obs"])
-        value, abs_td = double_dqn_loss(q_tm1, a_tm1, r_t, discount_t, q_t_target, q_t_online,
-                                        weights, loss=loss, huber_delta=huber_delta)
-    else:
-        value, abs_td = dqn_loss(q_tm1, a_tm1, r_t, discount_t, q_t_target, weights,
-                                 loss=loss, huber_delta=huber_delta)
-    return value, (abs_td, jnp.mean(q_tm1))
+    return jnp.mean(per_item)

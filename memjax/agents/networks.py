@@ -63,6 +63,23 @@ class ConvQNetwork(nn.Module):
         return nn.Dense(self.num_actions)(x)
 
 
+NETWORK_KINDS = ("auto", "mlp", "conv")
+
+
+def network_kind(kind: str, obs_shape: tuple) -> str:
+    """The Q-network for observations of ``obs_shape``: ``kind`` itself, or for ``"auto"``
+    ``"conv"`` for images ``[H, W, C]`` and ``"mlp"`` otherwise. ``ValueError`` for a conv
+    network on non-image observations or an unknown kind."""
+    if kind not in NETWORK_KINDS:
+        raise ValueError(f"network must be one of {NETWORK_KINDS}, got {kind!r}")
+    if kind == "auto":
+        return "conv" if len(obs_shape) == 3 else "mlp"
+    if kind == "conv" and len(obs_shape) != 3:
+        raise ValueError(f"network 'conv' needs image observations [H, W, C]; these "
+                         f"observations have shape {tuple(obs_shape)}: use 'mlp'")
+    return kind
+
+
 def make_network(kind: str, num_actions: int, hidden: Sequence[int] = (120, 84)) -> nn.Module:
     """Build a Q-network by name: ``"mlp"`` (uses ``hidden``) or ``"conv"``."""
     if kind == "mlp":

@@ -17,20 +17,10 @@ import argparse
 import json
 import sys
 
-from memjax.cli import _fraction
+from memjax import _argtypes as types
 
 DEFAULT_METHODS = ("int8", "int4", "int2", "prune:0.5", "prune:0.9", "prune:0.9+int8",
                    "lowrank:0.99", "share:16", "share:4")
-
-
-def _positive(text: str) -> int:
-    try:
-        v = float(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if not v.is_integer() or v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(v)
 
 
 def _seeds(text: str) -> list:
@@ -63,13 +53,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     c.add_argument("checkpoint", help="directory with checkpoint.msgpack (memjax train --out)")
     c.add_argument("--method", action="append", default=None, metavar="SPEC",
                    help=f"compression spec, repeatable (default: {', '.join(DEFAULT_METHODS)})")
-    c.add_argument("--episodes", type=_positive, default=100,
+    c.add_argument("--episodes", type=types.positive, default=100,
                    help="greedy evaluation episodes per seed")
-    c.add_argument("--epsilon", type=_fraction, default=0.0,
+    c.add_argument("--epsilon", type=types.fraction, default=0.0,
                    help="evaluation epsilon (0: greedy)")
     c.add_argument("--seeds", type=_seeds, default=None,
                    help="checkpoint seeds to use, e.g. 0,1 (default: all)")
-    c.add_argument("--distill-steps", type=_positive, default=200_000,
+    c.add_argument("--distill-steps", type=types.positive, default=200_000,
                    help="env steps of teacher data per seed for distill/gprune")
     c.add_argument("--out", default=None, help="write artefacts and results.json here")
     c.error = _error  # argparse's own errors (bad types, unknown options): one line too
@@ -78,8 +68,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args, parser=None) -> int:
     """Run ``memjax compress`` for parsed ``args``; errors exit 2 with one line."""
-    from memjax import checkpoint
     from memjax.compress import pipeline
+    from memjax.train import checkpoint
     from memjax.compress.distill import DistillConfig
 
     methods = args.method or list(DEFAULT_METHODS)
@@ -101,10 +91,10 @@ def run(args, parser=None) -> int:
     if args.out is not None:
         from pathlib import Path
 
-        from memjax.results import _clean
+        from memjax.train.results import json_safe
 
         p = Path(args.out) / "results.json"
-        p.write_text(json.dumps(_clean({"env": ck.config.env, "checkpoint": args.checkpoint,
+        p.write_text(json.dumps(json_safe({"env": ck.config.env, "checkpoint": args.checkpoint,
                                         "seeds": ctx.seeds, "episodes": args.episodes,
                                         "epsilon": args.epsilon, "rows": rows}), indent=2))
         print(f"wrote {p}", flush=True)

@@ -1,6 +1,6 @@
 """Evaluating compressed Q-networks: greedy return and action agreement with the original.
 
-:func:`evaluate` is the trainer's greedy evaluation (``make_train(config).evaluate``: one
+:func:`evaluate` runs the trainer's greedy evaluation (:func:`memjax.train.evaluate`: one
 episode per parallel environment, cut at ``max_steps_in_episode``, the same PRNG use) for any
 network and any (compressed) parameter tree, so the teacher's numbers here equal the
 trainer's. :func:`visited_states` rolls out a policy and keeps its observations;
@@ -13,35 +13,21 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from memjax.agents import epsilon_greedy
 from memjax.compress.core import apply
+from memjax.envs import num_actions
+from memjax.train.evaluation import evaluate as evaluate_policy
 
 
 def evaluate(network, params, env, env_params, key, episodes: int = 100,
              epsilon: float = 0.0):
     """Returns of ``episodes`` epsilon-greedy episodes (``epsilon = 0``: greedy) of
     ``network`` run from ``params`` (plain or compressed). float32 ``[episodes]``."""
-    from memjax.agents import epsilon_greedy
+    def greedy(carry, obs, key):
+        return jnp.argmax(apply(network, params, obs), axis=-1).astype(jnp.int32), carry
 
-    vreset = jax.vmap(env.reset, in_axes=(0, None))
-    vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
-    max_steps = int(getattr(env_params, "max_steps_in_episode", 1000))
-    k_reset, key = jax.random.split(key)
-    obs, env_state = vreset(jax.random.split(k_reset, episodes), env_params)
-
-    def body(carry, _):
-        obs, env_state, key, ret, alive = carry
-        key, k_act, k_env = jax.random.split(key, 3)
-        actions = epsilon_greedy(k_act, apply(network, params, obs), epsilon)
-        obs, env_state, reward, term, trunc, _ = vstep(
-            jax.random.split(k_env, episodes), env_state, actions, env_params)
-        ret = ret + jnp.where(alive, reward.astype(jnp.float32), 0.0)
-        alive = jnp.logical_and(alive, jnp.logical_not(jnp.logical_or(term, trunc)))
-        return (obs, env_state, key, ret, alive), None
-
-    carry = (obs, env_state, key, jnp.zeros((episodes,), jnp.float32),
-             jnp.ones((episodes,), bool))
-    (_, _, _, ret, _), _ = jax.lax.scan(body, carry, None, length=max_steps)
-    return ret
+    return evaluate_policy(greedy, (), env, env_params, key, episodes,
+                           num_actions(env, env_params), epsilon=epsilon)
 
 
 def visited_states(network, params, env, env_params, key, num_envs: int = 32,

@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from memjax import envs
+from memjax.agents import ConvQNetwork, MLPQNetwork
 from memjax.compress import core
 from memjax.compress.distill import DistillConfig, make_distill, run_distill
 from memjax.compress.evaluate import agreement, evaluate, visited_states
@@ -179,9 +181,7 @@ def make_context(checkpoint, *, seeds=None, episodes: int = 100, epsilon: float 
                  eval_seed: int = 1, state_envs: int = 32, state_steps: int = 250,
                  distill_config: DistillConfig = DistillConfig(), log=print,
                  extra_epsilon: Optional[float] = None) -> Context:
-    from memjax.train_config import make_env
-
-    env, env_params = make_env(checkpoint.config.env)
+    env, env_params = envs.make(checkpoint.config.env)
     seeds = list(range(checkpoint.num_seeds)) if seeds is None else list(seeds)
     for s in seeds:
         if not 0 <= s < checkpoint.num_seeds:
@@ -203,8 +203,6 @@ def _teacher(ctx):
 
 
 def _student_network(ctx, arch):
-    from memjax.agents.networks import ConvQNetwork, MLPQNetwork
-
     a = int(ctx.checkpoint.meta["num_actions"])
     if arch[0] == "mlp":
         return MLPQNetwork(num_actions=a, hidden=arch[1])

@@ -1,34 +1,9 @@
-"""The fused DQN training loop on gymnax.
+"""The DQN loop as it was before the Agent interface (memjax commit b5f5dd2), frozen here
+only so that experiments/bench_loop.py can time the new loop against it in one process.
 
-One XLA program per *chunk* of training steps vectorised gymnax environments, inserts into the
-replay buffer, samples (uniform or prioritized), updates the Q-network and the target network;
-everything is a pure function of a :class:`TrainState`, so it vmaps over seeds::
-
-    import jax, memjax as mj
-    trainer = mj.train.make_train(mj.train.TrainConfig())   # CartPole-v1 defaults
-    keys = jax.random.split(jax.random.key(0), 8)
-    state, metrics = jax.jit(jax.vmap(trainer))(keys)       # == trainer.train
-
-The pieces, all pure and vmappable (``state`` is one seed's state; vmap adds the seed axis):
-
-* ``trainer.init(key) -> TrainState``
-* ``trainer.collect(state) -> (state, metrics)``: the warm-up, ``learning_starts`` env steps of
-  uniform-random actions inserted into the buffer, no learning.
-* ``trainer.chunk(state) -> (state, metrics)``: ``chunk_steps`` env steps of acting + inserting,
-  with one gradient update every ``train_every`` vector steps.
-* ``trainer.final_chunk`` (or None): the same for the remainder when ``chunk_steps`` does not
-  divide the training steps.
-* ``trainer.evaluate(params, key) -> float32 [eval_episodes]``: greedy episode returns.
-* ``trainer.train(key) -> (state, metrics)``: the whole run.
-
-The learning schedule is static: warm-up chunks never update, training chunks always do, so
-there is no ``lax.cond`` on a per-seed predicate (under vmap it would run both branches).
-
-:func:`run` (in :mod:`memjax.driver`, also reachable as ``memjax.train.run``) is the host
-driver behind ``memjax train``: it compiles the chunks ahead of time
-(reporting compile time separately), loops over them with the state donated, shows a tqdm bar,
-runs greedy evaluation between chunks and writes ``returns.csv``, ``returns.json``,
-``curve.png`` and ``summary.json``.
+The agent helpers it used (TD loss, schedules, target updates) are inlined below as they
+were; environment, buffer and codecs come from today's memjax so both loops run the same
+replay code. Not part of the library; do not import it elsewhere.
 """
 
 from __future__ import annotations
@@ -42,12 +17,47 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from memjax import agents
-from memjax.train_config import NETWORK_KINDS, REPLAY_KINDS, TrainConfig, _check_discrete, make_env
+from memjax.agents import epsilon_greedy, make_network
+from memjax.train import TrainConfig, example_transition, make_buffer, make_env_for
 
-# ---------------------------------------------------------------------------------------------
-# State
-# ---------------------------------------------------------------------------------------------
+
+def _linear_schedule(start, end, steps, begin=0):
+    def schedule(count):
+        frac = jnp.clip((jnp.asarray(count, jnp.float32) - begin) / steps, 0.0, 1.0)
+        return jnp.asarray(start + frac * (end - start), jnp.float32)
+    return schedule
+
+
+def _periodic_update(target, online, before, after, period, tau=1.0):
+    do = (after // period) > (before // period)
+    moved = online if tau == 1.0 else jax.tree.map(
+        lambda t, o: (tau * o + (1.0 - tau) * t).astype(t.dtype), target, online)
+    return jax.tree.map(lambda t, o: jnp.where(do, o, t), target, moved)
+
+
+def _td_loss(params, target_params, apply_fn, batch, weights, *, gamma, double, loss,
+             huber_delta):
+    q_tm1 = apply_fn(params, batch["obs"])
+    q_t_target = apply_fn(target_params, batch["next_obs"])
+    discount_t = gamma * (1.0 - batch["terminated"].astype(jnp.float32))
+    r_t = batch["reward"].astype(jnp.float32)
+    a_tm1 = batch["action"].astype(jnp.int32)
+    if double:
+        a_star = jnp.argmax(apply_fn(params, batch["next_obs"]), axis=-1)
+        v = jnp.take_along_axis(q_t_target, a_star[:, None], axis=-1)[:, 0]
+    else:
+        v = jnp.max(q_t_target, axis=-1)
+    target = jax.lax.stop_gradient(r_t + discount_t * v)
+    td = target - jnp.take_along_axis(q_tm1, a_tm1[:, None], axis=-1)[:, 0]
+    if loss == "huber":
+        ax = jnp.abs(td)
+        quad = jnp.minimum(ax, huber_delta)
+        per_item = 0.5 * quad**2 + huber_delta * (ax - quad)
+    else:
+        per_item = 0.5 * jnp.square(td)
+    if weights is not None:
+        per_item = weights * per_item
+    return jnp.mean(per_item), (jax.lax.stop_gradient(jnp.abs(td)), jnp.mean(q_tm1))
 
 
 @struct.dataclass
@@ -105,49 +115,6 @@ class Trainer:
         return "train"
 
 
-def example_transition(env, env_params) -> dict:
-    """One transition (no batch axis) as stored in the buffer:
-    ``{"obs", "action" int32 [], "reward" float32 [], "next_obs", "terminated" float32 []}``
-    with obs/next_obs of the environment's observation shape and dtype."""
-    obs, _ = jax.eval_shape(lambda k: env.reset(k, env_params), jax.random.key(0))
-    return {
-        "obs": jnp.zeros(obs.shape, obs.dtype),
-        "action": jnp.zeros((), jnp.int32),
-        "reward": jnp.zeros((), jnp.float32),
-        "next_obs": jnp.zeros(obs.shape, obs.dtype),
-        "terminated": jnp.zeros((), jnp.float32),
-    }
-
-
-def make_buffer(config: TrainConfig, codecs=None):
-    """The replay buffer ``config`` asks for (``memjax.replay.uniform`` or ``prioritized``)
-    with its layout and the given ``codecs`` (see :func:`memjax.train_storage.make_codecs`)."""
-    from memjax import replay as mj_replay
-    from memjax.train_storage import make_layout
-
-    layout = make_layout(config)
-    if config.replay == "uniform":
-        return mj_replay.uniform(config.buffer_capacity, codecs=codecs, layout=layout)
-    return mj_replay.prioritized(config.buffer_capacity, alpha=config.alpha, codecs=codecs,
-                                 layout=layout)
-
-
-def make_env_for(config: TrainConfig, env=None, env_params=None):
-    """(env, env_params): ``gymnax.make(config.env)`` unless given, frame-stacked when
-    ``config.frame_stack > 1``."""
-    if env is None:
-        env, default_params = make_env(config.env)
-        env_params = default_params if env_params is None else env_params
-    else:
-        env_params = env.default_params if env_params is None else env_params
-        _check_discrete(env, env_params, getattr(env, "name", type(env).__name__))
-    if config.frame_stack > 1:
-        from memjax.wrappers import FrameStack
-
-        env = FrameStack(env, config.frame_stack)
-    return env, env_params
-
-
 def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None,
                buffer=None) -> Trainer:
     """Build the pure training functions for ``config``.
@@ -161,6 +128,8 @@ def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None,
     """
     config.validate()
     env, env_params = make_env_for(config, env, env_params)
+    if config.n_step != 1 or config.agent != "dqn":
+        raise ValueError("the legacy loop is 1-step DQN only")
 
     num_envs = config.num_envs
     num_actions = int(env.action_space(env_params).n)
@@ -174,11 +143,11 @@ def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None,
     if kind == "conv" and len(obs_shape) != 3:
         raise ValueError(f"network 'conv' needs image observations [H, W, C]; "
                          f"{config.env} observations have shape {obs_shape}: use 'mlp'")
-    network = agents.make_network(kind, num_actions, config.hidden)
+    network = make_network(kind, num_actions, config.hidden)
     apply_fn = network.apply
 
     if buffer is None:
-        from memjax.train_storage import make_codecs
+        from memjax.train.storage import make_codecs
 
         buffer = make_buffer(config, make_codecs(config, env, env_params))
     per = config.replay == "prioritized"
@@ -190,10 +159,10 @@ def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None,
     if config.max_grad_norm is not None:
         tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), tx)
 
-    eps_fn = agents.epsilon_schedule(config.eps_start, config.eps_end, config.eps_decay_steps)
-    beta_fn = agents.beta_schedule(config.beta_start, config.beta_end,
-                                   begin=config.warmup_vec_steps * num_envs,
-                                   steps=config.train_iters * config.train_every * num_envs)
+    eps_fn = _linear_schedule(config.eps_start, config.eps_end, config.eps_decay_steps)
+    beta_fn = _linear_schedule(config.beta_start, config.beta_end,
+                               max(config.train_iters * config.train_every * num_envs, 1),
+                               begin=config.warmup_vec_steps * num_envs)
 
     example = example_transition(env, env_params)
 
@@ -228,7 +197,7 @@ def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None,
             actions = jax.random.randint(k_act, (num_envs,), 0, num_actions, dtype=jnp.int32)
         else:
             q = apply_fn(state.params, state.obs)
-            actions = agents.epsilon_greedy(k_act, q, eps_fn(state.step * num_envs))
+            actions = epsilon_greedy(k_act, q, eps_fn(state.step * num_envs))
         obs, env_state, reward, terminated, truncated, info = vstep(
             jax.random.split(k_env, num_envs), state.env_state, actions, env_params)
         transition = {
@@ -253,7 +222,7 @@ def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None,
 
     # -- learning --------------------------------------------------------------------------
     def loss_fn(params, target_params, batch, weights):
-        return agents.td_loss(params, target_params, apply_fn, batch, weights,
+        return _td_loss(params, target_params, apply_fn, batch, weights,
                               gamma=config.gamma, double=config.double_dqn, loss=config.loss,
                               huber_delta=config.huber_delta)
 
@@ -275,7 +244,7 @@ def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None,
         now = state.step * num_envs
         before = now - num_envs * config.train_every if env_steps_before is None \
             else env_steps_before
-        target_params = agents.periodic_update(state.target_params, params, before, now,
+        target_params = _periodic_update(state.target_params, params, before, now,
                                                config.target_update_every, config.tau)
         state = state.replace(params=params, target_params=target_params, opt_state=opt_state,
                               buffer=buf_state, key=key, updates=state.updates + 1)
@@ -338,7 +307,7 @@ def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None,
         def body(carry, _):
             obs, env_state, key, ret, alive = carry
             key, k_act, k_env = jax.random.split(key, 3)
-            actions = agents.epsilon_greedy(k_act, apply_fn(params, obs), config.eval_epsilon)
+            actions = epsilon_greedy(k_act, apply_fn(params, obs), config.eval_epsilon)
             obs, env_state, reward, term, trunc, _ = vstep(
                 jax.random.split(k_env, n), env_state, actions, env_params)
             ret = ret + jnp.where(alive, reward.astype(jnp.float32), 0.0)
@@ -371,20 +340,3 @@ def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None,
                    buffer=buffer, optimizer=tx, init=init, env_step=env_step, collect=collect,
                    chunk=chunk, final_chunk=final_chunk, learner_step=learner_step,
                    evaluate=evaluate, train=train)
-
-
-_DRIVER_NAMES = ("run", "capacity_for_budget", "buffer_bytes_per_transition")
-
-
-def __getattr__(name):
-    # The host driver lives in memjax.driver (it imports this module); keep
-    # ``memjax.train.run`` and ``from memjax.train import run`` working.
-    if name in _DRIVER_NAMES:
-        from memjax import driver
-
-        return getattr(driver, name)
-    raise AttributeError(f"module 'memjax.train' has no attribute {name!r}")
-
-
-__all__ = ["TrainConfig", "TrainState", "Trainer", "make_train", "make_env", "make_env_for", "make_buffer",
-           "example_transition", "REPLAY_KINDS", "NETWORK_KINDS", *_DRIVER_NAMES]

@@ -1,22 +1,17 @@
-"""Training configuration: ``TrainConfig`` (DQN hyperparameters and their checks) and
-``make_env`` (a gymnax environment with a clear error for unknown or non-discrete ones)."""
+"""Training configuration: ``TrainConfig``, the hyperparameters of a run, and their checks."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Optional, Sequence
 
-import gymnax
 import numpy as np
 
-from memjax import agents
-
-# ---------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------
+from memjax.agents import LOSS_KINDS, NETWORK_KINDS
+from memjax.train.storage import LAYOUTS, REWARD_CODECS, check_obs_codec
 
 REPLAY_KINDS = ("uniform", "prioritized")
-NETWORK_KINDS = ("auto", "mlp", "conv")
+AGENT_KINDS = ("dqn",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +30,14 @@ class TrainConfig:
     Step counts (``total_steps``, ``learning_starts``, ``eps_decay_steps``,
     ``target_update_every``, ``chunk_steps``) are in *environment* steps, i.e. vector steps
     times ``num_envs``, per seed.
+
+    ``n_step > 1`` gives n-step targets computed at sample time from windows of n stored
+    steps: replay then uses the sequence layout (each step stored once, like ``one_copy``)
+    whatever ``layout`` says; see :attr:`storage_layout`.
     """
 
     env: str = "CartPole-v1"
+    agent: str = "dqn"                # "dqn" (Double DQN with double_dqn=True)
     num_envs: int = 10
     total_steps: int = 500_000
     # replay
@@ -48,11 +48,11 @@ class TrainConfig:
     beta_end: float = 1.0
     priority_eps: float = 1e-6        # added to |TD| so no item gets priority 0
     batch_size: int = 128
-    # replay storage (see memjax.train_storage)
+    # replay storage (see memjax.train.storage)
     obs_codec: str = "none"           # none | bitpack | int8 | int4 | int2 | kmeans16 | float16 | bfloat16
     reward_codec: str = "none"        # none | int8 (integer rewards) | float16
     compact_fields: bool = False      # action, terminated stored as uint8
-    layout: str = "flat"              # flat | one_copy (each observation stored once)
+    layout: str = "flat"              # flat | one_copy (each observation stored once) | sequence
     frame_stack: int = 1              # k > 1: observations are the last k frames (FrameStack)
     side_fraction: float = 1 / 16     # one_copy: side-store entries per transition
     calibration_steps: int = 10_000   # random-policy observations to fit int*/kmeans codecs
@@ -64,6 +64,7 @@ class TrainConfig:
     max_grad_norm: Optional[float] = None  # global-norm clip; None: no clipping
     gamma: float = 0.99
     double_dqn: bool = False
+    n_step: int = 1                   # n-step targets (cut at termination, bootstrap at truncation)
     loss: str = "mse"                 # "mse" (0.5 td^2) | "huber" (diverges on CartPole)
     huber_delta: float = 1.0
     target_update_every: int = 250    # env steps between target updates
@@ -109,6 +110,18 @@ class TrainConfig:
         return self.train_iters - self.num_chunks * self.chunk_iters
 
     @property
+    def target_period(self) -> int:
+        """Gradient updates between target updates: ``target_update_every`` env steps
+        divided by the env steps per update, rounded, at least 1."""
+        return max(1, round(self.target_update_every / (self.num_envs * self.train_every)))
+
+    @property
+    def storage_layout(self) -> str:
+        """The replay layout the loop uses: ``"sequence"`` when ``n_step > 1`` (n-step
+        targets are read from windows of stored steps), else ``layout``."""
+        return "sequence" if self.n_step > 1 else self.layout
+
+    @property
     def steps_done(self) -> int:
         """Env steps per seed actually run (``total_steps`` rounded to whole vector steps and
         whole ``train_every`` groups)."""
@@ -117,19 +130,22 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Raise ``ValueError`` with a clear message for invalid settings; return self."""
         positive = ("num_envs", "total_steps", "buffer_capacity", "batch_size", "train_every",
-                    "target_update_every", "eps_decay_steps", "chunk_steps", "eval_episodes")
+                    "target_update_every", "eps_decay_steps", "chunk_steps", "eval_episodes",
+                    "n_step")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not isinstance(self.learning_starts, int) or self.learning_starts < 0:
             raise ValueError(f"learning_starts must be an integer >= 0, got {self.learning_starts!r}")
+        if self.agent not in AGENT_KINDS:
+            raise ValueError(f"agent must be one of {AGENT_KINDS}, got {self.agent!r}")
         if self.replay not in REPLAY_KINDS:
             raise ValueError(f"replay must be one of {REPLAY_KINDS}, got {self.replay!r}")
         if self.network not in NETWORK_KINDS:
             raise ValueError(f"network must be one of {NETWORK_KINDS}, got {self.network!r}")
-        if self.loss not in agents.losses.LOSS_KINDS:
-            raise ValueError(f"loss must be one of {agents.losses.LOSS_KINDS}, got {self.loss!r}")
+        if self.loss not in LOSS_KINDS:
+            raise ValueError(f"loss must be one of {LOSS_KINDS}, got {self.loss!r}")
         if self.batch_size > self.buffer_capacity:
             raise ValueError(f"batch_size ({self.batch_size}) is larger than the buffer "
                              f"capacity ({self.buffer_capacity})")
@@ -161,8 +177,6 @@ class TrainConfig:
             raise ValueError("alpha, beta_start and beta_end must be >= 0")
         if not self.priority_eps > 0:
             raise ValueError(f"priority_eps must be > 0, got {self.priority_eps!r}")
-        from memjax.train_storage import LAYOUTS, REWARD_CODECS, check_obs_codec
-
         check_obs_codec(self.obs_codec)
         if self.reward_codec not in REWARD_CODECS:
             raise ValueError(f"reward_codec must be one of {REWARD_CODECS}, got {self.reward_codec!r}")
@@ -170,9 +184,7 @@ class TrainConfig:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
             raise ValueError(f"frame_stack must be an integer >= 1, got {self.frame_stack!r}")
-        if self.layout == "one_copy" and self.buffer_capacity % self.num_envs:
-            raise ValueError(f"layout 'one_copy' needs buffer_capacity ({self.buffer_capacity}) to be "
-                             f"a multiple of num_envs ({self.num_envs})")
+        self._validate_rows()
         if not 0 < self.side_fraction <= 1:
             raise ValueError(f"side_fraction must be in (0, 1], got {self.side_fraction!r}")
         if not isinstance(self.calibration_steps, int) or self.calibration_steps < 1:
@@ -183,20 +195,18 @@ class TrainConfig:
             raise ValueError(f"hidden must be positive layer widths, got {tuple(self.hidden)!r}")
         return self
 
-
-def make_env(name: str):
-    """``gymnax.make(name)`` with a clear error for unknown or non-discrete environments.
-    Returns ``(env, env_params)``."""
-    if name not in gymnax.registered_envs:
-        known = ", ".join(e for e in gymnax.registered_envs)
-        raise ValueError(f"unknown environment {name!r}; gymnax knows: {known}")
-    env, env_params = gymnax.make(name)
-    _check_discrete(env, env_params, name)
-    return env, env_params
-
-
-def _check_discrete(env, env_params, name):
-    space = env.action_space(env_params)
-    if not isinstance(space, gymnax.environments.spaces.Discrete):
-        raise ValueError(f"environment {name!r} has a {type(space).__name__} action space; "
-                         "DQN needs discrete actions")
+    def _validate_rows(self) -> None:
+        """The row layouts (one_copy, sequence) store rows of ``num_envs`` steps."""
+        layout = self.storage_layout
+        if layout == "flat":
+            return
+        if self.buffer_capacity % self.num_envs:
+            raise ValueError(f"layout {layout!r} needs buffer_capacity ({self.buffer_capacity}) "
+                             f"to be a multiple of num_envs ({self.num_envs})")
+        if layout == "sequence" and self.frame_stack > 1:
+            raise ValueError(f"n_step > 1 (sequence replay) does not support frame_stack > 1 "
+                             f"(got n_step={self.n_step}, frame_stack={self.frame_stack})")
+        rows = self.buffer_capacity // self.num_envs
+        if layout == "sequence" and self.n_step > rows:
+            raise ValueError(f"n_step ({self.n_step}) is longer than the {rows} rows of "
+                             f"num_envs={self.num_envs} steps the buffer keeps")

@@ -8,7 +8,7 @@ stacked final observation in ``info["final_observation"]``. These are exactly th
 ``memjax.replay.one_copy(num_envs, frame_stack=k)`` de-duplicates::
 
     env, params = gymnax.make("Breakout-MinAtar")
-    env = mj.wrappers.FrameStack(env, 4)          # obs [10, 10, 16]
+    env = mj.envs.FrameStack(env, 4)              # obs [10, 10, 16]
 """
 
 from __future__ import annotations

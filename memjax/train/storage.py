@@ -1,5 +1,5 @@
 """How the training loop stores its replay: codecs per transition field and the layout,
-built from a :class:`~memjax.train_config.TrainConfig`.
+built from a :class:`~memjax.train.TrainConfig`.
 
 Observation codecs (``config.obs_codec``):
   none                  float32 as the environment gives it
@@ -22,7 +22,9 @@ finite bounds as two extra data points. Values outside are clipped and counted
 ``config.reward_codec``: ``none`` | ``int8`` (exact for integer rewards in [-128, 127],
 MinAtar and CartPole) | ``float16``.
 ``config.layout``: ``flat`` (each transition whole) | ``one_copy`` (each observation once,
-frame stacks de-duplicated when ``config.frame_stack > 1``).
+frame stacks de-duplicated when ``config.frame_stack > 1``) | ``sequence`` (each step once,
+sampled as windows of ``n_step`` steps). ``n_step > 1`` always uses ``sequence``
+(``config.storage_layout``).
 """
 
 from __future__ import annotations
@@ -32,9 +34,12 @@ import re
 import jax
 import jax.numpy as jnp
 
+from memjax import codecs as mc
+from memjax import replay
+
 OBS_CODECS = ("none", "bitpack", "int8", "int4", "int2", "float16", "bfloat16", "kmeansK")
 REWARD_CODECS = ("none", "int8", "float16")
-LAYOUTS = ("flat", "one_copy")
+LAYOUTS = ("flat", "one_copy", "sequence")
 CALIBRATION_KEY = 20261122
 
 
@@ -73,8 +78,6 @@ def calibration_observations(env, env_params, steps: int, num_envs: int):
 
 def obs_codec(config, env, env_params):
     """The codec for observations (None for ``"none"``)."""
-    from memjax import codecs as mc
-
     name = config.obs_codec
     check_obs_codec(name)
     if name == "none":
@@ -87,7 +90,7 @@ def obs_codec(config, env, env_params):
     space = env.observation_space(env_params)
     space_low, space_high = (jnp.broadcast_to(jnp.asarray(b, jnp.float32), data.shape[1:])
                              for b in (space.low, space.high))
-    if config.frame_stack > 1 and config.layout == "one_copy":  # the codec sees single frames
+    if config.frame_stack > 1 and config.storage_layout != "flat":  # the codec sees single frames
         c = data.shape[-1] // config.frame_stack
         data, space_low, space_high = (x[..., -c:] for x in (data, space_low, space_high))
     # finite observation-space bounds (MinAtar's [0, 1], CartPole's cart position and angle)
@@ -106,13 +109,11 @@ def obs_codec(config, env, env_params):
 
 def make_codecs(config, env, env_params) -> dict:
     """dict field -> codec for the transitions of ``memjax.train.example_transition``."""
-    from memjax import codecs as mc
-
     codecs = {}
     obs = obs_codec(config, env, env_params)
     if obs is not None:
         codecs["obs"] = obs
-        if config.layout == "flat":
+        if config.storage_layout == "flat":
             codecs["next_obs"] = obs
     if config.compact_fields:
         if int(env.action_space(env_params).n) > 256:
@@ -125,10 +126,19 @@ def make_codecs(config, env, env_params) -> dict:
 
 
 def make_layout(config):
-    """None (flat) or ``memjax.replay.one_copy(num_envs, frame_stack, side_fraction)``."""
-    from memjax import replay
-
-    if config.layout == "flat":
+    """None (flat), ``memjax.replay.one_copy(num_envs, frame_stack, side_fraction)``, or
+    ``memjax.replay.sequence(num_envs, length=n_step, side_fraction=...)``."""
+    layout = config.storage_layout
+    if layout == "flat":
         return None
+    if layout == "sequence":
+        return replay.sequence(config.num_envs, length=config.n_step,
+                               side_fraction=config.side_fraction)
     return replay.one_copy(config.num_envs, frame_stack=config.frame_stack,
                            side_fraction=config.side_fraction)
+
+
+def stores_episode_starts(config) -> bool:
+    """Whether replay items carry ``first`` (the step's observation starts an episode):
+    the sequence layout needs it to say where windows cross episodes."""
+    return config.storage_layout == "sequence"

@@ -9,7 +9,7 @@ One file, ``checkpoint.msgpack`` (flax.serialization's msgpack), holding::
 ``memjax train --out DIR`` writes ``DIR/checkpoint.msgpack``; :func:`load` reads it back and
 :func:`Checkpoint.network` rebuilds the flax module, so evaluation needs nothing else::
 
-    ck = memjax.checkpoint.load("runs/cartpole")
+    ck = memjax.train.checkpoint.load("runs/cartpole")
     q = ck.network().apply(ck.seed_params(0), obs)
 """
 
@@ -25,6 +25,11 @@ import jax
 import numpy as np
 from flax import serialization
 
+from memjax import envs
+from memjax.agents import ConvQNetwork, MLPQNetwork, make_network, network_kind
+from memjax.train.config import TrainConfig
+from memjax.train.results import config_to_dict
+
 FORMAT = "memjax-checkpoint"
 VERSION = 1
 FILENAME = "checkpoint.msgpack"
@@ -36,16 +41,13 @@ def _path(path) -> Path:
 
 
 def config_to_json(config) -> str:
-    d = dataclasses.asdict(config)
-    return json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()},
-                      sort_keys=True)
+    """``config`` as JSON text (see :func:`memjax.train.results.config_to_dict`)."""
+    return json.dumps(config_to_dict(config), sort_keys=True)
 
 
-def config_from_json(text: str):
+def config_from_json(text: str) -> TrainConfig:
     """A ``TrainConfig`` from :func:`config_to_json`'s text. Fields missing from the text get
     their defaults; unknown fields raise ``ValueError`` naming them."""
-    from memjax.train_config import TrainConfig
-
     d = json.loads(text)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(d) - known)
@@ -78,15 +80,11 @@ class Checkpoint:
 
     def network(self):
         """The flax Q-network the parameters belong to."""
-        from memjax import agents
-
-        return agents.make_network(self.meta["network"], int(self.meta["num_actions"]),
+        return make_network(self.meta["network"], int(self.meta["num_actions"]),
                                    self.config.hidden)
 
 
 def _network_kind(network) -> str:
-    from memjax.agents.networks import ConvQNetwork, MLPQNetwork
-
     if isinstance(network, ConvQNetwork):
         return "conv"
     if isinstance(network, MLPQNetwork):
@@ -107,14 +105,9 @@ def save(path, config, params, *, stacked: bool = True, network=None,
     if not stacked:
         params = jax.tree.map(lambda x: x[None], params)
     if network is None:
-        from memjax.train_config import make_env
-
-        env, env_params = make_env(config.env)
-        obs, _ = jax.eval_shape(lambda k: env.reset(k, env_params), jax.random.key(0))
-        kind = config.network
-        if kind == "auto":
-            kind = "conv" if len(obs.shape) == 3 else "mlp"
-        num_actions = int(env.action_space(env_params).n)
+        env, env_params = envs.make(config.env)
+        kind = network_kind(config.network, envs.observation_shape(env, env_params))
+        num_actions = envs.num_actions(env, env_params)
     else:
         kind, num_actions = _network_kind(network), int(network.num_actions)
     m = {"env": config.env, "num_seeds": int(jax.tree.leaves(params)[0].shape[0]),

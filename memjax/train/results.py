@@ -25,14 +25,14 @@ def config_to_dict(config) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
-def _clean(x):
+def json_safe(x):
     """JSON-safe: numpy to Python, NaN/inf to None."""
     if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
+        return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
+        return json_safe(x.tolist())
     if isinstance(x, (np.floating, float)):
         x = float(x)
         return x if math.isfinite(x) else None
@@ -103,13 +103,14 @@ def write_all(out_dir, summary: Mapping[str, Any], curves: Mapping[str, Any]) ->
     paths = [write_csv(out / "returns.csv", curves)]
     jpath = out / "returns.json"
     with open(jpath, "w") as f:
-        json.dump(_clean({k: v for k, v in curves.items()}), f)
+        json.dump(json_safe({k: v for k, v in curves.items()}), f)
     paths.append(jpath)
-    title = f"DQN on {summary.get('env', '')} ({summary.get('replay', '')} replay)"
+    agent = str(summary.get("agent", "dqn")).upper()
+    title = f"{agent} on {summary.get('env', '')} ({summary.get('replay', '')} replay)"
     paths.append(plot_curve(out / "curve.png", curves, title=title))
     spath = out / "summary.json"
     with open(spath, "w") as f:
-        json.dump(_clean(dict(summary)), f, indent=2)
+        json.dump(json_safe(dict(summary)), f, indent=2)
         f.write("\n")
     paths.append(spath)
     return paths

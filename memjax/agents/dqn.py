@@ -1,0 +1,97 @@
+"""DQN (Mnih et al., 2015) and Double DQN (van Hasselt et al., 2016) as an :class:`Agent`,
+with n-step targets from replayed windows.
+
+    agent = make_dqn(MLPQNetwork(num_actions=2), num_actions=2,
+                     optimizer=optax.adam(2.5e-4),
+                     epsilon=optax.linear_schedule(1.0, 0.05, 250_000))
+
+The number of steps n of the targets is the replay's: transitions give 1-step targets,
+windows of n steps (``memjax.replay.sequence(num_envs, length=n)``) give n-step targets
+``sum_k gamma^k r_{t+k} + gamma^n max_a Q_target(s_{t+n}, a)``, cut at termination and
+bootstrapped through truncation (see :mod:`memjax.agents.losses`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from memjax.agents import losses
+from memjax.agents.base import Agent, no_carry
+from memjax.agents.policies import epsilon_greedy
+
+
+@struct.dataclass
+class DQNState:
+    """params, target_params: Q-network parameters; opt_state: the optimizer's state;
+    updates: int32 scalar, gradient updates done."""
+
+    params: Any
+    target_params: Any
+    opt_state: Any
+    updates: jax.Array
+
+
+def make_dqn(network: nn.Module, num_actions: int, optimizer: optax.GradientTransformation,
+             *, epsilon: Callable, gamma: float = 0.99, double: bool = False,
+             loss: str = "mse", huber_delta: float = 1.0, target_period: int = 25,
+             tau: float = 1.0, priority_eps: float = 1e-6) -> Agent:
+    """A DQN agent.
+
+    Args:
+      network: flax module, ``obs [B, *obs_shape] -> Q-values float32 [B, num_actions]``.
+      num_actions: the size of the discrete action space.
+      optimizer: any optax transformation (learning-rate schedules and clipping inside).
+      epsilon: exploration schedule, environment steps -> probability of a random action
+        (e.g. ``optax.linear_schedule(1.0, 0.05, 250_000)``).
+      gamma: discount. double: Double-DQN targets. loss: ``"mse"`` (``0.5 td^2``) or
+        ``"huber"`` (with ``huber_delta``), weighted by the sample's importance weights.
+      target_period: gradient updates between target-network updates; ``tau``: 1 copies
+        the online parameters, less moves the target one Polyak step of size ``tau``.
+      priority_eps: added to ``|TD|`` for the returned priorities (never 0).
+
+    ``learn`` returns priorities ``|TD| + priority_eps`` float32 [B] and metrics ``loss``
+    (the weighted loss) and ``q`` (mean online Q at the sampled observations).
+    """
+    if target_period < 1:
+        raise ValueError(f"target_period must be >= 1 update, got {target_period}")
+
+    def init(key, obs) -> DQNState:
+        params = network.init(key, jnp.asarray(obs)[None])
+        return DQNState(params=params, target_params=jax.tree.map(jnp.copy, params),
+                        opt_state=optimizer.init(params), updates=jnp.zeros((), jnp.int32))
+
+    def act(state: DQNState, carry, obs, key, step, greedy: bool = False):
+        q_values = network.apply(state.params, obs)
+        if greedy:
+            return jnp.argmax(q_values, axis=-1).astype(jnp.int32), carry, {}
+        return epsilon_greedy(key, q_values, epsilon(step)), carry, {}
+
+    def loss_fn(params, target_params, sample):
+        td, q_tm1 = losses.td_errors(params, target_params, network.apply, sample.items,
+                                     gamma=gamma, double=double)
+        value = losses.weighted_loss(td, sample.weights, loss=loss, huber_delta=huber_delta)
+        return value, (td, jnp.mean(q_tm1))
+
+    def learn(state: DQNState, sample, key):
+        (value, (td, mean_q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.target_params, sample)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        count = state.updates + 1
+        moved = params if tau == 1.0 else optax.incremental_update(params, state.target_params,
+                                                                  tau)
+        target_params = optax.periodic_update(moved, state.target_params, count, target_period)
+        state = DQNState(params=params, target_params=target_params, opt_state=opt_state,
+                         updates=count)
+        return state, jnp.abs(td) + priority_eps, {"loss": value, "q": mean_q}
+
+    return Agent(init=init, initial_carry=no_carry, act=act, learn=learn)
+
+
+__all__ = ["DQNState", "make_dqn"]

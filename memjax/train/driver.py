@@ -1,0 +1,213 @@
+"""The host driver behind ``memjax train``: AOT-compiled, donated, vmapped chunks in a
+Python loop with a progress bar, greedy evaluation between chunks, and the results files.
+Also the byte-budget helpers (capacity for a memory budget, bytes per transition)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+
+from memjax import codecs as mc
+from memjax import replay
+from memjax.train import checkpoint, results
+from memjax.train.build import example_transition, make_env_for
+from memjax.train.config import TrainConfig
+from memjax.train.loop import Trainer, make_train
+from memjax.train.storage import make_codecs, make_layout, stores_episode_starts
+
+
+def buffer_bytes_per_transition(trainer: Trainer) -> float:
+    """Bytes of one seed's whole replay state (items, sum-tree, counters) divided by its
+    capacity, from ``jax.eval_shape`` (nothing is allocated)."""
+    state = jax.eval_shape(trainer.init, jax.random.key(0))
+    return trainer.buffer.memory(state.buffer).bytes_per_item
+
+
+def capacity_for_budget(config: TrainConfig, budget_bytes: int, env=None,
+                        env_params=None) -> int:
+    """The largest replay capacity whose buffer state (one seed, with ``config``'s replay
+    kind, codecs and layout, on its environment) fits in ``budget_bytes``, measured with
+    ``jax.eval_shape`` (no allocation); see :func:`memjax.replay.capacity_for`. Raises
+    ``ValueError`` if not even ``batch_size`` transitions fit."""
+    env, env_params = make_env_for(config, env, env_params)
+    kwargs = {"alpha": config.alpha} if config.replay == "prioritized" else {}
+    example = example_transition(env, env_params, episode_starts=stores_episode_starts(config))
+    return replay.capacity_for(budget_bytes, example,
+                               codecs=make_codecs(config, env, env_params),
+                               layout=make_layout(config), kind=config.replay,
+                               minimum=max(config.batch_size, config.num_envs), **kwargs)
+
+
+def storage_summary(config: TrainConfig, buffer_state) -> dict:
+    """Codecs, layout and their end-of-run counters: values clipped / invalid per field
+    (summed over seeds), and per-seed buffer sizes (the row layouts may hold fewer than the
+    capacity when their side store overflowed) and frame-stack errors. ``run`` adds
+    ``size_after_each_chunk`` ([chunks][seeds])."""
+    out = {"obs_codec": config.obs_codec, "reward_codec": config.reward_codec,
+           "compact_fields": config.compact_fields, "layout": config.storage_layout,
+           "frame_stack": config.frame_stack, "n_step": config.n_step,
+           "codec_counters": {name: mc.counters(st) for name, st in buffer_state.codecs.items()},
+           "final_size_per_seed": np.asarray(buffer_state.count).tolist()}
+    if hasattr(buffer_state, "layout_errors"):
+        out["layout_errors"] = int(np.sum(buffer_state.layout_errors))
+    return out
+
+
+def _aot(fn, *args, donate=False):
+    t0 = time.perf_counter()
+    jitted = jax.jit(fn, donate_argnums=(0,) if donate else ())
+    compiled = jitted.lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+@dataclasses.dataclass
+class _Compiled:
+    """The vmapped, AOT-compiled pieces of a run and their compile times (seconds)."""
+
+    init: Callable
+    evaluate: Callable
+    schedule: list     # (name, compiled chunk, env steps per seed) in run order
+    seconds: dict
+
+
+def _compile(trainer: Trainer, keys, eval_keys) -> _Compiled:
+    cfg, seconds = trainer.config, {}
+    init, seconds["init"] = _aot(jax.vmap(trainer.init), keys)
+    state = jax.eval_shape(jax.vmap(trainer.init), keys)
+    collect, seconds["collect"] = _aot(jax.vmap(trainer.collect), state, donate=True)
+    chunk, seconds["chunk"] = _aot(jax.vmap(trainer.chunk), state, donate=True)
+    evaluate, seconds["evaluate"] = _aot(jax.vmap(trainer.evaluate), state.agent, eval_keys)
+    per_update = cfg.train_every * cfg.num_envs
+    schedule = [("warmup", collect, cfg.warmup_vec_steps * cfg.num_envs)]
+    schedule += [("chunk", chunk, cfg.chunk_iters * per_update)] * cfg.num_chunks
+    if trainer.final_chunk is not None:
+        final, seconds["final_chunk"] = _aot(jax.vmap(trainer.final_chunk), state, donate=True)
+        schedule.append(("final", final, cfg.remainder_iters * per_update))
+    return _Compiled(init, evaluate, schedule, seconds)
+
+
+def _progress_bar(cfg: TrainConfig, num_seeds: int):
+    from tqdm.auto import tqdm
+
+    # the bar counts env steps per seed; sps_all_seeds = steps/s summed over seeds,
+    # ret = latest training (epsilon-greedy) return, greedy = latest evaluation return
+    return tqdm(total=cfg.steps_done, unit="step", desc=f"{cfg.env} x{num_seeds}",
+                dynamic_ncols=True)
+
+
+def _run_schedule(compiled: _Compiled, state, k_eval, num_seeds: int, bar):
+    """Run the compiled chunks in order, evaluating after each. Returns the final state,
+    the curves, the seconds spent training and evaluating, and the buffer sizes."""
+    points = {"steps": [], "eval_return": [], "train_return": [], "metrics": []}
+    sizes, train_seconds, eval_seconds, done_steps = [], 0.0, 0.0, 0
+    for i, (_, fn, n_steps) in enumerate(compiled.schedule):
+        t0 = time.perf_counter()
+        state, metrics = fn(state)
+        jax.block_until_ready(metrics)
+        train_seconds += time.perf_counter() - t0
+        done_steps += n_steps
+        t0 = time.perf_counter()
+        ev = compiled.evaluate(state.agent,
+                               jax.random.split(jax.random.fold_in(k_eval, i), num_seeds))
+        ev = np.asarray(jax.device_get(ev))                         # [seeds, episodes]
+        eval_seconds += time.perf_counter() - t0
+        metrics = jax.device_get(metrics)
+        points["steps"].append(done_steps)
+        points["eval_return"].append(ev.mean(axis=1))
+        points["train_return"].append(np.asarray(metrics["episode_return"], np.float64))
+        points["metrics"].append(metrics)
+        sizes.append(np.asarray(jax.device_get(state.buffer.count)).tolist())
+        if bar is not None:
+            bar.update(n_steps)
+            train = points["train_return"][-1]
+            bar.set_postfix(sps_all_seeds=f"{done_steps * num_seeds / max(train_seconds, 1e-9):,.0f}",
+                            ret=f"{np.nanmean(train):.1f}" if np.isfinite(train).any() else "nan",
+                            greedy=f"{ev.mean():.1f}")
+    return state, points, train_seconds, eval_seconds, sizes
+
+
+def _curves(points: dict) -> dict:
+    """``steps``, ``eval_return`` / ``train_return`` [points, seeds] and each learner
+    metric (e.g. ``loss``) [points, seeds]."""
+    curves = {"steps": points["steps"], "eval_return": np.stack(points["eval_return"]),
+              "train_return": np.stack(points["train_return"])}
+    names = [n for n in points["metrics"][0] if n not in ("episode_return", "episodes")]
+    for name in names:
+        curves[name] = np.stack([np.asarray(m[name], np.float64) for m in points["metrics"]])
+    return curves
+
+
+def _summary(trainer: Trainer, num_seeds, curves, mem, times, final_state, sizes) -> dict:
+    cfg, (compile_seconds, train_seconds, eval_seconds) = trainer.config, times
+    final = curves["eval_return"][-1]
+    return {
+        "env": cfg.env, "agent": cfg.agent, "seeds": num_seeds, "steps": int(cfg.steps_done),
+        "replay": cfg.replay, "buffer_capacity": cfg.buffer_capacity, "n_step": cfg.n_step,
+        "final_return_mean": float(np.mean(final)),
+        "final_return_std": float(np.std(final)),
+        "final_return_per_seed": [float(x) for x in final],
+        "steps_per_second": cfg.steps_done * num_seeds / train_seconds,
+        "steps_per_second_per_seed": cfg.steps_done / train_seconds,
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "compile_seconds": sum(compile_seconds.values()),
+        "compile_seconds_by_function": compile_seconds,
+        "bytes_per_transition": mem.bytes_per_item,
+        "buffer_bytes_per_seed": mem.total_bytes / num_seeds,
+        "replay_memory": mem.as_dict(),
+        "replay_storage": {**storage_summary(cfg, final_state.buffer),
+                           "size_after_each_chunk": sizes},
+        "eval_episodes": cfg.eval_episodes,
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0].device_kind),
+        "config": results.config_to_dict(cfg),
+    }
+
+
+def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, seed: int = 0,
+        progress: bool = True, env=None, env_params=None, log: Callable = print) -> dict:
+    """Train ``num_seeds`` independent seeds (vmapped) with the host loop.
+
+    Compiles (AOT) the vmapped warm-up and training chunks with the state donated, runs them
+    with a tqdm bar (steps, SPS, latest training and greedy returns), evaluates greedily after
+    every chunk, and, when ``out_dir`` is given, writes ``returns.csv``, ``returns.json``,
+    ``curve.png``, ``summary.json`` and ``checkpoint.msgpack`` there. Returns the summary dict
+    plus ``"curves"`` and ``"params"`` (the final parameters, leading seed axis).
+    """
+    if not isinstance(num_seeds, int) or num_seeds <= 0:
+        raise ValueError(f"num_seeds must be a positive integer, got {num_seeds!r}")
+    trainer = make_train(config, env=env, env_params=env_params)
+    k_train, k_eval = jax.random.split(jax.random.key(seed))
+    keys = jax.random.split(k_train, num_seeds)
+    compiled = _compile(trainer, keys, jax.random.split(k_eval, num_seeds))
+    state = compiled.init(keys)
+    mem = trainer.buffer.memory(state.buffer)  # all seeds; bytes_per_item is per seed
+    if log is not None:
+        log(str(mem))
+    bar = _progress_bar(trainer.config, num_seeds) if progress else None
+    try:
+        state, points, train_seconds, eval_seconds, sizes = _run_schedule(
+            compiled, state, k_eval, num_seeds, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    curves = _curves(points)
+    summary = _summary(trainer, num_seeds, curves, mem,
+                       (compiled.seconds, train_seconds, eval_seconds), state, sizes)
+    if out_dir is not None:
+        paths = results.write_all(out_dir, summary, curves)
+        if trainer.network is not None:  # the trained Q-networks, read by `memjax compress`
+            paths.append(checkpoint.save(out_dir, trainer.config, state.agent.params,
+                                         network=trainer.network, meta={
+                                             "final_return_per_seed":
+                                                 summary["final_return_per_seed"]}))
+        if log is not None:
+            log("wrote " + ", ".join(str(p) for p in paths))
+    summary["curves"] = curves
+    summary["params"] = getattr(state.agent, "params", None)
+    summary["agent_state"] = state.agent
+    return summary

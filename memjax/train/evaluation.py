@@ -1,0 +1,66 @@
+"""Greedy evaluation: the returns of a policy over whole episodes, one per parallel
+environment. Training (``Trainer.evaluate``) and ``memjax.compress`` both use it, so a
+compressed network and its teacher are measured the same way."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from memjax.agents import explore
+
+DEFAULT_MAX_STEPS = 1000
+
+
+def episode_cap(env_params, max_steps: Optional[int] = None) -> int:
+    """``max_steps``, else the environment's ``max_steps_in_episode``, else 1000."""
+    if max_steps is not None:
+        return int(max_steps)
+    return int(getattr(env_params, "max_steps_in_episode", DEFAULT_MAX_STEPS))
+
+
+def evaluate(policy: Callable, carry, env, env_params, key: jax.Array, episodes: int,
+             num_actions: int, epsilon: float = 0.0, max_steps: Optional[int] = None):
+    """Returns of ``episodes`` episodes of ``policy``, each in its own environment.
+
+    Args:
+      policy: ``policy(carry, obs [episodes, ...], key) -> (actions int32 [episodes],
+        carry)``, e.g. the greedy action of a Q-network.
+      carry: the policy's initial carry for ``episodes`` environments (``()`` if none).
+      env, env_params: a gymnax environment.
+      key: PRNG key (resets, environment steps, exploration).
+      episodes: number of episodes (= parallel environments).
+      num_actions: size of the discrete action space.
+      epsilon: probability of a uniform random action instead of the policy's.
+      max_steps: cap per episode (see :func:`episode_cap`); rewards after an episode's
+        end, or past the cap, are not counted.
+
+    Returns:
+      float32 [episodes]: the return of each environment's first episode.
+    """
+    vreset = jax.vmap(env.reset, in_axes=(0, None))
+    vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    k_reset, key = jax.random.split(key)
+    obs, env_state = vreset(jax.random.split(k_reset, episodes), env_params)
+
+    def body(loop, _):
+        obs, env_state, carry, key, returns, alive = loop
+        key, k_act, k_env = jax.random.split(key, 3)
+        actions, carry = policy(carry, obs, jax.random.fold_in(k_act, 1))
+        actions = explore(k_act, actions, num_actions, epsilon)
+        obs, env_state, reward, terminated, truncated, _ = vstep(
+            jax.random.split(k_env, episodes), env_state, actions, env_params)
+        returns = returns + jnp.where(alive, reward.astype(jnp.float32), 0.0)
+        alive = alive & ~(terminated | truncated)
+        return (obs, env_state, carry, key, returns, alive), None
+
+    loop = (obs, env_state, carry, key, jnp.zeros((episodes,), jnp.float32),
+            jnp.ones((episodes,), bool))
+    (*_, returns, _), _ = jax.lax.scan(body, loop, None, length=episode_cap(env_params,
+                                                                             max_steps))
+    return returns
+
+
+__all__ = ["evaluate", "episode_cap", "DEFAULT_MAX_STEPS"]

@@ -1,0 +1,335 @@
+"""The fused training loop for any :class:`memjax.agents.Agent` on gymnax environments.
+
+One XLA program per *chunk* of training steps the vectorised environments, acts, inserts
+into the replay buffer, samples, and lets the agent learn; everything is a pure function of
+a :class:`TrainState`, so it vmaps over seeds::
+
+    import jax, memjax as mj
+    trainer = mj.train.make_train(mj.train.TrainConfig())   # DQN, CartPole-v1 defaults
+    keys = jax.random.split(jax.random.key(0), 8)
+    state, metrics = jax.jit(jax.vmap(trainer))(keys)       # == trainer.train
+
+The pieces, all pure and vmappable (``state`` is one seed's state; vmap adds the seed axis):
+
+* ``trainer.init(key) -> TrainState``
+* ``trainer.env_step(state, random_actions=False) -> (state, (item, done, finished))``:
+  one vector step, its replay item inserted.
+* ``trainer.learner_step(state) -> (state, metrics)``: sample, ``agent.learn``, and
+  ``buffer.update`` with the priorities ``learn`` returned.
+* ``trainer.collect(state) -> (state, metrics)``: the warm-up, ``learning_starts`` env steps
+  of uniform-random actions inserted into the buffer, no learning.
+* ``trainer.chunk(state) -> (state, metrics)``: ``chunk_steps`` env steps of acting and
+  inserting, with one learner step every ``train_every`` vector steps.
+* ``trainer.final_chunk`` (or None): the same for the remainder when ``chunk_steps`` does not
+  divide the training steps.
+* ``trainer.evaluate(agent_state, key) -> float32 [eval_episodes]``: greedy episode returns.
+* ``trainer.train(key) -> (state, metrics)``: the whole run.
+
+The learning schedule is static: warm-up chunks never learn, training chunks always do, so
+there is no ``lax.cond`` on a per-seed predicate (under vmap it would run both branches).
+The loop resets an environment's agent carry where its observation starts an episode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from memjax import envs
+from memjax.agents import Agent
+from memjax.train.evaluation import evaluate as evaluate_policy
+from memjax.train.build import (
+    beta_schedule,
+    example_transition,
+    make_agent,
+    make_buffer,
+    make_env_for,
+    make_network_for,
+)
+from memjax.train.config import TrainConfig
+from memjax.train.storage import make_codecs, stores_episode_starts
+
+
+@struct.dataclass
+class TrainState:
+    """Everything one seed's run carries (a pytree of arrays only).
+
+    agent: the agent's state (DQN: :class:`memjax.agents.DQNState`); buffer: replay state;
+    env_state / obs: ``num_envs`` environments (obs ``[num_envs, *obs_shape]``); carry: the
+    agent's carry ``[num_envs, ...]`` (``()`` for DQN); first: bool ``[num_envs]``, where
+    ``obs`` starts an episode; key: PRNG key; step: int32 vector steps taken; ep_return:
+    float32 ``[num_envs]``, return of the running episodes.
+    """
+
+    agent: Any
+    buffer: Any
+    env_state: Any
+    obs: Any
+    carry: Any
+    first: jax.Array
+    key: jax.Array
+    step: jax.Array
+    ep_return: jax.Array
+
+
+def _reset_where(first, carry, initial):
+    """``initial`` for the environments where ``first`` (bool [E]), else ``carry``."""
+    def pick(old, new):
+        return jnp.where(first.reshape(first.shape + (1,) * (old.ndim - 1)), new, old)
+
+    return jax.tree.map(pick, carry, initial)
+
+
+def _episode_stats(done, finished):
+    return {"return_sum": jnp.sum(finished), "episodes": jnp.sum(done).astype(jnp.int32)}
+
+
+def _summarise(stats, metrics):
+    """Mean return of the episodes that finished (NaN if none), their number, and the mean
+    of each learner metric over the chunk."""
+    episodes = jnp.sum(stats["episodes"])
+    mean_return = jnp.sum(stats["return_sum"]) / jnp.maximum(episodes, 1)
+    out = {"episode_return": jnp.where(episodes > 0, mean_return, jnp.nan),
+           "episodes": episodes}
+    out.update({name: jnp.mean(value) for name, value in metrics.items()})
+    return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer:
+    """The pure pieces of a training run (see the module docstring). Calling a Trainer is
+    ``train(key)``, so ``jax.jit(jax.vmap(make_train(config)))(keys)`` runs many seeds.
+    ``network`` is the agent's Q-network when the loop built the agent from the config
+    (None for an agent passed in)."""
+
+    config: TrainConfig
+    env: Any
+    env_params: Any
+    agent: Agent
+    buffer: Any
+    network: Optional[nn.Module] = None
+
+    def __call__(self, key):
+        return self.train(key)
+
+    @property
+    def __name__(self):  # for jax.jit / vmap naming
+        return "train"
+
+    # -- static facts ------------------------------------------------------------------------
+    @functools.cached_property
+    def num_actions(self) -> int:
+        return envs.num_actions(self.env, self.env_params)
+
+    @functools.cached_property
+    def _vector_env(self):
+        return (jax.vmap(self.env.reset, in_axes=(0, None)),
+                jax.vmap(self.env.step, in_axes=(0, 0, 0, None)))
+
+    @functools.cached_property
+    def _shapes(self):
+        """ShapeDtypeStructs of the agent's state, carry, extras and learn metrics."""
+        obs, _ = jax.eval_shape(lambda k: self.env.reset(k, self.env_params), jax.random.key(0))
+        state = jax.eval_shape(self.agent.init, jax.random.key(0), obs)
+        carry = jax.eval_shape(lambda: self.agent.initial_carry(self.config.num_envs))
+        many = jax.ShapeDtypeStruct((self.config.num_envs, *obs.shape), obs.dtype)
+        _, _, extras = jax.eval_shape(
+            lambda s, c, o: self.agent.act(s, c, o, jax.random.key(0), 0, False),
+            state, carry, many)
+        return state, carry, {name: jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
+                              for name, x in extras.items()}
+
+    @functools.cached_property
+    def example(self) -> dict:
+        """ONE replay item as the loop adds it (see :func:`example_transition`)."""
+        return example_transition(self.env, self.env_params, self._shapes[2],
+                                  stores_episode_starts(self.config))
+
+    @functools.cached_property
+    def _acts_in_warmup(self) -> bool:
+        """The warm-up calls ``act`` (and ignores its actions) only for agents with a carry
+        or extras to keep up to date."""
+        _, carry, extras = self._shapes
+        return bool(jax.tree.leaves(carry)) or bool(extras)
+
+    # -- init ------------------------------------------------------------------------------
+    def init(self, key) -> TrainState:
+        cfg = self.config
+        k_agent, k_env, k_run = jax.random.split(key, 3)
+        reset, _ = self._vector_env
+        obs, env_state = reset(jax.random.split(k_env, cfg.num_envs), self.env_params)
+        return TrainState(
+            agent=self.agent.init(k_agent, obs[0]),
+            buffer=self.buffer.init(self.example),
+            env_state=env_state,
+            obs=obs,
+            carry=self.agent.initial_carry(cfg.num_envs),
+            first=jnp.ones((cfg.num_envs,), bool),
+            key=k_run,
+            step=jnp.zeros((), jnp.int32),
+            ep_return=jnp.zeros((cfg.num_envs,), jnp.float32),
+        )
+
+    # -- acting + inserting ------------------------------------------------------------------
+    def _act(self, state: TrainState, key, random_actions: bool):
+        """(actions int32 [E], next carry, extras) for ``state.obs``."""
+        cfg = self.config
+        carry = _reset_where(state.first, state.carry,
+                             self.agent.initial_carry(cfg.num_envs))
+        if random_actions:
+            actions = jax.random.randint(key, (cfg.num_envs,), 0, self.num_actions,
+                                         dtype=jnp.int32)
+            if not self._acts_in_warmup:
+                return actions, carry, {}
+            _, carry, extras = self.agent.act(state.agent, carry, state.obs, key,
+                                              state.step * cfg.num_envs, False)
+            return actions, carry, extras
+        return self.agent.act(state.agent, carry, state.obs, key, state.step * cfg.num_envs,
+                              False)
+
+    def env_step(self, state: TrainState, random_actions: bool = False):
+        """One vector step. Returns ``(state, (item, done, finished_return))`` where the item
+        is what was inserted: ``next_obs`` is ``info["final_observation"]`` (the observation
+        before any auto-reset) and ``terminated`` excludes truncation."""
+        key, k_act, k_env = jax.random.split(state.key, 3)
+        actions, carry, extras = self._act(state, k_act, random_actions)
+        _, step = self._vector_env
+        obs, env_state, reward, terminated, truncated, info = step(
+            jax.random.split(k_env, self.config.num_envs), state.env_state, actions,
+            self.env_params)
+        item = {"obs": state.obs, "action": actions.astype(jnp.int32),
+                "reward": reward.astype(jnp.float32), "next_obs": info["final_observation"],
+                "terminated": terminated.astype(jnp.float32), **extras}
+        if "first" in self.example:
+            item["first"] = state.first
+        done = jnp.logical_or(terminated, truncated)
+        ep_return = state.ep_return + item["reward"]
+        state = state.replace(buffer=self.buffer.add(state.buffer, item), env_state=env_state,
+                              obs=obs, carry=carry, first=done, key=key, step=state.step + 1,
+                              ep_return=jnp.where(done, 0.0, ep_return))
+        return state, (item, done, jnp.where(done, ep_return, 0.0))
+
+    # -- learning --------------------------------------------------------------------------
+    @functools.cached_property
+    def _beta(self) -> Callable:
+        return beta_schedule(self.config)
+
+    def learner_step(self, state: TrainState):
+        """Sample a batch, let the agent learn from it, and hand the priorities it returns
+        to ``buffer.update`` (a uniform buffer ignores them). Returns ``(state, metrics)``."""
+        key, k_sample = jax.random.split(state.key)
+        beta = self._beta(state.step * self.config.num_envs)
+        sample = self.buffer.sample(state.buffer, k_sample, self.config.batch_size, beta=beta)
+        agent_state, priorities, metrics = self.agent.learn(state.agent, sample,
+                                                            jax.random.fold_in(k_sample, 1))
+        buffer_state = self.buffer.update(state.buffer, sample.indices, priorities)
+        return state.replace(agent=agent_state, buffer=buffer_state, key=key), metrics
+
+    # -- chunks ----------------------------------------------------------------------------
+    def collect(self, state: TrainState):
+        """Warm-up: ``learning_starts`` env steps of uniform-random actions, no learning."""
+        def body(s, _):
+            s, (_, done, finished) = self.env_step(s, random_actions=True)
+            return s, _episode_stats(done, finished)
+
+        state, stats = jax.lax.scan(body, state, None, length=self.config.warmup_vec_steps)
+        no_metrics = {name: jnp.full((1,), jnp.nan) for name in self._metric_names}
+        return state, _summarise(stats, no_metrics)
+
+    @functools.cached_property
+    def _metric_names(self) -> tuple:
+        state = jax.eval_shape(self.init, jax.random.key(0))
+        return tuple(jax.eval_shape(self.learner_step, state)[1])
+
+    def _train_iteration(self, state: TrainState, _):
+        stats = []
+        for _ in range(self.config.train_every):  # static, small
+            state, (_, done, finished) = self.env_step(state)
+            stats.append(_episode_stats(done, finished))
+        state, metrics = self.learner_step(state)
+        return state, ({name: sum(s[name] for s in stats) for name in stats[0]}, metrics)
+
+    def _make_chunk(self, iterations: int) -> Callable:
+        def chunk(state: TrainState):
+            state, (stats, metrics) = jax.lax.scan(self._train_iteration, state, None,
+                                                   length=iterations)
+            return state, _summarise(stats, metrics)
+        return chunk
+
+    @functools.cached_property
+    def chunk(self) -> Callable:
+        """``chunk(state) -> (state, metrics)``: ``chunk_iters`` learner steps."""
+        return self._make_chunk(self.config.chunk_iters)
+
+    @functools.cached_property
+    def final_chunk(self) -> Optional[Callable]:
+        """The remainder chunk, or None when ``chunk_steps`` divides the training."""
+        remainder = self.config.remainder_iters
+        return self._make_chunk(remainder) if remainder else None
+
+    # -- evaluation and the whole run --------------------------------------------------------
+    def evaluate(self, agent_state, key) -> jax.Array:
+        """Returns of ``eval_episodes`` episodes of the greedy policy (a random action with
+        probability ``eval_epsilon``), one per parallel environment. float32 [E]."""
+        cfg = self.config
+
+        def policy(carry, obs, policy_key):
+            actions, carry, _ = self.agent.act(agent_state, carry, obs, policy_key, 0, True)
+            return actions, carry
+
+        return evaluate_policy(policy, self.agent.initial_carry(cfg.eval_episodes), self.env,
+                               self.env_params, key, cfg.eval_episodes, self.num_actions,
+                               epsilon=cfg.eval_epsilon)
+
+    def train(self, key):
+        """The whole run for one seed. Returns ``(state, metrics)`` with
+        ``metrics["warmup"]`` (dict of scalars), ``metrics["train"]`` (dict of
+        ``[num_chunks(+1)]`` arrays, one entry per chunk) and ``metrics["eval_return"]``
+        (float32 [eval_episodes], greedy returns of the final policy)."""
+        state, warmup = self.collect(self.init(key))
+        chunk = self.chunk
+        state, per_chunk = jax.lax.scan(lambda s, _: chunk(s), state, None,
+                                        length=self.config.num_chunks)
+        if self.final_chunk is not None:
+            state, last = self.final_chunk(state)
+            per_chunk = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), per_chunk, last)
+        key, k_eval = jax.random.split(state.key)
+        state = state.replace(key=key)
+        return state, {"warmup": warmup, "train": per_chunk,
+                       "eval_return": self.evaluate(state.agent, k_eval)}
+
+
+def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None, buffer=None,
+               agent: Optional[Agent] = None) -> Trainer:
+    """Build the pure training functions for ``config``.
+
+    Args:
+      config: the run's settings (validated here).
+      env, env_params: optionally a gymnax ``Environment`` instance (and params) to use
+        instead of ``memjax.envs.make(config.env)``.
+      buffer: optionally any replay buffer with the ``memjax.replay.ReplayBuffer`` contract
+        (init/add/sample/update/can_sample/memory) instead of the one ``config`` describes;
+        its items are ``trainer.example`` (the loop benchmark plugs in other libraries'
+        buffers this way).
+      agent: optionally any :class:`memjax.agents.Agent` instead of the one ``config.agent``
+        names; ``config`` still sets the loop (environments, steps, batch size, replay).
+    """
+    config.validate()
+    env, env_params = make_env_for(config, env, env_params)
+    network = None
+    if agent is None:
+        network = make_network_for(config, env, env_params)
+        agent = make_agent(config, network, envs.num_actions(env, env_params))
+    if buffer is None:
+        buffer = make_buffer(config, make_codecs(config, env, env_params))
+    return Trainer(config=config, env=env, env_params=env_params, agent=agent, buffer=buffer,
+                   network=network)
+
+
+__all__ = ["TrainState", "Trainer", "make_train"]
