@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 
 from memjax._checks import check_positive_int
-from memjax.replay.layouts import OneCopy
+from memjax.replay.layouts import RowLayout
 from memjax.replay.memory import nbytes
 from memjax.replay.prioritized import prioritized
 from memjax.replay.uniform import uniform
@@ -31,15 +31,16 @@ def capacity_for(budget_bytes: int, example, codecs=None, layout=None, kind: str
       kind: ``"uniform"`` or ``"prioritized"``; ``buffer_kwargs`` go to its constructor.
       minimum: the smallest acceptable capacity (e.g. the batch size).
 
-    With the one-copy layout the result is a multiple of ``num_envs``. Raises ValueError when
-    not even ``minimum`` items fit.
+    With a row layout the result is a multiple of ``num_envs`` (of ``num_envs * period`` for
+    sequences). Raises ValueError when not even ``minimum`` items fit.
     """
     budget_bytes = check_positive_int("budget_bytes", budget_bytes)
     if kind not in ("uniform", "prioritized"):
         raise ValueError(f"kind must be 'uniform' or 'prioritized', got {kind!r}")
     factory = {"uniform": uniform, "prioritized": prioritized}[kind]
-    step = layout.num_envs if isinstance(layout, OneCopy) else 1
-    smallest = max(-(-minimum // step) * step, 2 * step)  # one-copy needs two rows
+    rows = isinstance(layout, RowLayout)
+    step = layout.capacity_step() if rows else 1
+    smallest = max(-(-minimum // step) * step, layout.smallest_capacity() if rows else step)
 
     def fits(units: int) -> bool:
         make = lambda c: factory(c, codecs=codecs, layout=layout, **buffer_kwargs)  # noqa: E731

@@ -5,6 +5,8 @@
   observation of the step before it, with a small side store for the final observations
   that auto-resets replaced; with ``frame_stack=k`` only the newest frame of each stacked
   observation is stored and stacks are rebuilt at sample time (``memjax.replay.one_copy_store``).
+
+This module holds only the settings; ``memjax.replay.stores.make_store`` builds the store.
 """
 
 from __future__ import annotations
@@ -16,8 +18,56 @@ from typing import Optional
 from memjax._checks import check_positive_int
 
 
+class RowLayout:
+    """What the row-ring layouts share: rows of ``num_envs`` steps and a side store."""
+
+    kind = "row"
+
+    def rows(self, capacity: int) -> int:
+        """Rows of ``num_envs`` steps the buffer keeps."""
+        if capacity % self.num_envs:
+            raise ValueError(
+                f"{self.kind} layout: capacity {capacity} must be a multiple of num_envs={self.num_envs} "
+                f"(each add writes one row of num_envs steps); try "
+                f"{capacity - capacity % self.num_envs} or {capacity + self.num_envs - capacity % self.num_envs}")
+        rows = capacity // self.num_envs
+        if rows < 2:
+            raise ValueError(f"{self.kind} layout: capacity {capacity} must hold at least two rows "
+                             f"of num_envs={self.num_envs} steps")
+        return rows
+
+    def capacity_step(self) -> int:
+        """Valid capacities are multiples of this."""
+        return self.num_envs
+
+    def smallest_capacity(self) -> int:
+        """The smallest valid capacity (two rows)."""
+        return 2 * self.num_envs
+
+    def side_slots(self, capacity: int) -> int:
+        """Entries of the side store for final observations."""
+        if self.side_capacity is not None:
+            return self.side_capacity
+        return max(self.num_envs, math.ceil(capacity * self.side_fraction))
+
+
+def _check_row_settings(kind: str, num_envs, side_capacity, side_fraction, names) -> int:
+    """num_envs as an int; ValueError/TypeError for bad side-store settings or repeated names."""
+    num_envs = check_positive_int("num_envs", num_envs)
+    if side_capacity is not None:
+        side_capacity = check_positive_int("side_capacity", side_capacity)
+        if side_capacity < num_envs:
+            raise ValueError(f"{kind}: side_capacity {side_capacity} must be >= num_envs={num_envs}")
+    if not 0 < side_fraction <= 1:
+        raise ValueError(f"{kind}: side_fraction must be in (0, 1], got {side_fraction}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{kind}: field names must differ, {repeated} is used twice")
+    return num_envs
+
+
 @dataclasses.dataclass(frozen=True)
-class OneCopy:
+class OneCopy(RowLayout):
     """Settings of the one-copy layout (see :func:`one_copy`)."""
 
     num_envs: int
@@ -27,24 +77,7 @@ class OneCopy:
     obs: str = "obs"
     next_obs: str = "next_obs"
 
-    def rows(self, capacity: int) -> int:
-        """Rows of ``num_envs`` transitions the buffer keeps."""
-        if capacity % self.num_envs:
-            raise ValueError(
-                f"one_copy layout: capacity {capacity} must be a multiple of num_envs={self.num_envs} "
-                f"(each add writes one row of num_envs transitions); try "
-                f"{capacity - capacity % self.num_envs} or {capacity + self.num_envs - capacity % self.num_envs}")
-        rows = capacity // self.num_envs
-        if rows < 2:
-            raise ValueError(f"one_copy layout: capacity {capacity} must hold at least two rows "
-                             f"of num_envs={self.num_envs} transitions")
-        return rows
-
-    def side_slots(self, capacity: int) -> int:
-        """Entries of the side store for final observations."""
-        if self.side_capacity is not None:
-            return self.side_capacity
-        return max(self.num_envs, math.ceil(capacity * self.side_fraction))
+    kind = "one_copy"
 
 
 def one_copy(num_envs: int, frame_stack: int = 1, side_capacity: Optional[int] = None,
@@ -69,15 +102,6 @@ def one_copy(num_envs: int, frame_stack: int = 1, side_capacity: Optional[int] =
         observation; ``size`` then reports fewer items than the capacity.
       obs, next_obs: the field names.
     """
-    num_envs = check_positive_int("num_envs", num_envs)
+    num_envs = _check_row_settings("one_copy", num_envs, side_capacity, side_fraction, [obs, next_obs])
     frame_stack = check_positive_int("frame_stack", frame_stack)
-    if side_capacity is not None:
-        side_capacity = check_positive_int("side_capacity", side_capacity)
-        if side_capacity < num_envs:
-            raise ValueError(f"one_copy: side_capacity {side_capacity} must be >= num_envs={num_envs}")
-    if not 0 < side_fraction <= 1:
-        raise ValueError(f"one_copy: side_fraction must be in (0, 1], got {side_fraction}")
-    if obs == next_obs:
-        raise ValueError(f"one_copy: obs and next_obs name the same field {obs!r}")
     return OneCopy(num_envs, frame_stack, side_capacity, side_fraction, obs, next_obs)
-

@@ -1,0 +1,322 @@
+"""The row ring shared by the one-copy and sequence layouts.
+
+Items come from ``E = num_envs`` vectorised environments, one row of E steps per ``add``.
+Row ``r`` (a global row number) lives in physical row ``r % A`` of ``A = R + h`` rows,
+``R = capacity / E``, with ``h`` extra rows of history that a layout may keep (frame
+stacks). Per-step arrays are stored *env-major*: step (physical row p, env e) is at index
+``e * A + p``, so consecutive steps of one environment are adjacent in memory (a window of
+steps is one contiguous run). Per step:
+
+* ``items[obs]``: the stored (newest) frame of ``obs``, encoded by the ``obs`` codec, and
+  each other per-step field, encoded by its codec (``next_obs`` is not stored);
+* ``flags`` uint8: bit 0 ``FIRST`` (this obs starts an episode), bit 1 ``SIDE``
+  (``next_obs`` is in the side store), bits 2-7 the entry's rank among the SIDE entries of
+  lower envs in its row and group of 64 envs.
+
+``next_obs`` of row r is normally the ``obs`` of row r + 1. Whether it is, is *checked*:
+the ``next_obs`` of the newest row waits raw in ``pending`` [E, ...]; the next ``add``
+compares it with the new ``obs``, and where they differ (an episode ended and the
+auto-reset replaced the observation; or anything else) its stored frame goes to the side
+store ``side`` [K, ...] (a ring, entries in row order, then env order), tagged with the
+step number ``r * E + env`` in ``side_ids``. ``side_start[r % A, g]`` is the position of
+the first entry of row r's envs ``64 g ... 64 g + 63``, so an entry is found at
+``side_start + rank`` without a search and without reading the rest of the row. So a
+step is never paired with the next episode's first observation, truncated episodes
+bootstrap from their true final observation, and nothing depends on done flags.
+
+The sampleable rows are ``[lo, rows)``, ``lo = max(rows - R, valid_from)``: the newest R
+rows, minus rows whose side entry was evicted when the side store wrapped (``valid_from``
+moves past them: FIFO). The newest row is sampleable: its ``next_obs`` is ``pending``.
+Global row numbers are int32: a buffer takes up to ``2**31 / E`` adds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from memjax._checks import check_batch_like
+from memjax.replay import encoding, ring
+from memjax.replay.memory import FieldMemory, field_memory, nbytes, report_from_fields
+
+FIRST = 1
+SIDE = 2
+RANK_SHIFT = 2
+GROUP = 64  # envs per side_start entry: a rank in [0, 64) fits the flags' six high bits
+
+
+@struct.dataclass
+class RowState:
+    """items: dict of per-step fields [E*A, ...] as stored (env-major; ``obs``: encoded
+    frames; no ``next_obs``); flags: uint8 [E*A]; side: encoded frames [K, ...]; side_ids:
+    int32 [K] (-1: empty); side_start: int32 [A, ceil(E/64)]; pending: raw ``next_obs`` of
+    the newest row [E, ...]; cursor: int32 [5] = (rows, valid_from, side_pos, errors,
+    count); codecs: codec states."""
+
+    items: dict
+    flags: jax.Array
+    side: object
+    side_ids: jax.Array
+    side_start: jax.Array
+    pending: jax.Array
+    cursor: jax.Array
+    codecs: dict
+
+    @property
+    def rows(self):
+        """Rows written so far (int32)."""
+        return self.cursor[..., 0]
+
+    @property
+    def valid_from(self):
+        """The oldest row whose side entries are all still stored (int32)."""
+        return self.cursor[..., 1]
+
+    @property
+    def count(self):
+        """Sampleable items (int32): transitions or windows, depending on the layout."""
+        return self.cursor[..., 4]
+
+
+def rows_equal(a, b):
+    """bool [n]: a[i] == b[i] over all trailing axes."""
+    return jnp.all((a == b).reshape(a.shape[0], -1), axis=1)
+
+
+def expand(mask, like):
+    """``mask`` [...] reshaped to broadcast against ``like`` [..., *trailing]."""
+    return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
+
+
+def _encode_rows(codec, frames, state, keep):
+    """Encode ``frames`` [E, ...] one row at a time; only the rows where ``keep`` (bool [E])
+    add to the codec's integer counters (clipped / invalid values), so a candidate that is
+    not stored is not counted."""
+    stored, per_row = jax.vmap(lambda f: codec.encode(f[None], state))(frames)
+
+    def merge(old, new):
+        if not jnp.issubdtype(old.dtype, jnp.integer):
+            return old  # fitted constants: unchanged by encode
+        delta = jnp.where(keep.reshape((-1,) + (1,) * old.ndim), new - old, 0)
+        return (old + jnp.sum(delta, axis=0)).astype(old.dtype)
+
+    return jax.tree.map(lambda x: x[:, 0], stored), jax.tree.map(merge, state, per_row)
+
+
+def _group_ranks(differ, groups: int):
+    """(rank int32 [E]: entries of lower envs in the same group of 64, counts int32 [G])."""
+    padded = jnp.zeros((groups * GROUP,), jnp.int32).at[:differ.shape[0]].set(differ)
+    per_group = padded.reshape(groups, GROUP)
+    rank = jnp.cumsum(per_group, axis=1) - per_group
+    return rank.reshape(-1)[:differ.shape[0]], jnp.sum(per_group, axis=1)
+
+
+class RowRingStore:
+    """Rows of ``num_envs`` steps with obs stored once (see the module docstring).
+
+    A layout subclasses this, sets ``num_slots`` and the state classes, and defines
+    ``count_of(rows, lo)`` (its sampleable items) and the sampling side of the store
+    interface (``memjax.replay.flat``). ``newest_frame`` maps a stored observation to what
+    is kept per step (the observation itself unless a layout de-duplicates frames).
+    """
+
+    def __init__(self, capacity: int, codecs: dict, layout, history: int = 0):
+        self.capacity = capacity
+        self.layout = layout
+        self.E = layout.num_envs
+        self.R = layout.rows(capacity)
+        self.A = self.R + history
+        self.K = layout.side_slots(capacity)
+        self.G = -(-self.E // GROUP)
+        if self.A * self.E > ring.INT32_MAX:
+            raise ValueError(f"{layout.kind}: {self.A * self.E} steps do not fit int32 indices")
+        if layout.next_obs in codecs:
+            raise ValueError(f"{layout.kind}: '{layout.next_obs}' is not stored separately (it is the "
+                             f"next row's '{layout.obs}'); give the codec for '{layout.obs}' only")
+        self.codecs = codecs
+        self.obs_codec = codecs.get(layout.obs)
+
+    def newest_frame(self, x):
+        return x
+
+    def index(self, phys, env):
+        """Storage index of step (physical row, env): env-major."""
+        return env * self.A + phys
+
+    def lo(self, rows, valid_from):
+        """The oldest sampleable row."""
+        return jnp.maximum(jnp.maximum(rows - self.R, valid_from), 0)
+
+    def row_of(self, state, phys):
+        """Global row now stored at physical row ``phys`` (negative: never written)."""
+        newest = state.rows - 1
+        return newest - jnp.mod(newest - phys, self.A)
+
+    # -- init ------------------------------------------------------------------------------
+    def obs_spec(self, example) -> jax.ShapeDtypeStruct:
+        """Spec of ``obs`` in ONE example item; TypeError/ValueError unless the item is a dict
+        with ``obs`` and ``next_obs`` of equal shape and dtype."""
+        lay = self.layout
+        if not isinstance(example, dict) or lay.obs not in example or lay.next_obs not in example:
+            raise TypeError(f"{lay.kind} layout: items must be a dict with fields '{lay.obs}' and "
+                            f"'{lay.next_obs}', got {type(example).__name__}"
+                            + (f" with fields {sorted(example)}" if isinstance(example, dict) else ""))
+        o, n = (encoding.spec_of(example[k]) for k in (lay.obs, lay.next_obs))
+        if o != n:
+            raise ValueError(f"{lay.kind} layout: '{lay.obs}' {o.shape} {o.dtype} and "
+                             f"'{lay.next_obs}' {n.shape} {n.dtype} must match")
+        return o
+
+    def ring_fields(self, per_step: dict, obs: jax.ShapeDtypeStruct) -> dict:
+        """State fields of an empty ring. per_step: ONE item's per-step fields (``obs``: the
+        stored frame); obs: the whole observation (for ``pending``)."""
+        states = encoding.init_states(self.codecs, per_step)
+        stored = encoding.stored_example(self.codecs, per_step, states)
+        zeros = lambda n, s: jnp.zeros((n, *s.shape), s.dtype)  # noqa: E731
+        return dict(
+            items=jax.tree.map(lambda s: zeros(self.A * self.E, s), stored),
+            flags=jnp.zeros((self.A * self.E,), jnp.uint8),
+            side=jax.tree.map(lambda s: zeros(self.K, s), stored[self.layout.obs]),
+            side_ids=jnp.full((self.K,), -1, jnp.int32),
+            side_start=jnp.zeros((self.A, self.G), jnp.int32),
+            pending=zeros(self.E, obs),
+            cursor=jnp.zeros((5,), jnp.int32),
+            codecs=states,
+        )
+
+    # -- specs and checks --------------------------------------------------------------------
+    def raw_spec(self, state) -> dict:
+        """Per-item ShapeDtypeStructs of the per-step fields and obs/next_obs as given to
+        ``add`` (state may be vmapped)."""
+        seeds = state.cursor.ndim - 1
+        items, codecs, pending = encoding.strip_axes((state.items, state.codecs, state.pending), seeds)
+        spec = dict(encoding.raw_spec(self.codecs, items, codecs))
+        obs = jax.ShapeDtypeStruct(pending.shape[1:], pending.dtype)
+        spec[self.layout.obs] = spec[self.layout.next_obs] = obs
+        return spec
+
+    def check_items(self, state, items):
+        items, batch = check_batch_like(self.raw_spec(state), items, "add")
+        if batch != self.E:
+            raise ValueError(f"add: the {self.layout.kind} layout takes one row of num_envs={self.E} "
+                             f"items per add, got a batch of {batch}")
+        return items, batch
+
+    # -- write -----------------------------------------------------------------------------
+    def write_row(self, state, per_step: dict, obs, next_obs, first, errors=0):
+        """Add one row: keep the previous row's ``next_obs`` in the side store where it is not
+        this row's ``obs``, then write ``per_step`` (raw; ``obs`` its stored frame) and the
+        FIRST flags (bool [E]) at row ``rows``. ``errors`` adds to the error counter."""
+        rows, side_pos = state.rows, state.cursor[2]
+        differ = (rows > 0) & ~rows_equal(state.pending, obs)
+        state, rank = self._push_side(state, differ)
+        stored, codec_states = encoding.encode(self.codecs, per_step, state.codecs)
+        env = jnp.arange(self.E, dtype=jnp.int32)
+        at = self.index(jnp.mod(rows, self.A), env)
+        prev = self.index(jnp.mod(rows - 1, self.A), env)
+        side_flags = state.flags[prev] | jnp.uint8(SIDE) | (rank << RANK_SHIFT).astype(jnp.uint8)
+        flags = state.flags.at[jnp.concatenate([at, jnp.where(differ, prev, state.flags.shape[0])])].set(
+            jnp.concatenate([jnp.where(first, FIRST, 0).astype(jnp.uint8), side_flags]), mode="drop")
+        items = jax.tree.map(
+            lambda buf, x: buf.at[at].set(x, unique_indices=True, mode="promise_in_bounds"),
+            state.items, stored)
+        rows = rows + 1
+        count = self.count_of(rows, self.lo(rows, state.valid_from))
+        side_pos = jnp.mod(side_pos + jnp.sum(differ, dtype=jnp.int32), self.K)
+        cursor = jnp.stack([rows, state.valid_from, side_pos, state.cursor[3] + errors, count])
+        return state.replace(items=items, flags=flags, pending=next_obs, codecs=codec_states,
+                             cursor=cursor.astype(jnp.int32))
+
+    def _push_side(self, state, differ):
+        """Move the pending frames of the previous row where ``differ`` (bool [E]) to the side
+        store; returns (state with side, side_ids, side_start, valid_from and codecs updated,
+        each entry's rank in its group, int32 [E])."""
+        rows, side_pos = state.rows, state.cursor[2]
+        frames = self.newest_frame(state.pending)
+        codec_states = dict(state.codecs)
+        if self.obs_codec is not None:
+            frames, codec_states[self.layout.obs] = _encode_rows(
+                self.obs_codec, frames, codec_states[self.layout.obs], differ)
+        pos = jnp.mod(side_pos + jnp.cumsum(differ, dtype=jnp.int32) - 1, self.K)
+        target = jnp.where(differ, pos, self.K)  # K: dropped
+        evicted = jnp.max(jnp.where(differ, state.side_ids[pos], -1))
+        valid_from = jnp.maximum(state.valid_from, jnp.where(evicted >= 0, evicted // self.E + 1, 0))
+        tags = (rows - 1) * self.E + jnp.arange(self.E, dtype=jnp.int32)
+        rank, per_group = _group_ranks(differ, self.G)
+        group_start = jnp.mod(side_pos + jnp.cumsum(per_group) - per_group, self.K)
+        cursor = state.cursor.at[1].set(valid_from)
+        return state.replace(
+            side=jax.tree.map(lambda buf, x: buf.at[target].set(x, mode="drop"), state.side, frames),
+            side_ids=state.side_ids.at[target].set(tags, mode="drop"),
+            side_start=state.side_start.at[jnp.mod(rows - 1, self.A)].set(group_start.astype(jnp.int32)),
+            cursor=cursor, codecs=codec_states), rank
+
+    # -- sample ----------------------------------------------------------------------------
+    def count(self, state):
+        return state.count
+
+    def draw(self, key, n: int, base, count):
+        """Uniform over the item numbers [base, base + count), drawn as ``base + (i - base)
+        mod count`` for i uniform in [0, count), returned mod ``num_slots``: when the numbers
+        cover the whole ring, slot == i, exactly the flat layout's draw, so the layouts
+        sample the same items from the same key."""
+        count = jnp.maximum(count, 1)
+        i = ring.random_slots(key, n, count)
+        return jnp.mod(base + jnp.mod(i - base, count), self.num_slots)
+
+    def next_stored(self, state, phys, env, flags, following):
+        """Stored ``next_obs`` frames of steps (phys, env) (int32 [...]) with ``flags``: the
+        side entry where SIDE is set, else ``following`` (the next row's stored frames)."""
+        side = (flags & SIDE) > 0
+        rank = (flags >> RANK_SHIFT).astype(jnp.int32)
+        pos = jnp.mod(state.side_start[phys, env // GROUP] + rank, self.K)
+        return jax.tree.map(lambda entries, f: jnp.where(expand(side, f), entries[pos], f),
+                            state.side, following)
+
+    def with_pending(self, state, phys, env, next_frames):
+        """``next_frames`` (decoded, [..., *frame]) with the newest row's taken from ``pending``."""
+        newest = self.row_of(state, phys) == state.rows - 1
+        return jnp.where(expand(newest, next_frames), self.newest_frame(state.pending)[env], next_frames)
+
+    def decode_obs(self, state, stored, lead: int = 1):
+        """Decoded frames [*lead_shape, *frame] from stored ones [*lead_shape, *stored_frame]."""
+        codecs = {self.layout.obs: self.obs_codec} if self.obs_codec else {}
+        return decode_steps(codecs, {self.layout.obs: stored}, state.codecs, lead)[self.layout.obs]
+
+    def gather_fields(self, state, at, skip=()):
+        """Decoded per-step fields except those in ``skip`` at storage indices ``at`` [...]."""
+        names = [n for n in state.items if n not in skip]
+        codecs = {n: c for n, c in self.codecs.items() if n in names}
+        return decode_steps(codecs, {n: state.items[n][at] for n in names}, state.codecs, at.ndim)
+
+    # -- memory ----------------------------------------------------------------------------
+    def report(self, state, extra=()):
+        """Per field: raw bytes per step as given to ``add`` vs stored bytes per step.
+        ``next_obs`` is charged the side store and ``pending``; ``extra``: the layout's own
+        FieldMemory entries; everything else (flags, counters) is overhead."""
+        seeds = state.cursor.ndim - 1
+        copies = math.prod(state.cursor.shape[:-1])
+        raw = self.raw_spec(state)
+        fields = [field_memory(name, leaf, seeds, self.capacity, raw[name])
+                  for name, leaf in state.items.items()]
+        side_bytes = sum(nbytes(x) for x in [state.side_ids, state.pending, *jax.tree.leaves(state.side)])
+        frame = jax.tree.leaves(state.side)[0]
+        nxt = raw[self.layout.next_obs]
+        fields.append(FieldMemory(self.layout.next_obs, tuple(frame.shape[seeds + 1:]),
+                                  str(np.dtype(frame.dtype)), side_bytes / (copies * self.capacity),
+                                  side_bytes, nxt.shape, str(np.dtype(nxt.dtype)), nbytes(nxt)))
+        fields += list(extra)
+        return report_from_fields(state, self.capacity, copies, sorted(fields, key=lambda f: f.name))
+
+
+def decode_steps(codecs: dict, stored: dict, states: dict, lead: int) -> dict:
+    """``encoding.decode`` for fields [*lead_shape, *item] with ``lead`` leading axes."""
+    if not codecs or lead == 1:
+        return encoding.decode(codecs, stored, states)
+    shape = next(iter(stored.values())).shape[:lead]
+    flat = {n: x.reshape((-1, *x.shape[lead:])) for n, x in stored.items()}
+    return {n: x.reshape((*shape, *x.shape[1:])) for n, x in encoding.decode(codecs, flat, states).items()}
