@@ -2,10 +2,11 @@
 
 from memjax.replay.base import ReplayBuffer, Sample, size
 from memjax.replay.budget import buffer_bytes, capacity_for
-from memjax.replay.layouts import OneCopy, one_copy
+from memjax.replay.layouts import OneCopy, Sequence, one_copy, sequence
 from memjax.replay.memory import FieldMemory, MemoryReport, memory_report
 from memjax.replay.one_copy_store import OneCopyState, PrioritizedOneCopyState
-from memjax.replay.prioritized import PrioritizedState, prioritized
+from memjax.replay.prioritized import PrioritizedState, prioritized, sequence_priorities
+from memjax.replay.sequence_store import PrioritizedSequenceState, SequenceState
 from memjax.replay.uniform import UniformState, uniform
 
 __all__ = [
@@ -22,6 +23,11 @@ __all__ = [
     "OneCopy",
     "OneCopyState",
     "PrioritizedOneCopyState",
+    "sequence",
+    "sequence_priorities",
+    "Sequence",
+    "SequenceState",
+    "PrioritizedSequenceState",
     "MemoryReport",
     "FieldMemory",
     "memory_report",

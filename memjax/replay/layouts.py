@@ -5,6 +5,8 @@
   observation of the step before it, with a small side store for the final observations
   that auto-resets replaced; with ``frame_stack=k`` only the newest frame of each stacked
   observation is stored and stacks are rebuilt at sample time (``memjax.replay.one_copy_store``).
+* ``layout=sequence(num_envs, length, period)``: the same rows, sampled as windows of
+  ``length`` consecutive steps of one environment (``memjax.replay.sequence_store``).
 
 This module holds only the settings; ``memjax.replay.stores.make_store`` builds the store.
 """
@@ -92,7 +94,7 @@ def one_copy(num_envs: int, frame_stack: int = 1, side_capacity: Optional[int] =
       num_envs: environments per ``add`` (the batch size of every add).
       frame_stack: k >= 1. With k > 1 the observations are stacks of the last k frames
         concatenated along the last axis (oldest first, as
-        :class:`memjax.wrappers.FrameStack` makes them; an episode's first stack repeats
+        :class:`memjax.envs.FrameStack` makes them; an episode's first stack repeats
         its first frame), and only the newest frame is stored.
       side_capacity: entries of the side store that keeps ``next_obs`` wherever it differs
         from the following ``obs`` (episode ends: the auto-reset replaced it). Default
@@ -105,3 +107,63 @@ def one_copy(num_envs: int, frame_stack: int = 1, side_capacity: Optional[int] =
     num_envs = _check_row_settings("one_copy", num_envs, side_capacity, side_fraction, [obs, next_obs])
     frame_stack = check_positive_int("frame_stack", frame_stack)
     return OneCopy(num_envs, frame_stack, side_capacity, side_fraction, obs, next_obs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sequence(RowLayout):
+    """Settings of the sequence layout (see :func:`sequence`)."""
+
+    num_envs: int
+    length: int
+    period: int = 1
+    side_capacity: Optional[int] = None
+    side_fraction: float = 1 / 16
+    per_window: tuple = ()
+    obs: str = "obs"
+    next_obs: str = "next_obs"
+    first: str = "first"
+
+    kind = "sequence"
+
+    def capacity_step(self) -> int:
+        return self.num_envs * self.period
+
+    def smallest_capacity(self) -> int:
+        """Two rows and one whole window, in whole periods."""
+        step = self.capacity_step()
+        return -(-max(2, self.length) * self.num_envs // step) * step
+
+
+def sequence(num_envs: int, length: int, period: int = 1, side_capacity: Optional[int] = None,
+             side_fraction: float = 1 / 16, per_window=(), obs: str = "obs",
+             next_obs: str = "next_obs", first: str = "first") -> Sequence:
+    """Sample windows of ``length`` consecutive steps of one environment (recurrent agents).
+
+    Steps are stored once each, in the one-copy layout's rows (``obs`` once per step,
+    ``next_obs`` read from the next row or the side store); ``sample`` returns windows
+    ``[batch, length, ...]`` that start at global rows that are multiples of ``period``
+    and may cross episode ends. Frame stacks are not supported (store stacked
+    observations whole, or use ``one_copy(num_envs, frame_stack=k)``).
+
+    Args:
+      num_envs: environments per ``add`` (the batch size of every add).
+      length: steps per window, 1 <= length <= rows (``rows = capacity / num_envs``).
+      period: windows start every ``period`` rows; rows must be a multiple of it.
+      side_capacity, side_fraction: the side store of final observations, as for
+        :func:`one_copy`; on overflow the oldest rows are dropped (FIFO), with every window
+        that touches them.
+      per_window: names of fields given with every add ([num_envs, ...], e.g. a recurrent
+        state ``("carry",)``) but stored only for rows whose global number is a multiple of
+        ``period``: once per window start, returned per window ([batch, ...]).
+      obs, next_obs, first: the field names. ``first`` (bool, one per step) marks steps
+        whose ``obs`` starts an episode; it is kept as a bit of the per-step flags.
+    """
+    if isinstance(per_window, str) or not all(isinstance(n, str) for n in per_window):
+        raise TypeError(f"sequence: per_window must be a tuple of field names, got {per_window!r}")
+    per_window = tuple(per_window)
+    num_envs = _check_row_settings("sequence", num_envs, side_capacity, side_fraction,
+                                   [obs, next_obs, first, *per_window])
+    length = check_positive_int("length", length)
+    period = check_positive_int("period", period)
+    return Sequence(num_envs, length, period, side_capacity, side_fraction, per_window, obs,
+                    next_obs, first)

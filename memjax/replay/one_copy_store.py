@@ -13,7 +13,7 @@ the k - 1 rows before the oldest sampleable row are kept as frame history.
   stack is not rebuilt from the rows before. With k = 1 only the very first row has it.
 
 Stacks (k > 1): observation stacks must be ``next_obs = obs[frames 1:] + new frame`` and an
-episode's first stack must repeat its first frame (:class:`memjax.wrappers.FrameStack`).
+episode's first stack must repeat its first frame (:class:`memjax.envs.FrameStack`).
 An add that breaks this raises ValueError when eager; under jit it is counted in the
 state (``errors``, see ``layout_errors``) and those stacks come back wrong.
 
@@ -101,7 +101,7 @@ class OneCopyStore(RowRingStore):
             raise ValueError(
                 f"add: frame_stack={self.k}: {int(jnp.sum(bad))} of {self.E} observations break the "
                 f"frame-stack convention (next_obs must be obs shifted by one frame plus the new frame, "
-                f"and an episode's first stack must repeat its first frame; see memjax.wrappers.FrameStack)")
+                f"and an episode's first stack must repeat its first frame; see memjax.envs.FrameStack)")
         return first, bad
 
     def write(self, state, items, batch: int):

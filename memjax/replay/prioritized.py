@@ -90,6 +90,9 @@ def prioritized(
 
     def update(state, indices, priorities):
         """Set raw priorities (float [n], >= 0) of the items named by ids ``indices`` (int32 [n])."""
+        if priorities is None:
+            raise TypeError("update: a prioritized buffer needs priorities (float [n], e.g. |TD error|), "
+                            "got None; for an agent without priorities use memjax.replay.uniform")
         indices = jnp.asarray(indices, jnp.int32)
         priorities = jnp.asarray(priorities, jnp.float32)
         if indices.shape != priorities.shape or indices.ndim != 1:
@@ -114,4 +117,30 @@ def prioritized(
     return ReplayBuffer(init, add, sample, update, can_sample, memory)
 
 
-__all__ = ["prioritized", "PrioritizedState"]
+def sequence_priorities(abs_td, mask=None, eta: float = 0.9) -> jax.Array:
+    """Priorities of sequences from per-step |TD errors| (R2D2, Kapturowski et al., 2019):
+    ``eta * max_t + (1 - eta) * mean_t`` over the steps (where ``mask``).
+
+    Args:
+      abs_td: float32 [B, L] absolute TD errors of B windows of L steps.
+      mask: optional bool [B, L], the steps to count (e.g. the burn-in excluded). A window
+        with no counted step gets priority 0.
+      eta: weight of the max, in [0, 1].
+    Returns:
+      float32 [B], one priority per window (pass to ``update`` with the sample's indices).
+    """
+    abs_td = jnp.asarray(abs_td, jnp.float32)
+    if abs_td.ndim != 2:
+        raise ValueError(f"sequence_priorities: abs_td must be [B, L], got shape {abs_td.shape}")
+    if not 0 <= eta <= 1:
+        raise ValueError(f"sequence_priorities: eta must be in [0, 1], got {eta}")
+    mask = jnp.ones(abs_td.shape, bool) if mask is None else jnp.asarray(mask, bool)
+    if mask.shape != abs_td.shape:
+        raise ValueError(f"sequence_priorities: mask has shape {mask.shape}, abs_td {abs_td.shape}")
+    steps = jnp.sum(mask, axis=1)
+    largest = jnp.max(jnp.where(mask, abs_td, 0.0), axis=1)
+    mean = jnp.sum(jnp.where(mask, abs_td, 0.0), axis=1) / jnp.maximum(steps, 1)
+    return eta * largest + (1 - eta) * mean
+
+
+__all__ = ["prioritized", "PrioritizedState", "sequence_priorities"]

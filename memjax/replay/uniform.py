@@ -21,11 +21,13 @@ def uniform(capacity: int, codecs=None, layout=None) -> ReplayBuffer:
       codecs: optional dict field name -> codec from :mod:`memjax.codecs` (e.g.
         ``{"obs": mj.codecs.bitpack()}``): the field is encoded inside ``add`` and decoded
         inside ``sample``; samples always come back as given to ``add``.
-      layout: None (every item stored whole) or ``memjax.replay.one_copy(num_envs, ...)``
-        (each observation stored once, optionally frame-stack de-duplicated).
+      layout: None (every item stored whole), ``memjax.replay.one_copy(num_envs, ...)``
+        (each observation stored once, optionally frame-stack de-duplicated) or
+        ``memjax.replay.sequence(num_envs, length, ...)`` (items are windows of
+        ``length`` steps of one environment).
 
-    ``update`` returns the state unchanged (it exists so uniform and prioritized
-    replay are interchangeable in a training loop).
+    ``update`` returns the state unchanged, also for ``priorities=None`` (it exists so
+    uniform and prioritized replay are interchangeable in a training loop).
     """
     capacity = check_positive_int("capacity", capacity)
     store = make_store(capacity, encoding.check_codecs(codecs), layout)
