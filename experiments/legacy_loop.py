@@ -18,7 +18,8 @@ import optax
 from flax import struct
 
 from memjax.agents import epsilon_greedy, make_network
-from memjax.train import TrainConfig, example_transition, make_buffer, make_env_for
+from memjax.train import (TrainConfig, example_transition, make_buffer, make_env_for,
+                          make_optimizer)
 
 
 def _linear_schedule(start, end, steps, begin=0):
@@ -152,12 +153,7 @@ def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None,
         buffer = make_buffer(config, make_codecs(config, env, env_params))
     per = config.replay == "prioritized"
 
-    lr = config.lr
-    if config.lr_end is not None:
-        lr = optax.linear_schedule(config.lr, config.lr_end, max(config.train_iters, 1))
-    tx = optax.adam(lr, eps=config.adam_eps)
-    if config.max_grad_norm is not None:
-        tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), tx)
+    tx = make_optimizer(config)
 
     eps_fn = _linear_schedule(config.eps_start, config.eps_end, config.eps_decay_steps)
     beta_fn = _linear_schedule(config.beta_start, config.beta_end,

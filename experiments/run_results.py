@@ -3,12 +3,13 @@
     python experiments/run_results.py --env CartPole-v1 --replay uniform,prioritized --seeds 8
     python experiments/run_results.py --env Breakout-MinAtar --replay uniform,prioritized \\
         --seeds 3 --steps 500000
+    python experiments/run_results.py --env CartPole-v1 --replay uniform --n-step 3 --seeds 8
     python experiments/run_results.py --report-only     # table and plots from what is there
 
 Each (env, replay) run goes through :func:`memjax.train.run` (the same host loop as
 ``memjax train``: AOT-compiled chunks, tqdm progress bar, greedy evaluation after every chunk)
 and writes ``summary.json``, ``returns.csv``, ``returns.json`` and ``curve.png`` into
-``experiments/results/<env>-<replay>/``. ``summary.json`` gets three extra keys here:
+``experiments/results/<env>-<replay>/`` (``<env>-<replay>-n<N>/`` for N-step targets). ``summary.json`` gets three extra keys here:
 ``wall_seconds`` (the whole run, compile and evaluation included), ``command`` (how to
 reproduce it) and ``note``.
 
@@ -17,7 +18,8 @@ After the runs (or with ``--report-only``) the script rewrites, from every
 
 * ``experiments/results/results_table.md``: the README-ready table and image links;
 * ``experiments/results/<env>-uniform-vs-prioritized.png``: mean greedy return over seeds
-  against env steps, one line per replay kind, with a +-1 std band over seeds.
+  against env steps, one line per replay kind (1-step targets), with a +-1 std band over seeds;
+* ``experiments/results/<env>-n-step.png`` where an env has N-step runs: 1-step vs N-step.
 
 Settings: the ``TrainConfig`` defaults (tuned for CartPole-v1), and for MinAtar games
 (``*-MinAtar``) the preset below unless overridden on the command line: replay capacity 1e5,
@@ -50,6 +52,17 @@ import numpy as np  # noqa: E402
 RESULTS = _ROOT / "experiments" / "results"
 REPLAYS = ("uniform", "prioritized")
 COLORS = {"uniform": "C0", "prioritized": "C3"}
+N_STEP_COLORS = {1: "C0", 3: "C2", 5: "C4"}
+
+
+def run_name(env: str, replay: str, n_step: int) -> str:
+    """The run's directory name: ``<env>-<replay>``, plus ``-n<N>`` for N-step targets."""
+    return f"{env}-{replay}" + (f"-n{n_step}" if n_step > 1 else "")
+
+
+def run_label(run: dict) -> str:
+    n = run.get("n_step", 1)
+    return run["replay"] + (f", {n}-step" if n > 1 else "")
 
 
 def minatar_preset(total_steps: int) -> dict:
@@ -123,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_count, default=8, help="vmapped seeds per run")
     p.add_argument("--steps", type=_count, default=500_000, help="env steps per seed")
     p.add_argument("--seed", type=int, default=0, help="base PRNG seed")
+    p.add_argument("--n-step", type=_count, default=1, help="N-step targets")
     g = p.add_argument_group("config overrides (default: TrainConfig, plus the MinAtar preset)")
     g.add_argument("--capacity", type=_count, default=None, help="replay capacity")
     g.add_argument("--eps-decay-steps", type=_count, default=None)
@@ -150,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_for(args, replay: str):
     from memjax.train import TrainConfig
 
-    kw = {"env": args.env, "total_steps": args.steps, "replay": replay}
+    kw = {"env": args.env, "total_steps": args.steps, "replay": replay, "n_step": args.n_step}
     if args.env.endswith("-MinAtar"):
         kw.update(minatar_preset(args.steps))
     flags = {"capacity": "buffer_capacity", "eps_decay_steps": "eps_decay_steps",
@@ -187,6 +201,8 @@ def reproduce_command(args, replay: str) -> str:
              "--seeds", str(args.seeds), "--steps", str(args.steps)]
     if args.seed:
         parts += ["--seed", str(args.seed)]
+    if args.n_step > 1:
+        parts += ["--n-step", str(args.n_step)]
     for flag in ("capacity", "eps_decay_steps", "learning_starts", "chunk_steps", "num_envs",
                  "batch_size", "lr", "target_update_every", "eval_episodes"):
         v = getattr(args, flag)
@@ -201,10 +217,10 @@ def run_one(args, replay: str) -> dict:
     from memjax import train as mj_train
 
     cfg = config_for(args, replay)
-    out = Path(args.out_root) / f"{cfg.env}-{replay}"
+    out = Path(args.out_root) / run_name(cfg.env, replay, cfg.n_step)
     command = reproduce_command(args, replay)
 
-    print(f"== {cfg.env} / {replay}: {args.seeds} seeds x {cfg.steps_done:,} steps, capacity "
+    print(f"== {cfg.env} / {replay} / {cfg.n_step}-step: {args.seeds} seeds x {cfg.steps_done:,} steps, capacity "
           f"{cfg.buffer_capacity:,}, eps decay {cfg.eps_decay_steps:,}, learning starts "
           f"{cfg.learning_starts:,}, chunk {cfg.chunk_steps:,} -> {out}", flush=True)
     git_state = _git_state()  # at the start: the code this process imported
@@ -245,10 +261,11 @@ def load_runs(root: Path) -> list:
         if "env" not in data or "replay" not in data:
             continue
         data["_dir"] = spath.parent
+        data.setdefault("n_step", 1)  # runs from before n-step targets
         runs.append(data)
 
     def order(r):
-        return (0 if not r["env"].endswith("-MinAtar") else 1, r["env"],
+        return (0 if not r["env"].endswith("-MinAtar") else 1, r["env"], r["n_step"],
                 REPLAYS.index(r["replay"]) if r["replay"] in REPLAYS else 9)
 
     return sorted(runs, key=order)
@@ -270,7 +287,8 @@ def read_eval_curve(run_dir: Path, column: str = "eval_return"):
                                                       for s in steps])
 
 
-def plot_comparison(env: str, runs: list, path: Path) -> Path:
+def plot_comparison(env: str, runs: list, path: Path, color=lambda r: COLORS.get(r["replay"]),
+                    title: str = "uniform vs prioritized replay") -> Path:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -281,21 +299,21 @@ def plot_comparison(env: str, runs: list, path: Path) -> Path:
         steps, ev = read_eval_curve(r["_dir"])
         mean, std = ev.mean(axis=1), ev.std(axis=1)
         lo, hi = np.maximum(mean - std, ev.min(axis=1)), np.minimum(mean + std, ev.max(axis=1))
-        c = COLORS.get(r["replay"], None)
+        c = color(r)
         ax.fill_between(steps, lo, hi, alpha=0.2, color=c, lw=0)
         ax.plot(steps, mean, color=c, marker="." if len(steps) <= 20 else None,
-                label=f"{r['replay']}, greedy ({ev.shape[1]} seeds): final "
+                label=f"{run_label(r)}, greedy ({ev.shape[1]} seeds): final "
                       f"{r['final_return_mean']:.1f} ± {r['final_return_std']:.1f}")
         tsteps, tr = read_eval_curve(r["_dir"], "train_return")
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             tmean = np.nanmean(tr, axis=1)
         ax.plot(tsteps, tmean, color=c, ls="--", lw=1,
-                label=f"{r['replay']}, training episodes (ε-greedy), mean")
+                label=f"{run_label(r)}, training episodes (ε-greedy), mean")
     ax.set_xlabel("environment steps (per seed)")
     ax.set_ylabel("episode return (mean over seeds; band ±1 std,\nclipped to the seeds' range)",
                   fontsize=9)
-    ax.set_title(f"DQN on {env}: uniform vs prioritized replay")
+    ax.set_title(f"DQN on {env}: {title}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -388,15 +406,20 @@ def write_report(root: Path, replot: bool = False) -> list:
                 title=f"DQN on {r['env']} ({r['replay']} replay)"))
     envs = list(dict.fromkeys(r["env"] for r in runs))
     for env in envs:
-        env_runs = [r for r in runs if r["env"] == env]
-        written.append(plot_comparison(env, env_runs, root / f"{env}-uniform-vs-prioritized.png"))
+        one_step = [r for r in runs if r["env"] == env and r["n_step"] == 1]
+        written.append(plot_comparison(env, one_step, root / f"{env}-uniform-vs-prioritized.png"))
+        n_step = [r for r in runs if r["env"] == env and r["replay"] == "uniform"]
+        if any(r["n_step"] > 1 for r in n_step):
+            written.append(plot_comparison(
+                env, n_step, root / f"{env}-n-step.png", title="1-step vs N-step targets",
+                color=lambda r: N_STEP_COLORS.get(r["n_step"])))
 
     baselines = random_baselines(root, envs)
     lines = [
         "<!-- generated by experiments/run_results.py; do not edit by hand -->",
-        "| env | replay | seeds | steps per seed | final greedy return, mean ± std over seeds "
-        "| per seed | steps/s (all seeds) | compile s | bytes per transition |",
-        "|---|---|---:|---:|---|---|---:|---:|---:|",
+        "| env | replay | n-step | seeds | steps per seed | final greedy return, mean ± std over "
+        "seeds | per seed | steps/s (all seeds) | compile s | bytes per transition |",
+        "|---|---|---:|---:|---:|---|---|---:|---:|---:|",
     ]
     notes = list(dict.fromkeys(r["note"] for r in runs if r.get("note")))
     marks = {n: "†‡§¶"[i % 4] * (1 + i // 4) for i, n in enumerate(notes)}
@@ -404,7 +427,7 @@ def write_report(root: Path, replot: bool = False) -> list:
         per_seed = ", ".join(f"{x:.1f}" for x in r["final_return_per_seed"])
         mark = f" {marks[r['note']]}" if r.get("note") else ""
         lines.append(
-            f"| {r['env']} | {r['replay']} | {r['seeds']} | {r['steps']:,}{mark} | "
+            f"| {r['env']} | {r['replay']} | {r['n_step']} | {r['seeds']} | {r['steps']:,}{mark} | "
             f"**{r['final_return_mean']:.1f} ± {r['final_return_std']:.1f}** | {per_seed} | "
             f"{r['steps_per_second']:,.0f} | {r['compile_seconds']:.1f} | "
             f"{r['bytes_per_transition']:,.1f} |")
@@ -433,7 +456,7 @@ def write_report(root: Path, replot: bool = False) -> list:
             train_txt = (f"epsilon-greedy training return in the last chunk "
                          f"{last.mean():.1f} ± {last.std():.1f}; " if last.size else "")
             lines.append(
-                f"- {r['replay']}: `{r.get('command', '')}`; {train_txt}wall "
+                f"- {run_label(r)}: `{r.get('command', '')}`; {train_txt}wall "
                 f"{_fmt_hms(r.get('wall_seconds', float('nan')))} (compile "
                 f"{r['compile_seconds']:.0f} s, training {r['train_seconds']:.0f} s, "
                 f"evaluation {r['eval_seconds']:.0f} s) on "
@@ -447,6 +470,8 @@ def write_report(root: Path, replot: bool = False) -> list:
         lines.append("")
         lines.append(f"![DQN on {env}: uniform vs prioritized]({rel})")
         lines.append("")
+        if (root / f"{env}-n-step.png").exists():
+            lines += [f"![DQN on {env}: 1-step vs N-step targets]({env}-n-step.png)", ""]
     table = root / "results_table.md"
     commentary = root / "results_notes.md"
     if commentary.exists():  # hand-written commentary, appended verbatim

@@ -1,4 +1,4 @@
-"""memjax: memory-efficient replay buffers and a fused DQN training loop in JAX.
+"""memjax: memory-efficient replay buffers and a fused training loop for any agent in JAX.
 
     import memjax as mj
     buf = mj.replay.prioritized(capacity=2**20, alpha=0.6)

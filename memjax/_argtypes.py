@@ -35,21 +35,22 @@ def non_negative(text: str) -> int:
     return v
 
 
-def positive_float(text: str) -> float:
+def number(text: str) -> float:
     try:
-        v = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def positive_float(text: str) -> float:
+    v = number(text)
     if not v > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
     return v
 
 
 def fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    v = number(text)
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
     return v
@@ -59,8 +60,8 @@ def optional_float(text: str):
     if text.strip().lower() in ("none", "const", "constant"):
         return None
     try:
-        return float(text)
-    except ValueError:
+        return number(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 

@@ -27,15 +27,26 @@ def _obs_codec(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="memjax", description="Memory-efficient replay and a fused DQN loop in JAX.")
+        prog="memjax", description="Memory-efficient replay and fused RL training loops in JAX.")
     sub = parser.add_subparsers(dest="command", metavar="{train,bench,compress}")
     sub.required = True
-
-    t = sub.add_parser(
-        "train", help="train DQN on a gymnax environment, vmapped over seeds",
-        description="Train DQN on a gymnax environment with several vmapped seeds; writes "
-                    "returns.csv, returns.json, curve.png and summary.json to --out.",
+    train = sub.add_parser(
+        "train", help="train an agent (DQN) on a gymnax environment, vmapped over seeds",
+        description="Train an agent (DQN) on a gymnax environment with several vmapped seeds; "
+                    "writes returns.csv, returns.json, curve.png and summary.json to --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_train_options(train)
+    _add_storage_options(train.add_argument_group("replay storage (memory)"))
+    b = sub.add_parser("bench", help="replay benchmarks (experiments/bench_replay.py)",
+                       add_help=False)
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    from memjax.compress.cli import add_parser as _add_compress  # `memjax compress`
+
+    _add_compress(sub)
+    return parser
+
+
+def _add_train_options(t) -> None:
     from memjax.train import AGENT_KINDS, TrainConfig
 
     d = TrainConfig()
@@ -86,9 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--chunk-steps", type=types.positive, default=d.chunk_steps,
                    help="env steps per compiled chunk; greedy evaluation after each")
     t.add_argument("--eval-episodes", type=types.positive, default=d.eval_episodes)
+    t.add_argument("--seed", type=types.non_negative, default=0, help="base PRNG seed")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_storage_options(st) -> None:
+    from memjax.train import TrainConfig
     from memjax.train.storage import LAYOUTS
 
-    st = t.add_argument_group("replay storage (memory)")
+    d = TrainConfig()
     st.add_argument("--obs-codec", type=_obs_codec, default=d.obs_codec,
                     help="observation storage: none, bitpack, int8, int4, int2, kmeans16 (any "
                          "kmeansK), float16, bfloat16")
@@ -105,16 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one_copy: side-store entries for final observations per transition")
     st.add_argument("--calibration-steps", type=types.positive, default=d.calibration_steps,
                     help="random-policy observations used to fit int*/kmeans codecs")
-    t.add_argument("--seed", type=types.non_negative, default=0, help="base PRNG seed")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    b = sub.add_parser("bench", help="replay benchmarks (experiments/bench_replay.py)",
-                       add_help=False)
-    b.add_argument("rest", nargs=argparse.REMAINDER)
-    from memjax.compress.cli import add_parser as _add_compress  # `memjax compress`
-
-    _add_compress(sub)
-    return parser
 
 
 def _config_from_args(args):

@@ -137,3 +137,17 @@ def test_bad_arguments_are_usage_errors(capsys):
         with pytest.raises(SystemExit) as exc:
             bench.main(argv)
         assert exc.value.code == 2
+
+
+def test_agent_loop_matches_the_legacy_loop():
+    """experiments/bench_agent_loop.py: the loop through the Agent interface computes what the
+    loop before it computed (uniform replay: bit-identical parameters after one chunk), and
+    its timing row is complete (1 seed, one round of one short chunk)."""
+    from experiments import bench_agent_loop
+
+    opts = dict(chunk_steps=100, rounds=1, round_seconds=0.01)
+    row = bench_agent_loop.bench_replay_kind("uniform", 1, opts, lambda line: None)
+    assert row["same_computation"]["identical"], row["same_computation"]
+    assert set(row["steps_per_s"]) == {"agent", "legacy", "agent_n3"}
+    assert row["time_ratio_agent_over_legacy"] > 0 and row["time_ratio_n3_over_n1"] > 0
+    assert "| uniform | 1 |" in bench_agent_loop.markdown([row])

@@ -129,23 +129,31 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise ``ValueError`` with a clear message for invalid settings; return self."""
+        self._validate_counts()
+        for name, value, kinds in (("agent", self.agent, AGENT_KINDS),
+                                   ("replay", self.replay, REPLAY_KINDS),
+                                   ("network", self.network, NETWORK_KINDS),
+                                   ("loss", self.loss, LOSS_KINDS),
+                                   ("reward_codec", self.reward_codec, REWARD_CODECS),
+                                   ("layout", self.layout, LAYOUTS)):
+            if value not in kinds:
+                raise ValueError(f"{name} must be one of {kinds}, got {value!r}")
+        self._validate_learner()
+        self._validate_storage()
+        if any((not isinstance(h, int)) or h <= 0 for h in self.hidden):
+            raise ValueError(f"hidden must be positive layer widths, got {tuple(self.hidden)!r}")
+        return self
+
+    def _validate_counts(self) -> None:
         positive = ("num_envs", "total_steps", "buffer_capacity", "batch_size", "train_every",
                     "target_update_every", "eps_decay_steps", "chunk_steps", "eval_episodes",
-                    "n_step")
+                    "n_step", "calibration_steps")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not isinstance(self.learning_starts, int) or self.learning_starts < 0:
             raise ValueError(f"learning_starts must be an integer >= 0, got {self.learning_starts!r}")
-        if self.agent not in AGENT_KINDS:
-            raise ValueError(f"agent must be one of {AGENT_KINDS}, got {self.agent!r}")
-        if self.replay not in REPLAY_KINDS:
-            raise ValueError(f"replay must be one of {REPLAY_KINDS}, got {self.replay!r}")
-        if self.network not in NETWORK_KINDS:
-            raise ValueError(f"network must be one of {NETWORK_KINDS}, got {self.network!r}")
-        if self.loss not in LOSS_KINDS:
-            raise ValueError(f"loss must be one of {LOSS_KINDS}, got {self.loss!r}")
         if self.batch_size > self.buffer_capacity:
             raise ValueError(f"batch_size ({self.batch_size}) is larger than the buffer "
                              f"capacity ({self.buffer_capacity})")
@@ -159,7 +167,9 @@ class TrainConfig:
             raise ValueError(f"total_steps ({self.total_steps}) leaves no training after "
                              f"learning_starts ({self.learning_starts}) with num_envs="
                              f"{self.num_envs} and train_every={self.train_every}")
-        for name in ("lr", "adam_eps", "huber_delta"):
+
+    def _validate_learner(self) -> None:
+        for name in ("lr", "adam_eps", "huber_delta", "priority_eps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.lr_end is not None and self.lr_end < 0:
@@ -175,25 +185,16 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.alpha < 0 or self.beta_start < 0 or self.beta_end < 0:
             raise ValueError("alpha, beta_start and beta_end must be >= 0")
-        if not self.priority_eps > 0:
-            raise ValueError(f"priority_eps must be > 0, got {self.priority_eps!r}")
+
+    def _validate_storage(self) -> None:
         check_obs_codec(self.obs_codec)
-        if self.reward_codec not in REWARD_CODECS:
-            raise ValueError(f"reward_codec must be one of {REWARD_CODECS}, got {self.reward_codec!r}")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
             raise ValueError(f"frame_stack must be an integer >= 1, got {self.frame_stack!r}")
-        self._validate_rows()
         if not 0 < self.side_fraction <= 1:
             raise ValueError(f"side_fraction must be in (0, 1], got {self.side_fraction!r}")
-        if not isinstance(self.calibration_steps, int) or self.calibration_steps < 1:
-            raise ValueError(f"calibration_steps must be a positive integer, got {self.calibration_steps!r}")
         if not self.calibration_margin >= 0:
             raise ValueError(f"calibration_margin must be >= 0, got {self.calibration_margin!r}")
-        if any((not isinstance(h, int)) or h <= 0 for h in self.hidden):
-            raise ValueError(f"hidden must be positive layer widths, got {tuple(self.hidden)!r}")
-        return self
+        self._validate_rows()
 
     def _validate_rows(self) -> None:
         """The row layouts (one_copy, sequence) store rows of ``num_envs`` steps."""

@@ -1,0 +1,206 @@
+"""The DQN loop through the Agent interface vs the loop before it, in one process.
+
+    python experiments/bench_agent_loop.py [--quick] [--seeds 1,8] [--rounds 7] [--out PATH]
+    python experiments/bench_agent_loop.py --learn [--seed-sets 0,1]   # same returns as before?
+
+Contenders, each with the CartPole-v1 defaults of ``TrainConfig`` (uniform and prioritized):
+
+  agent   ``memjax.train.make_train(config)``: the loop that takes any agent, DQN as an Agent
+  legacy  ``experiments/legacy_loop.py``: the DQN loop as it was before (commit b5f5dd2),
+          frozen for this comparison; the same buffers, environment and network
+  agent_n3  (information) the new loop with 3-step targets (sequence replay of windows of 3)
+
+Both loops start from their own ``init`` + warm-up with the same keys, which give the same
+network, environments and buffer contents. Before timing, one chunk from those states checks
+that the two loops compute the same thing (uniform: bit-identical parameters; prioritized:
+equal up to float32 rounding of PER's beta schedule, which is now ``optax.linear_schedule``).
+
+``--learn`` trains both loops to the end (CartPole-v1 defaults, 8 seeds x 5e5 env steps, uniform
+and prioritized, one 8-seed set per base key in ``--seed-sets``) and reports the final greedy
+return of every seed (10 episodes each). The loops are the same algorithm, but prioritized
+replay's trajectories part after some updates (beta's float32 rounding), so their returns
+are compared as distributions over seeds, not seed by seed.
+
+Timing follows experiments/bench_replay.py: the vmapped training chunk (``--chunk-steps`` env
+steps per seed), ``jax.jit(..., donate_argnums=0)``, compiled ahead of time (compile reported
+apart), programs of one seed count interleaved in each round with the order rotated; ratios are
+medians of per-round ratios. Only ratios mean anything on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:  # run as a script from a source checkout
+    sys.path.insert(0, str(_ROOT))
+
+from memjax.train import TrainConfig, make_train  # noqa: E402
+
+from experiments import bench_replay as br  # noqa: E402
+from experiments import legacy_loop  # noqa: E402
+from experiments.bench_loop import LoopProgram, as_carry_fn  # noqa: E402
+
+TARGET_TIME_RATIO_MAX = 1.03  # the new loop's time per step / the old one's
+
+FULL = dict(seeds=(1, 8), rounds=7, chunk_steps=1000, round_seconds=0.5)
+QUICK = dict(seeds=(1,), rounds=2, chunk_steps=200, round_seconds=0.05)
+
+
+def warm_state(trainer, keys):
+    """The vmapped state right after the random-action warm-up."""
+    state = jax.jit(jax.vmap(trainer.init))(keys)
+    return jax.jit(jax.vmap(trainer.collect))(state)[0]
+
+
+def same_computation(new_trainer, old_trainer, new_state, old_state) -> dict:
+    """One chunk of each loop from the same start: largest parameter difference."""
+    new_after = jax.jit(jax.vmap(new_trainer.chunk))(new_state)[0].agent.params
+    old_after = jax.jit(jax.vmap(old_trainer.chunk))(old_state)[0].params
+    diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+             for a, b in zip(jax.tree.leaves(new_after), jax.tree.leaves(old_after))]
+    return {"max_abs_param_diff": max(diffs), "identical": max(diffs) == 0.0}
+
+
+def bench_replay_kind(replay: str, seeds: int, opts, log) -> dict:
+    cfg = dataclasses.replace(TrainConfig(), replay=replay, chunk_steps=opts["chunk_steps"])
+    keys = jax.random.split(jax.random.key(0), seeds)
+    trainers = {"agent": make_train(cfg), "legacy": legacy_loop.make_train(cfg)}
+    if replay == "uniform":
+        trainers["agent_n3"] = make_train(dataclasses.replace(cfg, n_step=3))
+    states = {name: warm_state(tr, keys) for name, tr in trainers.items()}
+    check = same_computation(trainers["agent"], trainers["legacy"],
+                             states["agent"], states["legacy"])
+    vec_steps = cfg.chunk_iters * cfg.train_every
+    programs = {}
+    for name, tr in trainers.items():
+        carry = (states[name], jax.eval_shape(jax.vmap(tr.chunk), states[name])[1])
+        carry = (carry[0], jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), carry[1]))
+        programs[name] = LoopProgram(name, as_carry_fn(tr.chunk), br.Side(name, carry),
+                                     ops_per_call=vec_steps)
+    times = br.measure(programs, opts["rounds"], opts["round_seconds"])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    row = {"replay": replay, "seeds": seeds, "same_computation": check,
+           "steps_per_s": {k: round(seeds * cfg.num_envs / v, 1) for k, v in med.items()},
+           "us_per_vector_step": {k: br.time_stats(v) for k, v in times.items()},
+           "compile_s": {k: round(p.lower_s + p.compile_s, 2) for k, p in programs.items()},
+           "time_ratio_agent_over_legacy": br.paired_ratio(times["agent"], times["legacy"])}
+    if "agent_n3" in times:
+        row["time_ratio_n3_over_n1"] = br.paired_ratio(times["agent_n3"], times["agent"])
+    log(format_row(row))
+    return row
+
+
+def format_row(row) -> str:
+    sps = row["steps_per_s"]
+    n3 = (f", 3-step {sps['agent_n3']:,.0f} ({row['time_ratio_n3_over_n1']:.3f}x time of 1-step)"
+          if "agent_n3" in sps else "")
+    same = row["same_computation"]
+    return (f"  {row['replay']:11} x{row['seeds']}: agent loop {sps['agent']:,.0f} steps/s, "
+            f"legacy {sps['legacy']:,.0f}; time agent/legacy {row['time_ratio_agent_over_legacy']:.3f}"
+            f"{n3}; one chunk: params {'identical' if same['identical'] else 'max diff %.1e' % same['max_abs_param_diff']}")
+
+
+def markdown(rows) -> str:
+    lines = ["| replay | seeds | agent loop steps/s | legacy steps/s | time agent / legacy | "
+             "params after one chunk |", "|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        same = r["same_computation"]
+        lines.append(f"| {r['replay']} | {r['seeds']} | {r['steps_per_s']['agent']:,.0f} | "
+                     f"{r['steps_per_s']['legacy']:,.0f} | {r['time_ratio_agent_over_legacy']:.3f} | "
+                     + ("identical |" if same["identical"]
+                        else f"max diff {same['max_abs_param_diff']:.1e} |"))
+    return "\n".join(lines)
+
+
+def learn_comparison(seed_sets, seeds: int, log) -> list:
+    """Whole runs of both loops: one row per (replay, base key, loop) with per-seed returns."""
+    rows = []
+    for replay in ("uniform", "prioritized"):
+        cfg = dataclasses.replace(TrainConfig(), replay=replay)
+        loops = {"agent": make_train(cfg), "legacy": legacy_loop.make_train(cfg)}
+        for base in seed_sets:
+            keys = jax.random.split(jax.random.key(base), seeds)
+            for name, trainer in loops.items():
+                t0 = time.perf_counter()
+                _, metrics = jax.jit(jax.vmap(trainer))(keys)
+                per_seed = np.asarray(metrics["eval_return"]).mean(axis=1)
+                rows.append({"replay": replay, "base_key": base, "loop": name,
+                             "per_seed": [round(float(x), 1) for x in per_seed],
+                             "mean": round(float(per_seed.mean()), 1),
+                             "seconds": round(time.perf_counter() - t0, 1)})
+                log(f"  {replay:11} key {base} {name:6}: mean {rows[-1]['mean']:6.1f} "
+                    f"per seed {rows[-1]['per_seed']} ({rows[-1]['seconds']:.0f} s)")
+    return rows
+
+
+def learn_markdown(rows) -> str:
+    lines = ["| replay | loop | seeds | final greedy return, mean | seeds at 500 | lowest seed |",
+             "|---|---|---:|---:|---:|---:|"]
+    for replay in ("uniform", "prioritized"):
+        for loop in ("agent", "legacy"):
+            per_seed = [x for r in rows if r["replay"] == replay and r["loop"] == loop
+                        for x in r["per_seed"]]
+            if per_seed:
+                lines.append(f"| {replay} | {loop} | {len(per_seed)} | {np.mean(per_seed):.1f} | "
+                             f"{sum(x >= 500 for x in per_seed)} | {min(per_seed):.1f} |")
+    return "\n".join(lines)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="a few seconds: smoke test")
+    p.add_argument("--seeds", type=br._ints, default=None, help="seed counts, e.g. 1,8")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--chunk-steps", type=int, default=None)
+    p.add_argument("--learn", action="store_true",
+                   help="train both loops to the end and compare the returns")
+    p.add_argument("--seed-sets", type=br._ints, default=(0, 1),
+                   help="--learn: base keys, one set of 8 seeds each")
+    p.add_argument("--out", default=None,
+                   help="JSON path (default experiments/results/bench_agent_loop_TAG.json)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    opts = dict(QUICK if args.quick else FULL)
+    for name in ("seeds", "rounds", "chunk_steps"):
+        if getattr(args, name) is not None:
+            opts[name] = getattr(args, name)
+    t0 = time.perf_counter()
+    if args.learn:
+        rows = learn_comparison(args.seed_sets, 8, print)
+        print(learn_markdown(rows))
+        doc = {"benchmark": "bench_agent_loop --learn", "rows": rows, "machine": br.machine_info(),
+               "wall_seconds": round(time.perf_counter() - t0, 1)}
+        out = args.out or _ROOT / "experiments" / "results" / f"agent_loop_learn_{br.default_tag()}.json"
+        br.write_json(doc, out, print)
+        return 0
+    rows = []
+    for seeds in opts["seeds"]:
+        for replay in ("uniform", "prioritized"):
+            rows.append(bench_replay_kind(replay, seeds, opts, print))
+    worst = max(r["time_ratio_agent_over_legacy"] for r in rows)
+    verdict = "MET" if worst <= TARGET_TIME_RATIO_MAX else "NOT MET"
+    print(markdown(rows))
+    print(f"target: agent loop time <= {TARGET_TIME_RATIO_MAX}x legacy: {verdict} (worst {worst:.3f})")
+    doc = {"benchmark": "bench_agent_loop", "options": opts, "rows": rows,
+           "target": {"time_ratio_max": TARGET_TIME_RATIO_MAX, "worst": worst, "met": worst <= TARGET_TIME_RATIO_MAX},
+           "machine": br.machine_info(), "wall_seconds": round(time.perf_counter() - t0, 1)}
+    if not args.quick or args.out:
+        out = args.out or _ROOT / "experiments" / "results" / f"bench_agent_loop_{br.default_tag()}.json"
+        br.write_json(doc, out, print)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
