@@ -411,6 +411,7 @@ def test_donation_updates_in_place(hlo_copies):
     state = buf.init(ex)
     row = jax.tree.map(lambda x: jnp.ones((E, *x.shape), x.dtype), ex)
     big = [("f32", (capacity, 6)), ("f32", (capacity // 8, 5)), ("u8", (capacity,)),
+           ("s32", (capacity // 16,)),  # side_ids (the side store has capacity / 16 entries)
            ("f32", tuple(state.tree.nodes.shape))]
 
     def learner_step(state, key):

@@ -107,14 +107,6 @@ def _encode_rows(codec, frames, state, keep):
     return jax.tree.map(lambda x: x[:, 0], stored), jax.tree.map(merge, state, per_row)
 
 
-def _group_ranks(differ, groups: int):
-    """(rank int32 [E]: entries of lower envs in the same group of 64, counts int32 [G])."""
-    padded = jnp.zeros((groups * GROUP,), jnp.int32).at[:differ.shape[0]].set(differ)
-    per_group = padded.reshape(groups, GROUP)
-    rank = jnp.cumsum(per_group, axis=1) - per_group
-    return rank.reshape(-1)[:differ.shape[0]], jnp.sum(per_group, axis=1)
-
-
 class RowRingStore:
     """Rows of ``num_envs`` steps with obs stored once (see the module docstring).
 
@@ -213,7 +205,7 @@ class RowRingStore:
         FIRST flags (bool [E]) at row ``rows``. ``errors`` adds to the error counter."""
         rows, side_pos = state.rows, state.cursor[2]
         differ = (rows > 0) & ~rows_equal(state.pending, obs)
-        state, rank = self._push_side(state, differ)
+        state, rank, valid_from = self._push_side(state, differ)
         stored, codec_states = encoding.encode(self.codecs, per_step, state.codecs)
         env = jnp.arange(self.E, dtype=jnp.int32)
         at = self.index(jnp.mod(rows, self.A), env)
@@ -225,35 +217,40 @@ class RowRingStore:
             lambda buf, x: buf.at[at].set(x, unique_indices=True, mode="promise_in_bounds"),
             state.items, stored)
         rows = rows + 1
-        count = self.count_of(rows, self.lo(rows, state.valid_from))
+        count = self.count_of(rows, self.lo(rows, valid_from))
         side_pos = jnp.mod(side_pos + jnp.sum(differ, dtype=jnp.int32), self.K)
-        cursor = jnp.stack([rows, state.valid_from, side_pos, state.cursor[3] + errors, count])
+        cursor = jnp.stack([rows, valid_from, side_pos, state.cursor[3] + errors, count])
         return state.replace(items=items, flags=flags, pending=next_obs, codecs=codec_states,
                              cursor=cursor.astype(jnp.int32))
 
     def _push_side(self, state, differ):
         """Move the pending frames of the previous row where ``differ`` (bool [E]) to the side
-        store; returns (state with side, side_ids, side_start, valid_from and codecs updated,
-        each entry's rank in its group, int32 [E])."""
+        store; returns (state with side, side_ids, side_start and codecs updated, each entry's
+        rank in its group int32 [E], the new valid_from)."""
         rows, side_pos = state.rows, state.cursor[2]
         frames = self.newest_frame(state.pending)
         codec_states = dict(state.codecs)
         if self.obs_codec is not None:
             frames, codec_states[self.layout.obs] = _encode_rows(
                 self.obs_codec, frames, codec_states[self.layout.obs], differ)
-        pos = jnp.mod(side_pos + jnp.cumsum(differ, dtype=jnp.int32) - 1, self.K)
+        env = jnp.arange(self.E, dtype=jnp.int32)
+        before = jnp.cumsum(differ, dtype=jnp.int32) - differ  # entries of lower envs in the row
+        pos = jnp.mod(side_pos + before, self.K)
         target = jnp.where(differ, pos, self.K)  # K: dropped
-        evicted = jnp.max(jnp.where(differ, state.side_ids[pos], -1))
+        replaced = state.side_ids[pos]
+        evicted = jnp.max(jnp.where(differ, replaced, -1))
         valid_from = jnp.maximum(state.valid_from, jnp.where(evicted >= 0, evicted // self.E + 1, 0))
-        tags = (rows - 1) * self.E + jnp.arange(self.E, dtype=jnp.int32)
-        rank, per_group = _group_ranks(differ, self.G)
-        group_start = jnp.mod(side_pos + jnp.cumsum(per_group) - per_group, self.K)
-        cursor = state.cursor.at[1].set(valid_from)
+        # New tags are larger than every stored one: the max with the tags they replace is the
+        # new tags, and makes the write depend on the read, so XLA updates side_ids in place
+        # (a read that does not feed the write makes it copy the whole array).
+        tags = jnp.maximum((rows - 1) * self.E + env, replaced)
+        group_first = before[::GROUP]  # entries before each group of 64 envs
+        group_start = jnp.mod(side_pos + group_first, self.K)
         return state.replace(
             side=jax.tree.map(lambda buf, x: buf.at[target].set(x, mode="drop"), state.side, frames),
             side_ids=state.side_ids.at[target].set(tags, mode="drop"),
-            side_start=state.side_start.at[jnp.mod(rows - 1, self.A)].set(group_start.astype(jnp.int32)),
-            cursor=cursor, codecs=codec_states), rank
+            side_start=state.side_start.at[jnp.mod(rows - 1, self.A)].set(group_start),
+            codecs=codec_states), before - group_first[env // GROUP], valid_from
 
     # -- sample ----------------------------------------------------------------------------
     def count(self, state):
@@ -273,14 +270,10 @@ class RowRingStore:
         side entry where SIDE is set, else ``following`` (the next row's stored frames)."""
         side = (flags & SIDE) > 0
         rank = (flags >> RANK_SHIFT).astype(jnp.int32)
-        pos = jnp.mod(state.side_start[phys, env // GROUP] + rank, self.K)
+        # entry 0 where unused: one cached row instead of a read of the side store per step
+        pos = jnp.where(side, jnp.mod(state.side_start[phys, env // GROUP] + rank, self.K), 0)
         return jax.tree.map(lambda entries, f: jnp.where(expand(side, f), entries[pos], f),
                             state.side, following)
-
-    def with_pending(self, state, phys, env, next_frames):
-        """``next_frames`` (decoded, [..., *frame]) with the newest row's taken from ``pending``."""
-        newest = self.row_of(state, phys) == state.rows - 1
-        return jnp.where(expand(newest, next_frames), self.newest_frame(state.pending)[env], next_frames)
 
     def decode_obs(self, state, stored, lead: int = 1):
         """Decoded frames [*lead_shape, *frame] from stored ones [*lead_shape, *stored_frame]."""

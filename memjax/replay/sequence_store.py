@@ -35,7 +35,7 @@ from memjax import sumtree
 from memjax.replay import encoding, ring
 from memjax.replay.layouts import Sequence
 from memjax.replay.memory import field_memory
-from memjax.replay.row_ring import FIRST, RowRingStore, RowState, decode_steps
+from memjax.replay.row_ring import FIRST, RowRingStore, RowState, decode_steps, expand
 
 
 @struct.dataclass
@@ -193,9 +193,11 @@ class SequenceStore(RowRingStore):
         stored = jax.tree.map(lambda b: b[at], state.items[self.layout.obs])
         now = jax.tree.map(lambda s: s[:, :self.L], stored)
         following = jax.tree.map(lambda s: s[:, 1:], stored)
-        nxt = self.next_stored(state, phys[:, :self.L], env, flags, following)
-        nxt = self.with_pending(state, phys[:, :self.L], env, self.decode_obs(state, nxt, 2))
-        return self.decode_obs(state, now, 2), nxt
+        nxt = self.decode_obs(state, self.next_stored(state, phys[:, :self.L], env, flags, following), 2)
+        # only a window's last step can be the newest row, whose next_obs is pending
+        newest = (self.row_of(state, phys[:, self.L - 1]) == state.rows - 1)[:, None] & (
+            jnp.arange(self.L) == self.L - 1)
+        return self.decode_obs(state, now, 2), jnp.where(expand(newest, nxt), state.pending[env], nxt)
 
     # -- ids -------------------------------------------------------------------------------
     def ids_of(self, state, slots):
