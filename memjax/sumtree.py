@@ -37,7 +37,7 @@ the last gather of the descent into later consumers (the importance weights, say
 which then read the old array after the write, and XLA copies the whole tree to keep
 them correct: O(capacity) per step. ``optimization_barrier`` is stripped on CPU, so
 ``sample_with_probs`` passes its results through a one-trip ``while_loop`` that XLA
-cannot prove is one trip (``_materialise``), and ``set`` uses only the outputs of its
+cannot prove is one trip (``memjax._fusion.materialise``), and ``set`` uses only the outputs of its
 duplicate-resolving sort (or, on CPU, runs as a loop); none can be fused through. A ``get`` whose result does
 not feed the following ``set`` still forces a copy: prefer ``sample_with_probs``.
 
@@ -55,6 +55,7 @@ import numpy as np
 from flax import struct
 
 from memjax._checks import check_positive_int, is_concrete
+from memjax._fusion import materialise
 
 __all__ = [
     "SumTree",
@@ -377,28 +378,6 @@ def find(tree: SumTree, targets: jax.Array) -> jax.Array:
     return _descend(tree, targets)[0]
 
 
-def _materialise(values, trip_count):
-    """``values``, computed once and never re-fused into later consumers.
-
-    A ``while_loop`` is a fusion boundary, but XLA hoists loop-invariant carries out
-    of a loop and deletes loops it can prove run once, so: ``trip_count`` must be a
-    traced int32 equal to 1, and the body passes each value through an identity XLA
-    cannot see through (``x * trip_count`` for floats, ``x + (trip_count - 1)`` for
-    ints). Costs about as much as one small kernel.
-    """
-
-    def touch(x):
-        if jnp.issubdtype(x.dtype, jnp.floating):
-            return x * trip_count.astype(x.dtype)
-        return x + (trip_count - 1).astype(x.dtype)
-
-    def body(carry):
-        i, xs = carry
-        return i + 1, jax.tree.map(touch, xs)
-
-    return jax.lax.while_loop(lambda c: c[0] < trip_count, body, (jnp.int32(0), values))[1]
-
-
 def sample_with_probs(tree: SumTree, key: jax.Array, n: int, stratified: bool = True):
     """Draw ``n`` leaves with probability leaf / total; also return those probabilities.
 
@@ -419,7 +398,7 @@ def sample_with_probs(tree: SumTree, key: jax.Array, n: int, stratified: bool = 
     tot = total(tree)
     indices, values = _descend(tree, u * tot)
     # Materialise everything read from the tree (module docstring, "In-place updates").
-    return _materialise((indices, values / tot), (tot >= 0).astype(jnp.int32))
+    return materialise((indices, values / tot), (tot >= 0).astype(jnp.int32))
 
 
 def sample(tree: SumTree, key: jax.Array, n: int, stratified: bool = True) -> jax.Array:

@@ -31,7 +31,7 @@ from memjax import sumtree
 from memjax._checks import is_concrete
 from memjax.replay import ring
 from memjax.replay.layouts import OneCopy
-from memjax.replay.row_ring import FIRST, RowRingStore, RowState, expand, rows_equal
+from memjax.replay.row_ring import FIRST, RowRingStore, RowState, rows_equal
 
 
 @struct.dataclass
@@ -134,21 +134,17 @@ class OneCopyStore(RowRingStore):
             rows.append(jnp.where(starts, rows[-1], jnp.mod(rows[-1] - 1, self.A)))
         return rows[::-1]
 
-    def _with_pending(self, state, phys, env, next_frames):
-        """``next_frames`` (decoded, [n, *frame]) with the newest row's taken from ``pending``."""
-        newest = self.row_of(state, phys) == state.rows - 1
-        return jnp.where(expand(newest, next_frames), self.newest_frame(state.pending)[env], next_frames)
-
     def gather(self, state, slots):
         lay, k = self.layout, self.k
         phys, env = slots // self.E, slots % self.E
         obs_store = state.items[lay.obs]
         following = jax.tree.map(lambda b: b[self.index(jnp.mod(phys + 1, self.A), env)], obs_store)
-        next_stored = self.next_stored(state, phys, env, state.flags[self.index(phys, env)], following)
+        src = self.next_sources(state, phys, env, state.flags[self.index(phys, env)])
+        next_stored = self.next_stored(state, src, following)
         frames = [jax.tree.map(lambda b: b[self.index(p, env)], obs_store)
                   for p in self._history(state, phys, env)]
         decoded = self.decode_obs(state, jax.tree.map(lambda *x: jnp.stack(x), *frames, next_stored), 2)
-        nxt = self._with_pending(state, phys, env, decoded[k])
+        nxt = self.with_pending(state, src, env, decoded[k])
         cat = (lambda fs: jnp.concatenate(fs, axis=-1)) if k > 1 else (lambda fs: fs[0])
         out = dict(self.gather_fields(state, self.index(phys, env), skip=(lay.obs,)))
         out[lay.obs] = cat(list(decoded[:k]))

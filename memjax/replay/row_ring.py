@@ -40,6 +40,7 @@ import numpy as np
 from flax import struct
 
 from memjax._checks import check_batch_like
+from memjax._fusion import materialise
 from memjax.replay import encoding, ring
 from memjax.replay.memory import FieldMemory, field_memory, nbytes, report_from_fields
 
@@ -47,6 +48,7 @@ FIRST = 1
 SIDE = 2
 RANK_SHIFT = 2
 GROUP = 64  # envs per side_start entry: a rank in [0, 64) fits the flags' six high bits
+NEXT_ROW, PENDING = -1, -2  # next_obs sources besides a side-store position
 
 
 @struct.dataclass
@@ -265,15 +267,27 @@ class RowRingStore:
         i = ring.random_slots(key, n, count)
         return jnp.mod(base + jnp.mod(i - base, count), self.num_slots)
 
-    def next_stored(self, state, phys, env, flags, following):
-        """Stored ``next_obs`` frames of steps (phys, env) (int32 [...]) with ``flags``: the
-        side entry where SIDE is set, else ``following`` (the next row's stored frames)."""
-        side = (flags & SIDE) > 0
-        rank = (flags >> RANK_SHIFT).astype(jnp.int32)
-        # entry 0 where unused: one cached row instead of a read of the side store per step
-        pos = jnp.where(side, jnp.mod(state.side_start[phys, env // GROUP] + rank, self.K), 0)
-        return jax.tree.map(lambda entries, f: jnp.where(expand(side, f), entries[pos], f),
+    def next_sources(self, state, phys, env, flags):
+        """Where the ``next_obs`` of steps (phys, env) with ``flags`` is (int32, the shape of
+        ``phys``): a side-store position, ``NEXT_ROW`` or ``PENDING`` (the newest row).
+        Computed once per step: a per-element select would otherwise redo this index
+        arithmetic for every element of the frame."""
+        pos = state.side_start[phys, env // GROUP] + (flags >> RANK_SHIFT).astype(jnp.int32)
+        pos = jnp.where(pos >= self.K, pos - self.K, pos)  # start < K and rank < E <= K
+        src = jnp.where((flags & SIDE) > 0, pos, NEXT_ROW)
+        src = jnp.where(self.row_of(state, phys) == state.rows - 1, PENDING, src)
+        return materialise(src, (state.rows >= 0).astype(jnp.int32))
+
+    def next_stored(self, state, src, following):
+        """Stored next frames [..., *frame]: the side entries at ``src`` (from
+        ``next_sources``) where it is one, else ``following`` (the next row's frames)."""
+        return jax.tree.map(lambda entries, f: jnp.where(expand(src >= 0, f), entries[jnp.maximum(src, 0)], f),
                             state.side, following)
+
+    def with_pending(self, state, src, env, next_frames):
+        """Decoded next frames with those of the newest row (``src == PENDING``) from ``pending``."""
+        newest = expand(src == PENDING, next_frames)
+        return jnp.where(newest, self.newest_frame(state.pending)[env], next_frames)
 
     def decode_obs(self, state, stored, lead: int = 1):
         """Decoded frames [*lead_shape, *frame] from stored ones [*lead_shape, *stored_frame]."""

@@ -35,7 +35,7 @@ from memjax import sumtree
 from memjax.replay import encoding, ring
 from memjax.replay.layouts import Sequence
 from memjax.replay.memory import field_memory
-from memjax.replay.row_ring import FIRST, RowRingStore, RowState, decode_steps, expand
+from memjax.replay.row_ring import FIRST, RowRingStore, RowState, decode_steps
 
 
 @struct.dataclass
@@ -193,11 +193,9 @@ class SequenceStore(RowRingStore):
         stored = jax.tree.map(lambda b: b[at], state.items[self.layout.obs])
         now = jax.tree.map(lambda s: s[:, :self.L], stored)
         following = jax.tree.map(lambda s: s[:, 1:], stored)
-        nxt = self.decode_obs(state, self.next_stored(state, phys[:, :self.L], env, flags, following), 2)
-        # only a window's last step can be the newest row, whose next_obs is pending
-        newest = (self.row_of(state, phys[:, self.L - 1]) == state.rows - 1)[:, None] & (
-            jnp.arange(self.L) == self.L - 1)
-        return self.decode_obs(state, now, 2), jnp.where(expand(newest, nxt), state.pending[env], nxt)
+        src = self.next_sources(state, phys[:, :self.L], env, flags)
+        nxt = self.decode_obs(state, self.next_stored(state, src, following), 2)
+        return self.decode_obs(state, now, 2), self.with_pending(state, src, env, nxt)
 
     # -- ids -------------------------------------------------------------------------------
     def ids_of(self, state, slots):

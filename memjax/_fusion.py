@@ -1,0 +1,34 @@
+"""Keeping XLA from re-fusing a value into its consumers (shared by the sum-tree and the stores).
+
+XLA fuses a cheap producer into every consumer, recomputing it per element there. That is
+usually right, but wrong when (a) the producer reads an array the program later writes in
+place (the re-read after the write makes XLA copy the whole array), or (b) a per-row value
+feeds a per-element select and its index arithmetic would be redone for every element.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def materialise(values, trip_count):
+    """``values``, computed once and never re-fused into later consumers.
+
+    A ``while_loop`` is a fusion boundary, but XLA hoists loop-invariant carries out
+    of a loop and deletes loops it can prove run once, so: ``trip_count`` must be a
+    traced int32 equal to 1, and the body passes each value through an identity XLA
+    cannot see through (``x * trip_count`` for floats, ``x + (trip_count - 1)`` for
+    ints). Costs about as much as one small kernel.
+    """
+
+    def touch(x):
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            return x * trip_count.astype(x.dtype)
+        return x + (trip_count - 1).astype(x.dtype)
+
+    def body(carry):
+        i, xs = carry
+        return i + 1, jax.tree.map(touch, xs)
+
+    return jax.lax.while_loop(lambda c: c[0] < trip_count, body, (jnp.int32(0), values))[1]
