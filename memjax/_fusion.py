@@ -3,7 +3,8 @@
 XLA fuses a cheap producer into every consumer, recomputing it per element there. That is
 usually right, but wrong when (a) the producer reads an array the program later writes in
 place (the re-read after the write makes XLA copy the whole array), or (b) a per-row value
-feeds a per-element select and its index arithmetic would be redone for every element.
+feeds a per-element select and its index arithmetic would be redone for every element
+(``materialise_on_cpu``: it matters on CPU only).
 """
 
 from __future__ import annotations
@@ -32,3 +33,13 @@ def materialise(values, trip_count):
         return i + 1, jax.tree.map(touch, xs)
 
     return jax.lax.while_loop(lambda c: c[0] < trip_count, body, (jnp.int32(0), values))[1]
+
+
+def materialise_on_cpu(values, trip_count):
+    """``materialise(values, trip_count)`` when lowered for CPU, ``values`` elsewhere.
+
+    For a per-row value that feeds a per-element select: XLA:CPU redoes the fused index
+    arithmetic for every element, which costs more than the loop; on GPU that arithmetic is
+    nearly free, while a loop costs a host round trip for its predicate.
+    """
+    return jax.lax.platform_dependent(values, trip_count, cpu=materialise, default=lambda v, _: v)

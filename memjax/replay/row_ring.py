@@ -40,7 +40,7 @@ import numpy as np
 from flax import struct
 
 from memjax._checks import check_batch_like
-from memjax._fusion import materialise
+from memjax._fusion import materialise_on_cpu
 from memjax.replay import encoding, ring
 from memjax.replay.memory import FieldMemory, field_memory, nbytes, report_from_fields
 
@@ -270,13 +270,13 @@ class RowRingStore:
     def next_sources(self, state, phys, env, flags):
         """Where the ``next_obs`` of steps (phys, env) with ``flags`` is (int32, the shape of
         ``phys``): a side-store position, ``NEXT_ROW`` or ``PENDING`` (the newest row).
-        Computed once per step: a per-element select would otherwise redo this index
-        arithmetic for every element of the frame."""
+        Computed once per step on CPU, where a per-element select would otherwise redo this
+        index arithmetic for every element of the frame."""
         pos = state.side_start[phys, env // GROUP] + (flags >> RANK_SHIFT).astype(jnp.int32)
         pos = jnp.where(pos >= self.K, pos - self.K, pos)  # start < K and rank < E <= K
         src = jnp.where((flags & SIDE) > 0, pos, NEXT_ROW)
         src = jnp.where(self.row_of(state, phys) == state.rows - 1, PENDING, src)
-        return materialise(src, (state.rows >= 0).astype(jnp.int32))
+        return materialise_on_cpu(src, (state.rows >= 0).astype(jnp.int32))
 
     def next_stored(self, state, src, following):
         """Stored next frames [..., *frame]: the side entries at ``src`` (from
