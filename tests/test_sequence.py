@@ -3,6 +3,7 @@ across episode ends and truncations, first, other fields, per-window fields), un
 prioritized sampling follow their distributions, stale ids are ignored, length 1 is the
 one-copy layout, and memory is one observation per step."""
 
+import functools
 import math
 
 import jax
@@ -307,20 +308,23 @@ def test_length_one_equals_one_copy(kind):
     one = make(48, layout=mj.replay.one_copy(E, side_capacity=8))
     drop = ("carry",)
     s_state, o_state = seq.init(example_of(rows, drop)), one.init(example_of(rows, drop))
+    s_add, o_add = jax.jit(seq.add), jax.jit(one.add)
     for t in range(25):
-        s_state = seq.add(s_state, row_of(rows, t, drop))
-        o_state = one.add(o_state, row_of(rows, t, drop))
+        s_state, o_state = s_add(s_state, row_of(rows, t, drop)), o_add(o_state, row_of(rows, t, drop))
     assert int(s_state.count) == int(o_state.count)
+
+    def sample_update(buf, state, key, window):
+        smp = buf.sample(state, key, 32)
+        return buf.update(state, smp.indices, jnp.abs(window(smp.items["obs"])[:, 0])), smp
+
+    s_step = jax.jit(functools.partial(sample_update, seq, window=lambda x: x[:, 0]))
+    o_step = jax.jit(functools.partial(sample_update, one, window=lambda x: x))
     for i in range(3):
-        key = jax.random.key(i)
-        a, b = seq.sample(s_state, key, 32), one.sample(o_state, key, 32)
+        (s_state, a), (o_state, b) = s_step(s_state, jax.random.key(i)), o_step(o_state, jax.random.key(i))
         np.testing.assert_array_equal(a.indices, b.indices)
         np.testing.assert_array_equal(a.weights, b.weights)
         for name, v in b.items.items():
             np.testing.assert_array_equal(a.items[name][:, 0], v, err_msg=name)
-        priorities = jnp.abs(a.items["obs"][:, 0, 0])
-        s_state = seq.update(s_state, a.indices, priorities)
-        o_state = one.update(o_state, b.indices, priorities)
 
 
 def test_per_window_storage_and_memory():
@@ -373,9 +377,10 @@ def test_vmapped_adds_match_per_seed_adds(seeds_setup):
     for i in range(2):
         jax.tree.map(lambda v, s: np.testing.assert_array_equal(v[i], s), both, singles[i])
     keys = jax.random.split(jax.random.key(0), 2)
-    vs = jax.vmap(lambda s, k: buf.sample(s, k, 8))(both, keys)
+    sample = jax.jit(lambda s, k: buf.sample(s, k, 8))
+    vs = jax.jit(jax.vmap(sample))(both, keys)
     for i in range(2):
-        one = buf.sample(singles[i], keys[i], 8)
+        one = sample(singles[i], keys[i])
         jax.tree.map(lambda v, s: np.testing.assert_array_equal(v[i], s), (vs.items, vs.indices),
                      (one.items, one.indices))
         np.testing.assert_allclose(vs.weights[i], one.weights, rtol=1e-6)
