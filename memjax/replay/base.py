@@ -11,7 +11,8 @@ class Sample(NamedTuple):
     """A batch drawn from a buffer.
 
     Attributes:
-      items: pytree, each leaf [batch_size, ...] as stored.
+      items: pytree, each leaf [batch_size, ...] as added (with the sequence layout: windows,
+        per-step fields [batch_size, length, ...], per-window fields [batch_size, ...]).
       indices: int32 [batch_size] item ids; pass them back to ``update``. An id whose
         item has been overwritten since is ignored there. ``id % capacity`` is the slot.
       weights: float32 [batch_size] importance weights, max-normalised within the
