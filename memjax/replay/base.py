@@ -14,7 +14,8 @@ class Sample(NamedTuple):
       items: pytree, each leaf [batch_size, ...] as added (with the sequence layout: windows,
         per-step fields [batch_size, length, ...], per-window fields [batch_size, ...]).
       indices: int32 [batch_size] item ids; pass them back to ``update``. An id whose
-        item has been overwritten since is ignored there. ``id % capacity`` is the slot.
+        item has been overwritten since is ignored there (ids encode the slot and when it
+        was written; see each layout's docstring).
       weights: float32 [batch_size] importance weights, max-normalised within the
         batch (all ones for uniform replay).
       probabilities: float32 [batch_size] the probability each item had of being drawn.
