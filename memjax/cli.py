@@ -189,20 +189,25 @@ def _train(args, parser) -> int:
     return 0
 
 
-def _find_bench():
-    candidates = [Path.cwd() / "experiments" / "bench_replay.py",
-                  Path(__file__).resolve().parent.parent / "experiments" / "bench_replay.py"]
-    for path in candidates:
-        if path.is_file():
-            return path
+def _find_bench(package_dir: Path = Path(__file__).resolve().parent):
+    """experiments/bench_replay.py of the memjax source checkout this package runs from, or
+    None (an installed wheel has no experiments/). Never a file from the working directory:
+    ``memjax bench`` runs only memjax's own benchmark."""
+    root = package_dir.parent
+    pyproject = root / "pyproject.toml"
+    script = root / "experiments" / "bench_replay.py"
+    if script.is_file() and pyproject.is_file() and 'name = "memjax"' in pyproject.read_text():
+        return script
     return None
 
 
 def _bench(rest) -> int:
     path = _find_bench()
     if path is None:
-        print("memjax bench: experiments/bench_replay.py not found (run from a memjax source "
-              "checkout)", file=sys.stderr)
+        print("memjax bench: experiments/bench_replay.py not found next to this memjax "
+              "package: the benchmarks ship with the source, not the installed package; clone "
+              "the repository and `pip install -e .` it, or run "
+              "`python experiments/bench_replay.py` there", file=sys.stderr)
         return 2
     spec = importlib.util.spec_from_file_location("memjax_bench_replay", path)
     mod = importlib.util.module_from_spec(spec)

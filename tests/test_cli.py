@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -86,6 +87,19 @@ def test_bench_without_script(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "_find_bench", lambda: None)
     assert cli.main(["bench"]) == 2
     assert "bench_replay.py not found" in capsys.readouterr().err
+
+
+def test_bench_never_runs_a_script_from_the_working_directory(tmp_path, monkeypatch):
+    """An installed package (no checkout around it) finds no benchmark, even when the working
+    directory has an experiments/bench_replay.py of its own."""
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "bench_replay.py").write_text("raise SystemExit('ran')\n")
+    monkeypatch.chdir(tmp_path)
+    installed = tmp_path / "site-packages" / "memjax"
+    installed.mkdir(parents=True)
+    assert cli._find_bench(installed) is None
+    here = cli._find_bench()  # this checkout's own script
+    assert here == Path(cli.__file__).resolve().parent.parent / "experiments" / "bench_replay.py"
 
 
 def test_tiny_train_run_with_memory_budget_and_codecs(tmp_path, capsys):
