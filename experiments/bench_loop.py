@@ -589,7 +589,7 @@ def learn_check(num_seeds: int, guard: str, capacity: int, log, seed: int = 0) -
         losses.append(np.asarray(m["loss"], np.float64))
     train_s = time.perf_counter() - t0
     ev = np.asarray(jax.device_get(evaluate(state.agent,
-                                            jax.random.split(k_eval, num_seeds))))  # [S, E]
+                                            jax.random.split(k_eval, num_seeds)).returns))  # [S, E]
     # how often do the final buffers still draw probability-0 items? (2,000 batches per seed)
     draws = jax.jit(jax.vmap(lambda b, k: jax.vmap(
         lambda kk: buf.sample(b, kk, cfg.batch_size).probabilities)(jax.random.split(k, 2000))))(

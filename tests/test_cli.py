@@ -1,5 +1,6 @@
 """`memjax train` / `memjax bench` command line: error paths and one tiny real run."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 
 from memjax import _argtypes as types
 from memjax import cli
+from memjax.train import TrainConfig
 
 
 def _fails(capsys, argv, message):
@@ -78,6 +80,12 @@ def test_tiny_train_run(tmp_path, capsys):
     assert summary["replay"] == "prioritized" and summary["buffer_capacity"] == 400
     assert summary["agent"] == "dqn" and summary["n_step"] == 2
     assert summary["replay_storage"]["layout"] == "sequence"
+    assert summary["config"]["n_step"] == 2 and summary["config"]["hidden"] == [16]
+    again = _parsed_config(["--config", str(out / "summary.json")])
+    assert again == _parsed_config(["--steps", "1200", "--num-envs", "4", "--capacity", "400",
+                                    "--batch-size", "16", "--learning-starts", "400",
+                                    "--chunk-steps", "400", "--eval-episodes", "2",
+                                    "--hidden", "16", "--replay", "prioritized", "--n-step", "2"])
     assert (out / "curve.png").exists() and (out / "returns.csv").exists()
     assert "final greedy return" in capsys.readouterr().out
 
@@ -121,3 +129,72 @@ def test_tiny_train_run_with_memory_budget_and_codecs(tmp_path, capsys):
     assert max(map(max, sizes)) <= summary["buffer_capacity"]
     printed = capsys.readouterr().out
     assert "replay memory: capacity" in printed and "stored B/item" in printed
+
+
+# ----------------------------------------------------------------------- every setting reachable
+
+
+def _parsed_config(argv):
+    from memjax.cli_config import config_from_args
+
+    return config_from_args(cli.build_parser().parse_args(["train", *argv]))
+
+
+def test_every_trainconfig_field_has_an_option_with_its_comment_as_help():
+    import dataclasses
+
+    from memjax.cli_config import field_docs, option_name
+
+    subcommands = next(a for a in cli.build_parser()._actions
+                       if isinstance(a, argparse._SubParsersAction))
+    train = subcommands.choices["train"]
+    options = {opt: action for action in train._actions for opt in action.option_strings}
+    docs = field_docs()
+    for field in dataclasses.fields(TrainConfig):
+        action = options[option_name(field.name)]
+        assert action.dest == field.name
+        assert docs[field.name][1] and docs[field.name][1] in action.help, field.name
+    assert option_name("total_steps") == "--steps" and option_name("buffer_capacity") == "--capacity"
+    assert "added to |TD|" in options["--priority-eps"].help
+
+
+def test_options_set_every_field():
+    argv = ["--env", "Breakout-MinAtar", "--steps", "5e5", "--capacity", "2000",
+            "--beta-end", "0.9", "--priority-eps", "1e-4", "--calibration-margin", "0.2",
+            "--adam-eps", "1e-5", "--huber-delta", "2", "--eval-epsilon", "0.05",
+            "--eval-max-steps", "300", "--hidden", "32,16", "--double-dqn", "--max-grad-norm", "0",
+            "--lr-end", "none", "--compact-fields", "--layout", "one_copy"]
+    cfg = _parsed_config(argv)
+    assert (cfg.env, cfg.total_steps, cfg.buffer_capacity) == ("Breakout-MinAtar", 500_000, 2000)
+    assert (cfg.beta_end, cfg.priority_eps, cfg.calibration_margin) == (0.9, 1e-4, 0.2)
+    assert (cfg.adam_eps, cfg.huber_delta, cfg.eval_epsilon) == (1e-5, 2.0, 0.05)
+    assert cfg.eval_max_steps == 300 and cfg.hidden == (32, 16) and cfg.double_dqn
+    assert cfg.max_grad_norm is None and cfg.lr_end is None and cfg.compact_fields
+    assert _parsed_config([]) == TrainConfig()
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_config_file_then_command_line(tmp_path, suffix):
+    values = {"num_envs": 4, "lr": 0.001, "hidden": [16], "replay": "prioritized",
+              "eval_max_steps": 200}
+    path = tmp_path / f"run{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(values))
+    else:
+        import yaml
+
+        path.write_text(yaml.safe_dump(values))
+    cfg = _parsed_config(["--config", str(path), "--lr", "0.002"])
+    assert (cfg.num_envs, cfg.hidden, cfg.replay, cfg.eval_max_steps) == (4, (16,), "prioritized", 200)
+    assert cfg.lr == 0.002  # the command line wins
+
+
+def test_config_file_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"num_envs": 4, "learning_rate": 1e-3}))
+    _fails(capsys, ["train", "--config", str(bad)], "unknown TrainConfig fields ['learning_rate']")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("num_envs: [4\n")
+    _fails(capsys, ["train", "--config", str(broken)], "cannot parse it")
+    _fails(capsys, ["train", "--config", str(tmp_path / "none.json")], "No such file")
+    _fails(capsys, ["train", "--eval-max-steps", "0"], "--eval-max-steps: must be a positive")

@@ -15,6 +15,7 @@ from gymnax.environments import environment, spaces
 
 from memjax import agents
 from memjax.train import TrainConfig, capacity_for_budget, make_train, run
+from memjax.train.results import config_to_dict
 
 GAMMA = 0.9
 
@@ -368,6 +369,35 @@ def test_seeds_are_independent(tiny, tiny_vmapped):
     chex.assert_trees_all_equal(take(p, 0), take(p, 1))
 
 
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_evaluation_cap_and_unfinished_episodes(tiny):
+    """A cap of 2 steps cuts TinyEnv's 3-step episodes (kinds 0 and 2), reported unfinished
+    with the returns of their first 2 steps; kind 1 ends at step 2 by itself."""
+    from memjax.train.evaluation import DEFAULT_MAX_STEPS, episode_cap, evaluate
+
+    def policy(carry, obs, key):  # action 0 always: reward 10 t
+        return jnp.zeros(obs.shape[:1], jnp.int32), carry
+
+    env, params = TinyEnv(), TinyEnv().default_params
+    kinds = jax.vmap(lambda k: env.reset(k, params)[0][1])(
+        jax.random.split(jax.random.split(jax.random.key(0))[0], 64))
+    capped = evaluate(policy, (), env, params, jax.random.key(0), 64, 2, max_steps=2)
+    np.testing.assert_array_equal(capped.finished, np.asarray(kinds) == 1)
+    np.testing.assert_array_equal(capped.returns, np.full(64, 10.0 + 20.0))
+    whole = evaluate(policy, (), env, params, jax.random.key(0), 64, 2)
+    assert bool(np.all(whole.finished)) and episode_cap(params) == 3
+    np.testing.assert_array_equal(whole.returns, np.where(np.asarray(kinds) == 1, 30.0, 60.0))
+    assert episode_cap(struct.dataclass(type("NoLimit", (), {}))()) == DEFAULT_MAX_STEPS == 1000
+    with pytest.raises(ValueError, match="max_steps"):
+        episode_cap(params, 0)
+    trainer = make_train(dataclasses.replace(TINY, eval_max_steps=2, eval_episodes=64),
+                         env=TinyEnv())
+    episodes = jax.jit(trainer.evaluate)(trainer.init(jax.random.key(1)).agent, jax.random.key(2))
+    assert 0 < int(np.sum(~np.asarray(episodes.finished))) < 64
+
+
 # --------------------------------------------------------------------------- whole runs
 
 
@@ -406,6 +436,8 @@ def test_run_writes_results(tmp_path):
     assert saved["compile_seconds"] > 0 and saved["steps_per_second"] > 0
     # obs 4 f32 twice + action + reward + terminated = 44 bytes of payload at least
     assert saved["bytes_per_transition"] >= 44
+    assert saved["eval_max_steps"] == 500 and saved["eval_unfinished_total"] == 0
+    assert saved["config"] == json.loads(json.dumps(config_to_dict(CARTPOLE_TINY)))
     rows = (out / "returns.csv").read_text().strip().splitlines()
     assert rows[0] == "step,seed,eval_return,train_return"
     assert len(rows) - 1 == 2 * 4  # (warm-up + 3 chunks) x 2 seeds

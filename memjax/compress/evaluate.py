@@ -27,7 +27,7 @@ def evaluate(network, params, env, env_params, key, episodes: int = 100,
         return jnp.argmax(apply(network, params, obs), axis=-1).astype(jnp.int32), carry
 
     return evaluate_policy(greedy, (), env, env_params, key, episodes,
-                           num_actions(env, env_params), epsilon=epsilon)
+                           num_actions(env, env_params), epsilon=epsilon).returns
 
 
 def visited_states(network, params, env, env_params, key, num_envs: int = 32,

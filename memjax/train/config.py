@@ -36,51 +36,53 @@ class TrainConfig:
     whatever ``layout`` says; see :attr:`storage_layout`.
     """
 
-    env: str = "CartPole-v1"
-    agent: str = "dqn"                # "dqn" (Double DQN with double_dqn=True)
-    num_envs: int = 10
-    total_steps: int = 500_000
+    # run
+    env: str = "CartPole-v1"          # gymnax environment id
+    agent: str = "dqn"                # the learning agent (dqn; double_dqn for Double DQN)
+    num_envs: int = 10                # vectorised environments per seed
+    total_steps: int = 500_000        # environment steps per seed
     # replay
-    replay: str = "uniform"           # "uniform" | "prioritized"
-    buffer_capacity: int = 10_000
+    replay: str = "uniform"           # uniform | prioritized
+    buffer_capacity: int = 10_000     # replay capacity in transitions (steps)
     alpha: float = 0.6                # PER priority exponent
-    beta_start: float = 0.4           # PER importance exponent, annealed linearly to beta_end
-    beta_end: float = 1.0
-    priority_eps: float = 1e-6        # added to |TD| so no item gets priority 0
-    batch_size: int = 128
+    beta_start: float = 0.4           # PER importance exponent when learning starts
+    beta_end: float = 1.0             # PER importance exponent at the end, annealed linearly
+    priority_eps: float = 1e-6        # added to |TD| so that no item gets priority 0
+    batch_size: int = 128             # transitions (or windows) per learner step
     # replay storage (see memjax.train.storage)
-    obs_codec: str = "none"           # none | bitpack | int8 | int4 | int2 | kmeans16 | float16 | bfloat16
-    reward_codec: str = "none"        # none | int8 (integer rewards) | float16
-    compact_fields: bool = False      # action, terminated stored as uint8
-    layout: str = "flat"              # flat | one_copy (each observation stored once) | sequence
-    frame_stack: int = 1              # k > 1: observations are the last k frames (FrameStack)
-    side_fraction: float = 1 / 16     # one_copy: side-store entries per transition
-    calibration_steps: int = 10_000   # random-policy observations to fit int*/kmeans codecs
-    calibration_margin: float = 0.1   # widen calibrated int* ranges by this much per side
+    obs_codec: str = "none"           # none | bitpack | int8 | int4 | int2 | kmeansK (e.g. kmeans16) | float16 | bfloat16
+    reward_codec: str = "none"        # none | int8 (exact for integer rewards) | float16
+    compact_fields: bool = False      # store actions and terminated as uint8
+    layout: str = "flat"              # flat | one_copy (each observation stored once) | sequence (each step once, windows of n_step)
+    frame_stack: int = 1              # k > 1: observations are the last k frames (one_copy stores single frames)
+    side_fraction: float = 1 / 16     # one_copy/sequence: side-store entries for final observations per transition
+    calibration_steps: int = 10_000   # random-policy observations used to fit int*/kmeans codecs
+    calibration_margin: float = 0.1   # widen calibrated int* ranges by this fraction per side
     # learner
-    lr: float = 2.5e-4
-    lr_end: Optional[float] = 0.0     # linear decay to lr_end over training; None: constant
-    adam_eps: float = 1e-8
-    max_grad_norm: Optional[float] = None  # global-norm clip; None: no clipping
-    gamma: float = 0.99
-    double_dqn: bool = False
-    n_step: int = 1                   # n-step targets (cut at termination, bootstrap at truncation)
-    loss: str = "mse"                 # "mse" (0.5 td^2) | "huber" (diverges on CartPole)
-    huber_delta: float = 1.0
-    target_update_every: int = 250    # env steps between target updates
-    tau: float = 1.0                  # 1: hard copy; < 1: one Polyak step per target update
-    network: str = "auto"             # "auto" (conv for image obs) | "mlp" | "conv"
-    hidden: Sequence[int] = (120, 84)
+    lr: float = 2.5e-4                # Adam learning rate
+    lr_end: Optional[float] = 0.0     # decay lr linearly to this over training; none: constant
+    adam_eps: float = 1e-8            # Adam epsilon
+    max_grad_norm: Optional[float] = None  # global gradient-norm clip; none (or 0): no clipping
+    gamma: float = 0.99               # discount
+    double_dqn: bool = False          # Double DQN targets
+    n_step: int = 1                   # n-step targets (cut at termination, bootstrapped at truncation)
+    loss: str = "mse"                 # mse (0.5 td^2) | huber (diverges on CartPole)
+    huber_delta: float = 1.0          # Huber loss threshold
+    target_update_every: int = 250    # env steps between target-network updates
+    tau: float = 1.0                  # 1: hard target copy; < 1: one Polyak step per target update
+    network: str = "auto"             # auto (conv for image observations, else mlp) | mlp | conv
+    hidden: Sequence[int] = (120, 84)  # MLP hidden widths, e.g. 120,84
     # acting
-    eps_start: float = 1.0
-    eps_end: float = 0.05
-    eps_decay_steps: int = 250_000
+    eps_start: float = 1.0            # exploration epsilon at the start
+    eps_end: float = 0.05             # exploration epsilon after the decay
+    eps_decay_steps: int = 250_000    # env steps of linear epsilon decay
     learning_starts: int = 10_000     # env steps of random-action warm-up before any update
     train_every: int = 1              # vector steps per gradient update
     # host loop / evaluation
-    chunk_steps: int = 10_000         # env steps per compiled chunk; evaluation after each
-    eval_episodes: int = 10
-    eval_epsilon: float = 0.0
+    chunk_steps: int = 10_000         # env steps per compiled chunk; greedy evaluation after each
+    eval_episodes: int = 10           # greedy evaluation episodes per seed
+    eval_epsilon: float = 0.0         # evaluation epsilon (0: greedy)
+    eval_max_steps: Optional[int] = None  # cap per evaluation episode; none: the env's own (else 1000)
 
     # derived schedule (vector steps) ----------------------------------------------------------
     @property
@@ -192,6 +194,10 @@ class TrainConfig:
             raise ValueError(f"frame_stack must be an integer >= 1, got {self.frame_stack!r}")
         if not 0 < self.side_fraction <= 1:
             raise ValueError(f"side_fraction must be in (0, 1], got {self.side_fraction!r}")
+        if self.eval_max_steps is not None and (
+                not isinstance(self.eval_max_steps, int) or self.eval_max_steps < 1):
+            raise ValueError(f"eval_max_steps must be a positive integer or None, got "
+                             f"{self.eval_max_steps!r}")
         if not self.calibration_margin >= 0:
             raise ValueError(f"calibration_margin must be >= 0, got {self.calibration_margin!r}")
         self._validate_rows()

@@ -16,6 +16,7 @@ from memjax import replay
 from memjax.train import checkpoint, results
 from memjax.train.build import example_transition, make_env_for
 from memjax.train.config import TrainConfig
+from memjax.train.evaluation import episode_cap
 from memjax.train.loop import Trainer, make_train
 from memjax.train.storage import make_codecs, make_layout, stores_episode_starts
 
@@ -102,7 +103,8 @@ def _progress_bar(cfg: TrainConfig, num_seeds: int):
 def _run_schedule(compiled: _Compiled, state, k_eval, num_seeds: int, bar):
     """Run the compiled chunks in order, evaluating after each. Returns the final state,
     the curves, the seconds spent training and evaluating, and the buffer sizes."""
-    points = {"steps": [], "eval_return": [], "train_return": [], "metrics": []}
+    points = {"steps": [], "eval_return": [], "eval_unfinished": [], "train_return": [],
+              "metrics": []}
     sizes, train_seconds, eval_seconds, done_steps = [], 0.0, 0.0, 0
     for i, (_, fn, n_steps) in enumerate(compiled.schedule):
         t0 = time.perf_counter()
@@ -111,13 +113,14 @@ def _run_schedule(compiled: _Compiled, state, k_eval, num_seeds: int, bar):
         train_seconds += time.perf_counter() - t0
         done_steps += n_steps
         t0 = time.perf_counter()
-        ev = compiled.evaluate(state.agent,
-                               jax.random.split(jax.random.fold_in(k_eval, i), num_seeds))
-        ev = np.asarray(jax.device_get(ev))                         # [seeds, episodes]
+        episodes = jax.device_get(compiled.evaluate(
+            state.agent, jax.random.split(jax.random.fold_in(k_eval, i), num_seeds)))
+        ev = np.asarray(episodes.returns)                           # [seeds, episodes]
         eval_seconds += time.perf_counter() - t0
         metrics = jax.device_get(metrics)
         points["steps"].append(done_steps)
         points["eval_return"].append(ev.mean(axis=1))
+        points["eval_unfinished"].append(int(np.sum(~np.asarray(episodes.finished))))
         points["train_return"].append(np.asarray(metrics["episode_return"], np.float64))
         points["metrics"].append(metrics)
         sizes.append(np.asarray(jax.device_get(state.buffer.count)).tolist())
@@ -131,10 +134,12 @@ def _run_schedule(compiled: _Compiled, state, k_eval, num_seeds: int, bar):
 
 
 def _curves(points: dict) -> dict:
-    """``steps``, ``eval_return`` / ``train_return`` [points, seeds] and each learner
-    metric (e.g. ``loss``) [points, seeds]."""
+    """``steps``, ``eval_return`` / ``train_return`` [points, seeds], ``eval_unfinished``
+    [points] (evaluation episodes of all seeds cut by the cap) and each learner metric (e.g.
+    ``loss``) [points, seeds]."""
     curves = {"steps": points["steps"], "eval_return": np.stack(points["eval_return"]),
-              "train_return": np.stack(points["train_return"])}
+              "train_return": np.stack(points["train_return"]),
+              "eval_unfinished": points["eval_unfinished"]}
     names = [n for n in points["metrics"][0] if n not in ("episode_return", "episodes")]
     for name in names:
         curves[name] = np.stack([np.asarray(m[name], np.float64) for m in points["metrics"]])
@@ -162,6 +167,9 @@ def _summary(trainer: Trainer, num_seeds, curves, mem, times, final_state, sizes
         "replay_storage": {**storage_summary(cfg, final_state.buffer),
                            "size_after_each_chunk": sizes},
         "eval_episodes": cfg.eval_episodes,
+        "eval_max_steps": episode_cap(trainer.env_params, cfg.eval_max_steps),
+        "eval_unfinished_final": curves["eval_unfinished"][-1],
+        "eval_unfinished_total": int(sum(curves["eval_unfinished"])),
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),
         "config": results.config_to_dict(cfg),

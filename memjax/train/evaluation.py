@@ -4,7 +4,7 @@ compressed network and its teacher are measured the same way."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -14,15 +14,29 @@ from memjax.agents import explore
 DEFAULT_MAX_STEPS = 1000
 
 
+class Episodes(NamedTuple):
+    """Evaluation episodes, one per parallel environment.
+
+    returns: float32 [episodes], the return of each environment's first episode (up to the
+      cap); finished: bool [episodes], whether that episode ended (terminated or truncated by
+      the environment) within the cap. An unfinished episode's return is a partial one.
+    """
+
+    returns: jax.Array
+    finished: jax.Array
+
+
 def episode_cap(env_params, max_steps: Optional[int] = None) -> int:
     """``max_steps``, else the environment's ``max_steps_in_episode``, else 1000."""
     if max_steps is not None:
+        if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
         return int(max_steps)
     return int(getattr(env_params, "max_steps_in_episode", DEFAULT_MAX_STEPS))
 
 
 def evaluate(policy: Callable, carry, env, env_params, key: jax.Array, episodes: int,
-             num_actions: int, epsilon: float = 0.0, max_steps: Optional[int] = None):
+             num_actions: int, epsilon: float = 0.0, max_steps: Optional[int] = None) -> Episodes:
     """Returns of ``episodes`` episodes of ``policy``, each in its own environment.
 
     Args:
@@ -38,7 +52,7 @@ def evaluate(policy: Callable, carry, env, env_params, key: jax.Array, episodes:
         end, or past the cap, are not counted.
 
     Returns:
-      float32 [episodes]: the return of each environment's first episode.
+      :class:`Episodes`: each environment's return and whether its episode finished.
     """
     vreset = jax.vmap(env.reset, in_axes=(0, None))
     vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
@@ -58,9 +72,9 @@ def evaluate(policy: Callable, carry, env, env_params, key: jax.Array, episodes:
 
     loop = (obs, env_state, carry, key, jnp.zeros((episodes,), jnp.float32),
             jnp.ones((episodes,), bool))
-    (*_, returns, _), _ = jax.lax.scan(body, loop, None, length=episode_cap(env_params,
-                                                                             max_steps))
-    return returns
+    cap = episode_cap(env_params, max_steps)
+    (*_, returns, alive), _ = jax.lax.scan(body, loop, None, length=cap)
+    return Episodes(returns=returns, finished=~alive)
 
 
-__all__ = ["evaluate", "episode_cap", "DEFAULT_MAX_STEPS"]
+__all__ = ["Episodes", "evaluate", "episode_cap", "DEFAULT_MAX_STEPS"]

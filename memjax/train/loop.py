@@ -22,7 +22,8 @@ The pieces, all pure and vmappable (``state`` is one seed's state; vmap adds the
   inserting, with one learner step every ``train_every`` vector steps.
 * ``trainer.final_chunk`` (or None): the same for the remainder when ``chunk_steps`` does not
   divide the training steps.
-* ``trainer.evaluate(agent_state, key) -> float32 [eval_episodes]``: greedy episode returns.
+* ``trainer.evaluate(agent_state, key) -> Episodes``: greedy episode returns (float32
+  [eval_episodes]) and whether each episode finished within the cap.
 * ``trainer.train(key) -> (state, metrics)``: the whole run.
 
 The learning schedule is static: warm-up chunks never learn, training chunks always do, so
@@ -43,6 +44,7 @@ from flax import struct
 
 from memjax import envs
 from memjax.agents import Agent
+from memjax.train.evaluation import Episodes
 from memjax.train.evaluation import evaluate as evaluate_policy
 from memjax.train.build import (
     beta_schedule,
@@ -274,9 +276,10 @@ class Trainer:
         return self._make_chunk(remainder) if remainder else None
 
     # -- evaluation and the whole run --------------------------------------------------------
-    def evaluate(self, agent_state, key) -> jax.Array:
-        """Returns of ``eval_episodes`` episodes of the greedy policy (a random action with
-        probability ``eval_epsilon``), one per parallel environment. float32 [E]."""
+    def evaluate(self, agent_state, key) -> Episodes:
+        """``eval_episodes`` episodes of the greedy policy (a random action with probability
+        ``eval_epsilon``), one per parallel environment, each cut at ``eval_max_steps``:
+        their returns float32 [E] and whether each finished, bool [E]."""
         cfg = self.config
 
         def policy(carry, obs, policy_key):
@@ -285,13 +288,14 @@ class Trainer:
 
         return evaluate_policy(policy, self.agent.initial_carry(cfg.eval_episodes), self.env,
                                self.env_params, key, cfg.eval_episodes, self.num_actions,
-                               epsilon=cfg.eval_epsilon)
+                               epsilon=cfg.eval_epsilon, max_steps=cfg.eval_max_steps)
 
     def train(self, key):
         """The whole run for one seed. Returns ``(state, metrics)`` with
         ``metrics["warmup"]`` (dict of scalars), ``metrics["train"]`` (dict of
-        ``[num_chunks(+1)]`` arrays, one entry per chunk) and ``metrics["eval_return"]``
-        (float32 [eval_episodes], greedy returns of the final policy)."""
+        ``[num_chunks(+1)]`` arrays, one entry per chunk), ``metrics["eval_return"]``
+        (float32 [eval_episodes], greedy returns of the final policy) and
+        ``metrics["eval_finished"]`` (bool [eval_episodes])."""
         state, warmup = self.collect(self.init(key))
         chunk = self.chunk
         state, per_chunk = jax.lax.scan(lambda s, _: chunk(s), state, None,
@@ -301,8 +305,9 @@ class Trainer:
             per_chunk = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), per_chunk, last)
         key, k_eval = jax.random.split(state.key)
         state = state.replace(key=key)
-        return state, {"warmup": warmup, "train": per_chunk,
-                       "eval_return": self.evaluate(state.agent, k_eval)}
+        episodes = self.evaluate(state.agent, k_eval)
+        return state, {"warmup": warmup, "train": per_chunk, "eval_return": episodes.returns,
+                       "eval_finished": episodes.finished}
 
 
 def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None, buffer=None,
