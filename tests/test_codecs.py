@@ -97,6 +97,38 @@ def test_bitpack_roundtrip_bit_exact(shape, dtype, batch, seed):
     assert mc.counters(state) == {"clipped": 0, "invalid": 0}
 
 
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_pack_unpack_roundtrip(bits):
+    """The one bit packer (codecs and memjax.compress's packed weights, masks and indices)."""
+    rng = np.random.default_rng(bits)
+    for n in (3, 8, 13):
+        u = rng.integers(0, 2**bits, size=(4, n)).astype(np.uint8)
+        p = mc.pack_codes(u, bits)
+        assert p.dtype == jnp.uint8 and p.shape == (4, -(-n * bits // 8))
+        np.testing.assert_array_equal(np.asarray(mc.unpack_codes(p, bits, n)), u)
+    if bits == 1:  # the bitmask layout is NumPy's little-endian packbits, bool input included
+        u = rng.integers(0, 2, size=(21,)).astype(np.uint8)
+        np.testing.assert_array_equal(np.asarray(mc.pack_codes(u, 1)),
+                                      np.packbits(u, bitorder="little"))
+        np.testing.assert_array_equal(np.asarray(mc.pack_codes(u != 0, 1)),
+                                      np.packbits(u, bitorder="little"))
+    else:  # code i of a byte sits in bits [i * bits, (i + 1) * bits)
+        per = 8 // bits
+        u = rng.integers(0, 2**bits, size=(per,)).astype(np.uint8)
+        expected = sum(int(c) << (i * bits) for i, c in enumerate(u))
+        assert int(mc.pack_codes(u, bits)[0]) == expected
+
+
+def test_pack_codes_rejects_other_widths_and_index_bits():
+    for bits in (0, 3, 16):
+        with pytest.raises(ValueError, match="bits must be 1, 2, 4 or 8"):
+            mc.pack_codes(np.zeros((4,), np.uint8), bits)
+    from memjax.codecs.base import index_bits
+
+    assert [index_bits(k) for k in (2, 3, 4, 5, 16, 17, 256, 257, 65536)] == \
+        [1, 2, 2, 4, 4, 8, 8, 16, 16]
+
+
 def test_bitpack_eager_non_binary_raises():
     c = mc.bitpack()
     state = c.init(np.zeros((4,), np.float32))
@@ -283,6 +315,35 @@ def test_kmeans_1d_fit_matches_numpy_lloyd_and_reduces_distortion():
         dist = [np.mean(np.sum((d - np_nearest(d, c)) ** 2, -1)) for c in (init, fitted)]
         assert dist[1] < 0.9 * dist[0]
         np.testing.assert_allclose(float(mc.distortion(d, fitted)), dist[1], rtol=1e-4)
+
+
+def np_lloyd_linear(x: np.ndarray, k: int, iters: int):
+    """NumPy Lloyd from k values evenly spaced over [min, max] (weight sharing's init)."""
+    c = np.linspace(x.min(), x.max(), k).astype(np.float32)
+    for _ in range(iters):
+        a = np.argmin(np.abs(x[:, None] - c[None, :]), axis=1)
+        for j in range(k):
+            if np.any(a == j):
+                c[j] = x[a == j].mean()
+    return c
+
+
+def test_kmeans_1d_linear_init_matches_numpy_lloyd():
+    """init="linear" (memjax.compress.share's k-means): the NumPy reference, Lloyd's order."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(500,)).astype(np.float32)
+    key = jax.random.PRNGKey(0)
+    for k, iters in ((2, 0), (4, 10), (16, 20)):
+        cb = np.asarray(mc.fit_kmeans(key, x[:, None], k, iters, "linear"))[:, 0]
+        np.testing.assert_allclose(cb, np_lloyd_linear(x, k, iters), rtol=1e-4, atol=1e-5)
+        assert np.all(np.diff(cb) >= 0)
+    # a constant input: every centre at the value (empty clusters keep theirs)
+    np.testing.assert_array_equal(
+        np.asarray(mc.fit_kmeans(key, np.full((9, 1), 0.5, np.float32), 4, 5, "linear")), 0.5)
+    with pytest.raises(ValueError, match="needs D == 1"):
+        mc.fit_kmeans(key, rng.normal(size=(10, 2)).astype(np.float32), 4, 5, "linear")
+    with pytest.raises(ValueError, match="init must be one of"):
+        mc.fit_kmeans(key, x[:, None], 4, 5, "nope")
 
 
 def test_kmeans_per_vector():

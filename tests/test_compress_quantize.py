@@ -65,20 +65,6 @@ def test_quantize_matches_numpy_and_error_bound(mlp_params, conv_params, bits, p
             assert layer["bias"].dtype == jnp.float32
 
 
-@pytest.mark.parametrize("bits", [1, 2, 4, 8])
-def test_pack_unpack_roundtrip(bits):
-    rng = np.random.default_rng(bits)
-    for n in (3, 8, 13):
-        u = rng.integers(0, 2**bits, size=(4, n)).astype(np.uint8)
-        p = mjc.pack_bits(u, bits)
-        assert p.dtype == jnp.uint8 and p.shape == (4, -(-n * bits // 8))
-        np.testing.assert_array_equal(np.asarray(mjc.unpack_bits(p, bits, n)), u)
-    if bits == 1:  # the bitmask layout is NumPy's little-endian packbits
-        u = rng.integers(0, 2, size=(21,)).astype(np.uint8)
-        np.testing.assert_array_equal(np.asarray(mjc.pack_bits(u, 1)),
-                                      np.packbits(u, bitorder="little"))
-
-
 @pytest.mark.parametrize("bits", [8, 4, 2])
 def test_apply_from_quantized_equals_apply_dequantized(mlp_params, conv_params, bits):
     """The apply path runs from the integers ((x @ ints) * scale); equal to running the float

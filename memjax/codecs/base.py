@@ -112,18 +112,37 @@ def zero_count() -> jax.Array:
     return jnp.zeros((), jnp.int32)
 
 
+# Bit packing: the one implementation, shared by the codecs and memjax.compress (packed
+# quantized weights, sparsity bitmasks and weight-sharing indices).
+
+PACK_BITS = (1, 2, 4, 8)
+
+
+def index_bits(k: int) -> int:
+    """Bits per index into ``k`` entries, rounded up to a packable width: 1 (k <= 2), 2 (k <= 4),
+    4 (k <= 16), 8 (k <= 256), else 16 (stored unpacked as uint16)."""
+    for b in PACK_BITS:
+        if k <= 2**b:
+            return b
+    return 16
+
+
 def packed_width(n: int, bits: int) -> int:
     """Bytes per item for ``n`` codes of ``bits`` bits packed into uint8."""
     return -(-n * bits // 8)
 
 
-def pack_codes(codes: jax.Array, bits: int) -> jax.Array:
+def pack_codes(codes, bits: int) -> jax.Array:
     """Pack codes [..., n] (values < 2**bits, bits in {1, 2, 4, 8}) into uint8 [..., ceil(n*bits/8)].
 
     Code ``i`` of a byte lives in bits ``[i*bits, (i+1)*bits)`` (little-endian within
-    the byte); the last byte is zero-padded.
+    the byte, so 1-bit packing is NumPy's ``packbits(bitorder="little")``); the last byte
+    is zero-padded. ``codes``: any integer or bool array (jax or NumPy); bits == 8 returns
+    the codes as uint8.
     """
-    codes = codes.astype(jnp.uint8)
+    if bits not in PACK_BITS:
+        raise ValueError(f"pack_codes: bits must be 1, 2, 4 or 8, got {bits!r}")
+    codes = jnp.asarray(codes).astype(jnp.uint8)
     if bits == 8:
         return codes
     per = 8 // bits
@@ -272,5 +291,7 @@ __all__ = [
     "stored_spec",
     "pack_codes",
     "unpack_codes",
+    "packed_width",
+    "index_bits",
     "is_concrete",
 ]

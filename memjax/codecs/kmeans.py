@@ -16,6 +16,7 @@ from memjax.codecs.base import (
     check_input,
     check_stored,
     example_spec,
+    index_bits,
     item_size,
     pack_codes,
     packed_width,
@@ -48,6 +49,9 @@ class KMeansState:
 # ----------------------------------------------------------------------------- fitting
 
 
+INITS = ("auto", "quantile", "linear", "kmeans++")
+
+
 def _quantile_init(data: jax.Array, k: int) -> jax.Array:
     """1-D: the (i + 1/2) / k quantiles of data [N, 1] -> [k, 1], ascending."""
     q = (jnp.arange(k, dtype=jnp.float32) + 0.5) / k
@@ -75,7 +79,7 @@ def _kmeanspp_init(key: jax.Array, data: jax.Array, k: int) -> jax.Array:
     return centres
 
 
-def _assign(data: jax.Array, centres: jax.Array) -> jax.Array:
+def nearest_centre(data: jax.Array, centres: jax.Array) -> jax.Array:
     """Index of the nearest centre for each row: data [N, D], centres [k, D] -> int32 [N].
 
     1-D uses |x - c| exactly; D > 1 uses |c|^2 - 2 x.c with a full-precision matmul.
@@ -89,7 +93,7 @@ def _assign(data: jax.Array, centres: jax.Array) -> jax.Array:
 def _lloyd_step(data: jax.Array, centres: jax.Array) -> jax.Array:
     """One Lloyd iteration; an empty cluster keeps its centre."""
     k = centres.shape[0]
-    a = _assign(data, centres)
+    a = nearest_centre(data, centres)
     sums = jax.ops.segment_sum(data, a, num_segments=k)
     counts = jax.ops.segment_sum(jnp.ones(data.shape[:1], jnp.float32), a, num_segments=k)
     return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], centres)
@@ -100,28 +104,33 @@ def fit_kmeans(key: jax.Array, data: jax.Array, k: int, iters: int = 25, init: s
     """Fit k centroids to data [N, D] with ``iters`` Lloyd iterations -> float32 [k, D].
 
     init: "quantile" (the (i + 1/2)/k quantiles; 1-D only, deterministic, ignores
-    ``key``), "kmeans++" (k-means++ seeding with ``key``), or "auto" (quantile when
-    D == 1, else kmeans++). ``iters=0`` returns the initial centroids. 1-D codebooks
-    come back sorted ascending. Lloyd never increases the distortion
-    mean_i min_j |x_i - c_j|^2. Pure jnp / lax loops, jittable and vmappable; memory
-    O(N * k) per iteration. Always exactly k rows (duplicates when the data has
-    fewer than k distinct values).
+    ``key``), "linear" (k values evenly spaced from min to max, Han et al.'s weight-sharing
+    init, which keeps the rare large values; 1-D only, ignores ``key``), "kmeans++"
+    (k-means++ seeding with ``key``), or "auto" (quantile when D == 1, else kmeans++).
+    ``iters=0`` returns the initial centroids. 1-D codebooks come back ascending (sorted
+    after Lloyd for "quantile" and "kmeans++"; "linear" keeps Lloyd's order, which a 1-D
+    Lloyd iteration preserves up to float rounding). Lloyd never increases the distortion
+    mean_i min_j |x_i - c_j|^2; an empty cluster keeps its centroid. Pure jnp / lax loops,
+    jittable and vmappable; memory O(N * k) per iteration. Always exactly k rows
+    (duplicates when the data has fewer than k distinct values).
     """
     data = jnp.asarray(data).astype(jnp.float32)
     if data.ndim != 2:
         raise ValueError(f"fit_kmeans: data must be [N, D], got shape {tuple(data.shape)}")
+    if init not in INITS:
+        raise ValueError(f"fit_kmeans: init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
     if init == "auto":
         init = "quantile" if data.shape[1] == 1 else "kmeans++"
+    if init in ("quantile", "linear") and data.shape[1] != 1:
+        raise ValueError(f"fit_kmeans: init={init!r} needs D == 1, got data {tuple(data.shape)}")
     if init == "quantile":
-        if data.shape[1] != 1:
-            raise ValueError(f"fit_kmeans: init='quantile' needs D == 1, got data {tuple(data.shape)}")
         centres = _quantile_init(data, k)
-    elif init == "kmeans++":
-        centres = _kmeanspp_init(key, data, k)
+    elif init == "linear":
+        centres = jnp.linspace(jnp.min(data), jnp.max(data), k).astype(jnp.float32)[:, None]
     else:
-        raise ValueError(f"fit_kmeans: init must be 'auto', 'quantile' or 'kmeans++', got {init!r}")
+        centres = _kmeanspp_init(key, data, k)
     centres = jax.lax.fori_loop(0, iters, lambda i, c: _lloyd_step(data, c), centres)
-    if data.shape[1] == 1:
+    if data.shape[1] == 1 and init != "linear":
         centres = jnp.sort(centres, axis=0)
     return centres
 
@@ -145,14 +154,6 @@ def fit_codebooks_1d(data: jax.Array, k: int, iters: int = 25) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- codec
-
-
-def index_bits(k: int) -> int:
-    """Bits per per-feature index: 1 (k <= 2), 2 (k <= 4), 4 (k <= 16), 8 (k <= 256), 16."""
-    for b in (1, 2, 4, 8):
-        if k <= 2**b:
-            return b
-    return 16
 
 
 def _nearest_sorted(x: jax.Array, codebook: jax.Array) -> jax.Array:

@@ -23,7 +23,7 @@ checkpoint.
 from memjax.compress.core import (LowRank, QTensor, Shared, SparseTensor, apply, count_nonzero,
                                   count_params, decompress, deserialize, intercept,
                                   is_compressed, kernel_bytes, layers, map_kernels, nbytes,
-                                  pack_bits, serialize, unpack_bits, weight_bytes)
+                                  serialize, weight_bytes)
 from memjax.compress.distill import (DistillConfig, Distiller, distill_loss, make_distill,
                                      run_distill)
 from memjax.compress.evaluate import agreement, evaluate, visited_states
@@ -45,5 +45,5 @@ __all__ = [
     "evaluate", "visited_states", "agreement",
     "apply", "intercept", "decompress", "layers", "map_kernels", "serialize", "deserialize",
     "nbytes", "weight_bytes", "kernel_bytes", "count_params", "count_nonzero",
-    "pack_bits", "unpack_bits", "is_compressed",
+    "is_compressed",
 ]

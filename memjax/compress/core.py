@@ -33,39 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization, struct
 
-# ---------------------------------------------------------------------------------------------
-# Bit packing (along the last axis; vmap-friendly)
-# ---------------------------------------------------------------------------------------------
-
-
-def pack_bits(u, bits: int):
-    """Pack unsigned integers ``u`` (each in ``[0, 2**bits)``) into uint8, ``8 // bits`` per
-    byte along the last axis (zero-padded). ``bits`` in {1, 2, 4, 8}."""
-    if bits not in (1, 2, 4, 8):
-        raise ValueError(f"pack_bits: bits must be 1, 2, 4 or 8, got {bits!r}")
-    u = jnp.asarray(u).astype(jnp.uint8)
-    if bits == 8:
-        return u
-    per = 8 // bits
-    n = u.shape[-1]
-    pad = (-n) % per
-    if pad:
-        u = jnp.pad(u, [(0, 0)] * (u.ndim - 1) + [(0, pad)])
-    u = u.reshape(u.shape[:-1] + (u.shape[-1] // per, per))
-    shifts = (jnp.arange(per, dtype=jnp.uint8) * bits).astype(jnp.uint8)
-    return jnp.sum(jnp.left_shift(u, shifts), axis=-1, dtype=jnp.uint32).astype(jnp.uint8)
-
-
-def unpack_bits(p, bits: int, n: int):
-    """Inverse of :func:`pack_bits`: uint8 ``[..., ceil(n * bits / 8)]`` -> uint8 ``[..., n]``."""
-    if bits == 8:
-        return p
-    per = 8 // bits
-    shifts = (jnp.arange(per, dtype=jnp.uint8) * bits).astype(jnp.uint8)
-    u = jnp.right_shift(p[..., None], shifts) & jnp.uint8(2**bits - 1)
-    u = u.reshape(p.shape[:-1] + (p.shape[-1] * per,))
-    return u[..., :n]
-
+from memjax.codecs.base import unpack_codes
 
 # ---------------------------------------------------------------------------------------------
 # Compressed kernel types
@@ -99,7 +67,7 @@ class QTensor:
             v = v.decode(dtype=jnp.int8)
         if self.bits == 8:
             return jnp.asarray(v).astype(jnp.int8)
-        u = unpack_bits(v, self.bits, self.shape[-1])
+        u = unpack_codes(v, self.bits, self.shape[-1])
         return (u.astype(jnp.int16) - 2 ** (self.bits - 1)).astype(jnp.int8)
 
     def decode(self):
@@ -133,7 +101,7 @@ class SparseTensor:
             return jnp.zeros(self.shape, dtype)
         vals = self.values.astype(dtype)
         if self.encoding == "bitmask":
-            m = unpack_bits(self.positions, 1, n).astype(bool)
+            m = unpack_codes(self.positions, 1, n).astype(bool)
             pos = jnp.clip(jnp.cumsum(m) - 1, 0, None)
             flat = jnp.where(m, vals[pos], jnp.zeros((), dtype))
         elif self.encoding == "delta":
@@ -173,7 +141,7 @@ class Shared:
     shape: tuple = struct.field(pytree_node=False)
 
     def index_values(self):
-        return unpack_bits(self.indices, self.bits, self.shape[-1]).astype(jnp.int32)
+        return unpack_codes(self.indices, self.bits, self.shape[-1]).astype(jnp.int32)
 
     def decode(self):
         return self.codebook[self.index_values()]
@@ -435,7 +403,7 @@ def kernel_bytes(cparams) -> int:
     return int(sum(weight_bytes(layer["kernel"]) for _, layer in layers(cparams)))
 
 
-__all__ = ["QTensor", "SparseTensor", "LowRank", "Shared", "pack_bits", "unpack_bits",
+__all__ = ["QTensor", "SparseTensor", "LowRank", "Shared",
            "layers", "map_kernels", "decompress", "count_params", "count_nonzero", "apply",
            "intercept", "serialize", "deserialize", "nbytes", "weight_bytes", "kernel_bytes",
            "is_compressed"]

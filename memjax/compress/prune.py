@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from memjax.compress.core import (QTensor, SparseTensor, is_compressed, layers, map_kernels,
-                                  pack_bits)
+from memjax.codecs.base import pack_codes
+from memjax.compress.core import QTensor, SparseTensor, is_compressed, layers, map_kernels
 
 DISTRIBUTIONS = ("global", "uniform", "erk")
 
@@ -279,7 +279,7 @@ def sparse_tensor(w, encoding: str = "auto") -> SparseTensor:
     idx_dtype = np.uint16 if flat.size <= 2**16 else np.uint32
     candidates = {}
     if encoding in ("auto", "bitmask"):
-        candidates["bitmask"] = (flat[nz], np.asarray(pack_bits(flat != 0, 1)))
+        candidates["bitmask"] = (flat[nz], np.asarray(pack_codes(flat != 0, 1)))
     if encoding in ("auto", "index"):
         candidates["index"] = (flat[nz], nz.astype(idx_dtype))
     if encoding in ("auto", "delta"):

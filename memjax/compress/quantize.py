@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from memjax.compress.core import QTensor, SparseTensor, decompress, map_kernels, pack_bits
+from memjax.codecs.base import pack_codes
+from memjax.compress.core import QTensor, SparseTensor, decompress, map_kernels
 
 BITS = (8, 4, 2)
 
@@ -37,7 +38,7 @@ def quantize_tensor(w, bits: int = 8, per_channel: bool = True) -> QTensor:
     if bits == 8:
         values = ints
     else:
-        values = pack_bits((ints.astype(jnp.int16) + 2 ** (bits - 1)).astype(jnp.uint8), bits)
+        values = pack_codes((ints.astype(jnp.int16) + 2 ** (bits - 1)).astype(jnp.uint8), bits)
     return QTensor(values=values, scale=scale, bits=bits, shape=tuple(w.shape))
 
 

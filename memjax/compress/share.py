@@ -12,33 +12,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from memjax.compress.core import Shared, is_compressed, map_kernels, pack_bits
-
-
-def index_bits(k: int) -> int:
-    for b in (1, 2, 4, 8):
-        if k <= 2**b:
-            return b
-    raise ValueError(f"share: k must be at most 256, got {k}")
+from memjax.codecs.base import index_bits, pack_codes
+from memjax.codecs.kmeans import fit_kmeans, nearest_centre
+from memjax.compress.core import Shared, is_compressed, map_kernels
 
 
 def kmeans_1d(x, k: int, iters: int = 30):
-    """Lloyd's k-means on the flat values ``x`` from a linear initialisation.
+    """Lloyd's k-means on the flat values ``x`` from a linear initialisation
+    (:func:`memjax.codecs.fit_kmeans` with ``init="linear"``).
     Returns ``(codebook float32 [k], assignment int32 [x.size])``."""
-    x = jnp.asarray(x, jnp.float32).reshape(-1)
-    c0 = jnp.linspace(jnp.min(x), jnp.max(x), k).astype(jnp.float32)
-
-    def assign(c):
-        return jnp.argmin(jnp.abs(x[:, None] - c[None, :]), axis=1).astype(jnp.int32)
-
-    def body(_, c):
-        a = assign(c)
-        sums = jnp.zeros((k,), jnp.float32).at[a].add(x)
-        counts = jnp.zeros((k,), jnp.float32).at[a].add(1.0)
-        return jnp.where(counts > 0, sums / jnp.maximum(counts, 1.0), c)
-
-    c = jax.lax.fori_loop(0, iters, body, c0)
-    return c, assign(c)
+    x = jnp.asarray(x, jnp.float32).reshape(-1, 1)
+    c = fit_kmeans(jax.random.PRNGKey(0), x, k, iters, "linear")
+    return c[:, 0], nearest_centre(x, c)
 
 
 def share_tensor(w, k: int, iters: int = 30) -> Shared:
@@ -47,7 +32,7 @@ def share_tensor(w, k: int, iters: int = 30) -> Shared:
     w = jnp.asarray(w, jnp.float32)
     codebook, a = kmeans_1d(w, k, iters)
     bits = index_bits(k)
-    indices = pack_bits(a.reshape(w.shape).astype(jnp.uint8), bits)
+    indices = pack_codes(a.reshape(w.shape).astype(jnp.uint8), bits)
     return Shared(codebook=codebook, indices=indices, bits=bits, shape=tuple(w.shape))
 
 
@@ -66,4 +51,4 @@ def share(params, k: int, iters: int = 30):
     return map_kernels(f, params, with_path=True)
 
 
-__all__ = ["share", "share_tensor", "kmeans_1d", "index_bits"]
+__all__ = ["share", "share_tensor", "kmeans_1d"]
