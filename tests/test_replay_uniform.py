@@ -164,6 +164,37 @@ def test_sampling_is_uniform_over_stored_items_chi_square(draw50, added):
     assert ref.chi_square_p_value(counts, alt) < 1e-6
 
 
+@pytest.mark.parametrize("count", [3, 2**16 + 1, 2**20 - 3, 3 * 2**29, 2**31 - 1])
+def test_random_slots_is_the_exact_64_bit_multiply_shift(count):
+    """Each draw is floor(u * count / 2**64) for the 64 random bits u of its two words
+    (Python integers as the reference), so its bias is below count / 2**64."""
+    from memjax.replay.ring import random_slots
+
+    key = jax.random.key(7)
+    got = np.asarray(jax.jit(random_slots, static_argnums=1)(key, 4096, jnp.int32(count)))
+    high, low = (x.astype(object) for x in np.asarray(jax.random.bits(key, (2, 4096), jnp.uint32)))
+    np.testing.assert_array_equal(got, ((high << 32 | low) * count) >> 64)
+
+
+@pytest.mark.parametrize("count", [2**20, 3 * 2**29])
+def test_uniform_draws_chi_square_at_large_counts(count):
+    """2**22 uniform draws from a buffer of 2**20 items, and from [0, 3 * 2**29) (where a
+    draw built from one 32-bit word would favour [0, 2**30) 3:2), in 1024 equal bins."""
+    from memjax.replay.ring import random_slots
+
+    key, draws = jax.random.key(11), 2**22
+    if count == 2**20:  # four batches of 2**20 (a batch is at most the capacity)
+        buf = mj.replay.uniform(count)
+        state = buf.add(buf.init({"x": jnp.int8(0)}), {"x": jnp.zeros((count,), jnp.int8)})
+        sample = jax.vmap(lambda k: buf.sample(state, k, count).indices % count)
+        slots = jax.jit(sample)(jax.random.split(key, draws // count))
+    else:
+        slots = jax.jit(random_slots, static_argnums=1)(key, draws, jnp.int32(count))
+    counts = np.bincount(np.asarray(slots, np.int64).ravel() * 1024 // count, minlength=1024)
+    assert counts.size == 1024 and counts.sum() == draws
+    assert ref.chi_square_p_value(counts, np.ones(1024)) > 1e-3
+
+
 # --------------------------------------------------------------------------- vmap, scan, donation
 
 

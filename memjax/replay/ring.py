@@ -92,16 +92,29 @@ def write(state, items, batch: int, capacity: int):
 
 
 def random_slots(key, n: int, count) -> jax.Array:
-    """int32 [n] drawn uniformly from [0, count) (count: int32 scalar >= 1).
+    """int32 [n] drawn uniformly from [0, count) (count: int32 scalar, 1 <= count < 2**31).
 
-    The same construction as ``jax.random.randint`` (two 32-bit words per draw, combined
-    so the modulo bias is about count / 2**64), but both words come from ONE call to the
-    random-bit generator: threefry is a loop on CPU, and randint runs it twice.
+    Each draw is ``floor(u * count / 2**64)`` for ``u`` uniform on 64 bits: two 32-bit
+    words from ONE call to the random-bit generator (threefry is a loop on CPU, and
+    ``jax.random.randint`` runs it twice). Each value is hit by ``floor(2**64 / count)`` or
+    one more of the 2**64 words: a relative bias below count / 2**64. The product is formed
+    exactly in uint32 arithmetic from 16-bit halves (no 64-bit types, no division).
     """
     span = jnp.maximum(count, 1).astype(jnp.uint32)
     high, low = jax.random.bits(key, (2, n), jnp.uint32)
-    multiplier = (jnp.uint32(2**16) % span) ** 2 % span  # 2**32 mod span
-    return (((high % span) * multiplier + low % span) % span).astype(jnp.int32)
+    top, bottom = _mul_wide(high, span)
+    carry = (bottom + _mul_wide(low, span)[0]) < bottom  # the sum wrapped past 2**32
+    return (top + carry.astype(jnp.uint32)).astype(jnp.int32)
+
+
+def _mul_wide(a, b):
+    """(high, low) uint32 words of the 64-bit product of uint32 ``a`` and ``b``."""
+    mask = jnp.uint32(0xFFFF)
+    a1, a0, b1, b0 = a >> 16, a & mask, b >> 16, b & mask
+    low_low, cross1, cross2 = a0 * b0, a1 * b0, a0 * b1  # each < 2**32
+    middle = (low_low >> 16) + (cross1 & mask) + (cross2 & mask)  # < 3 * 2**16
+    high = a1 * b1 + (cross1 >> 16) + (cross2 >> 16) + (middle >> 16)
+    return high, a * b
 
 
 def gather(state, slots):
