@@ -423,44 +423,57 @@ def test_vmap_over_trees_matches_per_tree():
 # --------------------------------------------------------------------------- the non-CPU set path
 
 
-def _vectorised_set():
-    """sumtree's GPU/TPU implementation of ``set``, if this version has a separate one."""
-    import inspect
-
-    fn = getattr(sumtree, "_set_vectorised", None)
-    if fn is None or list(inspect.signature(fn).parameters) != ["tree", "nodes", "indices", "values"]:
-        return None
-    return fn
+def vectorised_set(tree, indices, values):
+    """``set`` through its GPU/TPU implementation (a private function), on this backend."""
+    indices, values = sumtree._set_args(indices, values)
+    return tree.replace(nodes=sumtree._set_vectorised(tree, tree.nodes, indices, values))
 
 
-@pytest.mark.skipif(_vectorised_set() is None, reason="no separate vectorised set path")
-@pytest.mark.parametrize("capacity,branching", [(9, 4), (1000, 2)])
-def test_vectorised_set_path_matches_reference(capacity, branching):
-    """``set`` picks its implementation per platform (lax.platform_dependent): CI only has
-    CPUs, so the GPU/TPU path is called directly here (a private function: this test skips
-    if it goes away). It must give the same, bit-identical trees as the reference."""
-    vectorised = _vectorised_set()
+def test_set_picks_the_loop_on_cpu_and_the_sort_elsewhere():
+    """``set`` picks its implementation when lowered (lax.platform_dependent); CI has only
+    CPUs, so the GPU/TPU programs are exported here, not run: they sort, the CPU one loops."""
+    tree = sumtree.init(100)
+    fn = jax.jit(lambda nodes, i, v: sumtree.set(tree.replace(nodes=nodes), i, v).nodes)
+    args = (tree.nodes, jnp.zeros((8,), jnp.int32), jnp.ones((8,)))
+    for platform, sorts in [("cpu", False), ("cuda", True), ("tpu", True)]:
+        text = jax.export.export(fn, platforms=(platform,))(*args).mlir_module()
+        assert ("stablehlo.sort" in text, "stablehlo.while" in text) == (sorts, not sorts), platform
 
-    @jax.jit
-    def run(tree, idx, vals):
-        def body(t, iv):
-            values = jnp.where(jnp.isfinite(iv[1]) & (iv[1] > 0), iv[1], 0.0)
-            return t.replace(nodes=vectorised(t, t.nodes, iv[0], values)), None
 
-        tree, _ = jax.lax.scan(body, tree, (idx, vals))
-        return tree, sumtree.build(sumtree.leaves(tree), branching).nodes
+@pytest.mark.parametrize("capacity,branching", [(9, 4), (1000, 2), (1000, 8)])
+def test_vectorised_set_matches_cpu_path_under_vmap_scan_and_donation(capacity, branching, hlo_copies):
+    """Three trees (vmap), four batches each (scan), donated: the vectorised set gives trees
+    bit-identical to the CPU path's and to a rebuild from the reference's leaves, with
+    duplicates (the last occurrence wins) and indices < 0 or >= capacity (ignored) in every
+    batch, and updates the nodes in place."""
+    drivers = [Driver(capacity, branching, seed=5 + s) for s in range(3)]
 
-    d = Driver(capacity, branching, seed=5)
-    tree = sumtree.init(capacity, branching)
-    for _ in range(4):
-        idx, vals = d.random_batches()
-        d.call(idx, vals)  # the public (CPU) path, checked against the reference
-        check_against_reference(d)
-        tree, rebuilt = run(tree, idx, vals)
-        np.testing.assert_array_equal(np.asarray(tree.nodes).view(np.uint32),
-                                      np.asarray(d.tree.nodes).view(np.uint32))
-        np.testing.assert_array_equal(np.asarray(tree.nodes).view(np.uint32),
-                                      np.asarray(rebuilt).view(np.uint32))
+    def run(set_fn, trees, idx, vals):  # trees [3], idx/vals [NB, 3, B]
+        step = lambda t, iv: (jax.vmap(set_fn)(t, iv[0], iv[1]), None)  # noqa: E731
+        return jax.lax.scan(step, trees, (idx, vals))[0]
+
+    vectorised = jax.jit(functools.partial(run, vectorised_set), donate_argnums=0)
+    cpu = jax.jit(functools.partial(run, sumtree.set))
+    trees, want = (jax.vmap(lambda _: sumtree.init(capacity, branching))(jnp.arange(3)) for _ in range(2))
+    nodes = ("f32", tuple(trees.nodes.shape))
+    idx, vals = (np.zeros((NB, 3, B), dt) for dt in (np.int32, np.float32))
+    assert hlo_copies(vectorised.lower(trees, idx, vals).compile().as_text(), [nodes]) == []
+    for _ in range(3):
+        batches = [d.random_batches() for d in drivers]
+        idx, vals = (np.stack([b[k] for b in batches], axis=1) for k in (0, 1))
+        assert any(len(set(row.tolist())) < B for row in idx.reshape(-1, B))  # duplicates
+        assert ((idx < 0) | (idx >= capacity)).any()
+        pointer = trees.nodes.unsafe_buffer_pointer()
+        trees, want = vectorised(trees, idx, vals), cpu(want, idx, vals)
+        assert trees.nodes.unsafe_buffer_pointer() == pointer
+        np.testing.assert_array_equal(np.asarray(trees.nodes).view(np.uint32),
+                                      np.asarray(want.nodes).view(np.uint32))
+        for s, d in enumerate(drivers):
+            for b in range(NB):
+                d.ref.set(idx[b, s], vals[b, s].astype(np.float64))
+            rebuilt = sumtree.build(d.ref.leaves.astype(np.float32), branching).nodes
+            np.testing.assert_array_equal(np.asarray(trees.nodes[s]).view(np.uint32),
+                                          np.asarray(rebuilt).view(np.uint32))
 
 
 def test_vmapped_set_uses_the_batched_loop_and_matches_per_tree():
