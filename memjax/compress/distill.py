@@ -28,10 +28,14 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from memjax.train.config import StepSchedule
+
 
 @dataclasses.dataclass(frozen=True)
-class DistillConfig:
-    """Step counts are environment steps (vector steps x ``num_envs``) per seed."""
+class DistillConfig(StepSchedule):
+    """Step counts are environment steps (vector steps x ``num_envs``) per seed; the schedule
+    properties come from :class:`memjax.train.config.StepSchedule` (distillation runs the
+    ``num_chunks`` whole chunks and drops the remainder)."""
 
     tau: float = 0.01                 # teacher temperature
     num_envs: int = 10
@@ -44,26 +48,6 @@ class DistillConfig:
     lr_end: Optional[float] = 0.0     # linear decay to lr_end; None: constant
     teacher_epsilon: float = 0.05     # exploration of the acting teacher (state coverage)
     chunk_steps: int = 20_000         # env steps per compiled chunk
-
-    @property
-    def warmup_vec_steps(self) -> int:
-        return -(-self.learning_starts // self.num_envs)
-
-    @property
-    def train_iters(self) -> int:
-        return max(0, self.total_steps // self.num_envs - self.warmup_vec_steps) \
-            // self.train_every
-
-    @property
-    def chunk_iters(self) -> int:
-        """Updates per compiled chunk (whole chunks only: ``num_chunks * chunk_iters``
-        updates are done, ``train_iters`` rounded down to a multiple of it)."""
-        return max(1, min(self.chunk_steps // (self.num_envs * self.train_every),
-                          self.train_iters))
-
-    @property
-    def num_chunks(self) -> int:
-        return self.train_iters // self.chunk_iters
 
     def validate(self) -> "DistillConfig":
         for name in ("num_envs", "total_steps", "buffer_capacity", "batch_size", "train_every",
@@ -78,15 +62,10 @@ class DistillConfig:
         if not 0.0 <= self.teacher_epsilon <= 1.0:
             raise ValueError(f"distill: teacher_epsilon must be in [0, 1], got "
                              f"{self.teacher_epsilon!r}")
-        if self.warmup_vec_steps * self.num_envs < self.batch_size:
-            raise ValueError(f"distill: learning_starts ({self.learning_starts}) must be at "
-                             f"least batch_size ({self.batch_size})")
         if self.batch_size > self.buffer_capacity:
             raise ValueError(f"distill: batch_size ({self.batch_size}) exceeds "
                              f"buffer_capacity ({self.buffer_capacity})")
-        if self.train_iters <= 0:
-            raise ValueError(f"distill: total_steps ({self.total_steps}) leaves no updates "
-                             f"after learning_starts ({self.learning_starts})")
+        self.check_schedule("distill: ")
         return self
 
 

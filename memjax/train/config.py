@@ -14,8 +14,60 @@ REPLAY_KINDS = ("uniform", "prioritized")
 AGENT_KINDS = ("dqn",)
 
 
+class StepSchedule:
+    """The schedule of a fused run in vector steps, from a config's ``num_envs``,
+    ``total_steps``, ``learning_starts``, ``train_every`` and ``chunk_steps`` (env steps per
+    seed): a warm-up of ``warmup_vec_steps``, then ``train_iters`` updates, each after
+    ``train_every`` vector steps, in ``num_chunks`` compiled chunks of ``chunk_iters`` updates
+    and a last chunk of ``remainder_iters``. Shared by TrainConfig and the distillation
+    config."""
+
+    @property
+    def warmup_vec_steps(self) -> int:
+        return -(-self.learning_starts // self.num_envs)
+
+    @property
+    def total_vec_steps(self) -> int:
+        return self.total_steps // self.num_envs
+
+    @property
+    def train_iters(self) -> int:
+        """Total gradient updates in the run."""
+        return max(0, self.total_vec_steps - self.warmup_vec_steps) // self.train_every
+
+    @property
+    def chunk_iters(self) -> int:
+        """Updates (= iterations of ``train_every`` vector steps) per chunk, at most all."""
+        return max(1, min(self.chunk_steps // (self.num_envs * self.train_every),
+                          self.train_iters))
+
+    @property
+    def num_chunks(self) -> int:
+        return self.train_iters // self.chunk_iters
+
+    @property
+    def remainder_iters(self) -> int:
+        return self.train_iters - self.num_chunks * self.chunk_iters
+
+    @property
+    def steps_done(self) -> int:
+        """Env steps per seed actually run (``total_steps`` rounded to whole vector steps and
+        whole ``train_every`` groups)."""
+        return (self.warmup_vec_steps + self.train_iters * self.train_every) * self.num_envs
+
+    def check_schedule(self, what: str = "") -> None:
+        """``ValueError`` when the warm-up cannot fill a batch or nothing is left to train."""
+        if self.warmup_vec_steps * self.num_envs < self.batch_size:
+            raise ValueError(f"{what}learning_starts ({self.learning_starts}) must be at least "
+                             f"batch_size ({self.batch_size}) so the first sample is full")
+        if self.train_iters <= 0:
+            raise ValueError(f"{what}total_steps ({self.total_steps}) leaves no training after "
+                             f"learning_starts ({self.learning_starts}) with num_envs="
+                             f"{self.num_envs} and train_every={self.train_every}")
+
+
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(StepSchedule):
     """DQN hyperparameters. Defaults solve CartPole-v1: PureJaxRL's DQN settings (10 envs,
     buffer 10k, batch 128, lr 2.5e-4, epsilon 1 -> 0.05 over 250k steps, learning starts at
     10k, one update per vector step, 5e5 steps, gamma 0.99, plain DQN with a squared TD
@@ -84,33 +136,6 @@ class TrainConfig:
     eval_epsilon: float = 0.0         # evaluation epsilon (0: greedy)
     eval_max_steps: Optional[int] = None  # cap per evaluation episode; none: the env's own (else 1000)
 
-    # derived schedule (vector steps) ----------------------------------------------------------
-    @property
-    def warmup_vec_steps(self) -> int:
-        return -(-self.learning_starts // self.num_envs)
-
-    @property
-    def total_vec_steps(self) -> int:
-        return self.total_steps // self.num_envs
-
-    @property
-    def chunk_iters(self) -> int:
-        """Updates (= iterations of ``train_every`` vector steps) per training chunk."""
-        return max(1, self.chunk_steps // (self.num_envs * self.train_every))
-
-    @property
-    def train_iters(self) -> int:
-        """Total gradient updates in the run."""
-        return max(0, self.total_vec_steps - self.warmup_vec_steps) // self.train_every
-
-    @property
-    def num_chunks(self) -> int:
-        return self.train_iters // self.chunk_iters
-
-    @property
-    def remainder_iters(self) -> int:
-        return self.train_iters - self.num_chunks * self.chunk_iters
-
     @property
     def target_period(self) -> int:
         """Gradient updates between target updates: ``target_update_every`` env steps
@@ -122,12 +147,6 @@ class TrainConfig:
         """The replay layout the loop uses: ``"sequence"`` when ``n_step > 1`` (n-step
         targets are read from windows of stored steps), else ``layout``."""
         return "sequence" if self.n_step > 1 else self.layout
-
-    @property
-    def steps_done(self) -> int:
-        """Env steps per seed actually run (``total_steps`` rounded to whole vector steps and
-        whole ``train_every`` groups)."""
-        return (self.warmup_vec_steps + self.train_iters * self.train_every) * self.num_envs
 
     def validate(self) -> "TrainConfig":
         """Raise ``ValueError`` with a clear message for invalid settings; return self."""
@@ -162,13 +181,7 @@ class TrainConfig:
         if self.num_envs > self.buffer_capacity:
             raise ValueError(f"num_envs ({self.num_envs}) is larger than the buffer capacity "
                              f"({self.buffer_capacity}): one vector step would overwrite itself")
-        if self.warmup_vec_steps * self.num_envs < self.batch_size:
-            raise ValueError(f"learning_starts ({self.learning_starts}) must be at least "
-                             f"batch_size ({self.batch_size}) so the first sample is full")
-        if self.train_iters <= 0:
-            raise ValueError(f"total_steps ({self.total_steps}) leaves no training after "
-                             f"learning_starts ({self.learning_starts}) with num_envs="
-                             f"{self.num_envs} and train_every={self.train_every}")
+        self.check_schedule()
 
     def _validate_learner(self) -> None:
         for name in ("lr", "adam_eps", "huber_delta", "priority_eps"):
