@@ -45,9 +45,10 @@ if str(_ROOT) not in sys.path:  # run as a script from a source checkout
 
 from memjax.train import TrainConfig, make_train  # noqa: E402
 
-from experiments import bench_replay as br  # noqa: E402
 from experiments import legacy_loop  # noqa: E402
-from experiments.bench_loop import LoopProgram, as_carry_fn  # noqa: E402
+from experiments._common import (  # noqa: E402
+    LoopProgram, Side, as_carry_fn, ints, machine_info, measure, paired_ratio, positive_ints,
+    results_path, time_stats, write_json)
 
 TARGET_TIME_RATIO_MAX = 1.03  # the new loop's time per step / the old one's
 
@@ -84,17 +85,17 @@ def bench_replay_kind(replay: str, seeds: int, opts, log) -> dict:
     for name, tr in trainers.items():
         carry = (states[name], jax.eval_shape(jax.vmap(tr.chunk), states[name])[1])
         carry = (carry[0], jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), carry[1]))
-        programs[name] = LoopProgram(name, as_carry_fn(tr.chunk), br.Side(name, carry),
+        programs[name] = LoopProgram(name, as_carry_fn(tr.chunk), Side(name, carry),
                                      ops_per_call=vec_steps)
-    times = br.measure(programs, opts["rounds"], opts["round_seconds"])
+    times = measure(programs, opts["rounds"], opts["round_seconds"])
     med = {k: statistics.median(v) for k, v in times.items()}
     row = {"replay": replay, "seeds": seeds, "same_computation": check,
            "steps_per_s": {k: round(seeds * cfg.num_envs / v, 1) for k, v in med.items()},
-           "us_per_vector_step": {k: br.time_stats(v) for k, v in times.items()},
+           "us_per_vector_step": {k: time_stats(v) for k, v in times.items()},
            "compile_s": {k: round(p.lower_s + p.compile_s, 2) for k, p in programs.items()},
-           "time_ratio_agent_over_legacy": br.paired_ratio(times["agent"], times["legacy"])}
+           "time_ratio_agent_over_legacy": paired_ratio(times["agent"], times["legacy"])}
     if "agent_n3" in times:
-        row["time_ratio_n3_over_n1"] = br.paired_ratio(times["agent_n3"], times["agent"])
+        row["time_ratio_n3_over_n1"] = paired_ratio(times["agent_n3"], times["agent"])
     log(format_row(row))
     return row
 
@@ -158,12 +159,12 @@ def learn_markdown(rows) -> str:
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a few seconds: smoke test")
-    p.add_argument("--seeds", type=br._ints, default=None, help="seed counts, e.g. 1,8")
+    p.add_argument("--seeds", type=positive_ints, default=None, help="seed counts, e.g. 1,8")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--chunk-steps", type=int, default=None)
     p.add_argument("--learn", action="store_true",
                    help="train both loops to the end and compare the returns")
-    p.add_argument("--seed-sets", type=br._ints, default=(0, 1),
+    p.add_argument("--seed-sets", type=ints, default=(0, 1),
                    help="--learn: base keys, one set of 8 seeds each")
     p.add_argument("--out", default=None,
                    help="JSON path (default experiments/results/bench_agent_loop_TAG.json)")
@@ -180,10 +181,10 @@ def main(argv=None) -> int:
     if args.learn:
         rows = learn_comparison(args.seed_sets, 8, print)
         print(learn_markdown(rows))
-        doc = {"benchmark": "bench_agent_loop --learn", "rows": rows, "machine": br.machine_info(),
+        doc = {"benchmark": "bench_agent_loop --learn", "rows": rows, "machine": machine_info(),
                "wall_seconds": round(time.perf_counter() - t0, 1)}
-        out = args.out or _ROOT / "experiments" / "results" / f"agent_loop_learn_{br.default_tag()}.json"
-        br.write_json(doc, out, print)
+        out = args.out or results_path("agent_loop_learn")
+        write_json(doc, out)
         return 0
     rows = []
     for seeds in opts["seeds"]:
@@ -195,10 +196,10 @@ def main(argv=None) -> int:
     print(f"target: agent loop time <= {TARGET_TIME_RATIO_MAX}x legacy: {verdict} (worst {worst:.3f})")
     doc = {"benchmark": "bench_agent_loop", "options": opts, "rows": rows,
            "target": {"time_ratio_max": TARGET_TIME_RATIO_MAX, "worst": worst, "met": worst <= TARGET_TIME_RATIO_MAX},
-           "machine": br.machine_info(), "wall_seconds": round(time.perf_counter() - t0, 1)}
+           "machine": machine_info(), "wall_seconds": round(time.perf_counter() - t0, 1)}
     if not args.quick or args.out:
-        out = args.out or _ROOT / "experiments" / "results" / f"bench_agent_loop_{br.default_tag()}.json"
-        br.write_json(doc, out, print)
+        out = args.out or results_path("bench_agent_loop")
+        write_json(doc, out)
     return 0
 
 

@@ -24,7 +24,7 @@ sides store the same transition pytree, so they run the same algorithm (see its 
 PER adapter guards against flashbax's zero-probability draws by DROPPING them: weight 0,
 priority kept at 0).
 
-Protocol (bench_replay's): the timed program is the vmapped training ``chunk`` (S seeds,
+Protocol (bench_replay's, experiments/_common.py): the timed program is the vmapped training ``chunk`` (S seeds,
 ``chunk_steps`` env steps per seed, one update per vector step), ``jax.jit(...,
 donate_argnums=0)``, AOT compiled (``lower`` and ``compile`` timed separately, never mixed into
 run times), started from the state right after the 10k-step warm-up (the same transitions on
@@ -74,7 +74,9 @@ from memjax import train as mj_train  # noqa: E402
 from memjax.replay.base import ReplayBuffer, Sample  # noqa: E402
 from memjax.replay.memory import FieldMemory, MemoryReport, nbytes  # noqa: E402
 
-from experiments import bench_replay as br  # noqa: E402
+from experiments._common import (  # noqa: E402
+    LoopProgram, Side, as_carry_fn, banner, flashbax_modules, hlo_copies, log, machine_info,
+    measure, paired_ratio, positive_ints, results_path, time_stats, us, write_json)
 
 BIG = 2**20
 
@@ -201,33 +203,6 @@ def scan_env_steps(trainer, length: int, random_actions: bool):
     return f
 
 
-def as_carry_fn(f):
-    """A vmapped ``f(state) -> (state, metrics)`` as a program ``carry -> carry``."""
-    vf = jax.vmap(f)
-    return lambda carry: vf(carry[0])
-
-
-class LoopProgram(br.Program):
-    """bench_replay's Program (AOT, donated, HLO summary) with a cheaper warm-up: one call to
-    check donation, one to size the calls per round (a chunk takes up to seconds)."""
-
-    def warm_up(self, round_seconds: float, max_calls: int = 1000):
-        self.first_call_checks_donation()
-        per_call = self.run(1) * self.ops_per_call
-        self.n = int(min(max_calls, max(1, round(round_seconds / per_call))))
-
-
-def hlo_copies(text: str, min_bytes: int = 4096) -> list:
-    """Every ``copy`` of at least ``min_bytes`` outside fusions: (where, bytes, shape), where
-    is "entry" or "loop" (any other non-fused computation: while bodies, conditions, calls)."""
-    out = []
-    for in_entry, _, op, rhs in br.kernel_instructions(text):
-        size = br.copy_size(rhs) if op == "copy" else None
-        if size and size[0] >= min_bytes:
-            out.append(("entry" if in_entry else "loop", *size))
-    return sorted(out, key=lambda c: -c[1])
-
-
 def buffer_copy_check(prog, buffer_state, capacity: int) -> dict:
     """Copies (outside fusions) of a whole buffer array: the size of one of the buffer state's
     arrays that scale with ``capacity`` (items, sum-tree), or larger than all of them. Inside a
@@ -235,12 +210,16 @@ def buffer_copy_check(prog, buffer_state, capacity: int) -> dict:
     seeds = int(np.prod(jnp.shape(jax.tree.leaves(buffer_state)[0])[:1] or [1]))
     sizes = {x.size * x.dtype.itemsize for x in jax.tree.leaves(buffer_state)
              if x.size >= capacity * seeds // 2}  # flashbax rounds capacity down
-    copies = hlo_copies(prog.exe.as_text(), min_bytes=4096)
-    whole = [c for c in copies if sizes and (c[1] in sizes or c[1] >= max(sizes))]
+    # every copy of at least 4 KiB outside fusions, largest first ("loop": while bodies,
+    # conditions, calls)
+    copies = sorted(hlo_copies(prog.exe.as_text(), min_bytes=4096), key=lambda c: -c.nbytes)
+    whole = [c for c in copies if sizes and (c.nbytes in sizes or c.nbytes >= max(sizes))]
     return {
         "buffer_array_bytes": sorted(sizes),
-        "whole_buffer_array_copies": [{"where": w, "bytes": b, "shape": s} for w, b, s in whole],
-        "largest_copies": [{"where": w, "bytes": b, "shape": s} for w, b, s in copies[:5]],
+        "whole_buffer_array_copies": [{"where": c.where, "bytes": c.nbytes, "shape": c.shape}
+                                      for c in whole],
+        "largest_copies": [{"where": c.where, "bytes": c.nbytes, "shape": c.shape}
+                           for c in copies[:5]],
     }
 
 
@@ -323,7 +302,7 @@ def bench_seeds(S: int, cfg_base, opts, log) -> dict:
     programs, buf_states, capacities = {}, {}, {}
 
     def add_program(name, f, state, buf_state, capacity=None):
-        side = br.Side(name, (state, metrics0(f, state)))
+        side = Side(name, (state, metrics0(f, state)))
         programs[name] = LoopProgram(name, as_carry_fn(f), side, ops_per_call=vec_steps)
         # shapes only (the arrays are donated): for the HLO copy check and memory report
         buf_states[name] = None if buf_state is None else jax.eval_shape(lambda x: x, buf_state)
@@ -348,11 +327,11 @@ def bench_seeds(S: int, cfg_base, opts, log) -> dict:
     log(f"  [{S} seed{'s' if S > 1 else ''}] warm-up {warm_s:.1f} s; compiled {len(programs)} "
         f"programs in {sum(compile_s.values()):.1f} s; timing {opts['rounds']} rounds ...")
 
-    t = br.measure(programs, opts["rounds"], opts["round_seconds"])
+    t = measure(programs, opts["rounds"], opts["round_seconds"])
     med = {k: statistics.median(v) for k, v in t.items()}
 
     def ratio(a, b):
-        return br.paired_ratio(t[a], t[b]) if a in t and b in t else None
+        return paired_ratio(t[a], t[b]) if a in t and b in t else None
 
     progs = {}
     for k, p in programs.items():
@@ -361,7 +340,7 @@ def bench_seeds(S: int, cfg_base, opts, log) -> dict:
                                                       "largest_copy_bytes_in_loops")}
         if buf_states[k] is not None:
             info["buffer_copies"] = buffer_copy_check(p, buf_states[k], capacities[k])
-        info["us_per_vector_step"] = br.time_stats(t[k])
+        info["us_per_vector_step"] = time_stats(t[k])
         info["steps_per_s"] = round(S * cfg_base.num_envs / med[k], 1)
         info["compile_total_s"] = round(compile_s[k], 3)
         info["buffer_bytes_per_transition"] = (
@@ -372,11 +351,11 @@ def bench_seeds(S: int, cfg_base, opts, log) -> dict:
     ratios = {key: ratio(num, den) for key, num, den in ratio_specs(opts["big_capacity"])}
     if "fbx_per_cpu" in t and "fbx_per_bincount" in t and "ours_per" in t:
         best = [min(x, y) for x, y in zip(t["fbx_per_cpu"], t["fbx_per_bincount"])]
-        ratios["fbx_per_best_over_ours"] = br.paired_ratio(best, t["ours_per"])
+        ratios["fbx_per_best_over_ours"] = paired_ratio(best, t["ours_per"])
     ratios = {k: v for k, v in ratios.items() if v is not None}
 
     breakdown = breakdown_from_rounds(t, breakdown_sides) if breakdown_sides else None
-    return {"seeds": S, "rounds_us": {k: [br.us(x) for x in v] for k, v in t.items()},
+    return {"seeds": S, "rounds_us": {k: [us(x) for x in v] for k, v in t.items()},
             "programs": progs, "ratios": ratios, "breakdown": breakdown,
             "warm_up_s": round(warm_s, 2)}
 
@@ -483,7 +462,7 @@ def format_table(results, cfg, big_capacity) -> str:
 
     def x(r, a, b, width):
         ok = a in r["_t"] and b in r["_t"]
-        return f"{br.paired_ratio(r['_t'][a], r['_t'][b]):>{width - 1}.2f}x" if ok else f"{'-':>{width}}"
+        return f"{paired_ratio(r['_t'][a], r['_t'][b]):>{width - 1}.2f}x" if ok else f"{'-':>{width}}"
 
     def comp(r, k):
         return f"{r['programs'][k]['compile_total_s']:.1f}" if k in r["programs"] else "-"
@@ -612,16 +591,6 @@ def learn_check(num_seeds: int, guard: str, capacity: int, log, seed: int = 0) -
     }
 
 
-def _seeds(text):
-    try:
-        out = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of positive ints, got {text!r}")
-    if not out or any(s <= 0 for s in out):
-        raise argparse.ArgumentTypeError(f"expected a comma list of positive ints, got {text!r}")
-    return out
-
-
 def build_parser():
     p = argparse.ArgumentParser(
         prog="bench_loop.py",
@@ -630,7 +599,7 @@ def build_parser():
     p.add_argument("--quick", action="store_true", help="1 seed, short chunks, well under a minute")
     p.add_argument("--out", type=Path, default=None,
                    help="JSON path (default experiments/results/bench_loop_<cpu|gpu>[_quick].json)")
-    p.add_argument("--seeds", type=_seeds, default=None, help="vmapped seed counts, e.g. 1,8")
+    p.add_argument("--seeds", type=positive_ints, default=None, help="vmapped seed counts, e.g. 1,8")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
     p.add_argument("--chunk-steps", type=int, default=None,
                    help="env steps per timed chunk per seed (default: TrainConfig's)")
@@ -675,34 +644,23 @@ def main(argv=None) -> int:
         parser.error("--rounds must be >= 1")
     if opts["big_capacity"] and opts["big_capacity"] < 10_000:
         parser.error("--big-capacity must be 0 or >= 10000 (the warm-up fills 10k)")
-    br.flashbax_modules()  # fail early, in words, without the peer
+    flashbax_modules()  # fail early, in words, without the peer
     warnings.filterwarnings("ignore", message="`sample_sequence_length` greater than",
                             category=UserWarning)
     if args.learn:
         seeds = max(args.seeds) if args.seeds else 8
-        out = args.out or (_ROOT / "experiments" / "results" /
-                           f"bench_loop_learn_{br.default_tag()}.json")
+        out = args.out or results_path("bench_loop_learn")
         print(f"learning check: prioritized DQN on flashbax, guard={args.guard}, {seeds} seeds, "
               "CartPole-v1 defaults", flush=True)
         res = learn_check(seeds, args.guard, mj_train.TrainConfig().buffer_capacity, print)
         print(json.dumps(res, indent=1))
-        doc = {"benchmark": "bench_loop --learn", "machine": br.machine_info(), "learning": res}
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(doc, indent=1) + "\n")
-        print(f"wrote {out}")
+        doc = {"benchmark": "bench_loop --learn", "machine": machine_info(), "learning": res}
+        write_json(doc, out)
         return 0
     cfg = base_config(opts["chunk_steps"])
-    out = args.out or (_ROOT / "experiments" / "results" /
-                       f"bench_loop_{br.default_tag()}{'_quick' if args.quick else ''}.json")
-
-    def log(line):
-        print(line, flush=True)
-
-    info = br.machine_info()
-    log(f"memjax loop benchmark vs flashbax {info['versions']['flashbax']} | jax "
-        f"{info['versions']['jax']} {info['jax_backend']} | {info['cpu_count']} CPUs "
-        f"({info['cpu_model']})")
+    out = args.out or results_path("bench_loop", args.quick)
+    info = machine_info()
+    log(banner("loop benchmark", info))
     log(f"mode: {'quick' if args.quick else 'full'}; seeds {list(opts['seeds'])}; rounds "
         f"{opts['rounds']}; chunk {cfg.chunk_steps} env steps/seed ({cfg.chunk_iters} updates)")
     t_start = time.perf_counter()
@@ -753,7 +711,7 @@ def main(argv=None) -> int:
         "wall_seconds": round(time.perf_counter() - t_start, 1),
         "results": {str(S): r for S, r in results.items()},
     }
-    br.write_json(doc, out, log)
+    write_json(doc, out, log)
     return 0
 
 

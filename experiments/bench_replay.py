@@ -40,13 +40,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import os
-import platform
-import re
-import socket
-import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -61,6 +54,9 @@ if str(_ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(_ROOT))
 
 import memjax as mj  # noqa: E402
+from experiments._common import (  # noqa: E402
+    Side, banner, chunked_fill, flashbax_modules, ints, log, machine_info, results_path,
+    run_modes, sampling_step, shape_str, shapes, write_json, zero)
 
 SAMPLE_BATCH = 256
 PER_BATCH = 256
@@ -105,198 +101,7 @@ TARGETS = {
 }
 
 
-# --------------------------------------------------------------------------- timing
-
-
-class Program:
-    """One AOT-compiled, donated program ``fn(carry, *consts) -> carry``."""
-
-    def __init__(self, name, fn, side, consts=(), ops_per_call=1):
-        self.name, self.side, self.consts, self.ops_per_call = name, side, consts, ops_per_call
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            t0 = time.perf_counter()
-            lowered = jax.jit(fn, donate_argnums=0).lower(side.carry, *consts)
-            t1 = time.perf_counter()
-            self.exe = lowered.compile()
-            t2 = time.perf_counter()
-        self.lower_s, self.compile_s = t1 - t0, t2 - t1
-        self.warnings = [str(w.message) for w in caught if "donat" in str(w.message).lower()]
-        self.hlo = hlo_summary(self.exe.as_text())
-        # A copy as large as a state array (>= 64 KiB) means XLA could not update it in
-        # place: the op then costs O(capacity) whatever the algorithm.
-        sizes = {x.size * x.dtype.itemsize for x in jax.tree.leaves(side.carry)}
-        self.full_state_copy = [where for where in ("entry", "in_loops")
-                                if any(65536 <= s <= self.hlo[f"largest_copy_bytes_{where}"]
-                                       for s in sizes)]
-        self.donation_ok = None
-        self.n = 1
-
-    def run(self, n: int) -> float:
-        """Run ``n`` calls; return seconds per op."""
-        carry = self.side.carry
-        jax.block_until_ready(carry)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            carry = self.exe(carry, *self.consts)
-        jax.block_until_ready(carry)
-        dt = time.perf_counter() - t0
-        self.side.carry = carry
-        return dt / (n * self.ops_per_call)
-
-    def first_call_checks_donation(self) -> None:
-        """Run once; donation worked if XLA consumed the big input buffers."""
-        leaves = jax.tree.leaves(self.side.carry)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            self.run(1)
-        self.warnings += [str(w.message) for w in caught if "donat" in str(w.message).lower()]
-        big = [x for x in leaves if x.size >= 1024]
-        self.donation_ok = bool(big) and all(x.is_deleted() for x in big)
-
-    def warm_up(self, round_seconds: float, max_calls: int = 20000):
-        self.first_call_checks_donation()
-        self.run(2)
-        per_call = self.run(3) * self.ops_per_call
-        self.n = int(min(max_calls, max(3, round_seconds / max(per_call, 1e-7))))
-
-    def info(self) -> dict:
-        return {
-            "lower_s": round(self.lower_s, 4),
-            "compile_s": round(self.compile_s, 4),
-            "calls_per_round": self.n,
-            "ops_per_call": self.ops_per_call,
-            "donation_ok": self.donation_ok,
-            "donation_warnings": self.warnings,
-            "full_state_copy": self.full_state_copy,
-            "hlo": self.hlo,
-        }
-
-
-class Side:
-    """A contender's live carry (buffer state + accumulators), shared by its programs."""
-
-    def __init__(self, name, carry):
-        self.name, self.carry = name, carry
-
-
-def measure(programs, rounds: int, round_seconds: float) -> dict:
-    """Interleave ``programs`` (a dict name -> Program) for ``rounds`` rounds."""
-    for p in programs.values():
-        p.warm_up(round_seconds)
-    names = list(programs)
-    per_round = {k: [] for k in names}
-    for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for k in order:
-            per_round[k].append(programs[k].run(programs[k].n))
-    return per_round
-
-
-def zero():
-    """A fresh float32 accumulator (never share one array between donated carries)."""
-    return jnp.zeros((), jnp.float32)
-
-
-def us(x: float) -> float:
-    return round(x * 1e6, 3)
-
-
-def time_stats(samples) -> dict:
-    return {"min_us": us(min(samples)), "median_us": us(statistics.median(samples)),
-            "rounds_us": [us(s) for s in samples]}
-
-
-def paired_ratio(num, den) -> float:
-    return round(statistics.median(a / b for a, b in zip(num, den)), 3)
-
-
-# ------------------------------------------------------------------------------ HLO
-
-_HEADER = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s*\(.*\)\s*->.*\{$")
-_INSTR = re.compile(r"^(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$")
-_SHAPE = re.compile(r"^(\w+)\[([\d,]*)\]")
-_NESTED = re.compile(r"(?:calls|to_apply)=%?([\w.\-]+)")
-_TRIVIAL = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast"}
-_BYTES = {"f32": 4, "s32": 4, "u32": 4, "f16": 2, "bf16": 2, "f64": 8, "s64": 8, "u64": 8,
-          "pred": 1, "s8": 1, "u8": 1}
-
-
-def _opcode(rhs: str) -> str:
-    if rhs.startswith("("):  # tuple shape: skip to its closing parenthesis
-        depth = 0
-        for i, ch in enumerate(rhs):
-            depth += (ch == "(") - (ch == ")")
-            if depth == 0:
-                break
-        rhs = rhs[i + 1:].lstrip()
-    else:
-        rhs = rhs.split(" ", 1)[1] if " " in rhs else ""
-    return rhs.split("(", 1)[0]
-
-
-def kernel_instructions(text: str):
-    """Yield ``(in_entry, name, opcode, rhs)`` for every instruction of the entry computation
-    and loop bodies of compiled HLO text (not the insides of fusions, reducers, comparators)."""
-    nested = set(_NESTED.findall(text))
-    cur = entry = None
-    for line in text.splitlines():
-        s = line.strip()
-        m = _HEADER.match(s)
-        if m:
-            cur = m.group(2)
-            if m.group(1):
-                entry = cur
-            continue
-        if s == "}":
-            cur = None
-            continue
-        m = _INSTR.match(s) if cur is not None and cur not in nested else None
-        if m:
-            yield cur == entry, m.group(1), _opcode(m.group(2)), m.group(2)
-
-
-def copy_size(rhs: str):
-    """(bytes, "f32[dims]") of the array an instruction's right-hand side produces, or None."""
-    sm = _SHAPE.match(rhs)
-    if not sm:
-        return None
-    dims = [int(d) for d in sm.group(2).split(",") if d]
-    return int(np.prod(dims)) * _BYTES.get(sm.group(1), 4), f"{sm.group(1)}[{sm.group(2)}]"
-
-
-def hlo_summary(text: str) -> dict:
-    """What a compiled program runs, at kernel level (the entry computation and loop
-    bodies, not the insides of fusions, reducers or comparators): op counts, fused
-    kernels by name, and the largest ``copy`` in the entry computation and inside
-    loops (a copy as big as a buffer array means it was not updated in place)."""
-    counts, fusions, copies = {}, {}, {"entry": 0, "loops": 0}
-    for in_entry, name, op, rhs in kernel_instructions(text):
-        if op in _TRIVIAL:
-            continue
-        counts[op] = counts.get(op, 0) + 1
-        if op == "fusion":
-            base = re.sub(r"(\.\d+)+$", "", name)
-            fusions[base] = fusions.get(base, 0) + 1
-        if op == "copy" and copy_size(rhs):
-            where = "entry" if in_entry else "loops"
-            copies[where] = max(copies[where], copy_size(rhs)[0])
-    return {"kernels": sum(counts.values()), "ops": dict(sorted(counts.items())),
-            "fusions": dict(sorted(fusions.items())),
-            "largest_copy_bytes": max(copies.values()),
-            "largest_copy_bytes_entry": copies["entry"],
-            "largest_copy_bytes_in_loops": copies["loops"]}
-
-
 # ---------------------------------------------------------------------------- helpers
-
-
-def fused(step, length: int, with_xs: bool):
-    """``length`` steps of ``step(carry, x) -> carry`` in one lax.scan."""
-    if with_xs:
-        return lambda carry, xs: jax.lax.scan(lambda c, x: (step(c, x), None), carry, xs)[0]
-    return lambda carry: jax.lax.scan(lambda c, _: (step(c, None), None), carry, None,
-                                      length=length)[0]
 
 
 def fill_data(key, batch_shape, item_shape):
@@ -308,32 +113,39 @@ def fill_data(key, batch_shape, item_shape):
     return per_item + 1e-3 * pattern
 
 
-def chunked_fill(add_chunk, state, total: int, chunk: int, key):
-    """Call ``add_chunk(state, key, n)`` (n static) until ``total`` items were added."""
-    jitted = jax.jit(add_chunk, donate_argnums=0, static_argnums=2)
-    done = 0
-    while done < total:
-        n = min(chunk, total - done)
-        key, sub = jax.random.split(key)
-        state = jitted(state, sub, n)
-        done += n
-    return jax.block_until_ready(state)
+def fill_ours(buf, shape, total: int, chunk: int, key):
+    """A memjax buffer holding ``total`` transitions {obs, next_obs} of ``shape``, added
+    through its own ``add`` in chunks: (state, seconds)."""
+    obs0 = jnp.zeros(shape, jnp.float32)
+
+    def add_chunk(state, k, n):
+        a, b = jax.random.split(k)
+        return buf.add(state, {"obs": fill_data(a, (n,), shape),
+                               "next_obs": fill_data(b, (n,), shape)})
+
+    t0 = time.perf_counter()
+    state = chunked_fill(add_chunk, buf.init({"obs": obs0, "next_obs": obs0}), total, chunk, key)
+    return state, time.perf_counter() - t0
 
 
-def flashbax_modules():
-    try:
-        import flashbax as fbx
-        from flashbax.buffers import prioritised_trajectory_buffer as fbx_pt
-    except ImportError as e:  # pragma: no cover - exercised only without the dev extra
-        raise SystemExit(
-            f"bench_replay: flashbax is needed as the benchmark peer ({e}); "
-            "install it with `pip install flashbax==0.1.3` or `pip install -e .[dev]`"
-        ) from None
-    return fbx, fbx_pt
+def fill_flashbax(add, state, shape, total: int, chunk: int, key):
+    """A flashbax state given ``total`` observations of ``shape``, ``[FBX_ROWS, n]`` per
+    ``add`` (``n`` up to ``chunk // FBX_ROWS``): (state, seconds)."""
+    def add_chunk(state, k, n):
+        return add(state, {"obs": fill_data(k, (FBX_ROWS, n), shape)})
+
+    t0 = time.perf_counter()
+    state = chunked_fill(add_chunk, state, total // FBX_ROWS, max(1, chunk // FBX_ROWS), key)
+    return state, time.perf_counter() - t0
 
 
-def shape_str(shape) -> str:
-    return "(" + ",".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+def make_row(shape, cap, batch, fcap, result, setup=None) -> dict:
+    """One configuration's JSON row: settings, then run_modes' times and programs."""
+    row = {"item_shape": list(shape), "capacity": cap, "batch": batch,
+           "flashbax_capacity": fcap, **result}
+    if setup is not None:
+        row["setup_s"] = {k: round(v, 3) for k, v in setup.items()}
+    return row
 
 
 # ------------------------------------------------------------------------------- add
@@ -366,29 +178,16 @@ def bench_add(cfg, log) -> list:
                     start = (pos,) + (0,) * (arr.ndim - 1)
                     return jax.lax.dynamic_update_slice(arr, x["obs"], start), (pos + batch) % cap
 
-                steps = {"ours": (ours, ours_buf.add), "flashbax": (flash, fbuf.add),
-                         "bare": (bare, bare_add)}
-                row = {"item_shape": list(shape), "capacity": cap, "batch": batch,
-                       "flashbax_capacity": fcap, "modes": {}, "programs": {}}
-                for mode in cfg["modes"]:
-                    progs = {}
-                    for name, (side, step) in steps.items():
-                        if mode == "call":
-                            progs[name] = Program(f"add/{name}", step, side, (items,))
-                        else:
-                            progs[name] = Program(f"add/{name}/fused", fused(step, K, True), side,
-                                                  (stack,), ops_per_call=K)
-                    t = measure(progs, cfg["rounds"], cfg["round_seconds"])
-                    row["modes"][mode] = {
-                        "times": {k: time_stats(v) for k, v in t.items()},
-                        "ours_over_bare": paired_ratio(t["ours"], t["bare"]),
-                        "flashbax_over_ours": paired_ratio(t["flashbax"], t["ours"]),
-                    }
-                    row["programs"][mode] = {k: p.info() for k, p in progs.items()}
-                    del progs
-                rows.append(row)
-                log(format_row("add", row, cfg["modes"]))
-                del flash, fstate, steps
+                steps = {"ours": ours_buf.add, "flashbax": fbuf.add, "bare": bare_add}
+                sides = {"ours": ours, "flashbax": flash, "bare": bare}
+                inputs = {**{name: (items,) for name in steps},
+                          **{f"{name}_fused": (stack,) for name in steps}}
+                result = run_modes(cfg, steps, sides, {"ours_over_bare": ("ours", "bare"),
+                                                       "flashbax_over_ours": ("flashbax", "ours")},
+                                   inputs, fused_ops=K)
+                rows.append(make_row(shape, cap, batch, fcap, result))
+                log(format_row("add", rows[-1], cfg["modes"]))
+                del flash, fstate, steps, sides
             del ours, bare
     return rows
 
@@ -402,84 +201,42 @@ def bench_sample(cfg, log) -> list:
     key = jax.random.key(1)
     for shape in cfg["sample_shapes"]:
         for cap in cfg["sample_capacities"]:
-            obs0 = jnp.zeros(shape, jnp.float32)
             ours_buf = mj.replay.uniform(cap)
-
-            def ours_chunk(state, k, n, shape=shape, buf=ours_buf):
-                a, b = jax.random.split(k)
-                return buf.add(state, {"obs": fill_data(a, (n,), shape),
-                                       "next_obs": fill_data(b, (n,), shape)})
-
             chunk = max(1, min(cap, (256 << 20) // (8 * int(np.prod(shape)))))
             key, kf1, kf2 = jax.random.split(key, 3)
-            t_setup = time.perf_counter()
-            ostate = chunked_fill(ours_chunk, ours_buf.init({"obs": obs0, "next_obs": obs0}),
-                                  cap, chunk, kf1)
-            setup = {"ours_fill_s": time.perf_counter() - t_setup}
-
+            setup = {}
+            ostate, setup["ours_fill_s"] = fill_ours(ours_buf, shape, cap, chunk, kf1)
             fbuf = fbx.make_flat_buffer(max_length=cap, min_length=SAMPLE_BATCH,
                                         sample_batch_size=SAMPLE_BATCH, add_sequences=True,
                                         add_batch_size=FBX_ROWS)
-            T = cap // FBX_ROWS
+            fstate, setup["flashbax_fill_s"] = fill_flashbax(
+                fbuf.add, fbuf.init({"obs": jnp.zeros(shape, jnp.float32)}), shape, cap, chunk, kf2)
+            fcap = FBX_ROWS * (cap // FBX_ROWS)
 
-            def fbx_chunk(state, k, n, shape=shape, buf=fbuf):
-                return buf.add(state, {"obs": fill_data(k, (FBX_ROWS, n), shape)})
+            def ours_draw(state, k, buf=ours_buf):
+                return buf.sample(state, k, SAMPLE_BATCH).items  # {obs, next_obs}
 
-            t_setup = time.perf_counter()
-            fstate = chunked_fill(fbx_chunk, fbuf.init({"obs": obs0}), T,
-                                  max(1, chunk // FBX_ROWS), kf2)
-            setup["flashbax_fill_s"] = time.perf_counter() - t_setup
-            fcap = FBX_ROWS * T
+            def fbx_draw(state, k, buf=fbuf):
+                e = buf.sample(state, k).experience
+                return e.first["obs"], e.second["obs"]
 
-            def ours_step(carry, _, buf=ours_buf):
-                state, k, acc = carry
-                k, sub = jax.random.split(k)
-                s = buf.sample(state, sub, SAMPLE_BATCH)
-                return state, k, acc + jnp.sum(s.items["obs"]) + jnp.sum(s.items["next_obs"])
-
-            def fbx_step(carry, _, buf=fbuf):
-                state, k, acc = carry
-                k, sub = jax.random.split(k)
-                e = buf.sample(state, sub).experience
-                return state, k, acc + jnp.sum(e.first["obs"]) + jnp.sum(e.second["obs"])
-
-            def bare_step(carry, _, cap=cap):
+            def bare_draw(state, k, cap=cap):
                 # The floor: 256 uniform rows gathered straight from memjax's own arrays
                 # (same memory, none of the buffer's bookkeeping). Runs on ours' carry.
-                state, k, acc = carry
-                k, sub = jax.random.split(k)
-                i = jax.random.randint(sub, (SAMPLE_BATCH,), 0, cap)
-                obs, nxt = state.items["obs"], state.items["next_obs"]
-                return state, k, acc + jnp.sum(obs[i]) + jnp.sum(nxt[i])
+                i = jax.random.randint(k, (SAMPLE_BATCH,), 0, cap)
+                return state.items["obs"][i], state.items["next_obs"][i]
 
             sides = {"ours": Side("ours", (ostate, jax.random.key(10), zero())),
                      "flashbax": Side("flashbax", (fstate, jax.random.key(11), zero()))}
             sides["bare"] = sides["ours"]
-            steps = {"ours": ours_step, "flashbax": fbx_step, "bare": bare_step}
+            steps = {"ours": sampling_step(ours_draw), "flashbax": sampling_step(fbx_draw),
+                     "bare": sampling_step(bare_draw)}
             del ostate, fstate
-            row = {"item_shape": list(shape), "capacity": cap, "batch": SAMPLE_BATCH,
-                   "flashbax_capacity": fcap, "modes": {}, "programs": {},
-                   "setup_s": {k: round(v, 3) for k, v in setup.items()}}
-            K = cfg["fused_sample"]
-            for mode in cfg["modes"]:
-                progs = {}
-                for name, step in steps.items():
-                    if mode == "call":
-                        progs[name] = Program(f"sample/{name}", lambda c, st=step: st(c, None),
-                                              sides[name])
-                    else:
-                        progs[name] = Program(f"sample/{name}/fused", fused(step, K, False),
-                                              sides[name], ops_per_call=K)
-                t = measure(progs, cfg["rounds"], cfg["round_seconds"])
-                row["modes"][mode] = {
-                    "times": {k: time_stats(v) for k, v in t.items()},
-                    "flashbax_over_ours": paired_ratio(t["flashbax"], t["ours"]),
-                    "ours_over_bare": paired_ratio(t["ours"], t["bare"]),
-                }
-                row["programs"][mode] = {k: p.info() for k, p in progs.items()}
-                del progs
-            rows.append(row)
-            log(format_row("sample", row, cfg["modes"]))
+            result = run_modes(cfg, steps, sides, {"flashbax_over_ours": ("flashbax", "ours"),
+                                                   "ours_over_bare": ("ours", "bare")},
+                               fused_ops=cfg["fused_sample"])
+            rows.append(make_row(shape, cap, SAMPLE_BATCH, fcap, result, setup))
+            log(format_row("sample", rows[-1], cfg["modes"]))
             del sides
     return rows
 
@@ -500,16 +257,8 @@ def bench_per(cfg, log) -> list:
         # memjax: transitions {obs, next_obs}, filled through add in big chunks, then
         # every item given a random priority (ids from one stratified draw of capacity).
         ours_buf = mj.replay.prioritized(cap, alpha=ALPHA)
-
-        def ours_chunk(state, k, n, buf=ours_buf):
-            a, b = jax.random.split(k)
-            return buf.add(state, {"obs": fill_data(a, (n,), shape),
-                                   "next_obs": fill_data(b, (n,), shape)})
-
-        t_setup = time.perf_counter()
-        ostate = chunked_fill(ours_chunk, ours_buf.init({"obs": obs0, "next_obs": obs0}),
-                              cap, chunk, kf1)
-        setup = {"ours_fill_s": time.perf_counter() - t_setup}
+        setup = {}
+        ostate, setup["ours_fill_s"] = fill_ours(ours_buf, shape, cap, chunk, kf1)
 
         @functools.partial(jax.jit, donate_argnums=0)
         def ours_randomise(state, k1, k2, buf=ours_buf, cap=cap):
@@ -533,15 +282,8 @@ def bench_per(cfg, log) -> list:
         # directly (it indexes SET_BATCH_FN["gpu"] = sum_tree.set_batch_bincount).
         fbx_set_bincount = functools.partial(fbx_pt.set_priorities, priority_exponent=ALPHA,
                                              device="gpu")
-        T = cap // FBX_ROWS
-
-        def fbx_chunk(state, k, n):
-            return fbx_add_bincount(state, {"obs": fill_data(k, (FBX_ROWS, n), shape)})
-
-        t_setup = time.perf_counter()
-        fstate = chunked_fill(fbx_chunk, fbx_cpu.init({"obs": obs0}), T,
-                              max(1, chunk // FBX_ROWS), kf2)
-        setup["flashbax_fill_s"] = time.perf_counter() - t_setup
+        fstate, setup["flashbax_fill_s"] = fill_flashbax(
+            fbx_add_bincount, fbx_cpu.init({"obs": obs0}), shape, cap, chunk, kf2)
         fcap = int(fstate.sum_tree_state.capacity)
 
         @functools.partial(jax.jit, donate_argnums=0)
@@ -556,7 +298,7 @@ def bench_per(cfg, log) -> list:
         fstate = jax.block_until_ready(fbx_randomise(fstate, kp2))
         setup["flashbax_priorities_s"] = time.perf_counter() - t_setup
 
-        def ours_step(carry, _, buf=ours_buf):
+        def ours_step(carry, _=None, buf=ours_buf):
             state, k, acc = carry
             k, sub = jax.random.split(k)
             s = buf.sample(state, sub, PER_BATCH, beta=BETA)
@@ -566,7 +308,7 @@ def bench_per(cfg, log) -> list:
             return state, k, acc + loss
 
         def make_fbx_step(set_fn, n_items=fcap):
-            def fbx_step(carry, _):
+            def fbx_step(carry, _=None):
                 state, k, acc = carry
                 k, sub = jax.random.split(k)
                 s = fbx_cpu.sample(state, sub)
@@ -585,30 +327,14 @@ def bench_per(cfg, log) -> list:
         steps = {"ours": ours_step, "flashbax_cpu": make_fbx_step(fbx_cpu.set_priorities),
                  "flashbax_bincount": make_fbx_step(fbx_set_bincount)}
         del ostate, fstate, fstate_b
-        row = {"item_shape": list(shape), "capacity": cap, "batch": PER_BATCH,
-               "flashbax_capacity": fcap, "modes": {}, "programs": {},
-               "setup_s": {k: round(v, 3) for k, v in setup.items()}}
-        K = cfg["fused_per"]
-        for mode in cfg["modes"]:
-            progs = {}
-            for name, step in steps.items():
-                if mode == "call":
-                    progs[name] = Program(f"per/{name}", lambda c, st=step: st(c, None), sides[name])
-                else:
-                    progs[name] = Program(f"per/{name}/fused", fused(step, K, False), sides[name],
-                                          ops_per_call=K)
-            t = measure(progs, cfg["rounds"], cfg["round_seconds"])
-            best = [min(a, b) for a, b in zip(t["flashbax_cpu"], t["flashbax_bincount"])]
-            row["modes"][mode] = {
-                "times": {k: time_stats(v) for k, v in t.items()},
-                "flashbax_cpu_over_ours": paired_ratio(t["flashbax_cpu"], t["ours"]),
-                "flashbax_bincount_over_ours": paired_ratio(t["flashbax_bincount"], t["ours"]),
-                "flashbax_best_over_ours": paired_ratio(best, t["ours"]),
-            }
-            row["programs"][mode] = {k: p.info() for k, p in progs.items()}
-            del progs
-        rows.append(row)
-        log(format_row("per", row, cfg["modes"]))
+        result = run_modes(cfg, steps, sides,
+                           {"flashbax_cpu_over_ours": ("flashbax_cpu", "ours"),
+                            "flashbax_bincount_over_ours": ("flashbax_bincount", "ours"),
+                            "flashbax_best_over_ours": (("flashbax_cpu", "flashbax_bincount"),
+                                                        "ours")},
+                           fused_ops=cfg["fused_per"])
+        rows.append(make_row(shape, cap, PER_BATCH, fcap, result, setup))
+        log(format_row("per", rows[-1], cfg["modes"]))
         del sides
     return rows
 
@@ -766,73 +492,6 @@ def format_targets(targets) -> str:
     return "\n".join(lines)
 
 
-def machine_info() -> dict:
-    def version(pkg):
-        try:
-            from importlib.metadata import version as v
-            return v(pkg)
-        except Exception:
-            return None
-
-    cpu_model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    def git(*cmd):
-        try:
-            return subprocess.run(["git", "-C", str(_ROOT), *cmd], capture_output=True, text=True,
-                                  timeout=5).stdout.strip() or None
-        except Exception:
-            return None
-
-    commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--", "memjax")
-    devs = jax.devices()
-    return {
-        "hostname": socket.gethostname(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_model": cpu_model or platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "python": platform.python_version(),
-        "jax_backend": jax.default_backend(),
-        "jax_devices": [str(d) for d in devs],
-        "device_kind": devs[0].device_kind,
-        "versions": {p: version(p) for p in ("jax", "jaxlib", "flashbax", "memjax", "numpy")},
-        "memjax_commit": commit,
-        # Uncommitted changes to memjax/ at run time (the figures measure the working tree).
-        "memjax_uncommitted": dirty.splitlines() if dirty else [],
-    }
-
-
-def write_json(doc: dict, out, log) -> None:
-    """Write a benchmark's JSON document (creating folders) and say where."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    log(f"\nwrote {out} ({doc['wall_seconds']} s)")
-
-
-def default_tag() -> str:
-    if jax.default_backend() == "cpu":
-        return "cpu"
-    kind = jax.devices()[0].device_kind
-    return re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-") or jax.default_backend()
-
-
-def _ints(text):
-    return tuple(int(float(x)) for x in text.split(",") if x.strip())
-
-
-def _shapes(text):
-    return tuple(tuple(int(d) for d in s.split("x")) for s in text.split(",") if s.strip())
-
-
 def build_parser():
     p = argparse.ArgumentParser(
         prog="memjax bench" if Path(sys.argv[0]).name == "memjax" else "bench_replay.py",
@@ -844,14 +503,14 @@ def build_parser():
                         "[_quick].json)")
     p.add_argument("--only", default="add,sample,per", help="comma list of add,sample,per")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per config")
-    p.add_argument("--add-capacities", type=_ints, default=None, help="e.g. 1e4,1e5")
-    p.add_argument("--add-batches", type=_ints, default=None, help="e.g. 8,32,64")
-    p.add_argument("--shapes", type=_shapes, default=None,
+    p.add_argument("--add-capacities", type=ints, default=None, help="e.g. 1e4,1e5")
+    p.add_argument("--add-batches", type=ints, default=None, help="e.g. 8,32,64")
+    p.add_argument("--shapes", type=shapes, default=None,
                    help="item shapes for add and sample, e.g. 4,10x10x4")
     p.add_argument("--modes", default=None,
                    help="comma list of call (one op per dispatch), fused (K ops per lax.scan)")
-    p.add_argument("--sample-capacities", type=_ints, default=None)
-    p.add_argument("--per-capacities", type=_ints, default=None, help="e.g. 65536,1048576")
+    p.add_argument("--sample-capacities", type=ints, default=None)
+    p.add_argument("--per-capacities", type=ints, default=None, help="e.g. 65536,1048576")
     return p
 
 
@@ -879,16 +538,9 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message="`sample_sequence_length` greater than",
                             category=UserWarning)
 
-    out = args.out or (_ROOT / "experiments" / "results" /
-                       f"bench_replay_{default_tag()}{'_quick' if args.quick else ''}.json")
-
-    def log(line):
-        print(line, flush=True)
-
+    out = args.out or results_path("bench_replay", args.quick)
     info = machine_info()
-    log(f"memjax replay benchmark vs flashbax {info['versions']['flashbax']} | jax "
-        f"{info['versions']['jax']} {info['jax_backend']} | devices {info['jax_devices']} | "
-        f"{info['cpu_count']} CPUs ({info['cpu_model']}) | {info['platform']}")
+    log(banner("replay benchmark", info))
     log(f"mode: {'quick' if args.quick else 'full'}; rounds {cfg['rounds']}; "
         "times in microseconds; only ratios are comparable across runs\n")
     results = {}

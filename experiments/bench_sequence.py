@@ -23,7 +23,7 @@ What is measured (E = 16 environments, windows of L = 80 steps, batches of 64 wi
           vs ours, and a Stoix-style store that keeps an LSTM state (2 x 128 float32) at every
           step vs ours storing it once per window start (``per_window``, period 40).
 
-The protocol is experiments/bench_replay.py's (its helpers are imported): every program is
+The protocol is experiments/bench_replay.py's (experiments/_common.py): every program is
 ``jax.jit(fn, donate_argnums=0)``, AOT compiled (compile time reported apart), every sampled
 field reduced into the carry, sides interleaved over rounds in rotated order; ratios are
 medians of per-round ratios. Only ratios mean anything on a shared machine.
@@ -48,9 +48,9 @@ if str(_ROOT) not in sys.path:  # run as a script from a source checkout
 
 import memjax as mj  # noqa: E402
 import memjax.codecs as mc  # noqa: E402
-from experiments.bench_replay import (  # noqa: E402
-    Program, Side, chunked_fill, default_tag, flashbax_modules, fused, machine_info,
-    measure, paired_ratio, shape_str, time_stats, write_json, zero)
+from experiments._common import (  # noqa: E402
+    Side, banner, chunked_fill, consume, flashbax_modules, log, machine_info, results_path,
+    run_modes, sampling_step, shape_str, write_json, zero)
 from memjax.replay.memory import nbytes  # noqa: E402
 from memjax.replay.ring import random_slots  # noqa: E402
 
@@ -111,11 +111,6 @@ def fbx_fill(add, shape):
     return add_chunk
 
 
-def consume(items) -> jax.Array:
-    """One float32 from every sampled leaf (so no gather is dropped)."""
-    return sum(jnp.sum(x.astype(jnp.float32)) for x in jax.tree.leaves(items))
-
-
 def fbx_windows(exp) -> dict:
     """flashbax's L + 1 sampled steps as the L steps ours returns (obs, next_obs, ...)."""
     out = {k: v[:, :L] for k, v in exp.items()}
@@ -133,42 +128,6 @@ def floor_windows(experience, key) -> dict:
     return dict(out, obs=obs[:, :L], next_obs=obs[:, 1:])
 
 
-# ----------------------------------------------------------------------------- timing
-
-
-def programs_for(mode, steps_by_side, sides, consts, K):
-    """Program per side for ``mode`` (call: one op per dispatch; fused: K ops per scan)."""
-    progs = {}
-    for name, step in steps_by_side.items():
-        if mode == "call":
-            progs[name] = Program(name, lambda c, *x, st=step: st(c, *x), sides[name], consts.get(name, ()))
-        else:
-            xs = consts.get(f"{name}_fused", ())
-            progs[name] = Program(f"{name}/fused", fused(step, K, bool(xs)), sides[name], xs, ops_per_call=K)
-    return progs
-
-
-def best_of(times, sides):
-    """Per-round times of ``sides`` (a name, or a tuple of names: their per-round minimum)."""
-    if isinstance(sides, str):
-        return times[sides]
-    return [min(x) for x in zip(*(times[n] for n in sides))]
-
-
-def run_modes(cfg, steps_by_side, sides, ratios, consts=None):
-    """Time every mode; return {"modes": ..., "programs": ...} with the given paired ratios
-    (name -> (numerator side, denominator side); a tuple of numerator sides: their per-round
-    minimum, the best of them)."""
-    out = {"modes": {}, "programs": {}}
-    for mode in cfg["modes"]:
-        progs = programs_for(mode, steps_by_side, sides, consts or {}, cfg["fused_ops"])
-        t = measure(progs, cfg["rounds"], cfg["round_seconds"])
-        out["modes"][mode] = {"times": {k: time_stats(v) for k, v in t.items()},
-                              **{r: paired_ratio(best_of(t, a), t[b]) for r, (a, b) in ratios.items()}}
-        out["programs"][mode] = {k: p.info() for k, p in progs.items()}
-    return out
-
-
 # -------------------------------------------------------------------------------- add
 
 
@@ -184,15 +143,21 @@ def add_inputs(data) -> dict:
             "bare": (first_row(stored),), "bare_fused": (stacked(stored),)}
 
 
-def bench_add(cfg, log) -> list:
+def uniform_buffers(cap):
+    """(ours, flashbax's) uniform buffers of windows of L steps over E environments, capacity
+    ``cap`` steps (flashbax samples L + 1 steps: the last one gives the L-th next_obs)."""
     fbx, _ = flashbax_modules()
+    fbuf = fbx.make_trajectory_buffer(add_batch_size=E, sample_batch_size=BATCH,
+                                      sample_sequence_length=L + 1, period=1,
+                                      min_length_time_axis=L + 1, max_length_time_axis=cap // E)
+    return mj.replay.uniform(cap, layout=mj.replay.sequence(E, L)), fbuf
+
+
+def bench_add(cfg, log) -> list:
     rows = []
     for shape, cap in cfg["add"]:
         T = cap // E
-        buf = mj.replay.uniform(cap, layout=mj.replay.sequence(E, L))
-        fbuf = fbx.make_trajectory_buffer(add_batch_size=E, sample_batch_size=BATCH,
-                                          sample_sequence_length=L + 1, period=1,
-                                          min_length_time_axis=L + 1, max_length_time_axis=T)
+        buf, fbuf = uniform_buffers(cap)
 
         def bare_add(carry, row):
             arrays, pos = carry
@@ -205,7 +170,8 @@ def bench_add(cfg, log) -> list:
                                       jnp.zeros((), jnp.int32)))
         result = run_modes(cfg, {"ours": buf.add, "flashbax": fbuf.add, "bare": bare_add}, sides,
                            {"flashbax_over_ours": ("flashbax", "ours"), "ours_over_bare": ("ours", "bare")},
-                           add_inputs(steps(jax.random.key(0), cfg["fused_ops"], shape)))
+                           add_inputs(steps(jax.random.key(0), cfg["fused_ops"], shape)),
+                           fused_ops=cfg["fused_ops"])
         rows.append({"obs_shape": list(shape), "capacity": cap, **result})
         log(format_row("add", rows[-1]))
         del sides
@@ -216,14 +182,10 @@ def bench_add(cfg, log) -> list:
 
 
 def bench_sample(cfg, log) -> list:
-    fbx, _ = flashbax_modules()
     rows = []
     for shape, cap in cfg["sample"]:
         T = cap // E
-        buf = mj.replay.uniform(cap, layout=mj.replay.sequence(E, L))
-        fbuf = fbx.make_trajectory_buffer(add_batch_size=E, sample_batch_size=BATCH,
-                                          sample_sequence_length=L + 1, period=1,
-                                          min_length_time_axis=L + 1, max_length_time_axis=T)
+        buf, fbuf = uniform_buffers(cap)
         chunk = max(1, min(T, (64 << 20) // (E * 4 * int(np.prod(shape)))))
         t0 = time.perf_counter()
         ostate = chunked_fill(ours_fill(buf, shape), buf.init(example(shape)), T, chunk, jax.random.key(1))
@@ -232,27 +194,16 @@ def bench_sample(cfg, log) -> list:
                               jax.random.key(1))
         setup = {"ours_fill_s": round(t1 - t0, 2), "flashbax_fill_s": round(time.perf_counter() - t1, 2)}
 
-        def ours_step(carry, _=None):
-            state, key, acc = carry
-            key, sub = jax.random.split(key)
-            return state, key, acc + consume(buf.sample(state, sub, BATCH).items)
-
-        def fbx_step(carry, _=None):
-            state, key, acc = carry
-            key, sub = jax.random.split(key)
-            return state, key, acc + consume(fbx_windows(fbuf.sample(state, sub).experience))
-
-        def floor_step(carry, _=None):
-            state, key, acc = carry
-            key, sub = jax.random.split(key)
-            return state, key, acc + consume(floor_windows(state.experience, sub))
-
+        draws = {"ours": lambda state, key: buf.sample(state, key, BATCH).items,
+                 "flashbax": lambda state, key: fbx_windows(fbuf.sample(state, key).experience),
+                 "floor": lambda state, key: floor_windows(state.experience, key)}
         sides = {"ours": Side("ours", (ostate, jax.random.key(10), zero())),
                  "flashbax": Side("flashbax", (fstate, jax.random.key(11), zero()))}
         sides["floor"] = sides["flashbax"]  # the floor gathers from flashbax's own arrays
         del ostate, fstate
-        result = run_modes(cfg, {"ours": ours_step, "flashbax": fbx_step, "floor": floor_step}, sides,
-                           {"flashbax_over_ours": ("flashbax", "ours"), "ours_over_floor": ("ours", "floor")})
+        result = run_modes(cfg, {k: sampling_step(d) for k, d in draws.items()}, sides,
+                           {"flashbax_over_ours": ("flashbax", "ours"), "ours_over_floor": ("ours", "floor")},
+                           fused_ops=cfg["fused_ops"])
         rows.append({"obs_shape": list(shape), "capacity": cap, "setup_s": setup, **result})
         log(format_row("sample", rows[-1]))
     return rows
@@ -340,7 +291,8 @@ def bench_per(cfg, log) -> list:
                                  "flashbax_bincount": make_fbx_step(fbx_bincount)}, sides,
                            {"flashbax_cpu_over_ours": ("flashbax_cpu", "ours"),
                             "flashbax_bincount_over_ours": ("flashbax_bincount", "ours"),
-                            "flashbax_best_over_ours": (("flashbax_cpu", "flashbax_bincount"), "ours")})
+                            "flashbax_best_over_ours": (("flashbax_cpu", "flashbax_bincount"), "ours")},
+                           fused_ops=cfg["fused_ops"])
         rows.append({"obs_shape": list(shape), "capacity": cap, "period": period,
                      "flashbax_windows": n_fbx, "setup_s": setup, **result})
         log(format_row("per", rows[-1]))
@@ -357,9 +309,7 @@ def state_bytes(init, ex) -> int:
 def memory_variants(shape, cap, period) -> dict:
     """name -> (init, example): flashbax's trajectory buffer with and without an LSTM state at
     every step (Stoix's recurrent systems store it so), ours with it once per window start."""
-    fbx, _ = flashbax_modules()
-    fbuf = fbx.make_trajectory_buffer(add_batch_size=E, sample_batch_size=BATCH, sample_sequence_length=L + 1,
-                                      period=1, min_length_time_axis=L + 1, max_length_time_axis=cap // E)
+    fbuf = uniform_buffers(cap)[1]
     with_carry = lambda ex: dict(ex, carry=jnp.zeros(CARRY))  # noqa: E731
     ours = lambda codecs=None, per_window=(): mj.replay.uniform(  # noqa: E731
         cap, codecs=codecs, layout=mj.replay.sequence(E, L, period=period, per_window=per_window)).init
@@ -513,12 +463,9 @@ def main(argv=None) -> int:
     args, only, cfg = parse(argv)
     flashbax_modules()  # fail early, in words, without the peer
     warnings.filterwarnings("ignore", message="`sample_sequence_length` greater than", category=UserWarning)
-    out = args.out or (_ROOT / "experiments" / "results" /
-                       f"bench_sequence_{default_tag()}{'_quick' if args.quick else ''}.json")
-    log = functools.partial(print, flush=True)
+    out = args.out or results_path("bench_sequence", args.quick)
     info = machine_info()
-    log(f"memjax sequence replay vs flashbax {info['versions']['flashbax']} | jax {info['versions']['jax']} "
-        f"{info['jax_backend']} | {info['cpu_count']} CPUs | E={E}, L={L}, batch {BATCH} windows | "
+    log(f"{banner('sequence replay', info)}\nE={E}, L={L}, batch {BATCH} windows | "
         f"{'quick' if args.quick else 'full'}, {cfg['rounds']} rounds; medians in µs; only ratios compare")
     t_start, results = time.perf_counter(), {}
     for name in SECTIONS:

@@ -30,9 +30,9 @@ if str(_ROOT) not in sys.path:
 
 import jax  # noqa: E402
 
-from experiments import bench_replay as br  # noqa: E402
-from experiments.bench_loop import LoopProgram, as_carry_fn  # noqa: E402
-from experiments.run_results import _git_state  # noqa: E402
+from experiments._common import (  # noqa: E402
+    LoopProgram, Side, as_carry_fn, git_state, measure, paired_ratio, positive_ints, time_stats, us,
+    write_json)
 from experiments.run_storage import config_for  # noqa: E402
 
 PER_ENV = {
@@ -58,20 +58,20 @@ def bench_env(env: str, seeds: int, rounds: int, round_seconds: float, log, vari
         state = jax.jit(jax.vmap(trainer.init))(keys)
         state, _ = jax.jit(jax.vmap(trainer.collect), donate_argnums=0)(state)
         carry = jax.jit(jax.vmap(trainer.chunk), donate_argnums=0)(state)
-        prog = LoopProgram(variant, as_carry_fn(trainer.chunk), br.Side(variant, carry))
+        prog = LoopProgram(variant, as_carry_fn(trainer.chunk), Side(variant, carry))
         programs[variant] = prog
         mem = trainer.buffer.memory(carry[0].buffer)
         info[variant] = {"bytes_per_transition": mem.bytes_per_item, "compile_s": prog.compile_s,
                          "env_steps_per_call": cfg.chunk_iters * cfg.train_every * cfg.num_envs}
         log(f"  {env} x{seeds} {variant}: compiled in {prog.compile_s:.1f} s, "
             f"{mem.bytes_per_item:,.1f} B/transition")
-    per_round = br.measure(programs, rounds, round_seconds)
+    per_round = measure(programs, rounds, round_seconds)
     out = {}
     for variant, times in per_round.items():
         steps = info[variant]["env_steps_per_call"]
-        out[variant] = {**info[variant], **br.time_stats(times),
-                        "us_per_env_step_median": br.us(sorted(times)[len(times) // 2] / steps),
-                        "ratio_to_float32": br.paired_ratio(times, per_round["float32"])}
+        out[variant] = {**info[variant], **time_stats(times),
+                        "us_per_env_step_median": us(sorted(times)[len(times) // 2] / steps),
+                        "ratio_to_float32": paired_ratio(times, per_round["float32"])}
     return out
 
 
@@ -89,7 +89,7 @@ def format_table(results) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--envs", default="CartPole-v1,Breakout-MinAtar")
-    p.add_argument("--seeds", default="1,8")
+    p.add_argument("--seeds", type=positive_ints, default=(1, 8), help="seed counts, e.g. 1,8")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--round-seconds", type=float, default=1.0)
     p.add_argument("--variants", default=None, help="comma-separated subset (float32 always runs)")
@@ -102,20 +102,19 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     results = {}
     for env in envs:
-        for s in (int(x) for x in args.seeds.split(",")):
+        for s in args.seeds:
             results[f"{env} x{s}"] = bench_env(env, s, args.rounds, args.round_seconds,
                                                lambda m: print(m, flush=True),
                                                args.variants and args.variants.split(","))
     out = Path(args.out) if args.out else _ROOT / "experiments" / "results" / f"bench_storage_{jax.default_backend()}.json"
     previous = json.loads(out.read_text())["results"] if out.exists() else {}
-    stamp = {"rounds": args.rounds, "commit": _git_state()["memjax_commit"],
+    stamp = {"rounds": args.rounds, "commit": git_state(short=True)["memjax_commit"],
              "wall_seconds": round(time.perf_counter() - t0, 1)}
     results = {**previous, **{k: {"variants": v, **stamp} for k, v in results.items()}}
     table = format_table(results)
     print(table)
-    out.write_text(json.dumps({"results": results, "table": table,
-                               "device": str(jax.devices()[0].device_kind)}, indent=2) + "\n")
-    print("wrote", out)
+    write_json({"results": results, "table": table, "device": str(jax.devices()[0].device_kind)},
+               out, indent=2)
     return 0
 
 

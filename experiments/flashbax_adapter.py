@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments._common import flashbax_modules
 from memjax.replay.base import ReplayBuffer, Sample
 from memjax.replay.memory import FieldMemory, MemoryReport, nbytes
 
@@ -64,15 +65,7 @@ SET_PATHS = ("cpu", "bincount")
 
 
 def _fbx():
-    try:
-        import flashbax as fbx
-        from flashbax.buffers import prioritised_trajectory_buffer as fbx_pt
-    except ImportError as e:  # pragma: no cover - only without the dev extra
-        raise ImportError(
-            f"experiments/flashbax_adapter.py needs flashbax ({e}); "
-            "install it with `pip install flashbax==0.1.3` or `pip install -e .[dev]`"
-        ) from None
-    return fbx, fbx_pt
+    return flashbax_modules("experiments/flashbax_adapter.py", ImportError)
 
 
 def _rows_and_length(state):

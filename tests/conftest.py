@@ -3,7 +3,8 @@
 * Hypothesis runs deterministically (derandomized, no example database, no deadline:
   the first call of a jitted function compiles) so CI results do not depend on luck.
 * ``tests/`` is on ``sys.path`` (pytest's default rootdir/conftest handling), so test
-  modules import the NumPy references with ``import reference``.
+  modules import the NumPy references with ``import reference``; the checkout's root too,
+  for ``experiments`` (the HLO copy scanner is the benchmarks').
 """
 
 import os
@@ -13,6 +14,11 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, os.path.dirname(__file__))
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:  # experiments/ of this checkout
+    sys.path.insert(0, _ROOT)
+
+from experiments._common import hlo_copies as scan_hlo_copies  # noqa: E402
 
 settings.register_profile(
     "memjax",
@@ -26,20 +32,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "memjax"))
 
 
 def _hlo_copies(hlo_text: str, shapes) -> list:
-    """Lines of compiled HLO text where a ``copy``/``copy-start`` produces one of ``shapes``.
+    """Lines of compiled HLO text where a ``copy``/``copy-start`` produces one of ``shapes``
+    (anywhere, fusions included): ``experiments._common.hlo_copies``, the benchmarks' scanner.
 
     ``shapes``: iterable of (dtype_prefix, shape) such as ("f32", (4099, 7)); they are
     matched against XLA's type strings, e.g. ``f32[4099,7]{1,0}``.
     """
-    wanted = [f"{dt}[{','.join(str(d) for d in shape)}]" for dt, shape in shapes]
-    hits = []
-    for line in hlo_text.splitlines():
-        for op in (" copy(", " copy-start("):
-            if op in line and "=" in line:
-                result_type = line.split("=", 1)[1].split(op, 1)[0]
-                if any(w in result_type for w in wanted):
-                    hits.append(line.strip())
-    return hits
+    found = scan_hlo_copies(hlo_text, shapes=shapes, nested=True, ops=("copy", "copy-start"))
+    return [c.line for c in found]
 
 
 @pytest.fixture(scope="session")
