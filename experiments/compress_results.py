@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,8 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 import numpy as np  # noqa: E402
+
+from experiments._common import git_state  # noqa: E402
 
 OUT = _ROOT / "experiments" / "results" / "compress"
 TEACHERS = OUT / "teachers"
@@ -60,14 +61,6 @@ DISTILL_STEPS = {"CartPole-v1": 100_000, "Breakout-MinAtar": 200_000}
 EXTRA_EPSILON = {"Breakout-MinAtar": 0.05}
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=_ROOT,
-                                       text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run_env(env: str, episodes: int, methods=None, distill_steps=None, epsilon: float = 0.0,
             extra_epsilon=None):
     from memjax.train import checkpoint
@@ -80,7 +73,7 @@ def run_env(env: str, episodes: int, methods=None, distill_steps=None, epsilon: 
     dcfg = DistillConfig(total_steps=steps, chunk_steps=min(20_000, steps),
                          buffer_capacity=50_000)
     t0 = time.perf_counter()
-    commit = _git_commit()
+    commit = git_state(short=True)["memjax_commit"] or "unknown"
     if extra_epsilon is None:
         extra_epsilon = EXTRA_EPSILON.get(env)
     ctx = pipeline.make_context(ck, episodes=episodes, epsilon=epsilon, distill_config=dcfg,

@@ -36,11 +36,9 @@ import dataclasses
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 import typing
-import warnings
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +46,9 @@ if str(_ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(_ROOT))
 
 import numpy as np  # noqa: E402
+
+from experiments._common import git_state, update_summary  # noqa: E402
+from memjax._argtypes import positive  # noqa: E402
 
 RESULTS = _ROOT / "experiments" / "results"
 REPLAYS = ("uniform", "prioritized")
@@ -74,13 +75,6 @@ def minatar_preset(total_steps: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
-
-
-def _count(text: str) -> int:
-    v = float(text.replace("_", ""))
-    if not v.is_integer() or v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(v)
 
 
 def _replays(text: str) -> list:
@@ -133,21 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default="CartPole-v1", help="gymnax environment id")
     p.add_argument("--replay", type=_replays, default=list(REPLAYS),
                    help="comma-separated replay kinds, run one after the other")
-    p.add_argument("--seeds", type=_count, default=8, help="vmapped seeds per run")
-    p.add_argument("--steps", type=_count, default=500_000, help="env steps per seed")
+    p.add_argument("--seeds", type=positive, default=8, help="vmapped seeds per run")
+    p.add_argument("--steps", type=positive, default=500_000, help="env steps per seed")
     p.add_argument("--seed", type=int, default=0, help="base PRNG seed")
-    p.add_argument("--n-step", type=_count, default=1, help="N-step targets")
+    p.add_argument("--n-step", type=positive, default=1, help="N-step targets")
     g = p.add_argument_group("config overrides (default: TrainConfig, plus the MinAtar preset)")
-    g.add_argument("--capacity", type=_count, default=None, help="replay capacity")
-    g.add_argument("--eps-decay-steps", type=_count, default=None)
+    g.add_argument("--capacity", type=positive, default=None, help="replay capacity")
+    g.add_argument("--eps-decay-steps", type=positive, default=None)
     g.add_argument("--learning-starts", type=int, default=None)
-    g.add_argument("--chunk-steps", type=_count, default=None,
+    g.add_argument("--chunk-steps", type=positive, default=None,
                    help="env steps per compiled chunk (one greedy evaluation per chunk)")
-    g.add_argument("--num-envs", type=_count, default=None)
-    g.add_argument("--batch-size", type=_count, default=None)
+    g.add_argument("--num-envs", type=positive, default=None)
+    g.add_argument("--batch-size", type=positive, default=None)
     g.add_argument("--lr", type=float, default=None)
-    g.add_argument("--target-update-every", type=_count, default=None)
-    g.add_argument("--eval-episodes", type=_count, default=None)
+    g.add_argument("--target-update-every", type=positive, default=None)
+    g.add_argument("--eval-episodes", type=positive, default=None)
     g.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="any other TrainConfig field, repeatable")
     p.add_argument("--note", default="", help="free text stored in summary.json and shown "
@@ -183,18 +177,6 @@ def config_for(args, replay: str):
     return dataclasses.replace(TrainConfig(), **kw).validate()
 
 
-def _git_state() -> dict:
-    """HEAD of the checkout and whether memjax/ has uncommitted changes (informational)."""
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    try:
-        return {"memjax_commit": git("rev-parse", "--short", "HEAD"),
-                "memjax_dirty": bool(git("status", "--porcelain", "--", "memjax"))}
-    except Exception:  # noqa: BLE001 - informational only
-        return {"memjax_commit": "", "memjax_dirty": None}
-
-
 def reproduce_command(args, replay: str) -> str:
     """The command line that reruns exactly this (env, replay) run."""
     parts = ["python", "experiments/run_results.py", "--env", args.env, "--replay", replay,
@@ -223,7 +205,7 @@ def run_one(args, replay: str) -> dict:
     print(f"== {cfg.env} / {replay} / {cfg.n_step}-step: {args.seeds} seeds x {cfg.steps_done:,} steps, capacity "
           f"{cfg.buffer_capacity:,}, eps decay {cfg.eps_decay_steps:,}, learning starts "
           f"{cfg.learning_starts:,}, chunk {cfg.chunk_steps:,} -> {out}", flush=True)
-    git_state = _git_state()  # at the start: the code this process imported
+    git = git_state(short=True)  # at the start: the code this process imported
     t0 = time.perf_counter()
     summary = mj_train.run(cfg, num_seeds=args.seeds, out_dir=out, seed=args.seed,
                            progress=not args.no_progress)
@@ -231,12 +213,8 @@ def run_one(args, replay: str) -> dict:
     summary.pop("curves", None)
 
     # the extra keys of this script, added to the summary.json that run() wrote
-    spath = out / "summary.json"
-    data = json.loads(spath.read_text())
-    data.update({"wall_seconds": wall, "command": command, "note": args.note,
-                 **git_state,
-                 "load_average_after": list(os.getloadavg()), "cpu_count": os.cpu_count()})
-    spath.write_text(json.dumps(data, indent=2) + "\n")
+    data = update_summary(out, wall_seconds=wall, command=command, note=args.note, **git,
+                          load_average_after=list(os.getloadavg()), cpu_count=os.cpu_count())
 
     curves = json.loads((out / "returns.json").read_text())
     loss = np.asarray([[np.nan if v is None else v for v in row] for row in curves["loss"]])
@@ -294,32 +272,22 @@ def plot_comparison(env: str, runs: list, path: Path, color=lambda r: COLORS.get
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from memjax.train.results import fill_seed_bands, nanmean_over_seeds, save_curve_plot
+
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for r in runs:
         steps, ev = read_eval_curve(r["_dir"])
-        mean, std = ev.mean(axis=1), ev.std(axis=1)
-        lo, hi = np.maximum(mean - std, ev.min(axis=1)), np.minimum(mean + std, ev.max(axis=1))
         c = color(r)
-        ax.fill_between(steps, lo, hi, alpha=0.2, color=c, lw=0)
+        mean = fill_seed_bands(ax, steps, ev, c, alpha=0.2, lw=0)
         ax.plot(steps, mean, color=c, marker="." if len(steps) <= 20 else None,
                 label=f"{run_label(r)}, greedy ({ev.shape[1]} seeds): final "
                       f"{r['final_return_mean']:.1f} ± {r['final_return_std']:.1f}")
         tsteps, tr = read_eval_curve(r["_dir"], "train_return")
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            tmean = np.nanmean(tr, axis=1)
-        ax.plot(tsteps, tmean, color=c, ls="--", lw=1,
+        ax.plot(tsteps, nanmean_over_seeds(tr), color=c, ls="--", lw=1,
                 label=f"{run_label(r)}, training episodes (ε-greedy), mean")
-    ax.set_xlabel("environment steps (per seed)")
-    ax.set_ylabel("episode return (mean over seeds; band ±1 std,\nclipped to the seeds' range)",
-                  fontsize=9)
-    ax.set_title(f"DQN on {env}: {title}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_curve_plot(fig, ax, path, f"DQN on {env}: {title}",
+                           "episode return (mean over seeds; band ±1 std,\nclipped to the seeds' "
+                           "range)", fontsize=9)
 
 
 def random_policy_return(env_name: str, episodes: int = 100, seed: int = 0) -> dict:
@@ -464,7 +432,7 @@ def write_report(root: Path, replot: bool = False) -> list:
                    else f"{r.get('device', '?')}")
                 + (f", load average {r['load_average_after'][2]:.1f} (15 min) after the run"
                    if r.get("load_average_after") else "")
-                + f"; memjax at {r.get('memjax_commit', '?')}"
+                + f"; memjax at {r.get('memjax_commit') or '?'}"
                 + (" (with uncommitted changes)" if r.get("memjax_dirty") else "")
                 + f"; [curve]({r['_dir'].name}/curve.png).")
         lines.append("")

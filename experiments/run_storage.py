@@ -42,7 +42,9 @@ if str(_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from experiments.run_results import _git_state, minatar_preset, read_eval_curve  # noqa: E402
+from experiments._common import git_state, update_summary  # noqa: E402
+from experiments.run_results import minatar_preset, read_eval_curve  # noqa: E402
+from memjax._argtypes import positive  # noqa: E402
 
 OUT = _ROOT / "experiments" / "results" / "storage"
 COMPACT = dict(compact_fields=True, reward_codec="int8", layout="one_copy")
@@ -87,18 +89,16 @@ def run_one(args, variant: str) -> dict:
     out = run_dir(args.env, variant, args.budget)
     print(f"== {cfg.env} / {variant}: {args.seeds} seeds x {cfg.steps_done:,} steps, capacity "
           f"{cfg.buffer_capacity:,} -> {out}", flush=True)
-    git = _git_state()
+    git = git_state(short=True)
     t0 = time.perf_counter()
     summary = mj_train.run(cfg, num_seeds=args.seeds, out_dir=out, seed=args.seed,
                            progress=not args.no_progress)
     wall = time.perf_counter() - t0
-    data = json.loads((out / "summary.json").read_text())
     command = (f"python experiments/run_storage.py --env {args.env} --seeds {args.seeds} "
                f"--steps {args.steps} --variants {variant}"
                + (f" --budget {args.budget}" if args.budget else ""))
-    data.update({"variant": variant, "budget_bytes": args.budget, "wall_seconds": wall,
-                 "command": command, **git})
-    (out / "summary.json").write_text(json.dumps(data, indent=2) + "\n")
+    data = update_summary(out, variant=variant, budget_bytes=args.budget, wall_seconds=wall,
+                          command=command, **git)
     print(f"   final greedy return {summary['final_return_mean']:.2f} ± "
           f"{summary['final_return_std']:.2f}; {summary['bytes_per_transition']:.1f} B/transition; "
           f"{summary['steps_per_second']:,.0f} steps/s; storage {data['replay_storage']}", flush=True)
@@ -146,6 +146,20 @@ def load(root: Path) -> list:
     return runs
 
 
+def _save(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label, grid and save a report figure (120 dpi), then close it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_report(root: Path = OUT) -> list:
     import matplotlib
 
@@ -184,15 +198,9 @@ def write_report(root: Path = OUT) -> list:
             ax.annotate(r["variant"], (r["bytes_per_transition"], r["final_return_mean"]),
                         textcoords="offset points", xytext=(5, 5))
         ax.set_xscale("log")
-        ax.set_xlabel("replay bytes per transition (log)")
-        ax.set_ylabel("final greedy return")
-        ax.set_title(f"{env}: return vs replay memory")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        p = root / f"{env}-return-vs-bytes.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        written.append(p)
+        written.append(_save(fig, ax, root / f"{env}-return-vs-bytes.png",
+                             "replay bytes per transition (log)", "final greedy return",
+                             f"{env}: return vs replay memory"))
 
         fig, ax = plt.subplots(figsize=(7, 4))
         for r in env_runs:
@@ -201,16 +209,9 @@ def write_report(root: Path = OUT) -> list:
             label = r["variant"] + (f" @ {r['budget_bytes'] / 1024:,.0f} KiB (cap {r['buffer_capacity']:,})"
                                     if r.get("budget_bytes") else f" ({r['bytes_per_transition']:,.1f} B)")
             ax.plot(steps, mean, label=label, ls="--" if r.get("budget_bytes") else "-")
-        ax.set_xlabel("env steps per seed")
-        ax.set_ylabel("greedy return (mean over seeds)")
-        ax.set_title(f"{env}: replay storage")
         ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        p = root / f"{env}-curves.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        written.append(p)
+        written.append(_save(fig, ax, root / f"{env}-curves.png", "env steps per seed",
+                             "greedy return (mean over seeds)", f"{env}: replay storage"))
 
     notes = []
     for path in sorted(root.glob("identical_*.json")):
@@ -256,11 +257,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--env", default="CartPole-v1")
     p.add_argument("--seeds", type=int, default=8)
-    p.add_argument("--steps", type=lambda s: int(float(s)), default=500_000)
+    p.add_argument("--steps", type=positive, default=500_000)
     p.add_argument("--variants", default="float32,int8,int4,kmeans16,float16")
     p.add_argument("--budget", default=None, help="fixed memory per seed, e.g. 64KiB")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--check-identical", type=lambda s: int(float(s)), default=None, metavar="STEPS")
+    p.add_argument("--check-identical", type=positive, default=None, metavar="STEPS")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--memory-table", action="store_true",
                    help="only write memory_table.md (bytes per transition, no training)")

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -57,6 +58,37 @@ def write_csv(path, curves: Mapping[str, Any]) -> Path:
     return path
 
 
+def seed_band(returns) -> tuple:
+    """``(mean, lo, hi)`` over seeds of ``returns`` [points, seeds]: the mean and a +-1 std band
+    clipped to the seeds' range (a std band can otherwise poke past a return cap)."""
+    returns = np.asarray(returns, np.float64)
+    mean, std = returns.mean(axis=1), returns.std(axis=1)
+    return (mean, np.maximum(mean - std, returns.min(axis=1)),
+            np.minimum(mean + std, returns.max(axis=1)))
+
+
+def fill_seed_bands(ax, steps, returns, color, *, alpha: float = 0.3, label=None,
+                    minmax_alpha=None, minmax_label=None, **kw):
+    """Draw on ``ax`` the +-1 std band of :func:`seed_band` and, with ``minmax_alpha``, the
+    min-max range of the seeds under it; return the mean over seeds. ``kw`` goes to both
+    ``fill_between`` calls."""
+    returns = np.asarray(returns, np.float64)
+    mean, lo, hi = seed_band(returns)
+    if minmax_alpha is not None:
+        ax.fill_between(steps, returns.min(axis=1), returns.max(axis=1), alpha=minmax_alpha,
+                        color=color, label=minmax_label, **kw)
+    ax.fill_between(steps, lo, hi, alpha=alpha, color=color, label=label, **kw)
+    return mean
+
+
+def nanmean_over_seeds(returns) -> np.ndarray:
+    """Mean over seeds (axis 1) ignoring NaN (no training episode finished), NaN where every
+    seed is NaN, without the all-NaN warning."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.asarray(returns, np.float64), axis=1)
+
+
 def plot_curve(path, curves: Mapping[str, Any], title: str = "") -> Path:
     """Learning curve: greedy-eval mean over seeds with a +-1 std band and the min-max range,
     and the mean training (epsilon-greedy) return dashed."""
@@ -70,22 +102,22 @@ def plot_curve(path, curves: Mapping[str, Any], title: str = "") -> Path:
     ev = np.asarray(curves["eval_return"], np.float64)
     tr = np.asarray(curves["train_return"], np.float64)
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    mean, std = ev.mean(axis=1), ev.std(axis=1)
-    ax.fill_between(steps, ev.min(axis=1), ev.max(axis=1), alpha=0.12, color="C0",
-                    label="greedy eval: min-max over seeds")
-    # clipped to the seeds' range: a std band can otherwise poke past a return cap
-    ax.fill_between(steps, np.maximum(mean - std, ev.min(axis=1)),
-                    np.minimum(mean + std, ev.max(axis=1)), alpha=0.3, color="C0", label="±1 std")
+    mean = fill_seed_bands(ax, steps, ev, "C0", label="±1 std", minmax_alpha=0.12,
+                           minmax_label="greedy eval: min-max over seeds")
     ax.plot(steps, mean, color="C0", label=f"greedy eval: mean of {ev.shape[1]} seeds")
-    with np.errstate(all="ignore"):
-        import warnings
+    ax.plot(steps, nanmean_over_seeds(tr), color="C1", ls="--", lw=1,
+            label="training episodes (ε-greedy)")
+    return save_curve_plot(fig, ax, path, title)
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            tr_mean = np.nanmean(tr, axis=1)
-    ax.plot(steps, tr_mean, color="C1", ls="--", lw=1, label="training episodes (ε-greedy)")
+
+def save_curve_plot(fig, ax, path, title: str = "", ylabel: str = "episode return",
+                    **ylabel_kw) -> Path:
+    """Finish a learning-curve figure (x axis: environment steps per seed; grid, legend) and
+    save it to ``path``; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     ax.set_xlabel("environment steps (per seed)")
-    ax.set_ylabel("episode return")
+    ax.set_ylabel(ylabel, **ylabel_kw)
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -93,7 +125,7 @@ def plot_curve(path, curves: Mapping[str, Any], title: str = "") -> Path:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    return path
+    return Path(path)
 
 
 def write_all(out_dir, summary: Mapping[str, Any], curves: Mapping[str, Any]) -> list[Path]:
