@@ -73,33 +73,33 @@ def example_spec(example, who: str) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(int(d) for d in example.shape), np.dtype(example.dtype)
 
 
-def check_input(who: str, x, shape: tuple, dtype: np.dtype):
-    """``x`` as a jax array with shape [*B, *shape] and ``dtype``; returns (x, B)."""
+def _check_batched(where: str, name: str, x, shape: tuple, dtype, shape_hint: str = "",
+                   dtype_hint: str = ""):
+    """``x`` as a jax array [*B, *shape] of ``dtype``; returns (x, B). Errors name ``where``
+    (e.g. ``quantize.encode``) and the argument ``name``, then the hints."""
     x = jnp.asarray(x)
     nd = len(shape)
     if x.ndim < nd or tuple(x.shape[x.ndim - nd :]) != tuple(shape):
         raise ValueError(
-            f"{who}.encode: x has shape {tuple(x.shape)}, expected (*B, "
-            f"{', '.join(str(d) for d in shape)}) (batch axes, then the item shape "
-            f"{tuple(shape)} given to init)"
+            f"{where}: {name} has shape {tuple(x.shape)}, expected (*B, "
+            f"{', '.join(str(d) for d in shape)}){shape_hint}"
         )
-    if x.dtype != dtype:
-        raise TypeError(f"{who}.encode: x has dtype {x.dtype}, expected {dtype} (the example's dtype)")
+    if x.dtype != np.dtype(dtype):
+        raise TypeError(f"{where}: {name} has dtype {x.dtype}, expected {np.dtype(dtype)}{dtype_hint}")
     return x, tuple(x.shape[: x.ndim - nd])
+
+
+def check_input(who: str, x, shape: tuple, dtype: np.dtype):
+    """``x`` as a jax array with shape [*B, *shape] and ``dtype``; returns (x, B)."""
+    return _check_batched(
+        f"{who}.encode", "x", x, shape, dtype,
+        f" (batch axes, then the item shape {tuple(shape)} given to init)", " (the example's dtype)"
+    )
 
 
 def check_stored(who: str, stored, shape: tuple, dtype):
     """``stored`` as a jax array [*B, *shape] of ``dtype``; returns (stored, B)."""
-    stored = jnp.asarray(stored)
-    nd = len(shape)
-    if stored.ndim < nd or tuple(stored.shape[stored.ndim - nd :]) != tuple(shape):
-        raise ValueError(
-            f"{who}.decode: stored has shape {tuple(stored.shape)}, expected (*B, "
-            f"{', '.join(str(d) for d in shape)})"
-        )
-    if stored.dtype != np.dtype(dtype):
-        raise TypeError(f"{who}.decode: stored has dtype {stored.dtype}, expected {np.dtype(dtype)}")
-    return stored, tuple(stored.shape[: stored.ndim - nd])
+    return _check_batched(f"{who}.decode", "stored", stored, shape, dtype)
 
 
 def add_count(count: jax.Array, n) -> jax.Array:
