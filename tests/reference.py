@@ -1,4 +1,4 @@
-"""Plain NumPy reference implementations the replay core is tested against.
+"""Plain NumPy reference implementations the replay core (and 1-D k-means) is tested against.
 
 Everything here is deliberately naive (float64, Python loops, one item at a time) so
 that it is obviously right:
@@ -10,6 +10,8 @@ that it is obviously right:
   new items get the running max priority, stored priority = max(p, floor) ** alpha,
   P(i) = s_i / sum_j s_j, w_i = (N * P(i)) ** -beta / max_j w_j, and updates for items
   that have been overwritten since they were sampled are ignored.
+* ``lloyd_1d_linear``: 1-D Lloyd k-means from k values evenly spaced over [min, max]
+  (``memjax.codecs.fit_kmeans(init="linear")``, weight sharing's codebooks).
 
 Items are identified by their insertion number ``g`` (0, 1, 2, ... over the whole life
 of the buffer); the tests store ``g`` as an item field so that every sampled item can be
@@ -206,3 +208,18 @@ class RefPER(RefRing):
         """(N * P(i)) ** -beta / max over the batch."""
         w = (self.size * self.probability_of(gs)) ** (-beta)
         return w / w.max()
+
+
+# --------------------------------------------------------------------------- k-means
+
+
+def lloyd_1d_linear(x: np.ndarray, k: int, iters: int):
+    """Lloyd's k-means on 1-D ``x`` from k values evenly spaced over [min, max] (an empty
+    cluster keeps its centre): (codebook float32 [k], nearest centre of each value)."""
+    c = np.linspace(x.min(), x.max(), k).astype(np.float32)
+    for _ in range(iters):
+        a = np.argmin(np.abs(x[:, None] - c[None, :]), axis=1)
+        for j in range(k):
+            if np.any(a == j):
+                c[j] = x[a == j].mean()
+    return c, np.argmin(np.abs(x[:, None] - c[None, :]), axis=1)

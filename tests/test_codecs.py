@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import memjax.codecs as mc
+from reference import lloyd_1d_linear
 
 F32_EPS = float(np.finfo(np.float32).eps)
 
@@ -317,17 +318,6 @@ def test_kmeans_1d_fit_matches_numpy_lloyd_and_reduces_distortion():
         np.testing.assert_allclose(float(mc.distortion(d, fitted)), dist[1], rtol=1e-4)
 
 
-def np_lloyd_linear(x: np.ndarray, k: int, iters: int):
-    """NumPy Lloyd from k values evenly spaced over [min, max] (weight sharing's init)."""
-    c = np.linspace(x.min(), x.max(), k).astype(np.float32)
-    for _ in range(iters):
-        a = np.argmin(np.abs(x[:, None] - c[None, :]), axis=1)
-        for j in range(k):
-            if np.any(a == j):
-                c[j] = x[a == j].mean()
-    return c
-
-
 def test_kmeans_1d_linear_init_matches_numpy_lloyd():
     """init="linear" (memjax.compress.share's k-means): the NumPy reference, Lloyd's order."""
     rng = np.random.default_rng(5)
@@ -335,7 +325,7 @@ def test_kmeans_1d_linear_init_matches_numpy_lloyd():
     key = jax.random.PRNGKey(0)
     for k, iters in ((2, 0), (4, 10), (16, 20)):
         cb = np.asarray(mc.fit_kmeans(key, x[:, None], k, iters, "linear"))[:, 0]
-        np.testing.assert_allclose(cb, np_lloyd_linear(x, k, iters), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(cb, lloyd_1d_linear(x, k, iters)[0], rtol=1e-4, atol=1e-5)
         assert np.all(np.diff(cb) >= 0)
     # a constant input: every centre at the value (empty clusters keep theirs)
     np.testing.assert_array_equal(

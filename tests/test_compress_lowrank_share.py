@@ -8,6 +8,7 @@ import pytest
 
 import memjax.compress as mjc
 from memjax.agents.networks import ConvQNetwork
+from reference import lloyd_1d_linear
 
 
 def test_reconstruction_error_is_svd_tail_energy():
@@ -51,16 +52,6 @@ def test_low_rank_on_a_conv_network():
         mjc.low_rank(params)
 
 
-def _np_kmeans(x, k, iters):
-    c = np.linspace(x.min(), x.max(), k).astype(np.float32)
-    for _ in range(iters):
-        a = np.argmin(np.abs(x[:, None] - c[None, :]), axis=1)
-        for j in range(k):
-            if np.any(a == j):
-                c[j] = x[a == j].mean()
-    return c, np.argmin(np.abs(x[:, None] - c[None, :]), axis=1)
-
-
 @pytest.mark.parametrize("k,bits", [(16, 4), (4, 2), (3, 2), (200, 8)])
 def test_share_codebook_and_indices(k, bits):
     rng = np.random.default_rng(k)
@@ -72,7 +63,7 @@ def test_share_codebook_and_indices(k, bits):
     assert t.indices.shape == (30, -(-20 * bits // 8))
     dec = np.asarray(t.decode())
     assert set(np.unique(dec)) <= set(np.asarray(t.codebook).tolist())
-    c_ref, _ = _np_kmeans(w.ravel(), k, 20)
+    c_ref, _ = lloyd_1d_linear(w.ravel(), k, 20)
     np.testing.assert_allclose(np.sort(np.asarray(t.codebook)), np.sort(c_ref), rtol=1e-4,
                                atol=1e-5)
     # each weight maps to its nearest centroid
