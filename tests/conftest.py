@@ -7,6 +7,7 @@
   for ``experiments`` (the HLO copy scanner is the benchmarks').
 """
 
+import importlib.util
 import os
 import sys
 
@@ -40,6 +41,21 @@ def _hlo_copies(hlo_text: str, shapes) -> list:
     """
     found = scan_hlo_copies(hlo_text, shapes=shapes, nested=True, ops=("copy", "copy-start"))
     return [c.line for c in found]
+
+
+@pytest.fixture(scope="session")
+def load_experiment():
+    """``load_experiment("bench_replay")``: a fresh module from ``experiments/<name>.py``,
+    loaded from its path the way ``memjax bench`` loads the replay benchmark."""
+
+    def load(name: str):
+        path = os.path.join(_ROOT, "experiments", f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"{name}_under_test", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

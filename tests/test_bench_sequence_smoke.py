@@ -1,25 +1,18 @@
 """Smoke test of experiments/bench_sequence.py: the quick mode, in-process (compiles dominate)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("flashbax", reason="flashbax (the benchmark peer) is not installed")
 
-SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "bench_sequence.py"
+
+@pytest.fixture
+def bench(load_experiment):
+    return load_experiment("bench_sequence")
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_sequence_under_test", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_quick_writes_json_and_table(tmp_path, capsys):
-    bench = _load_bench()
+def test_quick_writes_json_and_table(bench, tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["--quick", "--rounds", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -44,8 +37,8 @@ def test_quick_writes_json_and_table(tmp_path, capsys):
     assert set(doc["targets"]) == {"call", "memory"}
 
 
-def test_bad_only_is_a_usage_error(capsys):
+def test_bad_only_is_a_usage_error(bench, capsys):
     with pytest.raises(SystemExit) as exc:
-        _load_bench().main(["--only", "nope"])
+        bench.main(["--only", "nope"])
     assert exc.value.code == 2
     assert "--only" in capsys.readouterr().err

@@ -1,21 +1,15 @@
 """Smoke test of experiments/bench_replay.py: the quick mode's smallest config, in-process."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("flashbax", reason="flashbax (the benchmark peer) is not installed")
 
-SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "bench_replay.py"
 
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_replay_under_test", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture
+def bench(load_experiment):
+    return load_experiment("bench_replay")
 
 
 SMALLEST = ["--quick", "--rounds", "1", "--add-capacities", "1e4", "--add-batches", "8",
@@ -33,9 +27,8 @@ def _check_row(row, mode, names, ratio_keys):
         assert m[r] > 0
 
 
-def test_quick_smallest_config_writes_json(tmp_path, capsys):
+def test_quick_smallest_config_writes_json(bench, tmp_path, capsys):
     """All three sections, one op per dispatch (compiles dominate: about 10 s)."""
-    bench = _load_bench()
     out = tmp_path / "bench.json"
     rc = bench.main(SMALLEST + ["--out", str(out), "--modes", "call"])
     assert rc == 0
@@ -63,9 +56,8 @@ def test_quick_smallest_config_writes_json(tmp_path, capsys):
     assert "65536" in doc["targets"]["call"]["per_10x_faster_than_flashbax_best"]
 
 
-def test_quick_fused_mode(tmp_path):
+def test_quick_fused_mode(bench, tmp_path):
     """K ops per lax.scan: the add section is enough to exercise it."""
-    bench = _load_bench()
     out = tmp_path / "bench.json"
     assert bench.main(SMALLEST + ["--out", str(out), "--modes", "fused", "--only", "add"]) == 0
     doc = json.loads(out.read_text())
@@ -75,8 +67,7 @@ def test_quick_fused_mode(tmp_path):
     assert set(doc["targets"]) == {"fused"} and "sample" not in doc
 
 
-def test_bad_only_is_a_usage_error(capsys):
-    bench = _load_bench()
+def test_bad_only_is_a_usage_error(bench, capsys):
     with pytest.raises(SystemExit) as exc:
         bench.main(["--only", "nope"])
     assert exc.value.code == 2
