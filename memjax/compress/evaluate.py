@@ -34,8 +34,6 @@ def visited_states(network, params, env, env_params, key, num_envs: int = 32,
                    steps: int = 250, epsilon: float = 0.0):
     """Observations ``[steps * num_envs, *obs_shape]`` seen by ``network``'s epsilon-greedy
     policy from ``params`` in ``num_envs`` auto-resetting environments."""
-    from memjax.agents import epsilon_greedy
-
     vreset = jax.vmap(env.reset, in_axes=(0, None))
     vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
     k_reset, key = jax.random.split(key)
