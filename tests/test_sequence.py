@@ -15,6 +15,7 @@ import memjax as mj
 import memjax.codecs as mc
 import reference as ref
 from memjax import sumtree
+from memjax.replay.one_copy_store import OneCopyStore
 from memjax.replay.sequence_store import SequenceStore
 
 E = 4
@@ -98,24 +99,39 @@ def row_of(rows, t, drop=()):
     return {k: v for k, v in rows[t].items() if k not in drop}
 
 
-def window_slots(store, windows):
-    """Slots of ``windows``, padded to ``store.num_slots`` entries (one compiled gather)."""
-    slots = [(j % store.W) * store.E + e for j, e in windows]
+def numbering(store):
+    """(period, starts per lap of the ring, id modulus of starts) of a store's windows; a
+    one-copy store's items are windows of one step."""
+    if isinstance(store, SequenceStore):
+        return store.P, store.W, store.M_starts
+    return 1, store.A, store.M
+
+
+def window_slots(store, windows, first_row=0):
+    """Slots of ``windows`` (model starts j, counted from ``first_row``, a multiple of the
+    period), padded to ``store.num_slots`` entries (one compiled gather)."""
+    period, laps, _ = numbering(store)
+    slots = [((first_row // period + j) % laps) * store.E + e for j, e in windows]
     return jnp.asarray(slots + [slots[0]] * (store.num_slots - len(slots)), jnp.int32)
 
 
-def assert_windows_exact(store, gather, state, model):
+def assert_windows_exact(store, gather, state, model, first_row=0):
+    """Exactly the model's windows are sampleable, with their ids and contents (the model's
+    row 0 is the store's row ``first_row``)."""
     windows = model.windows()
     assert int(state.count) == len(windows)
     if not windows:
         return
-    slots = window_slots(store, windows)
+    period, _, modulus = numbering(store)
+    slots = window_slots(store, windows, first_row)
     got = jax.device_get(gather(state, slots))
     ids = np.asarray(store.ids_of(state, slots))
+    one_step = not isinstance(store, SequenceStore)
     for i, (j, e) in enumerate(windows):
-        assert ids[i] == (j % store.M) * store.E + e
-        for key, value in model.window(j, e).items():
-            np.testing.assert_array_equal(got[key][i], value, err_msg=f"window {(j, e)}, field {key}")
+        assert ids[i] == ((first_row // period + j) % modulus) * store.E + e
+        for key, value in model.window(j, e, () if one_step else ("carry",)).items():
+            np.testing.assert_array_equal(got[key][i], value[0] if one_step else value,
+                                          err_msg=f"window {(j, e)}, field {key}")
 
 
 # (length, period, rows kept, side capacity, rows added): side 2 * E overflows
@@ -141,6 +157,36 @@ def test_every_sampleable_window_comes_back_exactly(case):
         overflowed |= model.valid_from > max(0, len(model.rows) - rows_kept)
     assert overflowed == (side < 48)
     assert int(state.rows) >= 3 * rows_kept  # the ring wrapped several times
+
+
+@pytest.mark.parametrize("layout", ["one_copy", "L3_P1", "L4_P2_carry"])
+@pytest.mark.parametrize("limit", ["ids", "rows"])
+def test_row_numbers_wrap_safely(layout, limit):
+    """A buffer whose row counter starts R + 3 periods before the modulus of row numbers in ids
+    (M, just under 2**31 / E: where row * E + env wrapped int32 before) or of the row counter
+    itself (T < 2**31): adds across it, with the side store overflowing, keep exactly the
+    reference's windows sampleable, with their ids and contents."""
+    length, period, rows_kept, _, steps = CASES.get(layout, (1, 1, 12, 0, 60))
+    rows = sequence_stream(steps, seed=21)
+    if layout == "one_copy":
+        layout = mj.replay.one_copy(E, side_capacity=2 * E)
+        store, rows = OneCopyStore(rows_kept * E, {}, layout), [row_of(rows, t, ("carry",)) for t in range(steps)]
+    else:
+        layout = mj.replay.sequence(E, length, period=period, side_capacity=2 * E, per_window=("carry",))
+        store = SequenceStore(rows_kept * E, {}, layout)
+    buf = mj.replay.uniform(rows_kept * E, layout=layout)
+    first_row = (store.M if limit == "ids" else store.T) - rows_kept - 3 * period
+    state = buf.init(example_of(rows))
+    state = state.replace(cursor=state.cursor.at[0].set(first_row))  # empty, at row first_row
+    add, gather = jax.jit(buf.add), jax.jit(store.gather)
+    model, overflowed = RefSequence(rows_kept, 2 * E, length, period), False
+    for t in range(steps):
+        state = add(state, rows[t])
+        model.add(rows[t])
+        assert_windows_exact(store, gather, state, model, first_row)
+        overflowed |= model.valid_from > max(0, len(model.rows) - rows_kept)
+    assert overflowed
+    assert int(state.rows) == (first_row + steps) % store.T
 
 
 def test_side_entries_of_more_than_64_envs():
@@ -206,7 +252,7 @@ def test_uniform_window_sampling_chi_square(filled):
     state = fill(buf, rows)
     keys = jax.random.split(jax.random.key(0), 400)
     ids = np.asarray(jax.jit(jax.vmap(lambda k: buf.sample(state, k, 40).indices))(keys)).ravel()
-    windows = {(j % (SequenceStore(48, {}, layout).M)) * E + e for j, e in model.windows()}
+    windows = {(j % (SequenceStore(48, {}, layout).M_starts)) * E + e for j, e in model.windows()}
     assert set(ids.tolist()) == windows  # every sampleable window drawn, nothing else
     counts = np.unique(ids, return_counts=True)[1]
     assert ref.chi_square_p_value(counts, np.ones(len(counts))) > 1e-3

@@ -17,8 +17,9 @@ episode's first stack must repeat its first frame (:class:`memjax.envs.FrameStac
 An add that breaks this raises ValueError when eager; under jit it is counted in the
 state (``errors``, see ``layout_errors``) and those stacks come back wrong.
 
-Ids: ``(r mod M) * E + env`` with ``M`` a multiple of A and ``M * E < 2**31``; an id is
-live while its row is still stored and sampleable.
+Ids: ``(r mod M) * E + env`` (``M``: the row ring's modulus of row numbers in ids, a
+multiple of A with ``M * E < 2**31``); an id is live while its row is still stored and
+sampleable.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from flax import struct
 
 from memjax import sumtree
 from memjax._checks import is_concrete
-from memjax.replay import ring
 from memjax.replay.layouts import OneCopy
 from memjax.replay.row_ring import FIRST, RowRingStore, RowState, rows_equal
 
@@ -65,7 +65,6 @@ class OneCopyStore(RowRingStore):
         self.k = layout.frame_stack
         super().__init__(capacity, codecs, layout, history=self.k - 1)
         self.num_slots = self.A * self.E
-        self.M = (ring.INT32_MAX // self.num_slots) * self.A  # row numbers in ids are mod M
 
     def newest_frame(self, x):
         return _frames(x, self.k)[-1] if self.k > 1 else x
@@ -88,7 +87,7 @@ class OneCopyStore(RowRingStore):
     def _stack_flags(self, state, obs, nxt):
         """(first bool [E], bad bool [E]): which stacks start an episode, which break the
         frame-stack convention (ValueError when eager)."""
-        has_prev = state.rows > 0
+        has_prev = state.live_rows > 0
         if self.k == 1:
             return ~has_prev & jnp.ones((self.E,), bool), jnp.zeros((self.E,), bool)
         older = lambda x: jnp.concatenate(_frames(x, self.k)[:-1], axis=-1)  # noqa: E731
@@ -116,14 +115,14 @@ class OneCopyStore(RowRingStore):
         slots = jnp.mod(row, self.A) * self.E + env
         if self.k == 1:
             return state, slots, jnp.ones((self.E,), bool)
-        # sum-tree leaves: the row leaving the sampleable rows to 0, then the new row live
-        old = row - self.R
-        leaving = jnp.where(old >= 0, jnp.mod(old, self.A) * self.E + env, -1)
+        # sum-tree leaves: the row leaving the sampleable rows to 0 (a no-op before R rows were
+        # added: no row is stored there), then the new row live
+        leaving = jnp.mod(row - self.R, self.A) * self.E + env
         return state, jnp.concatenate([leaving, slots]), jnp.arange(2 * self.E) >= self.E
 
     # -- sample ----------------------------------------------------------------------------
     def random_slots(self, state, key, n: int):
-        return self.draw(key, n, self.lo(state.rows, state.valid_from) * self.E, state.count)
+        return self.draw(key, n, self.lo(state) * self.E, state.count)
 
     def _history(self, state, phys, env):
         """Physical rows of the k frames of each stack, oldest first: step back unless the
@@ -161,10 +160,10 @@ class OneCopyStore(RowRingStore):
         row_mod, env = ids // self.E, ids % self.E
         phys = jnp.mod(row_mod, self.A)
         row = self.row_of(state, phys)
-        match = (ids >= 0) & (row >= 0) & (jnp.mod(row, self.M) == row_mod)
-        live = match & (row >= self.lo(state.rows, state.valid_from))
+        match = (ids >= 0) & (jnp.mod(row, self.M) == row_mod)
+        live = match & (row >= self.lo(state))
         return phys * self.E + env, live, match & ~live
 
     def sampleable(self, state, slots):
         row = self.row_of(state, slots // self.E)
-        return row >= self.lo(state.rows, state.valid_from)
+        return row >= self.lo(state)

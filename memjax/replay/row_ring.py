@@ -17,17 +17,27 @@ steps is one contiguous run). Per step:
 the ``next_obs`` of the newest row waits raw in ``pending`` [E, ...]; the next ``add``
 compares it with the new ``obs``, and where they differ (an episode ended and the
 auto-reset replaced the observation; or anything else) its stored frame goes to the side
-store ``side`` [K, ...] (a ring, entries in row order, then env order), tagged with the
-step number ``r * E + env`` in ``side_ids``. ``side_start[r % A, g]`` is the position of
+store ``side`` [K, ...] (a ring, entries in row order, then env order), tagged with its
+row ``r mod T`` in ``side_ids``. ``side_start[r % A, g]`` is the position of
 the first entry of row r's envs ``64 g ... 64 g + 63``, so an entry is found at
 ``side_start + rank`` without a search and without reading the rest of the row. So a
 step is never paired with the next episode's first observation, truncated episodes
 bootstrap from their true final observation, and nothing depends on done flags.
 
-The sampleable rows are ``[lo, rows)``, ``lo = max(rows - R, valid_from)``: the newest R
-rows, minus rows whose side entry was evicted when the side store wrapped (``valid_from``
-moves past them: FIFO). The newest row is sampleable: its ``next_obs`` is ``pending``.
-Global row numbers are int32: a buffer takes up to ``2**31 / E`` adds.
+The sampleable rows are the newest ``live_rows`` ones, ``[lo, rows)`` with ``lo = rows -
+live_rows``: at most R, and none at or before a row whose side entry was evicted when the
+side store wrapped (FIFO). The newest row is sampleable: its ``next_obs`` is ``pending``.
+
+Wrap-safe row numbers: rows are kept modulo ``T < 2**31``, a multiple of ``M`` (the modulus
+of row numbers in the layouts' ids, a multiple of A with ``M * E < 2**31``), so no row
+number, tag or id overflows int32 however many rows are added. ``lo`` and the other row
+numbers derived from ``rows`` are representatives (``lo`` may be negative); everything
+computed from them is a difference, a comparison within the last A rows, or a residue
+modulo a divisor of T. A tag's age ``(rows - 1 - tag) mod T`` is its row's true age because
+no tag grows old: the E - n envs of a row that push no entry check the tags at a pointer that
+sweeps the side store, and clear those whose row has left the ring. Within any
+``ceil(2K / E)`` adds either K entries are pushed or the pointer passes every entry, so every
+stored tag is younger than ``A + ceil(2K / E) + 1 < T`` rows.
 """
 
 from __future__ import annotations
@@ -56,8 +66,8 @@ class RowState:
     """items: dict of per-step fields [E*A, ...] as stored (env-major; ``obs``: encoded
     frames; no ``next_obs``); flags: uint8 [E*A]; side: encoded frames [K, ...]; side_ids:
     int32 [K] (-1: empty); side_start: int32 [A, ceil(E/64)]; pending: raw ``next_obs`` of
-    the newest row [E, ...]; cursor: int32 [5] = (rows, valid_from, side_pos, errors,
-    count); codecs: codec states."""
+    the newest row [E, ...]; cursor: int32 [6] = (rows mod T, live_rows, side_pos, errors,
+    count, side_check: the next tag to check); codecs: codec states."""
 
     items: dict
     flags: jax.Array
@@ -70,12 +80,12 @@ class RowState:
 
     @property
     def rows(self):
-        """Rows written so far (int32)."""
+        """Rows written so far, modulo the store's T (int32)."""
         return self.cursor[..., 0]
 
     @property
-    def valid_from(self):
-        """The oldest row whose side entries are all still stored (int32)."""
+    def live_rows(self):
+        """Sampleable rows, the newest ones (int32 in [0, R]; 0 only before the first add)."""
         return self.cursor[..., 1]
 
     @property
@@ -128,6 +138,11 @@ class RowRingStore:
         self.G = -(-self.E // GROUP)
         if self.A * self.E > ring.INT32_MAX:
             raise ValueError(f"{layout.kind}: {self.A * self.E} steps do not fit int32 indices")
+        self.M = (ring.INT32_MAX // (self.A * self.E)) * self.A  # row numbers in ids are mod M
+        self.T = (ring.INT32_MAX // self.M) * self.M  # rows are kept mod T
+        if self.A + -(-2 * self.K // self.E) + 1 >= self.T:
+            raise ValueError(f"{layout.kind}: {self.A} rows and {self.K} side entries are too many for "
+                             f"int32 row numbers (rows + 2 * side entries / num_envs must be below {self.T})")
         if layout.next_obs in codecs:
             raise ValueError(f"{layout.kind}: '{layout.next_obs}' is not stored separately (it is the "
                              f"next row's '{layout.obs}'); give the codec for '{layout.obs}' only")
@@ -141,12 +156,13 @@ class RowRingStore:
         """Storage index of step (physical row, env): env-major."""
         return env * self.A + phys
 
-    def lo(self, rows, valid_from):
-        """The oldest sampleable row."""
-        return jnp.maximum(jnp.maximum(rows - self.R, valid_from), 0)
+    def lo(self, state):
+        """The oldest sampleable row (int32; a representative, as ``rows``)."""
+        return state.rows - state.live_rows
 
     def row_of(self, state, phys):
-        """Global row now stored at physical row ``phys`` (negative: never written)."""
+        """The row now stored at physical row ``phys`` (int32, a representative in
+        ``[rows - A, rows)``; sampleable iff ``>= lo``)."""
         newest = state.rows - 1
         return newest - jnp.mod(newest - phys, self.A)
 
@@ -178,7 +194,7 @@ class RowRingStore:
             side_ids=jnp.full((self.K,), -1, jnp.int32),
             side_start=jnp.zeros((self.A, self.G), jnp.int32),
             pending=zeros(self.E, obs),
-            cursor=jnp.zeros((5,), jnp.int32),
+            cursor=jnp.zeros((6,), jnp.int32),
             codecs=states,
         )
 
@@ -206,8 +222,8 @@ class RowRingStore:
         this row's ``obs``, then write ``per_step`` (raw; ``obs`` its stored frame) and the
         FIRST flags (bool [E]) at row ``rows``. ``errors`` adds to the error counter."""
         rows, side_pos = state.rows, state.cursor[2]
-        differ = (rows > 0) & ~rows_equal(state.pending, obs)
-        state, rank, valid_from = self._push_side(state, differ)
+        differ = (state.live_rows > 0) & ~rows_equal(state.pending, obs)
+        state, rank, live_rows = self._push_side(state, differ)
         stored, codec_states = encoding.encode(self.codecs, per_step, state.codecs)
         env = jnp.arange(self.E, dtype=jnp.int32)
         at = self.index(jnp.mod(rows, self.A), env)
@@ -218,17 +234,18 @@ class RowRingStore:
         items = jax.tree.map(
             lambda buf, x: buf.at[at].set(x, unique_indices=True, mode="promise_in_bounds"),
             state.items, stored)
-        rows = rows + 1
-        count = self.count_of(rows, self.lo(rows, valid_from))
-        side_pos = jnp.mod(side_pos + jnp.sum(differ, dtype=jnp.int32), self.K)
-        cursor = jnp.stack([rows, valid_from, side_pos, state.cursor[3] + errors, count])
+        rows = jnp.mod(rows + 1, self.T)
+        count = self.count_of(rows, rows - live_rows)
+        n = jnp.sum(differ, dtype=jnp.int32)
+        cursor = jnp.stack([rows, live_rows, jnp.mod(side_pos + n, self.K), state.cursor[3] + errors,
+                            count, jnp.mod(state.cursor[5] + self.E - n, self.K)])
         return state.replace(items=items, flags=flags, pending=next_obs, codecs=codec_states,
                              cursor=cursor.astype(jnp.int32))
 
     def _push_side(self, state, differ):
         """Move the pending frames of the previous row where ``differ`` (bool [E]) to the side
         store; returns (state with side, side_ids, side_start and codecs updated, each entry's
-        rank in its group int32 [E], the new valid_from)."""
+        rank in its group int32 [E], the sampleable rows after this add)."""
         rows, side_pos = state.rows, state.cursor[2]
         frames = self.newest_frame(state.pending)
         codec_states = dict(state.codecs)
@@ -237,22 +254,27 @@ class RowRingStore:
                 self.obs_codec, frames, codec_states[self.layout.obs], differ)
         env = jnp.arange(self.E, dtype=jnp.int32)
         before = jnp.cumsum(differ, dtype=jnp.int32) - differ  # entries of lower envs in the row
-        pos = jnp.mod(side_pos + before, self.K)
+        n = jnp.sum(differ, dtype=jnp.int32)
+        # each env's tag: the one its entry replaces, or one it checks (module docstring)
+        pos = jnp.mod(jnp.where(differ, side_pos + before, state.cursor[5] + env - before), self.K)
+        read = state.side_ids[pos]
+        age = lambda tag: jnp.mod(rows - 1 - tag, self.T)  # noqa: E731  rows since the tag's row
+        evicted = jnp.max(jnp.where(differ & (before == n - 1), read, -1))  # the newest; -1: none
+        live_rows = jnp.minimum(jnp.minimum(state.live_rows + 1, self.R),
+                                jnp.where(evicted >= 0, age(evicted) + 1, self.R))
+        gone = (read >= 0) & (age(read) >= self.A) & (jnp.mod(pos - side_pos, self.K) >= n)
         target = jnp.where(differ, pos, self.K)  # K: dropped
-        replaced = state.side_ids[pos]
-        evicted = jnp.max(jnp.where(differ, replaced, -1))
-        valid_from = jnp.maximum(state.valid_from, jnp.where(evicted >= 0, evicted // self.E + 1, 0))
-        # New tags are larger than every stored one: the max with the tags they replace is the
-        # new tags, and makes the write depend on the read, so XLA updates side_ids in place
-        # (a read that does not feed the write makes it copy the whole array).
-        tags = jnp.maximum((rows - 1) * self.E + env, replaced)
+        # Tags are >= -1, so this is the new tags (-1 where a checked one is cleared); it makes
+        # the write depend on the read, so XLA updates side_ids in place (a read that does not
+        # feed the write makes it copy the whole array).
+        tags = jnp.where(read < -1, read, jnp.where(differ, jnp.mod(rows - 1, self.T), -1))
         group_first = before[::GROUP]  # entries before each group of 64 envs
         group_start = jnp.mod(side_pos + group_first, self.K)
         return state.replace(
             side=jax.tree.map(lambda buf, x: buf.at[target].set(x, mode="drop"), state.side, frames),
-            side_ids=state.side_ids.at[target].set(tags, mode="drop"),
+            side_ids=state.side_ids.at[jnp.where(gone, pos, target)].set(tags, mode="drop"),
             side_start=state.side_start.at[jnp.mod(rows - 1, self.A)].set(group_start),
-            codecs=codec_states), before - group_first[env // GROUP], valid_from
+            codecs=codec_states), before - group_first[env // GROUP], live_rows
 
     # -- sample ----------------------------------------------------------------------------
     def count(self, state):

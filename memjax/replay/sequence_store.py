@@ -16,7 +16,8 @@ row ``s = j * period``. It is sampleable when all its rows are sampleable:
 ``count = E * (number of such j)``. Windows may cross episode ends (``first`` marks them).
 
 Slots and ids: window (j, env) has slot ``(j % W) * E + env`` (one sum-tree leaf per
-window start) and id ``(j mod M) * E + env`` (``M`` a multiple of W, ``M * E < 2**31``). A
+window start) and id ``(j mod M') * E + env`` (``M' = M / P``, a multiple of W, with ``M``
+the row ring's modulus of row numbers in ids; ``M' * E < 2**31``). A
 slot holds the newest window start ``j <= floor((rows - L) / period)`` congruent to it;
 an id is live while that is still its window and the window is sampleable. With
 ``length = period = 1`` slots, ids and uniform draws are exactly the one-copy layout's.
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from memjax import sumtree
-from memjax.replay import encoding, ring
+from memjax.replay import encoding
 from memjax.replay.layouts import Sequence
 from memjax.replay.memory import field_memory
 from memjax.replay.row_ring import FIRST, RowRingStore, RowState, decode_steps
@@ -75,7 +76,7 @@ class SequenceStore(RowRingStore):
         self.L, self.P = layout.length, layout.period
         self.W = self.R // self.P
         self.num_slots = self.W * self.E
-        self.M = (ring.INT32_MAX // self.num_slots) * self.W  # window starts in ids are mod M
+        self.M_starts = self.M // self.P  # window starts in ids are mod M'
 
     # -- windows ---------------------------------------------------------------------------
     def _starts(self, rows, lo):
@@ -88,7 +89,7 @@ class SequenceStore(RowRingStore):
 
     def _window_of(self, state, j_phys):
         """(global window start j now at physical start ``j_phys``, its first sampleable j)."""
-        first, last = self._starts(state.rows, self.lo(state.rows, state.valid_from))
+        first, last = self._starts(state.rows, self.lo(state))
         return last - jnp.mod(last - j_phys, self.W), first
 
     # -- init ------------------------------------------------------------------------------
@@ -133,7 +134,7 @@ class SequenceStore(RowRingStore):
         per_step = {n: v for n, v in items.items() if n not in skip}
         state = self.write_row(state, per_step, items[lay.obs], items[lay.next_obs], items[lay.first])
         state = self._write_window_fields(state, {n: items[n] for n in lay.per_window}, row)
-        return (state, *self._leaves(row, self.lo(state.rows, state.valid_from)))
+        return (state, *self._leaves(row, self.lo(state)))
 
     def _write_window_fields(self, state, values: dict, row):
         """Store ``values`` ([E, ...] per field) when ``row`` starts windows (row % period
@@ -153,22 +154,22 @@ class SequenceStore(RowRingStore):
     def _leaves(self, row, lo):
         """Sum-tree leaves set by the add of ``row`` (slots int32 [2E], live bool [2E]): the
         window whose first row it overwrites to 0, then the window it completes, live if
-        sampleable (later entries win)."""
+        sampleable (later entries win). Before R (or L) rows were added no window is stored
+        at those slots, and setting them to 0 changes nothing."""
         env = jnp.arange(self.E, dtype=jnp.int32)
 
         def slots(start, is_window):
             return jnp.where(is_window, jnp.mod(start // self.P, self.W) * self.E + env, -1)
 
         leaving, new = row - self.R, row - self.L + 1
-        is_new = (new >= 0) & (jnp.mod(new, self.P) == 0)
-        out = jnp.concatenate([slots(leaving, (leaving >= 0) & (jnp.mod(leaving, self.P) == 0)),
-                               slots(new, is_new)])
+        is_new = jnp.mod(new, self.P) == 0
+        out = jnp.concatenate([slots(leaving, jnp.mod(leaving, self.P) == 0), slots(new, is_new)])
         live = jnp.arange(2 * self.E) >= self.E
         return out, live & is_new & (new >= lo)
 
     # -- sample ----------------------------------------------------------------------------
     def random_slots(self, state, key, n: int):
-        first, _ = self._starts(state.rows, self.lo(state.rows, state.valid_from))
+        first, _ = self._starts(state.rows, self.lo(state))
         return self.draw(key, n, first * self.E, state.count)
 
     def gather(self, state, slots):
@@ -200,14 +201,14 @@ class SequenceStore(RowRingStore):
     # -- ids -------------------------------------------------------------------------------
     def ids_of(self, state, slots):
         j, _ = self._window_of(state, slots // self.E)
-        return (jnp.mod(j, self.M) * self.E + slots % self.E).astype(jnp.int32)
+        return (jnp.mod(j, self.M_starts) * self.E + slots % self.E).astype(jnp.int32)
 
     def resolve(self, state, ids):
         ids = jnp.asarray(ids, jnp.int32)
         j_mod, env = ids // self.E, ids % self.E
         j_phys = jnp.mod(j_mod, self.W)
         j, first = self._window_of(state, j_phys)
-        match = (ids >= 0) & (j >= 0) & (jnp.mod(j, self.M) == j_mod)
+        match = (ids >= 0) & (jnp.mod(j, self.M_starts) == j_mod)
         live = match & (j >= first)
         return j_phys * self.E + env, live, match & ~live
 
