@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from memjax._batching import vmap_as_leading_axis
 from memjax._checks import check_positive_int, is_concrete
 from memjax._fusion import materialise
 
@@ -267,7 +268,7 @@ def _set_loop(capacity: int, branching: int):
     offsets, _ = geometry(capacity, branching)
     depth = len(offsets) - 1
 
-    @jax.custom_batching.custom_vmap
+    @vmap_as_leading_axis
     def loop(nodes, indices, values):
         trees = int(np.prod(nodes.shape[:-1], dtype=np.int64))
         batch = indices.shape[-1]
@@ -294,14 +295,6 @@ def _set_loop(capacity: int, branching: int):
             return flat
 
         return jax.lax.fori_loop(0, trees * batch, body, flat).reshape(nodes.shape)
-
-    @loop.def_vmap
-    def _(axis_size, in_batched, nodes, indices, values):
-        def lead(x, batched):  # the vmapped axis first; materialise unbatched inputs
-            return x if batched else jnp.broadcast_to(x, (axis_size, *x.shape))
-
-        args = (nodes, indices, values)
-        return loop(*(lead(x, b) for x, b in zip(args, in_batched))), True
 
     return loop
 

@@ -17,6 +17,8 @@ import reference as ref
 from memjax import sumtree
 from memjax.replay.one_copy_store import OneCopyStore
 from memjax.replay.sequence_store import SequenceStore
+from memjax.replay.stores import make_store
+from test_one_copy import synthetic_stream
 
 E = 4
 CARRY = 3
@@ -288,14 +290,13 @@ def test_stale_ids_ignored_live_ids_applied(filled):
     smp = buf.sample(state, jax.random.key(2), 40)
     for t in range(20, 26):  # overwrites the windows starting at rows 8..13
         state = buf.add(state, row_of(rows, t))
-    slots, live, dead = (np.asarray(x) for x in store.resolve(state, smp.indices))
+    slots, live = (np.asarray(x) for x in store.resolve(state, smp.indices))
     assert live.any() and (~live).any()
     before = np.asarray(sumtree.leaves(state.tree))
     state = buf.update(state, smp.indices, jnp.full((40,), 7.0))
     after = np.asarray(sumtree.leaves(state.tree))
     np.testing.assert_allclose(after[slots[live]], 7.0)
-    assert np.all(after[slots[dead]] == 0)  # windows whose first row was overwritten
-    untouched = np.setdiff1d(np.arange(store.num_slots), slots[live | dead])
+    untouched = np.setdiff1d(np.arange(store.num_slots), slots[live])  # stale ids: ignored
     np.testing.assert_array_equal(after[untouched], before[untouched])
     # leaves: exactly the sampleable windows are positive
     positive = {(j % store.W) * E + e for j, e in _model_after(rows[:26], layout).windows()}
@@ -309,22 +310,72 @@ def _model_after(rows, layout):
     return model
 
 
-def test_side_overflow_windows_get_weight_zero_and_are_zeroed():
-    rows = sequence_stream(40, seed=3)
-    layout = mj.replay.sequence(E, 3, side_capacity=E, per_window=("carry",))
+def tree_case(case, seed):
+    """(rows, layout, store, length, period) of a PER case whose side store of E entries overflows."""
+    if case == "one_copy_stack3":
+        return (synthetic_stream(60, 3, seed), mj.replay.one_copy(E, frame_stack=3, side_capacity=E), 1, 1)
+    rows = sequence_stream(60, seed)
+    if case == "one_copy":
+        return [row_of(rows, t, ("carry",)) for t in range(60)], mj.replay.one_copy(E, side_capacity=E), 1, 1
+    length, period = CASES[case][:2]
+    return rows, mj.replay.sequence(E, length, period=period, side_capacity=E, per_window=("carry",)), length, period
+
+
+@pytest.mark.parametrize("case, start, seeds", [
+    ("one_copy", 0, 1), ("one_copy_stack3", 0, 1), ("L3_P1", 0, 1), ("L4_P2_carry", "T", 1),
+    ("one_copy", "T", 2), ("L4_P2_carry", 0, 2)])
+def test_tree_holds_exactly_the_sampleable_items(case, start, seeds):
+    """PER with a side store of E entries (it overflows, and an eviction can drop several rows
+    at once): after every add and update the leaves are the priorities of exactly the
+    reference's sampleable windows (transitions for one_copy) and 0 elsewhere, so the total is
+    their sum; no draw gets weight 0; updates of ids that an add since made unsampleable are
+    ignored. Also across the wrap of row numbers (start at T - R - 3 periods), and for two
+    seeds under vmap (different streams, so different rows dropped per seed)."""
+    streams = [tree_case(case, seed=40 + s) for s in range(seeds)]
+    layout, length, period = streams[0][1:]
     buf = mj.replay.prioritized(48, alpha=1.0, layout=layout)
-    state = fill(buf, rows)
-    model = _model_after(rows, layout)
-    store = SequenceStore(48, {}, layout)
-    assert model.valid_from > len(rows) - 12  # overflowed: fewer windows than the ring holds
-    smp = buf.sample(state, jax.random.key(1), 48)
-    _, live, dead = (np.asarray(x) for x in store.resolve(state, smp.indices))
-    np.testing.assert_array_equal(np.asarray(smp.weights) > 0, live)
-    assert dead.any()
-    state = buf.update(state, smp.indices, jnp.full((48,), 2.0))
-    leaves = np.asarray(sumtree.leaves(state.tree))
-    slots = np.asarray(store.resolve(state, smp.indices)[0])
-    assert np.all(leaves[slots[dead]] == 0) and np.allclose(leaves[slots[live]], 2.0)
+    store = make_store(48, {}, layout)
+    _, laps, modulus = numbering(store)
+    first_row = 0 if start == 0 else store.T - 12 - 3 * period
+    batched = (lambda f: jax.jit(jax.vmap(f))) if seeds > 1 else jax.jit  # noqa: E731
+    one = lambda x: jax.tree.map(lambda *v: jnp.stack(v), *x) if seeds > 1 else x[0]  # noqa: E731
+    init = buf.init(example_of(streams[0][0]))
+    state = one([init.replace(cursor=init.cursor.at[0].set(first_row))] * seeds)
+    add, update = batched(buf.add), batched(buf.update)
+    sample = batched(lambda st, key: buf.sample(st, key, 16))
+    models = [RefSequence(12, E, length, period) for _ in range(seeds)]
+    prio, max_p = [{} for _ in range(seeds)], [np.float32(1) for _ in range(seeds)]
+    pending, ignored, jumped, rng = None, 0, False, np.random.default_rng(0)
+    for t in range(60):
+        lo = [max(len(m.rows) - 12, m.valid_from, 0) for m in models]
+        state = add(state, one([jax.tree.map(jnp.asarray, rows[t]) for rows, *_ in streams]))
+        for s, m in enumerate(models):
+            m.add(streams[s][0][t])
+            jumped |= max(len(m.rows) - 12, m.valid_from, 0) - lo[s] >= 2
+            prio[s] = {w: prio[s].get(w, max_p[s]) for w in m.windows()}  # new ones: max priority
+        if pending is not None:  # ids drawn before this add
+            state = update(state, *(one(x) for x in pending))
+            for s in range(seeds):
+                for i, p in zip(np.asarray(pending[0][s]).tolist(), pending[1][s].tolist()):
+                    w = ((i // E - first_row // period) % modulus, i % E)
+                    ignored += w not in prio[s]
+                    if w in prio[s]:
+                        prio[s][w], max_p[s] = np.float32(p), max(max_p[s], np.float32(p))
+        leaves = np.asarray(sumtree.leaves(state.tree)).reshape(seeds, -1)
+        for s in range(seeds):
+            want = np.zeros(store.num_slots, np.float32)
+            for (j, e), p in prio[s].items():
+                want[((first_row // period + j) % laps) * E + e] = p
+            np.testing.assert_allclose(leaves[s], want, rtol=1e-6, atol=0, err_msg=f"add {t}, seed {s}")
+            np.testing.assert_allclose(np.asarray(sumtree.total(state.tree)).reshape(-1)[s], want.sum(), rtol=1e-5)
+        pending = None
+        if all(prio):
+            smp = sample(state, one(list(jax.random.split(jax.random.key(t), seeds))))
+            assert (np.asarray(smp.weights) > 0).all(), f"add {t}: a draw of weight 0"
+            ids = np.asarray(smp.indices).reshape(seeds, -1)
+            pending = ([ids[s] for s in range(seeds)],
+                       [rng.uniform(0.1, 3.0, 16).astype(np.float32) for _ in range(seeds)])
+    assert jumped and ignored  # some add dropped several rows; some updates were stale
 
 
 def test_sequence_priorities_match_numpy():
@@ -463,6 +514,7 @@ def test_donation_updates_in_place(hlo_copies):
     row = jax.tree.map(lambda x: jnp.ones((E, *x.shape), x.dtype), ex)
     big = [("f32", (capacity, 6)), ("f32", (capacity // 8, 5)), ("u8", (capacity,)),
            ("s32", (capacity // 16,)),  # side_ids (the side store has capacity / 16 entries)
+           ("s32", (capacity // E, 1)),  # side_start
            ("f32", tuple(state.tree.nodes.shape))]
 
     def learner_step(state, key):
@@ -475,6 +527,9 @@ def test_donation_updates_in_place(hlo_copies):
     assert hlo_copies(add.lower(state, row).compile().as_text(), big) == []
     assert hlo_copies(step.lower(state, jax.random.key(0)).compile().as_text(), big) == []
     assert len(hlo_copies(jax.jit(buf.add).lower(state, row).compile().as_text(), big)) >= 3
+    two = jax.tree.map(lambda x: jnp.stack([x, x]), (state, row))  # two seeds: the vmap rules
+    vadd = jax.jit(jax.vmap(buf.add), donate_argnums=0).lower(*two).compile().as_text()
+    assert hlo_copies(vadd, [(dt, (2, *shape)) for dt, shape in big]) == []
     for t in range(length + 2):
         state = add(state, row)
     def pointers(s):

@@ -13,6 +13,7 @@ from test_train import TinyEnv
 
 import memjax as mj
 import memjax.codecs as mc
+from memjax.replay.one_copy_store import OneCopyStore
 from memjax.train import TrainConfig, make_train
 from memjax.train.storage import make_codecs, make_layout
 
@@ -82,6 +83,32 @@ def test_frame_stacked_quantized_one_copy_runs():
     # int4 frames of 8 values: 4 bytes per transition for obs, ~0 for next_obs
     fields = {f.name: f for f in trainer.buffer.memory(state.buffer).fields}
     assert fields["obs"].shape == (4,) and fields["obs"].raw_bytes == 64
+
+
+def test_prioritized_one_copy_with_an_overflowing_side_store_draws_only_live_items():
+    """PER and one copy per observation with a side store of num_envs entries, for episodes of
+    2-3 steps: it overflows every few steps and drops rows, yet no learner step draws an item
+    of weight 0, the loss stays finite, and after training the tree holds mass on exactly the
+    sampleable transitions."""
+    cfg = dataclasses.replace(BASE, replay="prioritized", layout="one_copy", side_fraction=1 / 64)
+    agent = make_train(cfg, env=BitsEnv()).agent
+
+    def learn(state, sample, key):
+        state, priorities, metrics = agent.learn(state, sample, key)
+        return state, priorities, dict(metrics, zero_weights=jnp.sum(sample.weights == 0))
+
+    trainer = make_train(cfg, env=BitsEnv(), agent=agent._replace(learn=learn))
+    state, metrics = jax.device_get(jax.jit(jax.vmap(trainer.train))(jax.random.split(jax.random.key(5), 2)))
+    assert np.all(metrics["train"]["zero_weights"] == 0)
+    assert np.isfinite(metrics["train"]["loss"]).all()
+    store = OneCopyStore(cfg.buffer_capacity, {}, make_layout(cfg))
+    for seed in range(2):
+        buffer = jax.tree.map(lambda x: x[seed], state.buffer)
+        assert 0 < int(buffer.count) < cfg.buffer_capacity // 2  # rows dropped by the side store
+        sampleable = np.asarray(store.sampleable(buffer, jnp.arange(store.num_slots)))
+        leaves = np.asarray(mj.sumtree.leaves(buffer.tree))
+        assert np.all(leaves[~sampleable] == 0) and np.all(leaves[sampleable] > 0)
+        assert sampleable.sum() == int(buffer.count)
 
 
 @pytest.mark.parametrize("name, stored", [

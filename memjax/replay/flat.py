@@ -9,10 +9,14 @@ small interface, so every layout works with both sampling schemes:
   write(state, items, batch)        -> (state, slots int32 [m], live bool [m]): sum-tree
                                        leaves to set, to the new-item priority where live,
                                        to 0 where not (later entries win)
+  zero_dropped(tree, before, after) -> tree: the leaves of any other items that stopped
+                                       being sampleable in that add set to 0, so the tree
+                                       never holds mass for an item the store cannot return
   random_slots(state, key, n)       uniform draws over the sampleable items
   gather(state, slots)              -> items [n, ...] as given to add (decoded)
-  ids_of(state, slots), resolve(state, ids) -> (slots, live, dead)
-  count(state), report(state), num_slots
+  ids_of(state, slots), resolve(state, ids) -> (slots, live: the id's item is still there
+                                       and sampleable)
+  sampleable(state, slots), count(state), report(state), num_slots
 
 The flat store keeps ``items`` [capacity, ...] (encoded by the field codecs), the ring
 ``cursor`` and the codec states; see :mod:`memjax.replay.ring` for cursor and ids.
@@ -79,6 +83,9 @@ class FlatStore:
         state, slots = ring.write(state, stored, batch, self.capacity)
         return state.replace(codecs=codec_states), slots, jnp.ones(slots.shape, bool)
 
+    def zero_dropped(self, tree, before, after):
+        return tree  # an item leaves only when overwritten: write sets its slot
+
     def random_slots(self, state, key, n: int):
         return ring.random_slots(key, n, state.count)
 
@@ -89,8 +96,7 @@ class FlatStore:
         return ring.ids_of(state, slots, self.capacity)
 
     def resolve(self, state, ids):
-        slots, live = ring.slots_of(state, ids, self.capacity)
-        return slots, live, jnp.zeros_like(live)
+        return ring.slots_of(state, ids, self.capacity)
 
     def sampleable(self, state, slots):
         return jnp.ones(slots.shape, bool)

@@ -72,6 +72,10 @@ class OneCopyStore(RowRingStore):
     def count_of(self, rows, lo):
         return (rows - lo) * self.E
 
+    def row_slots(self, rows):
+        """Slots int32 [*rows.shape, E] of the transitions of ``rows``."""
+        return jnp.mod(rows, self.A)[..., None] * self.E + jnp.arange(self.E, dtype=jnp.int32)
+
     # -- init ------------------------------------------------------------------------------
     def fields(self, example) -> dict:
         obs = self.obs_spec(example)
@@ -109,16 +113,11 @@ class OneCopyStore(RowRingStore):
         first, bad = self._stack_flags(state, obs, nxt)
         per_step = {name: v for name, v in items.items() if name != lay.next_obs}
         per_step[lay.obs] = self.newest_frame(obs)
-        row = state.rows
-        state = self.write_row(state, per_step, obs, nxt, first, jnp.sum(bad, dtype=jnp.int32))
-        env = jnp.arange(self.E, dtype=jnp.int32)
-        slots = jnp.mod(row, self.A) * self.E + env
-        if self.k == 1:
-            return state, slots, jnp.ones((self.E,), bool)
-        # sum-tree leaves: the row leaving the sampleable rows to 0 (a no-op before R rows were
-        # added: no row is stored there), then the new row live
-        leaving = jnp.mod(row - self.R, self.A) * self.E + env
-        return state, jnp.concatenate([leaving, slots]), jnp.arange(2 * self.E) >= self.E
+        new = self.write_row(state, per_step, obs, nxt, first, jnp.sum(bad, dtype=jnp.int32))
+        # sum-tree leaves: the oldest row that stopped being sampleable to 0, then the new row
+        oldest, dropped = self.dropped(state, new)
+        slots = jnp.concatenate([jnp.where(dropped > 0, self.row_slots(oldest), -1), self.row_slots(state.rows)])
+        return new, slots, jnp.arange(2 * self.E) >= self.E
 
     # -- sample ----------------------------------------------------------------------------
     def random_slots(self, state, key, n: int):
@@ -160,9 +159,8 @@ class OneCopyStore(RowRingStore):
         row_mod, env = ids // self.E, ids % self.E
         phys = jnp.mod(row_mod, self.A)
         row = self.row_of(state, phys)
-        match = (ids >= 0) & (jnp.mod(row, self.M) == row_mod)
-        live = match & (row >= self.lo(state))
-        return phys * self.E + env, live, match & ~live
+        live = (ids >= 0) & (jnp.mod(row, self.M) == row_mod) & (row >= self.lo(state))
+        return phys * self.E + env, live
 
     def sampleable(self, state, slots):
         row = self.row_of(state, slots // self.E)

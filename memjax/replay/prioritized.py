@@ -10,7 +10,8 @@ Bad priorities:
     negative ones are clamped up to ``min_priority``.
 
 Stale updates: ``sample`` returns item ids (see ``ring``); ``update`` ignores an id
-whose slot was overwritten after the sample was drawn.
+whose slot was overwritten after the sample was drawn, or whose item the layout can no
+longer return (``add`` zeroed its leaf: the tree never holds mass for such an item).
 
 Importance weights: w_i = (N * P(i)) ** -beta, divided by the largest w in the
 batch, with N = number of valid items. ``beta`` is a sample-time argument so it can
@@ -69,13 +70,14 @@ def prioritized(
 
     def add(state, items):
         items, batch = store.check_items(state, items)
-        state, slots, live = store.write(state, items, batch)
-        new = jnp.where(live, stored(state.max_priority), 0.0)
-        return state.replace(tree=sumtree.set(state.tree, slots, new))
+        new, slots, live = store.write(state, items, batch)
+        tree = sumtree.set(state.tree, slots, jnp.where(live, stored(state.max_priority), 0.0))
+        return new.replace(tree=store.zero_dropped(tree, state, new))
 
     def sample(state, key, batch_size: int, beta=0.4) -> Sample:
-        """Items with weights (N P(i))^-beta / max; an item the layout can no longer return
-        (see the layout's docs) gets weight 0 and is zeroed by the next ``update``."""
+        """Items with weights (N P(i))^-beta / max. ``add`` keeps the tree's mass on the items
+        the layout can return, so every draw is one (a draw the layout rejects would get
+        weight 0)."""
         check_sample_args(state, batch_size, capacity)
         slots, prob = sumtree.sample_with_probs(state.tree, key, batch_size, stratified)
         count = store.count(state).astype(jnp.float32)
@@ -100,11 +102,10 @@ def prioritized(
                 f"update: indices and priorities must both be [n], got {indices.shape} and {priorities.shape}"
             )
         check_priorities(priorities)
-        slots, live, dead = store.resolve(state, indices)
+        slots, live = store.resolve(state, indices)
         live = live & jnp.isfinite(priorities)
         raw = jnp.maximum(priorities, 0.0)
-        values = jnp.where(dead, 0.0, stored(raw))
-        tree = sumtree.set(state.tree, jnp.where(live | dead, slots, -1), values)
+        tree = sumtree.set(state.tree, jnp.where(live, slots, -1), stored(raw))
         max_priority = jnp.maximum(state.max_priority, jnp.max(jnp.where(live, raw, 0.0)))
         return state.replace(tree=tree, max_priority=max_priority)
 

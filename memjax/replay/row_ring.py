@@ -42,6 +42,7 @@ stored tag is younger than ``A + ceil(2K / E) + 1 < T`` rows.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -49,6 +50,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from memjax import sumtree
+from memjax._batching import vmap_as_leading_axis
 from memjax._checks import check_batch_like
 from memjax._fusion import materialise_on_cpu
 from memjax.replay import encoding, ring
@@ -123,8 +126,9 @@ class RowRingStore:
     """Rows of ``num_envs`` steps with obs stored once (see the module docstring).
 
     A layout subclasses this, sets ``num_slots`` and the state classes, and defines
-    ``count_of(rows, lo)`` (its sampleable items) and the sampling side of the store
-    interface (``memjax.replay.flat``). ``newest_frame`` maps a stored observation to what
+    ``count_of(rows, lo)`` (its sampleable items), ``row_slots(rows)`` (the slots of the
+    items that start at those rows) and the sampling side of the store interface
+    (``memjax.replay.flat``). ``newest_frame`` maps a stored observation to what
     is kept per step (the observation itself unless a layout de-duplicates frames).
     """
 
@@ -276,6 +280,22 @@ class RowRingStore:
             side_start=state.side_start.at[jnp.mod(rows - 1, self.A)].set(group_start),
             codecs=codec_states), before - group_first[env // GROUP], live_rows
 
+    # -- sum-tree leaves of the rows that stop being sampleable --------------------------------
+    def dropped(self, before, after):
+        """(the oldest row, how many rows) that stopped being sampleable in the add from
+        ``before`` to ``after`` (int32 scalars; the row a representative, as ``rows``). More
+        than one when the side store dropped rows: any number (rows without side entries
+        go with the next evicted entry's row)."""
+        return self.lo(before), before.live_rows + 1 - after.live_rows
+
+    def zero_dropped(self, tree, before, after):
+        """``tree`` with the leaves of the items of all but the oldest row that stopped being
+        sampleable in the add from ``before`` to ``after`` set to 0 (``write`` returns the
+        oldest's): a loop of one row per step that usually takes none."""
+        first, n = self.dropped(before, after)
+        loop = _zero_rows_loop(self.row_slots, tree.capacity, tree.branching)
+        return tree.replace(nodes=loop(tree.nodes, first + 1, n - 1))
+
     # -- sample ----------------------------------------------------------------------------
     def count(self, state):
         return state.count
@@ -340,6 +360,30 @@ class RowRingStore:
                                   side_bytes, nxt.shape, str(np.dtype(nxt.dtype)), nbytes(nxt)))
         fields += list(extra)
         return report_from_fields(state, self.capacity, copies, sorted(fields, key=lambda f: f.name))
+
+
+@functools.lru_cache(maxsize=None)
+def _zero_rows_loop(row_slots, capacity: int, branching: int):
+    """``loop(nodes [..., M], first [...], count [...]) -> nodes``: in each tree the leaves
+    ``row_slots(r)`` (int32 [..., E], -1: none) of rows ``first .. first + count - 1`` set to
+    0, one row per step of ONE while loop over all the trees (as many steps as the largest
+    count), also under vmap (see ``vmap_as_leading_axis``)."""
+
+    def zero(nodes, slots):
+        return sumtree.set(sumtree.SumTree(nodes, capacity, branching), slots, jnp.zeros(slots.shape)).nodes
+
+    @vmap_as_leading_axis
+    def loop(nodes, first, count):
+        trees, first, count = nodes.reshape(-1, nodes.shape[-1]), first.reshape(-1), count.reshape(-1)
+
+        def body(carry):
+            i, trees = carry
+            return i + 1, jax.vmap(zero)(trees, jnp.where((i < count)[:, None], row_slots(first + i), -1))
+
+        steps = jnp.max(count)
+        return jax.lax.while_loop(lambda c: c[0] < steps, body, (jnp.int32(0), trees))[1].reshape(nodes.shape)
+
+    return jax.jit(loop)  # compiled once when called eagerly (a loop's body is traced anew per call)
 
 
 def decode_steps(codecs: dict, stored: dict, states: dict, lead: int) -> dict:

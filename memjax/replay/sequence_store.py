@@ -23,7 +23,8 @@ an id is live while that is still its window and the window is sampleable. With
 ``length = period = 1`` slots, ids and uniform draws are exactly the one-copy layout's.
 
 Prioritized replay: a window gets the running max priority in the ``add`` that writes its
-last row, and priority 0 in the ``add`` that overwrites its first row.
+last row, and priority 0 in the ``add`` after which its first row is no longer sampleable
+(overwritten, or dropped with the side store's evicted entries).
 """
 
 from __future__ import annotations
@@ -87,6 +88,12 @@ class SequenceStore(RowRingStore):
         first, last = self._starts(rows, lo)
         return jnp.maximum(last - first + 1, 0) * self.E
 
+    def row_slots(self, rows):
+        """Slots int32 [*rows.shape, E] of the windows starting at ``rows`` (-1 where a row
+        starts none: not a multiple of the period)."""
+        starts = (jnp.mod(rows, self.P) == 0)[..., None]
+        return jnp.where(starts, jnp.mod(rows // self.P, self.W)[..., None] * self.E + jnp.arange(self.E), -1)
+
     def _window_of(self, state, j_phys):
         """(global window start j now at physical start ``j_phys``, its first sampleable j)."""
         first, last = self._starts(state.rows, self.lo(state))
@@ -129,12 +136,11 @@ class SequenceStore(RowRingStore):
     # -- write -----------------------------------------------------------------------------
     def write(self, state, items, batch: int):
         lay = self.layout
-        row = state.rows
         skip = (lay.next_obs, lay.first, *lay.per_window)
         per_step = {n: v for n, v in items.items() if n not in skip}
-        state = self.write_row(state, per_step, items[lay.obs], items[lay.next_obs], items[lay.first])
-        state = self._write_window_fields(state, {n: items[n] for n in lay.per_window}, row)
-        return (state, *self._leaves(row, self.lo(state)))
+        new = self.write_row(state, per_step, items[lay.obs], items[lay.next_obs], items[lay.first])
+        new = self._write_window_fields(new, {n: items[n] for n in lay.per_window}, state.rows)
+        return (new, *self._leaves(state, new))
 
     def _write_window_fields(self, state, values: dict, row):
         """Store ``values`` ([E, ...] per field) when ``row`` starts windows (row % period
@@ -151,21 +157,15 @@ class SequenceStore(RowRingStore):
         windows = {n: state.windows[n].at[at].set(stored[n], mode="drop") for n in values}
         return state.replace(windows={**state.windows, **windows}, codecs=codecs)
 
-    def _leaves(self, row, lo):
-        """Sum-tree leaves set by the add of ``row`` (slots int32 [2E], live bool [2E]): the
-        window whose first row it overwrites to 0, then the window it completes, live if
-        sampleable (later entries win). Before R (or L) rows were added no window is stored
-        at those slots, and setting them to 0 changes nothing."""
-        env = jnp.arange(self.E, dtype=jnp.int32)
-
-        def slots(start, is_window):
-            return jnp.where(is_window, jnp.mod(start // self.P, self.W) * self.E + env, -1)
-
-        leaving, new = row - self.R, row - self.L + 1
-        is_new = jnp.mod(new, self.P) == 0
-        out = jnp.concatenate([slots(leaving, jnp.mod(leaving, self.P) == 0), slots(new, is_new)])
-        live = jnp.arange(2 * self.E) >= self.E
-        return out, live & is_new & (new >= lo)
+    def _leaves(self, before, after):
+        """Sum-tree leaves set by the add from ``before`` to ``after`` (slots int32 [2E], live
+        bool [2E]): the windows of the oldest row that stopped being sampleable to 0, then the
+        windows the add completes (starting L - 1 rows before it), live if sampleable: all L
+        rows among the ``live_rows`` newest (later entries win)."""
+        oldest, dropped = self.dropped(before, after)
+        out = jnp.concatenate([jnp.where(dropped > 0, self.row_slots(oldest), -1),
+                               self.row_slots(before.rows - self.L + 1)])
+        return out, (jnp.arange(2 * self.E) >= self.E) & (after.live_rows >= self.L)
 
     # -- sample ----------------------------------------------------------------------------
     def random_slots(self, state, key, n: int):
@@ -208,9 +208,8 @@ class SequenceStore(RowRingStore):
         j_mod, env = ids // self.E, ids % self.E
         j_phys = jnp.mod(j_mod, self.W)
         j, first = self._window_of(state, j_phys)
-        match = (ids >= 0) & (jnp.mod(j, self.M_starts) == j_mod)
-        live = match & (j >= first)
-        return j_phys * self.E + env, live, match & ~live
+        live = (ids >= 0) & (jnp.mod(j, self.M_starts) == j_mod) & (j >= first)
+        return j_phys * self.E + env, live
 
     def sampleable(self, state, slots):
         j, first = self._window_of(state, slots // self.E)
