@@ -27,6 +27,9 @@ bootstrap from their true final observation, and nothing depends on done flags.
 The sampleable rows are the newest ``live_rows`` ones, ``[lo, rows)`` with ``lo = rows -
 live_rows``: at most R, and none at or before a row whose side entry was evicted when the
 side store wrapped (FIFO). The newest row is sampleable: its ``next_obs`` is ``pending``.
+With prioritized replay each add zeroes the sum-tree leaves of the rows that stop being
+sampleable (``dropped``: usually the one leaving the ring; after an eviction any number),
+so the tree never holds mass for an item that cannot be returned.
 
 Wrap-safe row numbers: rows are kept modulo ``T < 2**31``, a multiple of ``M`` (the modulus
 of row numbers in the layouts' ids, a multiple of A with ``M * E < 2**31``), so no row
@@ -362,7 +365,7 @@ class RowRingStore:
         return report_from_fields(state, self.capacity, copies, sorted(fields, key=lambda f: f.name))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=64)  # keyed by the store's bound row_slots: bounded
 def _zero_rows_loop(row_slots, capacity: int, branching: int):
     """``loop(nodes [..., M], first [...], count [...]) -> nodes``: in each tree the leaves
     ``row_slots(r)`` (int32 [..., E], -1: none) of rows ``first .. first + count - 1`` set to
