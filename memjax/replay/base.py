@@ -32,10 +32,15 @@ class ReplayBuffer(NamedTuple):
 
     init(example) -> state                  example: ONE item, no batch axis
     add(state, items) -> state              items: leading batch axis [B, ...]
-    sample(state, key, batch_size, beta=0.4) -> Sample    batch_size static
+    sample(state, key, batch_size=None, beta=0.4) -> Sample
+                                            batch_size: a static Python int, or None for
+                                            the buffer's ``sample_batch_size``
     update(state, indices, priorities) -> state
-    can_sample(state, batch_size) -> bool scalar
+    can_sample(state, batch_size=None) -> bool scalar
     memory(state) -> MemoryReport           state may be jax.eval_shape(init, example)
+
+    ``buf.replace(sample=jax.jit(buf.sample), ...)`` returns a copy with some functions
+    replaced (flashbax's and PureJaxRL's idiom; ``_replace`` does the same).
     """
 
     init: Callable
@@ -44,6 +49,10 @@ class ReplayBuffer(NamedTuple):
     update: Callable
     can_sample: Callable
     memory: Callable
+
+    def replace(self, **functions) -> "ReplayBuffer":
+        """A copy with the named functions replaced, e.g. ``init=jax.jit(buf.init)``."""
+        return self._replace(**functions)
 
 
 def size(state) -> jax.Array:

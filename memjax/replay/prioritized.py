@@ -27,7 +27,12 @@ from memjax import sumtree
 from memjax._checks import check_positive_int
 from memjax.replay import encoding
 from memjax.replay.base import ReplayBuffer, Sample
-from memjax.replay.checks import check_priorities, check_sample_args
+from memjax.replay.checks import (
+    check_priorities,
+    check_sample_args,
+    check_sample_batch_size,
+    resolve_batch_size,
+)
 from memjax.replay.flat import PrioritizedState
 from memjax.replay.stores import make_store
 
@@ -39,6 +44,7 @@ def prioritized(
     stratified: bool = True,
     codecs=None,
     layout=None,
+    sample_batch_size=None,
 ) -> ReplayBuffer:
     """A FIFO buffer of exactly ``capacity`` items with proportional prioritized sampling.
 
@@ -50,6 +56,13 @@ def prioritized(
       stratified: draw the batch from equal slices of the total (lower variance).
       codecs, layout: storage codecs per field and the storage layout, as for
         :func:`memjax.replay.uniform`.
+      sample_batch_size: the batch size ``sample`` and ``can_sample`` use when the call
+        gives none (so that ``jax.jit(buf.sample)(state, key)`` works).
+
+    Returns:
+      A :class:`ReplayBuffer`. Under jit, sampling a buffer with nothing to draw (empty, or
+      every priority 0) returns weights 0, probabilities 0 and indices -1 (which ``update``
+      ignores), never NaN; an eager call on an empty buffer raises ``ValueError``.
     """
     capacity = check_positive_int("capacity", capacity)
     if not alpha >= 0:
@@ -57,6 +70,7 @@ def prioritized(
     if not min_priority >= 0:
         raise ValueError(f"min_priority must be >= 0, got {min_priority}")
     store = make_store(capacity, encoding.check_codecs(codecs), layout)
+    default_batch = check_sample_batch_size(sample_batch_size, capacity)
 
     def stored(raw):
         return jnp.maximum(raw, min_priority) ** alpha
@@ -74,18 +88,20 @@ def prioritized(
         tree = sumtree.set(state.tree, slots, jnp.where(live, stored(state.max_priority), 0.0))
         return new.replace(tree=store.zero_dropped(tree, state, new))
 
-    def sample(state, key, batch_size: int, beta=0.4) -> Sample:
+    def sample(state, key, batch_size=None, beta=0.4) -> Sample:
         """Items with weights (N P(i))^-beta / max. ``add`` keeps the tree's mass on the items
         the layout can return, so every draw is one (a draw the layout rejects would get
-        weight 0)."""
+        weight 0, as would every draw from a tree with no mass)."""
+        batch_size = resolve_batch_size(batch_size, default_batch)
         check_sample_args(state, batch_size, capacity)
         slots, prob = sumtree.sample_with_probs(state.tree, key, batch_size, stratified)
+        drawn = store.sampleable(state, slots) & (prob > 0)  # prob is NaN for a massless tree
+        prob = jnp.where(drawn, prob, 0.0)
         count = store.count(state).astype(jnp.float32)
-        weights = (count * prob) ** (-jnp.asarray(beta, jnp.float32))
-        weights = jnp.where(store.sampleable(state, slots), weights, 0.0)
+        weights = jnp.where(drawn, (count * prob) ** (-jnp.asarray(beta, jnp.float32)), 0.0)
         return Sample(
             items=store.gather(state, slots),
-            indices=store.ids_of(state, slots),
+            indices=jnp.where(drawn, store.ids_of(state, slots), -1),
             weights=weights / jnp.maximum(jnp.max(weights), jnp.finfo(jnp.float32).tiny),
             probabilities=prob,
         )
@@ -109,7 +125,8 @@ def prioritized(
         max_priority = jnp.maximum(state.max_priority, jnp.max(jnp.where(live, raw, 0.0)))
         return state.replace(tree=tree, max_priority=max_priority)
 
-    def can_sample(state, batch_size: int) -> jax.Array:
+    def can_sample(state, batch_size=None) -> jax.Array:
+        batch_size = resolve_batch_size(batch_size, default_batch, "can_sample", static=False)
         return (store.count(state) >= batch_size) & (sumtree.total(state.tree) > 0)
 
     def memory(state):

@@ -8,12 +8,12 @@ import jax.numpy as jnp
 from memjax._checks import check_positive_int
 from memjax.replay import encoding
 from memjax.replay.base import ReplayBuffer, Sample
-from memjax.replay.checks import check_sample_args
+from memjax.replay.checks import check_sample_args, check_sample_batch_size, resolve_batch_size
 from memjax.replay.flat import UniformState
 from memjax.replay.stores import make_store
 
 
-def uniform(capacity: int, codecs=None, layout=None) -> ReplayBuffer:
+def uniform(capacity: int, codecs=None, layout=None, sample_batch_size=None) -> ReplayBuffer:
     """A FIFO buffer of exactly ``capacity`` items with uniform sampling.
 
     Args:
@@ -25,11 +25,18 @@ def uniform(capacity: int, codecs=None, layout=None) -> ReplayBuffer:
         (each observation stored once, optionally frame-stack de-duplicated) or
         ``memjax.replay.sequence(num_envs, length, ...)`` (items are windows of
         ``length`` steps of one environment).
+      sample_batch_size: the batch size ``sample`` and ``can_sample`` use when the call
+        gives none, so that ``jax.jit(buf.sample)(state, key)`` works (flashbax's style).
 
-    ``update`` returns the state unchanged, also for ``priorities=None`` (it exists so
-    uniform and prioritized replay are interchangeable in a training loop).
+    Returns:
+      A :class:`ReplayBuffer`. ``sample`` draws uniformly with replacement; its weights are
+      ones. Under jit, sampling an empty buffer returns weights 0, probabilities 0 and
+      indices -1 (which ``update`` ignores); an eager call raises ``ValueError``.
+      ``update`` returns the state unchanged, also for ``priorities=None`` (it exists so
+      uniform and prioritized replay are interchangeable in a training loop).
     """
     capacity = check_positive_int("capacity", capacity)
+    default_batch = check_sample_batch_size(sample_batch_size, capacity)
     store = make_store(capacity, encoding.check_codecs(codecs), layout)
 
     def init(example):
@@ -40,24 +47,25 @@ def uniform(capacity: int, codecs=None, layout=None) -> ReplayBuffer:
         state, _, _ = store.write(state, items, batch)
         return state
 
-    def sample(state, key, batch_size: int, beta=None) -> Sample:
+    def sample(state, key, batch_size=None, beta=None) -> Sample:
         """Uniform draws with replacement; ``beta`` is accepted and ignored."""
+        batch_size = resolve_batch_size(batch_size, default_batch)
         check_sample_args(state, batch_size, capacity)
         slots = store.random_slots(state, key, batch_size)
         count = store.count(state)
-        prob = jnp.full((batch_size,), 1.0, jnp.float32) / jnp.maximum(count, 1)
+        empty = jnp.full((batch_size,), count == 0)
         return Sample(
             items=store.gather(state, slots),
-            indices=store.ids_of(state, slots),
-            weights=jnp.ones((batch_size,), jnp.float32),
-            probabilities=prob,
+            indices=jnp.where(empty, -1, store.ids_of(state, slots)),
+            weights=jnp.where(empty, 0.0, 1.0).astype(jnp.float32),
+            probabilities=jnp.where(empty, 0.0, 1.0 / jnp.maximum(count, 1)).astype(jnp.float32),
         )
 
     def update(state, indices, priorities):
         return state
 
-    def can_sample(state, batch_size: int) -> jax.Array:
-        return store.count(state) >= batch_size
+    def can_sample(state, batch_size=None) -> jax.Array:
+        return store.count(state) >= resolve_batch_size(batch_size, default_batch, "can_sample", static=False)
 
     def memory(state):
         return store.report(state)
