@@ -12,27 +12,47 @@ from memjax.replay.uniform import uniform
 
 
 def buffer_bytes(make_buffer, capacity: int, example) -> int:
-    """Bytes of the whole state (items, side stores, sum-tree, counters, codec constants)
-    of ``make_buffer(capacity)`` for ``example``, from ``jax.eval_shape`` (no allocation)."""
+    """Bytes of the whole state of ``make_buffer(capacity)`` for ``example``.
+
+    Counts items, side stores, the sum-tree, counters and codec constants, from
+    ``jax.eval_shape`` (nothing is allocated).
+
+    Args:
+      make_buffer: ``capacity -> ReplayBuffer``, e.g.
+        ``lambda c: memjax.replay.prioritized(c, alpha=0.6)``.
+      capacity: the capacity to measure.
+      example: ONE item (no batch axis), as given to ``init``.
+
+    Returns:
+      The state's size in bytes (one buffer, i.e. one seed).
+    """
     buf = make_buffer(capacity)
     return sum(nbytes(x) for x in jax.tree.leaves(jax.eval_shape(buf.init, example)))
 
 
 def capacity_for(budget_bytes: int, example, codecs=None, layout=None, kind: str = "uniform",
                  minimum: int = 1, **buffer_kwargs) -> int:
-    """The largest capacity whose buffer state fits in ``budget_bytes`` (one buffer, i.e. one
-    seed), counting everything the state holds: stored items, side stores, the sum-tree for
-    ``kind="prioritized"``, counters and codec constants. Nothing is allocated.
+    """The largest capacity whose buffer state fits in ``budget_bytes``.
+
+    The budget is for one buffer, i.e. one seed, and counts everything its state holds:
+    stored items, side stores, the sum-tree for ``kind="prioritized"``, counters and codec
+    constants. Nothing is allocated (``jax.eval_shape``).
 
     Args:
       budget_bytes: the budget in bytes (int > 0).
       example: ONE item (no batch axis), as given to ``init``.
-      codecs, layout: as for :func:`memjax.replay.uniform`.
-      kind: ``"uniform"`` or ``"prioritized"``; ``buffer_kwargs`` go to its constructor.
+      codecs: storage codecs per field, as for :func:`memjax.replay.uniform`.
+      layout: the storage layout, as for :func:`memjax.replay.uniform`.
+      kind: ``"uniform"`` or ``"prioritized"``.
       minimum: the smallest acceptable capacity (e.g. the batch size).
+      **buffer_kwargs: more arguments of the buffer's constructor (``alpha=...``).
 
-    With a row layout the result is a multiple of ``num_envs`` (of ``num_envs * period`` for
-    sequences). Raises ValueError when not even ``minimum`` items fit.
+    Returns:
+      The capacity (at most 2**34). With a row layout it is a multiple of ``num_envs``
+      (of ``num_envs * period`` for sequences).
+
+    Raises:
+      ValueError: not even ``minimum`` items fit, or ``kind`` is unknown.
     """
     budget_bytes = check_positive_int("budget_bytes", budget_bytes)
     if kind not in ("uniform", "prioritized"):

@@ -36,8 +36,17 @@ from memjax.replay.memory import memory_report
 
 @struct.dataclass
 class UniformState(ring.RingFields):
-    """items: pytree [capacity, ...] as stored (encoded); cursor: int32 [3] = (pos, count,
-    lap), see ``ring``; codecs: dict field -> codec state ({} without codecs)."""
+    """The state of a buffer with the default layout (every item stored whole).
+
+    Attributes:
+      items: pytree, each leaf [capacity, ...] as stored (encoded by the field's codec).
+      cursor: int32 [3] = (pos, count, lap): the next slot to write, the number of valid
+        items and how often the ring wrapped (see :mod:`memjax.replay.ring`); ``pos``,
+        ``count`` and ``lap`` read them.
+      codecs: dict field name -> codec state ({} without codecs).
+
+    Vmapped states (a leading seed axis [S] on every leaf) work everywhere a state does.
+    """
 
     items: object
     cursor: jax.Array
@@ -46,8 +55,13 @@ class UniformState(ring.RingFields):
 
 @struct.dataclass
 class PrioritizedState(UniformState):
-    """UniformState plus tree: SumTree of stored priorities p^alpha, and max_priority:
-    float32 scalar, the largest raw priority seen."""
+    """:class:`UniformState` plus the priorities.
+
+    Attributes:
+      tree: :class:`memjax.sumtree.SumTree` of the stored priorities
+        ``max(p, min_priority) ** alpha``, one leaf per slot.
+      max_priority: float32 scalar, the largest raw priority seen (new items get it).
+    """
 
     tree: sumtree.SumTree
     max_priority: jax.Array

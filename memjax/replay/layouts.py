@@ -70,7 +70,7 @@ def _check_row_settings(kind: str, num_envs, side_capacity, side_fraction, names
 
 @dataclasses.dataclass(frozen=True)
 class OneCopy(RowLayout):
-    """Settings of the one-copy layout (see :func:`one_copy`)."""
+    """Settings of the one-copy layout; make them with :func:`one_copy`, which checks them."""
 
     num_envs: int
     frame_stack: int = 1
@@ -97,12 +97,24 @@ def one_copy(num_envs: int, frame_stack: int = 1, side_capacity: Optional[int] =
         :class:`memjax.envs.FrameStack` makes them; an episode's first stack repeats
         its first frame), and only the newest frame is stored.
       side_capacity: entries of the side store that keeps ``next_obs`` wherever it differs
-        from the following ``obs`` (episode ends: the auto-reset replaced it). Default
-        ``max(num_envs, ceil(capacity * side_fraction))``: enough for episodes averaging
-        ``1 / side_fraction`` steps. When the side store overflows, the oldest
+        from the following ``obs`` (episode ends: the auto-reset replaced it), >= num_envs.
+        Default ``max(num_envs, ceil(capacity * side_fraction))``: enough for episodes
+        averaging ``1 / side_fraction`` steps. When the side store overflows, the oldest
         transitions are dropped (FIFO) so that no transition ever loses its next
         observation; ``size`` then reports fewer items than the capacity.
-      obs, next_obs: the field names.
+      side_fraction: the default side store as a fraction of the capacity, in (0, 1].
+      obs: the name of the observation field.
+      next_obs: the name of the next-observation field.
+
+    Returns:
+      The settings, to pass as ``layout=`` to :func:`memjax.replay.uniform`,
+      :func:`memjax.replay.prioritized` or :func:`memjax.replay.capacity_for`. The
+      buffer's capacity must then be a multiple of ``num_envs`` of at least two rows.
+
+    Raises:
+      TypeError: ``num_envs``, ``frame_stack`` or ``side_capacity`` is not a Python int.
+      ValueError: one of them is below 1, ``side_capacity < num_envs``, ``side_fraction``
+        is outside (0, 1], or ``obs`` equals ``next_obs``.
     """
     num_envs = _check_row_settings("one_copy", num_envs, side_capacity, side_fraction, [obs, next_obs])
     frame_stack = check_positive_int("frame_stack", frame_stack)
@@ -111,7 +123,7 @@ def one_copy(num_envs: int, frame_stack: int = 1, side_capacity: Optional[int] =
 
 @dataclasses.dataclass(frozen=True)
 class Sequence(RowLayout):
-    """Settings of the sequence layout (see :func:`sequence`)."""
+    """Settings of the sequence layout; make them with :func:`sequence`, which checks them."""
 
     num_envs: int
     length: int
@@ -126,6 +138,7 @@ class Sequence(RowLayout):
     kind = "sequence"
 
     def capacity_step(self) -> int:
+        """Valid capacities are multiples of this: ``num_envs * period``."""
         return self.num_envs * self.period
 
     def smallest_capacity(self) -> int:
@@ -149,14 +162,30 @@ def sequence(num_envs: int, length: int, period: int = 1, side_capacity: Optiona
       num_envs: environments per ``add`` (the batch size of every add).
       length: steps per window, 1 <= length <= rows (``rows = capacity / num_envs``).
       period: windows start every ``period`` rows; rows must be a multiple of it.
-      side_capacity, side_fraction: the side store of final observations, as for
+      side_capacity: entries of the side store of final observations, as for
         :func:`one_copy`; on overflow the oldest rows are dropped (FIFO), with every window
         that touches them.
+      side_fraction: the default side store as a fraction of the capacity, as for
+        :func:`one_copy`.
       per_window: names of fields given with every add ([num_envs, ...], e.g. a recurrent
         state ``("carry",)``) but stored only for rows whose global number is a multiple of
         ``period``: once per window start, returned per window ([batch, ...]).
-      obs, next_obs, first: the field names. ``first`` (bool, one per step) marks steps
-        whose ``obs`` starts an episode; it is kept as a bit of the per-step flags.
+      obs: the name of the observation field.
+      next_obs: the name of the next-observation field.
+      first: the name of the bool field, one per step, that marks steps whose ``obs``
+        starts an episode; it is kept as a bit of the per-step flags and returned as
+        bool [batch, length].
+
+    Returns:
+      The settings, to pass as ``layout=`` to :func:`memjax.replay.uniform` or
+      :func:`memjax.replay.prioritized`. The buffer's capacity counts steps; it must be a
+      multiple of ``num_envs * period``, and the buffer then holds ``size`` windows.
+
+    Raises:
+      TypeError: ``per_window`` is not a tuple of field names, or ``num_envs``,
+        ``length``, ``period`` or ``side_capacity`` is not a Python int.
+      ValueError: one of those is below 1, ``side_capacity < num_envs``,
+        ``side_fraction`` is outside (0, 1], or two fields have the same name.
     """
     if isinstance(per_window, str) or not all(isinstance(n, str) for n in per_window):
         raise TypeError(f"sequence: per_window must be a tuple of field names, got {per_window!r}")

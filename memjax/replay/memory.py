@@ -21,11 +21,21 @@ def nbytes(leaf) -> int:
 
 
 class FieldMemory(NamedTuple):
-    """One field: ``name``; the stored per-item ``shape``, ``dtype``, bytes per item (stored
-    bytes of the field divided by the capacity, side stores included) and in total; and the
-    ``raw_*`` per-item shape, dtype and bytes of the field as given to ``add`` (before
-    codecs and layouts; equal to the stored ones when the field is stored as given).
-    ``bytes_per_item`` may be fractional for layouts that share storage between items."""
+    """The memory of one field of a buffer state.
+
+    Attributes:
+      name: the field's name (``"obs"``, ``"info.final"``).
+      shape: the stored shape of one item.
+      dtype: the stored dtype's name.
+      bytes_per_item: the field's stored bytes divided by the capacity (and the number of
+        copies), side stores included; fractional for layouts that share storage between
+        items.
+      total_bytes: the field's stored bytes (all copies).
+      raw_shape: the shape of one item as given to ``add`` (before codecs and layouts);
+        None when the field is stored as given.
+      raw_dtype: the dtype's name as given to ``add``, or None.
+      raw_bytes_per_item: bytes of one item as given to ``add``, or None.
+    """
 
     name: str
     shape: tuple
@@ -38,6 +48,7 @@ class FieldMemory(NamedTuple):
 
     @property
     def raw_bytes(self) -> float:
+        """Bytes of one item as given to ``add`` (``bytes_per_item`` if stored as given)."""
         return self.bytes_per_item if self.raw_bytes_per_item is None else self.raw_bytes_per_item
 
     @property
@@ -47,11 +58,16 @@ class FieldMemory(NamedTuple):
 
 
 class MemoryReport(NamedTuple):
-    """What a buffer state occupies.
+    """What a buffer state occupies; ``str(report)`` is a table of it.
 
-    capacity: items per buffer; copies: number of buffers (seeds) in the state;
-    fields: per stored field; overhead_bytes: everything that is not an item field
-    (sum-tree, counters); total_bytes: all of it; bytes_per_item: total / (capacity * copies).
+    Attributes:
+      capacity: items per buffer.
+      copies: the number of buffers (seeds) in the state: the product of its leading
+        vmapped axes, 1 for an unbatched state.
+      fields: tuple of :class:`FieldMemory`, one per stored field.
+      overhead_bytes: everything that is not an item field (sum-tree, counters, codec
+        constants), all copies.
+      total_bytes: all of it, all copies.
     """
 
     capacity: int
@@ -62,6 +78,7 @@ class MemoryReport(NamedTuple):
 
     @property
     def bytes_per_item(self) -> float:
+        """``total_bytes / (capacity * copies)``, overhead included."""
         return self.total_bytes / (self.capacity * self.copies)
 
     @property
@@ -75,6 +92,7 @@ class MemoryReport(NamedTuple):
         return self.raw_bytes_per_item / self.bytes_per_item
 
     def as_dict(self) -> dict:
+        """The report as plain Python values (for JSON), with the properties included."""
         return {
             "capacity": self.capacity,
             "copies": self.copies,
@@ -113,10 +131,18 @@ def _human(n: float) -> str:
 
 
 def memory_report(state, capacity: int, raw_spec=None) -> MemoryReport:
-    """Report for a ring buffer state (arrays or ShapeDtypeStructs) of the given capacity.
+    """The report of a flat (default layout) buffer state; ``buf.memory(state)`` calls it.
 
-    raw_spec: optional pytree (same structure as ``state.items``) of per-item
-    ShapeDtypeStructs of the fields as given to ``add`` (before codecs).
+    Args:
+      state: a :class:`memjax.replay.UniformState` or ``PrioritizedState``, of arrays or of
+        ``jax.ShapeDtypeStruct`` (``jax.eval_shape(buf.init, example)``), with any number
+        of leading vmapped axes.
+      capacity: the buffer's capacity.
+      raw_spec: optional pytree (the structure of ``state.items``) of per-item
+        ``jax.ShapeDtypeStruct`` of the fields as given to ``add`` (before codecs).
+
+    Returns:
+      The :class:`MemoryReport`; totals cover all copies.
     """
     seed_axes = state.cursor.shape[:-1]  # cursor is int32 [..., 3]; works on ShapeDtypeStructs
     copies = math.prod(seed_axes)

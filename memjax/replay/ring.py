@@ -39,14 +39,17 @@ class RingFields:
 
     @property
     def pos(self) -> jax.Array:
+        """int32: the slot the next add writes first."""
         return self.cursor[..., 0]
 
     @property
     def count(self) -> jax.Array:
+        """int32: the number of valid items (at most the capacity)."""
         return self.cursor[..., 1]
 
     @property
     def lap(self) -> jax.Array:
+        """int32: how often the ring wrapped, modulo ``num_laps(capacity)``."""
         return self.cursor[..., 2]
 
 
