@@ -1,48 +1,47 @@
 """A batched, drift-free, k-ary sum-tree over a fixed number of non-negative leaves.
 
-Layout. Each node has ``branching`` (k, a power of two, default 8) children. Level
-D holds the ``capacity`` leaves; level d-1 has ceil(n_d / k) nodes; level 0 is the
-root. All levels live in one flat float32 array ``nodes``, root level first, each
-level padded to a whole number of k-wide rows, so the children of node i of level d
-are the contiguous row ``nodes[off[d+1] + k*i : off[d+1] + k*i + k]``. Padding
-leaves are always 0. With k = 8 a tree of 2**20 leaves has depth 7 and occupies
-1.14 floats per leaf (a binary heap has depth 20 and 2 floats per leaf): fewer
-levels means fewer dependent gathers, which is what a descent costs on any backend.
-k = 8 measured fastest on CPU (k = 16 hits a slower XLA code path there).
+**Layout.** Each node has ``branching`` (k, a power of two, default 8) children. Level D
+holds the ``capacity`` leaves; level d-1 has ``ceil(n_d / k)`` nodes; level 0 is the root. All
+levels live in one flat float32 array ``nodes``, root level first, each level padded to a
+whole number of k-wide rows, so the children of node i of level d are the contiguous row
+``nodes[off[d+1] + k*i : off[d+1] + k*i + k]``. Padding leaves are always 0. With k = 8 a
+tree of ``2**20`` leaves has depth 7 and occupies 1.14 floats per leaf (a binary heap has
+depth 20 and 2 floats per leaf): fewer levels means fewer dependent gathers, which is what
+a descent costs on any backend. k = 8 measured fastest on CPU (k = 16 hits a slower XLA
+code path there).
 
-Exactness (why this tree never drifts):
-    ``set`` does not propagate deltas (``parent += new - old``), which accumulates
-    float32 round-off over millions of updates. It recomputes every touched ancestor
-    from its current children, summed pairwise in a fixed order
-    (((c0 + c1) + (c2 + c3)) + ...). So every internal node is a pure function of its
-    children, and the whole tree of its leaves: after any sequence of updates it is
-    bit-identical to a tree built from scratch from the same leaves (``build``), and
-    the relative error of any subtree sum is at most about log2(capacity) * 2**-24
-    (1.2e-6 at 2**20 leaves). The tests check both against NumPy (float32 and float64).
+**Exactness (why this tree never drifts).** ``set`` does not propagate deltas
+(``parent += new - old``), which accumulates float32 round-off over millions of updates. It
+recomputes every touched ancestor from its current children, summed pairwise in a fixed
+order (``((c0 + c1) + (c2 + c3)) + ...``). So every internal node is a pure function of its
+children, and the whole tree of its leaves: after any sequence of updates it is
+bit-identical to a tree built from scratch from the same leaves (``build``), and the
+relative error of any subtree sum is at most about ``log2(capacity) * 2**-24`` (1.2e-6 at
+``2**20`` leaves). The tests check both against NumPy (float32 and float64).
 
-    ``find`` guards against round-off in the descent: it only ever steps into a
-    child whose sum is > 0 (if a target overshoots every child's prefix sum, it takes
-    the last positive child), so it never returns a zero-priority leaf or a leaf past
-    ``capacity`` while the total is > 0.
+``find`` guards against round-off in the descent: it only ever steps into a child whose sum
+is > 0 (if a target overshoots every child's prefix sum, it takes the last positive
+child), so it never returns a zero-priority leaf or a leaf past ``capacity`` while the total
+is > 0.
 
-Cost: ``set`` of B values is O(B log B + B k log_k N): a stable sort for duplicate
-resolution, then per level one gather of B rows and one scatter of B sums.
-``find``/``sample`` of n targets is O(n k log_k N). Nothing is O(capacity) per call.
-Loops over levels are Python loops, unrolled at trace time.
+**Cost.** ``set`` of B values is ``O(B log B + B k log_k N)``: a stable sort for duplicate
+resolution, then per level one gather of B rows and one scatter of B sums. ``find``/``sample``
+of n targets is ``O(n k log_k N)``. Nothing is O(capacity) per call. Loops over levels are
+Python loops, unrolled at trace time.
 
-In-place updates and the sorts. When a program both reads the tree (``sample``)
-and writes it (``set``), XLA updates ``nodes`` in place only if every read of the
-old array is computed before the first write. XLA's fusion pass likes to duplicate
-the last gather of the descent into later consumers (the importance weights, say),
-which then read the old array after the write, and XLA copies the whole tree to keep
-them correct: O(capacity) per step. ``optimization_barrier`` is stripped on CPU, so
-``sample_with_probs`` passes its results through a one-trip ``while_loop`` that XLA
-cannot prove is one trip (``memjax._fusion.materialise``), and ``set`` uses only the outputs of its
-duplicate-resolving sort (or, on CPU, runs as a loop); none can be fused through. A ``get`` whose result does
-not feed the following ``set`` still forces a copy: prefer ``sample_with_probs``.
+**In-place updates and the sorts.** When a program both reads the tree (``sample``) and
+writes it (``set``), XLA updates ``nodes`` in place only if every read of the old array is
+computed before the first write. XLA's fusion pass likes to duplicate the last gather of
+the descent into later consumers (the importance weights, say), which then read the old
+array after the write, and XLA copies the whole tree to keep them correct: O(capacity) per
+step. ``optimization_barrier`` is stripped on CPU, so ``sample_with_probs`` passes its results
+through a one-trip ``while_loop`` that XLA cannot prove is one trip
+(``memjax._fusion.materialise``), and ``set`` uses only the outputs of its duplicate-resolving
+sort (or, on CPU, runs as a loop); none can be fused through. A ``get`` whose result does not
+feed the following ``set`` still forces a copy: prefer ``sample_with_probs``.
 
-All functions are pure and work under ``jit``, ``vmap`` (a leading axis on
-``nodes``), ``scan`` and buffer donation.
+All functions are pure and work under ``jit``, ``vmap`` (a leading axis on ``nodes``), ``scan``
+and buffer donation.
 """
 
 from __future__ import annotations
@@ -74,16 +73,24 @@ __all__ = [
 ]
 
 DEFAULT_BRANCHING = 8
+"""Children per node of a tree made without ``branching``."""
 
 
 @functools.lru_cache(maxsize=None)
 def geometry(capacity: int, branching: int = DEFAULT_BRANCHING):
-    """Static layout: (offsets, widths), one entry per level, root (level 0) first.
+    """The static layout of a tree: where each level lives in ``nodes``.
 
-    Level d occupies ``nodes[offsets[d] : offsets[d] + widths[d]]``; the last level
-    holds the leaves. Every width is a multiple of ``branching`` (the root level is
-    the root plus padding), so ``nodes.reshape(-1, branching)`` has each node's
-    children as one row. ``offsets[-1] + widths[-1]`` is the length of ``nodes``.
+    Level d occupies ``nodes[offsets[d] : offsets[d] + widths[d]]``; the last level holds the
+    leaves. Every width is a multiple of ``branching`` (the root level is the root plus
+    padding), so ``nodes.reshape(-1, branching)`` has each node's children as one row.
+
+    Args:
+      capacity: the number of leaves.
+      branching: children per node.
+
+    Returns:
+      ``(offsets, widths)``: tuples of Python ints, one entry per level, root (level 0) first;
+      ``offsets[-1] + widths[-1]`` is the length of ``nodes``.
     """
     counts = [capacity]
     while counts[-1] > 1:
@@ -96,11 +103,11 @@ def geometry(capacity: int, branching: int = DEFAULT_BRANCHING):
 
 @struct.dataclass
 class SumTree:
-    """Sum-tree state.
+    """Sum-tree state (a pytree: ``nodes`` is its only array).
 
     Attributes:
-      nodes: float32 [M], all levels root first (see module docstring);
-        M is about capacity * k / (k - 1).
+      nodes: float32 ``[M]``, all levels root first (see the module docstring); M is about
+        ``capacity * k / (k - 1)``. ``[S, M]`` for a vmapped tree.
       capacity: static int, number of leaves.
       branching: static int, children per node (power of two >= 2).
     """
@@ -129,10 +136,15 @@ def init(capacity: int, branching: int = DEFAULT_BRANCHING) -> SumTree:
     """An all-zero tree with ``capacity`` leaves.
 
     Args:
-      capacity: python int >= 1.
-      branching: children per node, a power of two >= 2 (default 8).
+      capacity: Python int >= 1.
+      branching: children per node, a power of two >= 2.
+
     Returns:
-      SumTree whose ``nodes`` is float32 [M] (see ``geometry``).
+      A :class:`SumTree` whose ``nodes`` is float32 ``[M]`` (see :func:`geometry`).
+
+    Raises:
+      TypeError: ``capacity`` or ``branching`` is not a Python int.
+      ValueError: ``capacity`` < 1, or ``branching`` is not a power of two >= 2.
     """
     capacity = check_positive_int("sumtree capacity", capacity)
     branching = _check_branching(branching)
@@ -149,9 +161,20 @@ def _pairwise_sum(rows: jax.Array) -> jax.Array:
 
 
 def build(leaf_values: jax.Array, branching: int = DEFAULT_BRANCHING) -> SumTree:
-    """A tree over ``leaf_values`` (float [capacity], finite, >= 0), built level by level.
+    """A tree over ``leaf_values``, built level by level in O(capacity).
 
-    O(capacity); bit-identical to ``set``-ing the same leaves one batch at a time.
+    Bit-identical to ``set``-ing the same leaves one batch at a time.
+
+    Args:
+      leaf_values: float ``[capacity]``, finite and >= 0 (other shapes are flattened).
+      branching: children per node, a power of two >= 2.
+
+    Returns:
+      A :class:`SumTree` with ``capacity = leaf_values.size``.
+
+    Raises:
+      ValueError: concrete (non-traced) values that are negative, NaN or inf; traced ones are
+        stored as 0.
     """
     leaf_values = jnp.asarray(leaf_values, jnp.float32).reshape(-1)
     _check_values(leaf_values)
@@ -167,18 +190,26 @@ def build(leaf_values: jax.Array, branching: int = DEFAULT_BRANCHING) -> SumTree
 
 
 def total(tree: SumTree) -> jax.Array:
-    """Sum of all leaves, float32 scalar (or [S] for a batched tree)."""
+    """Sum of all leaves: float32 scalar (or ``[S]`` for a vmapped tree)."""
     return tree.nodes[..., 0]
 
 
 def leaves(tree: SumTree) -> jax.Array:
-    """All leaf values, float32 [capacity] (or [S, capacity])."""
+    """All leaf values: float32 ``[capacity]`` (or ``[S, capacity]``)."""
     start = tree._offsets()[-1]
     return tree.nodes[..., start : start + tree.capacity]
 
 
 def get(tree: SumTree, indices: jax.Array) -> jax.Array:
-    """Leaf values at ``indices`` (int [n]) -> float32 [n]. Out-of-range reads 0."""
+    """Leaf values at ``indices``.
+
+    Args:
+      tree: the :class:`SumTree`.
+      indices: int ``[n]``.
+
+    Returns:
+      float32 ``[n]``; an index outside ``[0, capacity)`` reads 0.
+    """
     indices = jnp.asarray(indices, jnp.int32)
     inside = (indices >= 0) & (indices < tree.capacity)
     node = tree._offsets()[-1] + jnp.clip(indices, 0, tree.capacity - 1)
@@ -211,21 +242,26 @@ def _rows(tree: SumTree, nodes: jax.Array, level: int, parents: jax.Array) -> ja
 def set(tree: SumTree, indices: jax.Array, values: jax.Array) -> SumTree:  # noqa: A001
     """Set leaves ``indices`` to ``values`` and recompute their ancestors.
 
-    Args:
-      tree: the SumTree.
-      indices: int [B] leaf indices. Indices outside [0, capacity) are ignored.
-      values: float [B], finite and >= 0. Duplicate indices: the value at the LAST
-        occurrence wins, deterministically. Concrete (non-traced) values that are
-        negative, NaN or inf raise ValueError; traced ones are stored as 0.
-    Returns:
-      The updated SumTree (same shapes; updates in place under donation).
-
     Two implementations, chosen when the program is lowered for a platform; both give
     bit-identical trees (the tree is a pure function of its leaves):
-      * CPU: a sequential loop over the batch, each entry walking up its path. XLA
-        runs such a tiny loop body for a few ns per step, while every vectorised
-        kernel costs microseconds on CPU (3x faster at B=256, capacity 2**20).
-      * GPU/TPU: a stable sort, then one vectorised gather/scatter per level.
+
+    - CPU: a sequential loop over the batch, each entry walking up its path. XLA runs such a
+      tiny loop body for a few ns per step, while every vectorised kernel costs microseconds
+      on CPU (3x faster at B=256, capacity ``2**20``).
+    - GPU/TPU: a stable sort, then one vectorised gather/scatter per level.
+
+    Args:
+      tree: the :class:`SumTree`.
+      indices: int ``[B]`` leaf indices. Indices outside ``[0, capacity)`` are ignored.
+      values: float ``[B]``, finite and >= 0. Duplicate indices: the value at the LAST
+        occurrence wins, deterministically. Traced values that are negative, NaN or inf are
+        stored as 0.
+
+    Returns:
+      The updated :class:`SumTree` (same shapes; updated in place under donation).
+
+    Raises:
+      ValueError: concrete (non-traced) values that are negative, NaN or inf.
     """
     nodes = jax.lax.platform_dependent(
         tree.nodes,
@@ -361,32 +397,34 @@ def _descend(tree: SumTree, targets: jax.Array):
 
 
 def find(tree: SumTree, targets: jax.Array) -> jax.Array:
-    """Prefix-sum search: the leaf i with sum(leaves[:i]) <= target < sum(leaves[:i+1]).
+    """Prefix-sum search: the leaf i with ``sum(leaves[:i]) <= target < sum(leaves[:i+1])``.
 
     Args:
-      tree: the SumTree (total > 0).
-      targets: float [n], in [0, total). Round-off is guarded: a target at or past
-        the total, or one that lands past a subtree's sum on the way down, resolves
-        to the nearest leaf to its left with a positive value.
+      tree: the :class:`SumTree` (total > 0).
+      targets: float ``[n]``, in ``[0, total)``. Round-off is guarded: a target at or past the
+        total, or one that lands past a subtree's sum on the way down, resolves to the
+        nearest leaf to its left with a positive value.
+
     Returns:
-      int32 [n] leaf indices in [0, capacity), each with a positive value whenever
-      total(tree) > 0. (With total 0 the result is an arbitrary valid index.)
+      int32 ``[n]`` leaf indices in ``[0, capacity)``, each with a positive value whenever
+      ``total(tree) > 0`` (with total 0 the result is an arbitrary valid index).
     """
     return _descend(tree, targets)[0]
 
 
 def sample_with_probs(tree: SumTree, key: jax.Array, n: int, stratified: bool = True):
-    """Draw ``n`` leaves with probability leaf / total; also return those probabilities.
+    """Draw ``n`` leaves with probability ``leaf / total``; also return those probabilities.
 
     Args:
-      tree: the SumTree (total > 0).
+      tree: the :class:`SumTree` (total > 0).
       key: a PRNG key.
-      n: static python int >= 1.
-      stratified: if True (default), target j is drawn uniformly from the j-th of n
-        equal slices of [0, total), which lowers the variance of a batch; every
-        draw still has marginal probability leaf / total averaged over j.
+      n: static Python int >= 1.
+      stratified: if True, target j is drawn uniformly from the j-th of n equal slices of
+        ``[0, total)``, which lowers the variance of a batch; every draw still has marginal
+        probability ``leaf / total`` averaged over j.
+
     Returns:
-      (indices int32 [n], probabilities float32 [n]); stratified indices ascend.
+      ``(indices, probabilities)``: int32 ``[n]`` and float32 ``[n]``; stratified indices ascend.
     """
     n = check_positive_int("sumtree.sample: n", n)
     u = jax.random.uniform(key, (n,), jnp.float32)
@@ -399,8 +437,15 @@ def sample_with_probs(tree: SumTree, key: jax.Array, n: int, stratified: bool = 
 
 
 def sample(tree: SumTree, key: jax.Array, n: int, stratified: bool = True) -> jax.Array:
-    """Draw ``n`` leaf indices (int32 [n]) with probability leaf / total.
+    """Draw ``n`` leaf indices with probability ``leaf / total``.
 
-    See ``sample_with_probs`` for the arguments.
+    Args:
+      tree: the :class:`SumTree` (total > 0).
+      key: a PRNG key.
+      n: static Python int >= 1.
+      stratified: as for :func:`sample_with_probs`.
+
+    Returns:
+      int32 ``[n]`` leaf indices.
     """
     return sample_with_probs(tree, key, n, stratified)[0]

@@ -1,23 +1,27 @@
 """Per-field storage codecs for replay buffers.
 
-A codec is a bundle of pure functions, like an optax transform (see ``base.Codec``):
+A codec is a bundle of pure functions, like an optax transform (see :class:`Codec`):
 
-  state = codec.init(example)             # example: ONE item, no batch axis
-  stored, state = codec.encode(x, state)  # x: [B, *item_shape] -> stored [B, ...]
-  x_hat = codec.decode(stored, state)     # stored rows of any gathered sample
+```
+state = codec.init(example)             # example: ONE item, no batch axis
+stored, state = codec.encode(x, state)  # x: [*B, *item_shape] -> stored [*B, ...]
+x_hat = codec.decode(stored, state)     # stored rows of any gathered sample
+```
 
 All three work under ``jax.jit``, ``jax.vmap`` over a leading seed axis (on both
 the state and the data) and ``jax.lax.scan``. Codecs:
 
-  identity()                      stored as is
-  bitpack()                       0/1 data, 8 values per byte, lossless
-  quantize(bits, low, high, data) uniform 8/4/2-bit, |x - x_hat| <= (high-low)/(2(L-1))
-  kmeans(k, data, per)            non-uniform: per-feature 1-D or per-vector codebooks
-  cast(dtype)                     float16/bfloat16 or small integers
-  chain(*codecs)                  encode left to right, decode right to left
+```
+identity()                      stored as is
+bitpack()                       0/1 data, 8 values per byte, lossless
+quantize(bits, low, high, data) uniform 8/4/2-bit, |x - x_hat| <= (high-low)/(2(L-1))
+kmeans(k, data, per)            non-uniform: per-feature 1-D or per-vector codebooks
+cast(dtype)                     float16/bfloat16 or small integers
+chain(*codecs)                  encode left to right, decode right to left
+```
 
-``stored_spec(codec, example)`` gives the stored item (``jax.ShapeDtypeStruct``,
-no batch axis) for allocation; ``counters(state)`` the clipped/invalid totals.
+:func:`stored_spec` gives the stored item (``jax.ShapeDtypeStruct``, no batch axis) for
+allocation; :func:`counters` the clipped/invalid totals.
 
 Example (runnable)::
 

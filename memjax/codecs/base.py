@@ -40,12 +40,24 @@ COUNTER_NAMES = ("clipped", "invalid")
 
 
 class Codec(NamedTuple):
-    """A per-field storage codec: a bundle of pure functions.
+    """A per-field storage codec: a bundle of pure functions, like an optax transform.
 
-    init(example) -> state            example: ONE item, no batch axis (array or
-                                      jax.ShapeDtypeStruct)
-    encode(x, state) -> (stored, state)   x: [*B, *item_shape], the example's dtype
-    decode(stored, state) -> x_hat    x_hat: [*B, *item_shape], the example's dtype
+    ```
+    init(example) -> state
+    encode(x, state) -> (stored, state)
+    decode(stored, state) -> x_hat
+    ```
+
+    All three work under ``jax.jit``, ``jax.vmap`` (a leading seed axis on the state and the data)
+    and ``jax.lax.scan``.
+
+    Attributes:
+      init: ``example`` is ONE item, no batch axis (an array or a ``jax.ShapeDtypeStruct``);
+        returns the codec state (fitted constants and counters, a pytree).
+      encode: ``x`` is ``[*B, *item_shape]`` in the example's dtype; returns the stored arrays
+        (their per-item spec is :func:`stored_spec`) and the updated state (counters).
+      decode: ``stored`` is any batch of stored rows; returns ``x_hat`` ``[*B, *item_shape]`` in
+        the example's dtype.
     """
 
     init: Callable
@@ -133,12 +145,20 @@ def packed_width(n: int, bits: int) -> int:
 
 
 def pack_codes(codes, bits: int) -> jax.Array:
-    """Pack codes [..., n] (values < 2**bits, bits in {1, 2, 4, 8}) into uint8 [..., ceil(n*bits/8)].
+    """Pack small codes into bytes, ``8 // bits`` codes per byte.
 
-    Code ``i`` of a byte lives in bits ``[i*bits, (i+1)*bits)`` (little-endian within
-    the byte, so 1-bit packing is NumPy's ``packbits(bitorder="little")``); the last byte
-    is zero-padded. ``codes``: any integer or bool array (jax or NumPy); bits == 8 returns
-    the codes as uint8.
+    Code ``i`` of a byte lives in bits ``[i*bits, (i+1)*bits)`` (little-endian within the byte, so
+    1-bit packing is NumPy's ``packbits(bitorder="little")``); the last byte is zero-padded.
+
+    Args:
+      codes: ``[..., n]``, any integer or bool array (jax or NumPy), values ``< 2**bits``.
+      bits: 1, 2, 4 or 8 (8 returns the codes as uint8).
+
+    Returns:
+      uint8 ``[..., ceil(n * bits / 8)]``.
+
+    Raises:
+      ValueError: ``bits`` is not 1, 2, 4 or 8.
     """
     if bits not in PACK_BITS:
         raise ValueError(f"pack_codes: bits must be 1, 2, 4 or 8, got {bits!r}")
@@ -156,7 +176,16 @@ def pack_codes(codes, bits: int) -> jax.Array:
 
 
 def unpack_codes(packed: jax.Array, bits: int, n: int) -> jax.Array:
-    """Inverse of ``pack_codes``: uint8 [..., ceil(n*bits/8)] -> uint8 codes [..., n]."""
+    """Inverse of :func:`pack_codes`.
+
+    Args:
+      packed: uint8 ``[..., ceil(n * bits / 8)]``.
+      bits: 1, 2, 4 or 8, as packed.
+      n: the number of codes per row.
+
+    Returns:
+      uint8 codes ``[..., n]``.
+    """
     if bits == 8:
         return packed
     per = 8 // bits
@@ -180,14 +209,24 @@ def describe_values(values: np.ndarray, limit: int = 5) -> str:
 
 @struct.dataclass
 class IdentityState:
-    """No arrays: the item shape and dtype, both static."""
+    """The state of :func:`identity`: no arrays.
+
+    Attributes:
+      shape: the item shape (static).
+      dtype: the item dtype (static).
+    """
 
     shape: tuple = struct.field(pytree_node=False)
     dtype: Any = struct.field(pytree_node=False)
 
 
 def identity() -> Codec:
-    """Store items as they are: stored = x, [*B, *item_shape] in the example's dtype."""
+    """A codec that stores items as they are.
+
+    Returns:
+      A :class:`Codec` whose stored item is ``x`` itself, ``[*B, *item_shape]`` in the example's
+      dtype.
+    """
 
     def init(example) -> IdentityState:
         shape, dtype = example_spec(example, "identity")
@@ -210,9 +249,19 @@ def identity() -> Codec:
 def chain(*codecs: Codec) -> Codec:
     """Compose codecs: encode left to right, decode right to left.
 
-    State: a tuple with one state per codec. Codec ``i + 1`` is initialised with the
-    stored item spec of codec ``i`` (see ``stored_spec``). The error bound of a chain is
-    the sum of the bounds of its stages (each measured in the units it sees).
+    The error bound of a chain is the sum of the bounds of its stages (each measured in the
+    units it sees).
+
+    Args:
+      *codecs: one or more :class:`Codec`. Codec ``i + 1`` is initialised with the stored item
+        spec of codec ``i`` (see :func:`stored_spec`).
+
+    Returns:
+      A :class:`Codec` whose state is a tuple with one state per codec.
+
+    Raises:
+      ValueError: no codec is given.
+      TypeError: an argument is not a :class:`Codec`.
     """
     if not codecs:
         raise ValueError("chain: needs at least one codec, got none")
@@ -255,11 +304,17 @@ def chain(*codecs: Codec) -> Codec:
 
 
 def counters(state) -> dict:
-    """{"clipped": int, "invalid": int}: every counter in ``state`` summed on the host.
+    """Every counter in a codec state, summed on the host.
 
-    Works for any codec state: chains (tuples of states), vmapped states (counters
-    [S] are summed over seeds), and states without counters (zeros). Reads the
-    values, so call it outside ``jit`` (for reports).
+    Works for any codec state: chains (tuples of states), vmapped states (counters [S] are
+    summed over seeds), and states without counters (zeros). Reads the values, so call it
+    outside ``jit`` (for reports).
+
+    Args:
+      state: a codec state, or any pytree holding codec states.
+
+    Returns:
+      ``{"clipped": int, "invalid": int}``.
     """
     out = {name: 0 for name in COUNTER_NAMES}
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
@@ -270,10 +325,20 @@ def counters(state) -> dict:
 
 
 def stored_spec(codec: Codec, example):
-    """Pytree of ``jax.ShapeDtypeStruct``: ONE stored item (no batch axis).
+    """The stored form of ONE item, computed with ``jax.eval_shape`` (no data is encoded).
 
-    Computed with ``jax.eval_shape`` (no data is encoded). A buffer storing the
-    field allocates ``[capacity, *spec.shape]`` of ``spec.dtype``.
+    A buffer storing the field allocates ``[capacity, *spec.shape]`` of ``spec.dtype``.
+
+    Args:
+      codec: a :class:`Codec`.
+      example: ONE item (no batch axis): an array or a ``jax.ShapeDtypeStruct``.
+
+    Returns:
+      Pytree of ``jax.ShapeDtypeStruct`` (no batch axis), e.g. ``uint8[50]`` for
+      :func:`memjax.codecs.bitpack` of a ``[10, 10, 4]`` item.
+
+    Raises:
+      TypeError: ``example`` has no shape and dtype.
     """
     shape, dtype = example_spec(example, "stored_spec")
     state = jax.eval_shape(codec.init, jax.ShapeDtypeStruct(shape, dtype))

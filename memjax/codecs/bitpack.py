@@ -27,9 +27,12 @@ from memjax.codecs.base import (
 
 @struct.dataclass
 class BitpackState:
-    """invalid: int32 [] non-binary values seen by jitted ``encode`` (stored as 1).
+    """The state of :func:`bitpack`.
 
-    shape, dtype: the item shape and dtype (static).
+    Attributes:
+      invalid: int32 scalar, non-binary values seen by a jitted ``encode`` (stored as 1).
+      shape: the item shape (static).
+      dtype: the item dtype (static).
     """
 
     invalid: jax.Array
@@ -46,16 +49,20 @@ def _check_dtype(dtype: np.dtype) -> None:
 def bitpack() -> Codec:
     """Lossless codec for binary data: 8 values per uint8 byte (32x smaller than float32).
 
-    Any input dtype (float 0/1 planes such as MinAtar's, bool, integers).
-      example: ONE item [*item_shape]; n = prod(item_shape).
-      stored:  uint8 [*B, ceil(n / 8)]; value ``j`` of the flattened item is bit
-               ``j % 8`` of byte ``j // 8``.
-      decode:  [*B, *item_shape] in the example's dtype, exactly equal to x for 0/1 data.
+    Any input dtype: float 0/1 planes such as MinAtar's, bool, integers. For an item of
+    ``n = prod(item_shape)`` values:
 
-    Non-binary values (anything other than 0 and 1, NaN included): on concrete
-    (eager) input ``encode`` raises ValueError with the count and examples; under
-    ``jit``/``vmap``/``scan`` a value is stored as ``x != 0`` and counted in
-    ``state.invalid`` (int32 scalar).
+    - stored: uint8 ``[*B, ceil(n / 8)]``; value ``j`` of the flattened item is bit ``j % 8`` of
+      byte ``j // 8``.
+    - decode: ``[*B, *item_shape]`` in the example's dtype, exactly equal to ``x`` for 0/1 data.
+
+    Non-binary values (anything other than 0 and 1, NaN included): on concrete (eager) input
+    ``encode`` raises ``ValueError`` with the count and examples; under ``jit``/``vmap``/``scan`` a value
+    is stored as ``x != 0`` and counted in ``state.invalid`` (int32 scalar).
+
+    Returns:
+      A :class:`Codec` with a :class:`BitpackState`. Its ``init`` raises ``TypeError`` for an
+      example dtype that is not bool, integer or float.
     """
 
     def init(example) -> BitpackState:

@@ -28,10 +28,14 @@ INT_TARGETS = tuple(
 
 @struct.dataclass
 class CastState:
-    """clipped: int32 [] values outside the target's finite range, moved to its edge.
+    """The state of :func:`cast`.
 
-    invalid: int32 [] NaN values, and (integer targets) non-integral values, rounded.
-    shape, dtype: the item shape and dtype (static); target: the stored dtype (static).
+    Attributes:
+      clipped: int32 scalar, values outside the target's finite range, moved to its edge.
+      invalid: int32 scalar, NaN values and (integer targets) non-integral values, rounded.
+      shape: the item shape (static).
+      dtype: the item dtype (static).
+      target: the stored dtype (static).
     """
 
     clipped: jax.Array
@@ -66,25 +70,35 @@ def _int_bounds_in(source: np.dtype, target: np.dtype) -> tuple:
 def cast(dtype) -> Codec:
     """Store values as ``dtype``; decode casts back to the example's dtype.
 
-    dtype: float16, bfloat16, float32, or int8/uint8/int16/uint16/int32/uint32.
-      example: ONE item [*item_shape], a bool, integer or float dtype.
-      stored:  [*B, *item_shape] of ``dtype``.
-      decode:  [*B, *item_shape] in the example's dtype.
+    The stored item is ``[*B, *item_shape]`` of ``dtype``; decode gives ``[*B, *item_shape]`` in
+    the example's dtype (bool, integer or float).
 
-    Float targets. Values beyond the finite range (+-65504 for float16, +-3.39e38
-    for bfloat16, infinities included) are clipped to the finite max and counted in
-    ``state.clipped``; NaN is stored as NaN and counted in ``state.invalid``.
-    Error bound (round to nearest even), for normal-range values:
-        float16:  |x - x_hat| <= 2**-11 * |x|  for 2**-14 <= |x| <= 65504;
-                  |x - x_hat| <= 2**-25         below 2**-14 (subnormals)
-        bfloat16: |x - x_hat| <= 2**-8  * |x|  for |x| >= 2**-126
-    Integer sources convert exactly while |x| <= 2048 (float16) / 256 (bfloat16).
+    **Float targets.** Values beyond the finite range (+-65504 for float16, +-3.39e38 for
+    bfloat16, infinities included) are clipped to the finite max and counted in
+    ``state.clipped``; NaN is stored as NaN and counted in ``state.invalid``. Error bound (round
+    to nearest even), for normal-range values:
 
-    Integer targets (actions, 0/1 rewards as uint8, ...). Values are rounded to the
-    nearest integer; out-of-range values are clipped to the target range and counted
-    in ``state.clipped``; NaN (stored as 0) and non-integral values count in
-    ``state.invalid``. On concrete (eager) input any such value raises ValueError
-    instead; lossless otherwise.
+    ```
+    float16:  |x - x_hat| <= 2**-11 * |x|  for 2**-14 <= |x| <= 65504;
+              |x - x_hat| <= 2**-25         below 2**-14 (subnormals)
+    bfloat16: |x - x_hat| <= 2**-8  * |x|  for |x| >= 2**-126
+    ```
+
+    Integer sources convert exactly while ``|x| <= 2048`` (float16) / 256 (bfloat16).
+
+    **Integer targets** (actions, 0/1 rewards as uint8, ...). Values are rounded to the
+    nearest integer; out-of-range values are clipped to the target range and counted in
+    ``state.clipped``; NaN (stored as 0) and non-integral values count in ``state.invalid``. On
+    concrete (eager) input any such value raises ``ValueError`` instead; lossless otherwise.
+
+    Args:
+      dtype: float16, bfloat16, float32, or int8/uint8/int16/uint16/int32/uint32.
+
+    Returns:
+      A :class:`Codec` with a :class:`CastState`.
+
+    Raises:
+      TypeError: ``dtype`` is not one of those (use :func:`memjax.codecs.bitpack` for bool).
     """
     try:
         target = np.dtype(dtype)

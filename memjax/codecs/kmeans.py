@@ -31,11 +31,16 @@ HIGHEST = jax.lax.Precision.HIGHEST
 
 @struct.dataclass
 class KMeansState:
-    """codebook: float32 [F, k] (per="feature", each row sorted ascending) or [k, F]
-    (per="vector"), F = prod(item_shape).
+    """The state of :func:`kmeans`.
 
-    invalid: int32 [] non-finite values seen by ``encode`` (stored as some index).
-    shape, dtype, k, per: item shape, item dtype, codebook size, mode (static).
+    Attributes:
+      codebook: float32 ``[F, k]`` (``per="feature"``, each row sorted ascending) or ``[k, F]``
+        (``per="vector"``), ``F = prod(item_shape)``.
+      invalid: int32 scalar, non-finite values seen by ``encode`` (stored as some index).
+      shape: the item shape (static).
+      dtype: the item dtype (static).
+      k: the codebook size (static).
+      per: ``"feature"`` or ``"vector"`` (static).
     """
 
     codebook: jax.Array
@@ -101,18 +106,29 @@ def _lloyd_step(data: jax.Array, centres: jax.Array) -> jax.Array:
 
 @partial(jax.jit, static_argnames=("k", "iters", "init"))
 def fit_kmeans(key: jax.Array, data: jax.Array, k: int, iters: int = 25, init: str = "auto") -> jax.Array:
-    """Fit k centroids to data [N, D] with ``iters`` Lloyd iterations -> float32 [k, D].
+    """Fit ``k`` centroids to ``data`` with ``iters`` Lloyd iterations.
 
-    init: "quantile" (the (i + 1/2)/k quantiles; 1-D only, deterministic, ignores
-    ``key``), "linear" (k values evenly spaced from min to max, Han et al.'s weight-sharing
-    init, which keeps the rare large values; 1-D only, ignores ``key``), "kmeans++"
-    (k-means++ seeding with ``key``), or "auto" (quantile when D == 1, else kmeans++).
-    ``iters=0`` returns the initial centroids. 1-D codebooks come back ascending (sorted
-    after Lloyd for "quantile" and "kmeans++"; "linear" keeps Lloyd's order, which a 1-D
-    Lloyd iteration preserves up to float rounding). Lloyd never increases the distortion
-    mean_i min_j |x_i - c_j|^2; an empty cluster keeps its centroid. Pure jnp / lax loops,
-    jittable and vmappable; memory O(N * k) per iteration. Always exactly k rows
-    (duplicates when the data has fewer than k distinct values).
+    1-D codebooks come back ascending (sorted after Lloyd for "quantile" and "kmeans++";
+    "linear" keeps Lloyd's order, which a 1-D Lloyd iteration preserves up to float rounding).
+    Lloyd never increases the distortion ``mean_i min_j |x_i - c_j|^2``; an empty cluster keeps
+    its centroid. Pure jnp / lax loops, jittable and vmappable; memory O(N * k) per iteration.
+
+    Args:
+      key: PRNG key for the k-means++ seeding (ignored by the 1-D inits).
+      data: ``[N, D]``.
+      k: the number of centroids.
+      iters: Lloyd iterations; 0 returns the initial centroids.
+      init: "quantile" (the ``(i + 1/2)/k`` quantiles; 1-D only, deterministic), "linear" (k
+        values evenly spaced from min to max, Han et al.'s weight-sharing init, which keeps
+        the rare large values; 1-D only), "kmeans++" (k-means++ seeding with ``key``), or
+        "auto" (quantile when ``D == 1``, else kmeans++).
+
+    Returns:
+      float32 ``[k, D]``: always exactly k rows (duplicates when the data has fewer than k
+      distinct values).
+
+    Raises:
+      ValueError: ``data`` is not 2-D, ``init`` is unknown, or a 1-D init is asked for ``D > 1``.
     """
     data = jnp.asarray(data).astype(jnp.float32)
     if data.ndim != 2:
@@ -136,7 +152,15 @@ def fit_kmeans(key: jax.Array, data: jax.Array, k: int, iters: int = 25, init: s
 
 
 def distortion(data: jax.Array, centres: jax.Array) -> jax.Array:
-    """mean_i min_j |x_i - c_j|^2 for data [N, D], centres [k, D] (float32 scalar)."""
+    """The mean squared distance to the nearest centre, ``mean_i min_j |x_i - c_j|^2``.
+
+    Args:
+      data: ``[N, D]``.
+      centres: ``[k, D]``.
+
+    Returns:
+      float32 scalar.
+    """
     data = jnp.asarray(data, jnp.float32)
     d2 = jnp.sum((data[:, None, :] - centres[None, :, :]) ** 2, axis=-1)
     return jnp.mean(jnp.min(d2, axis=1))
@@ -144,7 +168,16 @@ def distortion(data: jax.Array, centres: jax.Array) -> jax.Array:
 
 @partial(jax.jit, static_argnames=("k", "iters"))
 def fit_codebooks_1d(data: jax.Array, k: int, iters: int = 25) -> jax.Array:
-    """One sorted 1-D codebook per column: data [N, F] -> float32 [F, k] (quantile init)."""
+    """One sorted 1-D codebook per column (quantile init, then Lloyd).
+
+    Args:
+      data: ``[N, F]``.
+      k: codebook size.
+      iters: Lloyd iterations.
+
+    Returns:
+      float32 ``[F, k]``, each row ascending.
+    """
     data = jnp.asarray(data).astype(jnp.float32)
 
     def one(col):
@@ -177,23 +210,37 @@ def _nearest_sorted(x: jax.Array, codebook: jax.Array) -> jax.Array:
 def kmeans(k: int, data, per: str = "feature", iters: int = 25, seed: int = 0) -> Codec:
     """Non-uniform quantization with k-means codebooks fitted (at construction) to ``data``.
 
-    data: [N, *item_shape], the values to fit (float or integer, finite).
+    With ``F = prod(item_shape)``:
 
-    per="feature": every scalar feature f has its own sorted 1-D codebook of k values
-      (quantile init, then ``iters`` Lloyd iterations; ``fit_codebooks_1d``).
-      stored: uint8 [*B, ceil(F * bits / 8)] with bits = 1 (k <= 2), 2 (k <= 4),
-      4 (k <= 16), 8 (k <= 256), i.e. 8, 4, 2 or 1 indices per byte; uint16 [*B, F]
-      for k > 256. F = prod(item_shape).
-    per="vector": one codebook of k vectors of the flattened item (k-means++ with
-      ``seed``, then Lloyd; ``fit_kmeans``). stored: one index per item, uint8 [*B]
-      (k <= 256) or uint16 [*B].
+    - ``per="feature"``: every scalar feature has its own sorted 1-D codebook of k values
+      (quantile init, then ``iters`` Lloyd iterations; :func:`fit_codebooks_1d`). Stored:
+      uint8 ``[*B, ceil(F * bits / 8)]`` with bits = 1 (k <= 2), 2 (k <= 4), 4 (k <= 16),
+      8 (k <= 256), i.e. 8, 4, 2 or 1 indices per byte; uint16 ``[*B, F]`` for k > 256.
+    - ``per="vector"``: one codebook of k vectors of the flattened item (k-means++ with
+      ``seed``, then Lloyd; :func:`fit_kmeans`). Stored: one index per item, uint8 ``[*B]``
+      (k <= 256) or uint16 ``[*B]``.
 
-    decode: the nearest centroid (argmin of |x - c|, exact in float32; the lower index
-    wins ties), [*B, *item_shape] in the example's dtype. Error bound: the error is
-    the distance to the nearest centroid, |x - x_hat| = min_j |x - c_j|. For
-    per="feature", a value inside the codebook hull [c_0, c_{k-1}] is within half
-    the largest gap between adjacent centroids; outside the hull the error is the
-    distance to the nearest end. Non-finite inputs are counted in ``state.invalid``.
+    Decode gives the nearest centroid (argmin of ``|x - c|``, exact in float32; the lower index
+    wins ties), ``[*B, *item_shape]`` in the example's dtype. Error bound: the distance to the
+    nearest centroid, ``|x - x_hat| = min_j |x - c_j|``. For ``per="feature"``, a value inside
+    the codebook hull ``[c_0, c_{k-1}]`` is within half the largest gap between adjacent
+    centroids; outside the hull the error is the distance to the nearest end. Non-finite
+    inputs are counted in ``state.invalid``.
+
+    Args:
+      k: codebook size, an int in [2, 65536].
+      data: ``[N, *item_shape]``, the values to fit (float or integer, finite), N >= 1.
+      per: ``"feature"`` or ``"vector"``.
+      iters: Lloyd iterations, >= 0.
+      seed: the k-means++ seed (``per="vector"``).
+
+    Returns:
+      A :class:`Codec` with a :class:`KMeansState`. Its ``init`` raises ``TypeError`` for a
+      non-float example and ``ValueError`` when the example's shape is not ``data``'s item shape.
+
+    Raises:
+      ValueError: ``k``, ``per`` or ``iters`` is out of range, or ``data`` is empty or not finite.
+      TypeError: ``data`` is not numeric.
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= int(k) <= MAX_K:
         raise ValueError(f"kmeans: k must be an int in [2, {MAX_K}], got {k!r}")

@@ -29,10 +29,15 @@ BITS = (8, 4, 2)
 
 @struct.dataclass
 class QuantizeState:
-    """low, high: float32 [*item_shape], the per-feature range.
+    """The state of :func:`quantize`.
 
-    clipped: int32 [] values outside [low, high] (NaN included) seen by ``encode``.
-    shape, dtype, bits: item shape, item dtype, bits per value (static).
+    Attributes:
+      low: float32 ``[*item_shape]``, the per-feature lower end of the range.
+      high: float32 ``[*item_shape]``, the per-feature upper end.
+      clipped: int32 scalar, values outside ``[low, high]`` (NaN included) seen by ``encode``.
+      shape: the item shape (static).
+      dtype: the item dtype (static).
+      bits: bits per value (static).
     """
 
     low: jax.Array
@@ -45,7 +50,14 @@ class QuantizeState:
 
 @jax.jit
 def fit_range(data: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-feature (min, max) over the leading axis: data [N, *item_shape] -> two float32 [*item_shape]."""
+    """Per-feature (min, max) over the leading axis; jittable.
+
+    Args:
+      data: ``[N, *item_shape]``, N >= 1.
+
+    Returns:
+      ``(low, high)``, two float32 ``[*item_shape]``.
+    """
     data = jnp.asarray(data).astype(jnp.float32)
     return jnp.min(data, axis=0), jnp.max(data, axis=0)
 
@@ -77,28 +89,41 @@ def _check_range(low: jax.Array, high: jax.Array) -> None:
 
 
 def quantize(bits: int = 8, low=None, high=None, data=None) -> Codec:
-    """Uniform affine quantization, ``bits`` in {8, 4, 2} per value, L = 2**bits levels.
+    """Uniform affine quantization to ``bits`` per value, ``L = 2**bits`` levels.
 
-    Range: ``low`` and ``high`` (scalars or arrays broadcastable to the item shape,
-    i.e. per-feature), or ``data`` [N, *item_shape] to calibrate them as per-feature
-    min/max (``fit_range``, jittable) at construction. Give one or the other.
+    For an item of ``n = prod(item_shape)`` values of a float dtype:
 
-      example: ONE item [*item_shape], a float dtype; n = prod(item_shape).
-      encode:  q = round((clip(x, low, high) - low) / (high - low) * (L - 1)), codes
-               packed 8 // bits per byte (4-bit: 2 per byte, 2-bit: 4 per byte; code
-               ``j`` of the flattened item in byte ``j // (8 // bits)``).
-      stored:  uint8 [*B, ceil(n * bits / 8)].
-      decode:  x_hat = min(low + q * (high - low) / (L - 1), high), [*B, *item_shape]
-               in the example's dtype (code 0 decodes to low exactly). Features with
-               high == low decode exactly to low.
+    - encode: ``q = round((clip(x, low, high) - low) / (high - low) * (L - 1))``, packed
+      ``8 // bits`` codes per byte (code ``j`` of the flattened item in byte ``j // (8 // bits)``).
+    - stored: uint8 ``[*B, ceil(n * bits / 8)]``.
+    - decode: ``x_hat = min(low + q * (high - low) / (L - 1), high)``, ``[*B, *item_shape]`` in
+      the example's dtype (code 0 decodes to ``low`` exactly; features with ``high == low``
+      decode exactly to ``low``).
 
-    Error bound, for in-range values (low <= x <= high):
-        |x - x_hat| <= (high - low) / (2 * (L - 1))
-    plus float32 rounding (a few ulp of max(|low|, |high|)), plus the rounding of
-    the example dtype when it is narrower than float32. Grid values
-    ``low + j * (high - low) / (L - 1)`` (x_hat itself) round-trip exactly.
-    Out-of-range values (and NaN, stored as low) are clipped and counted in
+    Error bound, for in-range values (``low <= x <= high``):
+    ``|x - x_hat| <= (high - low) / (2 * (L - 1))``, plus float32 rounding (a few ulp of
+    ``max(|low|, |high|)``), plus the rounding of the example dtype when it is narrower than
+    float32. Grid values ``low + j * (high - low) / (L - 1)`` (``x_hat`` itself) round-trip
+    exactly. Out-of-range values (and NaN, stored as ``low``) are clipped and counted in
     ``state.clipped`` (int32 scalar, total values clipped).
+
+    Args:
+      bits: 8, 4 or 2 (4-bit: 2 codes per byte, 2-bit: 4 per byte).
+      low: the lower end of the range: a scalar or an array broadcastable to the item shape
+        (per-feature). Give ``low`` and ``high``, or ``data``.
+      high: the upper end of the range, like ``low``, ``>= low``.
+      data: ``[N, *item_shape]`` (float or integer) to calibrate ``low`` and ``high`` as the
+        per-feature min and max (:func:`fit_range`) at construction.
+
+    Returns:
+      A :class:`Codec` with a :class:`QuantizeState`. Its ``init`` raises ``TypeError`` for a
+      non-float example and ``ValueError`` when the range or ``data`` does not fit the item shape.
+
+    Raises:
+      ValueError: ``bits`` is not 8, 4 or 2; both or neither of (``low``, ``high``) and ``data`` are
+        given; ``data`` is empty; ``low`` and ``high`` do not broadcast together, are not finite
+        or have ``high < low`` somewhere.
+      TypeError: ``data`` is not numeric.
     """
     bits = _check_bits(bits)
     data_shape = None
