@@ -1,9 +1,11 @@
 """DQN (Mnih et al., 2015) and Double DQN (van Hasselt et al., 2016) as an :class:`Agent`,
 with n-step targets from replayed windows.
 
-    agent = make_dqn(MLPQNetwork(num_actions=2), num_actions=2,
-                     optimizer=optax.adam(2.5e-4),
-                     epsilon=optax.linear_schedule(1.0, 0.05, 250_000))
+```python
+agent = make_dqn(MLPQNetwork(num_actions=2), num_actions=2,
+                 optimizer=optax.adam(2.5e-4),
+                 epsilon=optax.linear_schedule(1.0, 0.05, 250_000))
+```
 
 The number of steps n of the targets is the replay's: transitions give 1-step targets,
 windows of n steps (``memjax.replay.sequence(num_envs, length=n)``) give n-step targets
@@ -28,8 +30,14 @@ from memjax.agents.policies import epsilon_greedy
 
 @struct.dataclass
 class DQNState:
-    """params, target_params: Q-network parameters; opt_state: the optimizer's state;
-    updates: int32 scalar, gradient updates done."""
+    """The state of a DQN agent.
+
+    Attributes:
+      params: the online Q-network's parameters.
+      target_params: the target network's parameters.
+      opt_state: the optimizer's state.
+      updates: int32 scalar, gradient updates done.
+    """
 
     params: Any
     target_params: Any
@@ -41,7 +49,13 @@ def make_dqn(network: nn.Module, num_actions: int, optimizer: optax.GradientTran
              *, epsilon: Callable, gamma: float = 0.99, double: bool = False,
              loss: str = "mse", huber_delta: float = 1.0, target_period: int = 25,
              tau: float = 1.0, priority_eps: float = 1e-6) -> Agent:
-    """A DQN agent.
+    """A DQN or Double DQN agent.
+
+    ``act`` is epsilon-greedy in the online Q-values (greedy when ``greedy=True``) and keeps no
+    carry. ``learn`` takes transitions or windows of n steps (n-step targets, see
+    :func:`memjax.agents.td_errors`) and returns priorities ``|TD| + priority_eps`` float32 ``[B]``
+    and the metrics ``loss`` (the weighted loss) and ``q`` (mean online Q at the sampled
+    observations).
 
     Args:
       network: flax module, ``obs [B, *obs_shape] -> Q-values float32 [B, num_actions]``.
@@ -49,14 +63,20 @@ def make_dqn(network: nn.Module, num_actions: int, optimizer: optax.GradientTran
       optimizer: any optax transformation (learning-rate schedules and clipping inside).
       epsilon: exploration schedule, environment steps -> probability of a random action
         (e.g. ``optax.linear_schedule(1.0, 0.05, 250_000)``).
-      gamma: discount. double: Double-DQN targets. loss: ``"mse"`` (``0.5 td^2``) or
-        ``"huber"`` (with ``huber_delta``), weighted by the sample's importance weights.
-      target_period: gradient updates between target-network updates; ``tau``: 1 copies
-        the online parameters, less moves the target one Polyak step of size ``tau``.
+      gamma: discount.
+      double: Double-DQN targets (the online network picks the bootstrap action).
+      loss: ``"mse"`` (``0.5 td^2``) or ``"huber"``, weighted by the sample's importance weights.
+      huber_delta: the Huber loss threshold.
+      target_period: gradient updates between target-network updates, >= 1.
+      tau: 1 copies the online parameters at a target update; less moves the target one
+        Polyak step of size ``tau``.
       priority_eps: added to ``|TD|`` for the returned priorities (never 0).
 
-    ``learn`` returns priorities ``|TD| + priority_eps`` float32 [B] and metrics ``loss``
-    (the weighted loss) and ``q`` (mean online Q at the sampled observations).
+    Returns:
+      An :class:`Agent` whose state is a :class:`DQNState`.
+
+    Raises:
+      ValueError: ``target_period`` < 1 (an unknown ``loss`` raises when ``learn`` is traced).
     """
     if target_period < 1:
         raise ValueError(f"target_period must be >= 1 update, got {target_period}")

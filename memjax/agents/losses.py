@@ -2,12 +2,15 @@
 asserts, vmapped over the batch by :func:`td_errors`.
 
 Per example (n = window length, A = number of actions):
-  rewards      float32 [n]   r_t, ..., r_{t+n-1}
-  terminated   [n]           1 (or True) where the step ended its episode by termination
-  first        bool [n]      the step's observation starts an episode
-  q_tm1        float32 [A]   online Q-values at the window's first observation
-  q_target     float32 [A]   target-network Q-values at the bootstrap observation
-  q_online     float32 [A]   online Q-values there (Double DQN's action selector)
+
+```
+rewards      float32 [n]   r_t, ..., r_{t+n-1}
+terminated   [n]           1 (or True) where the step ended its episode by termination
+first        bool [n]      the step's observation starts an episode
+q_tm1        float32 [A]   online Q-values at the window's first observation
+q_target     float32 [A]   target-network Q-values at the bootstrap observation
+q_online     float32 [A]   online Q-values there (Double DQN's action selector)
+```
 
 A window of n = 1 is an ordinary transition, so one code path serves 1-step and n-step
 DQN. Termination cuts the return without bootstrapping; truncation (a time limit) cuts it
@@ -25,16 +28,25 @@ import jax.numpy as jnp
 import optax
 
 LOSS_KINDS = ("huber", "mse")
+"""The ``loss`` names :func:`weighted_loss` and :func:`memjax.agents.make_dqn` take."""
 
 
 def n_step_bootstrap(rewards: jax.Array, terminated: jax.Array, first: jax.Array, gamma):
     """The n-step return of one window, cut at the window's first episode end.
 
-    The episode ends after step ``m``, the first ``k`` with ``terminated[k]`` or
-    ``first[k + 1]`` (``m = n - 1`` when the window holds no end). Returns
-    ``(partial_return, discount, m)``: float32 ``sum_{k<=m} gamma^k r_k``, float32
-    ``gamma^(m+1) * (1 - terminated[m])`` and int32 ``m``; the target is
+    The episode ends after step ``m``, the first ``k`` with ``terminated[k]`` or ``first[k + 1]``
+    (``m = n - 1`` when the window holds no end); the target is
     ``partial_return + discount * V(next_obs[m])``.
+
+    Args:
+      rewards: float ``[n]``.
+      terminated: ``[n]``, 1 or True where the step ended its episode by termination.
+      first: bool ``[n]``, True where the step's observation starts an episode.
+      gamma: the discount, a float scalar.
+
+    Returns:
+      ``(partial_return, discount, m)``: float32 ``sum_{k<=m} gamma^k r_k``, float32
+      ``gamma^(m+1) * (1 - terminated[m])`` and int32 ``m``.
     """
     chex.assert_rank([rewards, terminated, first], 1)
     chex.assert_equal_shape([rewards, terminated, first])
@@ -52,8 +64,16 @@ def n_step_bootstrap(rewards: jax.Array, terminated: jax.Array, first: jax.Array
 
 
 def bootstrap_value(q_target: jax.Array, q_online: jax.Array | None = None) -> jax.Array:
-    """``max_a q_target[a]`` (DQN), or ``q_target[argmax_a q_online[a]]`` (Double DQN,
-    van Hasselt et al., 2016) when ``q_online`` is given. float32 scalar."""
+    """The value of the bootstrap observation.
+
+    Args:
+      q_target: float32 ``[A]``, target-network Q-values.
+      q_online: optional float32 ``[A]``, online Q-values at the same observation.
+
+    Returns:
+      float32 scalar: ``max_a q_target[a]`` (DQN), or ``q_target[argmax_a q_online[a]]`` (Double
+      DQN, van Hasselt et al., 2016) when ``q_online`` is given.
+    """
     chex.assert_rank(q_target, 1)
     if q_online is None:
         return jnp.max(q_target)
@@ -62,15 +82,33 @@ def bootstrap_value(q_target: jax.Array, q_online: jax.Array | None = None) -> j
 
 
 def q_learning_td(q_tm1: jax.Array, a_tm1: jax.Array, target: jax.Array) -> jax.Array:
-    """TD error ``target - q_tm1[a_tm1]`` of one example; no gradient through ``target``."""
+    """The TD error of one example, with no gradient through ``target``.
+
+    Args:
+      q_tm1: float32 ``[A]``, online Q-values at the observation.
+      a_tm1: int scalar, the action taken.
+      target: float32 scalar, the (n-step) target.
+
+    Returns:
+      float32 scalar ``target - q_tm1[a_tm1]``.
+    """
     chex.assert_rank([q_tm1, a_tm1, target], [1, 0, 0])
     chex.assert_type(a_tm1, int)
     return jax.lax.stop_gradient(target) - q_tm1[a_tm1]
 
 
 def as_windows(batch: Mapping[str, jax.Array]) -> dict:
-    """A replay batch as windows ``[B, n, ...]``: transitions (``reward`` of shape [B]) get
-    a window axis of 1 and ``first`` all False; windows pass through."""
+    """A replay batch as windows ``[B, n, ...]``.
+
+    Transitions (``reward`` of shape ``[B]``) get a window axis of 1 and ``first`` all False;
+    windows (``reward`` ``[B, n]``) pass through.
+
+    Args:
+      batch: a dict of replay fields.
+
+    Returns:
+      A dict of fields ``[B, n, ...]`` with ``first`` bool ``[B, n]``.
+    """
     if batch["reward"].ndim == 2:
         return dict(batch)
     windows = {name: value[:, None] for name, value in batch.items()}
@@ -80,13 +118,21 @@ def as_windows(batch: Mapping[str, jax.Array]) -> dict:
 
 def td_errors(params: Any, target_params: Any, apply_fn: Callable,
               batch: Mapping[str, jax.Array], *, gamma: float, double: bool):
-    """TD errors of a Q-network on a replay batch; differentiable w.r.t. ``params``.
+    """TD errors of a Q-network on a replay batch; differentiable with respect to ``params``.
 
-    ``batch``: transitions ``{"obs" [B, ...], "action" int [B], "reward" [B],
-    "next_obs" [B, ...], "terminated" [B]}`` or windows of n steps (every field
-    ``[B, n, ...]`` plus ``"first"`` bool [B, n]) for n-step targets.
-    ``apply_fn(params, obs [B, ...]) -> float32 [B, A]``.
-    Returns ``(td float32 [B], q_tm1 float32 [B, A])``.
+    Args:
+      params: the online network's parameters.
+      target_params: the target network's parameters.
+      apply_fn: ``apply_fn(params, obs [B, ...]) -> float32 [B, A]``.
+      batch: transitions `{"obs" [B, ...], "action" int [B], "reward" [B],
+        "next_obs" [B, ...], "terminated" [B]}`, or windows of n steps (every field
+        ``[B, n, ...]`` plus ``"first"`` bool ``[B, n]``) for n-step targets.
+      gamma: the discount.
+      double: Double DQN targets.
+
+    Returns:
+      ``(td, q_tm1)``: float32 ``[B]`` and float32 ``[B, A]`` (the online Q-values at the first
+      observations).
     """
     windows = as_windows(batch)
     partial, discount, last = jax.vmap(n_step_bootstrap, in_axes=(0, 0, 0, None))(
@@ -109,8 +155,20 @@ def td_errors(params: Any, target_params: Any, apply_fn: Callable,
 
 def weighted_loss(td: jax.Array, weights: jax.Array | None = None, *, loss: str = "mse",
                   huber_delta: float = 1.0) -> jax.Array:
-    """``mean_i(weights_i * l(td_i))`` with ``l`` = ``optax.l2_loss`` (``0.5 td^2``) or
-    ``optax.huber_loss``; ``td`` float32 [B], ``weights`` float32 [B] or None (ones)."""
+    """The importance-weighted mean loss ``mean_i(weights_i * l(td_i))``.
+
+    Args:
+      td: float32 ``[B]``.
+      weights: float32 ``[B]`` (a sample's importance weights), or None for ones.
+      loss: ``"mse"`` (``optax.l2_loss``, ``0.5 td^2``) or ``"huber"`` (``optax.huber_loss``).
+      huber_delta: the Huber threshold.
+
+    Returns:
+      float32 scalar.
+
+    Raises:
+      ValueError: an unknown ``loss``.
+    """
     chex.assert_rank(td, 1)
     if loss == "mse":
         per_item = optax.l2_loss(td)

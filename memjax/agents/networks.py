@@ -15,12 +15,12 @@ import jax.numpy as jnp
 class MLPQNetwork(nn.Module):
     """MLP Q-network for vector observations (PureJaxRL's CartPole network by default).
 
+    Calling it (``network.apply(params, obs)``) maps ``obs`` float ``[B, *obs_shape]`` (flattened
+    after the batch axis, cast to float32) to Q-values float32 ``[B, num_actions]``.
+
     Attributes:
       num_actions: size of the discrete action space, A.
-      hidden: widths of the hidden ReLU layers, default ``(120, 84)``.
-
-    ``__call__(obs)``: ``obs`` float ``[B, *obs_shape]`` (flattened after the batch axis)
-    -> Q-values float32 ``[B, A]``.
+      hidden: widths of the hidden ReLU layers.
     """
 
     num_actions: int
@@ -38,11 +38,15 @@ class MLPQNetwork(nn.Module):
 class ConvQNetwork(nn.Module):
     """Small conv Q-network for MinAtar-style image observations (Young & Tian, 2019).
 
-    One 3x3 conv (``channels`` filters, stride 1, VALID padding) + ReLU, flatten, a Dense
-    hidden layer of ``hidden`` units + ReLU, then a linear head.
+    One 3x3 conv (``channels`` filters, stride 1, VALID padding) + ReLU, flatten, a Dense hidden
+    layer of ``hidden`` units + ReLU, then a linear head. Calling it maps ``obs`` ``[B, H, W, C]``
+    (MinAtar: ``[B, 10, 10, C]``, float32 or bool) to Q-values float32 ``[B, num_actions]``; other
+    ranks raise ``ValueError``.
 
-    ``__call__(obs)``: ``obs`` ``[B, H, W, C]`` (MinAtar: ``[B, 10, 10, C]``, float32 or bool)
-    -> Q-values float32 ``[B, A]``.
+    Attributes:
+      num_actions: size of the discrete action space, A.
+      channels: conv filters.
+      hidden: units of the Dense hidden layer.
     """
 
     num_actions: int
@@ -64,12 +68,22 @@ class ConvQNetwork(nn.Module):
 
 
 NETWORK_KINDS = ("auto", "mlp", "conv")
+"""The ``network`` names :func:`network_kind` takes."""
 
 
 def network_kind(kind: str, obs_shape: tuple) -> str:
-    """The Q-network for observations of ``obs_shape``: ``kind`` itself, or for ``"auto"``
-    ``"conv"`` for images ``[H, W, C]`` and ``"mlp"`` otherwise. ``ValueError`` for a conv
-    network on non-image observations or an unknown kind."""
+    """The Q-network kind for observations of ``obs_shape``.
+
+    Args:
+      kind: one of :data:`NETWORK_KINDS`: ``"auto"``, ``"mlp"`` or ``"conv"``.
+      obs_shape: the shape of ONE observation.
+
+    Returns:
+      ``kind`` itself, or for ``"auto"``: ``"conv"`` for images ``[H, W, C]``, else ``"mlp"``.
+
+    Raises:
+      ValueError: a conv network for non-image observations, or an unknown kind.
+    """
     if kind not in NETWORK_KINDS:
         raise ValueError(f"network must be one of {NETWORK_KINDS}, got {kind!r}")
     if kind == "auto":
@@ -81,7 +95,19 @@ def network_kind(kind: str, obs_shape: tuple) -> str:
 
 
 def make_network(kind: str, num_actions: int, hidden: Sequence[int] = (120, 84)) -> nn.Module:
-    """Build a Q-network by name: ``"mlp"`` (uses ``hidden``) or ``"conv"``."""
+    """Build a Q-network by name.
+
+    Args:
+      kind: ``"mlp"`` or ``"conv"`` (resolve ``"auto"`` with :func:`network_kind` first).
+      num_actions: size of the discrete action space.
+      hidden: the MLP's hidden widths (unused by ``"conv"``).
+
+    Returns:
+      An :class:`MLPQNetwork` or :class:`ConvQNetwork`.
+
+    Raises:
+      ValueError: an unknown kind.
+    """
     if kind == "mlp":
         return MLPQNetwork(num_actions=num_actions, hidden=tuple(hidden))
     if kind == "conv":

@@ -12,9 +12,17 @@ import jax.numpy as jnp
 def explore(key: jax.Array, actions: jax.Array, num_actions: int, epsilon) -> jax.Array:
     """Replace each action with a uniform random one with probability ``epsilon``.
 
-    ``actions``: int32 [...]; ``epsilon``: float scalar or broadcastable to ``[...]``.
-    Returns int32 [...]. ``key`` is split as :func:`epsilon_greedy` splits it, so
+    ``key`` is split as :func:`epsilon_greedy` splits it, so
     ``explore(key, argmax(q), A, eps) == epsilon_greedy(key, q, eps)``.
+
+    Args:
+      key: a PRNG key.
+      actions: int ``[...]``.
+      num_actions: A; random actions are uniform over ``[0, A)``.
+      epsilon: float scalar, or an array broadcastable to ``[...]``.
+
+    Returns:
+      int32 ``[...]``.
     """
     k_explore, k_action = jax.random.split(key)
     random = jax.random.randint(k_action, actions.shape, 0, num_actions, dtype=jnp.int32)
@@ -23,7 +31,15 @@ def explore(key: jax.Array, actions: jax.Array, num_actions: int, epsilon) -> ja
 
 
 def epsilon_greedy(key: jax.Array, q_values: jax.Array, epsilon) -> jax.Array:
-    """Epsilon-greedy actions from ``q_values`` float [..., A]: with probability ``epsilon``
-    an action uniform over all A actions, else ``argmax``. Returns int32 [...]."""
+    """Epsilon-greedy actions: with probability ``epsilon`` a uniform random action, else argmax.
+
+    Args:
+      key: a PRNG key.
+      q_values: float ``[..., A]``.
+      epsilon: float scalar, or an array broadcastable to ``[...]``.
+
+    Returns:
+      int32 ``[...]``.
+    """
     greedy = jnp.argmax(q_values, axis=-1).astype(jnp.int32)
     return explore(key, greedy, q_values.shape[-1], epsilon)

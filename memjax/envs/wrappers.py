@@ -1,14 +1,16 @@
 """gymnax environment wrappers.
 
 ``FrameStack(env, k)`` makes observations the last k frames concatenated along the last
-axis, oldest first: a CartPole observation [4] becomes [4k], a MinAtar one [10, 10, C]
-becomes [10, 10, C*k]. An episode's first observation repeats its first frame k times.
-It wraps ``step_env``/``reset_env`` so gymnax's own ``step`` still auto-resets and puts the
-stacked final observation in ``info["final_observation"]``. These are exactly the stacks
-``memjax.replay.one_copy(num_envs, frame_stack=k)`` de-duplicates::
+axis, oldest first: a CartPole observation ``[4]`` becomes ``[4k]``, a MinAtar one
+``[10, 10, C]`` becomes ``[10, 10, C*k]``. An episode's first observation repeats its first
+frame k times. It wraps ``step_env``/``reset_env`` so gymnax's own ``step`` still auto-resets and
+puts the stacked final observation in ``info["final_observation"]``. These are exactly the
+stacks ``memjax.replay.one_copy(num_envs, frame_stack=k)`` de-duplicates:
 
-    env, params = gymnax.make("Breakout-MinAtar")
-    env = mj.envs.FrameStack(env, 4)              # obs [10, 10, 16]
+```python
+env, params = gymnax.make("Breakout-MinAtar")
+env = mj.envs.FrameStack(env, 4)              # obs [10, 10, 16]
+```
 """
 
 from __future__ import annotations
@@ -25,8 +27,13 @@ from memjax._checks import check_positive_int
 
 @struct.dataclass
 class FrameStackState:
-    """inner: the wrapped environment's state; frames: the stacked observation
-    [..., C*k]; time: the inner state's step counter (gymnax reads ``state.time``)."""
+    """The state of a :class:`FrameStack` environment.
+
+    Attributes:
+      inner: the wrapped environment's state.
+      frames: the stacked observation ``[..., C*k]``.
+      time: the inner state's step counter (gymnax reads ``state.time``).
+    """
 
     inner: Any
     frames: jax.Array
@@ -34,7 +41,21 @@ class FrameStackState:
 
 
 class FrameStack(environment.Environment):
-    """Stack the last ``k`` observations of a gymnax environment along the last axis."""
+    """Stack the last ``k`` observations of a gymnax environment along the last axis.
+
+    A gymnax ``Environment`` itself: observations ``[..., C]`` of ``env`` become ``[..., C*k]``, oldest
+    frame first, and an episode's first observation repeats its first frame; actions,
+    rewards, termination and truncation are ``env``'s. Its observation space is ``env``'s with
+    the bounds repeated k times (``ValueError`` for observations without an axis).
+
+    Args:
+      env: a gymnax environment.
+      k: frames per observation, a Python int >= 1.
+
+    Raises:
+      TypeError: ``k`` is not a Python int.
+      ValueError: ``k`` < 1.
+    """
 
     def __init__(self, env: environment.Environment, k: int):
         super().__init__()

@@ -15,8 +15,20 @@ from memjax.train.storage import make_layout, stores_episode_starts
 
 
 def make_env_for(config: TrainConfig, env=None, env_params=None):
-    """(env, env_params): ``memjax.envs.make(config.env)`` unless given, frame-stacked when
-    ``config.frame_stack > 1``."""
+    """The run's environment.
+
+    Args:
+      config: the run's :class:`TrainConfig`.
+      env: optionally a gymnax environment to use instead of ``memjax.envs.make(config.env)``.
+      env_params: its parameters (default: the environment's ``default_params``).
+
+    Returns:
+      ``(env, env_params)``, wrapped in :class:`memjax.envs.FrameStack` when
+      ``config.frame_stack > 1``.
+
+    Raises:
+      ValueError: an unknown environment name, or an action space that is not discrete.
+    """
     if env is None:
         env, default_params = envs.make(config.env)
         env_params = default_params if env_params is None else env_params
@@ -29,11 +41,21 @@ def make_env_for(config: TrainConfig, env=None, env_params=None):
 
 
 def example_transition(env, env_params, extras=None, episode_starts: bool = False) -> dict:
-    """One replay item (no batch axis) as the loop adds it: ``{"obs", "action" int32 [],
-    "reward" float32 [], "next_obs", "terminated" float32 []}`` with obs/next_obs of the
-    environment's observation shape and dtype, plus the agent's ``extras`` (a dict of
-    ShapeDtypeStructs or arrays for ONE environment) and, with ``episode_starts``,
-    ``"first"`` bool [] (the step's observation starts an episode)."""
+    """One replay item (no batch axis) as the loop adds it.
+
+    Args:
+      env: a gymnax environment.
+      env_params: its parameters.
+      extras: the agent's ``extras`` for ONE environment (a dict of ``jax.ShapeDtypeStruct`` or
+        arrays), stored with each step.
+      episode_starts: add the ``"first"`` flag (sequence layouts and n-step targets).
+
+    Returns:
+      ``{"obs", "action" int32 [], "reward" float32 [], "next_obs", "terminated" float32 []}``
+      of zeros, with ``obs``/``next_obs`` of the environment's observation shape and dtype, plus
+      the ``extras`` fields and, with ``episode_starts``, ``"first"`` bool ``[]`` (the step's
+      observation starts an episode).
+    """
     obs, _ = jax.eval_shape(lambda k: env.reset(k, env_params), jax.random.key(0))
     item = {
         "obs": jnp.zeros(obs.shape, obs.dtype),
@@ -49,8 +71,16 @@ def example_transition(env, env_params, extras=None, episode_starts: bool = Fals
 
 
 def make_buffer(config: TrainConfig, codecs=None):
-    """The replay buffer ``config`` asks for (``memjax.replay.uniform`` or ``prioritized``)
-    with its layout and the given ``codecs`` (see :func:`memjax.train.storage.make_codecs`)."""
+    """The replay buffer ``config`` asks for.
+
+    Args:
+      config: the run's :class:`TrainConfig` (``replay``, ``buffer_capacity``, ``alpha``, and the
+        layout from ``layout``, ``n_step``, ``frame_stack``, ``side_fraction``).
+      codecs: storage codecs per field (see ``memjax.train.storage.make_codecs``), or None.
+
+    Returns:
+      A :func:`memjax.replay.uniform` or :func:`memjax.replay.prioritized` buffer.
+    """
     layout = make_layout(config)
     if config.replay == "uniform":
         return replay.uniform(config.buffer_capacity, codecs=codecs, layout=layout)
@@ -59,15 +89,32 @@ def make_buffer(config: TrainConfig, codecs=None):
 
 
 def make_network_for(config: TrainConfig, env, env_params) -> nn.Module:
-    """The Q-network for ``config.network`` on ``env``'s observations (see
-    :func:`memjax.agents.network_kind` for ``"auto"``)."""
+    """The Q-network for ``config.network`` on ``env``'s observations.
+
+    Args:
+      config: the run's :class:`TrainConfig` (``network``, ``hidden``).
+      env: a gymnax environment.
+      env_params: its parameters.
+
+    Returns:
+      A flax module (see :func:`memjax.agents.network_kind` for ``"auto"``).
+    """
     kind = network_kind(config.network, envs.observation_shape(env, env_params))
     return make_network(kind, envs.num_actions(env, env_params), config.hidden)
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Adam with the learning rate decayed linearly to ``lr_end`` over training (constant
-    when ``lr_end`` is None), after a global-norm clip when ``max_grad_norm`` is set."""
+    """The run's optimizer: Adam, after a global-norm clip when ``config.max_grad_norm`` is set.
+
+    The learning rate decays linearly from ``lr`` to ``lr_end`` over the run's updates (constant
+    when ``lr_end`` is None).
+
+    Args:
+      config: the run's :class:`TrainConfig`.
+
+    Returns:
+      An optax ``GradientTransformation``.
+    """
     lr = config.lr
     if config.lr_end is not None:
         lr = optax.linear_schedule(config.lr, config.lr_end, max(config.train_iters, 1))
@@ -78,7 +125,20 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 
 def make_agent(config: TrainConfig, network: nn.Module, num_actions: int) -> Agent:
-    """The agent ``config.agent`` names, with ``network`` as its Q-network."""
+    """The agent ``config.agent`` names, with ``network`` as its Q-network.
+
+    Args:
+      config: the run's :class:`TrainConfig` (optimizer, exploration, loss and target
+        settings).
+      network: the Q-network (see :func:`make_network_for`).
+      num_actions: size of the discrete action space.
+
+    Returns:
+      An :class:`memjax.agents.Agent` (:func:`memjax.agents.make_dqn` for ``"dqn"``).
+
+    Raises:
+      ValueError: an unknown agent.
+    """
     if config.agent != "dqn":
         raise ValueError(f"unknown agent {config.agent!r}")
     return make_dqn(network, num_actions, make_optimizer(config),
@@ -90,8 +150,15 @@ def make_agent(config: TrainConfig, network: nn.Module, num_actions: int) -> Age
 
 
 def beta_schedule(config: TrainConfig):
-    """PER's importance exponent: ``beta_start`` when learning starts, linearly to
-    ``beta_end`` at the last update; a function of the env steps taken."""
+    """PER's importance exponent as a function of the env steps taken.
+
+    Args:
+      config: the run's :class:`TrainConfig`.
+
+    Returns:
+      An optax schedule: ``beta_start`` when learning starts, linearly to ``beta_end`` at the
+      last update.
+    """
     begin = config.warmup_vec_steps * config.num_envs
     steps = config.train_iters * config.train_every * config.num_envs
     return optax.linear_schedule(config.beta_start, config.beta_end, max(steps, 1), begin)

@@ -11,7 +11,9 @@ from memjax.agents import LOSS_KINDS, NETWORK_KINDS
 from memjax.train.storage import LAYOUTS, REWARD_CODECS, check_obs_codec
 
 REPLAY_KINDS = ("uniform", "prioritized")
+"""The values of ``TrainConfig.replay``."""
 AGENT_KINDS = ("dqn",)
+"""The values of ``TrainConfig.agent``."""
 
 
 class StepSchedule:

@@ -12,14 +12,17 @@ import jax.numpy as jnp
 from memjax.agents import explore
 
 DEFAULT_MAX_STEPS = 1000
+"""The cap of an evaluation episode in an environment without ``max_steps_in_episode``."""
 
 
 class Episodes(NamedTuple):
     """Evaluation episodes, one per parallel environment.
 
-    returns: float32 [episodes], the return of each environment's first episode (up to the
-      cap); finished: bool [episodes], whether that episode ended (terminated or truncated by
-      the environment) within the cap. An unfinished episode's return is a partial one.
+    Attributes:
+      returns: float32 ``[episodes]``, the return of each environment's first episode (up to
+        the cap); an unfinished episode's return is a partial one.
+      finished: bool ``[episodes]``, whether that episode ended (terminated or truncated by the
+        environment) within the cap.
     """
 
     returns: jax.Array
@@ -27,7 +30,19 @@ class Episodes(NamedTuple):
 
 
 def episode_cap(env_params, max_steps: Optional[int] = None) -> int:
-    """``max_steps``, else the environment's ``max_steps_in_episode``, else 1000."""
+    """The step cap of an evaluation episode.
+
+    Args:
+      env_params: the environment's parameters.
+      max_steps: a positive int, or None.
+
+    Returns:
+      ``max_steps``, else the environment's ``max_steps_in_episode``, else
+      :data:`DEFAULT_MAX_STEPS`.
+
+    Raises:
+      ValueError: ``max_steps`` is not a positive integer or None.
+    """
     if max_steps is not None:
         if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
@@ -40,16 +55,17 @@ def evaluate(policy: Callable, carry, env, env_params, key: jax.Array, episodes:
     """Returns of ``episodes`` episodes of ``policy``, each in its own environment.
 
     Args:
-      policy: ``policy(carry, obs [episodes, ...], key) -> (actions int32 [episodes],
-        carry)``, e.g. the greedy action of a Q-network.
+      policy: ``policy(carry, obs [episodes, ...], key) -> (actions int32 [episodes], carry)``,
+        e.g. the greedy action of a Q-network.
       carry: the policy's initial carry for ``episodes`` environments (``()`` if none).
-      env, env_params: a gymnax environment.
+      env: a gymnax environment.
+      env_params: its parameters.
       key: PRNG key (resets, environment steps, exploration).
       episodes: number of episodes (= parallel environments).
       num_actions: size of the discrete action space.
       epsilon: probability of a uniform random action instead of the policy's.
-      max_steps: cap per episode (see :func:`episode_cap`); rewards after an episode's
-        end, or past the cap, are not counted.
+      max_steps: cap per episode (see :func:`episode_cap`); rewards after an episode's end,
+        or past the cap, are not counted.
 
     Returns:
       :class:`Episodes`: each environment's return and whether its episode finished.
