@@ -10,6 +10,8 @@ decaying, epsilon 1 -> 0.05 over 250k steps, learning starts 10k, one update per
 target copy every 250 env steps), run with different buffers:
 
   ours_uniform / fbx_uniform     memjax ``uniform`` vs flashbax ``make_flat_buffer``
+  ours_uniform_1copy             memjax ``uniform`` with the one-copy layout (each observation
+                                 stored once; ``next_obs`` read from the next row)
   ours_per / fbx_per_cpu         memjax ``prioritized`` vs flashbax ``make_prioritised_flat_buffer``
                                  (device="cpu": lax.scan set, its best on CPU)
   fbx_per_bincount               flashbax's GPU/TPU set path (O(capacity) per set), on CPU
@@ -85,7 +87,8 @@ FULL = dict(seeds=(1, 8), rounds=7, chunk_steps=1000, round_seconds=0.5, big_cap
 QUICK = dict(seeds=(1,), rounds=2, chunk_steps=500, round_seconds=0.05, big_capacity=0,
              breakdown=False, bincount=False, big_bincount_max_seeds=0)
 
-BREAKDOWN_SIDES = (("ours_uniform", "floor_uniform"), ("fbx_uniform", "floor_uniform"),
+BREAKDOWN_SIDES = (("ours_uniform", "floor_uniform"), ("ours_uniform_1copy", "floor_uniform"),
+                   ("fbx_uniform", "floor_uniform"),
                    ("ours_per", "floor_per"), ("fbx_per_cpu", "floor_per"))
 
 TARGETS = {
@@ -161,6 +164,7 @@ def make_sides(cfg, big_capacity, bincount: bool, big_bincount: bool):
     cap, n, b, a = cfg.buffer_capacity, cfg.num_envs, cfg.batch_size, cfg.alpha
     sides = {
         "ours_uniform": (u, None, None),
+        "ours_uniform_1copy": (dataclasses.replace(u, layout="one_copy"), None, None),
         "fbx_uniform": (u, fa.flat_uniform(cap, n, b), None),
         "floor_uniform": (u, floor_buffer(b), None),
         "ours_per": (p, None, None),
@@ -447,6 +451,7 @@ def evaluate_targets(results, big_capacity) -> dict:
 def format_table(results, cfg, big_capacity) -> str:
     tag = big_tag(big_capacity) if big_capacity else None
     rows = [("uniform, cap 10k", "ours_uniform", "fbx_uniform", "floor_uniform"),
+            ("uniform 1-copy, 10k", "ours_uniform_1copy", "fbx_uniform", "floor_uniform"),
             ("prioritized, cap 10k", "ours_per", "fbx_per_cpu", "floor_per")]
     if tag:
         rows.append((f"prioritized, cap {tag}", f"ours_per_{tag}", f"fbx_per_cpu_{tag}",
@@ -610,7 +615,7 @@ def build_parser():
     p.add_argument("--no-breakdown", action="store_true", help="skip the env/act/add variants")
     p.add_argument("--sides", default=None,
                    help="comma list of the full loops to run (default all): ours_uniform, "
-                        "fbx_uniform, floor_uniform, ours_per, fbx_per_cpu, fbx_per_bincount, "
+                        "ours_uniform_1copy, fbx_uniform, floor_uniform, ours_per, fbx_per_cpu, fbx_per_bincount, "
                         "floor_per, ours_per_2^20, fbx_per_cpu_2^20, fbx_per_bincount_2^20")
     p.add_argument("--no-bincount", action="store_true",
                    help="skip flashbax's bincount set path at capacity 10k")

@@ -65,7 +65,8 @@ def uniform(capacity: int, codecs=None, layout=None, sample_batch_size=None) -> 
         return state
 
     def can_sample(state, batch_size=None) -> jax.Array:
-        return store.count(state) >= resolve_batch_size(batch_size, default_batch, "can_sample", static=False)
+        batch_size = resolve_batch_size(batch_size, default_batch, "can_sample", static=False)
+        return store.count(state) >= batch_size
 
     def memory(state):
         return store.report(state)
