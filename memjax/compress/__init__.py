@@ -4,16 +4,18 @@ Every method is a pure function over a flax parameter tree (``{"params": {...}}`
 and Conv layers (other layers raise a ``ValueError`` naming them) and returns a tree in which
 kernels are replaced by compressed pytrees (``QTensor``, ``SparseTensor``, ``LowRank``,
 ``Shared``); :func:`apply` runs the original flax network from such a tree and
-:func:`serialize` gives the artefact's bytes::
+:func:`serialize` gives the artefact's bytes:
 
-    import memjax.compress as mjc
-    q = mjc.quantize(params, bits=8)                 # int8 weights + float32 scales
-    y = mjc.apply(network, q, obs)                   # runs from the integers
-    pruned, masks = mjc.prune(params, 0.9)           # one-shot magnitude pruning
-    blob = mjc.serialize(mjc.to_sparse(mjc.quantize(pruned)))   # bitmask + int8 non-zeros
-    lr = mjc.low_rank(params, energy=0.95)           # SVD, rank per layer
-    sh = mjc.share(params, k=16)                     # k-means codebook + 4-bit indices
-    tx = mjc.gradual_pruning(optax.adam(1e-3), 0.9, begin_step=0, end_step=10_000)
+```python
+import memjax.compress as mjc
+q = mjc.quantize(params, bits=8)                 # int8 weights + float32 scales
+y = mjc.apply(network, q, obs)                   # runs from the integers
+pruned, masks = mjc.prune(params, 0.9)           # one-shot magnitude pruning
+blob = mjc.serialize(mjc.to_sparse(mjc.quantize(pruned)))   # bitmask + int8 non-zeros
+lr = mjc.low_rank(params, energy=0.95)           # SVD, rank per layer
+sh = mjc.share(params, k=16)                     # k-means codebook + 4-bit indices
+tx = mjc.gradual_pruning(optax.adam(1e-3), 0.9, begin_step=0, end_step=10_000)
+```
 
 Distillation (:func:`make_distill`) trains a smaller student from a teacher acting in the
 gymnax environment; ``memjax compress`` (:mod:`memjax.compress.cli`) runs it all from a

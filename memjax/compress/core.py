@@ -49,10 +49,13 @@ def _decode(x):
 class QTensor:
     """Symmetric integer weights: ``kernel ~= ints * scale``.
 
-    values: int8 ``shape`` (bits=8), or uint8 ``[*shape[:-1], ceil(shape[-1] * bits / 8)]``
-      holding ``ints + 2**(bits-1)`` packed along the output axis (bits 4 and 2); or a
-      :class:`SparseTensor` of int8 (bits=8 after pruning).
-    scale: float32 ``[shape[-1]]`` (per output channel) or ``[]`` (per tensor).
+    Attributes:
+      values: int8 ``shape`` (bits=8), or uint8 ``[*shape[:-1], ceil(shape[-1] * bits / 8)]``
+        holding ``ints + 2**(bits-1)`` packed along the output axis (bits 4 and 2); or a
+        :class:`SparseTensor` of int8 (bits=8 after pruning).
+      scale: float32 ``[shape[-1]]`` (per output channel) or ``[]`` (per tensor).
+      bits: 8, 4 or 2 (static).
+      shape: the kernel's shape (static).
     """
 
     values: Any
@@ -76,14 +79,16 @@ class QTensor:
 
 @struct.dataclass
 class SparseTensor:
-    """The non-zero entries of a kernel: ``values`` (1-D, float32 or int8, row-major order)
-    and their positions, ``positions``, one of
+    """The non-zero entries of a kernel and their positions.
 
-    * ``"bitmask"``: uint8, 1 bit per weight (n/8 bytes);
-    * ``"index"``: flat indices, uint16 (up to 65,536 weights) or uint32;
-    * ``"delta"``: uint8 gaps (zeros skipped before each entry), Han et al.'s relative
-      indexing: a gap over 255 is bridged by an explicit zero entry, so ``values`` may hold a
-      few zeros.
+    Attributes:
+      values: 1-D, float32 or int8, the non-zeros in row-major order.
+      positions: the positions, as ``encoding`` says.
+      encoding: (static) ``"bitmask"``: uint8, 1 bit per weight (n/8 bytes); ``"index"``: flat
+        indices, uint16 (up to 65,536 weights) or uint32; ``"delta"``: uint8 gaps (zeros skipped
+        before each entry), Han et al.'s relative indexing: a gap over 255 is bridged by an
+        explicit zero entry, so ``values`` may hold a few zeros.
+      shape: the kernel's shape (static).
     """
 
     values: jax.Array
@@ -114,9 +119,14 @@ class SparseTensor:
 
 @struct.dataclass
 class LowRank:
-    """``kernel = a @ b`` over the last axis of ``a``: ``a`` ``[in, r]`` (Dense) or
-    ``[kh, kw, in, r]`` (Conv: an r-filter conv followed by a 1x1 conv), ``b`` ``[r, out]``.
-    Either factor may itself be a :class:`QTensor`."""
+    """Two thin factors with ``kernel = a @ b`` over the last axis of ``a``.
+
+    Attributes:
+      a: ``[in, r]`` (Dense) or ``[kh, kw, in, r]`` (Conv: an r-filter conv followed by a 1x1
+        conv); float32 or a :class:`QTensor`.
+      b: ``[r, out]``, float32 or a :class:`QTensor`.
+      shape: the kernel's shape (static).
+    """
 
     a: Any
     b: Any
@@ -132,8 +142,14 @@ class LowRank:
 
 @struct.dataclass
 class Shared:
-    """Weight sharing: ``kernel = codebook[indices]``; ``indices`` packed to
-    ``bits = ceil(log2 k)`` (rounded up to 1, 2, 4 or 8) along the output axis (uint8)."""
+    """Weight sharing: ``kernel = codebook[indices]``.
+
+    Attributes:
+      codebook: float32 ``[k]``.
+      indices: uint8, packed to ``bits`` per weight along the output axis.
+      bits: ``ceil(log2 k)`` rounded up to 1, 2, 4 or 8 (static).
+      shape: the kernel's shape (static).
+    """
 
     codebook: jax.Array
     indices: jax.Array
@@ -151,6 +167,9 @@ COMPRESSED_TYPES = (QTensor, SparseTensor, LowRank, Shared)
 
 
 def is_compressed(x) -> bool:
+    """Whether ``x`` is one of the compressed kernel types (:class:`QTensor`, :class:`SparseTensor`,
+    :class:`LowRank`, :class:`Shared`).
+    """
     return isinstance(x, COMPRESSED_TYPES)
 
 
@@ -167,10 +186,20 @@ def _is_array(x) -> bool:
 
 
 def layers(params) -> list:
-    """``[(path, layer_dict)]`` for every layer of a flax parameter tree (``{"params": ...}``
-    or the inner dict), in tree order. A layer is a dict with a ``kernel`` of rank 2 (Dense)
-    or 4 (Conv 2-D) and optionally a ``bias``; anything else raises ``ValueError`` naming the
-    layer, since memjax.compress only knows Dense and Conv layers."""
+    """Every layer of a flax parameter tree, in tree order.
+
+    A layer is a dict with a ``kernel`` of rank 2 (Dense) or 4 (Conv 2-D), plain or compressed,
+    and optionally a ``bias``.
+
+    Args:
+      params: a flax parameter tree (``{"params": ...}`` or the inner dict).
+
+    Returns:
+      ``[(path, layer_dict)]``, ``path`` a tuple of dict keys.
+
+    Raises:
+      ValueError: anything other than Dense and Conv layers (named), or no layer at all.
+    """
     if isinstance(params, dict) and set(params) == {"params"}:
         params = params["params"]
     if not isinstance(params, dict):
@@ -207,8 +236,16 @@ def layers(params) -> list:
 
 
 def map_kernels(fn: Callable, params, *, with_path: bool = False):
-    """A copy of ``params`` with ``layer["kernel"] = fn(kernel)`` (or ``fn(path, kernel)``)
-    for every layer (validated by :func:`layers`)."""
+    """A copy of ``params`` with every layer's kernel replaced by ``fn(kernel)``.
+
+    Args:
+      fn: ``kernel -> new kernel``, or ``(path, kernel) -> new kernel`` with ``with_path``.
+      params: a flax parameter tree (validated by :func:`layers`).
+      with_path: pass the layer's path (a tuple of keys) to ``fn``.
+
+    Returns:
+      The new tree (biases and other entries unchanged).
+    """
     wrapped = isinstance(params, dict) and set(params) == {"params"}
     inner = params["params"] if wrapped else params
     layers(inner)  # validate
@@ -224,13 +261,22 @@ def map_kernels(fn: Callable, params, *, with_path: bool = False):
 
 
 def decompress(cparams):
-    """Every compressed kernel decoded back to float32 (a plain flax tree)."""
+    """Every compressed kernel decoded back to float32: a plain flax tree."""
     return map_kernels(_decode, cparams)
 
 
 def count_params(cparams) -> int:
-    """Stored numbers: weights + biases + scales + codebook entries (a pruned weight, a bit
-    of a mask or an index is not a parameter; a sparse tensor counts its non-zeros)."""
+    """Stored numbers: weights + biases + scales + codebook entries.
+
+    A pruned weight, a bit of a mask or an index is not a parameter; a sparse tensor counts its
+    non-zeros.
+
+    Args:
+      cparams: a plain or compressed parameter tree.
+
+    Returns:
+      The count (Python int).
+    """
     total = 0
 
     def count(x):
@@ -252,7 +298,7 @@ def count_params(cparams) -> int:
 
 
 def count_nonzero(params) -> int:
-    """Non-zero weights and biases of a float (or decoded) tree."""
+    """Non-zero weights and biases of a float (or decoded) tree, as a Python int."""
     return int(sum(int(np.count_nonzero(np.asarray(x)))
                    for x in jax.tree.leaves(decompress(params))))
 
@@ -320,15 +366,32 @@ def _interceptor(next_fun, args, kwargs, ctx):
 
 @contextlib.contextmanager
 def intercept():
-    """Inside this context (at trace time), ``network.apply(cparams, ...)`` runs every Dense
-    and Conv layer from its compressed kernel. Use it around code you did not write, e.g.
-    ``with intercept(): jax.jit(trainer.evaluate)(cparams, key)``; otherwise :func:`apply`."""
+    """A context manager: inside it (at trace time), ``network.apply(cparams, ...)`` runs every
+    Dense and Conv layer from its compressed kernel.
+
+    Use it around code you did not write, e.g.
+    ``with intercept(): jax.jit(trainer.evaluate)(cparams, key)``; otherwise :func:`apply`.
+    """
     with nn.intercept_methods(_interceptor):
         yield
 
 
 def apply(network: nn.Module, cparams, obs, **kwargs):
-    """``network.apply`` from a compressed tree (any mix of float and compressed kernels)."""
+    """``network.apply`` from a compressed tree (any mix of float and compressed kernels).
+
+    Args:
+      network: the flax module the parameters belong to.
+      cparams: its parameter tree, with compressed kernels.
+      obs: the network's input, e.g. observations ``[B, *obs_shape]``.
+      **kwargs: more arguments of ``network.apply``.
+
+    Returns:
+      What ``network.apply(decompress(cparams), obs)`` returns (Q-values float32
+      ``[B, num_actions]`` for the memjax networks), computed from the stored form.
+
+    Raises:
+      ValueError: a compressed layer called with more than one input array.
+    """
     with intercept():
         return network.apply(cparams, obs, **kwargs)
 
@@ -378,23 +441,28 @@ def _decode_tree(d):
 
 
 def serialize(cparams) -> bytes:
-    """msgpack bytes of a (compressed or plain) parameter tree, metadata included."""
+    """msgpack bytes of a (compressed or plain) parameter tree, static metadata included."""
     return serialization.msgpack_serialize(_encode(jax.device_get(cparams)))
 
 
 def deserialize(blob: bytes):
-    """Inverse of :func:`serialize`."""
+    """The parameter tree that :func:`serialize` wrote to ``blob``.
+
+    Raises:
+      ValueError: an unknown compressed type in ``blob``.
+    """
     return _decode_tree(serialization.msgpack_restore(blob))
 
 
 def nbytes(cparams) -> int:
-    """Bytes of the serialized artefact (``len(serialize(cparams))``)."""
+    """Bytes of the serialized artefact: ``len(serialize(cparams))``."""
     return len(serialize(cparams))
 
 
 def weight_bytes(cparams) -> int:
-    """Bytes of the stored arrays only (kernels and their scales, masks, indices, codebooks;
-    biases), no container overhead."""
+    """Bytes of the stored arrays only (kernels with their scales, masks, indices and codebooks;
+    biases), no container overhead.
+    """
     return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(cparams)))
 
 

@@ -7,11 +7,13 @@ program, like :mod:`memjax.train`: the teacher acts epsilon-greedily in ``num_en
 environments, its observations go into a ``memjax.replay.uniform`` buffer, and every
 ``train_every`` vector steps the student takes one optimizer step on a sampled batch (the
 teacher's Q-values are recomputed on the batch, so the buffer stores observations only).
-All functions are pure and vmap over seeds (one teacher per seed)::
+All functions are pure and vmap over seeds (one teacher per seed):
 
-    d = make_distill(teacher_net, student_net, env, env_params, DistillConfig())
-    state = jax.vmap(d.init)(keys, teacher_params)             # or student_params=...
-    state, metrics = jax.jit(jax.vmap(d.train_chunks))(state)  # all chunks
+```python
+d = make_distill(teacher_net, student_net, env, env_params, DistillConfig())
+state = jax.vmap(d.init)(keys, teacher_params)             # or student_params=...
+state, metrics = jax.jit(jax.vmap(d.train_chunks))(state)  # all chunks
+```
 
 ``tx`` may be any optax transformation, e.g. :func:`memjax.compress.gradual_pruning` to prune
 a copy of the teacher while distilling into it.
@@ -33,9 +35,13 @@ from memjax.train.config import StepSchedule
 
 @dataclasses.dataclass(frozen=True)
 class DistillConfig(StepSchedule):
-    """Step counts are environment steps (vector steps x ``num_envs``) per seed; the schedule
-    properties come from :class:`memjax.train.config.StepSchedule` (distillation runs the
-    ``num_chunks`` whole chunks and drops the remainder)."""
+    """The settings of a distillation run.
+
+    Step counts are environment steps (vector steps x ``num_envs``) per seed; the schedule
+    properties come from ``memjax.train.config.StepSchedule`` (distillation runs the
+    ``num_chunks`` whole chunks and drops the remainder). ``validate()`` raises ``ValueError`` for
+    bad settings.
+    """
 
     tau: float = 0.01                 # teacher temperature
     num_envs: int = 10
@@ -70,7 +76,16 @@ class DistillConfig(StepSchedule):
 
 
 def distill_loss(student_q, teacher_q, tau: float = 0.01):
-    """``mean_b KL(softmax(teacher_q / tau) || softmax(student_q))`` over ``[B, A]`` Q-values."""
+    """The distillation loss ``mean_b KL(softmax(teacher_q / tau) || softmax(student_q))``.
+
+    Args:
+      student_q: float32 ``[B, A]``.
+      teacher_q: float32 ``[B, A]``.
+      tau: the teacher's temperature.
+
+    Returns:
+      float32 scalar.
+    """
     p = jax.nn.softmax(teacher_q / tau, axis=-1)
     log_p = jax.nn.log_softmax(teacher_q / tau, axis=-1)
     log_q = jax.nn.log_softmax(student_q, axis=-1)
@@ -92,6 +107,8 @@ class DistillState:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Distiller:
+    """The pure pieces of a distillation run, from :func:`make_distill`."""
+
     config: DistillConfig
     teacher_network: nn.Module
     student_network: nn.Module
@@ -106,8 +123,20 @@ class Distiller:
 def make_distill(teacher_network: nn.Module, student_network: nn.Module, env, env_params,
                  config: DistillConfig = DistillConfig(),
                  tx: Optional[optax.GradientTransformation] = None) -> Distiller:
-    """The pure pieces of a distillation run (see the module docstring). ``tx`` defaults to
-    Adam at ``config.lr`` (linearly decayed to ``config.lr_end``)."""
+    """The pure pieces of a distillation run (see the module docstring).
+
+    Args:
+      teacher_network: the teacher's flax module.
+      student_network: the student's flax module.
+      env: a gymnax environment.
+      env_params: its parameters.
+      config: the run's :class:`DistillConfig` (validated here).
+      tx: the student's optimizer; default Adam at ``config.lr``, linearly decayed to
+        ``config.lr_end``.
+
+    Returns:
+      A :class:`Distiller`.
+    """
     from memjax import replay
     from memjax.agents import epsilon_greedy
 
@@ -185,12 +214,24 @@ def make_distill(teacher_network: nn.Module, student_network: nn.Module, env, en
 
 def run_distill(distiller: Distiller, keys, teacher_params, student_params=None,
                 log: Optional[Callable] = print, vmap_seeds: bool = True):
-    """Host loop over seeds (``keys [S]``, ``teacher_params`` and ``student_params`` with a
-    seed axis): compiled warm-up and chunks with the state donated, a line per chunk.
-    ``vmap_seeds=False`` runs the seeds one after the other instead of vmapped: use it with
-    :func:`memjax.compress.gradual_pruning`, whose ``lax.cond`` (recompute the masks only on
-    pruning steps) would become a select under vmap and sort every kernel at every step.
-    Returns ``(student_params [S, ...], metrics {"loss", "agreement"} as [chunks, S])``."""
+    """The host loop over seeds: compiled warm-up and chunks with the state donated, a line per
+    chunk.
+
+    Args:
+      distiller: from :func:`make_distill`.
+      keys: PRNG keys ``[S]``.
+      teacher_params: the teachers' parameters, with a seed axis.
+      student_params: optionally the students' initial parameters, with a seed axis (else
+        initialised from the keys).
+      log: called with one line per chunk; None for silence.
+      vmap_seeds: False runs the seeds one after the other instead of vmapped: use it with
+        :func:`memjax.compress.gradual_pruning`, whose ``lax.cond`` (recompute the masks only on
+        pruning steps) would become a select under vmap and sort every kernel at every step.
+
+    Returns:
+      ``(student_params, metrics)``: parameters with a seed axis ``[S, ...]``, and
+      ``{"loss", "agreement"}`` as ``[chunks, S]``.
+    """
     import numpy as np
 
     if not vmap_seeds:   # one seed at a time, unbatched (a lax.cond stays a cond)

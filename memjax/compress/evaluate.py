@@ -21,8 +21,20 @@ from memjax.train.evaluation import evaluate as evaluate_policy
 
 def evaluate(network, params, env, env_params, key, episodes: int = 100,
              epsilon: float = 0.0):
-    """Returns of ``episodes`` epsilon-greedy episodes (``epsilon = 0``: greedy) of
-    ``network`` run from ``params`` (plain or compressed). float32 ``[episodes]``."""
+    """Returns of epsilon-greedy episodes of ``network`` run from plain or compressed ``params``.
+
+    Args:
+      network: the flax Q-network.
+      params: its parameters, plain or compressed.
+      env: a gymnax environment.
+      env_params: its parameters.
+      key: a PRNG key.
+      episodes: episodes (= parallel environments).
+      epsilon: exploration; 0 is greedy.
+
+    Returns:
+      float32 ``[episodes]``.
+    """
     def greedy(carry, obs, key):
         return jnp.argmax(apply(network, params, obs), axis=-1).astype(jnp.int32), carry
 
@@ -32,8 +44,21 @@ def evaluate(network, params, env, env_params, key, episodes: int = 100,
 
 def visited_states(network, params, env, env_params, key, num_envs: int = 32,
                    steps: int = 250, epsilon: float = 0.0):
-    """Observations ``[steps * num_envs, *obs_shape]`` seen by ``network``'s epsilon-greedy
-    policy from ``params`` in ``num_envs`` auto-resetting environments."""
+    """The observations seen by ``network``'s epsilon-greedy policy in auto-resetting environments.
+
+    Args:
+      network: the flax Q-network.
+      params: its parameters, plain or compressed.
+      env: a gymnax environment.
+      env_params: its parameters.
+      key: a PRNG key.
+      num_envs: parallel environments.
+      steps: vector steps.
+      epsilon: exploration; 0 is greedy.
+
+    Returns:
+      ``[steps * num_envs, *obs_shape]``.
+    """
     vreset = jax.vmap(env.reset, in_axes=(0, None))
     vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
     k_reset, key = jax.random.split(key)
@@ -52,7 +77,18 @@ def visited_states(network, params, env, env_params, key, num_envs: int = 32,
 
 
 def agreement(network_a, params_a, network_b, params_b, obs):
-    """Fraction of ``obs`` where the greedy actions of the two networks agree."""
+    """Fraction of ``obs`` where the greedy actions of two networks agree.
+
+    Args:
+      network_a: the first flax Q-network.
+      params_a: its parameters, plain or compressed.
+      network_b: the second network.
+      params_b: its parameters.
+      obs: observations ``[N, *obs_shape]``.
+
+    Returns:
+      float32 scalar in [0, 1].
+    """
     a = jnp.argmax(apply(network_a, params_a, obs), axis=-1)
     b = jnp.argmax(apply(network_b, params_b, obs), axis=-1)
     return jnp.mean(a == b)

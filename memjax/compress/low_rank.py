@@ -25,8 +25,17 @@ def _matrix(w):
 
 
 def rank_for_energy(singular_values, energy: float) -> int:
-    """The smallest r whose leading ``r`` singular values keep ``energy`` of
-    ``sum(s**2)`` (host-side; needs concrete values)."""
+    """The smallest r whose leading r singular values keep ``energy`` of ``sum(s**2)``.
+
+    Host-side: needs concrete values.
+
+    Args:
+      singular_values: float ``[n]``, descending.
+      energy: the kept fraction, in (0, 1].
+
+    Returns:
+      r, a Python int >= 1.
+    """
     s2 = np.asarray(singular_values, np.float64) ** 2
     total = s2.sum()
     if total == 0:
@@ -36,7 +45,18 @@ def rank_for_energy(singular_values, energy: float) -> int:
 
 
 def factor(w, rank: int) -> LowRank:
-    """Truncated SVD of one kernel to ``rank`` (jittable: ``rank`` static)."""
+    """Truncated SVD of one kernel; jittable with ``rank`` static.
+
+    Args:
+      w: a Dense ``[in, out]`` or Conv ``[kh, kw, in, out]`` kernel.
+      rank: r >= 1.
+
+    Returns:
+      A :class:`LowRank` with float32 factors.
+
+    Raises:
+      ValueError: ``rank`` < 1.
+    """
     shape = tuple(w.shape)
     m = _matrix(w)
     rank = int(min(rank, *m.shape))
@@ -55,8 +75,20 @@ def worth_factoring(shape, rank: int) -> bool:
 
 
 def choose_ranks(params, energy: float) -> dict:
-    """``{layer_path: rank}`` keeping ``energy`` (in (0, 1]) of each kernel's squared singular
-    values; host-side (one seed's concrete parameters)."""
+    """The rank of each kernel that keeps ``energy`` of its squared singular values.
+
+    Host-side (one seed's concrete parameters).
+
+    Args:
+      params: a flax parameter tree of float kernels.
+      energy: the kept fraction, in (0, 1].
+
+    Returns:
+      ``{layer_path: rank}``.
+
+    Raises:
+      ValueError: ``energy`` outside (0, 1], or a compressed kernel.
+    """
     from memjax.compress.core import layers
 
     if not 0.0 < energy <= 1.0:
@@ -72,10 +104,24 @@ def choose_ranks(params, energy: float) -> dict:
 
 
 def low_rank(params, rank: Union[int, Mapping, None] = None, energy: Optional[float] = None):
-    """Factor every Dense/Conv kernel: ``rank`` (an int for all layers or ``{path: rank}``,
-    jittable) or ``energy`` (kept fraction of squared singular values, rank chosen per layer;
-    host-side since the rank sets shapes). Layers where factoring would not store fewer numbers
-    are left unchanged."""
+    """Factor every Dense/Conv kernel by truncated SVD.
+
+    Layers where factoring would not store fewer numbers (``r * (rows + out) >= rows * out``)
+    are left unchanged.
+
+    Args:
+      params: a flax parameter tree of float kernels.
+      rank: an int for all layers, or ``{layer_path: rank}``; jittable.
+      energy: instead of ``rank``, the kept fraction of squared singular values, rank chosen
+        per layer (host-side, since the rank sets shapes).
+
+    Returns:
+      The tree with factored kernels as :class:`LowRank`.
+
+    Raises:
+      ValueError: both or neither of ``rank`` and ``energy``, a rank below 1, or a compressed
+        kernel.
+    """
     if (rank is None) == (energy is None):
         raise ValueError("low_rank: give exactly one of rank= or energy=")
     ranks = choose_ranks(params, energy) if energy is not None else rank

@@ -58,8 +58,20 @@ def _kernel_shapes(params) -> dict:
 
 
 def layer_sparsities(params, sparsity: float, distribution: str = "uniform") -> dict:
-    """``{layer_path: sparsity}`` for ``"uniform"`` or ``"erk"`` (from kernel shapes only).
-    The kernel-weighted mean equals ``sparsity`` (up to ERK's cap of dense layers)."""
+    """The sparsity of each layer for a network-wide ``sparsity``, from kernel shapes only.
+
+    Args:
+      params: a flax parameter tree.
+      sparsity: the fraction of kernel weights to remove, in [0, 1).
+      distribution: ``"uniform"`` (every kernel at ``sparsity``) or ``"erk"``.
+
+    Returns:
+      ``{layer_path: sparsity}``; the kernel-weighted mean equals ``sparsity`` (up to ERK's cap of
+      dense layers).
+
+    Raises:
+      ValueError: another distribution, a sparsity outside [0, 1), or a compressed kernel.
+    """
     _check_sparsity(sparsity)
     if distribution not in ("uniform", "erk"):
         raise ValueError(f"layer_sparsities: distribution must be 'uniform' or 'erk', got "
@@ -97,13 +109,24 @@ def masks_like(params, value=True):
 
 
 def prune(params, sparsity: float, distribution: str = "global"):
-    """One-shot magnitude pruning. Returns ``(pruned_params, masks)``: the pruned tree (float,
-    zeros where pruned) and a bool tree of the same structure (True = kept; biases all True).
+    """One-shot magnitude pruning.
 
-    ``distribution``: ``"global"`` (default: one threshold over all kernels), ``"uniform"``
-    (every kernel at ``sparsity``), ``"erk"``. Exactly ``floor(s * n)`` weights of each kernel
-    (or of all kernels, global) are removed. Jittable with ``sparsity``/``distribution``
-    static; vmaps over seeds."""
+    Exactly ``floor(s * n)`` weights of each kernel (or of all kernels, global) are removed.
+    Jittable with ``sparsity``/``distribution`` static; vmaps over seeds.
+
+    Args:
+      params: a flax parameter tree of float kernels.
+      sparsity: the fraction of kernel weights to remove, in [0, 1).
+      distribution: ``"global"`` (one threshold over all kernels), ``"uniform"`` (every kernel at
+        ``sparsity``) or ``"erk"``.
+
+    Returns:
+      ``(pruned_params, masks)``: the pruned tree (float, zeros where pruned) and a bool tree of
+      the same structure (True = kept; biases all True).
+
+    Raises:
+      ValueError: another distribution, a sparsity outside [0, 1), or a compressed kernel.
+    """
     _check_sparsity(sparsity)
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"prune: distribution must be one of {DISTRIBUTIONS}, got "
@@ -124,7 +147,7 @@ def prune(params, sparsity: float, distribution: str = "global"):
 
 
 def sparsity_of(params) -> float:
-    """Fraction of zero kernel weights (biases excluded)."""
+    """Fraction of zero kernel weights (biases excluded), as a Python float."""
     z = n = 0
     for _, layer in layers(params):
         k = np.asarray(layer["kernel"])
@@ -140,9 +163,20 @@ def sparsity_of(params) -> float:
 
 def cubic_schedule(final_sparsity: float, begin_step: int, end_step: int,
                    initial_sparsity: float = 0.0):
-    """Zhu & Gupta's sparsity schedule: ``initial_sparsity`` before ``begin_step``,
-    ``final_sparsity`` from ``end_step`` on, and cubic in between. Returns ``step -> float32``
-    (jittable)."""
+    """Zhu & Gupta's sparsity schedule.
+
+    Args:
+      final_sparsity: the sparsity from ``end_step`` on.
+      begin_step: the step pruning starts.
+      end_step: the step it reaches ``final_sparsity``, > ``begin_step``.
+      initial_sparsity: the sparsity before ``begin_step``.
+
+    Returns:
+      A jittable ``step -> float32`` sparsity, cubic between the two steps.
+
+    Raises:
+      ValueError: not ``0 <= begin_step < end_step``, or a sparsity outside [0, 1).
+    """
     _check_sparsity(final_sparsity, "final_sparsity")
     _check_sparsity(initial_sparsity, "initial_sparsity")
     if not 0 <= begin_step < end_step:
@@ -158,6 +192,8 @@ def cubic_schedule(final_sparsity: float, begin_step: int, end_step: int,
 
 
 class PruningState(NamedTuple):
+    """The optimizer state of :func:`gradual_pruning` and :func:`keep_masks`."""
+
     inner_state: Any
     masks: Any        # bool tree like params (True = kept)
     count: jax.Array  # int32 updates done
@@ -174,14 +210,29 @@ def gradual_pruning(inner: optax.GradientTransformation, final_sparsity: float,
                     begin_step: int, end_step: int, update_every: int = 100,
                     distribution: str = "uniform", initial_sparsity: float = 0.0
                     ) -> optax.GradientTransformation:
-    """Wrap ``inner`` so training prunes gradually to ``final_sparsity``.
+    """Wrap an optax transformation so that training prunes gradually to ``final_sparsity``.
 
-    Every ``update_every`` updates from ``begin_step`` to ``end_step`` (inclusive), the masks
-    in the state are recomputed from the magnitudes of the updated weights at the sparsity of
-    :func:`cubic_schedule` (layers per ``distribution``: ``"uniform"``, ``"erk"`` or
-    ``"global"``); a weight once pruned stays pruned. Every update is rewritten so the new
-    parameters are exactly zero where the mask is False: ``params + updates == 0`` there.
-    ``update`` needs ``params``."""
+    Every ``update_every`` updates from ``begin_step`` to ``end_step`` (inclusive), the masks in the
+    state are recomputed from the magnitudes of the updated weights at the sparsity of
+    :func:`cubic_schedule`; a weight once pruned stays pruned. Every update is rewritten so the
+    new parameters are exactly zero where the mask is False: ``params + updates == 0`` there.
+
+    Args:
+      inner: the optimizer to wrap.
+      final_sparsity: the sparsity reached at ``end_step``, in [0, 1).
+      begin_step: the update at which pruning starts.
+      end_step: the update at which it reaches ``final_sparsity``.
+      update_every: updates between mask recomputations, >= 1.
+      distribution: layer sparsities: ``"uniform"``, ``"erk"`` or ``"global"``.
+      initial_sparsity: the sparsity before ``begin_step``.
+
+    Returns:
+      An optax ``GradientTransformation`` whose state is a :class:`PruningState`; its ``update``
+      needs ``params`` (``ValueError`` otherwise).
+
+    Raises:
+      ValueError: another distribution, ``update_every`` < 1, or a bad schedule.
+    """
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"gradual_pruning: distribution must be one of {DISTRIBUTIONS}, got "
                          f"{distribution!r}")
@@ -228,7 +279,16 @@ def gradual_pruning(inner: optax.GradientTransformation, final_sparsity: float,
 
 
 def keep_masks(inner: optax.GradientTransformation, masks) -> optax.GradientTransformation:
-    """Fine-tune with fixed ``masks`` (e.g. from :func:`prune`): pruned weights stay zero."""
+    """Fine-tune with fixed masks (e.g. from :func:`prune`): pruned weights stay zero.
+
+    Args:
+      inner: the optimizer to wrap.
+      masks: a bool tree like the parameters (True = kept).
+
+    Returns:
+      An optax ``GradientTransformation`` whose state is a :class:`PruningState`; its ``update``
+      needs ``params`` (``ValueError`` otherwise).
+    """
 
     def init(params):
         return inner.init(params)
@@ -265,10 +325,19 @@ def _delta_encode(flat):
 
 
 def sparse_tensor(w, encoding: str = "auto") -> SparseTensor:
-    """A host-side sparse encoding of one kernel (float32 or int8): non-zeros in row-major
-    order plus their positions as a bitmask (n/8 bytes), flat indices (uint16 up to 65,536
-    weights, else uint32) or uint8 gaps (``"delta"``); ``"auto"`` takes the smallest. Not
-    jittable (the non-zero count sets a shape)."""
+    """A host-side sparse encoding of one kernel; not jittable (the non-zero count sets a shape).
+
+    Args:
+      w: a float32 or int8 kernel.
+      encoding: ``"bitmask"`` (n/8 bytes), ``"index"`` (flat indices, uint16 up to 65,536
+        weights, else uint32), ``"delta"`` (uint8 gaps) or ``"auto"`` (the smallest).
+
+    Returns:
+      A :class:`SparseTensor` of the non-zeros in row-major order.
+
+    Raises:
+      ValueError: another encoding or dtype.
+    """
     if encoding not in ENCODINGS:
         raise ValueError(f"sparse encoding must be one of {ENCODINGS}, got {encoding!r}")
     w = np.asarray(w)
@@ -292,9 +361,21 @@ def sparse_tensor(w, encoding: str = "auto") -> SparseTensor:
 
 
 def to_sparse(params, encoding: str = "auto", keep_dense_if_smaller: bool = True):
-    """Store every kernel sparsely (float32 kernels, or 8-bit :class:`QTensor` integers).
-    With ``keep_dense_if_smaller`` a kernel whose sparse form is not smaller stays dense.
-    Host-side, one seed at a time (no leading seed axis)."""
+    """Store every kernel sparsely: float32 kernels, or 8-bit :class:`QTensor` integers.
+
+    Host-side, one seed at a time (no leading seed axis).
+
+    Args:
+      params: a plain or 8-bit quantized parameter tree (pruned, presumably).
+      encoding: as for :func:`sparse_tensor`.
+      keep_dense_if_smaller: keep a kernel dense when its sparse form is not smaller.
+
+    Returns:
+      The tree with kernels as :class:`SparseTensor` (or :class:`QTensor` of one).
+
+    Raises:
+      ValueError: a 4- or 2-bit :class:`QTensor`, or another compressed kernel type.
+    """
 
     def enc(path, k):
         if isinstance(k, QTensor):

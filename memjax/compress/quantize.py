@@ -23,7 +23,19 @@ def qmax(bits: int) -> int:
 
 
 def quantize_tensor(w, bits: int = 8, per_channel: bool = True) -> QTensor:
-    """One kernel ``w`` (float, output channels on the last axis) as a :class:`QTensor`."""
+    """One kernel as a :class:`QTensor`.
+
+    Args:
+      w: float kernel, output channels on the last axis.
+      bits: 8, 4 or 2.
+      per_channel: one scale per output channel; else one per tensor.
+
+    Returns:
+      The :class:`QTensor` (int8 values for 8 bits, packed uint8 for 4 and 2).
+
+    Raises:
+      ValueError: other ``bits``, or a kernel without an output axis.
+    """
     if bits not in BITS:
         raise ValueError(f"quantize: bits must be one of {BITS}, got {bits!r}")
     w = jnp.asarray(w, jnp.float32)
@@ -43,12 +55,23 @@ def quantize_tensor(w, bits: int = 8, per_channel: bool = True) -> QTensor:
 
 
 def quantize(params, bits: int = 8, per_channel: bool = True):
-    """Quantize every Dense/Conv kernel of a flax parameter tree to ``bits`` (8, 4 or 2)
-    integers plus float32 scales (per output channel, or one per kernel with
-    ``per_channel=False``). Jittable with ``bits``/``per_channel`` static; vmaps over seeds.
-    Kernels that are already compressed raise; a :class:`SparseTensor` of float32 (a pruned
-    kernel from :func:`memjax.compress.to_sparse`) should be quantized before encoding:
-    ``to_sparse(quantize(prune(params, 0.9)[0]))``."""
+    """Quantize every Dense/Conv kernel of a flax parameter tree to integers plus float32 scales.
+
+    Jittable with ``bits``/``per_channel`` static; vmaps over seeds. A float32
+    :class:`SparseTensor` (a pruned kernel from :func:`memjax.compress.to_sparse`) must be
+    quantized before encoding: ``to_sparse(quantize(prune(params, 0.9)[0]))``.
+
+    Args:
+      params: a flax parameter tree of float kernels.
+      bits: 8, 4 or 2.
+      per_channel: one scale per output channel (the kernel's last axis); else one per kernel.
+
+    Returns:
+      The tree with every kernel a :class:`QTensor`; biases stay float32.
+
+    Raises:
+      ValueError: other ``bits``, or a kernel that is already compressed.
+    """
     if bits not in BITS:
         raise ValueError(f"quantize: bits must be one of {BITS}, got {bits!r}")
 

@@ -18,9 +18,17 @@ from memjax.compress.core import Shared, is_compressed, map_kernels
 
 
 def kmeans_1d(x, k: int, iters: int = 30):
-    """Lloyd's k-means on the flat values ``x`` from a linear initialisation
+    """Lloyd's k-means of flat values from a linear initialisation
     (:func:`memjax.codecs.fit_kmeans` with ``init="linear"``).
-    Returns ``(codebook float32 [k], assignment int32 [x.size])``."""
+
+    Args:
+      x: float values, any shape (flattened).
+      k: codebook size.
+      iters: Lloyd iterations.
+
+    Returns:
+      ``(codebook, assignment)``: float32 ``[k]`` and int32 ``[x.size]``.
+    """
     x = jnp.asarray(x, jnp.float32).reshape(-1, 1)
     c = fit_kmeans(jax.random.PRNGKey(0), x, k, iters, "linear")
     return c[:, 0], nearest_centre(x, c)
@@ -37,8 +45,20 @@ def share_tensor(w, k: int, iters: int = 30) -> Shared:
 
 
 def share(params, k: int, iters: int = 30):
-    """Replace every Dense/Conv kernel by a k-entry codebook and packed indices (one codebook
-    per layer)."""
+    """Replace every Dense/Conv kernel by a k-entry codebook and packed indices (one codebook per
+    layer). Jittable (``k``/``iters`` static); vmaps over seeds.
+
+    Args:
+      params: a flax parameter tree of float kernels.
+      k: codebook size, an int in [2, 256].
+      iters: Lloyd iterations.
+
+    Returns:
+      The tree with kernels as :class:`Shared`.
+
+    Raises:
+      ValueError: ``k`` out of range, or a compressed kernel.
+    """
     if not isinstance(k, int) or isinstance(k, bool) or not 2 <= k <= 256:
         raise ValueError(f"share: k must be an integer in [2, 256], got {k!r}")
 

@@ -1,7 +1,9 @@
 """Environments: gymnax environments by name (with clear errors) and wrappers.
 
-    env, env_params = mj.envs.make("CartPole-v1")
-    env = mj.envs.FrameStack(env, 4)          # observations [16]: the last 4 frames
+```python
+env, env_params = mj.envs.make("CartPole-v1")
+env = mj.envs.FrameStack(env, 4)          # observations [16]: the last 4 frames
+```
 """
 
 from memjax.envs.registry import check_discrete, make, num_actions, observation_shape

@@ -1,10 +1,12 @@
 """Training: the fused loop for any agent (``make_train``), its configuration, the host driver
 behind ``memjax train`` (``run``), results files and checkpoints.
 
-    import jax, memjax as mj
-    trainer = mj.train.make_train(mj.train.TrainConfig())        # DQN on CartPole-v1
-    state, metrics = jax.jit(jax.vmap(trainer))(jax.random.split(jax.random.key(0), 8))
-    summary = mj.train.run(mj.train.TrainConfig(), num_seeds=8, out_dir="runs/cartpole")
+```python
+import jax, memjax as mj
+trainer = mj.train.make_train(mj.train.TrainConfig())        # DQN on CartPole-v1
+state, metrics = jax.jit(jax.vmap(trainer))(jax.random.split(jax.random.key(0), 8))
+summary = mj.train.run(mj.train.TrainConfig(), num_seeds=8, out_dir="runs/cartpole")
+```
 
 Modules: ``config`` (TrainConfig), ``storage`` (codecs and layout from the config),
 ``build`` (environment, network, optimizer, agent, buffer from the config), ``loop``
