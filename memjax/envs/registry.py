@@ -1,20 +1,30 @@
-"""gymnax environments by name, with clear errors for unknown or non-discrete ones."""
+"""Environments by name: the partially observable suite (:mod:`memjax.envs.pomdp`) and
+gymnax's own, with clear errors for unknown or non-discrete ones."""
 
 from __future__ import annotations
 
 import gymnax
 import jax
 
+from memjax.envs import pomdp
+
 
 def make(name: str):
-    """``gymnax.make(name)`` for a discrete-action environment. Returns ``(env, env_params)``.
+    """A discrete-action environment by name: one of the partially observable suite
+    (``StatelessCartPole``, ``NoisyStatelessCartPole``, ``RepeatFirst``, ``RepeatPrevious``,
+    ``CountRecall``, ``MemoryChain-<L>`` such as ``MemoryChain-20``), else
+    ``gymnax.make(name)``. Returns ``(env, env_params)``.
 
     Raises ``ValueError`` naming the known environments when ``name`` is unknown, and when
     the action space is not discrete (the agents here pick among discrete actions)."""
-    if name not in gymnax.registered_envs:
-        known = ", ".join(gymnax.registered_envs)
-        raise ValueError(f"unknown environment {name!r}; gymnax knows: {known}")
-    env, env_params = gymnax.make(name)
+    made = pomdp.make(name)
+    if made is None:
+        if name not in gymnax.registered_envs:
+            known = ", ".join(gymnax.registered_envs)
+            raise ValueError(f"unknown environment {name!r}; memjax's partially observable "
+                             f"suite: {', '.join(pomdp.names())}; gymnax knows: {known}")
+        made = gymnax.make(name)
+    env, env_params = made
     check_discrete(env, env_params, name)
     return env, env_params
 

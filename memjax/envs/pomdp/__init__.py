@@ -1,0 +1,71 @@
+"""The partially observable task suite: POPGym's tasks and bsuite's MemoryChain as pure-JAX
+gymnax 1.x environments (``memjax.envs.make(NAME)``, ``memjax train --env NAME``).
+
+| name | what the agent must remember | best / uniformly random return |
+|---|---|---|
+| ``StatelessCartPole`` | velocities, from positions ``[x, theta]`` | 500 / about 22 |
+| ``NoisyStatelessCartPole`` | the same, with N(0, 0.1^2) noise on them | 500 / about 22 |
+| ``RepeatFirst`` | the first card's suit, for 31 steps | 1 / -0.5 |
+| ``RepeatPrevious`` | the suits of the last 8 cards (k = 8), 24 scored steps | 1 / -0.5 |
+| ``CountRecall`` | how many cards of each of 2 values were dealt, 15 steps | 1 / -7/9 |
+| ``MemoryChain-<L>`` | one bit for ``L`` steps (``MemoryChain-20``: 21 steps) | 1 / 0 |
+
+Each class's docstring gives POPGym's (or bsuite's) definition and where ours differs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from memjax.envs.pomdp.cards import (
+    CardParams,
+    CountRecall,
+    CountState,
+    RepeatFirst,
+    RepeatPrevious,
+    RepeatPreviousParams,
+    SuitState,
+)
+from memjax.envs.pomdp.cartpole import (
+    NoisyStatelessCartPole,
+    NoisyStatelessCartPoleParams,
+    StatelessCartPole,
+    StatelessCartPoleParams,
+)
+from memjax.envs.pomdp.memory_chain import MemoryChain, MemoryChainParams, MemoryChainState
+
+ENVIRONMENTS: dict[str, Callable] = {
+    "StatelessCartPole": StatelessCartPole,
+    "NoisyStatelessCartPole": NoisyStatelessCartPole,
+    "RepeatFirst": RepeatFirst,
+    "RepeatPrevious": RepeatPrevious,
+    "CountRecall": CountRecall,
+}
+"""Names of the suite's environments with a fixed configuration -> their classes."""
+
+MEMORY_CHAIN = "MemoryChain-<L>"
+_MEMORY_CHAIN = re.compile(r"MemoryChain-([1-9][0-9]*)")
+
+
+def names() -> list:
+    """The suite's names, ``MemoryChain-<L>`` standing for any memory length L >= 1."""
+    return [*ENVIRONMENTS, MEMORY_CHAIN]
+
+
+def make(name: str):
+    """``(env, env.default_params)`` for a name of the suite, or None for another name."""
+    if name in ENVIRONMENTS:
+        env = ENVIRONMENTS[name]()
+    elif (match := _MEMORY_CHAIN.fullmatch(name)) is not None:
+        env = MemoryChain(memory_length=int(match.group(1)))
+    else:
+        return None
+    return env, env.default_params
+
+
+__all__ = ["make", "names", "ENVIRONMENTS", "MEMORY_CHAIN", "StatelessCartPole",
+           "NoisyStatelessCartPole", "RepeatFirst", "RepeatPrevious", "CountRecall",
+           "MemoryChain", "StatelessCartPoleParams", "NoisyStatelessCartPoleParams",
+           "CardParams", "RepeatPreviousParams", "SuitState", "CountState", "MemoryChainParams",
+           "MemoryChainState"]
