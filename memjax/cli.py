@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEFAULT_SEEDS = 8
+
+
+def _checkpoint_every(text: str):
+    return "auto" if text.strip().lower() == "auto" else types.non_negative(text)
+
+
 def _add_train_options(t) -> None:
     """The run's own options; every TrainConfig field comes from memjax.cli_config."""
     from memjax.cli_config import add_config_options
@@ -42,12 +49,25 @@ def _add_train_options(t) -> None:
     t.add_argument("--config", default=None, metavar="FILE",
                    help="TrainConfig values from a JSON or YAML file (or a run's summary.json); "
                         "options given on the command line override them")
-    t.add_argument("--seeds", type=types.positive, default=8, help="independent seeds (vmapped)")
+    t.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the run in DIR (killed or stopped) from its newest complete "
+                        "checkpoint, with its own config, seeds and seed; an option that "
+                        "conflicts with them is an error. The results are those of an "
+                        "uninterrupted run, bit for bit")
+    t.add_argument("--checkpoint-every", type=_checkpoint_every, default=None,
+                   metavar="ENV_STEPS",
+                   help="env steps per seed between whole-state checkpoints in "
+                        "OUT/checkpoints/<step>/ (saved asynchronously at the first chunk "
+                        "boundary at or past each multiple, and at the end); auto: a tenth of "
+                        "the run; 0: off (default: auto; with --resume, the run's own)")
+    t.add_argument("--seeds", type=types.positive, default=None,
+                   help=f"independent seeds (vmapped) (default: {DEFAULT_SEEDS})")
     t.add_argument("--memory-budget", type=types.parse_size, default=None, metavar="SIZE",
                    help="replay memory per seed, e.g. 64MB; sets the largest capacity that fits "
                         "(instead of --capacity)")
     t.add_argument("--out", default=None, help="output directory (default runs/ENV-REPLAY)")
-    t.add_argument("--seed", type=types.non_negative, default=0, help="base PRNG seed")
+    t.add_argument("--seed", type=types.non_negative, default=None,
+                   help="base PRNG seed (default: 0)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_options(t)
 
@@ -75,25 +95,88 @@ def _config_from_args(args, parser):
 def _train(args, parser) -> int:
     from memjax import train as mj_train
 
+    if args.resume is not None:
+        return _resume(args, parser)
     try:
         cfg = _config_from_args(args, parser)
         mj_train.make_train(cfg)  # validates config, env and network before compiling
     except ValueError as e:
         parser.error(str(e))
+    seeds = DEFAULT_SEEDS if args.seeds is None else args.seeds
     out = args.out or os.path.join("runs", f"{cfg.env}-{cfg.replay}")
-    print(f"memjax train: {cfg.env}, {args.seeds} seeds x {cfg.steps_done:,} steps, "
+    print(f"memjax train: {cfg.env}, {seeds} seeds x {cfg.steps_done:,} steps, "
           f"{cfg.replay} replay (capacity {cfg.buffer_capacity:,}), out={out}", flush=True)
-    summary = mj_train.run(cfg, num_seeds=args.seeds, out_dir=out, seed=args.seed,
-                           progress=not args.no_progress)
+    every = "auto" if args.checkpoint_every is None else args.checkpoint_every
+    return _run_and_report(parser, cfg, seeds, out, 0 if args.seed is None else args.seed,
+                           not args.no_progress, every, resume=False)
+
+
+def _resume(args, parser) -> int:
+    """``memjax train --resume DIR``: the run's own settings; explicit options must agree."""
+    from memjax.cli_config import given_values, option_name
+    from memjax.train import capacity_for_budget, snapshots
+    from memjax.train.results import config_to_dict
+
+    where = args.resume
+    try:
+        record = snapshots.read_run(where)
+        given = given_values(args)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(f"--resume {where}: {e}")
+    saved, conflicts = config_to_dict(record.config), []
+    for name, value in given.items():
+        value = list(value) if isinstance(value, tuple) else value
+        if saved[name] != value:
+            conflicts.append(f"{option_name(name)} {_shown(value)} (the run has "
+                             f"{_shown(saved[name])})")
+    for option, value, own in (("--seeds", args.seeds, record.num_seeds),
+                               ("--seed", args.seed, record.seed)):
+        if value is not None and value != own:
+            conflicts.append(f"{option} {value} (the run has {own})")
+    if args.out is not None and Path(args.out).resolve() != Path(where).resolve():
+        conflicts.append(f"--out {args.out} (the run writes to {where})")
+    if args.memory_budget is not None:
+        try:
+            capacity = capacity_for_budget(record.config, args.memory_budget)
+        except ValueError as e:
+            parser.error(f"--memory-budget: {e}")
+        if capacity != record.config.buffer_capacity:
+            conflicts.append(f"--memory-budget {args.memory_budget:,} B (capacity {capacity:,}; "
+                             f"the run has {record.config.buffer_capacity:,})")
+    if conflicts:
+        parser.error(f"--resume {where} continues the run with its own settings, and these "
+                     f"options conflict with them: {'; '.join(conflicts)}. Drop them, or "
+                     "start a new run with another --out")
+    cfg = record.config
+    print(f"memjax train --resume {where}: {cfg.env}, {record.num_seeds} seeds x "
+          f"{cfg.steps_done:,} steps, {cfg.replay} replay (capacity {cfg.buffer_capacity:,})",
+          flush=True)
+    return _run_and_report(parser, cfg, record.num_seeds, where, record.seed,
+                           not args.no_progress, args.checkpoint_every, resume=True)
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _run_and_report(parser, cfg, seeds, out, seed, progress, every, resume) -> int:
+    from memjax import train as mj_train
+    from memjax.train.snapshots import IncompatibleCheckpoint
+
+    try:
+        summary = mj_train.run(cfg, num_seeds=seeds, out_dir=out, seed=seed, progress=progress,
+                               checkpoint_every=every, resume=resume)
+    except (FileExistsError, IncompatibleCheckpoint) as e:
+        parser.error(str(e))
     per_seed = ", ".join(f"{x:.1f}" for x in summary["final_return_per_seed"])
     print(f"final greedy return: {summary['final_return_mean']:.1f} (per seed: {per_seed})\n"
-          f"{summary['steps_per_second']:,.0f} steps/s over {args.seeds} seeds "
+          f"{summary['steps_per_second']:,.0f} steps/s over {seeds} seeds "
           f"({summary['train_seconds']:.1f} s training, {summary['eval_seconds']:.1f} s eval), "
           f"compile {summary['compile_seconds']:.1f} s, "
           f"{summary['bytes_per_transition']:.1f} bytes/transition", flush=True)
     if summary["eval_unfinished_final"]:
         print(f"evaluation: {summary['eval_unfinished_final']} of "
-              f"{args.seeds * summary['eval_episodes']} final greedy episodes were still running "
+              f"{seeds * summary['eval_episodes']} final greedy episodes were still running "
               f"at the cap of {summary['eval_max_steps']:,} steps (their returns are partial; "
               "see --eval-max-steps)", flush=True)
     storage = summary.get("replay_storage", {})

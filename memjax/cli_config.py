@@ -143,13 +143,18 @@ def read_config_file(path) -> dict:
     return data
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig defaults, then ``--config FILE``, then the options given."""
+def given_values(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields set explicitly: ``--config FILE``'s, then the options given."""
     values = read_config_file(args.config) if getattr(args, "config", None) else {}
     values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                    if hasattr(args, f.name)})
-    return dataclasses.replace(TrainConfig(), **values)
+    return values
 
 
-__all__ = ["add_config_options", "config_from_args", "read_config_file", "field_docs",
-           "option_name"]
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig defaults, then ``--config FILE``, then the options given."""
+    return dataclasses.replace(TrainConfig(), **given_values(args))
+
+
+__all__ = ["add_config_options", "config_from_args", "given_values", "read_config_file",
+           "field_docs", "option_name"]

@@ -13,7 +13,8 @@ import numpy as np
 
 from memjax import codecs as mc
 from memjax import replay
-from memjax.train import checkpoint, results
+from memjax.train import checkpoint as checkpoint_file
+from memjax.train import results, snapshots
 from memjax.train.build import example_transition, make_env_for
 from memjax.train.config import TrainConfig
 from memjax.train.evaluation import episode_cap
@@ -91,22 +92,34 @@ def _compile(trainer: Trainer, keys, eval_keys) -> _Compiled:
     return _Compiled(init, evaluate, schedule, seconds)
 
 
-def _progress_bar(cfg: TrainConfig, num_seeds: int):
+def _progress_bar(cfg: TrainConfig, num_seeds: int, done_steps: int = 0):
     from tqdm.auto import tqdm
 
     # the bar counts env steps per seed; sps_all_seeds = steps/s summed over seeds,
     # ret = latest training (epsilon-greedy) return, greedy = latest evaluation return
-    return tqdm(total=cfg.steps_done, unit="step", desc=f"{cfg.env} x{num_seeds}",
-                dynamic_ncols=True)
+    return tqdm(total=cfg.steps_done, initial=done_steps, unit="step",
+                desc=f"{cfg.env} x{num_seeds}", dynamic_ncols=True)
 
 
-def _run_schedule(compiled: _Compiled, state, k_eval, num_seeds: int, bar):
+def _run_schedule(compiled: _Compiled, state, k_eval, num_seeds: int, bar, start=None,
+                  checkpoint=None):
     """Run the compiled chunks in order, evaluating after each. Returns the final state,
-    the curves, the seconds spent training and evaluating, and the buffer sizes."""
+    the curves, the seconds spent training and evaluating, and the buffer sizes.
+
+    ``start``: a :class:`memjax.train.snapshots.Snapshot` to continue from (its state is
+    ``state``): the entries it has done are skipped and its results are kept.
+    ``checkpoint(i, done_steps, state, points, sizes, times)`` is called after every entry,
+    before the next one takes the (donated) state."""
     points = {"steps": [], "eval_return": [], "eval_unfinished": [], "train_return": [],
               "metrics": []}
-    sizes, train_seconds, eval_seconds, done_steps = [], 0.0, 0.0, 0
+    sizes, train_seconds, eval_seconds, done_steps, first = [], 0.0, 0.0, 0, 0
+    if start is not None:
+        points, sizes, done_steps, first = start.points, start.sizes, start.step, start.index + 1
+        train_seconds = start.times.get("train_seconds", 0.0)
+        eval_seconds = start.times.get("eval_seconds", 0.0)
     for i, (_, fn, n_steps) in enumerate(compiled.schedule):
+        if i < first:
+            continue
         t0 = time.perf_counter()
         state, metrics = fn(state)
         jax.block_until_ready(metrics)
@@ -124,6 +137,9 @@ def _run_schedule(compiled: _Compiled, state, k_eval, num_seeds: int, bar):
         points["train_return"].append(np.asarray(metrics["episode_return"], np.float64))
         points["metrics"].append(metrics)
         sizes.append(np.asarray(jax.device_get(state.buffer.count)).tolist())
+        if checkpoint is not None:
+            checkpoint(i, done_steps, state, points, sizes,
+                       {"train_seconds": train_seconds, "eval_seconds": eval_seconds})
         if bar is not None:
             bar.update(n_steps)
             train = points["train_return"][-1]
@@ -177,7 +193,8 @@ def _summary(trainer: Trainer, num_seeds, curves, mem, times, final_state, sizes
 
 
 def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, seed: int = 0,
-        progress: bool = True, env=None, env_params=None, log: Callable = print) -> dict:
+        progress: bool = True, env=None, env_params=None, log: Callable = print,
+        checkpoint_every=None, resume: bool = False) -> dict:
     """Train ``num_seeds`` independent seeds (vmapped) with the host loop.
 
     Compiles (AOT) the vmapped warm-up and training chunks with the state donated, runs them
@@ -185,34 +202,80 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
     every chunk, and, when ``out_dir`` is given, writes ``returns.csv``, ``returns.json``,
     ``curve.png``, ``summary.json`` and ``checkpoint.msgpack`` there. Returns the summary dict
     plus ``"curves"`` and ``"params"`` (the final parameters, leading seed axis).
+
+    ``checkpoint_every``: env steps per seed between whole-state checkpoints in
+    ``out_dir/checkpoints/<step>/`` (:mod:`memjax.train.snapshots`), taken at the first chunk
+    boundary at or past each multiple and at the end; ``"auto"``: a tenth of the run; 0: none;
+    None (default): none, or the resumed run's own period.
+    ``resume``: continue the checkpointed run in ``out_dir`` from its newest readable
+    checkpoint; ``config``, ``num_seeds`` and ``seed`` must be the run's own (else
+    :class:`memjax.train.snapshots.IncompatibleCheckpoint`). The results are those of an
+    uninterrupted run, bit for bit, timing fields aside. A fresh run refuses an ``out_dir``
+    whose checkpoints belong to an unfinished run (``FileExistsError``).
     """
     if not isinstance(num_seeds, int) or num_seeds <= 0:
         raise ValueError(f"num_seeds must be a positive integer, got {num_seeds!r}")
     trainer = make_train(config, env=env, env_params=env_params)
+    if out_dir is None and (checkpoint_every or resume):
+        raise ValueError("checkpoints (checkpoint_every, resume) need out_dir")
+    if checkpoint_every is None and resume:
+        checkpoint_every = snapshots.read_run(out_dir).checkpoint_every
+    every = snapshots.resolve_every(checkpoint_every, trainer.config)
     k_train, k_eval = jax.random.split(jax.random.key(seed))
     keys = jax.random.split(k_train, num_seeds)
+    snaps, start = None, None
+    if out_dir is not None:
+        record = snapshots.RunRecord(trainer.config, num_seeds, seed, every)
+        snaps, start = snapshots.open_run(
+            out_dir, record, jax.eval_shape(jax.vmap(trainer.init), keys),
+            jax.random.key_impl(keys), resume=resume, log=log)
+        snaps.start()
+    try:
+        return _run(trainer, num_seeds, keys, k_eval, out_dir, progress, log, snaps, start)
+    finally:
+        if snaps is not None:
+            snaps.close()
+
+
+def _run(trainer, num_seeds, keys, k_eval, out_dir, progress, log, snaps, start) -> dict:
     compiled = _compile(trainer, keys, jax.random.split(k_eval, num_seeds))
-    state = compiled.init(keys)
+    state = compiled.init(keys) if start is None else start.state
     mem = trainer.buffer.memory(state.buffer)  # all seeds; bytes_per_item is per seed
     if log is not None:
         log(str(mem))
-    bar = _progress_bar(trainer.config, num_seeds) if progress else None
+    checkpoint = None
+    if start is not None:
+        snaps.seconds = start.times.get("checkpoint_seconds", 0.0)
+    if snaps is not None and snaps.every:
+        boundaries = np.cumsum([n for _, _, n in compiled.schedule]).tolist()
+        save_at = snapshots.save_indices(boundaries, snaps.every)
+
+        def checkpoint(i, done_steps, state, points, sizes, times):
+            if i in save_at:
+                snaps.save(i, done_steps, state, points, sizes,
+                           {**times, "checkpoint_seconds": snaps.seconds})
+
+    bar = _progress_bar(trainer.config, num_seeds, start.step if start else 0) \
+        if progress else None
     try:
         state, points, train_seconds, eval_seconds, sizes = _run_schedule(
-            compiled, state, k_eval, num_seeds, bar)
+            compiled, state, k_eval, num_seeds, bar, start, checkpoint)
     finally:
         if bar is not None:
             bar.close()
+    if snaps is not None:
+        snaps.close()  # the last save committed; its wait counts in checkpoint_seconds
     curves = _curves(points)
     summary = _summary(trainer, num_seeds, curves, mem,
                        (compiled.seconds, train_seconds, eval_seconds), state, sizes)
+    summary["checkpoint_seconds"] = snaps.seconds if snaps is not None else 0.0
     if out_dir is not None:
         paths = results.write_all(out_dir, summary, curves)
         if trainer.network is not None:  # the trained Q-networks, read by `memjax compress`
-            paths.append(checkpoint.save(out_dir, trainer.config, state.agent.params,
-                                         network=trainer.network, meta={
-                                             "final_return_per_seed":
-                                                 summary["final_return_per_seed"]}))
+            paths.append(checkpoint_file.save(out_dir, trainer.config, state.agent.params,
+                                              network=trainer.network, meta={
+                                                  "final_return_per_seed":
+                                                      summary["final_return_per_seed"]}))
         if log is not None:
             log("wrote " + ", ".join(str(p) for p in paths))
     summary["curves"] = curves

@@ -1,0 +1,477 @@
+"""Whole-state run checkpoints: everything a training run carries, so that a killed run
+resumes bit-exactly (``memjax train --checkpoint-every N`` / ``memjax train --resume DIR``).
+
+Layout, written through orbax's ``CheckpointManager`` (async saves, ``max_to_keep``, atomic
+commits: a step directory appears only once complete)::
+
+    DIR/checkpoints/metadata/        the run record (orbax root metadata): format, memjax
+                                     version, TrainConfig, seeds, base seed, period
+    DIR/checkpoints/<step>/state     every leaf of the vmapped TrainState (agent params, target
+                                     params, optimizer state, replay buffer with its codec state
+                                     and sum-tree, env states, observations, carries, PRNG keys,
+                                     counters) and the results so far (evaluation and training
+                                     returns, learner metrics, buffer sizes per chunk)
+    DIR/checkpoints/<step>/meta      JSON: format, versions, config, the state's leaf paths,
+                                     shapes and dtypes, a CRC-32 per leaf, where in the run
+
+``<step>`` is env steps per seed done. Checkpoints are taken only at chunk boundaries (the
+run's chunks depend on its config alone, and evaluation keys on the chunk's index), so a
+resumed run executes the same compiled programs on the same inputs as an uninterrupted one.
+``DIR/checkpoint.msgpack`` (:mod:`memjax.train.checkpoint`, the trained parameters that
+``memjax compress`` reads) is a different, smaller file and is still written at the end.
+
+Reading falls back from an unreadable latest checkpoint (a file missing, cut short or
+changed: every leaf is checked against its CRC-32) to the newest one that reads, saying so
+on stderr, and moves the unreadable ones aside as ``<step>.unreadable``. A checkpoint
+written by another config, seed count, memjax version or state layout is an error
+(:class:`IncompatibleCheckpoint`), never mixed into a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+
+from memjax import __version__ as MEMJAX_VERSION
+from memjax.train.config import TrainConfig
+from memjax.train.results import config_to_dict
+
+FORMAT = "memjax-run-checkpoint"
+VERSION = 1
+DIRNAME = "checkpoints"
+MAX_TO_KEEP = 3
+DEFAULT_SAVES = 10  # "auto": a checkpoint every tenth of the run
+
+
+class IncompatibleCheckpoint(ValueError):
+    """A checkpoint (or run record) that belongs to another config, seed count, memjax
+    version or state layout."""
+
+
+def checkpoint_dir(out_dir) -> Path:
+    return Path(out_dir) / DIRNAME
+
+
+def resolve_every(every, config: TrainConfig) -> int:
+    """Env steps per seed between checkpoints: ``"auto"`` is a tenth of the run (rounded up;
+    at most ``DEFAULT_SAVES`` checkpoints), 0 or None is off, else the positive integer."""
+    if every is None:
+        return 0
+    if every == "auto":
+        return -(-config.steps_done // DEFAULT_SAVES)
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 0:
+        raise ValueError(f"checkpoint_every must be an integer >= 0 (env steps per seed; "
+                         f"0: off) or 'auto', got {every!r}")
+    return int(every)
+
+
+def save_indices(boundaries, every: int) -> set:
+    """Indices of the schedule entries after which a checkpoint is taken: ``boundaries`` are
+    the env steps per seed done after each entry (warm-up, chunks); a checkpoint follows the
+    first boundary at or past each multiple of ``every``, and the last entry (the finished
+    run). Empty when ``every`` is 0."""
+    if not every:
+        return set()
+    out, previous = set(), 0
+    for i, done in enumerate(boundaries):
+        if done // every > previous // every:
+            out.add(i)
+        previous = done
+    out.add(len(boundaries) - 1)
+    return out
+
+
+# --------------------------------------------------------------------------- the run record
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """What ``--resume DIR`` needs to restart a run: its config, seeds, base seed and
+    checkpoint period (env steps per seed), and the memjax version that wrote it."""
+
+    config: TrainConfig
+    num_seeds: int
+    seed: int
+    checkpoint_every: int
+    memjax_version: str = MEMJAX_VERSION
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "memjax_version": self.memjax_version,
+                "config": config_to_dict(self.config), "num_seeds": self.num_seeds,
+                "seed": self.seed, "checkpoint_every": self.checkpoint_every}
+
+    @classmethod
+    def from_json(cls, d, where) -> "RunRecord":
+        _check_format(d, where)
+        return cls(config=_config_from_dict(d["config"], where), num_seeds=int(d["num_seeds"]),
+                   seed=int(d["seed"]), checkpoint_every=int(d["checkpoint_every"]),
+                   memjax_version=d["memjax_version"])
+
+
+def _config_from_dict(d: dict, where) -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise IncompatibleCheckpoint(f"{where}: written with TrainConfig fields this memjax "
+                                     f"does not know: {unknown}")
+    d = dict(d)
+    if isinstance(d.get("hidden"), list):
+        d["hidden"] = tuple(d["hidden"])
+    return TrainConfig(**d)
+
+
+def _check_format(d, where) -> None:
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise IncompatibleCheckpoint(f"{where} is not a memjax run checkpoint (no format tag "
+                                     f"{FORMAT!r})")
+    if d.get("version") != VERSION or d.get("memjax_version") != MEMJAX_VERSION:
+        raise IncompatibleCheckpoint(
+            f"{where} was written by memjax {d.get('memjax_version')} (checkpoint format "
+            f"{d.get('version')}); this is memjax {MEMJAX_VERSION} (format {VERSION}), whose "
+            "training loop may not continue it bit-exactly: resume it with that version, or "
+            "start the run again")
+
+
+def config_differences(saved: TrainConfig, given: TrainConfig) -> list:
+    """``"name: saved -> given"`` for each TrainConfig field that differs."""
+    a, b = config_to_dict(saved), config_to_dict(given)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]
+
+
+def _manager(directory: Path, *, metadata=None, create=False):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=MAX_TO_KEEP, create=create,
+                                           enable_async_checkpointing=True)
+    return ocp.CheckpointManager(directory, options=options, metadata=metadata)
+
+
+def read_run(out_dir) -> RunRecord:
+    """The run record of ``out_dir`` (``FileNotFoundError`` when it holds no checkpointed run,
+    :class:`IncompatibleCheckpoint` when another format or memjax version wrote it)."""
+    directory = checkpoint_dir(out_dir)
+    if not (directory / "metadata").is_dir():
+        raise FileNotFoundError(f"{out_dir} holds no checkpointed run (no {directory}/metadata: "
+                                "memjax train writes it unless --checkpoint-every is 0)")
+    manager = _manager(directory)
+    try:
+        meta = manager.metadata().custom_metadata
+    finally:
+        manager.close()
+    return RunRecord.from_json(meta.get("run"), f"run record {directory}")
+
+
+# --------------------------------------------------------------------------- state <-> leaves
+
+
+def _is_key(x) -> bool:
+    return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def state_spec(state) -> list:
+    """``[path, shape, dtype]`` of every leaf of ``state`` (arrays or ShapeDtypeStructs)."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(state)
+    return [[jax.tree_util.keystr(path), list(leaf.shape), str(leaf.dtype)]
+            for path, leaf in flat]
+
+
+def host_copy(state) -> list:
+    """Every leaf of ``state`` copied into fresh NumPy arrays (PRNG keys as their uint32
+    data), safe to write while the device buffers are donated to the next chunk."""
+    leaves = [jax.random.key_data(x) if _is_key(x) else x for x in jax.tree.leaves(state)]
+    return [np.array(x, copy=True) for x in jax.device_get(leaves)]
+
+
+def _crc(a: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(a).view(np.uint8).reshape(-1))
+
+
+def _results_arrays(points: dict, sizes: list) -> tuple:
+    """The driver's per-chunk results as stacked arrays (dtypes kept) and the metric names in
+    their order."""
+    names = list(points["metrics"][0])
+    arrays = {"steps": np.asarray(points["steps"], np.int64),
+              "eval_return": np.stack(points["eval_return"]),
+              "eval_unfinished": np.asarray(points["eval_unfinished"], np.int64),
+              "train_return": np.stack(points["train_return"]),
+              "sizes": np.asarray(sizes, np.int64),
+              "metrics": {f"{i:03d}": np.stack([np.asarray(m[n]) for m in points["metrics"]])
+                          for i, n in enumerate(names)}}
+    return arrays, names
+
+
+def _results_from_arrays(arrays: dict, names: list) -> tuple:
+    k = len(arrays["steps"])
+    metrics = [{n: arrays["metrics"][f"{j:03d}"][i] for j, n in enumerate(names)}
+               for i in range(k)]
+    points = {"steps": arrays["steps"].tolist(), "eval_return": list(arrays["eval_return"]),
+              "eval_unfinished": arrays["eval_unfinished"].tolist(),
+              "train_return": list(arrays["train_return"]), "metrics": metrics}
+    return points, arrays["sizes"].tolist()
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """A restored checkpoint: ``state`` (the vmapped TrainState on the default device),
+    ``index`` (schedule entries done), ``step`` (env steps per seed done), ``points`` and
+    ``sizes`` (the driver's results so far) and ``times`` (seconds spent so far)."""
+
+    step: int
+    index: int
+    state: Any
+    points: dict
+    sizes: list
+    times: dict
+
+
+class Unreadable(Exception):
+    """A checkpoint that is incomplete or damaged (fall back to an older one)."""
+
+
+# --------------------------------------------------------------------------- the manager
+
+
+class Snapshots:
+    """The checkpoints of one run in ``DIR/checkpoints``. Use :func:`open_run`."""
+
+    def __init__(self, out_dir, record: RunRecord, template, key_impl,
+                 log: Optional[Callable] = print):
+        self.directory = checkpoint_dir(out_dir)
+        self.record, self.template, self.key_impl = record, template, key_impl
+        self.spec = state_spec(template)
+        self.every, self.log = record.checkpoint_every, log
+        self._manager = None
+        self.seconds = 0.0   # time the run spent blocked on saves
+
+    # -- writing -------------------------------------------------------------------------
+    def _writer(self):
+        if self._manager is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._manager = _manager(self.directory, create=True,
+                                     metadata={"run": self.record.to_json()})
+        return self._manager
+
+    def start(self) -> None:
+        """Write the run record now, so a run killed before its first checkpoint can be
+        resumed (from the start)."""
+        if self.every:
+            self._writer()
+
+    def save(self, index: int, step: int, state, points: dict, sizes: list,
+             times: dict) -> None:
+        """Checkpoint the state after schedule entry ``index`` (``step`` env steps per seed
+        done) with the results so far. Returns once the state is copied to host memory; the
+        write and its commit run in the background."""
+        import orbax.checkpoint as ocp
+
+        t0 = time.perf_counter()
+        leaves = host_copy(state)
+        results, names = _results_arrays(points, sizes)
+        meta = {**self.record.to_json(), "step": int(step), "index": int(index),
+                "state_spec": self.spec, "crc32": [_crc(a) for a in leaves],
+                "metric_names": names, "times": {k: float(v) for k, v in times.items()}}
+        # orbax cannot store zero-size arrays; the spec gives their shape back
+        tree = {"state": {f"{i:05d}": a for i, a in enumerate(leaves) if a.size},
+                "results": results}
+        self._writer().save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                                          meta=ocp.args.JsonSave(meta)))
+        self.seconds += time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Wait for the last save to commit and release orbax's threads."""
+        if self._manager is not None:
+            t0 = time.perf_counter()
+            self._manager.wait_until_finished()
+            self._manager.close()
+            self._manager = None
+            self.seconds += time.perf_counter() - t0
+
+    # -- reading -------------------------------------------------------------------------
+    def steps(self) -> list:
+        if not self.directory.is_dir():
+            return []
+        manager = _manager(self.directory)
+        try:
+            return sorted(manager.all_steps())
+        finally:
+            manager.close()
+
+    def restore(self) -> Optional[Snapshot]:
+        """The newest checkpoint that reads, or None when there is none; unreadable newer
+        ones are reported on stderr and moved aside. Raises :class:`IncompatibleCheckpoint`
+        for a checkpoint of another run or version."""
+        steps = self.steps()
+        if not steps:
+            return None
+        manager = _manager(self.directory)
+        bad, found = [], None
+        try:
+            for step in reversed(steps):
+                try:
+                    found = self._read(manager, step)
+                    break
+                except Unreadable as e:
+                    bad.append(step)
+                    older = [s for s in steps if s < step]
+                    then = f"falling back to step {older[-1]}" if older else \
+                        "no older checkpoint: starting the run from the beginning"
+                    print(f"memjax: checkpoint {self.directory / str(step)} is unreadable "
+                          f"({e}); {then}", file=sys.stderr, flush=True)
+        finally:
+            manager.close()
+        for step in bad:  # keep them for inspection, out of orbax's way
+            target = self.directory / f"{step}.unreadable"
+            n = 1
+            while target.exists():
+                n += 1
+                target = self.directory / f"{step}.unreadable-{n}"
+            os.replace(self.directory / str(step), target)
+        return found
+
+    def _read(self, manager, step: int) -> Snapshot:
+        import orbax.checkpoint as ocp
+
+        where = f"checkpoint {self.directory / str(step)}"
+        try:
+            meta = manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as e:  # orbax/tensorstore raise many types for damaged files
+            raise Unreadable(f"its metadata: {type(e).__name__}: {_first_line(e)}") from None
+        missing = [k for k in ("format", "version", "memjax_version", "config", "num_seeds",
+                               "seed", "step", "index", "state_spec", "crc32", "metric_names")
+                   if not isinstance(meta, dict) or k not in meta]
+        if missing:
+            raise Unreadable(f"its metadata lacks {missing}")
+        self._check_compatible(meta, where)
+        try:
+            tree = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore()))["state"]
+            stored = tree["state"]
+            leaves = []
+            for i, (template, (path, _, _), crc) in enumerate(zip(
+                    jax.tree.leaves(self.template), self.spec, meta["crc32"], strict=True)):
+                leaf = _stored_leaf(stored.get(f"{i:05d}"), template, path)
+                if _crc(leaf) != crc:
+                    raise Unreadable(f"leaf {path} fails its CRC-32 check")
+                leaves.append(leaf)
+            points, sizes = _results_from_arrays(tree["results"], meta["metric_names"])
+        except Unreadable:
+            raise
+        except Exception as e:
+            raise Unreadable(f"{type(e).__name__}: {_first_line(e)}") from None
+        if len(points["steps"]) != meta["index"] + 1 or points["steps"][-1] != step:
+            raise Unreadable("its results do not end at its step")
+        return Snapshot(step=step, index=int(meta["index"]), state=self._device_state(leaves),
+                        points=points, sizes=sizes, times=dict(meta.get("times", {})))
+
+    def _device_state(self, leaves: list):
+        out = [jax.random.wrap_key_data(a, impl=self.key_impl) if _is_key(t) else a
+               for a, t in zip(leaves, jax.tree.leaves(self.template))]
+        state = jax.tree.unflatten(jax.tree.structure(self.template), out)
+        return jax.device_put(state)
+
+    def _check_compatible(self, meta: dict, where: str) -> None:
+        _check_format(meta, where)
+        saved = _config_from_dict(meta["config"], where)
+        diff = config_differences(saved, self.record.config)
+        if diff:
+            raise IncompatibleCheckpoint(f"{where} belongs to a run with another config "
+                                         f"({'; '.join(diff)}); resume with the run's own "
+                                         "config, or write the new run to another directory")
+        for name, mine in (("num_seeds", self.record.num_seeds), ("seed", self.record.seed)):
+            if meta.get(name) != mine:
+                raise IncompatibleCheckpoint(f"{where} belongs to a run with {name}="
+                                             f"{meta.get(name)}, not {mine}")
+        if meta.get("state_spec") != self.spec:
+            old = {p: (s, d) for p, s, d in meta.get("state_spec") or []}
+            new = {p: (s, d) for p, s, d in self.spec}
+            what = [f"{p}: {old.get(p)} -> {new.get(p)}" for p in sorted(set(old) | set(new))
+                    if old.get(p) != new.get(p)]
+            raise IncompatibleCheckpoint(f"{where} holds a training state of another layout "
+                                         f"({'; '.join(what[:4]) or 'leaf order'}"
+                                         f"{'; ...' if len(what) > 4 else ''})")
+
+
+def _stored_leaf(stored, template, path: str) -> np.ndarray:
+    """The stored NumPy leaf (the key data for a PRNG key), checked against ``template``."""
+    want = jax.eval_shape(jax.random.key_data, template) if _is_key(template) else template
+    if stored is None:
+        if math.prod(want.shape):
+            raise Unreadable(f"leaf {path} is missing")
+        return np.zeros(want.shape, want.dtype)
+    stored = np.asarray(stored)
+    if stored.shape != tuple(want.shape) or stored.dtype != want.dtype:
+        raise Unreadable(f"leaf {path} is {stored.dtype}{list(stored.shape)}, expected "
+                         f"{want.dtype}{list(want.shape)}")
+    return stored
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def open_run(out_dir, record: RunRecord, template, key_impl, *, resume: bool,
+             log: Optional[Callable] = print) -> tuple:
+    """The run's :class:`Snapshots` and the checkpoint to continue from (None: start).
+
+    ``resume``: continue ``out_dir``'s checkpointed run, which must have ``record``'s config,
+    seeds and base seed (else :class:`IncompatibleCheckpoint`; ``FileNotFoundError`` when
+    there is no run to resume). Otherwise a fresh run: checkpoints of an earlier, finished
+    run in ``out_dir`` are replaced (its results files are too), and those of an unfinished
+    one are an error that says how to resume it.
+    """
+    directory = checkpoint_dir(out_dir)
+    snaps = Snapshots(out_dir, record, template, key_impl, log)
+    if resume:
+        saved = read_run(out_dir)
+        diff = config_differences(saved.config, record.config)
+        for name in ("num_seeds", "seed"):
+            if getattr(saved, name) != getattr(record, name):
+                diff.append(f"{name}: {getattr(saved, name)!r} -> {getattr(record, name)!r}")
+        if diff:
+            raise IncompatibleCheckpoint(f"{out_dir} holds a run with other settings "
+                                         f"({'; '.join(diff)}); resume it with its own "
+                                         "settings, or write the new run to another directory")
+        found = snaps.restore()
+        if log is not None:
+            log(f"resuming {out_dir} from step {found.step:,} of {record.config.steps_done:,}"
+                if found else f"resuming {out_dir}: no complete checkpoint, starting from step 0")
+        return snaps, found
+    if directory.exists():
+        try:
+            saved = read_run(out_dir)
+        except FileNotFoundError:
+            saved = None
+        if saved is None and any(directory.iterdir()):
+            raise FileExistsError(f"{directory} exists and does not hold a memjax run's "
+                                  "checkpoints: move it away, or write the run elsewhere")
+        steps = snaps.steps() if saved is not None else []
+        if saved is not None and (not steps or steps[-1] < saved.config.steps_done):
+            where = f"step {steps[-1]:,} of {saved.config.steps_done:,}" if steps \
+                else "killed before its first checkpoint"
+            raise FileExistsError(
+                f"{directory} holds the checkpoints of an unfinished run ({where}): continue "
+                f"it with `memjax train --resume {out_dir}` (run(..., resume=True)), or delete "
+                f"{directory} to start over")
+        shutil.rmtree(directory)
+        if log is not None and steps:
+            log(f"replacing the checkpoints of the earlier, finished run in {directory}")
+    return snaps, None
+
+
+__all__ = ["RunRecord", "Snapshot", "Snapshots", "IncompatibleCheckpoint", "open_run",
+           "read_run", "resolve_every", "save_indices", "state_spec", "host_copy",
+           "config_differences", "checkpoint_dir", "DIRNAME", "MAX_TO_KEEP", "DEFAULT_SAVES"]

@@ -1,0 +1,209 @@
+"""Whole-state checkpoints (memjax.train.snapshots) and bit-exact resume: a run killed with
+SIGKILL and resumed ends with the files of an uninterrupted run; an unreadable latest
+checkpoint falls back to the one before; another config, seed count or memjax version is an
+error; the trained-model checkpoint that `memjax compress` reads is still written."""
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from memjax import cli
+from memjax.train import TrainConfig, checkpoint, run, snapshots
+
+TIMING = {"steps_per_second", "steps_per_second_per_seed", "train_seconds", "eval_seconds",
+          "compile_seconds", "compile_seconds_by_function", "checkpoint_seconds"}
+
+TINY = TrainConfig(num_envs=4, total_steps=2_000, learning_starts=400)
+
+
+def _summary(out: Path) -> dict:
+    return {k: v for k, v in json.loads((out / "summary.json").read_text()).items()
+            if k not in TIMING}
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Same returns files byte for byte, same summary but for timing, same final params."""
+    for name in ("returns.csv", "returns.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert _summary(a) == _summary(b)
+    ca, cb = checkpoint.load(a), checkpoint.load(b)
+    assert ca.config == cb.config and ca.meta == cb.meta
+    la, lb = jax.tree.leaves(ca.params), jax.tree.leaves(cb.params)
+    assert len(la) == len(lb) > 0
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(x, y)
+
+
+def _steps(out: Path) -> list:
+    return sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
+
+
+# --------------------------------------------------------------------------- the period
+
+
+def test_checkpoints_are_taken_at_chunk_boundaries():
+    boundaries = [400, 800, 1200, 1600, 2000]
+    assert snapshots.save_indices(boundaries, 0) == set()
+    assert snapshots.save_indices(boundaries, 400) == {0, 1, 2, 3, 4}
+    # the first boundary at or past each multiple of 700 (700, 1400), and the end
+    assert snapshots.save_indices(boundaries, 700) == {1, 3, 4}
+    assert snapshots.save_indices(boundaries, 10**9) == {4}
+    assert snapshots.resolve_every("auto", TINY) == 200  # a tenth of 2000 steps
+    assert snapshots.resolve_every(None, TINY) == 0
+    with pytest.raises(ValueError, match="checkpoint_every must be"):
+        snapshots.resolve_every(-1, TINY)
+
+
+# --------------------------------------------------------------------------- SIGKILL + resume
+
+# 300k steps per seed train in about 3 s here, so that the run is still going when it is
+# killed after its first checkpoint (30400 steps); compiled programs are shared between the
+# subprocesses through JAX's persistent cache (the same programs, compiled once).
+STEPS = 300_400
+RUN_ARGS = ["--steps", str(STEPS), "--seeds", "2", "--num-envs", "4", "--capacity", "1000",
+            "--batch-size", "32", "--learning-starts", "400", "--chunk-steps", "30000",
+            "--eval-episodes", "2", "--hidden", "32", "--eps-decay-steps", "50000",
+            "--replay", "prioritized", "--obs-codec", "int8", "--calibration-steps", "200",
+            "--no-progress"]
+
+
+def _memjax(args, log: Path, cache: Path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(cache),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    with open(log, "w") as f:
+        return subprocess.Popen([sys.executable, "-m", "memjax.cli", *args], stdout=f,
+                                stderr=subprocess.STDOUT, env=env)
+
+
+def _finish(proc, log: Path) -> str:
+    assert proc.wait(timeout=300) == 0, log.read_text()
+    return log.read_text()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """``ref``: an uninterrupted run without checkpoints; ``killed``: the same run with a
+    checkpoint every 30000 steps, killed with SIGKILL once its first checkpoint is committed
+    and then resumed (``log``: the resumed process's output)."""
+    tmp = tmp_path_factory.mktemp("resume")
+    cache, ref, killed = tmp / "jax-cache", tmp / "ref", tmp / "killed"
+    _finish(_memjax(["train", *RUN_ARGS, "--checkpoint-every", "0", "--out", str(ref)],
+                    tmp / "ref.log", cache), tmp / "ref.log")
+    victim = _memjax(["train", *RUN_ARGS, "--checkpoint-every", "30000", "--out", str(killed)],
+                     tmp / "killed.log", cache)
+    deadline = time.monotonic() + 300
+    while victim.poll() is None and time.monotonic() < deadline:
+        if (killed / "checkpoints").is_dir() and _steps(killed):
+            break
+        time.sleep(0.005)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL, (tmp / "killed.log").read_text()
+    at_kill = _steps(killed)
+    assert at_kill and not (killed / "summary.json").exists()
+    log = _finish(_memjax(["train", "--resume", str(killed)], tmp / "resumed.log", cache),
+                  tmp / "resumed.log")
+    return {"ref": ref, "killed": killed, "at_kill": at_kill, "log": log, "cache": cache,
+            "tmp": tmp}
+
+
+def test_sigkill_then_resume_is_bit_exact(runs):
+    ref, killed = runs["ref"], runs["killed"]
+    assert not (ref / "checkpoints").exists()
+    resumed_from = int(runs["log"].split(f"resuming {killed} from step ")[1].split()[0]
+                       .replace(",", ""))
+    assert resumed_from >= runs["at_kill"][-1] > 0
+    assert_same_run(ref, killed)
+    assert _steps(killed) == [STEPS - 60_000, STEPS - 30_000, STEPS]  # max_to_keep 3
+
+
+# --------------------------------------------------------------------------- fallback, errors
+
+
+def _copy(runs, tmp_path) -> Path:
+    return Path(shutil.copytree(runs["killed"], tmp_path / "run"))
+
+
+def _damage(step_dir: Path) -> None:
+    """Flip bytes in the middle of the largest data file of a checkpoint."""
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file()]
+    biggest = max(files, key=lambda p: p.stat().st_size)
+    data = bytearray(biggest.read_bytes())
+    for i in range(len(data) // 2, min(len(data), len(data) // 2 + 64)):
+        data[i] ^= 0xFF
+    biggest.write_bytes(bytes(data))
+
+
+def test_unreadable_latest_checkpoint_falls_back(runs, tmp_path):
+    out = _copy(runs, tmp_path)
+    last, before = STEPS, STEPS - 30_000
+    _damage(out / "checkpoints" / str(last))
+    # a save cut short by a kill leaves only a temporary directory, which is not a step
+    shutil.copytree(out / "checkpoints" / str(before),
+                    out / "checkpoints" / f"{last + 30_000}.orbax-checkpoint-tmp")
+    for name in ("returns.csv", "returns.json", "summary.json", "checkpoint.msgpack"):
+        (out / name).unlink()
+    log = _finish(_memjax(["train", "--resume", str(out)], tmp_path / "log", runs["cache"]),
+                  tmp_path / "log")
+    assert f"checkpoints/{last} is unreadable" in log
+    assert f"falling back to step {before}" in log
+    assert f"resuming {out} from step {before:,} of {STEPS:,}" in log
+    assert (out / "checkpoints" / f"{last}.unreadable").is_dir()
+    assert _steps(out)[-1] == last  # saved again
+    assert_same_run(runs["ref"], out)
+
+
+def _config(out: Path) -> TrainConfig:
+    return snapshots.read_run(out).config
+
+
+def test_incompatible_checkpoints_are_errors(runs, tmp_path, capsys, monkeypatch):
+    out = _copy(runs, tmp_path)
+    cfg = _config(out)
+    with pytest.raises(snapshots.IncompatibleCheckpoint, match=r"lr: 0.00025 -> 0.001"):
+        run(dataclasses.replace(cfg, lr=1e-3), num_seeds=2, out_dir=out, progress=False,
+            log=None, resume=True)
+    with pytest.raises(snapshots.IncompatibleCheckpoint, match="num_seeds: 2 -> 3"):
+        run(cfg, num_seeds=3, out_dir=out, progress=False, log=None, resume=True)
+    # the command line: an explicit option that conflicts with the run's own is named
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--resume", str(out), "--lr", "0.001", "--hidden", "32",
+                  "--seeds", "2"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--lr 0.001 (the run has 0.00025)" in err
+    assert "--hidden" not in err and "--seeds" not in err
+    # a checkpoint written by another memjax version
+    monkeypatch.setattr(snapshots, "MEMJAX_VERSION", "99.0")
+    with pytest.raises(snapshots.IncompatibleCheckpoint, match="written by memjax 0.1.0"):
+        run(cfg, num_seeds=2, out_dir=out, progress=False, log=None, resume=True)
+
+
+def test_fresh_run_refuses_an_unfinished_runs_checkpoints(runs, tmp_path, capsys):
+    out = _copy(runs, tmp_path)
+    shutil.rmtree(out / "checkpoints" / str(STEPS))
+    with pytest.raises(FileExistsError, match=f"unfinished run .step {STEPS - 30_000:,} of"):
+        run(_config(out), num_seeds=2, out_dir=out, progress=False, log=None,
+            checkpoint_every=30_000)
+    with pytest.raises(SystemExit):
+        cli.main(["train", *RUN_ARGS, "--out", str(out)])
+    assert f"memjax train --resume {out}" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="holds no checkpointed run"):
+        run(_config(out), num_seeds=2, out_dir=tmp_path / "empty", progress=False, log=None,
+            resume=True)
+
+
+def test_the_compress_checkpoint_is_still_written(runs):
+    ck = checkpoint.load(runs["killed"])  # what `memjax compress DIR` reads
+    assert ck.config == _config(runs["killed"]) and ck.num_seeds == 2
+    assert ck.network().apply(ck.seed_params(1), np.ones((3, 4), np.float32)).shape == (3, 2)
