@@ -1,7 +1,8 @@
-"""Agents: the :class:`Agent` interface, DQN / Double DQN, Q-networks, losses, policies."""
+"""Agents: the :class:`Agent` interface, DQN / Double DQN, DRQN, Q-networks, losses, policies."""
 
 from memjax.agents.base import Agent, no_carry
 from memjax.agents.dqn import DQNState, make_dqn
+from memjax.agents.drqn import DRQNState, make_drqn, trained_steps, window_td_errors
 from memjax.agents.losses import (
     LOSS_KINDS,
     as_windows,
@@ -19,9 +20,12 @@ from memjax.agents.networks import (
     network_kind,
 )
 from memjax.agents.policies import epsilon_greedy, explore
+from memjax.agents.recurrent import CELL_KINDS, RecurrentQNetwork, reset_where, unroll
 
 __all__ = [
     "Agent", "no_carry", "DQNState", "make_dqn",
+    "DRQNState", "make_drqn", "trained_steps", "window_td_errors",
+    "RecurrentQNetwork", "CELL_KINDS", "reset_where", "unroll",
     "ConvQNetwork", "MLPQNetwork", "make_network", "network_kind", "NETWORK_KINDS",
     "LOSS_KINDS", "n_step_bootstrap", "bootstrap_value", "q_learning_td", "as_windows",
     "td_errors", "weighted_loss",

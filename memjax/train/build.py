@@ -9,7 +9,14 @@ import jax.numpy as jnp
 import optax
 
 from memjax import envs, replay
-from memjax.agents import Agent, make_dqn, make_network, network_kind
+from memjax.agents import (
+    Agent,
+    RecurrentQNetwork,
+    make_dqn,
+    make_drqn,
+    make_network,
+    network_kind,
+)
 from memjax.train.config import TrainConfig
 from memjax.train.storage import make_layout, stores_episode_starts
 
@@ -92,7 +99,8 @@ def make_network_for(config: TrainConfig, env, env_params) -> nn.Module:
     """The Q-network for ``config.network`` on ``env``'s observations.
 
     Args:
-      config: the run's :class:`TrainConfig` (``network``, ``hidden``).
+      config: the run's :class:`TrainConfig` (``network``, ``hidden``; for recurrent agents
+        also ``memory`` and ``cell``).
       env: a gymnax environment.
       env_params: its parameters.
 
@@ -100,6 +108,10 @@ def make_network_for(config: TrainConfig, env, env_params) -> nn.Module:
       A flax module (see :func:`memjax.agents.network_kind` for ``"auto"``).
     """
     kind = network_kind(config.network, envs.observation_shape(env, env_params))
+    if config.recurrent:
+        return RecurrentQNetwork(envs.num_actions(env, env_params), hidden=tuple(config.hidden),
+                                 memory=config.memory, cell=config.cell,
+                                 channels=16 if kind == "conv" else 0)
     return make_network(kind, envs.num_actions(env, env_params), config.hidden)
 
 
@@ -134,19 +146,22 @@ def make_agent(config: TrainConfig, network: nn.Module, num_actions: int) -> Age
       num_actions: size of the discrete action space.
 
     Returns:
-      An :class:`memjax.agents.Agent` (:func:`memjax.agents.make_dqn` for ``"dqn"``).
+      An :class:`memjax.agents.Agent` (:func:`memjax.agents.make_dqn` for ``"dqn"``,
+      :func:`memjax.agents.make_drqn` for ``"drqn"``).
 
     Raises:
       ValueError: an unknown agent.
     """
-    if config.agent != "dqn":
-        raise ValueError(f"unknown agent {config.agent!r}")
-    return make_dqn(network, num_actions, make_optimizer(config),
-                    epsilon=optax.linear_schedule(config.eps_start, config.eps_end,
-                                                  config.eps_decay_steps),
-                    gamma=config.gamma, double=config.double_dqn, loss=config.loss,
-                    huber_delta=config.huber_delta, target_period=config.target_period,
-                    tau=config.tau, priority_eps=config.priority_eps)
+    epsilon = optax.linear_schedule(config.eps_start, config.eps_end, config.eps_decay_steps)
+    common = dict(gamma=config.gamma, double=config.double_dqn, loss=config.loss,
+                  huber_delta=config.huber_delta, target_period=config.target_period,
+                  tau=config.tau, priority_eps=config.priority_eps)
+    if config.agent == "dqn":
+        return make_dqn(network, num_actions, make_optimizer(config), epsilon=epsilon, **common)
+    if config.agent == "drqn":
+        return make_drqn(network, num_actions, make_optimizer(config), epsilon=epsilon,
+                         burn_in=config.burn_in, n_step=config.n_step, eta=config.eta, **common)
+    raise ValueError(f"unknown agent {config.agent!r}")
 
 
 def beta_schedule(config: TrainConfig):

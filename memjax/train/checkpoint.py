@@ -26,7 +26,13 @@ import numpy as np
 from flax import serialization
 
 from memjax import envs
-from memjax.agents import ConvQNetwork, MLPQNetwork, make_network, network_kind
+from memjax.agents import (
+    ConvQNetwork,
+    MLPQNetwork,
+    RecurrentQNetwork,
+    make_network,
+    network_kind,
+)
 from memjax.train.config import TrainConfig
 from memjax.train.results import config_to_dict
 
@@ -80,17 +86,24 @@ class Checkpoint:
 
     def network(self):
         """The flax Q-network the parameters belong to."""
-        return make_network(self.meta["network"], int(self.meta["num_actions"]),
-                                   self.config.hidden)
+        num_actions = int(self.meta["num_actions"])
+        if self.meta["network"] == "recurrent":
+            return RecurrentQNetwork(num_actions, hidden=tuple(self.config.hidden),
+                                     memory=self.config.memory, cell=self.config.cell,
+                                     channels=int(self.meta.get("channels", 0)))
+        return make_network(self.meta["network"], num_actions, self.config.hidden)
 
 
 def _network_kind(network) -> str:
+    if isinstance(network, RecurrentQNetwork):
+        return "recurrent"
     if isinstance(network, ConvQNetwork):
         return "conv"
     if isinstance(network, MLPQNetwork):
         return "mlp"
     raise ValueError(f"checkpoint.save: unsupported network {type(network).__name__}; "
-                     "memjax checkpoints hold MLPQNetwork or ConvQNetwork parameters")
+                     "memjax checkpoints hold MLPQNetwork, ConvQNetwork or RecurrentQNetwork "
+                     "parameters")
 
 
 def save(path, config, params, *, stacked: bool = True, network=None,
@@ -104,14 +117,20 @@ def save(path, config, params, *, stacked: bool = True, network=None,
     params = jax.tree.map(np.asarray, jax.device_get(params))
     if not stacked:
         params = jax.tree.map(lambda x: x[None], params)
+    channels = 0
     if network is None:
         env, env_params = envs.make(config.env)
         kind = network_kind(config.network, envs.observation_shape(env, env_params))
         num_actions = envs.num_actions(env, env_params)
+        if config.recurrent:
+            kind, channels = "recurrent", 16 if kind == "conv" else 0
     else:
         kind, num_actions = _network_kind(network), int(network.num_actions)
+        channels = int(getattr(network, "channels", 0)) if kind == "recurrent" else 0
     m = {"env": config.env, "num_seeds": int(jax.tree.leaves(params)[0].shape[0]),
          "num_actions": num_actions, "network": kind}
+    if kind == "recurrent":
+        m["channels"] = channels
     m.update(meta or {})
     blob = serialization.msgpack_serialize({
         "format": FORMAT, "version": VERSION, "config": config_to_json(config),

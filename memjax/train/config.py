@@ -7,13 +7,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from memjax.agents import LOSS_KINDS, NETWORK_KINDS
+from memjax.agents import CELL_KINDS, LOSS_KINDS, NETWORK_KINDS
 from memjax.train.storage import LAYOUTS, REWARD_CODECS, check_obs_codec
 
 REPLAY_KINDS = ("uniform", "prioritized")
 """The values of ``TrainConfig.replay``."""
-AGENT_KINDS = ("dqn",)
+AGENT_KINDS = ("dqn", "drqn")
 """The values of ``TrainConfig.agent``."""
+RECURRENT_AGENTS = ("drqn",)
+"""The agents that learn from replayed windows with a stored recurrent state."""
 
 
 class StepSchedule:
@@ -92,7 +94,7 @@ class TrainConfig(StepSchedule):
 
     # run
     env: str = "CartPole-v1"          # gymnax environment id
-    agent: str = "dqn"                # the learning agent (dqn; double_dqn for Double DQN)
+    agent: str = "dqn"                # the learning agent: dqn | drqn (recurrent; see the recurrent section)
     num_envs: int = 10                # vectorised environments per seed
     total_steps: int = 500_000        # environment steps per seed
     # replay
@@ -126,6 +128,13 @@ class TrainConfig(StepSchedule):
     tau: float = 1.0                  # 1: hard target copy; < 1: one Polyak step per target update
     network: str = "auto"             # auto (conv for image observations, else mlp) | mlp | conv
     hidden: Sequence[int] = (120, 84)  # MLP hidden widths, e.g. 120,84
+    # recurrent agents (drqn)
+    cell: str = "gru"                 # recurrent cell: gru | lstm
+    memory: int = 64                  # recurrent state size
+    sequence_length: int = 40         # steps per replayed window, burn-in included
+    sequence_period: int = 20         # rows between the starts of replayed windows
+    burn_in: int = 8                  # window steps that only warm the stored state up (no loss, no gradient)
+    eta: float = 0.9                  # window priority: eta * max |TD| + (1 - eta) * mean |TD|
     # acting
     eps_start: float = 1.0            # exploration epsilon at the start
     eps_end: float = 0.05             # exploration epsilon after the decay
@@ -145,10 +154,22 @@ class TrainConfig(StepSchedule):
         return max(1, round(self.target_update_every / (self.num_envs * self.train_every)))
 
     @property
+    def recurrent(self) -> bool:
+        """Whether the agent learns from windows with a stored recurrent state."""
+        return self.agent in RECURRENT_AGENTS
+
+    @property
     def storage_layout(self) -> str:
-        """The replay layout the loop uses: ``"sequence"`` when ``n_step > 1`` (n-step
-        targets are read from windows of stored steps), else ``layout``."""
-        return "sequence" if self.n_step > 1 else self.layout
+        """The replay layout the loop uses: ``"sequence"`` for recurrent agents and when
+        ``n_step > 1`` (n-step targets are read from windows of stored steps), else
+        ``layout``."""
+        return "sequence" if self.n_step > 1 or self.recurrent else self.layout
+
+    @property
+    def window_length(self) -> int:
+        """Steps per replayed window: ``sequence_length`` for recurrent agents, else
+        ``n_step``."""
+        return self.sequence_length if self.recurrent else self.n_step
 
     def validate(self) -> "TrainConfig":
         """Raise ``ValueError`` with a clear message for invalid settings; return self."""
@@ -158,10 +179,12 @@ class TrainConfig(StepSchedule):
                                    ("network", self.network, NETWORK_KINDS),
                                    ("loss", self.loss, LOSS_KINDS),
                                    ("reward_codec", self.reward_codec, REWARD_CODECS),
-                                   ("layout", self.layout, LAYOUTS)):
+                                   ("layout", self.layout, LAYOUTS),
+                                   ("cell", self.cell, CELL_KINDS)):
             if value not in kinds:
                 raise ValueError(f"{name} must be one of {kinds}, got {value!r}")
         self._validate_learner()
+        self._validate_recurrent()
         self._validate_storage()
         if any((not isinstance(h, int)) or h <= 0 for h in self.hidden):
             raise ValueError(f"hidden must be positive layer widths, got {tuple(self.hidden)!r}")
@@ -170,7 +193,8 @@ class TrainConfig(StepSchedule):
     def _validate_counts(self) -> None:
         positive = ("num_envs", "total_steps", "buffer_capacity", "batch_size", "train_every",
                     "target_update_every", "eps_decay_steps", "chunk_steps", "eval_episodes",
-                    "n_step", "calibration_steps")
+                    "n_step", "calibration_steps", "memory", "sequence_length",
+                    "sequence_period")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
@@ -203,6 +227,17 @@ class TrainConfig(StepSchedule):
         if self.alpha < 0 or self.beta_start < 0 or self.beta_end < 0:
             raise ValueError("alpha, beta_start and beta_end must be >= 0")
 
+    def _validate_recurrent(self) -> None:
+        if not isinstance(self.burn_in, int) or self.burn_in < 0:
+            raise ValueError(f"burn_in must be an integer >= 0, got {self.burn_in!r}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {self.eta!r}")
+        if self.recurrent and self.sequence_length < self.burn_in + self.n_step:
+            raise ValueError(
+                f"agent {self.agent!r}: sequence_length ({self.sequence_length}) is shorter than "
+                f"burn_in ({self.burn_in}) + n_step ({self.n_step}): no step of a window would "
+                f"be trained; use --sequence-length {self.burn_in + self.n_step} or more")
+
     def _validate_storage(self) -> None:
         check_obs_codec(self.obs_codec)
         if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
@@ -225,10 +260,12 @@ class TrainConfig(StepSchedule):
         if self.buffer_capacity % self.num_envs:
             raise ValueError(f"layout {layout!r} needs buffer_capacity ({self.buffer_capacity}) "
                              f"to be a multiple of num_envs ({self.num_envs})")
+        why = f"agent {self.agent!r}" if self.recurrent else f"n_step={self.n_step}"
         if layout == "sequence" and self.frame_stack > 1:
-            raise ValueError(f"n_step > 1 (sequence replay) does not support frame_stack > 1 "
-                             f"(got n_step={self.n_step}, frame_stack={self.frame_stack})")
+            raise ValueError(f"sequence replay ({why}) does not support frame_stack > 1 "
+                             f"(got frame_stack={self.frame_stack})")
         rows = self.buffer_capacity // self.num_envs
-        if layout == "sequence" and self.n_step > rows:
-            raise ValueError(f"n_step ({self.n_step}) is longer than the {rows} rows of "
+        if layout == "sequence" and self.window_length > rows:
+            setting = "sequence_length" if self.recurrent else "n_step"
+            raise ValueError(f"{setting} ({self.window_length}) is longer than the {rows} rows of "
                              f"num_envs={self.num_envs} steps the buffer keeps")

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from memjax import envs
-from memjax.agents import Agent
+from memjax.agents import Agent, reset_where
 from memjax.train.evaluation import Episodes
 from memjax.train.evaluation import evaluate as evaluate_policy
 from memjax.train.build import (
@@ -78,14 +78,6 @@ class TrainState:
     key: jax.Array
     step: jax.Array
     ep_return: jax.Array
-
-
-def _reset_where(first, carry, initial):
-    """``initial`` for the environments where ``first`` (bool [E]), else ``carry``."""
-    def pick(old, new):
-        return jnp.where(first.reshape(first.shape + (1,) * (old.ndim - 1)), new, old)
-
-    return jax.tree.map(pick, carry, initial)
 
 
 def _episode_stats(done, finished):
@@ -182,7 +174,7 @@ class Trainer:
     def _act(self, state: TrainState, key, random_actions: bool):
         """(actions int32 [E], next carry, extras) for ``state.obs``."""
         cfg = self.config
-        carry = _reset_where(state.first, state.carry,
+        carry = reset_where(state.first, state.carry,
                              self.agent.initial_carry(cfg.num_envs))
         if random_actions:
             actions = jax.random.randint(key, (cfg.num_envs,), 0, self.num_actions,

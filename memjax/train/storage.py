@@ -126,11 +126,17 @@ def make_codecs(config, env, env_params) -> dict:
 
 
 def make_layout(config):
-    """None (flat), ``memjax.replay.one_copy(num_envs, frame_stack, side_fraction)``, or
-    ``memjax.replay.sequence(num_envs, length=n_step, side_fraction=...)``."""
+    """None (flat), ``memjax.replay.one_copy(num_envs, frame_stack, side_fraction)``,
+    ``memjax.replay.sequence(num_envs, length=n_step, side_fraction=...)``, or for recurrent
+    agents ``memjax.replay.sequence(num_envs, sequence_length, sequence_period,
+    per_window=("carry",))``."""
     layout = config.storage_layout
     if layout == "flat":
         return None
+    if layout == "sequence" and config.recurrent:   # windows with the carry stored once
+        return replay.sequence(config.num_envs, length=config.sequence_length,
+                               period=config.sequence_period, per_window=("carry",),
+                               side_fraction=config.side_fraction)
     if layout == "sequence":
         return replay.sequence(config.num_envs, length=config.n_step,
                                side_fraction=config.side_fraction)

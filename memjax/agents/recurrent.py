@@ -1,0 +1,133 @@
+"""Recurrent Q-networks (flax.linen) for agents that remember: DRQN (Hausknecht & Stone, 2015)
+with R2D2's training scheme (Kapturowski et al., 2019).
+
+A recurrent Q-network maps ``(carry, obs)`` for one step of a batch of environments to
+``(carry, q_values)``. Episode starts are the caller's business: :func:`reset_where` puts
+the initial carry back where an observation starts an episode, and :func:`unroll` does it
+for every step of a window.
+
+Shapes (B = batch, L = window length, A = actions, H = ``memory``):
+
+```
+obs      [B, *obs_shape]      any real or bool dtype (cast to float32 inside)
+carry    GRU: float32 [B, H];  LSTM: a tuple (c, h) of float32 [B, H]
+q        float32 [B, A]
+```
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+CELL_KINDS = ("gru", "lstm")
+"""The recurrent cells :class:`RecurrentQNetwork` takes."""
+
+
+class RecurrentQNetwork(nn.Module):
+    """An encoder, a recurrent cell and a linear Q-head.
+
+    The encoder is a ReLU MLP of widths ``hidden`` over the flattened observation, after one
+    3x3 conv of ``channels`` filters for image observations ``[B, H, W, C]`` (MinAtar). Call it
+    as ``network.apply(params, carry, obs) -> (carry, q)`` on ONE step of B environments.
+
+    Attributes:
+      num_actions: size of the discrete action space, A.
+      hidden: widths of the encoder's ReLU layers.
+      memory: the recurrent state's size, H.
+      cell: ``"gru"`` (carry ``[B, H]``) or ``"lstm"`` (carry ``(c, h)``).
+      channels: conv filters for image observations (0: no conv).
+    """
+
+    num_actions: int
+    hidden: Sequence[int] = (64,)
+    memory: int = 64
+    cell: str = "gru"
+    channels: int = 16
+
+    def initial_carry(self, batch: int):
+        """The zero carry of ``batch`` environments: float32 ``[batch, H]`` (GRU) or a tuple of
+        two (LSTM)."""
+        if self.cell not in CELL_KINDS:
+            raise ValueError(f"cell must be one of {CELL_KINDS}, got {self.cell!r}")
+        zeros = jnp.zeros((batch, self.memory), jnp.float32)
+        return zeros if self.cell == "gru" else (zeros, zeros)
+
+    @nn.compact
+    def __call__(self, carry, obs):
+        x = jnp.asarray(obs, jnp.float32)
+        if x.ndim == 4 and self.channels:
+            x = nn.relu(nn.Conv(self.channels, (3, 3), padding="VALID")(x))
+        x = x.reshape((x.shape[0], -1))
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        if self.cell == "gru":
+            carry, y = nn.GRUCell(features=self.memory)(carry, x)
+        elif self.cell == "lstm":
+            carry, y = nn.OptimizedLSTMCell(features=self.memory)(carry, x)
+        else:
+            raise ValueError(f"cell must be one of {CELL_KINDS}, got {self.cell!r}")
+        return carry, nn.Dense(self.num_actions)(y)
+
+
+def reset_where(first, carry, initial):
+    """``carry`` with the rows where ``first`` (bool [B]) replaced by ``initial``'s rows."""
+    def pick(initial_leaf, leaf):
+        mask = first.reshape(first.shape + (1,) * (leaf.ndim - 1))
+        return jnp.where(mask, initial_leaf, leaf)
+    return jax.tree.map(pick, initial, carry)
+
+
+def unroll(apply_fn, params, carry, obs, first, next_obs=None):
+    """Run a recurrent Q-network over windows, resetting the carry at episode starts.
+
+    Args:
+      apply_fn: ``apply_fn(params, carry, obs [B, ...]) -> (carry, q [B, A])``.
+      params: the network's parameters.
+      carry: the carry before the window's first step (pytree ``[B, ...]``); its zeros are
+        the initial carry put back where ``first``.
+      obs: ``[B, L, *obs_shape]`` the windows' observations.
+      first: bool ``[B, L]``, True where the step's observation starts an episode.
+      next_obs: optional ``[B, L, *obs_shape]``, each step's next observation (the episode's
+        true final observation where it ended).
+
+    Returns:
+      ``(carry, q, q_next)``: the carry after the last step, float32 ``[B, L, A]`` the
+      Q-values at each step, and (with ``next_obs``, else None) float32 ``[B, L, A]`` the
+      Q-values at each step's next observation, from the carry after that step, so that a
+      bootstrap never uses a carry reset by the next episode.
+    """
+    initial = jax.tree.map(jnp.zeros_like, carry)
+    time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+    batch = obs.shape[0]
+
+    def step(carry, inputs):
+        step_obs, step_first = inputs
+        carry = reset_where(step_first, carry, initial)
+        return apply_fn(params, carry, step_obs)
+
+    def step_with_next(carry, inputs):
+        """Step t feeds obs[t] to the (reset) carry and next_obs[t-1] to the carry as it
+        was after step t-1 (never reset: the final observation belongs to its episode),
+        in one call on 2B rows."""
+        step_obs, step_first, previous_next = inputs
+        rows = jax.tree.map(lambda reset, kept: jnp.concatenate([reset, kept]),
+                            reset_where(step_first, carry, initial), carry)
+        new, q_both = apply_fn(params, rows, jnp.concatenate([step_obs, previous_next]))
+        return jax.tree.map(lambda c: c[:batch], new), (q_both[:batch], q_both[batch:])
+
+    if next_obs is None:
+        carry, q = jax.lax.scan(step, carry, (time_major(obs), time_major(first)))
+        return carry, time_major(q), None
+    previous_next = jnp.concatenate([obs[:, :1], next_obs[:, :-1]], axis=1)  # step 0: unused
+    carry, (q, q_prev_next) = jax.lax.scan(
+        step_with_next, carry, (time_major(obs), time_major(first), time_major(previous_next)))
+    _, q_last_next = apply_fn(params, carry, next_obs[:, -1])
+    q_next = jnp.concatenate([time_major(q_prev_next)[:, 1:], q_last_next[:, None]], axis=1)
+    return carry, time_major(q), q_next
+
+
+__all__ = ["CELL_KINDS", "RecurrentQNetwork", "reset_where", "unroll"]
