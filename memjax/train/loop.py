@@ -62,11 +62,17 @@ from memjax.train.storage import make_codecs, stores_episode_starts
 class TrainState:
     """Everything one seed's run carries (a pytree of arrays only).
 
-    agent: the agent's state (DQN: :class:`memjax.agents.DQNState`); buffer: replay state;
-    env_state / obs: ``num_envs`` environments (obs ``[num_envs, *obs_shape]``); carry: the
-    agent's carry ``[num_envs, ...]`` (``()`` for DQN); first: bool ``[num_envs]``, where
-    ``obs`` starts an episode; key: PRNG key; step: int32 vector steps taken; ep_return:
-    float32 ``[num_envs]``, return of the running episodes.
+    Attributes:
+      agent: the agent's state (DQN: :class:`memjax.agents.DQNState`, DRQN:
+        :class:`memjax.agents.DRQNState`).
+      buffer: the replay buffer's state.
+      env_state: the ``num_envs`` environments' states.
+      obs: their observations ``[num_envs, *obs_shape]``.
+      carry: the agent's carry ``[num_envs, ...]`` (``()`` for DQN).
+      first: bool ``[num_envs]``, where ``obs`` starts an episode.
+      key: the PRNG key.
+      step: int32 scalar, vector steps taken.
+      ep_return: float32 ``[num_envs]``, the returns of the running episodes.
     """
 
     agent: Any
@@ -188,9 +194,18 @@ class Trainer:
                               False)
 
     def env_step(self, state: TrainState, random_actions: bool = False):
-        """One vector step. Returns ``(state, (item, done, finished_return))`` where the item
-        is what was inserted: ``next_obs`` is ``info["final_observation"]`` (the observation
-        before any auto-reset) and ``terminated`` excludes truncation."""
+        """One vector step: act, step the environments, insert the step into replay.
+
+        Args:
+          state: one seed's :class:`TrainState`.
+          random_actions: act uniformly at random (the warm-up), else with the agent.
+
+        Returns:
+          ``(state, (item, done, finished_return))``: the item inserted (``next_obs`` is
+          ``info["final_observation"]``, the observation before any auto-reset;
+          ``terminated`` excludes truncation), bool ``[num_envs]`` where episodes ended, and
+          float32 ``[num_envs]`` their returns (0 elsewhere).
+        """
         key, k_act, k_env = jax.random.split(state.key, 3)
         actions, carry, extras = self._act(state, k_act, random_actions)
         _, step = self._vector_env
@@ -216,7 +231,14 @@ class Trainer:
 
     def learner_step(self, state: TrainState):
         """Sample a batch, let the agent learn from it, and hand the priorities it returns
-        to ``buffer.update`` (a uniform buffer ignores them). Returns ``(state, metrics)``."""
+        to ``buffer.update`` (a uniform buffer ignores them).
+
+        Args:
+          state: one seed's :class:`TrainState`.
+
+        Returns:
+          ``(state, metrics)``: the new state and the agent's dict of scalar metrics.
+        """
         key, k_sample = jax.random.split(state.key)
         beta = self._beta(state.step * self.config.num_envs)
         sample = self.buffer.sample(state.buffer, k_sample, self.config.batch_size, beta=beta)
@@ -283,11 +305,17 @@ class Trainer:
                                epsilon=cfg.eval_epsilon, max_steps=cfg.eval_max_steps)
 
     def train(self, key):
-        """The whole run for one seed. Returns ``(state, metrics)`` with
-        ``metrics["warmup"]`` (dict of scalars), ``metrics["train"]`` (dict of
-        ``[num_chunks(+1)]`` arrays, one entry per chunk), ``metrics["eval_return"]``
-        (float32 [eval_episodes], greedy returns of the final policy) and
-        ``metrics["eval_finished"]`` (bool [eval_episodes])."""
+        """The whole run for one seed.
+
+        Args:
+          key: the seed's PRNG key.
+
+        Returns:
+          ``(state, metrics)`` with ``metrics["warmup"]`` (dict of scalars),
+          ``metrics["train"]`` (dict of ``[num_chunks(+1)]`` arrays, one entry per chunk),
+          ``metrics["eval_return"]`` (float32 ``[eval_episodes]``, greedy returns of the final
+          policy) and ``metrics["eval_finished"]`` (bool ``[eval_episodes]``).
+        """
         state, warmup = self.collect(self.init(key))
         chunk = self.chunk
         state, per_chunk = jax.lax.scan(lambda s, _: chunk(s), state, None,
@@ -308,14 +336,21 @@ def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None, b
 
     Args:
       config: the run's settings (validated here).
-      env, env_params: optionally a gymnax ``Environment`` instance (and params) to use
-        instead of ``memjax.envs.make(config.env)``.
+      env: optionally a gymnax ``Environment`` instance to use instead of
+        ``memjax.envs.make(config.env)``.
+      env_params: its parameters (default: the environment's ``default_params``).
       buffer: optionally any replay buffer with the ``memjax.replay.ReplayBuffer`` contract
         (init/add/sample/update/can_sample/memory) instead of the one ``config`` describes;
         its items are ``trainer.example`` (the loop benchmark plugs in other libraries'
         buffers this way).
       agent: optionally any :class:`memjax.agents.Agent` instead of the one ``config.agent``
         names; ``config`` still sets the loop (environments, steps, batch size, replay).
+
+    Returns:
+      A :class:`Trainer`: ``trainer.train(key)`` runs one seed, ``jax.vmap`` it over keys.
+
+    Raises:
+      ValueError: invalid settings, an unknown environment, or a continuous action space.
     """
     config.validate()
     env, env_params = make_env_for(config, env, env_params)
