@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train an agent (DQN) on a gymnax environment, vmapped over seeds",
         description="Train an agent (DQN) on a gymnax environment with several vmapped seeds; "
                     "writes returns.csv, returns.json, curve.png and summary.json (with the "
-                    "resolved config) to --out.")
+                    "resolved config) to --out, and whole-state checkpoints to "
+                    "--out/checkpoints/<step>/, from which --resume continues a killed run.")
     _add_train_options(train)
     b = sub.add_parser("bench", help="replay benchmarks (experiments/bench_replay.py)",
                        add_help=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import numpy as np
@@ -192,6 +192,22 @@ def _summary(trainer: Trainer, num_seeds, curves, mem, times, final_state, sizes
     }
 
 
+def _checkpoint_hook(compiled: _Compiled, snaps) -> Optional[Callable]:
+    """The ``checkpoint`` callback of :func:`_run_schedule` that saves ``snaps`` at the
+    chunk boundaries its period picks (None when checkpoints are off)."""
+    if snaps is None or not snaps.every:
+        return None
+    boundaries = np.cumsum([n for _, _, n in compiled.schedule]).tolist()
+    save_at = snapshots.save_indices(boundaries, snaps.every)
+
+    def checkpoint(i, done_steps, state, points, sizes, times):
+        if i in save_at:
+            snaps.save(i, done_steps, state, points, sizes,
+                       {**times, "checkpoint_seconds": snaps.seconds})
+
+    return checkpoint
+
+
 def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, seed: int = 0,
         progress: bool = True, env=None, env_params=None, log: Callable = print,
         checkpoint_every=None, resume: bool = False) -> dict:
@@ -243,18 +259,9 @@ def _run(trainer, num_seeds, keys, k_eval, out_dir, progress, log, snaps, start)
     mem = trainer.buffer.memory(state.buffer)  # all seeds; bytes_per_item is per seed
     if log is not None:
         log(str(mem))
-    checkpoint = None
     if start is not None:
         snaps.seconds = start.times.get("checkpoint_seconds", 0.0)
-    if snaps is not None and snaps.every:
-        boundaries = np.cumsum([n for _, _, n in compiled.schedule]).tolist()
-        save_at = snapshots.save_indices(boundaries, snaps.every)
-
-        def checkpoint(i, done_steps, state, points, sizes, times):
-            if i in save_at:
-                snaps.save(i, done_steps, state, points, sizes,
-                           {**times, "checkpoint_seconds": snaps.seconds})
-
+    checkpoint = _checkpoint_hook(compiled, snaps)
     bar = _progress_bar(trainer.config, num_seeds, start.step if start else 0) \
         if progress else None
     try:

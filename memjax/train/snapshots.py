@@ -4,8 +4,9 @@ resumes bit-exactly (``memjax train --checkpoint-every N`` / ``memjax train --re
 Layout, written through orbax's ``CheckpointManager`` (async saves, ``max_to_keep``, atomic
 commits: a step directory appears only once complete)::
 
-    DIR/checkpoints/metadata/        the run record (orbax root metadata): format, memjax
-                                     version, TrainConfig, seeds, base seed, period
+    DIR/checkpoints/run.json         the run record, written (atomically) when the run starts:
+                                     format, memjax version, TrainConfig, seeds, base seed,
+                                     period
     DIR/checkpoints/<step>/state     every leaf of the vmapped TrainState (agent params, target
                                      params, optimizer state, replay buffer with its codec state
                                      and sum-tree, env states, observations, carries, PRNG keys,
@@ -50,6 +51,7 @@ from memjax.train.results import config_to_dict
 FORMAT = "memjax-run-checkpoint"
 VERSION = 1
 DIRNAME = "checkpoints"
+RUN_FILE = "run.json"
 MAX_TO_KEEP = 3
 DEFAULT_SAVES = 10  # "auto": a checkpoint every tenth of the run
 
@@ -150,27 +152,36 @@ def config_differences(saved: TrainConfig, given: TrainConfig) -> list:
             if a.get(k) != b.get(k)]
 
 
-def _manager(directory: Path, *, metadata=None, create=False):
+def _manager(directory: Path, *, create=False):
     import orbax.checkpoint as ocp
 
     options = ocp.CheckpointManagerOptions(max_to_keep=MAX_TO_KEEP, create=create,
                                            enable_async_checkpointing=True)
-    return ocp.CheckpointManager(directory, options=options, metadata=metadata)
+    return ocp.CheckpointManager(directory, options=options)
+
+
+def write_run(out_dir, record: RunRecord) -> Path:
+    """Write ``out_dir``'s run record (``checkpoints/run.json``) atomically."""
+    path = checkpoint_dir(out_dir) / RUN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record.to_json(), indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def read_run(out_dir) -> RunRecord:
     """The run record of ``out_dir`` (``FileNotFoundError`` when it holds no checkpointed run,
     :class:`IncompatibleCheckpoint` when another format or memjax version wrote it)."""
-    directory = checkpoint_dir(out_dir)
-    if not (directory / "metadata").is_dir():
-        raise FileNotFoundError(f"{out_dir} holds no checkpointed run (no {directory}/metadata: "
-                                "memjax train writes it unless --checkpoint-every is 0)")
-    manager = _manager(directory)
+    path = checkpoint_dir(out_dir) / RUN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{out_dir} holds no checkpointed run (no {path}: memjax "
+                                "train writes it unless --checkpoint-every is 0)")
     try:
-        meta = manager.metadata().custom_metadata
-    finally:
-        manager.close()
-    return RunRecord.from_json(meta.get("run"), f"run record {directory}")
+        d = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise IncompatibleCheckpoint(f"run record {path} is unreadable: {e}") from None
+    return RunRecord.from_json(d, f"run record {path}")
 
 
 # --------------------------------------------------------------------------- state <-> leaves
@@ -246,12 +257,11 @@ class Unreadable(Exception):
 class Snapshots:
     """The checkpoints of one run in ``DIR/checkpoints``. Use :func:`open_run`."""
 
-    def __init__(self, out_dir, record: RunRecord, template, key_impl,
-                 log: Optional[Callable] = print):
+    def __init__(self, out_dir, record: RunRecord, template, key_impl):
         self.directory = checkpoint_dir(out_dir)
         self.record, self.template, self.key_impl = record, template, key_impl
         self.spec = state_spec(template)
-        self.every, self.log = record.checkpoint_every, log
+        self.every = record.checkpoint_every
         self._manager = None
         self.seconds = 0.0   # time the run spent blocked on saves
 
@@ -259,15 +269,14 @@ class Snapshots:
     def _writer(self):
         if self._manager is None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._manager = _manager(self.directory, create=True,
-                                     metadata={"run": self.record.to_json()})
+            self._manager = _manager(self.directory, create=True)
         return self._manager
 
     def start(self) -> None:
         """Write the run record now, so a run killed before its first checkpoint can be
         resumed (from the start)."""
         if self.every:
-            self._writer()
+            write_run(self.directory.parent, self.record)
 
     def save(self, index: int, step: int, state, points: dict, sizes: list,
              times: dict) -> None:
@@ -288,6 +297,13 @@ class Snapshots:
         self._writer().save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
                                                           meta=ocp.args.JsonSave(meta)))
         self.seconds += time.perf_counter() - t0
+
+    def wait(self) -> None:
+        """Block until the last save is committed (saves are asynchronous)."""
+        if self._manager is not None:
+            t0 = time.perf_counter()
+            self._manager.wait_until_finished()
+            self.seconds += time.perf_counter() - t0
 
     def close(self) -> None:
         """Wait for the last save to commit and release orbax's threads."""
@@ -434,7 +450,7 @@ def open_run(out_dir, record: RunRecord, template, key_impl, *, resume: bool,
     one are an error that says how to resume it.
     """
     directory = checkpoint_dir(out_dir)
-    snaps = Snapshots(out_dir, record, template, key_impl, log)
+    snaps = Snapshots(out_dir, record, template, key_impl)
     if resume:
         saved = read_run(out_dir)
         diff = config_differences(saved.config, record.config)
@@ -473,5 +489,5 @@ def open_run(out_dir, record: RunRecord, template, key_impl, *, resume: bool,
 
 
 __all__ = ["RunRecord", "Snapshot", "Snapshots", "IncompatibleCheckpoint", "open_run",
-           "read_run", "resolve_every", "save_indices", "state_spec", "host_copy",
+           "read_run", "write_run", "resolve_every", "save_indices", "state_spec", "host_copy",
            "config_differences", "checkpoint_dir", "DIRNAME", "MAX_TO_KEEP", "DEFAULT_SAVES"]
