@@ -1,7 +1,9 @@
 """Replay buffers: bundles of pure functions over immutable pytree states."""
 
+from memjax.replay import eviction
 from memjax.replay.base import ReplayBuffer, Sample, size
 from memjax.replay.budget import buffer_bytes, capacity_for
+from memjax.replay.evicting_store import EvictingPrioritizedState, EvictingUniformState
 from memjax.replay.layouts import OneCopy, Sequence, one_copy, sequence
 from memjax.replay.memory import FieldMemory, MemoryReport, memory_report
 from memjax.replay.one_copy_store import OneCopyState, PrioritizedOneCopyState
@@ -31,4 +33,7 @@ __all__ = [
     "MemoryReport",
     "FieldMemory",
     "memory_report",
+    "eviction",
+    "EvictingUniformState",
+    "EvictingPrioritizedState",
 ]

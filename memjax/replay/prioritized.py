@@ -33,8 +33,8 @@ from memjax.replay.checks import (
     check_sample_batch_size,
     resolve_batch_size,
 )
+from memjax.replay.evicting_store import make_policy_store
 from memjax.replay.flat import PrioritizedState
-from memjax.replay.stores import make_store
 
 
 def prioritized(
@@ -45,6 +45,7 @@ def prioritized(
     codecs=None,
     layout=None,
     sample_batch_size=None,
+    eviction=None,
 ) -> ReplayBuffer:
     """A FIFO buffer of exactly ``capacity`` items with proportional prioritized sampling.
 
@@ -58,22 +59,34 @@ def prioritized(
         :func:`memjax.replay.uniform`.
       sample_batch_size: the batch size ``sample`` and ``can_sample`` use when the call
         gives none (so that ``jax.jit(buf.sample)(state, key)`` works).
+      eviction: which item a full buffer overwrites: None or
+        :func:`memjax.replay.eviction.fifo` (the oldest), or another policy of
+        :mod:`memjax.replay.eviction` (``reservoir()``, ``least_recently_sampled()``,
+        ``lowest_priority()``, ``max_times_sampled(n)``); a non-FIFO policy needs
+        ``layout=None``. ``update`` also records the sampling history those policies use.
 
     Returns:
       A :class:`ReplayBuffer`. Under jit, sampling a buffer with nothing to draw (empty, or
       every priority 0) returns weights 0, probabilities 0 and indices -1 (which ``update``
       ignores), never NaN; an eager call on an empty buffer raises ``ValueError``.
+
+    Raises:
+      ValueError: ``alpha`` or ``min_priority`` below 0, or a non-FIFO ``eviction`` with a
+        ``layout``.
     """
     capacity = check_positive_int("capacity", capacity)
     if not alpha >= 0:
         raise ValueError(f"alpha must be >= 0, got {alpha}")
     if not min_priority >= 0:
         raise ValueError(f"min_priority must be >= 0, got {min_priority}")
-    store = make_store(capacity, encoding.check_codecs(codecs), layout)
-    default_batch = check_sample_batch_size(sample_batch_size, capacity)
 
     def stored(raw):
         return jnp.maximum(raw, min_priority) ** alpha
+
+    store = make_policy_store(capacity, encoding.check_codecs(codecs), layout, eviction,
+                              new_leaf=lambda state: stored(state.max_priority))
+    records_sampling = getattr(store, "records_sampling", False)
+    default_batch = check_sample_batch_size(sample_batch_size, capacity)
 
     def init(example):
         return store.prioritized_state(
@@ -119,9 +132,18 @@ def prioritized(
             )
         check_priorities(priorities)
         slots, live = store.resolve(state, indices)
-        live = live & jnp.isfinite(priorities)
         raw = jnp.maximum(priorities, 0.0)
-        tree = sumtree.set(state.tree, jnp.where(live, slots, -1), stored(raw))
+        if records_sampling:  # the policy learns what was sampled; items may leave now
+            value = stored(raw)
+            value = jnp.where(jnp.isfinite(value) & (value > 0), value, 0.0)  # as the tree stores it
+            new_leaves = jnp.where(live & jnp.isfinite(priorities), value, -1.0)
+            state, retired = store.sampled(state, slots, live, new_leaves)
+            live = live & jnp.isfinite(priorities)
+            tree = sumtree.set(state.tree, jnp.where(live | retired, slots, -1),
+                               jnp.where(retired, 0.0, value))
+        else:
+            live = live & jnp.isfinite(priorities)
+            tree = sumtree.set(state.tree, jnp.where(live, slots, -1), stored(raw))
         max_priority = jnp.maximum(state.max_priority, jnp.max(jnp.where(live, raw, 0.0)))
         return state.replace(tree=tree, max_priority=max_priority)
 

@@ -9,11 +9,12 @@ from memjax._checks import check_positive_int
 from memjax.replay import encoding
 from memjax.replay.base import ReplayBuffer, Sample
 from memjax.replay.checks import check_sample_args, check_sample_batch_size, resolve_batch_size
+from memjax.replay.evicting_store import check_update_ids, make_policy_store
 from memjax.replay.flat import UniformState
-from memjax.replay.stores import make_store
 
 
-def uniform(capacity: int, codecs=None, layout=None, sample_batch_size=None) -> ReplayBuffer:
+def uniform(capacity: int, codecs=None, layout=None, sample_batch_size=None,
+            eviction=None) -> ReplayBuffer:
     """A FIFO buffer of exactly ``capacity`` items with uniform sampling.
 
     Args:
@@ -27,17 +28,28 @@ def uniform(capacity: int, codecs=None, layout=None, sample_batch_size=None) -> 
         ``length`` steps of one environment).
       sample_batch_size: the batch size ``sample`` and ``can_sample`` use when the call
         gives none, so that ``jax.jit(buf.sample)(state, key)`` works (flashbax's style).
+      eviction: which item a full buffer overwrites: None or
+        :func:`memjax.replay.eviction.fifo` (the oldest), or another policy of
+        :mod:`memjax.replay.eviction` (``reservoir()``, ``least_recently_sampled()``,
+        ``max_times_sampled(n)``; ``lowest_priority()`` needs a prioritized buffer). A
+        non-FIFO policy needs ``layout=None``.
 
     Returns:
       A :class:`ReplayBuffer`. ``sample`` draws uniformly with replacement; its weights are
       ones. Under jit, sampling an empty buffer returns weights 0, probabilities 0 and
       indices -1 (which ``update`` ignores); an eager call raises ``ValueError``.
       ``update`` returns the state unchanged, also for ``priorities=None`` (it exists so
-      uniform and prioritized replay are interchangeable in a training loop).
+      uniform and prioritized replay are interchangeable in a training loop), except under
+      an eviction policy that records sampling (least recently sampled, max times sampled),
+      which it tells which items were sampled (``priorities`` are ignored).
+
+    Raises:
+      ValueError: a non-FIFO ``eviction`` with a ``layout``, or ``lowest_priority()``.
     """
     capacity = check_positive_int("capacity", capacity)
     default_batch = check_sample_batch_size(sample_batch_size, capacity)
-    store = make_store(capacity, encoding.check_codecs(codecs), layout)
+    store = make_policy_store(capacity, encoding.check_codecs(codecs), layout, eviction)
+    records_sampling = getattr(store, "records_sampling", False)
 
     def init(example):
         return store.uniform_state(**store.fields(example))
@@ -62,7 +74,11 @@ def uniform(capacity: int, codecs=None, layout=None, sample_batch_size=None) -> 
         )
 
     def update(state, indices, priorities):
-        return state
+        if not records_sampling:
+            return state
+        indices = check_update_ids(indices)
+        slots, live = store.resolve(state, indices)
+        return store.sampled(state, slots, live)[0]
 
     def can_sample(state, batch_size=None) -> jax.Array:
         batch_size = resolve_batch_size(batch_size, default_batch, "can_sample", static=False)
