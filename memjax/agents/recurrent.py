@@ -64,10 +64,16 @@ class RecurrentQNetwork(nn.Module):
         x = x.reshape((x.shape[0], -1))
         for width in self.hidden:
             x = nn.relu(nn.Dense(width)(x))
+        # recurrent kernels: lecun_normal, not flax's orthogonal default: its QR (a LAPACK
+        # custom call) made the vmapped TrainState init hang on XLA:CPU (jax 0.10.2; 2 seeds
+        # of DRQN on MemoryChain-20 waited forever with no CPU use)
+        recurrent_init = nn.initializers.lecun_normal()
         if self.cell == "gru":
-            carry, y = nn.GRUCell(features=self.memory)(carry, x)
+            carry, y = nn.GRUCell(features=self.memory,
+                                  recurrent_kernel_init=recurrent_init)(carry, x)
         elif self.cell == "lstm":
-            carry, y = nn.OptimizedLSTMCell(features=self.memory)(carry, x)
+            carry, y = nn.OptimizedLSTMCell(features=self.memory,
+                                            recurrent_kernel_init=recurrent_init)(carry, x)
         else:
             raise ValueError(f"cell must be one of {CELL_KINDS}, got {self.cell!r}")
         return carry, nn.Dense(self.num_actions)(y)
