@@ -45,7 +45,7 @@ from memjax import train as mj_train  # noqa: E402
 from memjax.replay import eviction as ev  # noqa: E402
 
 from experiments._common import (  # noqa: E402
-    LoopProgram, Side, as_carry_fn, banner, log, machine_info, measure, paired_ratio,
+    LoopProgram, Side, as_carry_fn, log, machine_info, measure, paired_ratio,
     positive_ints, results_path, time_stats, write_json)
 from experiments.bench_loop import buffer_copy_check, warm_states  # noqa: E402
 
@@ -180,7 +180,8 @@ def main(argv=None) -> int:
     cfg = dataclasses.replace(mj_train.TrainConfig(), chunk_steps=int(opts["chunk_steps"]))
     out = args.out or results_path("bench_eviction", args.quick)
     info = machine_info()
-    log(banner("eviction benchmark", info))
+    log(f"memjax eviction benchmark | jax {info['versions']['jax']} {info['jax_backend']} | "
+        f"{info['cpu_count']} CPUs ({info['cpu_model']}) | {info['platform']}")
     log(f"sides {', '.join(names)}; seeds {list(opts['seeds'])}; rounds {opts['rounds']}; "
         f"chunk {cfg.chunk_steps} env steps/seed ({cfg.chunk_iters} updates)")
     t0 = time.perf_counter()
