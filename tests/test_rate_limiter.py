@@ -129,3 +129,33 @@ def test_settings_that_deadlock_are_refused():
         mj.replay.sample_to_insert_ratio(1.0, 10, "wide")
     with pytest.raises(ValueError, match="too fine"):
         mj.replay.sample_to_insert_ratio(0.123457, 100000, 50000.0)
+
+
+@pytest.mark.parametrize("spi,ins,batch", [(12.8, 10, 128), (6.4, 10, 128), (4.0, 10, 128),
+                                           (12.7, 10, 128), (0.5, 1, 4), (3.0, 4, 6)])
+def test_steady_schedule_is_the_greedy_callers(spi, ins, batch):
+    """The static schedule the training loop uses equals a greedy caller of the Reverb model,
+    period after period."""
+    min_size = 100
+    e = max(spi * ins + batch, 2 * max(1, spi)) / 2 + (ins - 1) * spi + 3
+    lim = mj.replay.sample_to_insert_ratio(spi, min_size, e, insert_size=ins, sample_size=batch)
+    from memjax.replay.rate_limiter import steady_schedule
+
+    backlog, pattern = steady_schedule(lim, ins, batch, inserts=min_size)
+    assert sum(pattern) * batch == pytest.approx(len(pattern) * ins * spi)
+    ref = ReverbModel(spi, min_size, e)
+    ref.inserts = min_size
+    taken = 0
+    while ref.can_sample(batch):
+        ref.samples += batch
+        taken += 1
+    assert taken == backlog
+    for period in range(3):
+        for want in pattern:
+            assert ref.can_insert(ins)
+            ref.inserts += ins
+            got = 0
+            while ref.can_sample(batch):
+                ref.samples += batch
+                got += 1
+            assert got == want

@@ -213,6 +213,65 @@ def sample_to_insert_ratio(samples_per_insert: float, min_size_to_sample: int, e
                        inserts_allowed)
 
 
+def steady_schedule(limiter: RateLimiter, insert_size: int, sample_size: int, inserts: int,
+                    samples: int = 0, max_period: int = 10_000):
+    """How a caller that inserts ``insert_size`` items at a time and then samples batches of
+    ``sample_size`` while the limiter allows (greedily) proceeds, in exact integers.
+
+    After the backlog (the batches allowed right away), each insert is followed by a number
+    of batches that repeats with a period of ``P = b / gcd(insert_size * s, b)`` inserts,
+    where the limiter's ``diff`` grows by ``s = samples_per_insert * D`` per item inserted and
+    shrinks by ``b = sample_size * D`` per batch. Deletes are not modelled. Every seed of a
+    compiled loop inserts and samples the same counts, so its schedule is static: this is how
+    the training loop turns ``samples_per_insert`` into learner steps.
+
+    Args:
+      limiter: a :class:`RateLimiter`.
+      insert_size: items per insert (the loop's ``num_envs``).
+      sample_size: items per batch.
+      inserts: items inserted so far (at least ``min_size_to_sample``).
+      samples: items sampled so far.
+      max_period: ValueError for a longer period.
+
+    Returns:
+      ``(backlog, pattern)``: the batches allowed now (a Python int) and the batches after each
+      insert of one period (a tuple of Python ints, summing to ``P * insert_size *
+      samples_per_insert / sample_size``).
+
+    Raises:
+      ValueError: ``inserts`` below ``min_size_to_sample``, a period above ``max_period``, or
+        an insert the limiter refuses (the loop would stall).
+    """
+    insert_size = check_positive_int("insert_size", insert_size)
+    sample_size = check_positive_int("sample_size", sample_size)
+    if inserts < limiter.min_size_to_sample:
+        raise ValueError(f"steady_schedule: {inserts} items inserted, below min_size_to_sample "
+                         f"{limiter.min_size_to_sample}: sampling has not started")
+    den = limiter.denominator
+    spi = Fraction(limiter.samples_per_insert).limit_denominator(10**6)
+    step, batch = int(spi * den) * insert_size, sample_size * den
+    lo, hi = round(limiter.min_diff * den), round(limiter.max_diff * den)
+    diff = int(spi * den) * inserts - samples * den
+    backlog = max(0, (diff - lo) // batch)
+    diff -= backlog * batch
+    period = batch // math.gcd(step, batch)
+    if period > max_period:
+        raise ValueError(f"steady_schedule: samples_per_insert={limiter.samples_per_insert} with "
+                         f"{insert_size} items per insert and batches of {sample_size} repeats "
+                         f"only every {period} inserts (at most {max_period}); round "
+                         f"samples_per_insert to a simpler fraction of {sample_size}/{insert_size}")
+    pattern = []
+    for _ in range(period):
+        if diff + step > hi:
+            raise ValueError("steady_schedule: the limiter refuses an insert after sampling all "
+                             "it allows; widen the error buffer")
+        diff += step
+        n = (diff - lo) // batch
+        diff -= n * batch
+        pattern.append(int(n))
+    return int(backlog), tuple(pattern)
+
+
 def _check_deadlock(spi, min_size, lo, hi, insert_size, sample_size) -> None:
     """ValueError naming the violated rule and the smallest symmetric error buffer that
     satisfies all of them."""
@@ -242,4 +301,4 @@ def _check_deadlock(spi, min_size, lo, hi, insert_size, sample_size) -> None:
             f"(deadlock without a concurrent sampler){hint}")
 
 
-__all__ = ["RateLimiter", "RateLimiterState", "sample_to_insert_ratio"]
+__all__ = ["RateLimiter", "RateLimiterState", "sample_to_insert_ratio", "steady_schedule"]
