@@ -13,7 +13,7 @@ commits: a step directory appears only once complete)::
                                      counters) and the results so far (evaluation and training
                                      returns, learner metrics, buffer sizes per chunk)
     DIR/checkpoints/<step>/meta      JSON: format, versions, config, the state's leaf paths,
-                                     shapes and dtypes, a CRC-32 per leaf, where in the run
+                                     shapes and dtypes, CRC-32s of every array, where in the run
 
 ``<step>`` is env steps per seed done. Checkpoints are taken only at chunk boundaries (the
 run's chunks depend on its config alone, and evaluation keys on the chunk's index), so a
@@ -290,6 +290,7 @@ class Snapshots:
         results, names = _results_arrays(points, sizes)
         meta = {**self.record.to_json(), "step": int(step), "index": int(index),
                 "state_spec": self.spec, "crc32": [_crc(a) for a in leaves],
+                "results_crc32": [_crc(a) for a in jax.tree.leaves(results)],
                 "metric_names": names, "times": {k: float(v) for k, v in times.items()}}
         # orbax cannot store zero-size arrays; the spec gives their shape back
         tree = {"state": {f"{i:05d}": a for i, a in enumerate(leaves) if a.size},
@@ -382,6 +383,9 @@ class Snapshots:
                 if _crc(leaf) != crc:
                     raise Unreadable(f"leaf {path} fails its CRC-32 check")
                 leaves.append(leaf)
+            stored_results = [np.asarray(a) for a in jax.tree.leaves(tree["results"])]
+            if [_crc(a) for a in stored_results] != meta.get("results_crc32"):
+                raise Unreadable("its results fail their CRC-32 check")
             points, sizes = _results_from_arrays(tree["results"], meta["metric_names"])
         except Unreadable:
             raise
