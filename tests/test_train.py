@@ -436,6 +436,7 @@ def test_run_writes_results(tmp_path):
     assert saved["compile_seconds"] > 0 and saved["steps_per_second"] > 0
     # obs 4 f32 twice + action + reward + terminated = 44 bytes of payload at least
     assert saved["bytes_per_transition"] >= 44
+    assert saved["carry_bytes_per_env"] == 0                    # DQN carries nothing
     assert saved["eval_max_steps"] == 500 and saved["eval_unfinished_total"] == 0
     assert saved["config"] == json.loads(json.dumps(config_to_dict(CARTPOLE_TINY)))
     rows = (out / "returns.csv").read_text().strip().splitlines()
@@ -483,3 +484,27 @@ def test_capacity_for_budget():
     assert nbytes(small) <= 1_000_000 < nbytes(big)
     with pytest.raises(ValueError, match="too small"):
         capacity_for_budget(CARTPOLE_TINY, 100)
+
+
+def test_carry_bytes_per_env_counts_the_recurrent_state():
+    from memjax.train.driver import carry_bytes_per_env
+
+    gru = dataclasses.replace(CARTPOLE_TINY, agent="drqn", memory=16, sequence_length=8,
+                              sequence_period=4, burn_in=2, buffer_capacity=512)
+    assert carry_bytes_per_env(make_train(gru)) == 16 * 4
+    lstm = dataclasses.replace(gru, cell="lstm")
+    assert carry_bytes_per_env(make_train(lstm)) == 2 * 16 * 4
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(sequence_length=5, burn_in=4, n_step=2), r"sequence_length \(5\) is shorter than "
+                                                   r"burn_in \(4\) \+ n_step \(2\)"),
+    (dict(buffer_capacity=500), r"125 rows .* multiple of sequence_period \(4\)"),
+    (dict(cell="rnn"), "cell must be one of"),
+])
+def test_drqn_settings_fail_before_compiling(changes, words):
+    settings = dict(agent="drqn", sequence_length=8, sequence_period=4, burn_in=2,
+                    buffer_capacity=512)
+    config = dataclasses.replace(CARTPOLE_TINY, **{**settings, **changes})
+    with pytest.raises(ValueError, match=words):
+        make_train(config)

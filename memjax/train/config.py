@@ -265,6 +265,10 @@ class TrainConfig(StepSchedule):
             raise ValueError(f"sequence replay ({why}) does not support frame_stack > 1 "
                              f"(got frame_stack={self.frame_stack})")
         rows = self.buffer_capacity // self.num_envs
+        if layout == "sequence" and self.recurrent and rows % self.sequence_period:
+            raise ValueError(f"agent {self.agent!r}: the buffer's {rows} rows (buffer_capacity "
+                             f"{self.buffer_capacity} / num_envs {self.num_envs}) must be a "
+                             f"multiple of sequence_period ({self.sequence_period})")
         if layout == "sequence" and self.window_length > rows:
             setting = "sequence_length" if self.recurrent else "n_step"
             raise ValueError(f"{setting} ({self.window_length}) is longer than the {rows} rows of "

@@ -29,6 +29,14 @@ def buffer_bytes_per_transition(trainer: Trainer) -> float:
     return trainer.buffer.memory(state.buffer).bytes_per_item
 
 
+def carry_bytes_per_env(trainer: Trainer) -> int:
+    """Bytes of the agent's carry per environment (0 for feedforward agents), from
+    ``jax.eval_shape`` of ``initial_carry(1)``."""
+    carry = jax.eval_shape(lambda: trainer.agent.initial_carry(1))
+    return sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+               for leaf in jax.tree.leaves(carry))
+
+
 def capacity_for_budget(config: TrainConfig, budget_bytes: int, env=None,
                         env_params=None) -> int:
     """The largest replay capacity whose buffer state (one seed, with ``config``'s replay
@@ -179,6 +187,7 @@ def _summary(trainer: Trainer, num_seeds, curves, mem, times, final_state, sizes
         "compile_seconds_by_function": compile_seconds,
         "bytes_per_transition": mem.bytes_per_item,
         "buffer_bytes_per_seed": mem.total_bytes / num_seeds,
+        "carry_bytes_per_env": carry_bytes_per_env(trainer),
         "replay_memory": mem.as_dict(),
         "replay_storage": {**storage_summary(cfg, final_state.buffer),
                            "size_after_each_chunk": sizes},
