@@ -243,8 +243,9 @@ def _take_loop(capacity: int, q_is_slot: bool):
 
         def body(step, carry):
             # ``root``: the root's winner, carried (reading it from ``keys`` to index a write
-            # into ``keys`` makes XLA copy the array)
-            keys, out, root = carry
+            # into ``keys`` makes XLA copy the array); ``roots``: each tree's root before the
+            # loop, a carry too, so that it is copied out of ``keys`` before the loop writes
+            keys, out, root, roots = carry
             t, i = step // k, step % k
             root = jnp.where(i == 0, roots[t], root)  # a new tree: its root
             out = jax.lax.dynamic_update_slice(out, root.reshape(1, 1), (t, i))
@@ -253,14 +254,14 @@ def _take_loop(capacity: int, q_is_slot: bool):
                 key = jnp.stack([key[0, 0], _from_q(~root.astype(jnp.uint32))]).reshape(1, 2)
             keys = jax.lax.dynamic_update_slice(keys, key, (t, 3 * (offsets[-1] + root)))
             keys, root = _walk_up(capacity, keys, t, root)
-            return keys, out, root
+            return keys, out, root, roots
 
         roots = keys2[:, 2]
-        # a trip count XLA cannot see: with a known count of 1 it removes the loop and then
-        # copies ``keys`` (the roots read above feed the writes)
-        steps = (roots[0] > -1).astype(jnp.int32) * (trees * k)
+        # one step: a trip count XLA cannot see (with a known count of 1 it removes the loop
+        # and then copies ``keys``: the roots read above feed the writes)
+        steps = trees * k if trees * k > 1 else (roots[0] > -1).astype(jnp.int32)
         out = jnp.zeros((trees, k), jnp.int32)
-        keys2, out, _ = jax.lax.fori_loop(0, steps, body, (keys2, out, jnp.int32(0)))
+        keys2, out, _, _ = jax.lax.fori_loop(0, steps, body, (keys2, out, jnp.int32(0), roots))
         return keys2.reshape(shape), out.reshape(*shape[:-1], k)
 
     return loop
