@@ -73,7 +73,9 @@ def option_kwargs(field: dataclasses.Field, hints: dict) -> dict:
     """argparse keyword arguments (type, choices or action) for one field."""
     name, hint = field.name, hints[field.name]
     special = {"obs_codec": _obs_codec, "hidden": types.hidden, "max_grad_norm": _clip_norm,
-               "eval_max_steps": _optional_positive_int, "lr_end": types.optional_float}
+               "eval_max_steps": _optional_positive_int, "lr_end": types.optional_float,
+               "samples_per_insert": types.optional_float,
+               "rate_error_buffer": types.optional_float}
     metavar = RENAMED.get(name, name).upper()
     if name in special:
         return {"type": special[name], "metavar": metavar}

@@ -129,7 +129,7 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     """
     lr = config.lr
     if config.lr_end is not None:
-        lr = optax.linear_schedule(config.lr, config.lr_end, max(config.train_iters, 1))
+        lr = optax.linear_schedule(config.lr, config.lr_end, max(config.total_updates, 1))
     tx = optax.adam(lr, eps=config.adam_eps)
     if config.max_grad_norm is not None:
         tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), tx)
@@ -175,7 +175,7 @@ def beta_schedule(config: TrainConfig):
       last update.
     """
     begin = config.warmup_vec_steps * config.num_envs
-    steps = config.train_iters * config.train_every * config.num_envs
+    steps = config.train_iters * config.iter_vec_steps * config.num_envs
     return optax.linear_schedule(config.beta_start, config.beta_end, max(steps, 1), begin)
 
 

@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from memjax.agents import CELL_KINDS, LOSS_KINDS, NETWORK_KINDS
+from memjax.replay.rate_limiter import sample_to_insert_ratio, steady_schedule
 from memjax.train.storage import LAYOUTS, REWARD_CODECS, check_obs_codec
 
 REPLAY_KINDS = ("uniform", "prioritized")
@@ -24,7 +25,13 @@ class StepSchedule:
     seed): a warm-up of ``warmup_vec_steps``, then ``train_iters`` updates, each after
     ``train_every`` vector steps, in ``num_chunks`` compiled chunks of ``chunk_iters`` updates
     and a last chunk of ``remainder_iters``. Shared by TrainConfig and the distillation
-    config."""
+    config. (With ``TrainConfig.samples_per_insert`` an iteration is ``iter_vec_steps``
+    vector steps with the rate limiter's learner steps in between.)"""
+
+    @property
+    def iter_vec_steps(self) -> int:
+        """Vector steps per loop iteration: ``train_every``."""
+        return self.train_every
 
     @property
     def warmup_vec_steps(self) -> int:
@@ -37,12 +44,12 @@ class StepSchedule:
     @property
     def train_iters(self) -> int:
         """Total gradient updates in the run."""
-        return max(0, self.total_vec_steps - self.warmup_vec_steps) // self.train_every
+        return max(0, self.total_vec_steps - self.warmup_vec_steps) // self.iter_vec_steps
 
     @property
     def chunk_iters(self) -> int:
         """Updates (= iterations of ``train_every`` vector steps) per chunk, at most all."""
-        return max(1, min(self.chunk_steps // (self.num_envs * self.train_every),
+        return max(1, min(self.chunk_steps // (self.num_envs * self.iter_vec_steps),
                           self.train_iters))
 
     @property
@@ -57,7 +64,7 @@ class StepSchedule:
     def steps_done(self) -> int:
         """Env steps per seed actually run (``total_steps`` rounded to whole vector steps and
         whole ``train_every`` groups)."""
-        return (self.warmup_vec_steps + self.train_iters * self.train_every) * self.num_envs
+        return (self.warmup_vec_steps + self.train_iters * self.iter_vec_steps) * self.num_envs
 
     def check_schedule(self, what: str = "") -> None:
         """``ValueError`` when the warm-up cannot fill a batch or nothing is left to train."""
@@ -67,7 +74,8 @@ class StepSchedule:
         if self.train_iters <= 0:
             raise ValueError(f"{what}total_steps ({self.total_steps}) leaves no training after "
                              f"learning_starts ({self.learning_starts}) with num_envs="
-                             f"{self.num_envs} and train_every={self.train_every}")
+                             f"{self.num_envs} and {self.iter_vec_steps} vector steps per "
+                             f"iteration (train_every, or the rate limiter's period)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +149,8 @@ class TrainConfig(StepSchedule):
     eps_decay_steps: int = 250_000    # env steps of linear epsilon decay
     learning_starts: int = 10_000     # env steps of random-action warm-up before any update
     train_every: int = 1              # vector steps per gradient update
+    samples_per_insert: Optional[float] = None  # replayed transitions per inserted one (Reverb's SampleToInsertRatio; e.g. 12.8 = batch 128 per vector step of 10); none: train_every
+    rate_error_buffer: Optional[float] = None   # the rate limiter's error buffer in transitions; none: the smallest that cannot deadlock
     # host loop / evaluation
     chunk_steps: int = 10_000         # env steps per compiled chunk; greedy evaluation after each
     eval_episodes: int = 10           # greedy evaluation episodes per seed
@@ -151,7 +161,52 @@ class TrainConfig(StepSchedule):
     def target_period(self) -> int:
         """Gradient updates between target updates: ``target_update_every`` env steps
         divided by the env steps per update, rounded, at least 1."""
+        if self.samples_per_insert is not None:
+            return max(1, round(self.target_update_every * self.samples_per_insert
+                                / self.batch_size))
         return max(1, round(self.target_update_every / (self.num_envs * self.train_every)))
+
+    @property
+    def rate_limiter(self):
+        """The :class:`memjax.replay.RateLimiter` of ``samples_per_insert`` (None without):
+        sampling starts after the warm-up's transitions, ``num_envs`` are inserted and
+        ``batch_size`` sampled at a time, and the error buffer is ``rate_error_buffer`` or the
+        smallest that cannot deadlock."""
+        if self.samples_per_insert is None:
+            return None
+        spi, n, b = self.samples_per_insert, self.num_envs, self.batch_size
+        warmup = self.warmup_vec_steps * n
+        error = self.rate_error_buffer
+        if error is None:
+            error = max((n * spi + b) / 2, max(1.0, spi), (n - 1) * spi)
+        return sample_to_insert_ratio(spi, max(warmup, 1), error, insert_size=n, sample_size=b)
+
+    @property
+    def rate_schedule(self):
+        """``(backlog, pattern)`` of :func:`memjax.replay.rate_limiter.steady_schedule`: the
+        learner steps the limiter allows at the end of the warm-up, then after each vector
+        step of one period (None without ``samples_per_insert``)."""
+        limiter = self.rate_limiter
+        if limiter is None:
+            return None
+        return steady_schedule(limiter, self.num_envs, self.batch_size,
+                               inserts=self.warmup_vec_steps * self.num_envs)
+
+    @property
+    def iter_vec_steps(self) -> int:
+        """Vector steps per loop iteration: ``train_every``, or with ``samples_per_insert``
+        the rate limiter's period."""
+        schedule = self.rate_schedule
+        return self.train_every if schedule is None else len(schedule[1])
+
+    @property
+    def total_updates(self) -> int:
+        """Gradient updates in the run: ``train_iters``, or with ``samples_per_insert`` the
+        limiter's backlog plus its updates per period times the periods."""
+        schedule = self.rate_schedule
+        if schedule is None:
+            return self.train_iters
+        return schedule[0] + self.train_iters * sum(schedule[1])
 
     @property
     def recurrent(self) -> bool:
@@ -184,6 +239,7 @@ class TrainConfig(StepSchedule):
             if value not in kinds:
                 raise ValueError(f"{name} must be one of {kinds}, got {value!r}")
         self._validate_learner()
+        self._validate_rate()
         self._validate_recurrent()
         self._validate_storage()
         if any((not isinstance(h, int)) or h <= 0 for h in self.hidden):
@@ -226,6 +282,19 @@ class TrainConfig(StepSchedule):
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.alpha < 0 or self.beta_start < 0 or self.beta_end < 0:
             raise ValueError("alpha, beta_start and beta_end must be >= 0")
+
+    def _validate_rate(self) -> None:
+        spi = self.samples_per_insert
+        if spi is None:
+            if self.rate_error_buffer is not None:
+                raise ValueError("rate_error_buffer needs samples_per_insert")
+            return
+        if self.train_every != 1:
+            raise ValueError(f"samples_per_insert decides the learner steps: leave train_every "
+                             f"at 1, got {self.train_every}")
+        if not spi > 0:
+            raise ValueError(f"samples_per_insert must be > 0, got {spi!r}")
+        self.rate_schedule  # builds the limiter and its schedule: deadlocks, odd periods
 
     def _validate_recurrent(self) -> None:
         if not isinstance(self.burn_in, int) or self.burn_in < 0:

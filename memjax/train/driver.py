@@ -91,7 +91,7 @@ def _compile(trainer: Trainer, keys, eval_keys) -> _Compiled:
     collect, seconds["collect"] = _aot(jax.vmap(trainer.collect), state, donate=True)
     chunk, seconds["chunk"] = _aot(jax.vmap(trainer.chunk), state, donate=True)
     evaluate, seconds["evaluate"] = _aot(jax.vmap(trainer.evaluate), state.agent, eval_keys)
-    per_update = cfg.train_every * cfg.num_envs
+    per_update = cfg.iter_vec_steps * cfg.num_envs
     schedule = [("warmup", collect, cfg.warmup_vec_steps * cfg.num_envs)]
     schedule += [("chunk", chunk, cfg.chunk_iters * per_update)] * cfg.num_chunks
     if trainer.final_chunk is not None:

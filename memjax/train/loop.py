@@ -19,7 +19,9 @@ The pieces, all pure and vmappable (``state`` is one seed's state; vmap adds the
 * ``trainer.collect(state) -> (state, metrics)``: the warm-up, ``learning_starts`` env steps
   of uniform-random actions inserted into the buffer, no learning.
 * ``trainer.chunk(state) -> (state, metrics)``: ``chunk_steps`` env steps of acting and
-  inserting, with one learner step every ``train_every`` vector steps.
+  inserting, with one learner step every ``train_every`` vector steps (with
+  ``samples_per_insert``: after each vector step the learner steps Reverb's
+  ``SampleToInsertRatio`` limiter allows, a static schedule; the warm-up ends with its backlog).
 * ``trainer.final_chunk`` (or None): the same for the remainder when ``chunk_steps`` does not
   divide the training steps.
 * ``trainer.evaluate(agent_state, key) -> Episodes``: greedy episode returns (float32
@@ -255,6 +257,10 @@ class Trainer:
             return s, _episode_stats(done, finished)
 
         state, stats = jax.lax.scan(body, state, None, length=self.config.warmup_vec_steps)
+        schedule = self.config.rate_schedule
+        if schedule and schedule[0]:  # the limiter's backlog (a static count, not unrolled)
+            state = jax.lax.fori_loop(0, schedule[0], lambda _, s: self.learner_step(s)[0],
+                                      state)
         no_metrics = {name: jnp.full((1,), jnp.nan) for name in self._metric_names}
         return state, _summarise(stats, no_metrics)
 
@@ -264,12 +270,39 @@ class Trainer:
         return tuple(jax.eval_shape(self.learner_step, state)[1])
 
     def _train_iteration(self, state: TrainState, _):
+        if self.config.samples_per_insert is not None:
+            return self._rate_iteration(state)
         stats = []
         for _ in range(self.config.train_every):  # static, small
             state, (_, done, finished) = self.env_step(state)
             stats.append(_episode_stats(done, finished))
         state, metrics = self.learner_step(state)
         return state, ({name: sum(s[name] for s in stats) for name in stats[0]}, metrics)
+
+    def _rate_iteration(self, state: TrainState):
+        """One period of the rate limiter's schedule: after each vector step the learner steps
+        it allows (the same for every seed, so a static pattern fed to the scan: the inner
+        loop's trip count is not per seed). Metrics: the mean over the period's updates."""
+        pattern = self.config.rate_schedule[1]
+        metric_shapes = jax.eval_shape(self.learner_step, state)[1]
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), metric_shapes)
+
+        def vector_step(carry, count):
+            state, sums = carry
+            state, (_, done, finished) = self.env_step(state)
+
+            def learn(_, inner):
+                s, m = inner
+                s, metrics = self.learner_step(s)
+                return s, jax.tree.map(jnp.add, m, metrics)
+
+            state, sums = jax.lax.fori_loop(0, count, learn, (state, sums))
+            return (state, sums), _episode_stats(done, finished)
+
+        (state, sums), stats = jax.lax.scan(vector_step, (state, zeros),
+                                            jnp.asarray(pattern, jnp.int32))
+        metrics = jax.tree.map(lambda x: x / sum(pattern), sums)
+        return state, ({name: jnp.sum(value) for name, value in stats.items()}, metrics)
 
     def _make_chunk(self, iterations: int) -> Callable:
         def chunk(state: TrainState):
