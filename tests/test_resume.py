@@ -208,3 +208,14 @@ def test_the_compress_checkpoint_is_still_written(runs):
     ck = checkpoint.load(runs["killed"])  # what `memjax compress DIR` reads
     assert ck.config == _config(runs["killed"]) and ck.num_seeds == 2
     assert ck.network().apply(ck.seed_params(1), np.ones((3, 4), np.float32)).shape == (3, 2)
+
+
+def test_a_relative_out_dir_checkpoints_and_resumes(tmp_path, monkeypatch):
+    """The README's `memjax train --out runs/cartpole` is relative; orbax wants absolute
+    paths, so the checkpoint directory is made absolute."""
+    monkeypatch.chdir(tmp_path)
+    config = dataclasses.replace(TINY, chunk_steps=800)
+    run(config, num_seeds=1, out_dir="runs/rel", progress=False, log=None,
+        checkpoint_every=800)
+    assert _steps(tmp_path / "runs" / "rel") == [1200, 2000]
+    run(config, num_seeds=1, out_dir="runs/rel", progress=False, log=None, resume=True)

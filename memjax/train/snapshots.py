@@ -62,7 +62,7 @@ class IncompatibleCheckpoint(ValueError):
 
 
 def checkpoint_dir(out_dir) -> Path:
-    return Path(out_dir) / DIRNAME
+    return Path(out_dir).absolute() / DIRNAME   # orbax refuses relative paths
 
 
 def resolve_every(every, config: TrainConfig) -> int:
