@@ -70,6 +70,13 @@ def _add_train_options(t) -> None:
     t.add_argument("--seed", type=types.non_negative, default=None,
                    help="base PRNG seed (default: 0)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--plan", action="store_true",
+                   help="print the bytes of the whole training state by part (params, "
+                        "optimizer, replay by field, environments, carries) for these settings, "
+                        "without allocating or training anything")
+    t.add_argument("--device-budget", type=types.parse_size, default=None, metavar="SIZE",
+                   help="with --plan: memory of the device that holds all seeds, e.g. 16GB; "
+                        "the plan adds the largest replay capacity whose whole state fits")
     add_config_options(t)
 
 
@@ -104,6 +111,12 @@ def _train(args, parser) -> int:
     except ValueError as e:
         parser.error(str(e))
     seeds = DEFAULT_SEEDS if args.seeds is None else args.seeds
+    if args.plan:
+        from memjax.train.plan import format_plan, plan
+
+        budget = None if args.device_budget is None else args.device_budget / seeds
+        print(format_plan(plan(cfg, seeds, budget_bytes=budget)))
+        return 0
     out = args.out or os.path.join("runs", f"{cfg.env}-{cfg.replay}")
     print(f"memjax train: {cfg.env}, {seeds} seeds x {cfg.steps_done:,} steps, "
           f"{cfg.replay} replay (capacity {cfg.buffer_capacity:,}), out={out}", flush=True)

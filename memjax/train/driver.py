@@ -15,11 +15,10 @@ from memjax import codecs as mc
 from memjax import replay
 from memjax.train import checkpoint as checkpoint_file
 from memjax.train import results, snapshots
-from memjax.train.build import example_transition, make_env_for
 from memjax.train.config import TrainConfig
 from memjax.train.evaluation import episode_cap
 from memjax.train.loop import Trainer, make_train
-from memjax.train.storage import make_codecs, make_layout, stores_episode_starts
+from memjax.train.storage import make_codecs, make_layout
 
 
 def buffer_bytes_per_transition(trainer: Trainer) -> float:
@@ -43,11 +42,10 @@ def capacity_for_budget(config: TrainConfig, budget_bytes: int, env=None,
     kind, codecs and layout, on its environment) fits in ``budget_bytes``, measured with
     ``jax.eval_shape`` (no allocation); see :func:`memjax.replay.capacity_for`. Raises
     ``ValueError`` if not even ``batch_size`` transitions fit."""
-    env, env_params = make_env_for(config, env, env_params)
+    trainer = make_train(config, env=env, env_params=env_params)  # builds nothing big
     kwargs = {"alpha": config.alpha} if config.replay == "prioritized" else {}
-    example = example_transition(env, env_params, episode_starts=stores_episode_starts(config))
-    return replay.capacity_for(budget_bytes, example,
-                               codecs=make_codecs(config, env, env_params),
+    return replay.capacity_for(budget_bytes, trainer.example,  # with the agent's extras
+                               codecs=make_codecs(config, trainer.env, trainer.env_params),
                                layout=make_layout(config), kind=config.replay,
                                minimum=max(config.batch_size, config.num_envs), **kwargs)
 

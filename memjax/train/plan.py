@@ -1,0 +1,118 @@
+"""Memory plan of a run before anything is allocated: the bytes of the whole training state
+by part, from ``jax.eval_shape`` of the vmapped ``Trainer.init``.
+
+```
+memjax train --plan [--seeds 8] [--device-budget 16GB] ...   # prints the plan, trains nothing
+```
+
+Today every seed of a run lives on one device (sharding over devices is future work), so the
+bytes per device are the whole state's; the plan also gives them per seed, and the largest
+replay capacity whose whole state fits a budget per seed (``--device-budget`` / seeds).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from memjax.train.config import TrainConfig
+from memjax.train.driver import capacity_for_budget
+from memjax.train.loop import make_train
+
+PARTS = ("params", "target_params", "optimizer", "agent_other", "replay", "env_states",
+         "observations", "carry", "loop_other")
+"""The parts of :func:`plan`'s ``bytes_by_part``, in order."""
+
+
+def nbytes(tree) -> int:
+    """Bytes of the arrays (or ShapeDtypeStructs) of ``tree``; typed PRNG keys count their
+    raw words."""
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        dtype = leaf.dtype
+        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            itemsize = int(np.prod(jax.random.key_data(jax.random.key(0)).shape)) * 4
+        else:
+            itemsize = np.dtype(dtype).itemsize
+        total += int(np.prod(leaf.shape)) * itemsize
+    return total
+
+
+def _agent_parts(agent_state) -> dict:
+    fields = dict(vars(agent_state)) if hasattr(agent_state, "__dict__") else {}
+    params = fields.pop("params", None)
+    target = fields.pop("target_params", None)
+    optimizer = fields.pop("opt_state", None)
+    if params is None:  # an agent state of another shape: all of it is "agent_other"
+        return {"params": 0, "target_params": 0, "optimizer": 0, "agent_other": nbytes(agent_state)}
+    return {"params": nbytes(params), "target_params": nbytes(target),
+            "optimizer": nbytes(optimizer), "agent_other": nbytes(fields)}
+
+
+def plan(config: TrainConfig, num_seeds: int = 8, env=None, env_params=None,
+         budget_bytes=None) -> dict:
+    """The bytes of a run's training state, by part, without allocating it.
+
+    Args:
+      config: the run's :class:`TrainConfig`.
+      num_seeds: vmapped seeds.
+      env: optionally a gymnax environment instead of ``config.env``.
+      env_params: its parameters.
+      budget_bytes: optionally, bytes per seed for the whole state; the plan then gives the
+        largest replay capacity that fits.
+
+    Returns:
+      A dict: ``seeds``, ``devices`` (local devices; all seeds are on the first),
+      ``bytes_by_part`` (part -> bytes for all seeds, see :data:`PARTS`),
+      ``replay_by_field`` (field -> stored bytes for all seeds), ``total_bytes``,
+      ``bytes_per_seed``, ``bytes_per_device`` and, with ``budget_bytes``,
+      ``largest_capacity`` (None when not even a batch fits).
+    """
+    trainer = make_train(config, env=env, env_params=env_params)
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), num_seeds))
+    state = jax.eval_shape(jax.vmap(trainer.init), keys)
+    report = trainer.buffer.memory(state.buffer)
+    parts = {**_agent_parts(state.agent), "replay": report.total_bytes,
+             "env_states": nbytes(state.env_state), "observations": nbytes(state.obs),
+             "carry": nbytes(state.carry),
+             "loop_other": nbytes((state.first, state.key, state.step, state.ep_return))}
+    parts = {name: parts[name] for name in PARTS}
+    total = sum(parts.values())
+    out = {"seeds": num_seeds, "devices": jax.local_device_count(), "bytes_by_part": parts,
+           "replay_by_field": {f.name: f.total_bytes for f in report.fields},
+           "total_bytes": total, "bytes_per_seed": total / num_seeds, "bytes_per_device": total}
+    if budget_bytes is not None:
+        out["largest_capacity"] = _largest_capacity(config, env, env_params, budget_bytes,
+                                                    (total - report.total_bytes) / num_seeds)
+    return out
+
+
+def _largest_capacity(config, env, env_params, budget_bytes, other_bytes_per_seed):
+    left = budget_bytes - other_bytes_per_seed
+    try:
+        return capacity_for_budget(config, int(left), env=env, env_params=env_params)
+    except ValueError:
+        return None
+
+
+def format_plan(result: dict) -> str:
+    """The plan as a table of MiB by part (all seeds), with per-seed and per-device totals."""
+    mib = 2.0 ** 20
+    lines = [f"memory plan: {result['seeds']} seeds on 1 of {result['devices']} device(s), "
+             "before allocation (jax.eval_shape)",
+             f"{'part':<14} {'MiB':>10}"]
+    for name, value in result["bytes_by_part"].items():
+        lines.append(f"{name:<14} {value / mib:>10.3f}")
+        if name == "replay":
+            for field, size in result["replay_by_field"].items():
+                lines.append(f"  {field:<12} {size / mib:>10.3f}")
+    lines.append(f"{'total':<14} {result['total_bytes'] / mib:>10.3f}   "
+                 f"({result['bytes_per_seed'] / mib:.3f} per seed)")
+    if "largest_capacity" in result:
+        cap = result["largest_capacity"]
+        lines.append("largest replay capacity within the budget: "
+                     + (f"{cap:,}" if cap else "none (not even one batch fits)"))
+    return "\n".join(lines)
+
+
+__all__ = ["PARTS", "plan", "format_plan", "nbytes"]
