@@ -55,8 +55,8 @@ def prioritized(
       min_priority: floor applied to raw priorities before ``** alpha``; >= 0. With 0,
         an item given priority 0 is never sampled again.
       stratified: draw the batch from equal slices of the total (lower variance).
-      codecs, layout: storage codecs per field and the storage layout, as for
-        :func:`memjax.replay.uniform`.
+      codecs: storage codecs per field, as for :func:`memjax.replay.uniform`.
+      layout: the storage layout, as for :func:`memjax.replay.uniform`.
       sample_batch_size: the batch size ``sample`` and ``can_sample`` use when the call
         gives none (so that ``jax.jit(buf.sample)(state, key)`` works).
       eviction: which item a full buffer overwrites: None or
@@ -166,6 +166,7 @@ def sequence_priorities(abs_td, mask=None, eta: float = 0.9) -> jax.Array:
       mask: optional bool [B, L], the steps to count (e.g. the burn-in excluded). A window
         with no counted step gets priority 0.
       eta: weight of the max, in [0, 1].
+
     Returns:
       float32 [B], one priority per window (pass to ``update`` with the sample's indices).
     """

@@ -223,18 +223,35 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
     Compiles (AOT) the vmapped warm-up and training chunks with the state donated, runs them
     with a tqdm bar (steps, SPS, latest training and greedy returns), evaluates greedily after
     every chunk, and, when ``out_dir`` is given, writes ``returns.csv``, ``returns.json``,
-    ``curve.png``, ``summary.json`` and ``checkpoint.msgpack`` there. Returns the summary dict
-    plus ``"curves"`` and ``"params"`` (the final parameters, leading seed axis).
+    ``curve.png``, ``summary.json`` and ``checkpoint.msgpack`` there.
 
-    ``checkpoint_every``: env steps per seed between whole-state checkpoints in
-    ``out_dir/checkpoints/<step>/`` (:mod:`memjax.train.snapshots`), taken at the first chunk
-    boundary at or past each multiple and at the end; ``"auto"``: a tenth of the run; 0: none;
-    None (default): none, or the resumed run's own period.
-    ``resume``: continue the checkpointed run in ``out_dir`` from its newest readable
-    checkpoint; ``config``, ``num_seeds`` and ``seed`` must be the run's own (else
-    :class:`memjax.train.snapshots.IncompatibleCheckpoint`). The results are those of an
-    uninterrupted run, bit for bit, timing fields aside. A fresh run refuses an ``out_dir``
-    whose checkpoints belong to an unfinished run (``FileExistsError``).
+    Args:
+      config: the run's :class:`TrainConfig`.
+      num_seeds: independent seeds, vmapped.
+      out_dir: the directory for the results and checkpoints (None: nothing written).
+      seed: the base PRNG seed.
+      progress: show a tqdm progress bar.
+      env: optionally a gymnax environment instead of ``config.env``.
+      env_params: its parameters.
+      log: where progress lines go (None: nowhere).
+      checkpoint_every: env steps per seed between whole-state checkpoints in
+        ``out_dir/checkpoints/<step>/`` (:mod:`memjax.train.snapshots`), taken at the first
+        chunk boundary at or past each multiple and at the end; ``"auto"``: a tenth of the
+        run; 0: none; None (default): none, or the resumed run's own period.
+      resume: continue the checkpointed run in ``out_dir`` from its newest readable
+        checkpoint; ``config``, ``num_seeds`` and ``seed`` must be the run's own. The results
+        are those of an uninterrupted run, bit for bit, timing fields aside.
+
+    Returns:
+      The summary dict (as in ``summary.json``) plus ``"curves"`` and ``"params"`` (the final
+      parameters, leading seed axis).
+
+    Raises:
+      ValueError: invalid settings, or checkpoints without ``out_dir``.
+      memjax.train.snapshots.IncompatibleCheckpoint: ``resume`` with another config, seed
+        count, seed or memjax version.
+      FileExistsError: a fresh run into an ``out_dir`` whose checkpoints belong to an
+        unfinished run.
     """
     if not isinstance(num_seeds, int) or num_seeds <= 0:
         raise ValueError(f"num_seeds must be a positive integer, got {num_seeds!r}")
