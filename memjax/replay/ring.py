@@ -104,10 +104,7 @@ def random_slots(key, n: int, count) -> jax.Array:
     exactly in uint32 arithmetic from 16-bit halves (no 64-bit types, no division).
     """
     span = jnp.maximum(count, 1).astype(jnp.uint32)
-    # one flat call of 2n words, split in halves: under vmap, a [2, n] call ran 1.4-1.7x
-    # slower than randint at 8 seeds on XLA:CPU (experiments/bench_vmapped_sample.py)
-    words = jax.random.bits(key, (2 * n,), jnp.uint32)
-    high, low = words[:n], words[n:]
+    high, low = jax.random.bits(key, (2, n), jnp.uint32)
     top, bottom = _mul_wide(high, span)
     carry = (bottom + _mul_wide(low, span)[0]) < bottom  # the sum wrapped past 2**32
     return (top + carry.astype(jnp.uint32)).astype(jnp.int32)
