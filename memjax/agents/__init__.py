@@ -1,7 +1,7 @@
 """Agents: the :class:`Agent` interface, DQN / Double DQN, DRQN, Q-networks, losses, policies."""
 
 from memjax.agents.base import Agent, no_carry
-from memjax.agents.dqn import DQNState, make_dqn
+from memjax.agents.dqn import DQNState, gradient_step, make_dqn
 from memjax.agents.drqn import DRQNState, make_drqn, trained_steps, window_td_errors
 from memjax.agents.losses import (
     LOSS_KINDS,
@@ -23,7 +23,7 @@ from memjax.agents.policies import epsilon_greedy, explore
 from memjax.agents.recurrent import CELL_KINDS, RecurrentQNetwork, reset_where, unroll
 
 __all__ = [
-    "Agent", "no_carry", "DQNState", "make_dqn",
+    "Agent", "no_carry", "DQNState", "make_dqn", "gradient_step",
     "DRQNState", "make_drqn", "trained_steps", "window_td_errors",
     "RecurrentQNetwork", "CELL_KINDS", "reset_where", "unroll",
     "ConvQNetwork", "MLPQNetwork", "make_network", "network_kind", "NETWORK_KINDS",

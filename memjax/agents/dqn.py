@@ -45,6 +45,30 @@ class DQNState:
     updates: jax.Array
 
 
+def gradient_step(state, grads, optimizer: optax.GradientTransformation, *,
+                  target_period: int, tau: float = 1.0):
+    """One optimizer step on ``state.params`` and the target network's update.
+
+    Args:
+      state: a :class:`DQNState` (or a subclass: the same type comes back).
+      grads: the loss's gradients with respect to ``state.params``.
+      optimizer: the optax transformation whose state is ``state.opt_state``.
+      target_period: updates between target-network updates.
+      tau: 1 copies the online parameters at a target update; less moves the target one
+        Polyak step of size ``tau``.
+
+    Returns:
+      The new state, ``updates`` counted up by one.
+    """
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    count = state.updates + 1
+    moved = params if tau == 1.0 else optax.incremental_update(params, state.target_params, tau)
+    target_params = optax.periodic_update(moved, state.target_params, count, target_period)
+    return state.replace(params=params, target_params=target_params, opt_state=opt_state,
+                         updates=count)
+
+
 def make_dqn(network: nn.Module, num_actions: int, optimizer: optax.GradientTransformation,
              *, epsilon: Callable, gamma: float = 0.99, double: bool = False,
              loss: str = "mse", huber_delta: float = 1.0, target_period: int = 25,
@@ -101,17 +125,10 @@ def make_dqn(network: nn.Module, num_actions: int, optimizer: optax.GradientTran
     def learn(state: DQNState, sample, key):
         (value, (td, mean_q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.target_params, sample)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        count = state.updates + 1
-        moved = params if tau == 1.0 else optax.incremental_update(params, state.target_params,
-                                                                  tau)
-        target_params = optax.periodic_update(moved, state.target_params, count, target_period)
-        state = DQNState(params=params, target_params=target_params, opt_state=opt_state,
-                         updates=count)
+        state = gradient_step(state, grads, optimizer, target_period=target_period, tau=tau)
         return state, jnp.abs(td) + priority_eps, {"loss": value, "q": mean_q}
 
     return Agent(init=init, initial_carry=no_carry, act=act, learn=learn)
 
 
-__all__ = ["DQNState", "make_dqn"]
+__all__ = ["DQNState", "gradient_step", "make_dqn"]

@@ -33,7 +33,7 @@ without storing any step twice.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +42,7 @@ from flax import struct
 
 from memjax.agents import losses
 from memjax.agents.base import Agent
+from memjax.agents.dqn import DQNState, gradient_step
 from memjax.agents.policies import epsilon_greedy
 from memjax.agents.recurrent import RecurrentQNetwork, unroll
 from memjax.replay.prioritized import sequence_priorities
@@ -51,20 +52,9 @@ CARRY_FIELD = "carry"
 
 
 @struct.dataclass
-class DRQNState:
-    """The state of a DRQN agent.
-
-    Attributes:
-      params: the online recurrent Q-network's parameters.
-      target_params: the target network's parameters.
-      opt_state: the optimizer's state.
-      updates: int32 scalar, gradient updates done.
-    """
-
-    params: Any
-    target_params: Any
-    opt_state: Any
-    updates: jax.Array
+class DRQNState(DQNState):
+    """The state of a DRQN agent: the fields of :class:`memjax.agents.DQNState` (online and
+    target parameters of the recurrent Q-network, optimizer state, updates done)."""
 
 
 def stored_carry(carry) -> jax.Array:
@@ -166,15 +156,8 @@ def make_drqn(network: RecurrentQNetwork, num_actions: int,
     def learn(state: DRQNState, sample, key):
         (value, (td, mean_q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.target_params, sample)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        count = state.updates + 1
-        moved = params if tau == 1.0 else optax.incremental_update(params, state.target_params,
-                                                                  tau)
-        target_params = optax.periodic_update(moved, state.target_params, count, target_period)
+        state = gradient_step(state, grads, optimizer, target_period=target_period, tau=tau)
         priorities = sequence_priorities(jnp.abs(td), eta=eta) + priority_eps
-        state = DRQNState(params=params, target_params=target_params, opt_state=opt_state,
-                          updates=count)
         return state, priorities, {"loss": value, "q": mean_q}
 
     return Agent(init=init, initial_carry=network.initial_carry, act=act, learn=learn)

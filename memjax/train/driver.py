@@ -42,9 +42,12 @@ def capacity_for_budget(config: TrainConfig, budget_bytes: int, env=None,
     kind, codecs and layout, on its environment) fits in ``budget_bytes``, measured with
     ``jax.eval_shape`` (no allocation); see :func:`memjax.replay.capacity_for`. Raises
     ``ValueError`` if not even ``batch_size`` transitions fit."""
-    trainer = make_train(config, env=env, env_params=env_params)  # builds nothing big
+    # only the trainer's example item (with the agent's extras) is used: a stand-in buffer
+    # keeps make_train from building the run's own and calibrating its codecs a second time
+    trainer = make_train(config, env=env, env_params=env_params,
+                         buffer=replay.uniform(config.buffer_capacity))
     kwargs = {"alpha": config.alpha} if config.replay == "prioritized" else {}
-    return replay.capacity_for(budget_bytes, trainer.example,  # with the agent's extras
+    return replay.capacity_for(budget_bytes, trainer.example,
                                codecs=make_codecs(config, trainer.env, trainer.env_params),
                                layout=make_layout(config), kind=config.replay,
                                minimum=max(config.batch_size, config.num_envs), **kwargs)
