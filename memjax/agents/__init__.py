@@ -1,8 +1,15 @@
-"""Agents: the :class:`Agent` interface, DQN / Double DQN, DRQN, Q-networks, losses, policies."""
+"""Agents: the :class:`Agent` interface, DQN / Double DQN, DRQN, the memory-network agent (MQN),
+Q-networks, losses, policies."""
 
 from memjax.agents.base import Agent, no_carry
 from memjax.agents.dqn import DQNState, gradient_step, make_dqn
-from memjax.agents.drqn import DRQNState, make_drqn, trained_steps, window_td_errors
+from memjax.agents.drqn import (
+    DRQNState,
+    make_drqn,
+    trained_steps,
+    window_n_step_td,
+    window_td_errors,
+)
 from memjax.agents.losses import (
     LOSS_KINDS,
     as_windows,
@@ -11,6 +18,14 @@ from memjax.agents.losses import (
     q_learning_td,
     td_errors,
     weighted_loss,
+)
+from memjax.agents.memnet import (
+    MemnetState,
+    MemoryQNetwork,
+    context_trained_steps,
+    make_memnet,
+    memnet_td_errors,
+    window_contexts,
 )
 from memjax.agents.networks import (
     NETWORK_KINDS,
@@ -24,7 +39,9 @@ from memjax.agents.recurrent import CELL_KINDS, RecurrentQNetwork, reset_where, 
 
 __all__ = [
     "Agent", "no_carry", "DQNState", "make_dqn", "gradient_step",
-    "DRQNState", "make_drqn", "trained_steps", "window_td_errors",
+    "DRQNState", "make_drqn", "trained_steps", "window_td_errors", "window_n_step_td",
+    "MemnetState", "MemoryQNetwork", "make_memnet", "memnet_td_errors", "window_contexts",
+    "context_trained_steps",
     "RecurrentQNetwork", "CELL_KINDS", "reset_where", "unroll",
     "ConvQNetwork", "MLPQNetwork", "make_network", "network_kind", "NETWORK_KINDS",
     "LOSS_KINDS", "n_step_bootstrap", "bootstrap_value", "q_learning_td", "as_windows",

@@ -200,13 +200,41 @@ def window_td_errors(apply_fn, params, target_params, windows, start, *, burn_in
     obs, first, next_obs = (rest(windows[k]) for k in ("obs", "first", "next_obs"))
     _, q, q_next_online = unroll(apply_fn, params, online_start, obs, first, next_obs)
     _, _, q_next_target = unroll(apply_fn, target_params, target_start, obs, first, next_obs)
+    rest_windows = {k: rest(windows[k]) for k in ("action", "reward", "terminated", "first")}
+    td = window_n_step_td(q, q_next_online, q_next_target, rest_windows, steps=steps,
+                          n_step=n_step, gamma=gamma, double=double)
+    return td, q
 
+
+def window_n_step_td(q, q_next_online, q_next_target, windows, *, steps: int, n_step: int,
+                     gamma: float, double: bool):
+    """n-step TD errors of the first ``steps`` steps of windows, from Q-values at every
+    step's observation and next observation (shared by DRQN and the memory-network agent).
+
+    Step t's target is ``sum_k gamma^k r_{t+k} + gamma^n V(next_obs_{t+m})``, cut at the
+    window's first episode end ``m`` as :func:`memjax.agents.n_step_bootstrap` cuts it, with
+    ``V`` the target Q-values' max (Double-Q: at the online Q-values' argmax, no gradient).
+
+    Args:
+      q: float32 ``[B, T, A]``, online Q-values at each step's observation.
+      q_next_online: float32 ``[B, T, A]``, online Q-values at each step's next observation.
+      q_next_target: float32 ``[B, T, A]``, target Q-values there.
+      windows: ``{"action" int [B, T], "reward" [B, T], "terminated" [B, T], "first" bool
+        [B, T]}`` of the same T steps.
+      steps: S, the steps that get a TD error, ``1 <= S <= T - n_step + 1``.
+      n_step: steps of the return before bootstrapping.
+      gamma: the discount.
+      double: Double-Q targets.
+
+    Returns:
+      float32 ``[B, S]``: the TD errors, differentiable with respect to ``q`` only.
+    """
     offsets = jnp.arange(steps)[:, None] + jnp.arange(n_step)[None]          # [S, n]
     per_step = jax.vmap(jax.vmap(losses.n_step_bootstrap, in_axes=(0, 0, 0, None)),
                         in_axes=(0, 0, 0, None))
-    partial, discount, last = per_step(rest(windows["reward"])[:, offsets],
-                                       rest(windows["terminated"])[:, offsets],
-                                       first[:, offsets], gamma)             # [B, S] each
+    partial, discount, last = per_step(windows["reward"][:, offsets],
+                                       windows["terminated"][:, offsets],
+                                       windows["first"][:, offsets], gamma)  # [B, S] each
     at = jnp.arange(steps)[None] + last                                      # bootstrap step
     pick = jax.vmap(lambda values, index: values[index])
     value_fn = jax.vmap(jax.vmap(losses.bootstrap_value))
@@ -215,10 +243,9 @@ def window_td_errors(apply_fn, params, target_params, windows, start, *, burn_in
         values = value_fn(bootstrap, pick(jax.lax.stop_gradient(q_next_online), at))
     else:
         values = value_fn(bootstrap)
-    actions = rest(windows["action"])[:, :steps].astype(jnp.int32)
-    td = jax.vmap(jax.vmap(losses.q_learning_td))(q[:, :steps], actions,
-                                                  partial + discount * values)
-    return td, q
+    actions = windows["action"][:, :steps].astype(jnp.int32)
+    return jax.vmap(jax.vmap(losses.q_learning_td))(q[:, :steps], actions,
+                                                    partial + discount * values)
 
 
 def checked_windows(items) -> dict:
@@ -235,4 +262,4 @@ def checked_windows(items) -> dict:
 
 
 __all__ = ["CARRY_FIELD", "DRQNState", "carry_from_stored", "make_drqn", "stored_carry",
-           "trained_steps", "window_td_errors"]
+           "trained_steps", "window_n_step_td", "window_td_errors"]

@@ -11,9 +11,11 @@ import optax
 from memjax import envs, replay
 from memjax.agents import (
     Agent,
+    MemoryQNetwork,
     RecurrentQNetwork,
     make_dqn,
     make_drqn,
+    make_memnet,
     make_network,
     network_kind,
 )
@@ -100,14 +102,22 @@ def make_network_for(config: TrainConfig, env, env_params) -> nn.Module:
 
     Args:
       config: the run's :class:`TrainConfig` (``network``, ``hidden``; for recurrent agents
-        also ``memory`` and ``cell``).
+        also ``memory`` and ``cell``; for memnet ``memory`` and ``context_length``).
       env: a gymnax environment.
       env_params: its parameters.
 
     Returns:
-      A flax module (see :func:`memjax.agents.network_kind` for ``"auto"``).
+      A flax module (see :func:`memjax.agents.network_kind` for ``"auto"``):
+      :class:`memjax.agents.RecurrentQNetwork` for drqn, :class:`memjax.agents.MemoryQNetwork`
+      for memnet.
     """
     kind = network_kind(config.network, envs.observation_shape(env, env_params))
+    if config.agent == "memnet":
+        obs, _ = jax.eval_shape(lambda k: env.reset(k, env_params), jax.random.key(0))
+        return MemoryQNetwork(envs.num_actions(env, env_params), obs_shape=tuple(obs.shape),
+                              obs_dtype=obs.dtype, context_length=config.context_length,
+                              hidden=tuple(config.hidden), memory=config.memory,
+                              channels=16 if kind == "conv" else 0)
     if config.recurrent:
         return RecurrentQNetwork(envs.num_actions(env, env_params), hidden=tuple(config.hidden),
                                  memory=config.memory, cell=config.cell,
@@ -147,7 +157,8 @@ def make_agent(config: TrainConfig, network: nn.Module, num_actions: int) -> Age
 
     Returns:
       An :class:`memjax.agents.Agent` (:func:`memjax.agents.make_dqn` for ``"dqn"``,
-      :func:`memjax.agents.make_drqn` for ``"drqn"``).
+      :func:`memjax.agents.make_drqn` for ``"drqn"``, :func:`memjax.agents.make_memnet` for
+      ``"memnet"``).
 
     Raises:
       ValueError: an unknown agent.
@@ -161,6 +172,9 @@ def make_agent(config: TrainConfig, network: nn.Module, num_actions: int) -> Age
     if config.agent == "drqn":
         return make_drqn(network, num_actions, make_optimizer(config), epsilon=epsilon,
                          burn_in=config.burn_in, n_step=config.n_step, eta=config.eta, **common)
+    if config.agent == "memnet":
+        return make_memnet(network, num_actions, make_optimizer(config), epsilon=epsilon,
+                           n_step=config.n_step, eta=config.eta, **common)
     raise ValueError(f"unknown agent {config.agent!r}")
 
 

@@ -13,10 +13,12 @@ from memjax.train.storage import LAYOUTS, REWARD_CODECS, check_obs_codec
 
 REPLAY_KINDS = ("uniform", "prioritized")
 """The values of ``TrainConfig.replay``."""
-AGENT_KINDS = ("dqn", "drqn")
+AGENT_KINDS = ("dqn", "drqn", "memnet")
 """The values of ``TrainConfig.agent``."""
 RECURRENT_AGENTS = ("drqn",)
 """The agents that learn from replayed windows with a stored recurrent state."""
+WINDOW_AGENTS = ("drqn", "memnet")
+"""The agents that learn from replayed windows of ``sequence_length`` steps."""
 
 
 class StepSchedule:
@@ -102,7 +104,7 @@ class TrainConfig(StepSchedule):
 
     # run
     env: str = "CartPole-v1"          # gymnax environment id
-    agent: str = "dqn"                # the learning agent: dqn | drqn (recurrent; see the recurrent section)
+    agent: str = "dqn"                # the learning agent: dqn | drqn (recurrent) | memnet (attention over the last context_length observations); see the memory agents section
     num_envs: int = 10                # vectorised environments per seed
     total_steps: int = 500_000        # environment steps per seed
     # replay
@@ -136,12 +138,13 @@ class TrainConfig(StepSchedule):
     tau: float = 1.0                  # 1: hard target copy; < 1: one Polyak step per target update
     network: str = "auto"             # auto (conv for image observations, else mlp) | mlp | conv
     hidden: Sequence[int] = (120, 84)  # MLP hidden widths, e.g. 120,84
-    # recurrent agents (drqn)
+    # memory agents (drqn, memnet)
     cell: str = "gru"                 # recurrent cell: gru | lstm
-    memory: int = 64                  # recurrent state size
-    sequence_length: int = 40         # steps per replayed window, burn-in included
+    memory: int = 64                  # drqn: recurrent state size; memnet: width of queries, keys and values
+    sequence_length: int = 40         # steps per replayed window, burn-in (drqn) or context (memnet) included
     sequence_period: int = 20         # rows between the starts of replayed windows
     burn_in: int = 8                  # window steps that only warm the stored state up (no loss, no gradient)
+    context_length: int = 32          # memnet: the observations before the current one that it reads (M; a window's first M steps are context only)
     eta: float = 0.9                  # window priority: eta * max |TD| + (1 - eta) * mean |TD|
     # acting
     eps_start: float = 1.0            # exploration epsilon at the start
@@ -214,17 +217,22 @@ class TrainConfig(StepSchedule):
         return self.agent in RECURRENT_AGENTS
 
     @property
+    def windowed(self) -> bool:
+        """Whether the agent learns from windows of ``sequence_length`` steps (drqn, memnet)."""
+        return self.agent in WINDOW_AGENTS
+
+    @property
     def storage_layout(self) -> str:
-        """The replay layout the loop uses: ``"sequence"`` for recurrent agents and when
-        ``n_step > 1`` (n-step targets are read from windows of stored steps), else
-        ``layout``."""
-        return "sequence" if self.n_step > 1 or self.recurrent else self.layout
+        """The replay layout the loop uses: ``"sequence"`` for the window agents (drqn,
+        memnet) and when ``n_step > 1`` (n-step targets are read from windows of stored
+        steps), else ``layout``."""
+        return "sequence" if self.n_step > 1 or self.windowed else self.layout
 
     @property
     def window_length(self) -> int:
-        """Steps per replayed window: ``sequence_length`` for recurrent agents, else
+        """Steps per replayed window: ``sequence_length`` for the window agents, else
         ``n_step``."""
-        return self.sequence_length if self.recurrent else self.n_step
+        return self.sequence_length if self.windowed else self.n_step
 
     def validate(self) -> "TrainConfig":
         """Raise ``ValueError`` with a clear message for invalid settings; return self."""
@@ -250,7 +258,7 @@ class TrainConfig(StepSchedule):
         positive = ("num_envs", "total_steps", "buffer_capacity", "batch_size", "train_every",
                     "target_update_every", "eps_decay_steps", "chunk_steps", "eval_episodes",
                     "n_step", "calibration_steps", "memory", "sequence_length",
-                    "sequence_period")
+                    "sequence_period", "context_length")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
@@ -306,6 +314,12 @@ class TrainConfig(StepSchedule):
                 f"agent {self.agent!r}: sequence_length ({self.sequence_length}) is shorter than "
                 f"burn_in ({self.burn_in}) + n_step ({self.n_step}): no step of a window would "
                 f"be trained; use --sequence-length {self.burn_in + self.n_step} or more")
+        if self.agent == "memnet" and self.sequence_length < self.context_length + self.n_step:
+            raise ValueError(
+                f"agent 'memnet': sequence_length ({self.sequence_length}) is shorter than "
+                f"context_length ({self.context_length}) + n_step ({self.n_step}): no step of a "
+                f"window would have its whole context; use --sequence-length "
+                f"{self.context_length + self.n_step} or more (or a shorter --context-length)")
 
     def _validate_storage(self) -> None:
         check_obs_codec(self.obs_codec)
@@ -329,16 +343,16 @@ class TrainConfig(StepSchedule):
         if self.buffer_capacity % self.num_envs:
             raise ValueError(f"layout {layout!r} needs buffer_capacity ({self.buffer_capacity}) "
                              f"to be a multiple of num_envs ({self.num_envs})")
-        why = f"agent {self.agent!r}" if self.recurrent else f"n_step={self.n_step}"
+        why = f"agent {self.agent!r}" if self.windowed else f"n_step={self.n_step}"
         if layout == "sequence" and self.frame_stack > 1:
             raise ValueError(f"sequence replay ({why}) does not support frame_stack > 1 "
                              f"(got frame_stack={self.frame_stack})")
         rows = self.buffer_capacity // self.num_envs
-        if layout == "sequence" and self.recurrent and rows % self.sequence_period:
+        if layout == "sequence" and self.windowed and rows % self.sequence_period:
             raise ValueError(f"agent {self.agent!r}: the buffer's {rows} rows (buffer_capacity "
                              f"{self.buffer_capacity} / num_envs {self.num_envs}) must be a "
                              f"multiple of sequence_period ({self.sequence_period})")
         if layout == "sequence" and self.window_length > rows:
-            setting = "sequence_length" if self.recurrent else "n_step"
+            setting = "sequence_length" if self.windowed else "n_step"
             raise ValueError(f"{setting} ({self.window_length}) is longer than the {rows} rows of "
                              f"num_envs={self.num_envs} steps the buffer keeps")

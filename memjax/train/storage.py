@@ -127,15 +127,17 @@ def make_codecs(config, env, env_params) -> dict:
 
 def make_layout(config):
     """None (flat), ``memjax.replay.one_copy(num_envs, frame_stack, side_fraction)``,
-    ``memjax.replay.sequence(num_envs, length=n_step, side_fraction=...)``, or for recurrent
-    agents ``memjax.replay.sequence(num_envs, sequence_length, sequence_period,
-    per_window=("carry",))``."""
+    ``memjax.replay.sequence(num_envs, length=n_step, side_fraction=...)``, or for the window
+    agents ``memjax.replay.sequence(num_envs, sequence_length, sequence_period)``, with
+    ``per_window=("carry",)`` for DRQN (its carry stored once per window; memnet stores
+    nothing but the steps: its context is the window's first ``context_length`` steps)."""
     layout = config.storage_layout
     if layout == "flat":
         return None
-    if layout == "sequence" and config.recurrent:   # windows with the carry stored once
+    if layout == "sequence" and config.windowed:
         return replay.sequence(config.num_envs, length=config.sequence_length,
-                               period=config.sequence_period, per_window=("carry",),
+                               period=config.sequence_period,
+                               per_window=("carry",) if config.recurrent else (),
                                side_fraction=config.side_fraction)
     if layout == "sequence":
         return replay.sequence(config.num_envs, length=config.n_step,
