@@ -3,11 +3,21 @@
 ```python
 env, env_params = mj.envs.make("CartPole-v1")
 env = mj.envs.FrameStack(env, 4)          # observations [16]: the last 4 frames
+env, env_params = mj.envs.make("MultiCartPole")   # 4 CartPole-v1 variants, obs [4 + 4]
 ```
 """
 
 from memjax.envs.registry import check_discrete, make, num_actions, observation_shape
+from memjax.envs.multitask import (
+    MultiTask,
+    MultiTaskParams,
+    MultiTaskState,
+    cartpole_variant,
+    multi_cartpole,
+    task_means,
+)
 from memjax.envs.wrappers import FrameStack, FrameStackState
 
 __all__ = ["make", "check_discrete", "num_actions", "observation_shape", "FrameStack",
-           "FrameStackState"]
+           "FrameStackState", "MultiTask", "MultiTaskParams", "MultiTaskState",
+           "cartpole_variant", "multi_cartpole", "task_means"]

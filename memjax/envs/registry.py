@@ -6,23 +6,25 @@ from __future__ import annotations
 import gymnax
 import jax
 
-from memjax.envs import pomdp
+from memjax.envs import multitask, pomdp
 
 
 def make(name: str):
     """A discrete-action environment by name: one of the partially observable suite
     (``StatelessCartPole``, ``NoisyStatelessCartPole``, ``RepeatFirst``, ``RepeatPrevious``,
-    ``CountRecall``, ``MemoryChain-<L>`` such as ``MemoryChain-20``), else
-    ``gymnax.make(name)``. Returns ``(env, env_params)``.
+    ``CountRecall``, ``MemoryChain-<L>`` such as ``MemoryChain-20``), a multi-task one
+    (``MultiCartPole``, ``ContinualCartPole-<K>``, see :func:`memjax.envs.multitask.make`),
+    else ``gymnax.make(name)``. Returns ``(env, env_params)``.
 
     Raises ``ValueError`` naming the known environments when ``name`` is unknown, and when
     the action space is not discrete (the agents here pick among discrete actions)."""
-    made = pomdp.make(name)
+    made = pomdp.make(name) or multitask.make(name)
     if made is None:
         if name not in gymnax.registered_envs:
             known = ", ".join(gymnax.registered_envs)
             raise ValueError(f"unknown environment {name!r}; memjax's partially observable "
-                             f"suite: {', '.join(pomdp.names())}; gymnax knows: {known}")
+                             f"suite: {', '.join(pomdp.names())}; multi-task: "
+                             f"{', '.join(multitask.NAMES)}; gymnax knows: {known}")
         made = gymnax.make(name)
     env, env_params = made
     check_discrete(env, env_params, name)

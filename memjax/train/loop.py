@@ -88,8 +88,12 @@ class TrainState:
     ep_return: jax.Array
 
 
-def _episode_stats(done, finished):
-    return {"return_sum": jnp.sum(finished), "episodes": jnp.sum(done).astype(jnp.int32)}
+def _episode_stats(done, finished, tasks=None, num_tasks: int = 0):
+    stats = {"return_sum": jnp.sum(finished), "episodes": jnp.sum(done).astype(jnp.int32)}
+    if num_tasks:  # a MultiTask environment: the same sums per task of the ending episodes
+        stats["task_return_sum"] = jax.ops.segment_sum(finished, tasks, num_tasks)
+        stats["task_episodes"] = jax.ops.segment_sum(done.astype(jnp.int32), tasks, num_tasks)
+    return stats
 
 
 def _summarise(stats, metrics):
@@ -99,6 +103,11 @@ def _summarise(stats, metrics):
     mean_return = jnp.sum(stats["return_sum"]) / jnp.maximum(episodes, 1)
     out = {"episode_return": jnp.where(episodes > 0, mean_return, jnp.nan),
            "episodes": episodes}
+    if "task_episodes" in stats:  # float32 / int32 [num_tasks]
+        count = jnp.sum(stats["task_episodes"], axis=0)
+        out["task_episode_return"] = jnp.where(
+            count > 0, jnp.sum(stats["task_return_sum"], axis=0) / jnp.maximum(count, 1), jnp.nan)
+        out["task_episodes"] = count
     out.update({name: jnp.mean(value) for name, value in metrics.items()})
     return out
 
@@ -128,6 +137,13 @@ class Trainer:
     @functools.cached_property
     def num_actions(self) -> int:
         return envs.num_actions(self.env, self.env_params)
+
+    @functools.cached_property
+    def num_tasks(self) -> int:
+        """The tasks of a :class:`memjax.envs.MultiTask` environment (0 for another): the
+        chunk metrics then add ``task_episode_return`` and ``task_episodes`` [num_tasks], and
+        evaluation episode ``i`` plays task ``i % num_tasks``."""
+        return self.env.num_tasks if isinstance(self.env, envs.MultiTask) else 0
 
     @functools.cached_property
     def _vector_env(self):
@@ -226,6 +242,12 @@ class Trainer:
                               ep_return=jnp.where(done, 0.0, ep_return))
         return state, (item, done, jnp.where(done, ep_return, 0.0))
 
+    def _step_stats(self, state: TrainState, random_actions: bool = False):
+        """:meth:`env_step` and its episode statistics (per task for a MultiTask env)."""
+        tasks = state.env_state.task if self.num_tasks else None
+        state, (_, done, finished) = self.env_step(state, random_actions)
+        return state, _episode_stats(done, finished, tasks, self.num_tasks)
+
     # -- learning --------------------------------------------------------------------------
     @functools.cached_property
     def _beta(self) -> Callable:
@@ -253,8 +275,7 @@ class Trainer:
     def collect(self, state: TrainState):
         """Warm-up: ``learning_starts`` env steps of uniform-random actions, no learning."""
         def body(s, _):
-            s, (_, done, finished) = self.env_step(s, random_actions=True)
-            return s, _episode_stats(done, finished)
+            return self._step_stats(s, random_actions=True)
 
         state, stats = jax.lax.scan(body, state, None, length=self.config.warmup_vec_steps)
         schedule = self.config.rate_schedule
@@ -274,8 +295,8 @@ class Trainer:
             return self._rate_iteration(state)
         stats = []
         for _ in range(self.config.train_every):  # static, small
-            state, (_, done, finished) = self.env_step(state)
-            stats.append(_episode_stats(done, finished))
+            state, step_stats = self._step_stats(state)
+            stats.append(step_stats)
         state, metrics = self.learner_step(state)
         return state, ({name: sum(s[name] for s in stats) for name in stats[0]}, metrics)
 
@@ -289,7 +310,7 @@ class Trainer:
 
         def vector_step(carry, count):
             state, sums = carry
-            state, (_, done, finished) = self.env_step(state)
+            state, step_stats = self._step_stats(state)
 
             def learn(_, inner):
                 s, m = inner
@@ -297,12 +318,12 @@ class Trainer:
                 return s, jax.tree.map(jnp.add, m, metrics)
 
             state, sums = jax.lax.fori_loop(0, count, learn, (state, sums))
-            return (state, sums), _episode_stats(done, finished)
+            return (state, sums), step_stats
 
         (state, sums), stats = jax.lax.scan(vector_step, (state, zeros),
                                             jnp.asarray(pattern, jnp.int32))
         metrics = jax.tree.map(lambda x: x / sum(pattern), sums)
-        return state, ({name: jnp.sum(value) for name, value in stats.items()}, metrics)
+        return state, ({name: jnp.sum(value, axis=0) for name, value in stats.items()}, metrics)
 
     def _make_chunk(self, iterations: int) -> Callable:
         def chunk(state: TrainState):
@@ -326,16 +347,26 @@ class Trainer:
     def evaluate(self, agent_state, key) -> Episodes:
         """``eval_episodes`` episodes of the greedy policy (a random action with probability
         ``eval_epsilon``), one per parallel environment, each cut at ``eval_max_steps``:
-        their returns float32 [E] and whether each finished, bool [E]."""
+        their returns float32 [E] and whether each finished, bool [E]. With a MultiTask
+        environment episode ``i`` plays task ``i % num_tasks``."""
         cfg = self.config
 
         def policy(carry, obs, policy_key):
             actions, carry, _ = self.agent.act(agent_state, carry, obs, policy_key, 0, True)
             return actions, carry
 
-        return evaluate_policy(policy, self.agent.initial_carry(cfg.eval_episodes), self.env,
-                               self.env_params, key, cfg.eval_episodes, self.num_actions,
-                               epsilon=cfg.eval_epsilon, max_steps=cfg.eval_max_steps)
+        def run(env_params, key, episodes):
+            return evaluate_policy(policy, self.agent.initial_carry(episodes), self.env,
+                                   env_params, key, episodes, self.num_actions,
+                                   epsilon=cfg.eval_epsilon, max_steps=cfg.eval_max_steps)
+
+        if not self.num_tasks:
+            return run(self.env_params, key, cfg.eval_episodes)
+        per_task = -(-cfg.eval_episodes // self.num_tasks)
+        tasks = jnp.arange(self.num_tasks)
+        done = jax.vmap(lambda t, k: run(self.env.for_task(self.env_params, t), k, per_task))(
+            tasks, jax.random.split(key, self.num_tasks))          # [num_tasks, per_task]
+        return jax.tree.map(lambda x: x.T.reshape(-1)[:cfg.eval_episodes], done)
 
     def train(self, key):
         """The whole run for one seed.
@@ -347,7 +378,9 @@ class Trainer:
           ``(state, metrics)`` with ``metrics["warmup"]`` (dict of scalars),
           ``metrics["train"]`` (dict of ``[num_chunks(+1)]`` arrays, one entry per chunk),
           ``metrics["eval_return"]`` (float32 ``[eval_episodes]``, greedy returns of the final
-          policy) and ``metrics["eval_finished"]`` (bool ``[eval_episodes]``).
+          policy) and ``metrics["eval_finished"]`` (bool ``[eval_episodes]``); with a MultiTask
+          environment also ``metrics["eval_task"]`` (int32 ``[eval_episodes]``, each episode's
+          task) and per-task chunk metrics (see :attr:`num_tasks`).
         """
         state, warmup = self.collect(self.init(key))
         chunk = self.chunk
@@ -359,8 +392,11 @@ class Trainer:
         key, k_eval = jax.random.split(state.key)
         state = state.replace(key=key)
         episodes = self.evaluate(state.agent, k_eval)
-        return state, {"warmup": warmup, "train": per_chunk, "eval_return": episodes.returns,
-                       "eval_finished": episodes.finished}
+        metrics = {"warmup": warmup, "train": per_chunk, "eval_return": episodes.returns,
+                   "eval_finished": episodes.finished}
+        if self.num_tasks:
+            metrics["eval_task"] = jnp.arange(self.config.eval_episodes) % self.num_tasks
+        return state, metrics
 
 
 def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None, buffer=None,
