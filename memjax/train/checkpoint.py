@@ -28,11 +28,13 @@ from flax import serialization
 from memjax import envs
 from memjax.agents import (
     ConvQNetwork,
+    MemoryQNetwork,
     MLPQNetwork,
     RecurrentQNetwork,
     make_network,
     network_kind,
 )
+from memjax.train.build import make_env_for, make_network_for
 from memjax.train.config import TrainConfig
 from memjax.train.results import config_to_dict
 
@@ -91,12 +93,20 @@ class Checkpoint:
             return RecurrentQNetwork(num_actions, hidden=tuple(self.config.hidden),
                                      memory=self.config.memory, cell=self.config.cell,
                                      channels=int(self.meta.get("channels", 0)))
+        if self.meta["network"] == "memnet":
+            return MemoryQNetwork(num_actions, obs_shape=tuple(self.meta["obs_shape"]),
+                                  obs_dtype=self.meta["obs_dtype"],
+                                  context_length=self.config.context_length,
+                                  hidden=tuple(self.config.hidden), memory=self.config.memory,
+                                  channels=int(self.meta.get("channels", 0)))
         return make_network(self.meta["network"], num_actions, self.config.hidden)
 
 
 def _network_kind(network) -> str:
     if isinstance(network, RecurrentQNetwork):
         return "recurrent"
+    if isinstance(network, MemoryQNetwork):
+        return "memnet"
     if isinstance(network, ConvQNetwork):
         return "conv"
     if isinstance(network, MLPQNetwork):
@@ -118,6 +128,8 @@ def save(path, config, params, *, stacked: bool = True, network=None,
     if not stacked:
         params = jax.tree.map(lambda x: x[None], params)
     channels = 0
+    if network is None and config.agent == "memnet":  # its module needs the observation spec
+        network = make_network_for(config, *make_env_for(config))
     if network is None:
         env, env_params = envs.make(config.env)
         kind = network_kind(config.network, envs.observation_shape(env, env_params))
@@ -126,11 +138,13 @@ def save(path, config, params, *, stacked: bool = True, network=None,
             kind, channels = "recurrent", 16 if kind == "conv" else 0
     else:
         kind, num_actions = _network_kind(network), int(network.num_actions)
-        channels = int(getattr(network, "channels", 0)) if kind == "recurrent" else 0
+        channels = int(getattr(network, "channels", 0)) if kind in ("recurrent", "memnet") else 0
     m = {"env": config.env, "num_seeds": int(jax.tree.leaves(params)[0].shape[0]),
          "num_actions": num_actions, "network": kind}
-    if kind == "recurrent":
+    if kind in ("recurrent", "memnet"):
         m["channels"] = channels
+    if kind == "memnet":
+        m.update(obs_shape=list(network.obs_shape), obs_dtype=str(np.dtype(network.obs_dtype)))
     m.update(meta or {})
     blob = serialization.msgpack_serialize({
         "format": FORMAT, "version": VERSION, "config": config_to_json(config),
