@@ -65,8 +65,9 @@ def test_read_matches_numpy_and_ignores_masked_slots(net):
     np.testing.assert_allclose(q, want_q, rtol=1e-5, atol=1e-5)
     e = network.apply(params, jnp.concatenate([obs, context.reshape(-1, OBS)]),
                       method=MemoryQNetwork.embed)
-    _, weights = network.apply(params, e[:6], e[6:].reshape(6, M, -1), valid,
-                               method=MemoryQNetwork.read)
+    keys, values = network.apply(params, e[6:].reshape(6, M, -1),
+                                 method=MemoryQNetwork.memory_slots)
+    _, weights = network.apply(params, e[:6], keys, values, valid, method=MemoryQNetwork.read)
     np.testing.assert_allclose(weights, want_w, rtol=1e-5, atol=1e-6)
     assert np.all(np.asarray(weights)[:, :M][~np.asarray(valid)] == 0)
     assert np.asarray(weights)[0, M] == 1.0             # no valid slot: all on the null slot

@@ -93,8 +93,8 @@ class MemoryQNetwork(nn.Module):
     Call it as ``network.apply(params, obs [N, *obs_shape], context [N, M, *obs_shape],
     valid bool [N, M]) -> q float32 [N, A]``: ``context[:, M - 1]`` is the step just before
     ``obs``, ``context[:, 0]`` the oldest, and ``valid`` marks the slots of the query's own
-    episode. The methods ``embed`` and ``read`` split the call for callers that encode each
-    observation once (the learner).
+    episode. The methods ``embed``, ``memory_slots`` and ``read`` split the call for callers
+    that encode and project each observation once (the learner).
 
     Attributes:
       num_actions: size of the discrete action space, A.
@@ -148,12 +148,19 @@ class MemoryQNetwork(nn.Module):
             x = nn.relu(layer(x))
         return x
 
-    def read(self, query_embedding, context_embeddings, valid):
-        """Q-values from embeddings.
+    def memory_slots(self, embeddings):
+        """``(keys, values)``, float32 ``[..., d]`` each: ``W_key e`` (before the slot's age
+        vector) and ``W_val e`` of embeddings ``[..., H]``."""
+        return self.key(embeddings), self.value(embeddings)
+
+    def read(self, query_embedding, keys, values, valid):
+        """Q-values from the current observation's embedding and its context's slots.
 
         Args:
           query_embedding: float32 ``[N, H]``, the current observation's embedding.
-          context_embeddings: float32 ``[N, M, H]``, the M observations before it, oldest first.
+          keys: float32 ``[N, M, d]``, ``W_key e`` of the M observations before it, oldest
+            first (see :meth:`memory_slots`).
+          values: float32 ``[N, M, d]``, their ``W_val e``.
           valid: bool ``[N, M]``, the slots of the query's episode.
 
         Returns:
@@ -161,8 +168,7 @@ class MemoryQNetwork(nn.Module):
           (the null slot last; exactly 0 on invalid slots).
         """
         query = self.query(query_embedding)                                   # [N, d]
-        keys = self.key(context_embeddings) + self.age                        # [N, M, d]
-        values = self.value(context_embeddings)
+        keys = keys + self.age                                                # [N, M, d]
         scale = 1.0 / self.memory ** 0.5
         logits = jnp.einsum("nd,nmd->nm", query, keys) * scale
         logits = jnp.where(valid, logits, -jnp.inf)
@@ -176,7 +182,8 @@ class MemoryQNetwork(nn.Module):
     def __call__(self, obs, context, valid):
         n, m = context.shape[:2]
         embedded = self.embed(jnp.concatenate([obs, context.reshape((n * m, *obs.shape[1:]))]))
-        q, _ = self.read(embedded[:n], embedded[n:].reshape((n, m, -1)), valid)
+        keys, values = self.memory_slots(embedded[n:].reshape((n, m, -1)))
+        q, _ = self.read(embedded[:n], keys, values, valid)
         return q
 
 
@@ -272,9 +279,10 @@ def memnet_td_errors(network: MemoryQNetwork, params, target_params, windows, *,
                                 queries.reshape((-1, *obs_shape))])
         embedded = network.apply(p, flat, method=MemoryQNetwork.embed)
         window_e = embedded[:batch * length].reshape((batch, length, -1))
-        query_e = embedded[batch * length:]
-        context_e = window_e[:, positions]                                    # [B, 2, Q, M, H]
-        q, _ = network.apply(p, query_e, context_e.reshape((-1, m, context_e.shape[-1])),
+        # each step projected once, then gathered into the contexts that read it
+        slots = network.apply(p, window_e, method=MemoryQNetwork.memory_slots)  # [B, L, d] x2
+        keys, values = (x[:, positions].reshape((-1, m, x.shape[-1])) for x in slots)
+        q, _ = network.apply(p, embedded[batch * length:], keys, values,
                              valid.reshape((-1, m)), method=MemoryQNetwork.read)
         return q.reshape((batch, 2, length - m, -1))
 
