@@ -146,7 +146,8 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return tx
 
 
-def make_agent(config: TrainConfig, network: nn.Module, num_actions: int) -> Agent:
+def make_agent(config: TrainConfig, network: nn.Module, num_actions: int,
+               optimizer: optax.GradientTransformation = None) -> Agent:
     """The agent ``config.agent`` names, with ``network`` as its Q-network.
 
     Args:
@@ -154,6 +155,7 @@ def make_agent(config: TrainConfig, network: nn.Module, num_actions: int) -> Age
         settings).
       network: the Q-network (see :func:`make_network_for`).
       num_actions: size of the discrete action space.
+      optimizer: optionally the optimizer instead of :func:`make_optimizer`'s.
 
     Returns:
       An :class:`memjax.agents.Agent` (:func:`memjax.agents.make_dqn` for ``"dqn"``,
@@ -167,13 +169,14 @@ def make_agent(config: TrainConfig, network: nn.Module, num_actions: int) -> Age
     common = dict(gamma=config.gamma, double=config.double_dqn, loss=config.loss,
                   huber_delta=config.huber_delta, target_period=config.target_period,
                   tau=config.tau, priority_eps=config.priority_eps)
+    optimizer = make_optimizer(config) if optimizer is None else optimizer
     if config.agent == "dqn":
-        return make_dqn(network, num_actions, make_optimizer(config), epsilon=epsilon, **common)
+        return make_dqn(network, num_actions, optimizer, epsilon=epsilon, **common)
     if config.agent == "drqn":
-        return make_drqn(network, num_actions, make_optimizer(config), epsilon=epsilon,
+        return make_drqn(network, num_actions, optimizer, epsilon=epsilon,
                          burn_in=config.burn_in, n_step=config.n_step, eta=config.eta, **common)
     if config.agent == "memnet":
-        return make_memnet(network, num_actions, make_optimizer(config), epsilon=epsilon,
+        return make_memnet(network, num_actions, optimizer, epsilon=epsilon,
                            n_step=config.n_step, eta=config.eta, **common)
     raise ValueError(f"unknown agent {config.agent!r}")
 

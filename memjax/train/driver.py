@@ -10,11 +10,12 @@ from typing import Callable, Optional
 
 import jax
 import numpy as np
+from flax import struct
 
 from memjax import codecs as mc
 from memjax import replay
 from memjax.train import checkpoint as checkpoint_file
-from memjax.train import results, snapshots
+from memjax.train import devices, results, snapshots
 from memjax.train.config import TrainConfig
 from memjax.train.evaluation import episode_cap
 from memjax.train.loop import Trainer, make_train
@@ -63,21 +64,23 @@ def storage_summary(config: TrainConfig, buffer_state) -> dict:
            "frame_stack": config.frame_stack, "n_step": config.n_step,
            "codec_counters": {name: mc.counters(st) for name, st in buffer_state.codecs.items()},
            "final_size_per_seed": np.asarray(buffer_state.count).tolist()}
-    if hasattr(buffer_state, "layout_errors"):
+    if getattr(buffer_state, "layout_errors", None) is not None:
         out["layout_errors"] = int(np.sum(buffer_state.layout_errors))
     return out
 
 
-def _aot(fn, *args, donate=False):
+def _aot(fn, *args, donate=False, out_shardings=None):
     t0 = time.perf_counter()
-    jitted = jax.jit(fn, donate_argnums=(0,) if donate else ())
+    jitted = jax.jit(fn, donate_argnums=(0,) if donate else (), out_shardings=out_shardings)
     compiled = jitted.lower(*args).compile()
     return compiled, time.perf_counter() - t0
 
 
 @dataclasses.dataclass
 class _Compiled:
-    """The vmapped, AOT-compiled pieces of a run and their compile times (seconds)."""
+    """The vmapped, AOT-compiled pieces of a run and their compile times (seconds).
+    ``init()`` makes the placed state; ``evaluate(agent, index)`` and the schedule's
+    ``chunk(state) -> (state, metrics, buffer sizes)`` return results sharded like it."""
 
     init: Callable
     evaluate: Callable
@@ -85,18 +88,25 @@ class _Compiled:
     seconds: dict
 
 
-def _compile(trainer: Trainer, keys, eval_keys) -> _Compiled:
+def _compile(trainer: Trainer, place: devices.Layout, k_train, k_eval) -> _Compiled:
     cfg, seconds = trainer.config, {}
-    init, seconds["init"] = _aot(jax.vmap(trainer.init), keys)
-    state = jax.eval_shape(jax.vmap(trainer.init), keys)
-    collect, seconds["collect"] = _aot(jax.vmap(trainer.collect), state, donate=True)
-    chunk, seconds["chunk"] = _aot(jax.vmap(trainer.chunk), state, donate=True)
-    evaluate, seconds["evaluate"] = _aot(jax.vmap(trainer.evaluate), state.agent, eval_keys)
+    sharded = place.sharded
+    init, seconds["init"] = _aot(place.init(trainer, k_train), out_shardings=sharded)
+    state = jax.eval_shape(init)
+    # results stay sharded like the state (a replicated output of the state's shape would
+    # be handed a donated shard by jit's aliasing); the host gathers them
+    def chunk_of(fn):
+        return _aot(place.chunk(fn), state, donate=True, out_shardings=sharded)
+
+    collect, seconds["collect"] = chunk_of(trainer.collect)
+    chunk, seconds["chunk"] = chunk_of(trainer.chunk)
+    evaluate, seconds["evaluate"] = _aot(place.evaluate(trainer, k_eval), state.agent,
+                                         np.int32(0), out_shardings=sharded)
     per_update = cfg.iter_vec_steps * cfg.num_envs
     schedule = [("warmup", collect, cfg.warmup_vec_steps * cfg.num_envs)]
     schedule += [("chunk", chunk, cfg.chunk_iters * per_update)] * cfg.num_chunks
     if trainer.final_chunk is not None:
-        final, seconds["final_chunk"] = _aot(jax.vmap(trainer.final_chunk), state, donate=True)
+        final, seconds["final_chunk"] = chunk_of(trainer.final_chunk)
         schedule.append(("final", final, cfg.remainder_iters * per_update))
     return _Compiled(init, evaluate, schedule, seconds)
 
@@ -110,7 +120,7 @@ def _progress_bar(cfg: TrainConfig, num_seeds: int, done_steps: int = 0):
                 desc=f"{cfg.env} x{num_seeds}", dynamic_ncols=True)
 
 
-def _run_schedule(compiled: _Compiled, state, k_eval, num_seeds: int, bar, start=None,
+def _run_schedule(compiled: _Compiled, state, place: devices.Layout, bar, start=None,
                   checkpoint=None):
     """Run the compiled chunks in order, evaluating after each. Returns the final state,
     the curves, the seconds spent training and evaluating, and the buffer sizes.
@@ -130,29 +140,31 @@ def _run_schedule(compiled: _Compiled, state, k_eval, num_seeds: int, bar, start
         if i < first:
             continue
         t0 = time.perf_counter()
-        state, metrics = fn(state)
+        state, metrics, size = fn(state)
         jax.block_until_ready(metrics)
         train_seconds += time.perf_counter() - t0
         done_steps += n_steps
         t0 = time.perf_counter()
-        episodes = jax.device_get(compiled.evaluate(
-            state.agent, jax.random.split(jax.random.fold_in(k_eval, i), num_seeds)))
-        ev = np.asarray(episodes.returns)                           # [seeds, episodes]
-        eval_seconds += time.perf_counter() - t0
-        metrics = jax.device_get(metrics)
+        episodes, metrics, size = snapshots.gather(
+            (compiled.evaluate(state.agent, np.int32(i)), metrics, size))
+        ev, finished = np.asarray(episodes.returns), np.asarray(episodes.finished)
+        if place.data_parallel:  # [devices, seeds, ...] -> [seeds, ...]
+            ev = np.concatenate(list(ev), axis=-1)
+            metrics, size = devices.merge_replicas(metrics), size.sum(axis=0)
+        eval_seconds += time.perf_counter() - t0                    # ev: [seeds, episodes]
         points["steps"].append(done_steps)
         points["eval_return"].append(ev.mean(axis=1))
-        points["eval_unfinished"].append(int(np.sum(~np.asarray(episodes.finished))))
+        points["eval_unfinished"].append(int(np.sum(~finished)))
         points["train_return"].append(np.asarray(metrics["episode_return"], np.float64))
         points["metrics"].append(metrics)
-        sizes.append(np.asarray(jax.device_get(state.buffer.count)).tolist())
+        sizes.append(np.asarray(size).tolist())
         if checkpoint is not None:
             checkpoint(i, done_steps, state, points, sizes,
                        {"train_seconds": train_seconds, "eval_seconds": eval_seconds})
         if bar is not None:
             bar.update(n_steps)
             train = points["train_return"][-1]
-            bar.set_postfix(sps_all_seeds=f"{done_steps * num_seeds / max(train_seconds, 1e-9):,.0f}",
+            bar.set_postfix(sps_all_seeds=f"{done_steps * place.num_seeds / max(train_seconds, 1e-9):,.0f}",
                             ret=f"{np.nanmean(train):.1f}" if np.isfinite(train).any() else "nan",
                             greedy=f"{ev.mean():.1f}")
     return state, points, train_seconds, eval_seconds, sizes
@@ -171,17 +183,20 @@ def _curves(points: dict) -> dict:
     return curves
 
 
-def _summary(trainer: Trainer, num_seeds, curves, mem, times, final_state, sizes) -> dict:
+def _summary(trainer: Trainer, place: devices.Layout, curves, mem, times, final_buffer,
+             sizes) -> dict:
     cfg, (compile_seconds, train_seconds, eval_seconds) = trainer.config, times
-    final = curves["eval_return"][-1]
+    final, num_seeds = curves["eval_return"][-1], place.num_seeds
+    # env steps per seed: a data-parallel agent steps num_envs environments on every device
+    replicas = place.num_devices if place.data_parallel else 1
     return {
         "env": cfg.env, "agent": cfg.agent, "seeds": num_seeds, "steps": int(cfg.steps_done),
         "replay": cfg.replay, "buffer_capacity": cfg.buffer_capacity, "n_step": cfg.n_step,
         "final_return_mean": float(np.mean(final)),
         "final_return_std": float(np.std(final)),
         "final_return_per_seed": [float(x) for x in final],
-        "steps_per_second": cfg.steps_done * num_seeds / train_seconds,
-        "steps_per_second_per_seed": cfg.steps_done / train_seconds,
+        "steps_per_second": cfg.steps_done * replicas * num_seeds / train_seconds,
+        "steps_per_second_per_seed": cfg.steps_done * replicas / train_seconds,
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
         "compile_seconds": sum(compile_seconds.values()),
@@ -190,7 +205,7 @@ def _summary(trainer: Trainer, num_seeds, curves, mem, times, final_state, sizes
         "buffer_bytes_per_seed": mem.total_bytes / num_seeds,
         "carry_bytes_per_env": carry_bytes_per_env(trainer),
         "replay_memory": mem.as_dict(),
-        "replay_storage": {**storage_summary(cfg, final_state.buffer),
+        "replay_storage": {**storage_summary(cfg, final_buffer),
                            "size_after_each_chunk": sizes},
         "eval_episodes": cfg.eval_episodes,
         "eval_max_steps": episode_cap(trainer.env_params, cfg.eval_max_steps),
@@ -198,6 +213,9 @@ def _summary(trainer: Trainer, num_seeds, curves, mem, times, final_state, sizes
         "eval_unfinished_total": int(sum(curves["eval_unfinished"])),
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),
+        "processes": jax.process_count(),
+        "devices": place.num_devices,
+        "data_parallel": place.data_parallel,
         "config": results.config_to_dict(cfg),
     }
 
@@ -220,13 +238,17 @@ def _checkpoint_hook(compiled: _Compiled, snaps) -> Optional[Callable]:
 
 def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, seed: int = 0,
         progress: bool = True, env=None, env_params=None, log: Callable = print,
-        checkpoint_every=None, resume: bool = False) -> dict:
-    """Train ``num_seeds`` independent seeds (vmapped) with the host loop.
+        checkpoint_every=None, resume: bool = False, devices_per_process=None,
+        data_parallel: bool = False) -> dict:
+    """Train ``num_seeds`` independent seeds (vmapped, sharded over devices) with the host
+    loop.
 
-    Compiles (AOT) the vmapped warm-up and training chunks with the state donated, runs them
-    with a tqdm bar (steps, SPS, latest training and greedy returns), evaluates greedily after
-    every chunk, and, when ``out_dir`` is given, writes ``returns.csv``, ``returns.json``,
-    ``curve.png``, ``summary.json`` and ``checkpoint.msgpack`` there.
+    Compiles (AOT) the warm-up and training chunks with the state donated, runs them with a
+    tqdm bar (steps, SPS, latest training and greedy returns), evaluates greedily after every
+    chunk, and, when ``out_dir`` is given, writes ``returns.csv``, ``returns.json``,
+    ``curve.png``, ``summary.json`` and ``checkpoint.msgpack`` there. In a multi-process run
+    (``jax.distributed`` initialised, see :mod:`memjax.train.distributed`) every process calls
+    ``run`` alike; process 0 writes the files.
 
     Args:
       config: the run's :class:`TrainConfig`.
@@ -244,75 +266,109 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
       resume: continue the checkpointed run in ``out_dir`` from its newest readable
         checkpoint; ``config``, ``num_seeds`` and ``seed`` must be the run's own. The results
         are those of an uninterrupted run, bit for bit, timing fields aside.
+      devices_per_process: local devices of each process to run on (None: all); the seeds
+        are sharded over them (:mod:`memjax.train.devices`), so ``num_seeds`` must be a
+        multiple of the devices of all processes.
+      data_parallel: every seed is one agent data-parallel over the devices (Anakin): each
+        device steps its own ``num_envs`` environments into its own buffer shard and samples
+        its own batch, and the gradients are averaged over the devices.
 
     Returns:
       The summary dict (as in ``summary.json``) plus ``"curves"`` and ``"params"`` (the final
-      parameters, leading seed axis).
+      parameters, leading seed axis; data parallel: device 0's copy).
 
     Raises:
-      ValueError: invalid settings, or checkpoints without ``out_dir``.
+      ValueError: invalid settings (seeds not divisible by the devices, too many devices),
+        or checkpoints without ``out_dir``.
       memjax.train.snapshots.IncompatibleCheckpoint: ``resume`` with another config, seed
-        count, seed or memjax version.
+        count, seed, data-parallel layout or memjax version.
       FileExistsError: a fresh run into an ``out_dir`` whose checkpoints belong to an
         unfinished run.
     """
     if not isinstance(num_seeds, int) or num_seeds <= 0:
         raise ValueError(f"num_seeds must be a positive integer, got {num_seeds!r}")
     trainer = make_train(config, env=env, env_params=env_params)
+    place = devices.layout(num_seeds, devices_per_process, data_parallel)
+    if data_parallel:
+        trainer = devices.data_parallel_trainer(trainer)
     if out_dir is None and (checkpoint_every or resume):
         raise ValueError("checkpoints (checkpoint_every, resume) need out_dir")
     if checkpoint_every is None and resume:
         checkpoint_every = snapshots.read_run(out_dir).checkpoint_every
     every = snapshots.resolve_every(checkpoint_every, trainer.config)
     k_train, k_eval = jax.random.split(jax.random.key(seed))
-    keys = jax.random.split(k_train, num_seeds)
+    if jax.process_index() != 0:
+        log, progress = None, False
     snaps, start = None, None
     if out_dir is not None:
-        record = snapshots.RunRecord(trainer.config, num_seeds, seed, every)
-        snaps, start = snapshots.open_run(
-            out_dir, record, jax.eval_shape(jax.vmap(trainer.init), keys),
-            jax.random.key_impl(keys), resume=resume, log=log)
+        record = snapshots.RunRecord(trainer.config, num_seeds, seed, every,
+                                     data_parallel=place.num_devices if data_parallel else 0)
+        template = jax.eval_shape(place.init(trainer, k_train))
+        snaps, start = snapshots.open_run(out_dir, record, template,
+                                          jax.random.key_impl(k_train), resume=resume,
+                                          log=log, sharding=place.sharded)
         snaps.start()
     try:
-        return _run(trainer, num_seeds, keys, k_eval, out_dir, progress, log, snaps, start)
+        compiled = _compile(trainer, place, k_train, k_eval)
+        return _run(trainer, place, compiled, out_dir, progress, log, snaps, start)
     finally:
         if snaps is not None:
             snaps.close()
 
 
-def _run(trainer, num_seeds, keys, k_eval, out_dir, progress, log, snaps, start) -> dict:
-    compiled = _compile(trainer, keys, jax.random.split(k_eval, num_seeds))
-    state = compiled.init(keys) if start is None else start.state
+def _run(trainer, place, compiled, out_dir, progress, log, snaps, start) -> dict:
+    state = compiled.init() if start is None else start.state
     mem = trainer.buffer.memory(state.buffer)  # all seeds; bytes_per_item is per seed
     if log is not None:
         log(str(mem))
     if start is not None:
         snaps.seconds = start.times.get("checkpoint_seconds", 0.0)
     checkpoint = _checkpoint_hook(compiled, snaps)
-    bar = _progress_bar(trainer.config, num_seeds, start.step if start else 0) \
+    bar = _progress_bar(trainer.config, place.num_seeds, start.step if start else 0) \
         if progress else None
     try:
         state, points, train_seconds, eval_seconds, sizes = _run_schedule(
-            compiled, state, k_eval, num_seeds, bar, start, checkpoint)
+            compiled, state, place, bar, start, checkpoint)
     finally:
         if bar is not None:
             bar.close()
     if snaps is not None:
         snaps.close()  # the last save committed; its wait counts in checkpoint_seconds
     curves = _curves(points)
-    summary = _summary(trainer, num_seeds, curves, mem,
-                       (compiled.seconds, train_seconds, eval_seconds), state, sizes)
+    # what the host reads of the final state, from every process; a data-parallel run's
+    # parameters are the same on every device: device 0's copy
+    final = snapshots.gather({"agent": state.agent, "buffer": _buffer_counters(state.buffer)})
+    if place.data_parallel:
+        buffer = final["buffer"]
+        final = {"agent": jax.tree.map(lambda x: x[0], final["agent"]),
+                 "buffer": buffer.replace(count=buffer.count.sum(axis=0))}
+    summary = _summary(trainer, place, curves, mem,
+                       (compiled.seconds, train_seconds, eval_seconds), final["buffer"], sizes)
     summary["checkpoint_seconds"] = snaps.seconds if snaps is not None else 0.0
-    if out_dir is not None:
+    if out_dir is not None and jax.process_index() == 0:
         paths = results.write_all(out_dir, summary, curves)
         if trainer.network is not None:  # the trained Q-networks, read by `memjax compress`
-            paths.append(checkpoint_file.save(out_dir, trainer.config, state.agent.params,
+            paths.append(checkpoint_file.save(out_dir, trainer.config, final["agent"].params,
                                               network=trainer.network, meta={
                                                   "final_return_per_seed":
                                                       summary["final_return_per_seed"]}))
         if log is not None:
             log("wrote " + ", ".join(str(p) for p in paths))
     summary["curves"] = curves
-    summary["params"] = getattr(state.agent, "params", None)
-    summary["agent_state"] = state.agent
+    summary["params"] = getattr(final["agent"], "params", None)
+    summary["agent_state"] = final["agent"]
     return summary
+
+
+@struct.dataclass
+class _BufferCounters:
+    """The parts of a buffer state that :func:`storage_summary` reads."""
+
+    codecs: dict
+    count: jax.Array
+    layout_errors: Optional[jax.Array] = None
+
+
+def _buffer_counters(buffer_state) -> _BufferCounters:
+    return _BufferCounters(buffer_state.codecs, buffer_state.count,
+                           getattr(buffer_state, "layout_errors", None))

@@ -99,26 +99,31 @@ def save_indices(boundaries, every: int) -> set:
 
 @dataclasses.dataclass(frozen=True)
 class RunRecord:
-    """What ``--resume DIR`` needs to restart a run: its config, seeds, base seed and
-    checkpoint period (env steps per seed), and the memjax version that wrote it."""
+    """What ``--resume DIR`` needs to restart a run: its config, seeds, base seed,
+    checkpoint period (env steps per seed) and data-parallel devices (0 when its seeds are
+    sharded: a seed-sharded run resumes on any number of devices and processes), and the
+    memjax version that wrote it."""
 
     config: TrainConfig
     num_seeds: int
     seed: int
     checkpoint_every: int
     memjax_version: str = MEMJAX_VERSION
+    data_parallel: int = 0   # devices of a data-parallel run; 0: seeds sharded
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "memjax_version": self.memjax_version,
                 "config": config_to_dict(self.config), "num_seeds": self.num_seeds,
-                "seed": self.seed, "checkpoint_every": self.checkpoint_every}
+                "seed": self.seed, "checkpoint_every": self.checkpoint_every,
+                "data_parallel": self.data_parallel}
 
     @classmethod
     def from_json(cls, d, where) -> "RunRecord":
         _check_format(d, where)
         return cls(config=_config_from_dict(d["config"], where), num_seeds=int(d["num_seeds"]),
                    seed=int(d["seed"]), checkpoint_every=int(d["checkpoint_every"]),
-                   memjax_version=d["memjax_version"])
+                   memjax_version=d["memjax_version"],
+                   data_parallel=int(d.get("data_parallel", 0)))
 
 
 def _config_from_dict(d: dict, where) -> TrainConfig:
@@ -155,8 +160,14 @@ def config_differences(saved: TrainConfig, given: TrainConfig) -> list:
 def _manager(directory: Path, *, create=False):
     import orbax.checkpoint as ocp
 
+    kwargs = {}
+    if jax.process_count() > 1:  # each process reads alone, process 0 writes alone
+        me = jax.process_index()
+        kwargs["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+            primary_host=me, active_processes={me})
+        create = False   # orbax refuses create= with active_processes; the caller mkdirs
     options = ocp.CheckpointManagerOptions(max_to_keep=MAX_TO_KEEP, create=create,
-                                           enable_async_checkpointing=True)
+                                           enable_async_checkpointing=True, **kwargs)
     return ocp.CheckpointManager(directory, options=options)
 
 
@@ -198,11 +209,22 @@ def state_spec(state) -> list:
             for path, leaf in flat]
 
 
+def gather(tree):
+    """``tree``'s arrays as NumPy arrays of their global values, on every process (in a
+    multi-process run a collective: every process must call it)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def host_copy(state) -> list:
     """Every leaf of ``state`` copied into fresh NumPy arrays (PRNG keys as their uint32
-    data), safe to write while the device buffers are donated to the next chunk."""
+    data), safe to write while the device buffers are donated to the next chunk; the global
+    values, gathered from every process (see :func:`gather`)."""
     leaves = [jax.random.key_data(x) if _is_key(x) else x for x in jax.tree.leaves(state)]
-    return [np.array(x, copy=True) for x in jax.device_get(leaves)]
+    return [np.array(x, copy=True) for x in gather(leaves)]
 
 
 def _crc(a: np.ndarray) -> int:
@@ -235,7 +257,7 @@ def _results_from_arrays(arrays: dict, names: list) -> tuple:
 
 @dataclasses.dataclass
 class Snapshot:
-    """A restored checkpoint: ``state`` (the vmapped TrainState on the default device),
+    """A restored checkpoint: ``state`` (the vmapped TrainState, placed as the run's),
     ``index`` (schedule entries done), ``step`` (env steps per seed done), ``points`` and
     ``sizes`` (the driver's results so far) and ``times`` (seconds spent so far)."""
 
@@ -255,11 +277,17 @@ class Unreadable(Exception):
 
 
 class Snapshots:
-    """The checkpoints of one run in ``DIR/checkpoints``. Use :func:`open_run`."""
+    """The checkpoints of one run in ``DIR/checkpoints``. Use :func:`open_run`.
 
-    def __init__(self, out_dir, record: RunRecord, template, key_impl):
+    In a multi-process run every process gathers the state at a save (a collective) and
+    process 0 writes it; every process reads a checkpoint itself (the directory must be on
+    a filesystem they share) and keeps its own shard."""
+
+    def __init__(self, out_dir, record: RunRecord, template, key_impl, sharding=None):
         self.directory = checkpoint_dir(out_dir)
         self.record, self.template, self.key_impl = record, template, key_impl
+        self.sharding = sharding
+        self.writer = jax.process_index() == 0
         self.spec = state_spec(template)
         self.every = record.checkpoint_every
         self._manager = None
@@ -275,7 +303,7 @@ class Snapshots:
     def start(self) -> None:
         """Write the run record now, so a run killed before its first checkpoint can be
         resumed (from the start)."""
-        if self.every:
+        if self.every and self.writer:
             write_run(self.directory.parent, self.record)
 
     def save(self, index: int, step: int, state, points: dict, sizes: list,
@@ -287,6 +315,9 @@ class Snapshots:
 
         t0 = time.perf_counter()
         leaves = host_copy(state)
+        if not self.writer:
+            self.seconds += time.perf_counter() - t0
+            return
         results, names = _results_arrays(points, sizes)
         meta = {**self.record.to_json(), "step": int(step), "index": int(index),
                 "state_spec": self.spec, "crc32": [_crc(a) for a in leaves],
@@ -348,7 +379,7 @@ class Snapshots:
                           f"({e}); {then}", file=sys.stderr, flush=True)
         finally:
             manager.close()
-        for step in bad:  # keep them for inspection, out of orbax's way
+        for step in bad if self.writer else ():  # keep them for inspection, out of orbax's way
             target = self.directory / f"{step}.unreadable"
             n = 1
             while target.exists():
@@ -397,10 +428,14 @@ class Snapshots:
                         points=points, sizes=sizes, times=dict(meta.get("times", {})))
 
     def _device_state(self, leaves: list):
-        out = [jax.random.wrap_key_data(a, impl=self.key_impl) if _is_key(t) else a
-               for a, t in zip(leaves, jax.tree.leaves(self.template))]
-        state = jax.tree.unflatten(jax.tree.structure(self.template), out)
-        return jax.device_put(state)
+        place = jax.device_put if self.sharding is None else self._place
+        out = [jax.random.wrap_key_data(place(a), impl=self.key_impl) if _is_key(t)
+               else place(a) for a, t in zip(leaves, jax.tree.leaves(self.template))]
+        return jax.tree.unflatten(jax.tree.structure(self.template), out)
+
+    def _place(self, leaf: np.ndarray):
+        """A global NumPy leaf as an array with the run's sharding (this process's shards)."""
+        return jax.make_array_from_callback(leaf.shape, self.sharding, lambda i: leaf[i])
 
     def _check_compatible(self, meta: dict, where: str) -> None:
         _check_format(meta, where)
@@ -410,8 +445,9 @@ class Snapshots:
             raise IncompatibleCheckpoint(f"{where} belongs to a run with another config "
                                          f"({'; '.join(diff)}); resume with the run's own "
                                          "config, or write the new run to another directory")
-        for name, mine in (("num_seeds", self.record.num_seeds), ("seed", self.record.seed)):
-            if meta.get(name) != mine:
+        for name, mine in (("num_seeds", self.record.num_seeds), ("seed", self.record.seed),
+                           ("data_parallel", self.record.data_parallel)):
+            if meta.get(name, 0) != mine:
                 raise IncompatibleCheckpoint(f"{where} belongs to a run with {name}="
                                              f"{meta.get(name)}, not {mine}")
         if meta.get("state_spec") != self.spec:
@@ -444,21 +480,22 @@ def _first_line(e: Exception) -> str:
 
 
 def open_run(out_dir, record: RunRecord, template, key_impl, *, resume: bool,
-             log: Optional[Callable] = print) -> tuple:
+             log: Optional[Callable] = print, sharding=None) -> tuple:
     """The run's :class:`Snapshots` and the checkpoint to continue from (None: start).
 
     ``resume``: continue ``out_dir``'s checkpointed run, which must have ``record``'s config,
     seeds and base seed (else :class:`IncompatibleCheckpoint`; ``FileNotFoundError`` when
     there is no run to resume). Otherwise a fresh run: checkpoints of an earlier, finished
     run in ``out_dir`` are replaced (its results files are too), and those of an unfinished
-    one are an error that says how to resume it.
+    one are an error that says how to resume it. ``sharding``: where a restored state's
+    leaves go (the run's ``NamedSharding``; None: the default device).
     """
     directory = checkpoint_dir(out_dir)
-    snaps = Snapshots(out_dir, record, template, key_impl)
+    snaps = Snapshots(out_dir, record, template, key_impl, sharding)
     if resume:
         saved = read_run(out_dir)
         diff = config_differences(saved.config, record.config)
-        for name in ("num_seeds", "seed"):
+        for name in ("num_seeds", "seed", "data_parallel"):
             if getattr(saved, name) != getattr(record, name):
                 diff.append(f"{name}: {getattr(saved, name)!r} -> {getattr(record, name)!r}")
         if diff:
@@ -486,12 +523,13 @@ def open_run(out_dir, record: RunRecord, template, key_impl, *, resume: bool,
                 f"{directory} holds the checkpoints of an unfinished run ({where}): continue "
                 f"it with `memjax train --resume {out_dir}` (run(..., resume=True)), or delete "
                 f"{directory} to start over")
-        shutil.rmtree(directory)
+        if snaps.writer:
+            shutil.rmtree(directory)
         if log is not None and steps:
             log(f"replacing the checkpoints of the earlier, finished run in {directory}")
     return snaps, None
 
 
 __all__ = ["RunRecord", "Snapshot", "Snapshots", "IncompatibleCheckpoint", "open_run",
-           "read_run", "write_run", "resolve_every", "save_indices", "state_spec", "host_copy",
+           "read_run", "write_run", "resolve_every", "save_indices", "state_spec", "host_copy", "gather",
            "config_differences", "checkpoint_dir", "DIRNAME", "MAX_TO_KEEP", "DEFAULT_SAVES"]
