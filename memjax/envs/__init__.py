@@ -13,6 +13,7 @@ from memjax.envs.multitask import (
     MultiTaskParams,
     MultiTaskState,
     cartpole_variant,
+    from_envs,
     multi_cartpole,
     task_means,
 )
@@ -20,4 +21,4 @@ from memjax.envs.wrappers import FrameStack, FrameStackState
 
 __all__ = ["make", "check_discrete", "num_actions", "observation_shape", "FrameStack",
            "FrameStackState", "MultiTask", "MultiTaskParams", "MultiTaskState",
-           "cartpole_variant", "multi_cartpole", "task_means"]
+           "from_envs", "cartpole_variant", "multi_cartpole", "task_means"]

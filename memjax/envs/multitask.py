@@ -130,7 +130,7 @@ class MultiTask(environment.Environment):
             "switch_every", switch_every)
         self.task_input = bool(task_input)
         self._name = name
-        _check_tasks(env, task_params, self.names)
+        _check_tasks([env] * len(task_params), task_params, self.names)
         self._tasks = jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]),
                                    *task_params)
         self._max_steps = max(int(getattr(p, "max_steps_in_episode", 0)) for p in task_params)
@@ -244,29 +244,72 @@ class MultiTask(environment.Environment):
         return obs, new_state, reward, terminated, truncated, info
 
 
-def _check_tasks(env, task_params: list, names: tuple) -> None:
-    """Same structure as ``env.default_params``, same observation shape/dtype and action space
-    for every task, else an error naming the tasks."""
-    structure = jax.tree.structure(env.default_params)
-    for name, p in zip(names, task_params):
-        if jax.tree.structure(p) != structure:
-            raise TypeError(f"MultiTask: task {name!r}'s parameters are a {type(p).__name__} "
-                            f"with structure {jax.tree.structure(p)}, expected that of "
-                            f"{type(env).__name__}'s default_params ({structure})")
-    specs = [jax.eval_shape(lambda k, p=p: env.reset_env(k, p), jax.random.key(0))[0]
-             for p in task_params]
+def from_envs(tasks: Sequence, names=None, switch_every: Optional[int] = None,
+              task_input: bool = True, name: Optional[str] = None) -> MultiTask:
+    """A :class:`MultiTask` from ``(env, params)`` pairs, e.g. ``[memjax.envs.make(n) for n in
+    names]``, checking that they can be one.
+
+    Args:
+      tasks: ``(env, params)`` per task.
+      names, switch_every, task_input, name: as for :class:`MultiTask`.
+
+    Returns:
+      ``MultiTask(tasks[0][0], [params ...])``.
+
+    Raises:
+      ValueError: no tasks; tasks with different observation shapes or dtypes, or different
+        action spaces (checked in this order, naming the tasks); or environments of different
+        classes or configurations (only the parameters may differ).
+    """
+    tasks = list(tasks)
+    if not tasks:
+        raise ValueError("MultiTask: give at least one task")
+    names = [getattr(e, "name", type(e).__name__) for e, _ in tasks] if names is None else names
+    envs_, params = [e for e, _ in tasks], [p for _, p in tasks]
+    _check_tasks(envs_, params, [str(n) for n in names])
+    first = envs_[0]
+    for n, e in zip(names[1:], envs_[1:]):
+        if type(e) is not type(first) or vars(e).keys() != vars(first).keys() or any(
+                not _same(vars(e)[k], vars(first)[k]) for k in vars(first)):
+            raise ValueError(f"MultiTask: task {n!r} is a {type(e).__name__} "
+                             f"({getattr(e, 'name', '')}), task {names[0]!r} a "
+                             f"{type(first).__name__} ({getattr(first, 'name', '')}); the tasks "
+                             "must be one environment class with one configuration, differing "
+                             "only in their parameters")
+    return MultiTask(first, params, names=names, switch_every=switch_every,
+                     task_input=task_input, name=name)
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(np.all(np.asarray(a) == np.asarray(b)))
+    except Exception:  # noqa: BLE001 - objects without a comparable value: identity
+        return a is b
+
+
+def _check_tasks(envs_: list, task_params: list, names) -> None:
+    """Same observation shape/dtype and action space for every task, and parameters with the
+    structure of the first environment's ``default_params``, else an error naming the tasks."""
+    specs = [jax.eval_shape(lambda k, e=e, p=p: e.reset_env(k, p), jax.random.key(0))[0]
+             for e, p in zip(envs_, task_params)]
     for name, spec in zip(names[1:], specs[1:]):
         if (spec.shape, spec.dtype) != (specs[0].shape, specs[0].dtype):
             raise ValueError(f"MultiTask: task {name!r} observes {spec.dtype}{list(spec.shape)}, "
                              f"task {names[0]!r} {specs[0].dtype}{list(specs[0].shape)}; "
                              "every task must have the same observation shape and dtype")
-    spaces_ = [env.action_space(p) for p in task_params]
+    spaces_ = [e.action_space(p) for e, p in zip(envs_, task_params)]
     for name, space in zip(names[1:], spaces_[1:]):
         if getattr(space, "n", None) != getattr(spaces_[0], "n", None):
             raise ValueError(f"MultiTask: task {name!r} has {getattr(space, 'n', space)} "
                              f"actions, task {names[0]!r} {getattr(spaces_[0], 'n', spaces_[0])};"
                              " every task must have the same actions (padding is not "
                              "supported)")
+    structure = jax.tree.structure(envs_[0].default_params)
+    for name, p in zip(names, task_params):
+        if jax.tree.structure(p) != structure:
+            raise TypeError(f"MultiTask: task {name!r}'s parameters are a {type(p).__name__} "
+                            f"with structure {jax.tree.structure(p)}, expected that of "
+                            f"{type(envs_[0]).__name__}'s default_params ({structure})")
 
 
 def cartpole_variant(length: float = 0.5, gravity: float = 9.8, masspole: float = 0.1,
@@ -373,5 +416,5 @@ def task_means(returns, tasks, num_tasks: int) -> np.ndarray:
     return out
 
 
-__all__ = ["MultiTask", "MultiTaskParams", "MultiTaskState", "cartpole_variant",
+__all__ = ["MultiTask", "MultiTaskParams", "MultiTaskState", "from_envs", "cartpole_variant",
            "multi_cartpole", "task_means", "make", "NAMES", "CARTPOLE_VARIANTS", "DEFAULT_CARTPOLE_TASKS"]

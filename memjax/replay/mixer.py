@@ -28,6 +28,12 @@ uniform over the union of all buffers instead, ``w_i = (N q_k P_k(i)) ** -beta``
 sum_k N_k`` (this also undoes the proportions). Both are divided by the largest weight of
 the batch; draws that returned no item (an empty buffer under jit) weigh 0.
 
+**In a training loop.** :func:`as_buffer` gives a mixer the
+:class:`memjax.replay.ReplayBuffer` interface the loop calls (``add(state, items)``,
+``update(state, indices, priorities)``), adding to one buffer chosen when it is built: the
+current task's, when the task changes only between compiled chunks (a continual schedule; see
+``experiments/study_continual.py``, which builds one per phase, all sharing one state).
+
 Every buffer must store items of the same structure, shapes and dtypes (they are
 concatenated). All functions work under ``jit``, ``vmap`` (a leading axis on every state)
 and ``scan``.
@@ -232,6 +238,39 @@ def mixer(buffers, proportions, sample_batch_size=None, weights: str = "mixture"
     return Mixer(buffers, normalised, counts, init, add, sample, update, can_sample)
 
 
+def as_buffer(mix: Mixer, add_to: int) -> ReplayBuffer:
+    """A :class:`Mixer` as a :class:`memjax.replay.ReplayBuffer` for a training loop.
+
+    Args:
+      mix: the mixer.
+      add_to: the buffer ``add`` writes to (a Python int).
+
+    Returns:
+      A ReplayBuffer over the mixer's tuple of states: ``init`` is ``mix.init``, ``add(states,
+      items)`` is ``mix.add(states, add_to, items)``, ``sample`` returns a
+      :class:`MixedSample`, ``update(states, indices, priorities)`` routes each slice of
+      ``indices`` to its buffer (as ``mix.update``), ``can_sample`` is ``mix.can_sample``,
+      and ``memory(states)`` is the tuple of each buffer's report. Every buffer built from
+      ``mix`` (and from another mixer of the same buffers) shares one state structure.
+
+    Raises:
+      ValueError: ``add_to`` is not the index of one of the mixer's buffers.
+    """
+    if isinstance(add_to, bool) or not isinstance(add_to, (int, np.integer)) \
+            or not 0 <= add_to < len(mix.buffers):
+        raise ValueError(f"as_buffer: add_to must be a buffer index in [0, "
+                         f"{len(mix.buffers)}), got {add_to!r}")
+    add_to = int(add_to)
+    return ReplayBuffer(
+        init=mix.init,
+        add=lambda states, items: mix.add(states, add_to, items),
+        sample=mix.sample,
+        update=mix.update,
+        can_sample=mix.can_sample,
+        memory=lambda states: tuple(b.memory(s) for b, s in zip(mix.buffers, states)),
+    )
+
+
 def _check_structures(items, used) -> None:
     """TypeError unless every buffer's items have the first one's structure, shapes and dtypes."""
     first = jax.tree.map(lambda x: (x.shape[1:], x.dtype), items[0])
@@ -242,4 +281,4 @@ def _check_structures(items, used) -> None:
                             f"{first}; the buffers of a mixer must store the same items")
 
 
-__all__ = ["Mixer", "MixedSample", "mixer", "largest_remainder"]
+__all__ = ["Mixer", "MixedSample", "mixer", "largest_remainder", "as_buffer"]
