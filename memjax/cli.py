@@ -75,8 +75,29 @@ def _add_train_options(t) -> None:
                         "optimizer, replay by field, environments, carries) for these settings, "
                         "without allocating or training anything")
     t.add_argument("--device-budget", type=types.parse_size, default=None, metavar="SIZE",
-                   help="with --plan: memory of the device that holds all seeds, e.g. 16GB; "
-                        "the plan adds the largest replay capacity whose whole state fits")
+                   help="with --plan: memory of one device, e.g. 16GB; the plan adds the "
+                        "largest replay capacity whose whole state fits on each device")
+    t.add_argument("--devices", type=types.positive, default=None, metavar="N",
+                   help="local devices (of each process) to run on; the seeds are sharded "
+                        "over them, so --seeds must be a multiple of all processes' devices "
+                        "(default: all local devices)")
+    t.add_argument("--data-parallel", action="store_true",
+                   help="train every seed as ONE agent data-parallel over the devices "
+                        "(Podracer's Anakin): each device steps its own --num-envs "
+                        "environments into its own buffer shard and samples its own batch; "
+                        "gradients are averaged over the devices")
+    t.add_argument("--processes", type=types.positive, default=None, metavar="N",
+                   help="run as N local processes (jax.distributed, gloo CPU collectives, a "
+                        "coordinator on a free local port), the seeds split between them, one "
+                        "result directory; a process that dies ends the run (resume it with "
+                        "--resume OUT --processes N)")
+    t.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="join a multi-process run started by hand (one process per machine): "
+                        "process 0's address; with --num-processes and --process-id")
+    t.add_argument("--num-processes", type=types.positive, default=None, metavar="N",
+                   help="with --coordinator: the processes of the run")
+    t.add_argument("--process-id", type=types.non_negative, default=None, metavar="I",
+                   help="with --coordinator: this process (0 writes the results)")
     add_config_options(t)
 
 
@@ -101,6 +122,53 @@ def _config_from_args(args, parser):
 
 
 def _train(args, parser) -> int:
+    manual = (args.coordinator, args.num_processes, args.process_id)
+    if any(x is not None for x in manual) and args.processes is not None:
+        parser.error("--processes starts the processes itself; --coordinator, "
+                     "--num-processes and --process-id are for processes started by hand")
+    if args.processes is not None and args.processes > 1 and not args.plan:
+        from memjax import distributed
+
+        return distributed.launch(args.argv, args.processes,
+                                  resume_hint=args.resume or args.out)
+    if any(x is not None for x in manual) and not args.plan and None in manual:
+        parser.error("a process started by hand needs --coordinator HOST:PORT, "
+                     "--num-processes N and --process-id I")
+    return _train_here(args, parser)
+
+
+def _join_run(argv) -> bool:
+    """For ``memjax train --coordinator HOST:PORT --num-processes N --process-id I``: join
+    the multi-process run before anything starts jax's backend (importing gymnax does).
+    Returns whether it joined one."""
+    if argv[:1] != ["train"] or "--plan" in argv:
+        return False
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--coordinator")
+    early.add_argument("--num-processes", type=int)
+    early.add_argument("--process-id", type=int)
+    early.add_argument("--processes")
+    known, _ = early.parse_known_args(argv[1:])
+    given = (known.coordinator, known.num_processes, known.process_id)
+    if None in given or known.processes is not None:
+        return False    # _train says what is missing
+    from memjax import distributed
+
+    try:
+        distributed.initialize(*given)
+    except ValueError as e:
+        print(f"memjax train: error: {e}", file=sys.stderr)
+        raise SystemExit(2)
+    return True
+
+
+def _main_process() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
+def _train_here(args, parser) -> int:
     from memjax import train as mj_train
 
     if args.resume is not None:
@@ -114,15 +182,20 @@ def _train(args, parser) -> int:
     if args.plan:
         from memjax.train.plan import format_plan, plan
 
-        budget = None if args.device_budget is None else args.device_budget / seeds
-        print(format_plan(plan(cfg, seeds, budget_bytes=budget)))
+        try:
+            print(format_plan(plan(cfg, seeds, budget_bytes=args.device_budget,
+                                   devices=args.devices, data_parallel=args.data_parallel)))
+        except ValueError as e:
+            parser.error(str(e))
         return 0
     out = args.out or os.path.join("runs", f"{cfg.env}-{cfg.replay}")
-    print(f"memjax train: {cfg.env}, {seeds} seeds x {cfg.steps_done:,} steps, "
-          f"{cfg.replay} replay (capacity {cfg.buffer_capacity:,}), out={out}", flush=True)
+    if _main_process():
+        print(f"memjax train: {cfg.env}, {seeds} seeds x {cfg.steps_done:,} steps, "
+              f"{cfg.replay} replay (capacity {cfg.buffer_capacity:,}), out={out}", flush=True)
     every = "auto" if args.checkpoint_every is None else args.checkpoint_every
     return _run_and_report(parser, cfg, seeds, out, 0 if args.seed is None else args.seed,
-                           not args.no_progress, every, resume=False)
+                           not args.no_progress, every, resume=False,
+                           devices=args.devices, data_parallel=args.data_parallel)
 
 
 def _resume(args, parser) -> int:
@@ -157,34 +230,48 @@ def _resume(args, parser) -> int:
         if capacity != record.config.buffer_capacity:
             conflicts.append(f"--memory-budget {args.memory_budget:,} B (capacity {capacity:,}; "
                              f"the run has {record.config.buffer_capacity:,})")
+    if args.data_parallel and not record.data_parallel:
+        conflicts.append("--data-parallel (the run shards its seeds)")
     if conflicts:
         parser.error(f"--resume {where} continues the run with its own settings, and these "
                      f"options conflict with them: {'; '.join(conflicts)}. Drop them, or "
                      "start a new run with another --out")
     cfg = record.config
-    print(f"memjax train --resume {where}: {cfg.env}, {record.num_seeds} seeds x "
-          f"{cfg.steps_done:,} steps, {cfg.replay} replay (capacity {cfg.buffer_capacity:,})",
-          flush=True)
+    if _main_process():
+        print(f"memjax train --resume {where}: {cfg.env}, {record.num_seeds} seeds x "
+              f"{cfg.steps_done:,} steps, {cfg.replay} replay (capacity "
+              f"{cfg.buffer_capacity:,})", flush=True)
     return _run_and_report(parser, cfg, record.num_seeds, where, record.seed,
-                           not args.no_progress, args.checkpoint_every, resume=True)
+                           not args.no_progress, args.checkpoint_every, resume=True,
+                           devices=args.devices, data_parallel=record.data_parallel > 0)
 
 
 def _shown(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def _run_and_report(parser, cfg, seeds, out, seed, progress, every, resume) -> int:
+def _run_and_report(parser, cfg, seeds, out, seed, progress, every, resume, devices=None,
+                    data_parallel=False) -> int:
     from memjax import train as mj_train
+    from memjax.train import devices as mj_devices
     from memjax.train.snapshots import IncompatibleCheckpoint
 
     try:
+        mj_devices.layout(seeds, devices, data_parallel)  # before compiling anything
+    except ValueError as e:
+        parser.error(str(e))
+    try:
         summary = mj_train.run(cfg, num_seeds=seeds, out_dir=out, seed=seed, progress=progress,
-                               checkpoint_every=every, resume=resume)
+                               checkpoint_every=every, resume=resume,
+                               devices_per_process=devices, data_parallel=data_parallel)
     except (FileExistsError, IncompatibleCheckpoint) as e:
         parser.error(str(e))
+    if not _main_process():
+        return 0
     per_seed = ", ".join(f"{x:.1f}" for x in summary["final_return_per_seed"])
     print(f"final greedy return: {summary['final_return_mean']:.1f} (per seed: {per_seed})\n"
-          f"{summary['steps_per_second']:,.0f} steps/s over {seeds} seeds "
+          f"{summary['steps_per_second']:,.0f} steps/s over {seeds} seeds on "
+          f"{summary['devices']} device(s), {summary['processes']} process(es) "
           f"({summary['train_seconds']:.1f} s training, {summary['eval_seconds']:.1f} s eval), "
           f"compile {summary['compile_seconds']:.1f} s, "
           f"{summary['bytes_per_transition']:.1f} bytes/transition", flush=True)
@@ -259,13 +346,21 @@ def main(argv=None) -> int:
     try:
         if argv[:1] == ["bench"]:  # everything after `bench` belongs to the bench script
             return _bench(argv[1:])
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if args.command == "compress":
-            from memjax.compress.cli import run as _compress
+        joined = _join_run(argv)
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            args.argv = argv   # `--processes N` starts N copies of this command line
+            if args.command == "compress":
+                from memjax.compress.cli import run as _compress
 
-            return _compress(args, parser)
-        return _train(args, parser)
+                return _compress(args, parser)
+            return _train(args, parser)
+        finally:
+            if joined:
+                from memjax import distributed
+
+                distributed.shutdown()
     except KeyboardInterrupt:
         print("memjax: interrupted", file=sys.stderr)
         return 130

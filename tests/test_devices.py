@@ -34,6 +34,7 @@ def _script(out: Path) -> None:
     import jax
 
     from memjax.train import devices, make_train, run, snapshots
+    from memjax.train.plan import nbytes, plan
 
     assert jax.local_device_count() == 8
     found = {}
@@ -62,6 +63,7 @@ def _script(out: Path) -> None:
     snap = snapshots.Snapshots(out / "dp", record, template, jax.random.key_impl(
         jax.random.key(0))).restore()
     params = jax.tree.leaves(snap.state.agent.params)
+    planned = plan(DP_CARTPOLE, 2, devices=4, data_parallel=True)
     same = all(bool(np.all(np.asarray(x) == np.asarray(x)[:1])) for x in params)
     (out / "results.json").write_text(json.dumps({
         "returns": {d: s["curves"]["train_return"].tolist() for d, s in found.items()},
@@ -71,7 +73,8 @@ def _script(out: Path) -> None:
         "dp_replicas_identical": same, "dp_params_shape": list(params[0].shape),
         "dp_sizes": dp["replay_storage"]["final_size_per_seed"],
         "errors": [_error(lambda: devices.layout(6, 4)), _error(lambda: devices.layout(4, 9))],
-        "dp_any_seeds": devices.layout(3, 2, True).num_devices}))
+        "dp_any_seeds": devices.layout(3, 2, True).num_devices,
+        "plan": [planned["total_bytes"], nbytes(snap.state), planned["bytes_per_device"]]}))
 
 
 def _error(fn) -> str:
@@ -118,6 +121,8 @@ def test_data_parallel_agent_learns_cartpole_with_identical_replicas(runs):
     assert r["dp_replicas_identical"]
     assert r["dp_params_shape"][:2] == [4, 2]           # [devices, seeds, ...]
     assert r["dp_sizes"] == [4 * DP_CARTPOLE.buffer_capacity] * 2   # a buffer shard per device
+    planned_total, allocated, per_device = r["plan"]                # --plan --data-parallel
+    assert planned_total == allocated == 4 * per_device
     # random policy: about 22; this fixed-seed run ends at 238 and 74
     assert np.mean(r["dp_final"]) >= 120 and min(r["dp_final"]) >= 50, r["dp_final"]
 

@@ -33,13 +33,27 @@ def test_plan_matches_the_allocated_state(settings):
     assert result["bytes_per_seed"] == pytest.approx(result["total_bytes"] / 3)
 
 
-def test_largest_capacity_fits_the_budget_and_one_more_does_not():
-    budget = 400_000                                             # bytes per seed
-    capacity = plan(SMALL, num_seeds=2, budget_bytes=budget)["largest_capacity"]
+@pytest.mark.parametrize("devices,data_parallel", [(1, False), (2, False), (2, True)])
+def test_largest_capacity_fits_the_budget_and_one_more_does_not(devices, data_parallel):
+    budget = 800_000                                             # bytes per device
+    where = dict(num_seeds=2, devices=devices, data_parallel=data_parallel)
+    capacity = plan(SMALL, budget_bytes=budget, **where)["largest_capacity"]
     assert capacity is not None and capacity > SMALL.batch_size
-    fits = plan(dataclasses.replace(SMALL, buffer_capacity=capacity), num_seeds=2)
-    over = plan(dataclasses.replace(SMALL, buffer_capacity=capacity + 1), num_seeds=2)
-    assert fits["bytes_per_seed"] <= budget < over["bytes_per_seed"]
+    fits = plan(dataclasses.replace(SMALL, buffer_capacity=capacity), **where)
+    over = plan(dataclasses.replace(SMALL, buffer_capacity=capacity + 1), **where)
+    assert fits["bytes_per_device"] <= budget < over["bytes_per_device"]
+
+
+def test_plan_per_device_when_sharded_or_data_parallel():
+    one = plan(SMALL, num_seeds=4, devices=1)
+    sharded = plan(SMALL, num_seeds=4, devices=4)
+    assert sharded["total_bytes"] == one["total_bytes"] == 4 * sharded["bytes_per_device"]
+    # data parallel: every device holds every seed's state (its own buffer shard, envs)
+    dp = plan(SMALL, num_seeds=4, devices=2, data_parallel=True)
+    assert dp["bytes_per_device"] == one["total_bytes"] and dp["total_bytes"] == 2 * one["total_bytes"]
+    assert dp["bytes_by_part"]["params"] == 2 * one["bytes_by_part"]["params"]
+    with pytest.raises(ValueError, match="--seeds 3 must be a multiple of the 2 devices"):
+        plan(SMALL, num_seeds=3, devices=2)
 
 
 def test_cli_plan_prints_and_trains_nothing(tmp_path, capsys):
@@ -47,5 +61,6 @@ def test_cli_plan_prints_and_trains_nothing(tmp_path, capsys):
     assert cli.main(["train", "--plan", "--seeds", "2", "--capacity", "1000",
                      "--device-budget", "4MB", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "memory plan: 2 seeds" in text and "replay" in text and "largest replay capacity" in text
+    assert "memory plan: 2 seeds sharded over 1 device(s)" in text and "replay" in text
+    assert "largest replay capacity" in text and "per device" in text
     assert not out.exists()

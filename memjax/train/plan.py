@@ -5,9 +5,12 @@ by part, from ``jax.eval_shape`` of the vmapped ``Trainer.init``.
 memjax train --plan [--seeds 8] [--device-budget 16GB] ...   # prints the plan, trains nothing
 ```
 
-Today every seed of a run lives on one device (sharding over devices is future work), so the
-bytes per device are the whole state's; the plan also gives them per seed, and the largest
-replay capacity whose whole state fits a budget per seed (``--device-budget`` / seeds).
+The seeds are sharded over the devices (``--devices``, default all local ones), so a device
+holds ``seeds / devices`` seeds' states; a data-parallel run (``--data-parallel``) holds every
+seed on every device (each with its own buffer shard and environments). The plan gives the
+bytes per device and per seed, and the largest replay capacity (per device shard) whose whole
+state fits a budget per device (``--device-budget``). Devices need not exist: plan a GPU
+machine's run from a laptop.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def _agent_parts(agent_state) -> dict:
 
 
 def plan(config: TrainConfig, num_seeds: int = 8, env=None, env_params=None,
-         budget_bytes=None) -> dict:
+         budget_bytes=None, devices=None, data_parallel: bool = False) -> dict:
     """The bytes of a run's training state, by part, without allocating it.
 
     Args:
@@ -58,16 +61,28 @@ def plan(config: TrainConfig, num_seeds: int = 8, env=None, env_params=None,
       num_seeds: vmapped seeds.
       env: optionally a gymnax environment instead of ``config.env``.
       env_params: its parameters.
-      budget_bytes: optionally, bytes per seed for the whole state; the plan then gives the
-        largest replay capacity that fits.
+      budget_bytes: optionally, bytes per device for the whole state; the plan then gives
+        the largest replay capacity that fits.
+      devices: the devices the seeds are sharded over (default: the local devices).
+      data_parallel: every seed is one agent replicated over the devices.
 
     Returns:
-      A dict: ``seeds``, ``devices`` (local devices; all seeds are on the first),
-      ``bytes_by_part`` (part -> bytes for all seeds, see :data:`PARTS`),
-      ``replay_by_field`` (field -> stored bytes for all seeds), ``total_bytes``,
-      ``bytes_per_seed``, ``bytes_per_device`` and, with ``budget_bytes``,
-      ``largest_capacity`` (None when not even a batch fits).
+      A dict: ``seeds``, ``devices``, ``data_parallel``, ``bytes_by_part`` (part -> bytes
+      of the whole run, all seeds and devices, see :data:`PARTS`), ``replay_by_field``
+      (field -> stored bytes, the same), ``total_bytes``, ``bytes_per_seed``,
+      ``bytes_per_device`` and, with ``budget_bytes``, ``largest_capacity`` (None when not
+      even a batch fits).
+
+    Raises:
+      ValueError: ``devices`` < 1, or seeds not a multiple of the devices (seeds sharded).
     """
+    devices = jax.local_device_count() if devices is None else devices
+    if devices < 1:
+        raise ValueError(f"--devices must be >= 1, got {devices}")
+    if not data_parallel and num_seeds % devices:
+        raise ValueError(f"--seeds {num_seeds} must be a multiple of the {devices} devices "
+                         "that shard them (or --data-parallel)")
+    copies = devices if data_parallel else 1   # data parallel: a state per device and seed
     trainer = make_train(config, env=env, env_params=env_params)
     keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), num_seeds))
     state = jax.eval_shape(jax.vmap(trainer.init), keys)
@@ -76,14 +91,18 @@ def plan(config: TrainConfig, num_seeds: int = 8, env=None, env_params=None,
              "env_states": nbytes(state.env_state), "observations": nbytes(state.obs),
              "carry": nbytes(state.carry),
              "loop_other": nbytes((state.first, state.key, state.step, state.ep_return))}
-    parts = {name: parts[name] for name in PARTS}
+    parts = {name: parts[name] * copies for name in PARTS}
     total = sum(parts.values())
-    out = {"seeds": num_seeds, "devices": jax.local_device_count(), "bytes_by_part": parts,
-           "replay_by_field": {f.name: f.total_bytes for f in report.fields},
-           "total_bytes": total, "bytes_per_seed": total / num_seeds, "bytes_per_device": total}
+    out = {"seeds": num_seeds, "devices": devices, "data_parallel": bool(data_parallel),
+           "bytes_by_part": parts,
+           "replay_by_field": {f.name: f.total_bytes * copies for f in report.fields},
+           "total_bytes": total, "bytes_per_seed": total / num_seeds,
+           "bytes_per_device": total / devices}
     if budget_bytes is not None:
-        out["largest_capacity"] = _largest_capacity(config, env, env_params, budget_bytes,
-                                                    (total - report.total_bytes) / num_seeds)
+        seeds_per_device = num_seeds if data_parallel else num_seeds // devices
+        other = (total - report.total_bytes * copies) / (num_seeds * copies)
+        out["largest_capacity"] = _largest_capacity(config, env, env_params,
+                                                    budget_bytes / seeds_per_device, other)
     return out
 
 
@@ -98,7 +117,8 @@ def _largest_capacity(config, env, env_params, budget_bytes, other_bytes_per_see
 def format_plan(result: dict) -> str:
     """The plan as a table of MiB by part (all seeds), with per-seed and per-device totals."""
     mib = 2.0 ** 20
-    lines = [f"memory plan: {result['seeds']} seeds on 1 of {result['devices']} device(s), "
+    where = "each one agent data-parallel over" if result["data_parallel"] else "sharded over"
+    lines = [f"memory plan: {result['seeds']} seeds {where} {result['devices']} device(s), "
              "before allocation (jax.eval_shape)",
              f"{'part':<14} {'MiB':>10}"]
     for name, value in result["bytes_by_part"].items():
@@ -107,10 +127,11 @@ def format_plan(result: dict) -> str:
             for field, size in result["replay_by_field"].items():
                 lines.append(f"  {field:<12} {size / mib:>10.3f}")
     lines.append(f"{'total':<14} {result['total_bytes'] / mib:>10.3f}   "
-                 f"({result['bytes_per_seed'] / mib:.3f} per seed)")
+                 f"({result['bytes_per_seed'] / mib:.3f} per seed, "
+                 f"{result['bytes_per_device'] / mib:.3f} per device)")
     if "largest_capacity" in result:
         cap = result["largest_capacity"]
-        lines.append("largest replay capacity within the budget: "
+        lines.append("largest replay capacity within the budget per device: "
                      + (f"{cap:,}" if cap else "none (not even one batch fits)"))
     return "\n".join(lines)
 
