@@ -250,3 +250,28 @@ def test_train_reports_eval_tasks_and_chunk_metrics_per_task(trainer):
     assert shapes["eval_task"].shape == (2, 6)
     assert shapes["train"]["task_episode_return"].shape == (2, 1, 4)
     assert shapes["train"]["task_episodes"].shape == (2, 1, 4)
+
+
+def test_results_get_a_per_task_section_and_plot(tmp_path):
+    """``memjax train`` on a MultiTask env: summary.json's per_task section against NumPy."""
+    import json
+
+    from memjax.train import results
+
+    rng = np.random.default_rng(0)
+    task_returns = rng.random((3, 2, 4)) * 100                     # [points, seeds, tasks]
+    task_returns[-1, 0, 3] = np.nan                               # no episode of task 3
+    episodes = rng.integers(1, 5, (3, 2, 4))
+    episodes[-1, 0, 3] = 0
+    curves = {"steps": [10, 20, 30], "eval_return": rng.random((3, 2)),
+              "train_return": rng.random((3, 2)), "eval_unfinished": [0, 0, 0],
+              "task_episode_return": task_returns, "task_episodes": episodes}
+    results.write_all(tmp_path, {"env": "MultiCartPole"}, curves)
+    per_task = json.loads((tmp_path / "summary.json").read_text())["per_task"]
+    want = [task_returns[-1, :, t][~np.isnan(task_returns[-1, :, t])].mean() for t in range(4)]
+    np.testing.assert_allclose(per_task["train_return_last_chunk_mean"], want)
+    assert per_task["train_episodes_last_chunk"] == episodes[-1].sum(axis=0).tolist()
+    assert per_task["train_return_last_chunk_per_seed"][0][3] is None and per_task["tasks"] == 4
+    assert (tmp_path / "curve_tasks.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "returns.json").read_text())
+    assert np.asarray(saved["task_episodes"]).shape == (3, 2, 4)

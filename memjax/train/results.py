@@ -128,10 +128,43 @@ def save_curve_plot(fig, ax, path, title: str = "", ylabel: str = "episode retur
     return Path(path)
 
 
+def task_summary(curves: Mapping[str, Any]) -> dict:
+    """The per-task section of a multi-task run's summary (``curves`` with
+    ``task_episode_return`` and ``task_episodes`` [points, seeds, tasks], the loop's chunk
+    metrics for a :class:`memjax.envs.MultiTask` environment): the training (epsilon-greedy)
+    episodes that finished in the last chunk, per task. Greedy evaluation plays episode ``i``
+    in task ``i % tasks``; ``eval_return`` averages them."""
+    returns = np.asarray(curves["task_episode_return"], np.float64)[-1]     # [seeds, tasks]
+    episodes = np.asarray(curves["task_episodes"])[-1]
+    return {"tasks": returns.shape[-1],
+            "train_return_last_chunk_mean": nanmean_over_seeds(returns.T),
+            "train_return_last_chunk_per_seed": returns,
+            "train_episodes_last_chunk": episodes.sum(axis=0)}
+
+
+def plot_task_curves(path, curves: Mapping[str, Any], title: str = "") -> Path:
+    """The training (epsilon-greedy) return of each task over the run, mean over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    returns = np.asarray(curves["task_episode_return"], np.float64)  # [points, seeds, tasks]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for t in range(returns.shape[-1]):
+        ax.plot(curves["steps"], nanmean_over_seeds(returns[:, :, t]), color=f"C{t}",
+                label=f"task {t}")
+    return save_curve_plot(fig, ax, path, title, ylabel="training episode return (ε-greedy)")
+
+
 def write_all(out_dir, summary: Mapping[str, Any], curves: Mapping[str, Any]) -> list[Path]:
-    """Write the four result files into ``out_dir`` (created if needed); return their paths."""
+    """Write the four result files into ``out_dir`` (created if needed); return their paths.
+    A multi-task run (``task_episode_return`` in ``curves``) also gets ``curve_tasks.png`` and
+    a ``per_task`` section in ``summary.json`` (:func:`task_summary`)."""
     out = Path(out_dir)
     os.makedirs(out, exist_ok=True)
+    if "task_episode_return" in curves:
+        summary = {**summary, "per_task": task_summary(curves)}
     paths = [write_csv(out / "returns.csv", curves)]
     jpath = out / "returns.json"
     with open(jpath, "w") as f:
@@ -140,6 +173,8 @@ def write_all(out_dir, summary: Mapping[str, Any], curves: Mapping[str, Any]) ->
     agent = str(summary.get("agent", "dqn")).upper()
     title = f"{agent} on {summary.get('env', '')} ({summary.get('replay', '')} replay)"
     paths.append(plot_curve(out / "curve.png", curves, title=title))
+    if "task_episode_return" in curves:
+        paths.append(plot_task_curves(out / "curve_tasks.png", curves, title=title))
     spath = out / "summary.json"
     with open(spath, "w") as f:
         json.dump(json_safe(dict(summary)), f, indent=2)
