@@ -403,3 +403,40 @@ def test_memory_report_counts_the_policy_state():
     tree_bytes = state.eviction.tree.keys.size * 4  # per node: key (p, q) and winner, int32
     # + version (int32) per slot, the tournament tree and the clock
     assert report.overhead_bytes == plain.overhead_bytes + 4 * C + tree_bytes + 4
+
+
+def test_mintree_set_p_leaves_the_top_to_refresh():
+    """set_p recomputes nodes up to top_level only; refresh (take's first step) makes the tree
+    bit-identical to a fresh build; both set_p paths agree; vmapped trees."""
+    from memjax.replay import mintree
+
+    capacity = 5000
+    offsets, _ = mintree.geometry(capacity, mintree.K)
+    top = mintree.top_level(capacity)
+    assert 0 < top < len(offsets) - 2  # the walk stops part-way up
+    rng = np.random.default_rng(11)
+    p = rng.integers(0, 30, (2, capacity)).astype(np.int32)
+    q = np.stack([rng.permutation(capacity) for _ in range(2)]).astype(np.uint32)
+    slots = rng.integers(-5, capacity + 5, (2, 300)).astype(np.int32)
+    values = rng.integers(0, 30, (2, 300)).astype(np.int32)
+
+    def run(p, q, slots, values):
+        stale = mintree.set_p(mintree.build(p, q), slots, values)
+        return stale.keys, mintree.refresh(stale).keys
+
+    stale, fresh = jax.jit(jax.vmap(run))(p, q, slots, values)
+    for t in range(2):
+        want_p = p[t].copy()
+        for s, v in zip(slots[t], values[t]):
+            if 0 <= s < capacity:
+                want_p[s] = v
+        want = np.asarray(mintree.build(want_p, q[t]).keys)
+        np.testing.assert_array_equal(np.asarray(stale[t])[3 * offsets[top]:], want[3 * offsets[top]:])
+        np.testing.assert_array_equal(np.asarray(fresh[t]), want)
+        again = mintree.refresh(mintree.MinTree(keys=jnp.asarray(want), capacity=capacity))
+        np.testing.assert_array_equal(np.asarray(again.keys), want)
+    tree = mintree.build(p[0], q[0])
+    loop = jax.jit(mintree._set_loop(capacity))(tree.keys, slots[0], values[0])
+    vectorised = jax.jit(lambda *a: mintree._set_vectorised(capacity, *a))(tree.keys, slots[0], values[0])
+    np.testing.assert_array_equal(np.asarray(loop), np.asarray(vectorised))
+    np.testing.assert_array_equal(np.asarray(loop), np.asarray(stale[0]))
