@@ -28,7 +28,7 @@ uniform over the union of all buffers instead, ``w_i = (N q_k P_k(i)) ** -beta``
 sum_k N_k`` (this also undoes the proportions). Both are divided by the largest weight of
 the batch; draws that returned no item (an empty buffer under jit) weigh 0.
 
-**In a training loop.** :func:`as_buffer` gives a mixer the
+**In a training loop.** :func:`memjax.replay.mixer.as_buffer` gives a mixer the
 :class:`memjax.replay.ReplayBuffer` interface the loop calls (``add(state, items)``,
 ``update(state, indices, priorities)``), adding to one buffer chosen when it is built: the
 current task's, when the task changes only between compiled chunks (a continual schedule; see
