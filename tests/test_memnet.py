@@ -141,20 +141,29 @@ def test_act_time_and_learn_time_q_agree_on_a_stored_trajectory(net):
     network, params, target = net
     n, gamma, length = 2, 0.9, M + 2 + 3         # 4 trained steps per window
     agent = make_memnet(network, A, optax.adam(1e-3), epsilon=lambda s: 0.0, n_step=n,
-                        double=True)
+                        gamma=gamma, double=True)
     state = jax.jit(agent.init)(jax.random.key(0), jnp.zeros(OBS))
     state, target_state = state.replace(params=params), state.replace(params=target)
     items, q_obs, q_next = rollout(agent, state, target_state, network, jax.random.key(3))
     num_envs, steps = q_obs.shape[1], q_obs.shape[0]
-    buf = mj.replay.uniform(num_envs * steps, sample_batch_size=16,
-                            layout=mj.replay.sequence(num_envs, length=length, period=1))
+    buf = mj.replay.prioritized(num_envs * steps, sample_batch_size=16,
+                                layout=mj.replay.sequence(num_envs, length=length, period=1))
     buf_state = buf.init(jax.tree.map(lambda x: x[0, 0], items))
     add = jax.jit(buf.add)
     for t in range(steps):
         buf_state = add(buf_state, jax.tree.map(lambda x: x[t], items))
-    windows = jax.jit(buf.sample)(buf_state, jax.random.key(4)).items
+    sample = jax.jit(buf.sample)(buf_state, jax.random.key(4))
+    windows = sample.items
     td, q = jax.jit(lambda w: memnet_td_errors(network, params, target, w, n_step=n,
                                                gamma=gamma, double=True))(windows)
+    # learn on prioritized replay: one update, window priorities eta max + (1 - eta) mean
+    new_state, priorities, metrics = jax.jit(agent.learn)(
+        state.replace(target_params=target), sample, jax.random.key(5))
+    abs_td = np.abs(np.asarray(td, np.float64))
+    np.testing.assert_allclose(priorities, 0.9 * abs_td.max(1) + 0.1 * abs_td.mean(1) + 1e-6,
+                               rtol=1e-5)
+    assert int(new_state.updates) == 1 and np.isfinite(float(metrics["loss"]))
+    buf_state = jax.jit(buf.update)(buf_state, sample.indices, priorities)
     windows = jax.tree.map(np.asarray, windows)
     stored_obs = np.asarray(items["obs"])
     where = {stored_obs[t, e].tobytes(): (t, e)
