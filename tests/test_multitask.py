@@ -73,7 +73,7 @@ def test_variant_params_are_consistent():
 def test_random_task_per_episode_uniform_and_kept_through_the_episode():
     env = mj.envs.multi_cartpole(VARIANTS)
     params = env.default_params
-    n = 2000
+    n = 1000
     obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(jax.random.key(0), n),
                                                         params)
     counts = np.bincount(np.asarray(state.task), minlength=4)
@@ -94,7 +94,7 @@ def test_random_task_per_episode_uniform_and_kept_through_the_episode():
     np.testing.assert_array_equal(stepped, before)
     np.testing.assert_array_equal(after[~done], before[~done])
     redrawn = np.bincount(after[done], minlength=4)
-    assert redrawn.sum() > 500 and (redrawn > redrawn.sum() / 4 * 0.8).all(), redrawn
+    assert redrawn.sum() > 400 and (redrawn > redrawn.sum() / 4 * 0.8).all(), redrawn
 
 
 def test_continual_schedule_switches_at_the_right_steps():
