@@ -410,7 +410,7 @@ def test_mintree_set_p_leaves_the_top_to_refresh():
     bit-identical to a fresh build; both set_p paths agree; vmapped trees."""
     from memjax.replay import mintree
 
-    capacity = 5000
+    capacity = 40_000
     offsets, _ = mintree.geometry(capacity, mintree.K)
     top = mintree.top_level(capacity)
     assert 0 < top < len(offsets) - 2  # the walk stops part-way up
