@@ -270,19 +270,20 @@ def memnet_td_errors(network: MemoryQNetwork, params, target_params, windows, *,
     batch, length = windows["reward"].shape
     steps = context_trained_steps(length, m, n_step)
     positions, valid = window_contexts(windows["first"], m)
-    queries = jnp.stack([windows["obs"][:, m:], windows["next_obs"][:, m:]], axis=1)
     obs_shape = windows["obs"].shape[2:]
 
     def q_values(p):
         """float32 [B, 2, L - M, A]: Q at the observations and next observations."""
         flat = jnp.concatenate([windows["obs"].reshape((-1, *obs_shape)),
-                                queries.reshape((-1, *obs_shape))])
+                                windows["next_obs"][:, m:].reshape((-1, *obs_shape))])
         embedded = network.apply(p, flat, method=MemoryQNetwork.embed)
         window_e = embedded[:batch * length].reshape((batch, length, -1))
+        next_e = embedded[batch * length:].reshape((batch, length - m, -1))
+        queries = jnp.stack([window_e[:, m:], next_e], axis=1)                # [B, 2, Q, H]
         # each step projected once, then gathered into the contexts that read it
         slots = network.apply(p, window_e, method=MemoryQNetwork.memory_slots)  # [B, L, d] x2
         keys, values = (x[:, positions].reshape((-1, m, x.shape[-1])) for x in slots)
-        q, _ = network.apply(p, embedded[batch * length:], keys, values,
+        q, _ = network.apply(p, queries.reshape((-1, queries.shape[-1])), keys, values,
                              valid.reshape((-1, m)), method=MemoryQNetwork.read)
         return q.reshape((batch, 2, length - m, -1))
 

@@ -1,0 +1,112 @@
+"""Memory-network loop speed: env steps/s of the fused memnet loop against DRQN's (and DQN's)
+on the same task with the same loop settings, in one process, interleaved rounds.
+
+    python experiments/bench_memnet_loop.py [--quick] [--env MemoryChain-20] [--seeds 2]
+                                            [--rounds 7] [--chunk-steps 200] [--out PATH]
+
+The loop settings are the README's memory-agent commands (10 envs, buffer 10k steps, batch 32
+windows, one update per vector step). The sides:
+
+  memnet    ``--agent memnet``: M = 32, windows of 40 steps every 8 rows (8 trained steps
+            per window); acting re-encodes the ring's 32 observations per environment.
+  drqn      ``--agent drqn``: GRU of 64, windows of 40 every 20 rows, burn-in 8 (32 trained
+            steps per window), the carry stored once per window.
+  dqn       ``--agent dqn``: the feedforward agent on the one-copy layout (batch 32
+            transitions), for scale.
+
+Protocol (``experiments/_common.py``): the timed program is the vmapped training ``chunk``
+(``--chunk-steps`` env steps per seed), jitted with the state donated and AOT compiled
+(compile time reported apart), started from the state after the loop's own warm-up. All
+sides run in every round (order rotated); ratios are medians of per-round ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:  # run as a script from a source checkout
+    sys.path.insert(0, str(_ROOT))
+
+from memjax import train as mj_train  # noqa: E402
+
+from experiments._common import (  # noqa: E402
+    LoopProgram, Side, as_carry_fn, log, machine_info, measure, paired_ratio, results_path,
+    time_stats, write_json)
+
+BASE = dict(num_envs=10, buffer_capacity=10_000, batch_size=32, learning_starts=5_000,
+            lr=1e-3, target_update_every=1_000, eps_decay_steps=30_000)
+SIDES = {
+    "memnet": dict(agent="memnet", context_length=32, sequence_length=40, sequence_period=8),
+    "drqn": dict(agent="drqn"),
+    "dqn": dict(agent="dqn", layout="one_copy"),
+}
+
+
+def bench(env: str, seeds: int, rounds: int, chunk_steps: int, round_seconds: float) -> dict:
+    keys = jax.random.split(jax.random.key(0), seeds)
+    programs, warm = {}, {}
+    for name, settings in SIDES.items():
+        cfg = mj_train.TrainConfig(env=env, chunk_steps=chunk_steps,
+                                   total_steps=BASE["learning_starts"] + 10 * chunk_steps,
+                                   **BASE, **settings)
+        trainer = mj_train.make_train(cfg)
+        t0 = time.perf_counter()
+        state = jax.block_until_ready(
+            jax.jit(jax.vmap(lambda k, tr=trainer: tr.collect(tr.init(k))[0]))(keys))
+        warm[name] = time.perf_counter() - t0
+        metrics = jax.eval_shape(jax.vmap(trainer.chunk), state)[1]
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics)
+        programs[name] = LoopProgram(name, as_carry_fn(trainer.chunk), Side(name, (state, zeros)),
+                                     ops_per_call=cfg.chunk_iters)
+        log(f"  {name}: warm-up {warm[name]:.1f} s, compile "
+            f"{programs[name].lower_s + programs[name].compile_s:.1f} s")
+    times = measure(programs, rounds, round_seconds)
+    num_envs = BASE["num_envs"]
+    sides = {k: {"us_per_vector_step": time_stats(t),
+                 "env_steps_per_s": round(seeds * num_envs / statistics.median(t), 1),
+                 "compile_s": round(programs[k].lower_s + programs[k].compile_s, 2),
+                 "donation_ok": programs[k].donation_ok} for k, t in times.items()}
+    ratios = {"memnet_over_drqn_time": paired_ratio(times["memnet"], times["drqn"]),
+              "memnet_over_dqn_time": paired_ratio(times["memnet"], times["dqn"]),
+              "drqn_over_dqn_time": paired_ratio(times["drqn"], times["dqn"])}
+    return {"env": env, "seeds": seeds, "rounds": rounds, "chunk_steps": chunk_steps,
+            "sides": sides, "ratios": ratios, "base": BASE,
+            "side_settings": {k: dict(v) for k, v in SIDES.items()}}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="bench_memnet_loop.py", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="short chunks, 2 rounds")
+    p.add_argument("--env", default="MemoryChain-20")
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--chunk-steps", type=int, default=None, help="env steps per chunk per seed")
+    p.add_argument("--out", default=None)
+    a = p.parse_args(argv)
+    rounds = a.rounds or (2 if a.quick else 7)
+    chunk = a.chunk_steps or (50 if a.quick else 200)
+    t0 = time.perf_counter()
+    log(f"memnet vs drqn vs dqn loop on {a.env}, {a.seeds} seeds, {rounds} rounds, "
+        f"{chunk} env steps per seed per chunk")
+    result = bench(a.env, a.seeds, rounds, chunk, 0.2 if a.quick else 2.0)
+    for k, s in result["sides"].items():
+        log(f"{k:<8} {s['env_steps_per_s']:>10,.0f} env steps/s (all seeds)   "
+            f"median {s['us_per_vector_step']['median_us']:>10.1f} us/vector step   "
+            f"compile {s['compile_s']:.1f} s")
+    log("ratios (time per step, median of per-round ratios): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items()))
+    doc = {"machine": machine_info(), "wall_seconds": round(time.perf_counter() - t0, 1),
+           **result}
+    write_json(doc, a.out or results_path("bench_memnet_loop", a.quick))
+
+
+if __name__ == "__main__":
+    main()
