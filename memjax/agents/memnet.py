@@ -43,21 +43,24 @@ Where the context comes from:
   layout's ``period = S`` every stored step is trained in exactly one window position.
 
 Differences from the paper: vector observations get an MLP encoder, not the paper's
-convolutional one (image observations get one 3x3 conv, as :class:`RecurrentQNetwork`); keys
-get a learned vector per slot age (the paper's memory has no order; without it the read
-cannot tell "8 steps ago" from "7 steps ago", which ``RepeatPrevious`` needs), the dot
-products are scaled by 1/sqrt(d), and a learned null slot takes the attention where nothing
-else fits (an episode's first step, and it lets the read's weights on the real slots sum to
-less than 1); M defaults to 32 (the paper used 4-12 frames); it is trained with Adam,
-n-step Double-Q targets and optional window priorities like :func:`make_drqn`. It is MQN,
-not FRMQN: FRMQN's LSTM, fed back the previous read, would make the query depend on the whole
-past, which brings back a recurrent state to store and burn in (DRQN's scheme); the point of
-this agent is that its Q-values are a function of the last M observations only.
+convolutional one (image observations get one 3x3 conv, as
+:class:`memjax.agents.RecurrentQNetwork`); keys get a learned vector per slot age (the
+paper's memory has no order; without it the read cannot tell "8 steps ago" from "7 steps
+ago", which ``RepeatPrevious`` needs); the dot products are scaled by 1/sqrt(d); a learned
+null slot takes the attention where nothing else fits (an episode's first step; it also
+lets the weights on the real slots sum to less than 1); M defaults to 32; training uses
+Adam, n-step Double-Q targets and optional window priorities as
+:func:`memjax.agents.make_drqn` does. It is MQN, not FRMQN: FRMQN's LSTM, fed back the
+previous read, would make the query depend on the whole past, which brings back a recurrent
+state to store and burn in (DRQN's scheme); the point of this agent is that its Q-values are
+a function of the last M observations only.
 
 The limitation that follows: nothing older than M steps is ever seen. With M = 32 that covers
 whole episodes of the card games (31 steps), ``RepeatPrevious`` (k = 8: the card 7 steps
-back) and ``MemoryChain-<L>`` for L <= 31 (the context bit is shown at the episode's first
-step, which is L steps before the decision); ``MemoryChain-40`` needs ``context_length`` 40.
+back) and ``MemoryChain-<L>`` for L <= 33 (the context bit is on the episode's first two
+observations, the second L - 1 steps before the decision); ``MemoryChain-40`` needs
+``context_length`` >= 39. A task whose memory outlives any affordable M (a bit kept for
+thousands of steps) is DRQN's, not this agent's.
 """
 
 from __future__ import annotations
@@ -159,7 +162,7 @@ class MemoryQNetwork(nn.Module):
         Args:
           query_embedding: float32 ``[N, H]``, the current observation's embedding.
           keys: float32 ``[N, M, d]``, ``W_key e`` of the M observations before it, oldest
-            first (see :meth:`memory_slots`).
+            first (see ``memory_slots``).
           values: float32 ``[N, M, d]``, their ``W_val e``.
           valid: bool ``[N, M]``, the slots of the query's episode.
 
