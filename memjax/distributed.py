@@ -60,6 +60,11 @@ def initialize(coordinator: str, num_processes: int, process_id: int,
     jax.distributed.initialize(coordinator, num_processes, process_id,
                                initialization_timeout=connect_seconds,
                                heartbeat_timeout_seconds=HEARTBEAT_SECONDS)
+    from jax.experimental import multihost_utils
+
+    # the first collective sets up gloo's context, which gives up when a process is 30 s
+    # late (one still compiling); here, just after joining, they are all in step
+    multihost_utils.sync_global_devices("memjax: processes joined")
 
 
 def shutdown() -> None:
@@ -129,22 +134,25 @@ def launch(argv: Sequence[str], num_processes: int, *, resume_hint: Optional[str
           f"{', '.join(str(p.pid) for p in procs)}), coordinator {coordinator}", flush=True)
     failed = None
     try:
-        while failed is None and any(p.poll() is None for p in procs):
-            failed = next((i for i, p in enumerate(procs)
-                           if p.returncode is not None and p.returncode != 0), None)
-            if failed is None:
-                time.sleep(poll_seconds)
-        if failed is None:
-            failed = next((i for i, p in enumerate(procs) if p.returncode != 0), None)
+        while True:
+            codes = [p.poll() for p in procs]   # every one: a reaped death is seen at once
+            failed = next((i for i, c in enumerate(codes) if c not in (None, 0)), None)
+            if failed is not None or all(c == 0 for c in codes):
+                break
+            time.sleep(poll_seconds)
     finally:
         _stop(procs, grace_seconds)
     if failed is None:
         return 0
-    where = f" `memjax train --resume {resume_hint} --processes {num_processes}`" \
-        if resume_hint else " `memjax train --resume OUT --processes N`"
-    print(f"memjax train: process {failed} of {num_processes} {_describe(procs[failed].returncode)}"
-          f"; stopped the other processes. The run's checkpoints are kept: continue it "
-          f"with{where}", file=sys.stderr, flush=True)
+    code = procs[failed].returncode
+    if code == 2:  # the CLI's usage errors: the process said what is wrong
+        then = ""
+    else:
+        where = f"`memjax train --resume {resume_hint} --processes {num_processes}`" \
+            if resume_hint else "`memjax train --resume OUT --processes N`"
+        then = f" The run's checkpoints are kept: continue it with {where}"
+    print(f"memjax train: process {failed} of {num_processes} {_describe(code)}; stopped the "
+          f"other processes.{then}", file=sys.stderr, flush=True)
     return 1
 
 

@@ -507,7 +507,7 @@ def open_run(out_dir, record: RunRecord, template, key_impl, *, resume: bool,
             log(f"resuming {out_dir} from step {found.step:,} of {record.config.steps_done:,}"
                 if found else f"resuming {out_dir}: no complete checkpoint, starting from step 0")
         return snaps, found
-    if directory.exists():
+    if directory.exists() and snaps.writer:  # process 0 decides (the others would race it)
         try:
             saved = read_run(out_dir)
         except FileNotFoundError:

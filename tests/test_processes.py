@@ -1,0 +1,128 @@
+"""Multi-process runs on localhost (memjax.distributed): ``memjax train --processes 2`` writes
+one result directory with the results of the same seeds in one process (2 host devices);
+killing one process ends the run at once with a message naming it (no hang), and the run
+then resumes from its checkpoint to the uninterrupted run's files.
+
+The compiled programs are shared between the runs through JAX's persistent cache."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from memjax import cli
+
+# 2 seeds, one per process; about 2 s of training per process after its first checkpoint
+STEPS = 160_400
+RUN_ARGS = ["--steps", str(STEPS), "--seeds", "2", "--num-envs", "4", "--capacity", "1000",
+            "--batch-size", "16", "--learning-starts", "400", "--chunk-steps", "40000",
+            "--eval-episodes", "2", "--hidden", "32", "--eps-decay-steps", "20000",
+            "--no-progress"]
+
+
+def _memjax(args, log: Path, cache: Path, **env):
+    env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "JAX_PLATFORMS": "cpu",
+           "JAX_COMPILATION_CACHE_DIR": str(cache),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **env}
+    with open(log, "w") as f:
+        return subprocess.Popen([sys.executable, "-m", "memjax.cli", "train", *args],
+                                stdout=f, stderr=subprocess.STDOUT, env=env)
+
+
+def _finish(proc, log: Path) -> str:
+    assert proc.wait(timeout=400) == 0, log.read_text()[-4000:]
+    return log.read_text()
+
+
+def _steps(out: Path) -> list:
+    d = out / "checkpoints"
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("processes")
+    cache = tmp / "jax-cache"
+    two, one, killed = tmp / "two", tmp / "one", tmp / "killed"
+    out = {"two": two, "one": one, "killed": killed}
+    out["two_log"] = _finish(_memjax([*RUN_ARGS, "--processes", "2", "--out", str(two),
+                                      "--checkpoint-every", "0"], tmp / "two.log", cache),
+                             tmp / "two.log")
+    _finish(_memjax([*RUN_ARGS, "--devices", "2", "--out", str(one), "--checkpoint-every", "0"],
+                    tmp / "one.log", cache,
+                    XLA_FLAGS="--xla_force_host_platform_device_count=2"), tmp / "one.log")
+    # the same run with checkpoints; process 1 is killed after the first one
+    log = tmp / "killed.log"
+    launcher = _memjax([*RUN_ARGS, "--processes", "2", "--out", str(killed),
+                        "--checkpoint-every", "40000"], log, cache)
+    deadline = time.monotonic() + 300
+    pids = None
+    while launcher.poll() is None and time.monotonic() < deadline:
+        if pids is None:
+            m = re.search(r"2 processes \(pids (\d+), (\d+)\)", log.read_text())
+            pids = [int(m.group(1)), int(m.group(2))] if m else None
+        if pids and _steps(killed):
+            break
+        time.sleep(0.01)
+    assert pids and _steps(killed), log.read_text()[-4000:]
+    os.kill(pids[1], signal.SIGKILL)
+    t0 = time.monotonic()
+    code = launcher.wait(timeout=60)
+    out["stop_seconds"] = time.monotonic() - t0
+    out["killed_code"], out["killed_log"] = code, log.read_text()
+    out["at_kill"] = _steps(killed)
+    out["summary_at_kill"] = (killed / "summary.json").exists()
+    out["resume_log"] = _finish(_memjax(["--resume", str(killed), "--processes", "2"],
+                                        tmp / "resume.log", cache), tmp / "resume.log")
+    return out
+
+
+def test_two_processes_write_one_result_directory(runs):
+    two = runs["two"]
+    summary = json.loads((two / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["devices"] == 2 and summary["seeds"] == 2
+    assert "on 2 device(s), 2 process(es)" in runs["two_log"]
+    assert (two / "checkpoint.msgpack").is_file()
+
+
+def test_two_processes_match_one_process(runs):
+    two, one = runs["two"], runs["one"]
+    for name in ("returns.csv", "returns.json"):
+        assert (two / name).read_bytes() == (one / name).read_bytes(), name
+    a = json.loads((two / "summary.json").read_text())
+    b = json.loads((one / "summary.json").read_text())
+    assert b["processes"] == 1 and b["devices"] == 2
+    assert a["final_return_per_seed"] == b["final_return_per_seed"]
+
+
+def test_a_killed_process_ends_the_run_with_a_clear_message(runs):
+    assert runs["killed_code"] == 1
+    assert runs["stop_seconds"] < 20                         # no hang: stopped at once
+    assert "process 1 of 2 was killed by SIGKILL; stopped the other processes." \
+        in runs["killed_log"]
+    assert f"memjax train --resume {runs['killed']} --processes 2" in runs["killed_log"]
+    assert runs["at_kill"] and not runs["summary_at_kill"]
+
+
+def test_the_killed_run_resumes_to_the_uninterrupted_results(runs):
+    killed, two = runs["killed"], runs["two"]
+    assert f"resuming {killed} from step " in runs["resume_log"]
+    for name in ("returns.csv", "returns.json"):
+        assert (killed / name).read_bytes() == (two / name).read_bytes(), name
+    assert json.loads((killed / "summary.json").read_text())["processes"] == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--coordinator", "127.0.0.1:1"], "needs --coordinator HOST:PORT, --num-processes N"),
+    (["--processes", "2", "--process-id", "0"], "--processes starts the processes itself"),
+])
+def test_process_options_are_checked(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err
