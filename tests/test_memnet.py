@@ -256,3 +256,17 @@ def test_memnet_learns_a_memory_task_that_dqn_cannot():
     _, metrics = jax.jit(jax.vmap(trainer))(jax.random.split(jax.random.key(0), 2))
     returns = np.asarray(metrics["eval_return"]).mean(axis=1)
     assert np.all(returns >= 0.8), returns
+
+
+def test_trained_model_checkpoint_rebuilds_the_memory_network(tmp_path, net):
+    from memjax.compress.pipeline import make_context
+    from memjax.train import checkpoint
+
+    network, params, _ = net
+    config = dataclasses.replace(QUICK, context_length=M, hidden=(8, 6), memory=7)
+    checkpoint.save(tmp_path, config, params, stacked=False, network=network)
+    loaded = checkpoint.load(tmp_path)
+    assert loaded.meta["network"] == "memnet"
+    assert loaded.network() == network.clone(obs_dtype=np.dtype(np.float32))
+    with pytest.raises(ValueError, match="holds a memnet one"):
+        make_context(loaded)

@@ -95,7 +95,7 @@ class Checkpoint:
                                      channels=int(self.meta.get("channels", 0)))
         if self.meta["network"] == "memnet":
             return MemoryQNetwork(num_actions, obs_shape=tuple(self.meta["obs_shape"]),
-                                  obs_dtype=self.meta["obs_dtype"],
+                                  obs_dtype=np.dtype(self.meta["obs_dtype"]),
                                   context_length=self.config.context_length,
                                   hidden=tuple(self.config.hidden), memory=self.config.memory,
                                   channels=int(self.meta.get("channels", 0)))
