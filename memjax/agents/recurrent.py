@@ -28,7 +28,7 @@ CELL_KINDS = ("gru", "lstm")
 
 
 class RecurrentQNetwork(nn.Module):
-    """An encoder, a recurrent cell and a linear Q-head.
+    """An encoder, a recurrent cell and an MLP Q-head.
 
     The encoder is a ReLU MLP of widths ``hidden`` over the flattened observation, after one
     3x3 conv of ``channels`` filters for image observations ``[B, H, W, C]`` (MinAtar). Call it
@@ -38,6 +38,10 @@ class RecurrentQNetwork(nn.Module):
       num_actions: size of the discrete action space, A.
       hidden: widths of the encoder's ReLU layers.
       memory: the recurrent state's size, H.
+      head: widths of the ReLU layers between the cell's output and the linear Q layer (as
+        R2D2's MLP head). The cell's output is bounded (tanh), so without them the Q layer's
+        weights must grow to the returns' scale (CartPole's ~100) at Adam's pace of about
+        ``lr`` per update; ReLU layers let the scale grow in every layer at once.
       cell: ``"gru"`` (carry ``[B, H]``) or ``"lstm"`` (carry ``(c, h)``).
       channels: conv filters for image observations (0: no conv).
     """
@@ -45,6 +49,7 @@ class RecurrentQNetwork(nn.Module):
     num_actions: int
     hidden: Sequence[int] = (64,)
     memory: int = 64
+    head: Sequence[int] = (64,)
     cell: str = "gru"
     channels: int = 16
 
@@ -76,6 +81,8 @@ class RecurrentQNetwork(nn.Module):
                                             recurrent_kernel_init=recurrent_init)(carry, x)
         else:
             raise ValueError(f"cell must be one of {CELL_KINDS}, got {self.cell!r}")
+        for width in self.head:
+            y = nn.relu(nn.Dense(width)(y))
         return carry, nn.Dense(self.num_actions)(y)
 
 
