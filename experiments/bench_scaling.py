@@ -88,6 +88,7 @@ def _run_case(case: dict, args, backend: str) -> dict:
                str(case["processes"]), "--devices", "1", "--no-progress",
                "--checkpoint-every", "0", "--out", tmp, "--steps", str(args.steps),
                "--seeds", str(args.seeds), "--chunk-steps", str(cfg.chunk_steps),
+               "--learning-starts", str(cfg.learning_starts),
                "--eval-episodes", str(cfg.eval_episodes)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(1, backend))
         if proc.returncode:

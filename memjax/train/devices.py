@@ -1,6 +1,6 @@
 """Where a run's seeds live: sharded over devices, or one agent data-parallel over them.
 
-Two layouts of the vmapped training state over a 1-D :class:`jax.sharding.Mesh` of devices
+Two layouts of the vmapped training state over a 1-D ``jax.sharding.Mesh`` of devices
 (all local devices, or ``devices_per_process`` of each process's in a multi-process run):
 
 * **seeds** (default): the seed axis is sharded (``NamedSharding(mesh, P("seeds"))``); each

@@ -247,7 +247,7 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
     tqdm bar (steps, SPS, latest training and greedy returns), evaluates greedily after every
     chunk, and, when ``out_dir`` is given, writes ``returns.csv``, ``returns.json``,
     ``curve.png``, ``summary.json`` and ``checkpoint.msgpack`` there. In a multi-process run
-    (``jax.distributed`` initialised, see :mod:`memjax.train.distributed`) every process calls
+    (``jax.distributed`` initialised, see :mod:`memjax.distributed`) every process calls
     ``run`` alike; process 0 writes the files.
 
     Args:
