@@ -67,6 +67,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -170,6 +171,9 @@ class MemoryQNetwork(nn.Module):
           ``(q, weights)``: float32 ``[N, A]`` and the attention weights float32 ``[N, M + 1]``
           (the null slot last; exactly 0 on invalid slots).
         """
+        chex.assert_rank([query_embedding, keys, values, valid], [2, 3, 3, 2])
+        chex.assert_equal_shape([keys, values])
+        chex.assert_equal_shape_prefix([query_embedding, keys, valid], 1)
         query = self.query(query_embedding)                                   # [N, d]
         keys = keys + self.age                                                # [N, M, d]
         scale = 1.0 / self.memory ** 0.5
@@ -236,6 +240,7 @@ def window_contexts(first, context_length: int):
       ``(positions, valid)``: int32 ``[2 (obs, next_obs), L - M, M]`` window positions of
       each query's slots, oldest first, and bool ``[B, 2, L - M, M]``.
     """
+    chex.assert_rank(first, 2)
     length = first.shape[1]
     m = context_length
     episode = jnp.cumsum(first.astype(jnp.int32), axis=1)                     # [B, L]
