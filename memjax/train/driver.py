@@ -69,9 +69,11 @@ def storage_summary(config: TrainConfig, buffer_state) -> dict:
     return out
 
 
-def _aot(fn, *args, donate=False, out_shardings=None):
+def _aot(fn, *args, donate=False, in_shardings=None, out_shardings=None):
     t0 = time.perf_counter()
-    jitted = jax.jit(fn, donate_argnums=(0,) if donate else (), out_shardings=out_shardings)
+    kwargs = {} if in_shardings is None else {"in_shardings": in_shardings}
+    jitted = jax.jit(fn, donate_argnums=(0,) if donate else (), out_shardings=out_shardings,
+                     **kwargs)
     compiled = jitted.lower(*args).compile()
     return compiled, time.perf_counter() - t0
 
@@ -95,8 +97,9 @@ def _compile(trainer: Trainer, place: devices.Layout, k_train, k_eval) -> _Compi
     state = jax.eval_shape(init)
     # results stay sharded like the state (a replicated output of the state's shape would
     # be handed a donated shard by jit's aliasing); the host gathers them
-    def chunk_of(fn):
-        return _aot(place.chunk(fn), state, donate=True, out_shardings=sharded)
+    def chunk_of(fn):  # the state's sharding in and out, or the donation is unusable
+        return _aot(place.chunk(fn), state, donate=True, in_shardings=(sharded,),
+                    out_shardings=sharded)
 
     collect, seconds["collect"] = chunk_of(trainer.collect)
     chunk, seconds["chunk"] = chunk_of(trainer.chunk)
