@@ -7,6 +7,7 @@ from memjax.agents.drqn import (
     DRQNState,
     make_drqn,
     trained_steps,
+    window_learner,
     window_n_step_td,
     window_td_errors,
 )
@@ -40,6 +41,7 @@ from memjax.agents.recurrent import CELL_KINDS, RecurrentQNetwork, reset_where, 
 __all__ = [
     "Agent", "no_carry", "DQNState", "make_dqn", "gradient_step",
     "DRQNState", "make_drqn", "trained_steps", "window_td_errors", "window_n_step_td",
+    "window_learner",
     "MemnetState", "MemoryQNetwork", "make_memnet", "memnet_td_errors", "window_contexts",
     "context_trained_steps",
     "RecurrentQNetwork", "CELL_KINDS", "reset_where", "unroll",

@@ -143,24 +143,56 @@ def make_drqn(network: RecurrentQNetwork, num_actions: int,
             actions = epsilon_greedy(key, q_values, epsilon(step))
         return actions, new_carry, {CARRY_FIELD: stored_carry(carry)}
 
-    def loss_fn(params, target_params, sample):
-        windows = checked_windows(sample.items)
+    def td_fn(params, target_params, items):
+        windows = checked_windows(items)
         start = carry_from_stored(windows[CARRY_FIELD], cell)
         td, q = window_td_errors(network.apply, params, target_params, windows, start,
                                  burn_in=burn_in, n_step=n_step, gamma=gamma, double=double)
-        steps = td.shape[1]
-        weights = jnp.repeat(sample.weights, steps)
-        value = losses.weighted_loss(td.reshape(-1), weights, loss=loss, huber_delta=huber_delta)
-        return value, (td, jnp.mean(q[:, :steps]))
+        return td, q[:, :td.shape[1]]
 
-    def learn(state: DRQNState, sample, key):
+    learn = window_learner(td_fn, optimizer, loss=loss, huber_delta=huber_delta,
+                           target_period=target_period, tau=tau, eta=eta,
+                           priority_eps=priority_eps)
+    return Agent(init=init, initial_carry=network.initial_carry, act=act, learn=learn)
+
+
+def window_learner(td_fn: Callable, optimizer: optax.GradientTransformation, *, loss: str,
+                   huber_delta: float, target_period: int, tau: float, eta: float,
+                   priority_eps: float) -> Callable:
+    """The ``learn`` of an agent trained on replayed windows (DRQN, the memory network): the
+    importance-weighted mean over windows of the mean loss over their trained steps, one
+    :func:`memjax.agents.gradient_step`, and window priorities ``eta * max |TD| + (1 - eta) *
+    mean |TD| + priority_eps``.
+
+    Args:
+      td_fn: ``(params, target_params, items) -> (td float32 [B, S], q float32 [B, S, A])``,
+        the TD errors of a batch of windows and the online Q-values of their trained steps.
+      optimizer: the optax transformation of the state's ``opt_state``.
+      loss: ``"mse"`` or ``"huber"``.
+      huber_delta: the Huber loss threshold.
+      target_period: gradient updates between target-network updates.
+      tau: the target update's step (1: a copy).
+      eta: the weight of the max in a window's priority.
+      priority_eps: added to the window priorities.
+
+    Returns:
+      ``learn(state, sample, key) -> (state, priorities float32 [B], {"loss", "q"})`` for a
+      :class:`memjax.agents.DQNState` (or a subclass).
+    """
+    def loss_fn(params, target_params, sample):
+        td, q = td_fn(params, target_params, sample.items)
+        weights = jnp.repeat(sample.weights, td.shape[1])
+        value = losses.weighted_loss(td.reshape(-1), weights, loss=loss, huber_delta=huber_delta)
+        return value, (td, jnp.mean(q))
+
+    def learn(state, sample, key):
         (value, (td, mean_q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.target_params, sample)
         state = gradient_step(state, grads, optimizer, target_period=target_period, tau=tau)
         priorities = sequence_priorities(jnp.abs(td), eta=eta) + priority_eps
         return state, priorities, {"loss": value, "q": mean_q}
 
-    return Agent(init=init, initial_carry=network.initial_carry, act=act, learn=learn)
+    return learn
 
 
 def window_td_errors(apply_fn, params, target_params, windows, start, *, burn_in: int,
@@ -262,4 +294,4 @@ def checked_windows(items) -> dict:
 
 
 __all__ = ["CARRY_FIELD", "DRQNState", "carry_from_stored", "make_drqn", "stored_carry",
-           "trained_steps", "window_n_step_td", "window_td_errors"]
+           "trained_steps", "window_learner", "window_n_step_td", "window_td_errors"]

@@ -74,12 +74,10 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from memjax.agents import losses
 from memjax.agents.base import Agent
-from memjax.agents.dqn import DQNState, gradient_step
-from memjax.agents.drqn import window_n_step_td
+from memjax.agents.dqn import DQNState
+from memjax.agents.drqn import window_learner, window_n_step_td
 from memjax.agents.policies import epsilon_greedy
-from memjax.replay.prioritized import sequence_priorities
 
 
 @struct.dataclass
@@ -364,21 +362,14 @@ def make_memnet(network: MemoryQNetwork, num_actions: int,
             actions = epsilon_greedy(key, q_values, epsilon(step))
         return actions, push(carry, obs), {}
 
-    def loss_fn(params, target_params, sample):
-        windows = checked_windows(sample.items)
-        td, q = memnet_td_errors(network, params, target_params, windows, n_step=n_step,
-                                 gamma=gamma, double=double)
-        weights = jnp.repeat(sample.weights, td.shape[1])
-        value = losses.weighted_loss(td.reshape(-1), weights, loss=loss, huber_delta=huber_delta)
-        return value, (td, jnp.mean(q[:, :td.shape[1]]))
+    def td_fn(params, target_params, items):
+        td, q = memnet_td_errors(network, params, target_params, checked_windows(items),
+                                 n_step=n_step, gamma=gamma, double=double)
+        return td, q[:, :td.shape[1]]
 
-    def learn(state: MemnetState, sample, key):
-        (value, (td, mean_q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, sample)
-        state = gradient_step(state, grads, optimizer, target_period=target_period, tau=tau)
-        priorities = sequence_priorities(jnp.abs(td), eta=eta) + priority_eps
-        return state, priorities, {"loss": value, "q": mean_q}
-
+    learn = window_learner(td_fn, optimizer, loss=loss, huber_delta=huber_delta,
+                           target_period=target_period, tau=tau, eta=eta,
+                           priority_eps=priority_eps)
     return Agent(init=init, initial_carry=network.initial_carry, act=act, learn=learn)
 
 
