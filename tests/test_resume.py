@@ -135,13 +135,15 @@ def _copy(runs, tmp_path) -> Path:
 
 
 def _damage(step_dir: Path) -> None:
-    """Flip bytes in the middle of the largest data file of a checkpoint."""
+    """Cut the largest data file of a checkpoint to half its length (a write cut short).
+    Flipping 64 bytes in its middle instead was once not detected (a run of the suite with
+    two workers: orbax restored that checkpoint without an error; its data is spread over
+    several small ocdbt files, and not every byte is checked); reading past a cut-short
+    file always fails."""
     files = [p for p in (step_dir / "state").rglob("*") if p.is_file()]
     biggest = max(files, key=lambda p: p.stat().st_size)
-    data = bytearray(biggest.read_bytes())
-    for i in range(len(data) // 2, min(len(data), len(data) // 2 + 64)):
-        data[i] ^= 0xFF
-    biggest.write_bytes(bytes(data))
+    data = biggest.read_bytes()
+    biggest.write_bytes(data[: len(data) // 2])
 
 
 def test_unreadable_latest_checkpoint_falls_back(runs, tmp_path):
