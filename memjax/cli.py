@@ -21,8 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{train,bench,compress}")
     sub.required = True
     train = sub.add_parser(
-        "train", help="train an agent (DQN) on a gymnax environment, vmapped over seeds",
-        description="Train an agent (DQN) on a gymnax environment with several vmapped seeds; "
+        "train",
+        help="train an agent (dqn, drqn or memnet) on a gymnax environment, vmapped over seeds",
+        description="Train an agent (dqn, drqn or memnet) on a gymnax environment with several "
+                    "vmapped seeds; "
                     "writes returns.csv, returns.json, curve.png and summary.json (with the "
                     "resolved config) to --out, and whole-state checkpoints to "
                     "--out/checkpoints/<step>/, from which --resume continues a killed run.")
