@@ -136,10 +136,10 @@ def _copy(runs, tmp_path) -> Path:
 
 def _damage(step_dir: Path) -> None:
     """Cut the largest data file of a checkpoint to half its length (a write cut short).
-    Flipping 64 bytes in its middle instead was once not detected (a run of the suite with
-    two workers: orbax restored that checkpoint without an error; its data is spread over
-    several small ocdbt files, and not every byte is checked); reading past a cut-short
-    file always fails."""
+    Flipping 64 bytes in its middle instead once changed nothing (a run of the suite with two
+    workers): the restored leaves passed their CRC-32 checks, so those bytes held no value
+    that is read back (the data is spread over several small ocdbt files). Reading past a
+    cut-short file always fails."""
     files = [p for p in (step_dir / "state").rglob("*") if p.is_file()]
     biggest = max(files, key=lambda p: p.stat().st_size)
     data = biggest.read_bytes()
