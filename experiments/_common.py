@@ -498,6 +498,15 @@ def update_summary(out_dir, **extra) -> dict:
     return data
 
 
+def options(args, quick: dict, full: dict, names) -> dict:
+    """A benchmark's settings: ``quick`` or ``full`` (by ``args.quick``), with every option
+    of ``names`` that was given on the command line (not None) in place of its default."""
+    opts = dict(quick if args.quick else full)
+    opts.update({name: getattr(args, name) for name in names
+                 if getattr(args, name) is not None})
+    return opts
+
+
 # ------------------------------------------------------------------------- argparse types
 
 

@@ -47,8 +47,8 @@ from memjax.train import TrainConfig, make_train  # noqa: E402
 
 from experiments import legacy_loop  # noqa: E402
 from experiments._common import (  # noqa: E402
-    LoopProgram, Side, as_carry_fn, ints, machine_info, measure, paired_ratio, positive_ints,
-    results_path, time_stats, write_json)
+    LoopProgram, Side, as_carry_fn, ints, machine_info, measure, options, paired_ratio,
+    positive_ints, results_path, time_stats, write_json)
 
 TARGET_TIME_RATIO_MAX = 1.03  # the new loop's time per step / the old one's
 
@@ -173,10 +173,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    opts = dict(QUICK if args.quick else FULL)
-    for name in ("seeds", "rounds", "chunk_steps"):
-        if getattr(args, name) is not None:
-            opts[name] = getattr(args, name)
+    opts = options(args, QUICK, FULL, ("seeds", "rounds", "chunk_steps"))
     t0 = time.perf_counter()
     if args.learn:
         rows = learn_comparison(args.seed_sets, 8, print)

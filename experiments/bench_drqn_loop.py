@@ -62,7 +62,7 @@ from memjax import train as mj_train  # noqa: E402
 from memjax.replay.base import ReplayBuffer  # noqa: E402
 
 from experiments._common import (  # noqa: E402
-    LoopProgram, Side, as_carry_fn, consume, log, machine_info, measure, paired_ratio,
+    LoopProgram, Side, as_carry_fn, consume, log, machine_info, measure, options, paired_ratio,
     positive_ints, results_path, time_stats, write_json)
 from experiments.bench_loop import (  # noqa: E402
     FloorState, buffer_copy_check, floor_buffer)
@@ -248,10 +248,7 @@ def build_parser():
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    opts = dict(QUICK if args.quick else FULL)
-    for name in ("seeds", "rounds", "chunk_steps", "round_seconds"):
-        if getattr(args, name) is not None:
-            opts[name] = getattr(args, name)
+    opts = options(args, QUICK, FULL, ("seeds", "rounds", "chunk_steps", "round_seconds"))
     kinds = tuple(k.strip() for k in args.replay.split(",") if k.strip())
     if not kinds or set(kinds) - set(KINDS):
         parser.error(f"--replay: expected a comma list of {', '.join(KINDS)}, got {args.replay!r}")

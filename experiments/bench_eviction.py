@@ -45,7 +45,7 @@ from memjax import train as mj_train  # noqa: E402
 from memjax.replay import eviction as ev  # noqa: E402
 
 from experiments._common import (  # noqa: E402
-    LoopProgram, Side, as_carry_fn, log, machine_info, measure, paired_ratio,
+    LoopProgram, Side, as_carry_fn, log, machine_info, measure, options, paired_ratio,
     positive_ints, results_path, time_stats, write_json)
 from experiments.bench_loop import buffer_copy_check, warm_states  # noqa: E402
 
@@ -169,10 +169,7 @@ def build_parser():
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    opts = dict(QUICK if args.quick else FULL)
-    for name in ("seeds", "rounds", "chunk_steps", "round_seconds"):
-        if getattr(args, name) is not None:
-            opts[name] = getattr(args, name)
+    opts = options(args, QUICK, FULL, ("seeds", "rounds", "chunk_steps", "round_seconds"))
     names = tuple(x.strip() for x in args.sides.split(",")) if args.sides else \
         (QUICK_SIDES if args.quick else tuple(SIDES))
     unknown = set(names) - set(SIDES)

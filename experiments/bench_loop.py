@@ -78,7 +78,7 @@ from memjax.replay.memory import FieldMemory, MemoryReport, nbytes  # noqa: E402
 
 from experiments._common import (  # noqa: E402
     LoopProgram, Side, as_carry_fn, banner, flashbax_modules, hlo_copies, log, machine_info,
-    measure, paired_ratio, positive_ints, results_path, time_stats, us, write_json)
+    measure, options, paired_ratio, positive_ints, results_path, time_stats, us, write_json)
 
 BIG = 2**20
 
@@ -634,11 +634,8 @@ def build_parser():
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    opts = dict(QUICK if args.quick else FULL)
-    for name in ("seeds", "rounds", "chunk_steps", "round_seconds", "big_capacity",
-                 "big_bincount_max_seeds"):
-        if getattr(args, name) is not None:
-            opts[name] = getattr(args, name)
+    opts = options(args, QUICK, FULL, ("seeds", "rounds", "chunk_steps", "round_seconds",
+                                       "big_capacity", "big_bincount_max_seeds"))
     if args.no_breakdown:
         opts["breakdown"] = False
     if args.no_bincount:
