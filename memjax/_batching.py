@@ -10,6 +10,7 @@ def vmap_as_leading_axis(fn):
     """``fn`` as a ``custom_vmap`` whose rule puts the mapped axis first on every argument
     (broadcasting the unmapped ones) and calls ``fn`` again, so nested vmaps add leading axes.
 
+    ``fn`` returns an array or a tuple (any pytree) of arrays, each with the leading axes.
     For ``fn(*arrays)`` whose arguments share their leading axes and that loops over all
     of them at once: a plain vmap would batch the loop's dynamic slices into gathers and
     scatters, or select between old and new carries at every step of a while loop whose
@@ -21,6 +22,7 @@ def vmap_as_leading_axis(fn):
     def rule(axis_size, in_batched, *args):
         lead = [x if batched else jnp.broadcast_to(x, (axis_size, *x.shape))
                 for x, batched in zip(args, in_batched)]
-        return fn(*lead), True
+        out = fn(*lead)
+        return out, jax.tree.map(lambda _: True, out)
 
     return fn

@@ -407,7 +407,8 @@ def test_memory_report_counts_the_policy_state():
 
 def test_mintree_set_p_leaves_the_top_to_refresh():
     """set_p recomputes nodes up to top_level only; refresh (take's first step) makes the tree
-    bit-identical to a fresh build; both set_p paths agree; vmapped trees."""
+    bit-identical to a fresh build; both set_p paths agree; vmapped trees and trees stacked
+    on a leading axis."""
     from memjax.replay import mintree
 
     capacity = 40_000
@@ -425,6 +426,8 @@ def test_mintree_set_p_leaves_the_top_to_refresh():
         return stale.keys, mintree.refresh(stale).keys
 
     stale, fresh = jax.jit(jax.vmap(run))(p, q, slots, values)
+    stacked = mintree.refresh(mintree.MinTree(keys=stale, capacity=capacity))  # a leading axis
+    np.testing.assert_array_equal(np.asarray(stacked.keys), np.asarray(fresh))
     for t in range(2):
         want_p = p[t].copy()
         for s, v in zip(slots[t], values[t]):

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from memjax._batching import vmap_as_leading_axis
 from memjax._fusion import materialise
 from memjax.sumtree import geometry
 
@@ -89,23 +90,6 @@ class MinTree:
     def winner(self) -> jax.Array:
         """int32 [M]: the leaf holding each node's key."""
         return self.keys[..., 2::3]
-
-
-def vmap_as_leading_axis(fn):
-    """``memjax._batching.vmap_as_leading_axis`` for functions that return a tuple: a
-    ``custom_vmap`` whose rule puts the mapped axis first on every argument and calls ``fn``
-    again, so the loops below walk every (tree, entry) pair instead of batching their dynamic
-    slices into gathers and scatters."""
-    fn = jax.custom_batching.custom_vmap(fn)
-
-    @fn.def_vmap
-    def rule(axis_size, in_batched, *args):
-        lead = [x if batched else jnp.broadcast_to(x, (axis_size, *x.shape))
-                for x, batched in zip(args, in_batched)]
-        out = fn(*lead)
-        return out, jax.tree.map(lambda _: True, out)
-
-    return fn
 
 
 _FLIP = np.uint32(0x80000000)
@@ -166,23 +150,37 @@ def refresh(tree: MinTree) -> MinTree:
     Returns:
       The tree with an exact root: bit-identical to ``build`` of its leaves.
     """
-    top = top_level(tree.capacity)
-    if top == 0:
+    if top_level(tree.capacity) == 0:
         return tree
-    offsets, widths = geometry(tree.capacity, K)
-    keys = tree.keys
-    level = keys[..., 3 * offsets[top]: 3 * (offsets[top] + widths[top])]
-    parts = []
-    for d in range(top - 1, -1, -1):  # as in build: real nodes, then padding
-        best = _min_of_rows(level.reshape(*level.shape[:-1], -1, 3 * K))  # [..., n, 3]
-        pad = jnp.broadcast_to(jnp.asarray([BIG, _LOW, tree.capacity - 1], jnp.int32),
-                               (*best.shape[:-2], widths[d] - best.shape[-2], 3))
-        level = jnp.concatenate([best, pad], axis=-2).reshape(*best.shape[:-2], 3 * widths[d])
-        parts.append(level)
-    # levels 0 .. top-1 are the start of ``keys``: one write, of values computed before it
-    # (fused into the write, the reads of level ``top`` would make XLA copy the keys)
-    head = materialise(jnp.concatenate(parts[::-1], axis=-1), (keys[..., 2] >= 0).astype(jnp.int32))
-    return tree.replace(keys=jax.lax.dynamic_update_slice_in_dim(keys, head, 0, axis=keys.ndim - 1))
+    return tree.replace(keys=_refresh_keys(tree.capacity)(tree.keys))
+
+
+@functools.lru_cache(maxsize=None)
+def _refresh_keys(capacity: int):
+    """``refresh`` on the flat keys [..., 3 M]. Vmapped as a leading axis: under a plain vmap
+    the one-trip ``materialise`` loop gets a per-tree trip count, its carry becomes a select
+    between old and new values, and the write of the head then copies every tree's keys
+    (about 0.1 ms per add for 8 trees of 10k leaves on a 2-core CPU)."""
+    top = top_level(capacity)
+    offsets, widths = geometry(capacity, K)
+
+    @vmap_as_leading_axis
+    def run(keys):
+        level = keys[..., 3 * offsets[top]: 3 * (offsets[top] + widths[top])]
+        parts = []
+        for d in range(top - 1, -1, -1):  # as in build: real nodes, then padding
+            best = _min_of_rows(level.reshape(*level.shape[:-1], -1, 3 * K))  # [..., n, 3]
+            pad = jnp.broadcast_to(jnp.asarray([BIG, _LOW, capacity - 1], jnp.int32),
+                                   (*best.shape[:-2], widths[d] - best.shape[-2], 3))
+            level = jnp.concatenate([best, pad], axis=-2).reshape(*best.shape[:-2], 3 * widths[d])
+            parts.append(level)
+        # levels 0 .. top-1 are the start of ``keys``: one write, of values computed before it
+        # (fused into the write, the reads of level ``top`` would make XLA copy the keys)
+        head = materialise(jnp.concatenate(parts[::-1], axis=-1),
+                           (keys.reshape(-1)[2] >= 0).astype(jnp.int32))
+        return jax.lax.dynamic_update_slice_in_dim(keys, head, 0, axis=keys.ndim - 1)
+
+    return run
 
 
 def build(p, q) -> MinTree:
