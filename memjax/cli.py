@@ -277,6 +277,10 @@ def _run_and_report(parser, cfg, seeds, out, seed, progress, every, resume, devi
           f"({summary['train_seconds']:.1f} s training, {summary['eval_seconds']:.1f} s eval), "
           f"compile {summary['compile_seconds']:.1f} s, "
           f"{summary['bytes_per_transition']:.1f} bytes/transition", flush=True)
+    if "eval_task_return" in summary["curves"]:  # a multi-task env: [points, seeds, tasks]
+        tasks = summary["curves"]["eval_task_return"][-1].mean(axis=0)  # an ndarray
+        print("final greedy return per task: "
+              + ", ".join(f"{t}: {x:.1f}" for t, x in enumerate(tasks)), flush=True)
     if summary["eval_unfinished_final"]:
         print(f"evaluation: {summary['eval_unfinished_final']} of "
               f"{seeds * summary['eval_episodes']} final greedy episodes were still running "

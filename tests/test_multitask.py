@@ -263,11 +263,15 @@ def test_results_get_a_per_task_section_and_plot(tmp_path):
     task_returns[-1, 0, 3] = np.nan                               # no episode of task 3
     episodes = rng.integers(1, 5, (3, 2, 4))
     episodes[-1, 0, 3] = 0
+    greedy = rng.random((3, 2, 4)) * 500                          # eval_task_return
     curves = {"steps": [10, 20, 30], "eval_return": rng.random((3, 2)),
               "train_return": rng.random((3, 2)), "eval_unfinished": [0, 0, 0],
-              "task_episode_return": task_returns, "task_episodes": episodes}
+              "task_episode_return": task_returns, "task_episodes": episodes,
+              "eval_task_return": greedy}
     results.write_all(tmp_path, {"env": "MultiCartPole"}, curves)
     per_task = json.loads((tmp_path / "summary.json").read_text())["per_task"]
+    np.testing.assert_allclose(per_task["final_return_mean"], greedy[-1].mean(axis=0))
+    np.testing.assert_allclose(per_task["final_return_per_seed"], greedy[-1])
     want = [task_returns[-1, :, t][~np.isnan(task_returns[-1, :, t])].mean() for t in range(4)]
     np.testing.assert_allclose(per_task["train_return_last_chunk_mean"], want)
     assert per_task["train_episodes_last_chunk"] == episodes[-1].sum(axis=0).tolist()
@@ -275,3 +279,25 @@ def test_results_get_a_per_task_section_and_plot(tmp_path):
     assert (tmp_path / "curve_tasks.png").stat().st_size > 0
     saved = json.loads((tmp_path / "returns.json").read_text())
     assert np.asarray(saved["task_episodes"]).shape == (3, 2, 4)
+
+
+def test_memjax_train_reports_greedy_returns_per_task(tmp_path):
+    """``mj.train.run`` on MultiCartPole: every evaluation keeps its greedy return per task
+    ([points, seeds, tasks]); with eval_episodes a multiple of the task count their mean over
+    tasks is the evaluation's mean; summary.json's per_task section holds the last one."""
+    import json
+
+    cfg = mj.train.TrainConfig(env="MultiCartPole", num_envs=6, total_steps=1200,
+                               learning_starts=600, batch_size=16, buffer_capacity=600,
+                               chunk_steps=600, eval_episodes=8, eval_max_steps=40,
+                               hidden=(16,))
+    summary = mj.train.run(cfg, num_seeds=2, out_dir=tmp_path, progress=False, log=None,
+                           checkpoint_every=0)
+    curves = summary["curves"]
+    per_task = np.asarray(curves["eval_task_return"])
+    assert per_task.shape == (len(curves["steps"]), 2, 4)
+    np.testing.assert_allclose(per_task.mean(axis=-1), curves["eval_return"], rtol=1e-6)
+    saved = json.loads((tmp_path / "summary.json").read_text())["per_task"]
+    np.testing.assert_allclose(saved["final_return_per_seed"], per_task[-1])
+    np.testing.assert_allclose(saved["final_return_mean"], per_task[-1].mean(axis=0))
+    assert (tmp_path / "curve_tasks.png").stat().st_size > 0

@@ -13,6 +13,7 @@ import numpy as np
 from flax import struct
 
 from memjax import codecs as mc
+from memjax import envs
 from memjax import replay
 from memjax.train import checkpoint as checkpoint_file
 from memjax.train import devices, results, snapshots
@@ -124,9 +125,13 @@ def _progress_bar(cfg: TrainConfig, num_seeds: int, done_steps: int = 0):
 
 
 def _run_schedule(compiled: _Compiled, state, place: devices.Layout, bar, start=None,
-                  checkpoint=None):
+                  checkpoint=None, num_tasks: int = 0):
     """Run the compiled chunks in order, evaluating after each. Returns the final state,
     the curves, the seconds spent training and evaluating, and the buffer sizes.
+
+    ``num_tasks`` (a :class:`memjax.envs.MultiTask` environment; evaluation episode ``i``
+    plays task ``i % num_tasks``): each evaluation's greedy return per task is kept too
+    (``eval_task_return`` [seeds, tasks]).
 
     ``start``: a :class:`memjax.train.snapshots.Snapshot` to continue from (its state is
     ``state``): the entries it has done are skipped and its results are kept.
@@ -157,6 +162,9 @@ def _run_schedule(compiled: _Compiled, state, place: devices.Layout, bar, start=
         eval_seconds += time.perf_counter() - t0                    # ev: [seeds, episodes]
         points["steps"].append(done_steps)
         points["eval_return"].append(ev.mean(axis=1))
+        if num_tasks:
+            points.setdefault("eval_task_return", []).append(
+                envs.task_means(ev, np.arange(ev.shape[-1]) % num_tasks, num_tasks))
         points["eval_unfinished"].append(int(np.sum(~finished)))
         points["train_return"].append(np.asarray(metrics["episode_return"], np.float64))
         points["metrics"].append(metrics)
@@ -175,11 +183,14 @@ def _run_schedule(compiled: _Compiled, state, place: devices.Layout, bar, start=
 
 def _curves(points: dict) -> dict:
     """``steps``, ``eval_return`` / ``train_return`` [points, seeds], ``eval_unfinished``
-    [points] (evaluation episodes of all seeds cut by the cap) and each learner metric (e.g.
-    ``loss``) [points, seeds]."""
+    [points] (evaluation episodes of all seeds cut by the cap), each learner metric (e.g.
+    ``loss``) [points, seeds] and, for a multi-task run, ``eval_task_return`` [points, seeds,
+    tasks] (absent when resumed from a checkpoint written before it existed)."""
     curves = {"steps": points["steps"], "eval_return": np.stack(points["eval_return"]),
               "train_return": np.stack(points["train_return"]),
               "eval_unfinished": points["eval_unfinished"]}
+    if len(points.get("eval_task_return", ())) == len(points["steps"]):
+        curves["eval_task_return"] = np.stack(points["eval_task_return"])
     names = [n for n in points["metrics"][0] if n not in ("episode_return", "episodes")]
     for name in names:
         curves[name] = np.stack([np.asarray(m[name], np.float64) for m in points["metrics"]])
@@ -331,7 +342,7 @@ def _run(trainer, place, compiled, out_dir, progress, log, snaps, start) -> dict
         if progress else None
     try:
         state, points, train_seconds, eval_seconds, sizes = _run_schedule(
-            compiled, state, place, bar, start, checkpoint)
+            compiled, state, place, bar, start, checkpoint, trainer.num_tasks)
     finally:
         if bar is not None:
             bar.close()

@@ -132,29 +132,41 @@ def task_summary(curves: Mapping[str, Any]) -> dict:
     """The per-task section of a multi-task run's summary (``curves`` with
     ``task_episode_return`` and ``task_episodes`` [points, seeds, tasks], the loop's chunk
     metrics for a :class:`memjax.envs.MultiTask` environment): the training (epsilon-greedy)
-    episodes that finished in the last chunk, per task. Greedy evaluation plays episode ``i``
-    in task ``i % tasks``; ``eval_return`` averages them."""
+    episodes that finished in the last chunk, per task, and (with ``eval_task_return``
+    [points, seeds, tasks] in ``curves``) the final greedy evaluation per task, whose episode
+    ``i`` plays task ``i % tasks`` (``eval_return`` averages them over tasks)."""
     returns = np.asarray(curves["task_episode_return"], np.float64)[-1]     # [seeds, tasks]
     episodes = np.asarray(curves["task_episodes"])[-1]
-    return {"tasks": returns.shape[-1],
+    section = {"tasks": returns.shape[-1]}
+    if "eval_task_return" in curves:
+        greedy = np.asarray(curves["eval_task_return"], np.float64)[-1]     # [seeds, tasks]
+        section.update(final_return_mean=nanmean_over_seeds(greedy.T),
+                       final_return_per_seed=greedy)
+    return {**section,
             "train_return_last_chunk_mean": nanmean_over_seeds(returns.T),
             "train_return_last_chunk_per_seed": returns,
             "train_episodes_last_chunk": episodes.sum(axis=0)}
 
 
 def plot_task_curves(path, curves: Mapping[str, Any], title: str = "") -> Path:
-    """The training (epsilon-greedy) return of each task over the run, mean over seeds."""
+    """Each task's return over the run, mean over seeds: greedy evaluation (solid, when
+    ``eval_task_return`` is in ``curves``) and training episodes (ε-greedy, dotted)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     returns = np.asarray(curves["task_episode_return"], np.float64)  # [points, seeds, tasks]
+    greedy = curves.get("eval_task_return")
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for t in range(returns.shape[-1]):
+        if greedy is not None:
+            ax.plot(curves["steps"], nanmean_over_seeds(np.asarray(greedy, np.float64)[:, :, t]),
+                    color=f"C{t}", label=f"task {t} (greedy)")
         ax.plot(curves["steps"], nanmean_over_seeds(returns[:, :, t]), color=f"C{t}",
-                label=f"task {t}")
-    return save_curve_plot(fig, ax, path, title, ylabel="training episode return (ε-greedy)")
+                ls=":" if greedy is not None else "-",
+                label=f"task {t} (training)" if greedy is not None else f"task {t}")
+    return save_curve_plot(fig, ax, path, title, ylabel="episode return")
 
 
 def write_all(out_dir, summary: Mapping[str, Any], curves: Mapping[str, Any]) -> list[Path]:
