@@ -115,32 +115,23 @@ def unroll(apply_fn, params, carry, obs, first, next_obs=None):
     """
     initial = jax.tree.map(jnp.zeros_like, carry)
     time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
-    batch = obs.shape[0]
+    window, batch = obs.shape[1], obs.shape[0]
 
     def step(carry, inputs):
         step_obs, step_first = inputs
-        carry = reset_where(step_first, carry, initial)
-        return apply_fn(params, carry, step_obs)
+        new, q = apply_fn(params, reset_where(step_first, carry, initial), step_obs)
+        return new, (q, new if next_obs is not None else None)
 
-    def step_with_next(carry, inputs):
-        """Step t feeds obs[t] to the (reset) carry and next_obs[t-1] to the carry as it
-        was after step t-1 (never reset: the final observation belongs to its episode),
-        in one call on 2B rows."""
-        step_obs, step_first, previous_next = inputs
-        rows = jax.tree.map(lambda reset, kept: jnp.concatenate([reset, kept]),
-                            reset_where(step_first, carry, initial), carry)
-        new, q_both = apply_fn(params, rows, jnp.concatenate([step_obs, previous_next]))
-        return jax.tree.map(lambda c: c[:batch], new), (q_both[:batch], q_both[batch:])
-
+    carry, (q, after) = jax.lax.scan(step, carry, (time_major(obs), time_major(first)))
     if next_obs is None:
-        carry, q = jax.lax.scan(step, carry, (time_major(obs), time_major(first)))
         return carry, time_major(q), None
-    previous_next = jnp.concatenate([obs[:, :1], next_obs[:, :-1]], axis=1)  # step 0: unused
-    carry, (q, q_prev_next) = jax.lax.scan(
-        step_with_next, carry, (time_major(obs), time_major(first), time_major(previous_next)))
-    _, q_last_next = apply_fn(params, carry, next_obs[:, -1])
-    q_next = jnp.concatenate([time_major(q_prev_next)[:, 1:], q_last_next[:, None]], axis=1)
-    return carry, time_major(q), q_next
+    # The next observations need no scan: each one's carry is the carry after its step, never
+    # reset (the final observation belongs to its episode), so all L x B rows go through the
+    # network in one call. Only the B rows of each step stay sequential; a Double-Q argmax
+    # through these Q-values has no gradient, so the backward pass skips this call.
+    rows = lambda x: x.reshape((window * batch,) + x.shape[2:])  # noqa: E731
+    _, q_next = apply_fn(params, jax.tree.map(rows, after), rows(time_major(next_obs)))
+    return carry, time_major(q), time_major(q_next.reshape(window, batch, -1))
 
 
 __all__ = ["CELL_KINDS", "RecurrentQNetwork", "reset_where", "unroll"]
