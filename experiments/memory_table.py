@@ -50,8 +50,9 @@ TASKS = {
     "RepeatPrevious": dict(steps=150_000, chance=-0.5, best=1.0),
     "CountRecall": dict(steps=100_000, chance=-0.78, best=1.0),
     "MemoryChain-20": dict(steps=60_000, chance=0.0, best=1.0),
-    "StatelessCartPole": dict(steps=200_000, chance=22.5, best=500.0),
-    "NoisyStatelessCartPole": dict(steps=200_000, chance=22.5, best=500.0),
+    # without velocities: DRQN (4 seeds, this recipe) first reached a mean of ~490 at 3.3e5
+    "StatelessCartPole": dict(steps=500_000, chance=22.5, best=500.0),
+    "NoisyStatelessCartPole": dict(steps=500_000, chance=22.5, best=500.0),
     "CartPole-v1": dict(steps=200_000, chance=22.5, best=500.0),
 }
 
