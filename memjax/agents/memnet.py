@@ -278,26 +278,32 @@ def memnet_td_errors(network: MemoryQNetwork, params, target_params, windows, *,
     positions, valid = window_contexts(windows["first"], m)
     obs_shape = windows["obs"].shape[2:]
 
-    def q_values(p):
-        """float32 [B, 2, L - M, A]: Q at the observations and next observations."""
-        flat = jnp.concatenate([windows["obs"].reshape((-1, *obs_shape)),
-                                windows["next_obs"][:, m:].reshape((-1, *obs_shape))])
-        embedded = network.apply(p, flat, method=MemoryQNetwork.embed)
-        window_e = embedded[:batch * length].reshape((batch, length, -1))
-        next_e = embedded[batch * length:].reshape((batch, length - m, -1))
-        queries = jnp.stack([window_e[:, m:], next_e], axis=1)                # [B, 2, Q, H]
+    def q_values(p, grad_obs: bool):
+        """float32 [B, L - M, A] x 2: Q at the observations and at the next observations.
+        With ``grad_obs`` only the first has a gradient: the next observations are embedded
+        and read in calls of their own, behind ``stop_gradient``, so the backward pass skips
+        them (a Double-Q argmax needs their values only)."""
+        embed = lambda x: network.apply(p, x.reshape((-1, *obs_shape)),  # noqa: E731
+                                        method=MemoryQNetwork.embed)
+        window_e = embed(windows["obs"]).reshape((batch, length, -1))
         # each step projected once, then gathered into the contexts that read it
         slots = network.apply(p, window_e, method=MemoryQNetwork.memory_slots)  # [B, L, d] x2
-        keys, values = (x[:, positions].reshape((-1, m, x.shape[-1])) for x in slots)
-        q, _ = network.apply(p, queries.reshape((-1, queries.shape[-1])), keys, values,
-                             valid.reshape((-1, m)), method=MemoryQNetwork.read)
-        return q.reshape((batch, 2, length - m, -1))
 
-    online, target = q_values(params), q_values(target_params)
+        def read(queries, which: int):                     # queries [B, L - M, H]; 0: obs
+            keys, values = (x[:, positions[which]].reshape((-1, m, x.shape[-1])) for x in slots)
+            q, _ = network.apply(p, queries.reshape((-1, queries.shape[-1])), keys, values,
+                                 valid[:, which].reshape((-1, m)), method=MemoryQNetwork.read)
+            return q.reshape((batch, length - m, -1))
+
+        next_e = embed(windows["next_obs"][:, m:]).reshape((batch, length - m, -1))
+        q_next = read(next_e, 1)
+        return read(window_e[:, m:], 0), jax.lax.stop_gradient(q_next) if grad_obs else q_next
+
+    (q, q_next_online), (_, q_next_target) = q_values(params, True), q_values(target_params, False)
     rest = {k: windows[k][:, m:] for k in ("action", "reward", "terminated", "first")}
-    td = window_n_step_td(online[:, 0], online[:, 1], target[:, 1], rest, steps=steps,
+    td = window_n_step_td(q, q_next_online, q_next_target, rest, steps=steps,
                           n_step=n_step, gamma=gamma, double=double)
-    return td, online[:, 0]
+    return td, q
 
 
 def make_memnet(network: MemoryQNetwork, num_actions: int,
