@@ -256,6 +256,7 @@ def _run_and_report(parser, cfg, seeds, out, seed, progress, every, resume, devi
                     data_parallel=False) -> int:
     from memjax import train as mj_train
     from memjax.train import devices as mj_devices
+    from memjax.train.results import nanmean_over_seeds
     from memjax.train.snapshots import IncompatibleCheckpoint
 
     try:
@@ -278,7 +279,7 @@ def _run_and_report(parser, cfg, seeds, out, seed, progress, every, resume, devi
           f"compile {summary['compile_seconds']:.1f} s, "
           f"{summary['bytes_per_transition']:.1f} bytes/transition", flush=True)
     if "eval_task_return" in summary["curves"]:  # a multi-task env: [points, seeds, tasks]
-        tasks = summary["curves"]["eval_task_return"][-1].mean(axis=0)  # an ndarray
+        tasks = nanmean_over_seeds(summary["curves"]["eval_task_return"][-1].T)  # as summary.json
         print("final greedy return per task: "
               + ", ".join(f"{t}: {x:.1f}" for t, x in enumerate(tasks)), flush=True)
     if summary["eval_unfinished_final"]:

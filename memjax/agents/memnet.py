@@ -278,11 +278,11 @@ def memnet_td_errors(network: MemoryQNetwork, params, target_params, windows, *,
     positions, valid = window_contexts(windows["first"], m)
     obs_shape = windows["obs"].shape[2:]
 
-    def q_values(p, grad_obs: bool):
+    def q_values(p):
         """float32 [B, L - M, A] x 2: Q at the observations and at the next observations.
-        With ``grad_obs`` only the first has a gradient: the next observations are embedded
-        and read in calls of their own, behind ``stop_gradient``, so the backward pass skips
-        them (a Double-Q argmax needs their values only)."""
+        Only the first has a gradient: the next observations are embedded and read in calls
+        of their own, behind ``stop_gradient``, so the backward pass skips them (a Double-Q
+        argmax and the target need their values only)."""
         embed = lambda x: network.apply(p, x.reshape((-1, *obs_shape)),  # noqa: E731
                                         method=MemoryQNetwork.embed)
         window_e = embed(windows["obs"]).reshape((batch, length, -1))
@@ -297,9 +297,9 @@ def memnet_td_errors(network: MemoryQNetwork, params, target_params, windows, *,
 
         next_e = embed(windows["next_obs"][:, m:]).reshape((batch, length - m, -1))
         q_next = read(next_e, 1)
-        return read(window_e[:, m:], 0), jax.lax.stop_gradient(q_next) if grad_obs else q_next
+        return read(window_e[:, m:], 0), jax.lax.stop_gradient(q_next)
 
-    (q, q_next_online), (_, q_next_target) = q_values(params, True), q_values(target_params, False)
+    (q, q_next_online), (_, q_next_target) = q_values(params), q_values(target_params)
     rest = {k: windows[k][:, m:] for k in ("action", "reward", "terminated", "first")}
     td = window_n_step_td(q, q_next_online, q_next_target, rest, steps=steps,
                           n_step=n_step, gamma=gamma, double=double)
