@@ -2,6 +2,12 @@
 
 * Hypothesis runs deterministically (derandomized, no example database, no deadline:
   the first call of a jitted function compiles) so CI results do not depend on luck.
+* XLA compiles with most optimizations off (``JAX_DISABLE_MOST_OPTIMIZATIONS=1``: LLVM at
+  level 0, no expensive LLVM passes; XLA's HLO passes such as fusion and buffer donation
+  still run, so the tests that read compiled HLO see what users get). Compilation is most
+  of this suite's time on CPU and the test programs are small, so this cuts the suite's time
+  by about a third. The subprocesses the tests start inherit it. Run the suite with
+  ``JAX_DISABLE_MOST_OPTIMIZATIONS=0 pytest`` to test the fully optimized programs.
 * ``tests/`` is on ``sys.path`` (pytest's default rootdir/conftest handling), so test
   modules import the NumPy references with ``import reference``; the checkout's root too,
   for ``experiments`` (the HLO copy scanner is the benchmarks').
@@ -11,8 +17,15 @@ import importlib.util
 import os
 import sys
 
-import pytest
-from hypothesis import HealthCheck, settings
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")  # before jax is imported
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# in case a plugin imported jax before this file set the variable
+jax.config.update("jax_disable_most_optimizations",
+                  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].lower() in ("1", "true"))
 
 sys.path.insert(0, os.path.dirname(__file__))
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

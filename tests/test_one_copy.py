@@ -63,10 +63,12 @@ def window_slots(store, state):
     return jnp.asarray([(r % store.A) * E + e for r in range(first, rows) for e in range(E)], jnp.int32)
 
 
-def assert_window_exact(store, state, reference):
+def assert_window_exact(store, state, reference, gather=None):
+    """``gather``: ``store.gather`` jitted once by a caller that checks many states (it
+    compiles once per window size, where op-by-op calls take seconds each)."""
     count = int(state.count)
     assert count % E == 0 and 0 < count <= store.capacity
-    got = jax.device_get(store.gather(state, window_slots(store, state)))
+    got = jax.device_get((gather or store.gather)(state, window_slots(store, state)))
     want = reference[len(reference) - count:]
     for i, tr in enumerate(want):
         for key, value in tr.items():
@@ -94,13 +96,13 @@ def test_every_stored_transition_comes_back_exactly(k, side, stream_k1, stream_k
     buf = mj.replay.uniform(24, layout=layout)
     store = OneCopyStore(24, {}, layout)
     state = buf.init(example_of(rows))
-    add = jax.jit(buf.add)
+    add, gather = jax.jit(buf.add), jax.jit(store.gather)
     ref = []
     saw_overflow = False
     for t, row in enumerate(rows):
         state = add(state, row)
         ref += flatten([row])
-        assert_window_exact(store, state, ref)
+        assert_window_exact(store, state, ref, gather)
         saw_overflow |= int(state.count) < min(len(ref), 24)
     assert int(state.layout_errors) == 0
     if side == E:  # episodes of ~3.5 steps overflow a side store of 4 entries
@@ -113,8 +115,9 @@ def test_uniform_samples_only_the_window(stream_k3):
     layout = mj.replay.one_copy(E, frame_stack=3, side_capacity=E)
     buf = mj.replay.uniform(24, layout=layout)
     state = buf.init(example_of(stream_k3))
+    add = jax.jit(buf.add)
     for row in stream_k3:
-        state = buf.add(state, row)
+        state = add(state, row)
     ref = flatten(stream_k3)[-int(state.count):]
     keys = jax.random.split(jax.random.key(0), 100)
     items = jax.jit(jax.vmap(lambda key: buf.sample(state, key, 20).items))(keys)
@@ -139,8 +142,9 @@ def test_prioritized_with_one_copy(stream_k1):
     buf = mj.replay.prioritized(24, layout=layout, alpha=1.0)
     store = OneCopyStore(24, {}, layout)
     state = buf.init(example_of(stream_k1))
+    add = jax.jit(buf.add)
     for row in stream_k1:
-        state = buf.add(state, row)
+        state = add(state, row)
     assert int(state.count) < 24  # the side store overflowed
     ref = flatten(stream_k1)[-int(state.count):]
     window = {tr["obs"].tobytes(): tr for tr in ref}
@@ -198,11 +202,12 @@ def test_codecs_inside_one_copy_and_breakout_bytes():
     stack = np.concatenate([frames[0], frames[0]], -1)
     ex = {"obs": stack[0], "next_obs": stack[0], "action": np.int32(0)}
     state = buf.init(ex)
+    add = jax.jit(buf.add)
     ref = []
     for t in range(1, 12):
         nxt = np.concatenate([stack[..., 2:], frames[t]], -1)
         row = {"obs": stack, "next_obs": nxt, "action": rng.integers(0, 5, E).astype(np.int32)}
-        state = buf.add(state, row)
+        state = add(state, row)
         ref += flatten([row])
         stack = nxt
     assert state.items["obs"].dtype == jnp.uint8 and state.items["obs"].shape[1:] == (7,)  # 50 bits

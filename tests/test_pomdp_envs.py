@@ -446,6 +446,14 @@ def test_registry_names_spaces_and_errors():
             assert obs.shape[-1:] == shape
             assert np.all(obs >= np.asarray(space.low)) and np.all(obs <= np.asarray(space.high))
     assert mj.envs.make("RepeatPrevious")[1].k == 8
+    env, params = mj.envs.make("RepeatPrevious-5")
+    assert type(env) is pomdp.RepeatPrevious and params.k == 5
+    assert params.replace(k=8) == mj.envs.make("RepeatPrevious")[1]
+    for bad in ("RepeatPrevious-32", "RepeatPrevious-100"):
+        with pytest.raises(ValueError, match=r"k must lie in 1 \.\. 31"):
+            mj.envs.make(bad)
+    with pytest.raises(ValueError, match="RepeatPrevious-<k>"):
+        mj.envs.make("RepeatPrevious-0")
     assert mj.envs.make("MemoryChain-bsuite")[1].memory_length == 5  # gymnax's own, unchanged
     for bad in ("MemoryChain-0", "MemoryChain-x", "repeatfirst"):
         with pytest.raises(ValueError, match="partially observable suite: .*MemoryChain-<L>"):

@@ -18,10 +18,12 @@ import pytest
 
 from memjax import cli
 
-# 2 seeds, one per process; about 2 s of training per process after its first checkpoint
-STEPS = 160_400
+# 2 seeds, one per process; 8 chunks, about 1 s of training per process after its first
+# checkpoint
+CHUNK = 10_000
+STEPS = 8 * CHUNK + 400
 RUN_ARGS = ["--steps", str(STEPS), "--seeds", "2", "--num-envs", "4", "--capacity", "1000",
-            "--batch-size", "16", "--learning-starts", "400", "--chunk-steps", "40000",
+            "--batch-size", "16", "--learning-starts", "400", "--chunk-steps", str(CHUNK),
             "--eval-episodes", "2", "--hidden", "32", "--eps-decay-steps", "20000",
             "--no-progress"]
 
@@ -60,7 +62,7 @@ def runs(tmp_path_factory):
     # the same run with checkpoints; process 1 is killed after the first one
     log = tmp / "killed.log"
     launcher = _memjax([*RUN_ARGS, "--processes", "2", "--out", str(killed),
-                        "--checkpoint-every", "40000"], log, cache)
+                        "--checkpoint-every", str(CHUNK)], log, cache)
     deadline = time.monotonic() + 300
     pids = None
     while launcher.poll() is None and time.monotonic() < deadline:

@@ -66,12 +66,13 @@ def test_checkpoints_are_taken_at_chunk_boundaries():
 
 # --------------------------------------------------------------------------- SIGKILL + resume
 
-# 300k steps per seed train in about 3 s here, so that the run is still going when it is
-# killed after its first checkpoint (30400 steps); compiled programs are shared between the
-# subprocesses through JAX's persistent cache (the same programs, compiled once).
-STEPS = 300_400
+# 20 chunks of 5000 steps (about 1 s of training here), so that the run is still going when
+# it is killed after its first checkpoint (5400 steps); compiled programs are shared between
+# the subprocesses through JAX's persistent cache (the same programs, compiled once).
+CHUNK = 5_000
+STEPS = 20 * CHUNK + 400
 RUN_ARGS = ["--steps", str(STEPS), "--seeds", "2", "--num-envs", "4", "--capacity", "1000",
-            "--batch-size", "32", "--learning-starts", "400", "--chunk-steps", "30000",
+            "--batch-size", "32", "--learning-starts", "400", "--chunk-steps", str(CHUNK),
             "--eval-episodes", "2", "--hidden", "32", "--eps-decay-steps", "50000",
             "--replay", "prioritized", "--obs-codec", "int8", "--calibration-steps", "200",
             "--no-progress"]
@@ -93,13 +94,13 @@ def _finish(proc, log: Path) -> str:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """``ref``: an uninterrupted run without checkpoints; ``killed``: the same run with a
-    checkpoint every 30000 steps, killed with SIGKILL once its first checkpoint is committed
+    checkpoint every CHUNK steps, killed with SIGKILL once its first checkpoint is committed
     and then resumed (``log``: the resumed process's output)."""
     tmp = tmp_path_factory.mktemp("resume")
     cache, ref, killed = tmp / "jax-cache", tmp / "ref", tmp / "killed"
     _finish(_memjax(["train", *RUN_ARGS, "--checkpoint-every", "0", "--out", str(ref)],
                     tmp / "ref.log", cache), tmp / "ref.log")
-    victim = _memjax(["train", *RUN_ARGS, "--checkpoint-every", "30000", "--out", str(killed)],
+    victim = _memjax(["train", *RUN_ARGS, "--checkpoint-every", str(CHUNK), "--out", str(killed)],
                      tmp / "killed.log", cache)
     deadline = time.monotonic() + 300
     while victim.poll() is None and time.monotonic() < deadline:
@@ -124,7 +125,7 @@ def test_sigkill_then_resume_is_bit_exact(runs):
                        .replace(",", ""))
     assert resumed_from >= runs["at_kill"][-1] > 0
     assert_same_run(ref, killed)
-    assert _steps(killed) == [STEPS - 60_000, STEPS - 30_000, STEPS]  # max_to_keep 3
+    assert _steps(killed) == [STEPS - 2 * CHUNK, STEPS - CHUNK, STEPS]  # max_to_keep 3
 
 
 # --------------------------------------------------------------------------- fallback, errors
@@ -148,11 +149,11 @@ def _damage(step_dir: Path) -> None:
 
 def test_unreadable_latest_checkpoint_falls_back(runs, tmp_path):
     out = _copy(runs, tmp_path)
-    last, before = STEPS, STEPS - 30_000
+    last, before = STEPS, STEPS - CHUNK
     _damage(out / "checkpoints" / str(last))
     # a save cut short by a kill leaves only a temporary directory, which is not a step
     shutil.copytree(out / "checkpoints" / str(before),
-                    out / "checkpoints" / f"{last + 30_000}.orbax-checkpoint-tmp")
+                    out / "checkpoints" / f"{last + CHUNK}.orbax-checkpoint-tmp")
     for name in ("returns.csv", "returns.json", "summary.json", "checkpoint.msgpack"):
         (out / name).unlink()
     log = _finish(_memjax(["train", "--resume", str(out)], tmp_path / "log", runs["cache"]),
@@ -195,9 +196,9 @@ def test_incompatible_checkpoints_are_errors(runs, tmp_path, capsys, monkeypatch
 def test_fresh_run_refuses_an_unfinished_runs_checkpoints(runs, tmp_path, capsys):
     out = _copy(runs, tmp_path)
     shutil.rmtree(out / "checkpoints" / str(STEPS))
-    with pytest.raises(FileExistsError, match=f"unfinished run .step {STEPS - 30_000:,} of"):
+    with pytest.raises(FileExistsError, match=f"unfinished run .step {STEPS - CHUNK:,} of"):
         run(_config(out), num_seeds=2, out_dir=out, progress=False, log=None,
-            checkpoint_every=30_000)
+            checkpoint_every=CHUNK)
     with pytest.raises(SystemExit):
         cli.main(["train", *RUN_ARGS, "--out", str(out)])
     assert f"memjax train --resume {out}" in capsys.readouterr().err
