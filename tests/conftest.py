@@ -8,6 +8,9 @@
   of this suite's time on CPU and the test programs are small, so this cuts the suite's time
   by about a third. The subprocesses the tests start inherit it. Run the suite with
   ``JAX_DISABLE_MOST_OPTIMIZATIONS=0 pytest`` to test the fully optimized programs.
+* The slowest files run first (``SLOWEST_FIRST``; ``--no-loadscope-reorder`` in pyproject
+  keeps xdist to this order): with a file per worker at a time, a slow file taken last
+  keeps one worker busy after the others have finished.
 * ``tests/`` is on ``sys.path`` (pytest's default rootdir/conftest handling), so test
   modules import the NumPy references with ``import reference``; the checkout's root too,
   for ``experiments`` (the HLO copy scanner is the benchmarks').
@@ -33,6 +36,20 @@ if _ROOT not in sys.path:  # experiments/ of this checkout
     sys.path.insert(0, _ROOT)
 
 from experiments._common import hlo_copies as scan_hlo_copies  # noqa: E402
+
+# Test files by their time on 2 CPU cores, slowest first (subprocess fixtures, then learning
+# runs); the other files follow in collection order.
+SLOWEST_FIRST = ["test_processes.py", "test_resume.py", "test_devices.py", "test_learning.py",
+                 "test_train.py", "test_drqn.py", "test_train_storage.py",
+                 "test_bench_loop_smoke.py", "test_readme.py", "test_memnet.py"]
+
+
+def pytest_collection_modifyitems(items):
+    """Put the files of ``SLOWEST_FIRST`` first, in its order (a stable sort: tests keep
+    their order within a file)."""
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 settings.register_profile(
     "memjax",
