@@ -220,8 +220,9 @@ def test_codecs_on_steps_and_windows_decode_exactly():
     store = SequenceStore(16 * E, codecs, layout)
     state = buf.init(example_of(rows))
     model = RefSequence(16, 64, 4, 2)
+    add = jax.jit(buf.add)
     for t in range(30):
-        state = buf.add(state, row_of(rows, t))
+        state = add(state, row_of(rows, t))
         carry = jnp.asarray(rows[t]["carry"], jnp.bfloat16).astype(jnp.float32)
         model.add(dict(rows[t], carry=np.asarray(carry)))
     assert state.items["obs"].dtype == jnp.uint8 and state.windows["carry"].dtype == jnp.bfloat16
@@ -288,8 +289,9 @@ def test_stale_ids_ignored_live_ids_applied(filled):
     store = SequenceStore(48, {}, layout)
     state = fill(buf, rows[:20])
     smp = buf.sample(state, jax.random.key(2), 40)
+    add = jax.jit(buf.add)
     for t in range(20, 26):  # overwrites the windows starting at rows 8..13
-        state = buf.add(state, row_of(rows, t))
+        state = add(state, row_of(rows, t))
     slots, live = (np.asarray(x) for x in store.resolve(state, smp.indices))
     assert live.any() and (~live).any()
     before = np.asarray(sumtree.leaves(state.tree))
