@@ -44,8 +44,9 @@ def rows(count, start=0):
 
 def filled(buf, count):
     state = buf.init(EXAMPLE)
+    add = jax.jit(buf.add)
     for row in rows(count):
-        state = buf.add(state, row)
+        state = add(state, row)
     return state
 
 
@@ -150,11 +151,12 @@ def test_prioritized_with_every_priority_zero(layout):
     buf = mj.replay.prioritized(16, layout=LAYOUTS[layout](), sample_batch_size=4,
                                 min_priority=0.0)
     state = filled(buf, 3)
+    sample, update = jax.jit(buf.sample, static_argnums=2), jax.jit(buf.update)
     for i in range(50):                      # zero the priority of whatever is still drawn
         if not bool(buf.can_sample(state)):
             break
-        drawn = buf.sample(state, jax.random.key(i), 16).indices
-        state = buf.update(state, drawn, jnp.zeros(16))
+        drawn = sample(state, jax.random.key(i), 16).indices
+        state = update(state, drawn, jnp.zeros(16))
     assert not bool(buf.can_sample(state)) and mj.replay.size(state) > 0
     sample = jax.jit(buf.sample)(state, jax.random.key(5))
     assert_nothing_drawn(sample)
