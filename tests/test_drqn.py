@@ -169,12 +169,12 @@ def test_learn_on_sequence_replay_updates_and_returns_window_priorities(net):
     buf = mj.replay.prioritized(E * 16, layout=layout, sample_batch_size=4)
     carry = agent.initial_carry(E)
     obs = jnp.zeros((E, OBS))
-    _, _, extras = agent.act(state, carry, obs, jax.random.key(1), 0, False)
+    add, act = jax.jit(buf.add), jax.jit(agent.act, static_argnums=5)
+    _, _, extras = act(state, carry, obs, jax.random.key(1), 0, False)
     example = {"obs": obs[0], "next_obs": obs[0], "first": jnp.bool_(False),
                "action": jnp.int32(0), "reward": jnp.float32(0), "terminated": jnp.float32(0),
                "carry": extras["carry"][0]}
     buf_state = buf.init(example)
-    add, act = jax.jit(buf.add), jax.jit(agent.act, static_argnums=5)
     key = jax.random.key(2)
     for t in range(12):
         key, k_obs, k_act = jax.random.split(key, 3)
@@ -185,7 +185,7 @@ def test_learn_on_sequence_replay_updates_and_returns_window_priorities(net):
                                         "reward": jnp.ones(E), "terminated": jnp.zeros(E),
                                         "first": jnp.full((E,), t == 0), **extras})
         obs, carry = next_obs, new_carry
-    sample = buf.sample(buf_state, jax.random.key(3))
+    sample = jax.jit(buf.sample)(buf_state, jax.random.key(3))
     new_state, priorities, metrics = jax.jit(agent.learn)(state, sample, jax.random.key(4))
     assert priorities.shape == (4,) and np.all(np.asarray(priorities) > 0)
     assert np.isfinite(float(metrics["loss"]))
