@@ -137,11 +137,44 @@ def report(root: Path, agents, tasks) -> dict:
     return table
 
 
+def compare(root: Path, first: str, second: str, tasks, last: int = 5) -> dict:
+    """``second`` against ``first`` on each task where both cells ran: the means over seeds
+    of the final greedy return and of the mean over the last ``last`` evaluations, the
+    difference of those means (second - first) and a 95% bootstrap interval of each
+    difference (seeds resampled within each agent). Written to ``OUT/compare.json``."""
+    out = {}
+    for task in tasks:
+        cells = [load_cell(root / agent / task) for agent in (first, second)]
+        if None in cells:
+            continue
+        finals = [np.asarray(c["summary"]["final_return_per_seed"], dtype=float) for c in cells]
+        tails = [c["eval_return"][-last:].mean(axis=0) for c in cells]
+        entry = {}
+        for name, (a, b) in (("final", finals), (f"last_{last}_evaluations", tails)):
+            rng = np.random.default_rng(0)
+            diffs = (rng.choice(b, (10_000, len(b))).mean(axis=1)
+                     - rng.choice(a, (10_000, len(a))).mean(axis=1))
+            entry[name] = {first: float(a.mean()), second: float(b.mean()),
+                           f"{first}_per_seed": a.tolist(), f"{second}_per_seed": b.tolist(),
+                           "difference": float(b.mean() - a.mean()),
+                           "difference_95": np.percentile(diffs, [2.5, 97.5]).tolist()}
+            low, high = entry[name]["difference_95"]
+            print(f"{task} {name}: {second} {b.mean():.3g} vs {first} {a.mean():.3g}, "
+                  f"difference {b.mean() - a.mean():+.3g} (95% bootstrap {low:+.3g} .. "
+                  f"{high:+.3g})")
+        out[task] = entry
+    (root / "compare.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
 def plot(root: Path, agents, tasks) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    tasks = [t for t in tasks if any((root / a / t / "summary.json").exists() for a in agents)]
+    if not tasks:
+        return
     cols = 4
     rows = -(-len(tasks) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
@@ -174,6 +207,9 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--out", default="runs/memory_table")
     parser.add_argument("--report", action="store_true", help="only write the table and plot")
+    parser.add_argument("--compare", metavar="A,B", default=None,
+                        help="also compare agent B with agent A on each task both ran "
+                             "(differences of means, 95%% bootstrap intervals; compare.json)")
     args = parser.parse_args(argv)
     agents, tasks = args.agents.split(","), args.tasks.split(",")
     for name, known in (("agent", AGENTS), ("task", TASKS)):
@@ -184,6 +220,9 @@ def main(argv=None) -> None:
     if not args.report:
         run_cells(agents, tasks, args.seeds, root)
     report(root, list(AGENTS), list(TASKS))
+    if args.compare:
+        first, second = args.compare.split(",")
+        compare(root, first, second, list(TASKS))
 
 
 if __name__ == "__main__":
