@@ -6,8 +6,8 @@
   level 0, no expensive LLVM passes; XLA's HLO passes such as fusion and buffer donation
   still run, so the tests that read compiled HLO see what users get). Compilation is most
   of this suite's time on CPU and the test programs are small: with it the suite used 26
-  minutes of CPU instead of 36 (2-core machine). The subprocesses the tests start inherit it. Run the suite with
-  ``JAX_DISABLE_MOST_OPTIMIZATIONS=0 pytest`` to test the fully optimized programs.
+  minutes of CPU instead of 36 (2-core machine). The subprocesses the tests start inherit
+  it. ``JAX_DISABLE_MOST_OPTIMIZATIONS=0 pytest`` tests the fully optimized programs.
 * The slowest files run first (``SLOWEST_FIRST``; ``--no-loadscope-reorder`` in pyproject
   keeps xdist to this order): with a file per worker at a time, a slow file taken last
   keeps one worker busy after the others have finished.

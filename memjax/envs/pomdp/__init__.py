@@ -7,7 +7,7 @@ gymnax 1.x environments (``memjax.envs.make(NAME)``, ``memjax train --env NAME``
 | ``NoisyStatelessCartPole`` | the same, with N(0, 0.1^2) noise on them | 500 / about 22 |
 | ``RepeatFirst`` | the first card's suit, for 31 steps | 1 / -0.5 |
 | ``RepeatPrevious`` | the suits of the last 8 cards (k = 8), 24 scored steps | 1 / -0.5 |
-| ``RepeatPrevious-<k>`` | the suits of the last k cards (``RepeatPrevious-5``: 27 scored steps) | 1 / -0.5 |
+| ``RepeatPrevious-<k>`` | the same for k cards (``RepeatPrevious-5``: 27 scored) | 1 / -0.5 |
 | ``CountRecall`` | how many cards of each of 2 values were dealt, 15 steps | 1 / -7/9 |
 | ``MemoryChain-<L>`` | one bit for ``L`` steps (``MemoryChain-20``: 21 steps) | 1 / 0 |
 
@@ -77,8 +77,9 @@ def make(name: str):
     return None
 
 
-__all__ = ["make", "names", "ENVIRONMENTS", "MEMORY_CHAIN", "REPEAT_PREVIOUS", "StatelessCartPole",
-           "NoisyStatelessCartPole", "RepeatFirst", "RepeatPrevious", "CountRecall",
+__all__ = ["make", "names", "ENVIRONMENTS", "MEMORY_CHAIN", "REPEAT_PREVIOUS",
+           "StatelessCartPole", "NoisyStatelessCartPole", "RepeatFirst", "RepeatPrevious",
+           "CountRecall",
            "MemoryChain", "StatelessCartPoleParams", "NoisyStatelessCartPoleParams",
            "CardParams", "RepeatPreviousParams", "SuitState", "CountState", "MemoryChainParams",
            "MemoryChainState"]
