@@ -23,11 +23,13 @@ from memjax.train import TrainConfig, make_train
 from memjax.train.driver import carry_bytes_per_env
 
 OBS, A, M = 3, 4, 5
+D, G = 8, 2                                 # memory width, attention heads
 
 
 @pytest.fixture(scope="module")
 def net():
-    network = MemoryQNetwork(A, obs_shape=(OBS,), context_length=M, hidden=(8, 6), memory=7)
+    network = MemoryQNetwork(A, obs_shape=(OBS,), context_length=M, hidden=(8, 6), memory=D,
+                             heads=G)
     ring = network.initial_carry(1)
     init = jax.jit(network.init)
     params = [init(k, jnp.zeros((1, OBS)), ring["obs"], ring_valid(ring["count"], M))
@@ -51,12 +53,17 @@ def numpy_q(params, obs, context, valid):
         query = dense("query", embed(o))
         e = np.stack([embed(c) for c in ctx])
         keys, values = e @ p["key"]["kernel"] + p["age"], e @ p["value"]["kernel"]
-        logits = np.append(keys @ query, query @ p["null_key"]) / np.sqrt(7)
-        exp = np.exp(logits - logits[np.append(ok, True)].max()) * np.append(ok, True)
-        weights = exp / exp.sum()
-        read = weights[:M] @ values + weights[M] * p["null_value"]
+        read, head_weights = np.zeros(D), []
+        for h in range(G):                  # head h reads with features h * D/G .. (h+1) * D/G
+            f = slice(h * D // G, (h + 1) * D // G)
+            logits = np.append(keys[:, f] @ query[f], query[f] @ p["null_key"][f])
+            logits /= np.sqrt(D // G)
+            exp = np.exp(logits - logits[np.append(ok, True)].max()) * np.append(ok, True)
+            weights = exp / exp.sum()
+            read[f] = weights[:M] @ values[:, f] + weights[M] * p["null_value"][f]
+            head_weights.append(weights)
         out.append(dense("head", np.maximum(dense("combine", query) + read, 0.0)))
-        all_weights.append(weights)
+        all_weights.append(head_weights)
     return np.stack(out), np.stack(all_weights)
 
 
@@ -74,8 +81,8 @@ def test_read_matches_numpy_and_ignores_masked_slots(net):
                                  method=MemoryQNetwork.memory_slots)
     _, weights = network.apply(params, e[:6], keys, values, valid, method=MemoryQNetwork.read)
     np.testing.assert_allclose(weights, want_w, rtol=1e-5, atol=1e-6)
-    assert np.all(np.asarray(weights)[:, :M][~np.asarray(valid)] == 0)
-    assert np.asarray(weights)[0, M] == 1.0             # no valid slot: all on the null slot
+    assert np.all(np.asarray(weights)[:, :, :M].transpose(0, 2, 1)[~np.asarray(valid)] == 0)
+    np.testing.assert_array_equal(np.asarray(weights)[0, :, M], 1.0)  # no valid slot: null
     # whatever the masked slots hold does not change Q
     noise = jnp.where(valid[..., None], context, 100 * jax.random.normal(k[2], context.shape))
     np.testing.assert_array_equal(network.apply(params, obs, noise, valid), q)
@@ -219,6 +226,7 @@ QUICK = TrainConfig(env="MemoryChain-8", agent="memnet", total_steps=6_000, num_
     (dict(sequence_period=3), r"multiple of sequence_period \(3\)"),
     (dict(env="Pendulum-v1"), "discrete actions"),
     (dict(network="conv"), "network 'conv' needs image observations"),
+    (dict(attention_heads=3), r"attention_heads \(3\) must divide memory \(32\)"),
 ])
 def test_bad_settings_fail_before_compiling(settings, words):
     with pytest.raises(ValueError, match=words):
@@ -270,7 +278,8 @@ def test_trained_model_checkpoint_rebuilds_the_memory_network(tmp_path, net):
     from memjax.train import checkpoint
 
     network, params, _ = net
-    config = dataclasses.replace(QUICK, context_length=M, hidden=(8, 6), memory=7)
+    config = dataclasses.replace(QUICK, context_length=M, hidden=(8, 6), memory=D,
+                                 attention_heads=G)
     checkpoint.save(tmp_path, config, params, stacked=False, network=network)
     loaded = checkpoint.load(tmp_path)
     assert loaded.meta["network"] == "memnet"

@@ -117,6 +117,7 @@ def make_network_for(config: TrainConfig, env, env_params) -> nn.Module:
         return MemoryQNetwork(envs.num_actions(env, env_params), obs_shape=tuple(obs.shape),
                               obs_dtype=obs.dtype, context_length=config.context_length,
                               hidden=tuple(config.hidden), memory=config.memory,
+                              heads=config.attention_heads,
                               channels=16 if kind == "conv" else 0)
     if config.recurrent:
         return RecurrentQNetwork(envs.num_actions(env, env_params), hidden=tuple(config.hidden),

@@ -98,6 +98,7 @@ class Checkpoint:
                                   obs_dtype=np.dtype(self.meta["obs_dtype"]),
                                   context_length=self.config.context_length,
                                   hidden=tuple(self.config.hidden), memory=self.config.memory,
+                                  heads=int(self.meta.get("heads", 1)),  # before heads: one
                                   channels=int(self.meta.get("channels", 0)))
         return make_network(self.meta["network"], num_actions, self.config.hidden)
 
@@ -144,7 +145,8 @@ def save(path, config, params, *, stacked: bool = True, network=None,
     if kind in ("recurrent", "memnet"):
         m["channels"] = channels
     if kind == "memnet":
-        m.update(obs_shape=list(network.obs_shape), obs_dtype=str(np.dtype(network.obs_dtype)))
+        m.update(obs_shape=list(network.obs_shape), obs_dtype=str(np.dtype(network.obs_dtype)),
+                 heads=int(network.heads))
     m.update(meta or {})
     blob = serialization.msgpack_serialize({
         "format": FORMAT, "version": VERSION, "config": config_to_json(config),

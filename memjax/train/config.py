@@ -145,6 +145,7 @@ class TrainConfig(StepSchedule):
     sequence_period: int = 20         # rows between the starts of replayed windows
     burn_in: int = 8                  # window steps that only warm the stored state up (no loss, no gradient)
     context_length: int = 32          # memnet: the observations before the current one that it reads (M; a window's first M steps are context only)
+    attention_heads: int = 4          # memnet: attention heads of the read (each uses memory / attention_heads features; must divide memory)
     eta: float = 0.9                  # window priority: eta * max |TD| + (1 - eta) * mean |TD|
     # acting
     eps_start: float = 1.0            # exploration epsilon at the start
@@ -258,7 +259,7 @@ class TrainConfig(StepSchedule):
         positive = ("num_envs", "total_steps", "buffer_capacity", "batch_size", "train_every",
                     "target_update_every", "eps_decay_steps", "chunk_steps", "eval_episodes",
                     "n_step", "calibration_steps", "memory", "sequence_length",
-                    "sequence_period", "context_length")
+                    "sequence_period", "context_length", "attention_heads")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
@@ -320,6 +321,10 @@ class TrainConfig(StepSchedule):
                 f"context_length ({self.context_length}) + n_step ({self.n_step}): no step of a "
                 f"window would have its whole context; use --sequence-length "
                 f"{self.context_length + self.n_step} or more (or a shorter --context-length)")
+        if self.agent == "memnet" and self.memory % self.attention_heads:
+            raise ValueError(
+                f"agent 'memnet': attention_heads ({self.attention_heads}) must divide memory "
+                f"({self.memory}), the width the heads split")
 
     def _validate_storage(self) -> None:
         check_obs_codec(self.obs_codec)
