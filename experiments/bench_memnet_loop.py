@@ -9,6 +9,8 @@ windows, one update per vector step). The sides:
 
   memnet    ``--agent memnet``: M = 32, windows of 40 steps every 8 rows (8 trained steps
             per window); acting re-encodes the ring's 32 observations per environment.
+  memnet-1head  the same with ``--attention-heads 1`` (MQN's single read; the default is 4):
+            what the heads cost.
   drqn      ``--agent drqn``: GRU of 64, windows of 40 every 20 rows, burn-in 8 (32 trained
             steps per window), the carry stored once per window.
   dqn       ``--agent dqn``: the feedforward agent on the one-copy layout (batch 32
@@ -45,6 +47,8 @@ BASE = dict(num_envs=10, buffer_capacity=10_000, batch_size=32, learning_starts=
             lr=1e-3, target_update_every=1_000, eps_decay_steps=30_000)
 SIDES = {
     "memnet": dict(agent="memnet", context_length=32, sequence_length=40, sequence_period=8),
+    "memnet-1head": dict(agent="memnet", context_length=32, sequence_length=40,
+                         sequence_period=8, attention_heads=1),
     "drqn": dict(agent="drqn"),
     "dqn": dict(agent="dqn", layout="one_copy"),
 }
@@ -75,6 +79,8 @@ def bench(env: str, seeds: int, rounds: int, chunk_steps: int, round_seconds: fl
                  "compile_s": round(programs[k].lower_s + programs[k].compile_s, 2),
                  "donation_ok": programs[k].donation_ok} for k, t in times.items()}
     ratios = {"memnet_over_drqn_time": paired_ratio(times["memnet"], times["drqn"]),
+              "memnet_over_memnet_1head_time": paired_ratio(times["memnet"],
+                                                             times["memnet-1head"]),
               "memnet_over_dqn_time": paired_ratio(times["memnet"], times["dqn"]),
               "drqn_over_dqn_time": paired_ratio(times["drqn"], times["dqn"])}
     return {"env": env, "seeds": seeds, "rounds": rounds, "chunk_steps": chunk_steps,
@@ -94,11 +100,11 @@ def main(argv=None) -> None:
     rounds = a.rounds or (2 if a.quick else 7)
     chunk = a.chunk_steps or (50 if a.quick else 200)
     t0 = time.perf_counter()
-    log(f"memnet vs drqn vs dqn loop on {a.env}, {a.seeds} seeds, {rounds} rounds, "
+    log(f"memnet (4 and 1 attention heads) vs drqn vs dqn loop on {a.env}, {a.seeds} seeds, {rounds} rounds, "
         f"{chunk} env steps per seed per chunk")
     result = bench(a.env, a.seeds, rounds, chunk, 0.2 if a.quick else 2.0)
     for k, s in result["sides"].items():
-        log(f"{k:<8} {s['env_steps_per_s']:>10,.0f} env steps/s (all seeds)   "
+        log(f"{k:<12} {s['env_steps_per_s']:>10,.0f} env steps/s (all seeds)   "
             f"median {s['us_per_vector_step']['median_us']:>10.1f} us/vector step   "
             f"compile {s['compile_s']:.1f} s")
     log("ratios (time per step, median of per-round ratios): "
