@@ -51,7 +51,7 @@ ago", which ``RepeatPrevious`` needs); the read has G = ``heads`` attention head
 the paper's is one: with one head, one of 4 seeds on ``RepeatPrevious-5`` spread its
 attention over the wrong slots and stayed at chance for 1.5e5 steps, while the other three
 attended to the card k - 1 steps back; with 4 heads all 4 seeds of the same run were at
->= 0.96 from 9.5e4 steps on); the dot products are scaled by 1/sqrt(d/G); a learned
+>= 0.95 from 9.5e4 steps on); the dot products are scaled by 1/sqrt(d/G); a learned
 null slot takes the attention where nothing else fits (an episode's first step; it also
 lets the weights on the real slots sum to less than 1); M defaults to 32; training uses
 Adam, n-step Double-Q targets and optional window priorities as
