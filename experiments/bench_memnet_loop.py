@@ -100,8 +100,8 @@ def main(argv=None) -> None:
     rounds = a.rounds or (2 if a.quick else 7)
     chunk = a.chunk_steps or (50 if a.quick else 200)
     t0 = time.perf_counter()
-    log(f"memnet (4 and 1 attention heads) vs drqn vs dqn loop on {a.env}, {a.seeds} seeds, {rounds} rounds, "
-        f"{chunk} env steps per seed per chunk")
+    log(f"memnet (4 and 1 attention heads) vs drqn vs dqn loop on {a.env}, {a.seeds} seeds, "
+        f"{rounds} rounds, {chunk} env steps per seed per chunk")
     result = bench(a.env, a.seeds, rounds, chunk, 0.2 if a.quick else 2.0)
     for k, s in result["sides"].items():
         log(f"{k:<12} {s['env_steps_per_s']:>10,.0f} env steps/s (all seeds)   "

@@ -182,7 +182,6 @@ class MemoryQNetwork(nn.Module):
         chex.assert_rank([query_embedding, keys, values, valid], [2, 3, 3, 2])
         chex.assert_equal_shape([keys, values])
         chex.assert_equal_shape_prefix([query_embedding, keys, valid], 1)
-        n, m = valid.shape
         split = lambda x: x.reshape((*x.shape[:-1], self.heads, -1))  # noqa: E731 [..., G, d/G]
         query = self.query(query_embedding)                                   # [N, d]
         heads_query, heads_keys = split(query), split(keys + self.age)        # [N, (M,) G, d/G]
@@ -193,7 +192,7 @@ class MemoryQNetwork(nn.Module):
         weights = jax.nn.softmax(jnp.concatenate([logits, null], axis=2), axis=2)
         read = (jnp.einsum("ngm,nmgd->ngd", weights[..., :-1], split(values))
                 + weights[..., -1:] * split(self.null_value))                 # [N, G, d/G]
-        hidden = nn.relu(self.combine(query) + read.reshape((n, self.memory)))
+        hidden = nn.relu(self.combine(query) + read.reshape(query.shape))
         return self.head(hidden), weights
 
     def __call__(self, obs, context, valid):

@@ -79,7 +79,6 @@ def make(name: str):
 
 __all__ = ["make", "names", "ENVIRONMENTS", "MEMORY_CHAIN", "REPEAT_PREVIOUS",
            "StatelessCartPole", "NoisyStatelessCartPole", "RepeatFirst", "RepeatPrevious",
-           "CountRecall",
-           "MemoryChain", "StatelessCartPoleParams", "NoisyStatelessCartPoleParams",
-           "CardParams", "RepeatPreviousParams", "SuitState", "CountState", "MemoryChainParams",
-           "MemoryChainState"]
+           "CountRecall", "MemoryChain", "StatelessCartPoleParams",
+           "NoisyStatelessCartPoleParams", "CardParams", "RepeatPreviousParams", "SuitState",
+           "CountState", "MemoryChainParams", "MemoryChainState"]
