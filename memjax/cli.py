@@ -15,7 +15,9 @@ from pathlib import Path
 from memjax import _argtypes as types
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The ``memjax`` parser; ``argv`` (the command line) decides which agent's knobs
+    ``train`` offers as options (see :func:`chosen_agent`)."""
     parser = argparse.ArgumentParser(
         prog="memjax", description="Memory-efficient replay and fused RL training loops in JAX.")
     sub = parser.add_subparsers(dest="command", metavar="{train,bench,compress}")
@@ -28,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "writes returns.csv, returns.json, curve.png and summary.json (with the "
                     "resolved config) to --out, and whole-state checkpoints to "
                     "--out/checkpoints/<step>/, from which --resume continues a killed run.")
-    _add_train_options(train)
+    _add_train_options(train, chosen_agent(argv or []))
     b = sub.add_parser("bench", help="replay benchmarks (experiments/bench_replay.py)",
                        add_help=False)
     b.add_argument("rest", nargs=argparse.REMAINDER)
@@ -45,8 +47,33 @@ def _checkpoint_every(text: str):
     return "auto" if text.strip().lower() == "auto" else types.non_negative(text)
 
 
-def _add_train_options(t) -> None:
-    """The run's own options; every TrainConfig field comes from memjax.cli_config."""
+def chosen_agent(argv) -> str:
+    """The agent a ``memjax train`` command line trains: its ``--agent``, else the agent of
+    its ``--config FILE`` or of the run it ``--resume``s, else ``dqn``. Unreadable files give
+    ``dqn`` here; the run reports them."""
+    early = argparse.ArgumentParser(add_help=False)
+    for option in ("--agent", "--config", "--resume"):
+        early.add_argument(option)
+    known, _ = early.parse_known_args(argv[1:] if argv[:1] == ["train"] else argv)
+    if known.agent is not None:
+        return known.agent
+    try:
+        if known.config is not None:
+            from memjax.cli_config import read_config_file
+
+            return read_config_file(known.config)[0].get("agent", "dqn")
+        if known.resume is not None:
+            from memjax.train import snapshots
+
+            return snapshots.read_run(known.resume).config.agent
+    except (OSError, ValueError):
+        pass
+    return "dqn"
+
+
+def _add_train_options(t, agent: str = "dqn") -> None:
+    """The run's own options; every TrainConfig field and the agent's knobs come from
+    memjax.cli_config."""
     from memjax.cli_config import add_config_options
 
     t.add_argument("--config", default=None, metavar="FILE",
@@ -100,12 +127,12 @@ def _add_train_options(t) -> None:
                    help="with --coordinator: the processes of the run")
     t.add_argument("--process-id", type=types.non_negative, default=None, metavar="I",
                    help="with --coordinator: this process (0 writes the results)")
-    add_config_options(t)
+    from memjax import agents
+
+    add_config_options(t, agent if agent in agents.names() else "dqn")
 
 
 def _config_from_args(args, parser):
-    import dataclasses
-
     from memjax.cli_config import config_from_args
 
     if args.memory_budget is not None and hasattr(args, "buffer_capacity"):
@@ -113,13 +140,12 @@ def _config_from_args(args, parser):
     cfg = config_from_args(args)
     if (cfg.storage_layout != "flat" and not hasattr(args, "buffer_capacity")
             and cfg.buffer_capacity % cfg.num_envs):
-        cfg = dataclasses.replace(cfg, buffer_capacity=cfg.buffer_capacity
+        cfg = cfg.replace( buffer_capacity=cfg.buffer_capacity
                                   - cfg.buffer_capacity % cfg.num_envs)
     if args.memory_budget is not None:
         from memjax.train import capacity_for_budget
 
-        cfg = dataclasses.replace(cfg, buffer_capacity=capacity_for_budget(cfg,
-                                                                           args.memory_budget))
+        cfg = cfg.replace(buffer_capacity=capacity_for_budget(cfg, args.memory_budget))
     return cfg
 
 
@@ -164,6 +190,19 @@ def _join_run(argv) -> bool:
     return True
 
 
+def _config_file_run(args, parser) -> dict:
+    """``seeds`` and ``seed`` of ``--config FILE`` (a run's summary.json records them), so that
+    ``--config runs/X/summary.json`` reruns run X."""
+    if args.config is None:
+        return {}
+    from memjax.cli_config import read_config_file
+
+    try:
+        return read_config_file(args.config)[1]
+    except ValueError as e:
+        parser.error(str(e))
+
+
 def _main_process() -> bool:
     import jax
 
@@ -180,7 +219,9 @@ def _train_here(args, parser) -> int:
         mj_train.make_train(cfg)  # validates config, env and network before compiling
     except ValueError as e:
         parser.error(str(e))
-    seeds = DEFAULT_SEEDS if args.seeds is None else args.seeds
+    run = _config_file_run(args, parser)
+    seeds = args.seeds if args.seeds is not None else run.get("seeds", DEFAULT_SEEDS)
+    seed = args.seed if args.seed is not None else run.get("seed", 0)
     if args.plan:
         from memjax.train.plan import format_plan, plan
 
@@ -195,8 +236,8 @@ def _train_here(args, parser) -> int:
         print(f"memjax train: {cfg.env}, {seeds} seeds x {cfg.steps_done:,} steps, "
               f"{cfg.replay} replay (capacity {cfg.buffer_capacity:,}), out={out}", flush=True)
     every = "auto" if args.checkpoint_every is None else args.checkpoint_every
-    return _run_and_report(parser, cfg, seeds, out, 0 if args.seed is None else args.seed,
-                           not args.no_progress, every, resume=False,
+    return _run_and_report(parser, cfg, seeds, out, seed, not args.no_progress, every,
+                           resume=False,
                            devices=args.devices, data_parallel=args.data_parallel)
 
 
@@ -204,20 +245,17 @@ def _resume(args, parser) -> int:
     """``memjax train --resume DIR``: the run's own settings; explicit options must agree."""
     from memjax.cli_config import given_values, option_name
     from memjax.train import capacity_for_budget, snapshots
-    from memjax.train.results import config_to_dict
-
     where = args.resume
     try:
         record = snapshots.read_run(where)
         given = given_values(args)
     except (FileNotFoundError, ValueError) as e:
         parser.error(f"--resume {where}: {e}")
-    saved, conflicts = config_to_dict(record.config), []
+    saved, conflicts = record.config.settings(), []
     for name, value in given.items():
-        value = list(value) if isinstance(value, tuple) else value
-        if saved[name] != value:
+        if saved.get(name) != value:
             conflicts.append(f"{option_name(name)} {_shown(value)} (the run has "
-                             f"{_shown(saved[name])})")
+                             f"{_shown(saved.get(name))})")
     for option, value, own in (("--seeds", args.seeds, record.num_seeds),
                                ("--seed", args.seed, record.seed)):
         if value is not None and value != own:
@@ -249,7 +287,7 @@ def _resume(args, parser) -> int:
 
 
 def _shown(value) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def _run_and_report(parser, cfg, seeds, out, seed, progress, every, resume, devices=None,
@@ -355,7 +393,7 @@ def main(argv=None) -> int:
             return _bench(argv[1:])
         joined = _join_run(argv)
         try:
-            parser = build_parser()
+            parser = build_parser(argv)
             args = parser.parse_args(argv)
             args.argv = argv   # `--processes N` starts N copies of this command line
             if args.command == "compress":

@@ -1,6 +1,5 @@
 """memjax.train.checkpoint: params of every seed + the TrainConfig, round trip and errors."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +12,7 @@ from memjax.train import TrainConfig
 
 
 def test_roundtrip(tmp_path):
-    cfg = dataclasses.replace(TrainConfig(), hidden=(8, 4), total_steps=123_000, lr=1e-3)
+    cfg = TrainConfig().replace(hidden=(8, 4), total_steps=123_000, lr=1e-3)
     net = MLPQNetwork(num_actions=2, hidden=(8, 4))
     params = jax.vmap(lambda k: net.init(k, jnp.zeros((1, 4))))(
         jax.random.split(jax.random.key(0), 3))
@@ -21,7 +20,7 @@ def test_roundtrip(tmp_path):
     assert path.name == "checkpoint.msgpack"
     ck = checkpoint.load(tmp_path / "run")
     assert ck.config == cfg and ck.num_seeds == 3
-    assert ck.meta["network"] == "mlp" and ck.meta["num_actions"] == 2 and ck.meta["note"] == "x"
+    assert ck.meta["agent"] == "dqn" and ck.meta["num_actions"] == 2 and ck.meta["note"] == "x"
     for a, b in zip(jax.tree.leaves(ck.params), jax.tree.leaves(params)):
         np.testing.assert_array_equal(a, np.asarray(b))
         assert a.dtype == np.float32

@@ -80,7 +80,7 @@ def test_tiny_train_run(tmp_path, capsys):
     assert summary["replay"] == "prioritized" and summary["buffer_capacity"] == 400
     assert summary["agent"] == "dqn" and summary["n_step"] == 2
     assert summary["replay_storage"]["layout"] == "sequence"
-    assert summary["config"]["n_step"] == 2 and summary["config"]["hidden"] == [16]
+    assert summary["config"]["n_step"] == 2 and summary["config"]["agent"]["hidden"] == [16]
     again = _parsed_config(["--config", str(out / "summary.json")])
     assert again == _parsed_config(["--steps", "1200", "--num-envs", "4", "--capacity", "400",
                                     "--batch-size", "16", "--learning-starts", "400",
@@ -151,6 +151,8 @@ def test_every_trainconfig_field_has_an_option_with_its_comment_as_help():
     options = {opt: action for action in train._actions for opt in action.option_strings}
     docs = field_docs()
     for field in dataclasses.fields(TrainConfig):
+        if field.name == "agent_config":  # the agent's knobs are options of their own
+            continue
         action = options[option_name(field.name)]
         assert action.dest == field.name
         assert docs[field.name][1] and docs[field.name][1] in action.help, field.name
@@ -167,8 +169,9 @@ def test_options_set_every_field():
     cfg = _parsed_config(argv)
     assert (cfg.env, cfg.total_steps, cfg.buffer_capacity) == ("Breakout-MinAtar", 500_000, 2000)
     assert (cfg.beta_end, cfg.priority_eps, cfg.calibration_margin) == (0.9, 1e-4, 0.2)
-    assert (cfg.adam_eps, cfg.huber_delta, cfg.eval_epsilon) == (1e-5, 2.0, 0.05)
-    assert cfg.eval_max_steps == 300 and cfg.hidden == (32, 16) and cfg.double_dqn
+    assert (cfg.adam_eps, cfg.agent_config.huber_delta, cfg.eval_epsilon) == (1e-5, 2.0, 0.05)
+    assert cfg.eval_max_steps == 300 and cfg.agent_config.hidden == (32, 16)
+    assert cfg.agent_config.double_dqn
     assert cfg.max_grad_norm is None and cfg.lr_end is None and cfg.compact_fields
     assert _parsed_config([]) == TrainConfig()
 
@@ -185,14 +188,15 @@ def test_config_file_then_command_line(tmp_path, suffix):
 
         path.write_text(yaml.safe_dump(values))
     cfg = _parsed_config(["--config", str(path), "--lr", "0.002"])
-    assert (cfg.num_envs, cfg.hidden, cfg.replay, cfg.eval_max_steps) == (4, (16,), "prioritized", 200)
+    assert (cfg.num_envs, cfg.agent_config.hidden, cfg.replay, cfg.eval_max_steps) == (
+        4, (16,), "prioritized", 200)
     assert cfg.lr == 0.002  # the command line wins
 
 
 def test_config_file_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"num_envs": 4, "learning_rate": 1e-3}))
-    _fails(capsys, ["train", "--config", str(bad)], "unknown TrainConfig fields ['learning_rate']")
+    _fails(capsys, ["train", "--config", str(bad)], "unknown settings ['learning_rate']")
     broken = tmp_path / "broken.yaml"
     broken.write_text("num_envs: [4\n")
     _fails(capsys, ["train", "--config", str(broken)], "cannot parse it")

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 from memjax import cli
+from memjax.agents import DQNConfig
 from memjax.train import checkpoint
 from memjax.agents.networks import MLPQNetwork
 from memjax.compress import pipeline
@@ -29,7 +30,7 @@ def _fails(capsys, argv, message, one_line=True):
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     d = tmp_path_factory.mktemp("ck")
-    cfg = TrainConfig(hidden=(64,))
+    cfg = TrainConfig(agent=DQNConfig(hidden=(64,)))
     net = MLPQNetwork(num_actions=2, hidden=(64,))
     params = jax.vmap(lambda k: net.init(k, jnp.zeros((1, 4))))(
         jax.random.split(jax.random.key(0), 2))

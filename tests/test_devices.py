@@ -19,14 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from memjax.agents import DQNConfig
 from memjax.train.config import TrainConfig
 
 SMALL = TrainConfig(num_envs=4, total_steps=2_000, learning_starts=400, buffer_capacity=1_000,
-                    batch_size=16, hidden=(32,), chunk_steps=800, eval_episodes=2)
+                    batch_size=16, agent=DQNConfig(hidden=(32,)), chunk_steps=800,
+                    eval_episodes=2)
 # QUICK_CARTPOLE of test_learning.py split over 4 devices: 12.5k env steps per device
 DP_CARTPOLE = TrainConfig(total_steps=12_500, learning_starts=500, eps_decay_steps=6_000,
                           buffer_capacity=5_000, batch_size=32, lr=1e-3, chunk_steps=12_500,
-                          eval_episodes=5, hidden=(64, 64))
+                          eval_episodes=5, agent=DQNConfig(hidden=(64, 64)))
 
 
 def _script(out: Path) -> None:

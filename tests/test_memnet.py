@@ -2,7 +2,6 @@
 of replayed contexts against Python, act-time == learn-time Q-values and TD errors on a
 trajectory stored in sequence replay, errors, bytes, and a short learning run."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +11,7 @@ import pytest
 
 import memjax as mj
 from memjax.agents import (
+    MemnetConfig,
     MemnetState,
     MemoryQNetwork,
     make_memnet,
@@ -211,11 +211,12 @@ def test_ring_push_keeps_the_newest_observations():
     np.testing.assert_array_equal(carry["count"], [3, 3])
 
 
-QUICK = TrainConfig(env="MemoryChain-8", agent="memnet", total_steps=6_000, num_envs=8,
+QUICK = TrainConfig(env="MemoryChain-8", total_steps=6_000, num_envs=8,
                     buffer_capacity=4096, batch_size=16, learning_starts=1_000,
                     eps_decay_steps=3_000, target_update_every=500, lr=1e-3,
-                    chunk_steps=6_000, eval_episodes=20, sequence_length=16,
-                    sequence_period=8, context_length=8, hidden=(64,), memory=32)
+                    chunk_steps=6_000, eval_episodes=20,
+                    agent=MemnetConfig(sequence_length=16, sequence_period=8, context_length=8,
+                                       hidden=(64,), memory=32))
 
 
 @pytest.mark.parametrize("settings, words", [
@@ -230,7 +231,7 @@ QUICK = TrainConfig(env="MemoryChain-8", agent="memnet", total_steps=6_000, num_
 ])
 def test_bad_settings_fail_before_compiling(settings, words):
     with pytest.raises(ValueError, match=words):
-        make_train(dataclasses.replace(QUICK, **settings))
+        make_train(QUICK.replace(**settings))
 
 
 def test_transitions_instead_of_windows_is_a_clear_error(net):
@@ -255,7 +256,7 @@ def test_replay_holds_no_second_copy_and_the_carry_is_the_ring():
     trainer = make_train(QUICK)
     assert sorted(trainer.example) == ["action", "first", "next_obs", "obs", "reward",
                                        "terminated"]
-    dqn = make_train(dataclasses.replace(QUICK, agent="dqn", n_step=1, layout="one_copy"))
+    dqn = make_train(QUICK.replace(agent="dqn", n_step=1, layout="one_copy"))
     state, dqn_state = (jax.eval_shape(t.init, jax.random.key(0)) for t in (trainer, dqn))
     per_field = {f.name: f.bytes_per_item for f in trainer.buffer.memory(state.buffer).fields}
     dqn_field = {f.name: f.bytes_per_item for f in dqn.buffer.memory(dqn_state.buffer).fields}
@@ -278,11 +279,10 @@ def test_trained_model_checkpoint_rebuilds_the_memory_network(tmp_path, net):
     from memjax.train import checkpoint
 
     network, params, _ = net
-    config = dataclasses.replace(QUICK, context_length=M, hidden=(8, 6), memory=D,
-                                 attention_heads=G)
-    checkpoint.save(tmp_path, config, params, stacked=False, network=network)
+    config = QUICK.replace(context_length=M, hidden=(8, 6), memory=D, attention_heads=G)
+    checkpoint.save(tmp_path, config, params, stacked=False)
     loaded = checkpoint.load(tmp_path)
-    assert loaded.meta["network"] == "memnet"
+    assert loaded.meta["agent"] == "memnet"
     assert loaded.network() == network.clone(obs_dtype=np.dtype(np.float32))
-    with pytest.raises(ValueError, match="holds a memnet one"):
+    with pytest.raises(ValueError, match="holds agent 'memnet'"):
         make_context(loaded)

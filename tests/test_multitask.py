@@ -195,7 +195,7 @@ def trainer():
     cfg = mj.train.TrainConfig(env="MultiCartPole", num_envs=6, total_steps=1200,
                                learning_starts=600, batch_size=16, buffer_capacity=600,
                                chunk_steps=600, eval_episodes=6, eval_max_steps=40,
-                               hidden=(16,))
+                               agent=mj.agents.DQNConfig(hidden=(16,)))
     return mj.train.make_train(cfg)
 
 
@@ -290,7 +290,7 @@ def test_memjax_train_reports_greedy_returns_per_task(tmp_path):
     cfg = mj.train.TrainConfig(env="MultiCartPole", num_envs=6, total_steps=1200,
                                learning_starts=600, batch_size=16, buffer_capacity=600,
                                chunk_steps=600, eval_episodes=8, eval_max_steps=40,
-                               hidden=(16,))
+                               agent=mj.agents.DQNConfig(hidden=(16,)))
     summary = mj.train.run(cfg, num_seeds=2, out_dir=tmp_path, progress=False, log=None,
                            checkpoint_every=0)
     curves = summary["curves"]

@@ -1,16 +1,16 @@
 """The memory plan (``memjax train --plan``) against the state it describes, allocated."""
 
-import dataclasses
 
 import jax
 import pytest
 
 from memjax import cli
+from memjax.agents import DQNConfig
 from memjax.train import TrainConfig, make_train
 from memjax.train.plan import PARTS, nbytes, plan
 
 SMALL = TrainConfig(num_envs=4, total_steps=2_000, learning_starts=400, buffer_capacity=1_000,
-                    batch_size=16, hidden=(32,))
+                    batch_size=16, agent=DQNConfig(hidden=(32,)))
 
 
 @pytest.mark.parametrize("settings", [dict(), dict(replay="prioritized", layout="one_copy"),
@@ -18,7 +18,7 @@ SMALL = TrainConfig(num_envs=4, total_steps=2_000, learning_starts=400, buffer_c
                                            burn_in=2, buffer_capacity=1_024, memory=16)],
                          ids=["dqn", "per-one-copy", "drqn"])
 def test_plan_matches_the_allocated_state(settings):
-    config = dataclasses.replace(SMALL, **settings)
+    config = SMALL.replace(**settings)
     result = plan(config, num_seeds=3)
     state = jax.vmap(make_train(config).init)(jax.random.split(jax.random.key(0), 3))
     parts = result["bytes_by_part"]
@@ -39,8 +39,8 @@ def test_largest_capacity_fits_the_budget_and_one_more_does_not(devices, data_pa
     where = dict(num_seeds=2, devices=devices, data_parallel=data_parallel)
     capacity = plan(SMALL, budget_bytes=budget, **where)["largest_capacity"]
     assert capacity is not None and capacity > SMALL.batch_size
-    fits = plan(dataclasses.replace(SMALL, buffer_capacity=capacity), **where)
-    over = plan(dataclasses.replace(SMALL, buffer_capacity=capacity + 1), **where)
+    fits = plan(SMALL.replace(buffer_capacity=capacity), **where)
+    over = plan(SMALL.replace(buffer_capacity=capacity + 1), **where)
     assert fits["bytes_per_device"] <= budget < over["bytes_per_device"]
 
 

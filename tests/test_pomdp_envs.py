@@ -7,7 +7,6 @@ policy (one that reads the hidden state) gets the maximal return, a uniformly ra
 constant one about chance, every return within its bounds; and the loop trains on each.
 """
 
-import dataclasses
 import functools
 
 import gymnax
@@ -468,22 +467,22 @@ def test_registry_names_spaces_and_errors():
 
 
 TINY = mj.train.TrainConfig(num_envs=4, total_steps=400, buffer_capacity=200, batch_size=8,
-                            learning_starts=40, chunk_steps=360, eval_episodes=2, hidden=(8,),
-                            eps_decay_steps=200)
+                            learning_starts=40, chunk_steps=360, eval_episodes=2,
+                            agent=mj.agents.DQNConfig(hidden=(8,)), eps_decay_steps=200)
 
 
 @pytest.mark.parametrize("name", SUITE)
 def test_make_train_traces_on_each_env(name):
     """The whole DQN run traces on every environment (shapes only: compiling each would
     take seconds; the test below compiles and runs one)."""
-    trainer = mj.train.make_train(dataclasses.replace(TINY, env=name))
+    trainer = mj.train.make_train(TINY.replace(env=name))
     _, metrics = jax.eval_shape(trainer.train, jax.random.key(0))
     assert metrics["eval_return"].shape == (2,)
 
 
 def test_dqn_trains_on_repeat_previous_with_a_frame_stack():
     """One whole run compiled and run: DQN with a 4-frame stack on RepeatPrevious."""
-    trainer = mj.train.make_train(dataclasses.replace(TINY, env="RepeatPrevious",
+    trainer = mj.train.make_train(TINY.replace(env="RepeatPrevious",
                                                       frame_stack=4))
     state, metrics = jax.jit(trainer.train)(jax.random.key(0))
     assert state.obs.shape == (4, 20)

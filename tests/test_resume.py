@@ -3,7 +3,6 @@ SIGKILL and resumed ends with the files of an uninterrupted run; an unreadable l
 checkpoint falls back to the one before; another config, seed count or memjax version is an
 error; the trained-model checkpoint that `memjax compress` reads is still written."""
 
-import dataclasses
 import json
 import os
 import shutil
@@ -174,7 +173,7 @@ def test_incompatible_checkpoints_are_errors(runs, tmp_path, capsys, monkeypatch
     out = _copy(runs, tmp_path)
     cfg = _config(out)
     with pytest.raises(snapshots.IncompatibleCheckpoint, match=r"lr: 0.00025 -> 0.001"):
-        run(dataclasses.replace(cfg, lr=1e-3), num_seeds=2, out_dir=out, progress=False,
+        run(cfg.replace(lr=1e-3), num_seeds=2, out_dir=out, progress=False,
             log=None, resume=True)
     # the command line: each explicit option that conflicts with the run's own is named
     with pytest.raises(SystemExit) as e:
@@ -217,7 +216,7 @@ def test_a_relative_out_dir_checkpoints_and_resumes(tmp_path, monkeypatch):
     """The README's `memjax train --out runs/cartpole` is relative; orbax wants absolute
     paths, so the checkpoint directory is made absolute."""
     monkeypatch.chdir(tmp_path)
-    config = dataclasses.replace(TINY, chunk_steps=800)
+    config = TINY.replace(chunk_steps=800)
     run(config, num_seeds=1, out_dir="runs/rel", progress=False, log=None,
         checkpoint_every=800)
     assert _steps(tmp_path / "runs" / "rel") == [1200, 2000]

@@ -2,7 +2,6 @@
 updates, seed independence, user-defined agents, the whole vmapped run and the host driver.
 Small configs throughout."""
 
-import dataclasses
 import json
 
 import chex
@@ -14,6 +13,7 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from memjax import agents
+from memjax.agents import DQNConfig
 from memjax.train import TrainConfig, capacity_for_budget, make_train, run
 from memjax.train.results import config_to_dict
 
@@ -72,7 +72,7 @@ class TinyEnv(environment.Environment):
 
 TINY = TrainConfig(env="Tiny", num_envs=4, total_steps=400, buffer_capacity=64, batch_size=8,
                    learning_starts=32, chunk_steps=4, target_update_every=8, gamma=GAMMA,
-                   hidden=(8,), eval_episodes=3)
+                   agent=DQNConfig(hidden=(8,)), eval_episodes=3)
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ def np_tiny_target(t0, kind, actions, gamma, n):
 def tiny_three_step():
     """TinyEnv with 3-step targets: 30 vector steps inserted, then 64 windows sampled (a side
     store as large as the buffer: TinyEnv's episodes end every 2-3 steps)."""
-    trainer = make_train(dataclasses.replace(TINY, n_step=3, side_fraction=1.0), env=TinyEnv())
+    trainer = make_train(TINY.replace(n_step=3, side_fraction=1.0), env=TinyEnv())
 
     @jax.jit
     def roll(key):
@@ -222,7 +222,7 @@ def test_sequence_layout_of_one_step_trains_like_one_copy():
     one-copy layout and are drawn alike: the whole run is bit-identical."""
     runs = []
     for layout in ("one_copy", "sequence"):
-        cfg = dataclasses.replace(TINY, layout=layout, side_fraction=1.0, total_steps=160)
+        cfg = TINY.replace(layout=layout, side_fraction=1.0, total_steps=160)
         trainer = make_train(cfg, env=TinyEnv())
         runs.append(jax.jit(trainer.train)(jax.random.key(4)))
     (one_copy, m_one_copy), (sequence, m_sequence) = runs
@@ -272,7 +272,7 @@ def test_user_agent_carry_resets_at_episode_starts():
     assert int(state.agent["learned"]) == TINY.chunk_iters
     assert np.isfinite(float(metrics["loss"]))
     with pytest.raises(TypeError, match="priorities"):  # PER needs priorities from learn
-        per = make_train(dataclasses.replace(TINY, replay="prioritized"), env=TinyEnv(),
+        per = make_train(TINY.replace(replay="prioritized"), env=TinyEnv(),
                          agent=counting_agent())
         jax.eval_shape(per.learner_step, jax.eval_shape(per.init, jax.random.key(0)))
 
@@ -317,7 +317,7 @@ def test_static_schedule_warmup_then_training(tiny, tiny_vmapped):
 
 
 def test_soft_target_update_in_loop(tiny_vmapped):
-    cfg = dataclasses.replace(TINY, tau=0.25, target_update_every=4)
+    cfg = TINY.replace(tau=0.25, target_update_every=4)
     tr = make_train(cfg, env=TinyEnv())
     s1 = tiny_vmapped["s1"]
     s2, _ = jax.jit(jax.vmap(tr.chunk))(s1)
@@ -327,7 +327,7 @@ def test_soft_target_update_in_loop(tiny_vmapped):
 
 
 def test_train_every_groups_steps():
-    cfg = dataclasses.replace(TINY, train_every=2, chunk_steps=16)
+    cfg = TINY.replace(train_every=2, chunk_steps=16)
     tr = make_train(cfg, env=TinyEnv())
     assert cfg.chunk_iters == 2
     s, _ = jax.jit(tr.chunk)(jax.jit(tr.collect)(tr.init(jax.random.key(0)))[0])
@@ -392,7 +392,7 @@ def test_evaluation_cap_and_unfinished_episodes(tiny):
     assert episode_cap(struct.dataclass(type("NoLimit", (), {}))()) == DEFAULT_MAX_STEPS == 1000
     with pytest.raises(ValueError, match="max_steps"):
         episode_cap(params, 0)
-    trainer = make_train(dataclasses.replace(TINY, eval_max_steps=2, eval_episodes=64),
+    trainer = make_train(TINY.replace(eval_max_steps=2, eval_episodes=64),
                          env=TinyEnv())
     episodes = jax.jit(trainer.evaluate)(trainer.init(jax.random.key(1)).agent, jax.random.key(2))
     assert 0 < int(np.sum(~np.asarray(episodes.finished))) < 64
@@ -403,12 +403,12 @@ def test_evaluation_cap_and_unfinished_episodes(tiny):
 
 CARTPOLE_TINY = TrainConfig(num_envs=4, total_steps=2_000, buffer_capacity=500, batch_size=16,
                             learning_starts=400, chunk_steps=600, eval_episodes=2,
-                            hidden=(16,), eps_decay_steps=1_000)
+                            agent=DQNConfig(hidden=(16,)), eps_decay_steps=1_000)
 
 
 def test_jit_vmap_train_whole_run():
     for replay in ("prioritized",):  # uniform runs through the host driver below
-        cfg = dataclasses.replace(CARTPOLE_TINY, replay=replay)
+        cfg = CARTPOLE_TINY.replace(replay=replay)
         trainer = make_train(cfg)
         assert trainer.final_chunk is not None  # 1600 training steps = 2 chunks of 600 + 400
         keys = jax.random.split(jax.random.key(1), 3)
@@ -446,14 +446,14 @@ def test_run_writes_results(tmp_path):
 
 
 def test_minatar_uses_conv_network():
-    cfg = dataclasses.replace(CARTPOLE_TINY, env="Breakout-MinAtar", total_steps=200,
+    cfg = CARTPOLE_TINY.replace(env="Breakout-MinAtar", total_steps=200,
                               learning_starts=40, chunk_steps=40, eval_episodes=1)
     trainer = make_train(cfg)
     assert type(trainer.network).__name__ == "ConvQNetwork"
     state = trainer.init(jax.random.key(0))
     assert state.obs.shape == (4, 10, 10, 4)
     with pytest.raises(ValueError, match="conv"):
-        make_train(dataclasses.replace(CARTPOLE_TINY, network="conv"))
+        make_train(CARTPOLE_TINY.replace(network="conv"))
 
 
 def test_config_validation_messages():
@@ -468,17 +468,17 @@ def test_config_validation_messages():
     ]
     for kw, msg in bad:
         with pytest.raises(ValueError, match=msg):
-            make_train(dataclasses.replace(CARTPOLE_TINY, **kw))
+            make_train(CARTPOLE_TINY.replace(**kw))
     with pytest.raises(ValueError, match="unknown environment 'Nope-v0'"):
-        make_train(dataclasses.replace(CARTPOLE_TINY, env="Nope-v0"))
+        make_train(CARTPOLE_TINY.replace(env="Nope-v0"))
     with pytest.raises(ValueError, match="discrete"):
-        make_train(dataclasses.replace(CARTPOLE_TINY, env="Pendulum-v1"))
+        make_train(CARTPOLE_TINY.replace(env="Pendulum-v1"))
 
 
 def test_capacity_for_budget():
     cap = capacity_for_budget(CARTPOLE_TINY, 1_000_000)
-    small = dataclasses.replace(CARTPOLE_TINY, buffer_capacity=cap)
-    big = dataclasses.replace(CARTPOLE_TINY, buffer_capacity=cap + 1)
+    small = CARTPOLE_TINY.replace(buffer_capacity=cap)
+    big = CARTPOLE_TINY.replace(buffer_capacity=cap + 1)
     nbytes = lambda c: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(  # noqa: E731
         jax.eval_shape(make_train(c).init, jax.random.key(0)).buffer))
     assert nbytes(small) <= 1_000_000 < nbytes(big)
@@ -489,10 +489,10 @@ def test_capacity_for_budget():
 def test_carry_bytes_per_env_counts_the_recurrent_state():
     from memjax.train.driver import carry_bytes_per_env
 
-    gru = dataclasses.replace(CARTPOLE_TINY, agent="drqn", memory=16, sequence_length=8,
+    gru = CARTPOLE_TINY.replace(agent="drqn", memory=16, sequence_length=8,
                               sequence_period=4, burn_in=2, buffer_capacity=512)
     assert carry_bytes_per_env(make_train(gru)) == 16 * 4
-    lstm = dataclasses.replace(gru, cell="lstm")
+    lstm = gru.replace(cell="lstm")
     assert carry_bytes_per_env(make_train(lstm)) == 2 * 16 * 4
 
 
@@ -505,6 +505,6 @@ def test_carry_bytes_per_env_counts_the_recurrent_state():
 def test_drqn_settings_fail_before_compiling(changes, words):
     settings = dict(agent="drqn", sequence_length=8, sequence_period=4, burn_in=2,
                     buffer_capacity=512)
-    config = dataclasses.replace(CARTPOLE_TINY, **{**settings, **changes})
+    config = CARTPOLE_TINY.replace(**{**settings, **changes})
     with pytest.raises(ValueError, match=words):
         make_train(config)

@@ -1,7 +1,6 @@
 """TrainConfig.samples_per_insert: the loop's learner steps follow Reverb's SampleToInsertRatio
 rate limiter (memjax.replay.sample_to_insert_ratio), as a static schedule shared by all seeds."""
 
-import dataclasses
 
 import jax
 import numpy as np
@@ -23,7 +22,7 @@ def count_updates(cfg):
 
 
 def test_schedule_follows_the_rate_limiter():
-    cfg = dataclasses.replace(BASE, samples_per_insert=4.8)  # 48 samples per vector step = 1.5 batches
+    cfg = BASE.replace(samples_per_insert=4.8)  # 48 samples per vector step = 1.5 batches
     cfg.validate()
     backlog, pattern = cfg.rate_schedule
     assert pattern == (1, 2) or pattern == (2, 1)
@@ -38,7 +37,7 @@ def test_schedule_follows_the_rate_limiter():
 
 
 def test_one_batch_per_vector_step_is_train_every_1_plus_the_backlog():
-    cfg = dataclasses.replace(BASE, samples_per_insert=3.2)  # 32 per vector step
+    cfg = BASE.replace(samples_per_insert=3.2)  # 32 per vector step
     backlog, pattern = cfg.rate_schedule
     assert pattern == (1,)
     assert cfg.total_updates == backlog + BASE.train_iters
@@ -46,8 +45,8 @@ def test_one_batch_per_vector_step_is_train_every_1_plus_the_backlog():
 
 def test_bad_rate_settings():
     with pytest.raises(ValueError, match="deadlock"):
-        dataclasses.replace(BASE, samples_per_insert=3.2, rate_error_buffer=5.0).validate()
+        BASE.replace(samples_per_insert=3.2, rate_error_buffer=5.0).validate()
     with pytest.raises(ValueError, match="train_every"):
-        dataclasses.replace(BASE, samples_per_insert=3.2, train_every=2).validate()
+        BASE.replace(samples_per_insert=3.2, train_every=2).validate()
     with pytest.raises(ValueError, match="needs samples_per_insert"):
-        dataclasses.replace(BASE, rate_error_buffer=5.0).validate()
+        BASE.replace(rate_error_buffer=5.0).validate()

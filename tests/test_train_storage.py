@@ -2,7 +2,6 @@
 codecs are built and calibrated from the config, byte budgets give the largest capacity
 that fits, and the CLI accepts the storage options."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +13,7 @@ from test_train import TinyEnv
 import memjax as mj
 import memjax.codecs as mc
 from memjax.replay.one_copy_store import OneCopyStore
+from memjax.agents import DQNConfig
 from memjax.train import TrainConfig, make_train
 from memjax.train.storage import make_codecs, make_layout
 
@@ -32,8 +32,8 @@ class BitsEnv(TinyEnv):
 
 
 BASE = TrainConfig(env="Bits", num_envs=4, total_steps=480, buffer_capacity=64, batch_size=8,
-                   learning_starts=32, chunk_steps=16, target_update_every=8, hidden=(8,),
-                   eval_episodes=2)
+                   learning_starts=32, chunk_steps=16, target_update_every=8,
+                   agent=DQNConfig(hidden=(8,)), eval_episodes=2)
 LOSSLESS = dict(obs_codec="bitpack", compact_fields=True, reward_codec="int8")
 
 
@@ -56,7 +56,7 @@ def test_lossless_storage_trains_bit_identically(float32_uniform, storage):
     """Same seeds: bitpacked obs, uint8 actions/flags, int8 rewards (and one observation
     copy per transition) give exactly the float32 run's parameters and losses."""
     _, ref_state, ref_metrics = float32_uniform
-    trainer, state, metrics = run_whole(dataclasses.replace(BASE, **storage))
+    trainer, state, metrics = run_whole(BASE.replace(**storage))
     assert trainer.buffer.memory(state.buffer).bytes_per_item < 0.5 * 76  # float32: 76 B
     jax.tree.map(np.testing.assert_array_equal, state.agent.params, ref_state.agent.params)
     np.testing.assert_array_equal(metrics["train"]["loss"], ref_metrics["train"]["loss"])
@@ -65,16 +65,16 @@ def test_lossless_storage_trains_bit_identically(float32_uniform, storage):
 
 
 def test_prioritized_lossless_one_copy_is_bit_identical():
-    per = dataclasses.replace(BASE, replay="prioritized")
+    per = BASE.replace(replay="prioritized")
     _, ref_state, ref_metrics = run_whole(per)
-    _, state, metrics = run_whole(dataclasses.replace(per, **LOSSLESS, layout="one_copy",
+    _, state, metrics = run_whole(per.replace(**LOSSLESS, layout="one_copy",
                                                       side_fraction=1.0))
     jax.tree.map(np.testing.assert_array_equal, state.agent.params, ref_state.agent.params)
     np.testing.assert_array_equal(metrics["train"]["loss"], ref_metrics["train"]["loss"])
 
 
 def test_frame_stacked_quantized_one_copy_runs():
-    cfg = dataclasses.replace(BASE, obs_codec="int4", layout="one_copy", frame_stack=2,
+    cfg = BASE.replace(obs_codec="int4", layout="one_copy", frame_stack=2,
                               calibration_steps=200)
     trainer, state, metrics = run_whole(cfg)
     assert trainer.env.observation_space(trainer.env_params).shape == (16,)
@@ -90,7 +90,7 @@ def test_prioritized_one_copy_with_an_overflowing_side_store_draws_only_live_ite
     2-3 steps: it overflows every few steps and drops rows, yet no learner step draws an item
     of weight 0, the loss stays finite, and after training the tree holds mass on exactly the
     sampleable transitions."""
-    cfg = dataclasses.replace(BASE, replay="prioritized", layout="one_copy", side_fraction=1 / 64)
+    cfg = BASE.replace(replay="prioritized", layout="one_copy", side_fraction=1 / 64)
     agent = make_train(cfg, env=BitsEnv()).agent
 
     def learn(state, sample, key):
@@ -117,19 +117,19 @@ def test_prioritized_one_copy_with_an_overflowing_side_store_draws_only_live_ite
     ("bfloat16", (jnp.bfloat16, (8,)))])
 def test_obs_codecs_from_config(name, stored):
     env = BitsEnv()
-    cfg = dataclasses.replace(BASE, obs_codec=name, calibration_steps=100)
+    cfg = BASE.replace(obs_codec=name, calibration_steps=100)
     codecs = make_codecs(cfg, env, env.default_params)
     assert set(codecs) == {"obs", "next_obs"} and codecs["obs"] is codecs["next_obs"]
     spec = mc.stored_spec(codecs["obs"], jnp.zeros((8,), jnp.float32))
     assert (spec.dtype, spec.shape) == (jnp.dtype(stored[0]), stored[1])
-    one_copy = dataclasses.replace(cfg, layout="one_copy")
+    one_copy = cfg.replace(layout="one_copy")
     assert set(make_codecs(one_copy, env, env.default_params)) == {"obs"}
     assert make_layout(one_copy).num_envs == 4 and make_layout(cfg) is None
 
 
 def test_calibrated_quantizer_covers_random_policy_with_margin():
     env = BitsEnv()
-    cfg = dataclasses.replace(BASE, obs_codec="int8", calibration_steps=100, calibration_margin=0.5)
+    cfg = BASE.replace(obs_codec="int8", calibration_steps=100, calibration_margin=0.5)
     state = make_codecs(cfg, env, env.default_params)["obs"].init(jnp.zeros((8,)))
     np.testing.assert_array_equal(state.low, 0.0)   # the space's finite bounds, no margin
     np.testing.assert_array_equal(state.high, 1.0)  # (feature 3 and 7 are constant in the data)
@@ -139,7 +139,7 @@ def test_calibrated_quantizer_covers_random_policy_with_margin():
     np.testing.assert_allclose(state.low[:3], -0.5)  # data range [0, 1] widened by 50%
     np.testing.assert_allclose(state.high[:3], 1.5)
     x = jnp.asarray([[0, 1, 0, 1, 1, 0, 0, 1]], jnp.float32)  # binary data: lossless int2
-    two = make_codecs(dataclasses.replace(cfg, obs_codec="int2"), env, env.default_params)["obs"]
+    two = make_codecs(cfg.replace(obs_codec="int2"), env, env.default_params)["obs"]
     st2 = two.init(x[0])
     np.testing.assert_array_equal(two.decode(two.encode(x, st2)[0], st2), x)
 
@@ -149,7 +149,7 @@ def test_bad_storage_config_is_rejected():
                       (dict(reward_codec="int4"), "reward_codec"), (dict(frame_stack=0), "frame_stack"),
                       (dict(layout="one_copy", buffer_capacity=66), "multiple of num_envs")]:
         with pytest.raises(ValueError, match=match):
-            dataclasses.replace(BASE, **kw).validate()
+            BASE.replace(**kw).validate()
 
 
 EXAMPLE = {"obs": jnp.zeros((10, 10, 4)), "next_obs": jnp.zeros((10, 10, 4)),
@@ -183,7 +183,7 @@ def test_memory_budget_buys_more_transitions_with_codecs():
 
     env = BitsEnv()
     plain = capacity_for_budget(BASE, 100_000, env=env)
-    small = capacity_for_budget(dataclasses.replace(BASE, **LOSSLESS, layout="one_copy"), 100_000, env=env)
+    small = capacity_for_budget(BASE.replace(**LOSSLESS, layout="one_copy"), 100_000, env=env)
     assert plain == (100_000 - 12) // 76  # 76 B per float32 transition, 12 B of counters
     assert small > 10 * plain and small % 4 == 0
 
@@ -197,6 +197,6 @@ def test_calibration_includes_finite_observation_space_bounds():
     state = make_codecs(cfg, env, params)["obs"].init(jnp.zeros((4,)))
     assert float(state.low[0]) <= -4.8 and float(state.high[2]) >= 0.418  # cart x, pole angle
     assert 0.1 < float(state.high[1]) < 100  # cart velocity: unbounded space, data range
-    stacked = make_codecs(dataclasses.replace(cfg, frame_stack=2, layout="one_copy"),
+    stacked = make_codecs(cfg.replace(frame_stack=2, layout="one_copy"),
                           mj.envs.FrameStack(env, 2), params)["obs"].init(jnp.zeros((4,)))
     np.testing.assert_array_equal(stacked.low[0], state.low[0])

@@ -1,16 +1,13 @@
-"""Agents: the :class:`Agent` interface, DQN / Double DQN, DRQN, the memory-network agent (MQN),
-Q-networks, losses, policies."""
+"""Agents: the :class:`Agent` interface, agent specs and their registry, DQN / Double DQN, DRQN,
+the memory-network agent (MQN), Q-networks, losses, policies.
+
+Importing this package registers the built-in agents (``dqn``, ``drqn``, ``memnet``) through
+:func:`register`, exactly as a user registers one of their own.
+"""
 
 from memjax.agents.base import Agent, no_carry
-from memjax.agents.dqn import DQNState, gradient_step, make_dqn
-from memjax.agents.drqn import (
-    DRQNState,
-    make_drqn,
-    trained_steps,
-    window_learner,
-    window_n_step_td,
-    window_td_errors,
-)
+from memjax.agents.dqn import DQN, DQNConfig, DQNState, gradient_step, make_dqn
+from memjax.agents.drqn import DRQN, DRQNConfig, DRQNState, make_drqn, trained_steps, window_td_errors
 from memjax.agents.losses import (
     LOSS_KINDS,
     as_windows,
@@ -21,6 +18,8 @@ from memjax.agents.losses import (
     weighted_loss,
 )
 from memjax.agents.memnet import (
+    MEMNET,
+    MemnetConfig,
     MemnetState,
     MemoryQNetwork,
     context_trained_steps,
@@ -37,8 +36,22 @@ from memjax.agents.networks import (
 )
 from memjax.agents.policies import epsilon_greedy, explore
 from memjax.agents.recurrent import CELL_KINDS, RecurrentQNetwork, reset_where, unroll
+from memjax.agents.spec import (
+    AgentSpec,
+    QNetworkConfig,
+    Windows,
+    get,
+    name_of_config,
+    names,
+    register,
+    unregister,
+)
+from memjax.agents.window_learning import WindowConfig, window_learner, window_n_step_td
 
 __all__ = [
+    "AgentSpec", "Windows", "register", "get", "names", "name_of_config", "unregister",
+    "QNetworkConfig", "WindowConfig", "DQNConfig", "DRQNConfig", "MemnetConfig",
+    "DQN", "DRQN", "MEMNET",
     "Agent", "no_carry", "DQNState", "make_dqn", "gradient_step",
     "DRQNState", "make_drqn", "trained_steps", "window_td_errors", "window_n_step_td",
     "window_learner",

@@ -15,6 +15,7 @@ bootstrapped through truncation (see :mod:`memjax.agents.losses`).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -25,7 +26,9 @@ from flax import struct
 
 from memjax.agents import losses
 from memjax.agents.base import Agent, no_carry
+from memjax.agents.networks import make_network, network_kind
 from memjax.agents.policies import epsilon_greedy
+from memjax.agents.spec import AgentSpec, QNetworkConfig, q_learning_settings, register
 
 
 @struct.dataclass
@@ -131,4 +134,34 @@ def make_dqn(network: nn.Module, num_actions: int, optimizer: optax.GradientTran
     return Agent(init=init, initial_carry=no_carry, act=act, learn=learn)
 
 
-__all__ = ["DQNState", "gradient_step", "make_dqn"]
+@dataclasses.dataclass(frozen=True)
+class DQNConfig(QNetworkConfig):
+    """DQN's knobs: the Q-network's torso (``network``, ``hidden``), Double-Q and the loss.
+    The loop's settings (discount, n-step, target updates, exploration) are
+    :class:`memjax.train.TrainConfig`'s."""
+
+
+def dqn_network(config: DQNConfig, obs, num_actions: int) -> nn.Module:
+    """The MLP or conv Q-network of ``config.network`` for observations like ``obs`` (a
+    ``jax.ShapeDtypeStruct`` of one observation); see :func:`memjax.agents.network_kind`."""
+    return make_network(network_kind(config.network, tuple(obs.shape)), num_actions,
+                        config.hidden)
+
+
+def dqn_agent(train_config, network: nn.Module, num_actions: int,
+              optimizer: optax.GradientTransformation) -> Agent:
+    """:func:`make_dqn` with the settings of ``train_config`` and its :class:`DQNConfig`."""
+    return make_dqn(network, num_actions, optimizer, **q_learning_settings(train_config))
+
+
+def check_dqn(train_config) -> None:
+    """``ValueError`` for bad :class:`DQNConfig` knobs."""
+    train_config.agent_config.check()
+
+
+DQN = register(AgentSpec(name="dqn", config=DQNConfig, make_network=dqn_network,
+                         make_agent=dqn_agent, validate=check_dqn))
+"""The DQN / Double DQN agent's spec, registered as ``"dqn"``."""
+
+
+__all__ = ["DQN", "DQNConfig", "DQNState", "gradient_step", "make_dqn"]

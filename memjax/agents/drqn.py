@@ -33,6 +33,7 @@ without storing any step twice.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import jax
@@ -40,12 +41,18 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from memjax.agents import losses
 from memjax.agents.base import Agent
-from memjax.agents.dqn import DQNState, gradient_step
+from memjax.agents.dqn import DQNState
 from memjax.agents.policies import epsilon_greedy
-from memjax.agents.recurrent import RecurrentQNetwork, unroll
-from memjax.replay.prioritized import sequence_priorities
+from memjax.agents.networks import network_kind
+from memjax.agents.recurrent import CELL_KINDS, RecurrentQNetwork, unroll
+from memjax.agents.spec import AgentSpec, Windows, q_learning_settings, register
+from memjax.agents.window_learning import (
+    WindowConfig,
+    check_window_rows,
+    window_learner,
+    window_n_step_td,
+)
 
 CARRY_FIELD = "carry"
 """The replay field (and ``act`` extra) that holds the carry before each step."""
@@ -156,45 +163,6 @@ def make_drqn(network: RecurrentQNetwork, num_actions: int,
     return Agent(init=init, initial_carry=network.initial_carry, act=act, learn=learn)
 
 
-def window_learner(td_fn: Callable, optimizer: optax.GradientTransformation, *, loss: str,
-                   huber_delta: float, target_period: int, tau: float, eta: float,
-                   priority_eps: float) -> Callable:
-    """The ``learn`` of an agent trained on replayed windows (DRQN, the memory network): the
-    importance-weighted mean over windows of the mean loss over their trained steps, one
-    :func:`memjax.agents.gradient_step`, and window priorities ``eta * max |TD| + (1 - eta) *
-    mean |TD| + priority_eps``.
-
-    Args:
-      td_fn: ``(params, target_params, items) -> (td float32 [B, S], q float32 [B, S, A])``,
-        the TD errors of a batch of windows and the online Q-values of their trained steps.
-      optimizer: the optax transformation of the state's ``opt_state``.
-      loss: ``"mse"`` or ``"huber"``.
-      huber_delta: the Huber loss threshold.
-      target_period: gradient updates between target-network updates.
-      tau: the target update's step (1: a copy).
-      eta: the weight of the max in a window's priority.
-      priority_eps: added to the window priorities.
-
-    Returns:
-      ``learn(state, sample, key) -> (state, priorities float32 [B], {"loss", "q"})`` for a
-      :class:`memjax.agents.DQNState` (or a subclass).
-    """
-    def loss_fn(params, target_params, sample):
-        td, q = td_fn(params, target_params, sample.items)
-        weights = jnp.repeat(sample.weights, td.shape[1])
-        value = losses.weighted_loss(td.reshape(-1), weights, loss=loss, huber_delta=huber_delta)
-        return value, (td, jnp.mean(q))
-
-    def learn(state, sample, key):
-        (value, (td, mean_q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, sample)
-        state = gradient_step(state, grads, optimizer, target_period=target_period, tau=tau)
-        priorities = sequence_priorities(jnp.abs(td), eta=eta) + priority_eps
-        return state, priorities, {"loss": value, "q": mean_q}
-
-    return learn
-
-
 def window_td_errors(apply_fn, params, target_params, windows, start, *, burn_in: int,
                      n_step: int, gamma: float, double: bool):
     """TD errors of a recurrent Q-network on replayed windows (steps 1-3 of the module
@@ -238,48 +206,6 @@ def window_td_errors(apply_fn, params, target_params, windows, start, *, burn_in
     return td, q
 
 
-def window_n_step_td(q, q_next_online, q_next_target, windows, *, steps: int, n_step: int,
-                     gamma: float, double: bool):
-    """n-step TD errors of the first ``steps`` steps of windows, from Q-values at every
-    step's observation and next observation (shared by DRQN and the memory-network agent).
-
-    Step t's target is ``sum_k gamma^k r_{t+k} + gamma^n V(next_obs_{t+m})``, cut at the
-    window's first episode end ``m`` as :func:`memjax.agents.n_step_bootstrap` cuts it, with
-    ``V`` the target Q-values' max (Double-Q: at the online Q-values' argmax, no gradient).
-
-    Args:
-      q: float32 ``[B, T, A]``, online Q-values at each step's observation.
-      q_next_online: float32 ``[B, T, A]``, online Q-values at each step's next observation.
-      q_next_target: float32 ``[B, T, A]``, target Q-values there.
-      windows: ``{"action" int [B, T], "reward" [B, T], "terminated" [B, T], "first" bool
-        [B, T]}`` of the same T steps.
-      steps: S, the steps that get a TD error, ``1 <= S <= T - n_step + 1``.
-      n_step: steps of the return before bootstrapping.
-      gamma: the discount.
-      double: Double-Q targets.
-
-    Returns:
-      float32 ``[B, S]``: the TD errors, differentiable with respect to ``q`` only.
-    """
-    offsets = jnp.arange(steps)[:, None] + jnp.arange(n_step)[None]          # [S, n]
-    per_step = jax.vmap(jax.vmap(losses.n_step_bootstrap, in_axes=(0, 0, 0, None)),
-                        in_axes=(0, 0, 0, None))
-    partial, discount, last = per_step(windows["reward"][:, offsets],
-                                       windows["terminated"][:, offsets],
-                                       windows["first"][:, offsets], gamma)  # [B, S] each
-    at = jnp.arange(steps)[None] + last                                      # bootstrap step
-    pick = jax.vmap(lambda values, index: values[index])
-    value_fn = jax.vmap(jax.vmap(losses.bootstrap_value))
-    bootstrap = pick(q_next_target, at)
-    if double:
-        values = value_fn(bootstrap, pick(jax.lax.stop_gradient(q_next_online), at))
-    else:
-        values = value_fn(bootstrap)
-    actions = windows["action"][:, :steps].astype(jnp.int32)
-    return jax.vmap(jax.vmap(losses.q_learning_td))(q[:, :steps], actions,
-                                                    partial + discount * values)
-
-
 def checked_windows(items) -> dict:
     """The replay batch as windows, or ``ValueError`` naming what a DRQN batch lacks."""
     missing = [k for k in ("obs", "action", "reward", "next_obs", "terminated", "first",
@@ -293,5 +219,62 @@ def checked_windows(items) -> dict:
     return dict(items)
 
 
-__all__ = ["CARRY_FIELD", "DRQNState", "carry_from_stored", "make_drqn", "stored_carry",
-           "trained_steps", "window_learner", "window_n_step_td", "window_td_errors"]
+@dataclasses.dataclass(frozen=True)
+class DRQNConfig(WindowConfig):
+    """DRQN's knobs: the recurrent Q-network (``cell``, ``memory``, torso ``hidden``), the
+    replayed windows and their burn-in, and the window priority's ``eta``."""
+
+    cell: str = "gru"                 # recurrent cell: gru | lstm
+    burn_in: int = 8                  # window steps that only warm the stored state up (no loss, no gradient)
+
+    def check(self) -> None:
+        super().check()
+        if self.cell not in CELL_KINDS:
+            raise ValueError(f"cell must be one of {CELL_KINDS}, got {self.cell!r}")
+        if not isinstance(self.burn_in, int) or isinstance(self.burn_in, bool) or self.burn_in < 0:
+            raise ValueError(f"burn_in must be an integer >= 0, got {self.burn_in!r}")
+
+
+def drqn_network(config: DRQNConfig, obs, num_actions: int) -> RecurrentQNetwork:
+    """The recurrent Q-network of ``config`` (a conv torso for image observations)."""
+    conv = network_kind(config.network, tuple(obs.shape)) == "conv"
+    return RecurrentQNetwork(num_actions, hidden=tuple(config.hidden), memory=config.memory,
+                             cell=config.cell, channels=16 if conv else 0)
+
+
+def drqn_agent(train_config, network, num_actions: int, optimizer) -> "Agent":
+    """:func:`make_drqn` with the settings of ``train_config`` and its :class:`DRQNConfig`."""
+    agent = train_config.agent_config
+    return make_drqn(network, num_actions, optimizer, burn_in=agent.burn_in,
+                     n_step=train_config.n_step, eta=agent.eta,
+                     **q_learning_settings(train_config))
+
+
+def drqn_windows(train_config) -> Windows:
+    """Windows of ``sequence_length`` steps every ``sequence_period`` rows, with the carry
+    before each window stored once per window."""
+    agent = train_config.agent_config
+    return Windows(agent.sequence_length, agent.sequence_period, per_window=(CARRY_FIELD,))
+
+
+def check_drqn(train_config) -> None:
+    """``ValueError`` for bad :class:`DRQNConfig` knobs, alone or with the loop's n-step."""
+    agent = train_config.agent_config
+    agent.check()
+    if agent.sequence_length < agent.burn_in + train_config.n_step:
+        raise ValueError(
+            f"agent 'drqn': sequence_length ({agent.sequence_length}) is shorter than "
+            f"burn_in ({agent.burn_in}) + n_step ({train_config.n_step}): no step of a window "
+            f"would be trained; use --sequence-length {agent.burn_in + train_config.n_step} "
+            f"or more")
+    check_window_rows(train_config, "drqn")
+
+
+DRQN = register(AgentSpec(name="drqn", config=DRQNConfig, make_network=drqn_network,
+                          make_agent=drqn_agent, windows=drqn_windows, validate=check_drqn,
+                          feedforward=False))
+"""The DRQN agent's spec, registered as ``"drqn"``."""
+
+
+__all__ = ["DRQN", "DRQNConfig", "CARRY_FIELD", "DRQNState", "carry_from_stored", "make_drqn", "stored_carry",
+           "trained_steps", "window_td_errors"]

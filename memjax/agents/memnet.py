@@ -70,6 +70,7 @@ thousands of steps) is DRQN's, not this agent's.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import chex
@@ -81,7 +82,14 @@ from flax import struct
 
 from memjax.agents.base import Agent
 from memjax.agents.dqn import DQNState
-from memjax.agents.drqn import window_learner, window_n_step_td
+from memjax.agents.networks import network_kind
+from memjax.agents.spec import AgentSpec, Windows, positive_ints, q_learning_settings, register
+from memjax.agents.window_learning import (
+    WindowConfig,
+    check_window_rows,
+    window_learner,
+    window_n_step_td,
+)
 from memjax.agents.policies import epsilon_greedy
 
 
@@ -403,5 +411,70 @@ def checked_windows(items) -> dict:
     return dict(items)
 
 
-__all__ = ["MemnetState", "MemoryQNetwork", "context_trained_steps", "make_memnet",
+@dataclasses.dataclass(frozen=True)
+class MemnetConfig(WindowConfig):
+    """The memory-network agent's knobs: the context it reads, the attention (``memory``
+    features split over ``attention_heads``), its torso and the replayed windows."""
+
+    context_length: int = 32          # the observations before the current one that it reads (M; a window's first M steps are context only)
+    attention_heads: int = 4          # attention heads of the read (each uses memory / attention_heads features; must divide memory)
+
+    def check(self) -> None:
+        super().check()
+        positive_ints(self, ("context_length", "attention_heads"))
+        if self.memory % self.attention_heads:
+            raise ValueError(
+                f"agent 'memnet': attention_heads ({self.attention_heads}) must divide memory "
+                f"({self.memory}), the width the heads split")
+
+
+def memnet_network(config: MemnetConfig, obs, num_actions: int) -> MemoryQNetwork:
+    """The memory Q-network of ``config`` for observations like ``obs`` (its context ring
+    holds them as they come, dtype included)."""
+    conv = network_kind(config.network, tuple(obs.shape)) == "conv"
+    return MemoryQNetwork(num_actions, obs_shape=tuple(obs.shape), obs_dtype=obs.dtype,
+                          context_length=config.context_length, hidden=tuple(config.hidden),
+                          memory=config.memory, heads=config.attention_heads,
+                          channels=16 if conv else 0)
+
+
+def memnet_agent(train_config, network, num_actions: int, optimizer) -> Agent:
+    """:func:`make_memnet` with the settings of ``train_config`` and its :class:`MemnetConfig`."""
+    return make_memnet(network, num_actions, optimizer, n_step=train_config.n_step,
+                       eta=train_config.agent_config.eta, **q_learning_settings(train_config))
+
+
+def memnet_windows(train_config) -> Windows:
+    """Windows of ``sequence_length`` steps every ``sequence_period`` rows; nothing stored per
+    window (a window's context is its own first ``context_length`` steps)."""
+    agent = train_config.agent_config
+    return Windows(agent.sequence_length, agent.sequence_period)
+
+
+def check_memnet(train_config) -> None:
+    """``ValueError`` for bad :class:`MemnetConfig` knobs, alone or with the loop's n-step."""
+    agent = train_config.agent_config
+    agent.check()
+    if agent.sequence_length < agent.context_length + train_config.n_step:
+        raise ValueError(
+            f"agent 'memnet': sequence_length ({agent.sequence_length}) is shorter than "
+            f"context_length ({agent.context_length}) + n_step ({train_config.n_step}): no step "
+            f"of a window would have its whole context; use --sequence-length "
+            f"{agent.context_length + train_config.n_step} or more (or a shorter "
+            f"--context-length)")
+    check_window_rows(train_config, "memnet")
+
+
+def memnet_reach(config: MemnetConfig) -> int:
+    """The most steps back memnet can read: its ``context_length``."""
+    return config.context_length
+
+
+MEMNET = register(AgentSpec(name="memnet", config=MemnetConfig, make_network=memnet_network,
+                            make_agent=memnet_agent, windows=memnet_windows,
+                            validate=check_memnet, feedforward=False, reach=memnet_reach))
+"""The memory-network agent's spec, registered as ``"memnet"``."""
+
+
+__all__ = ["MEMNET", "MemnetConfig", "MemnetState", "MemoryQNetwork", "context_trained_steps", "make_memnet",
            "memnet_td_errors", "push", "ring_valid", "window_contexts"]

@@ -181,10 +181,10 @@ def make_context(checkpoint, *, seeds=None, episodes: int = 100, epsilon: float 
                  eval_seed: int = 1, state_envs: int = 32, state_steps: int = 250,
                  distill_config: DistillConfig = DistillConfig(), log=print,
                  extra_epsilon: Optional[float] = None) -> Context:
-    if checkpoint.meta.get("network") in ("recurrent", "memnet"):
+    if not checkpoint.spec.feedforward:
         raise ValueError("memjax compress works on feedforward Q-networks (mlp, conv); this "
-                         f"checkpoint holds a {checkpoint.meta['network']} one (agent "
-                         f"{checkpoint.config.agent!r})")
+                         f"checkpoint holds agent {checkpoint.config.agent!r}'s, which carries "
+                         f"a state from step to step")
     env, env_params = envs.make(checkpoint.config.env)
     seeds = list(range(checkpoint.num_seeds)) if seeds is None else list(seeds)
     for s in seeds:

@@ -22,7 +22,7 @@ from memjax.train.build import (
     make_network_for,
     make_optimizer,
 )
-from memjax.train.config import AGENT_KINDS, REPLAY_KINDS, TrainConfig
+from memjax.train.config import REPLAY_KINDS, TrainConfig
 from memjax.train.driver import buffer_bytes_per_transition, capacity_for_budget, run
 from memjax.train.evaluation import evaluate
 from memjax.train.loop import Trainer, TrainState, make_train
@@ -30,4 +30,4 @@ from memjax.train.loop import Trainer, TrainState, make_train
 __all__ = ["TrainConfig", "TrainState", "Trainer", "make_train", "run", "evaluate",
            "make_env_for", "make_buffer", "make_agent", "make_network_for", "make_optimizer",
            "example_transition", "capacity_for_budget", "buffer_bytes_per_transition",
-           "REPLAY_KINDS", "AGENT_KINDS"]
+           "REPLAY_KINDS"]

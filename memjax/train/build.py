@@ -9,16 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from memjax import envs, replay
-from memjax.agents import (
-    Agent,
-    MemoryQNetwork,
-    RecurrentQNetwork,
-    make_dqn,
-    make_drqn,
-    make_memnet,
-    make_network,
-    network_kind,
-)
+from memjax.agents import Agent
 from memjax.train.config import TrainConfig
 from memjax.train.storage import make_layout, stores_episode_starts
 
@@ -65,7 +56,7 @@ def example_transition(env, env_params, extras=None, episode_starts: bool = Fals
       the ``extras`` fields and, with ``episode_starts``, ``"first"`` bool ``[]`` (the step's
       observation starts an episode).
     """
-    obs, _ = jax.eval_shape(lambda k: env.reset(k, env_params), jax.random.key(0))
+    obs = observation_spec(env, env_params)
     item = {
         "obs": jnp.zeros(obs.shape, obs.dtype),
         "action": jnp.zeros((), jnp.int32),
@@ -97,33 +88,27 @@ def make_buffer(config: TrainConfig, codecs=None):
                               layout=layout)
 
 
+def observation_spec(env, env_params) -> jax.ShapeDtypeStruct:
+    """Shape and dtype of ONE observation of ``env`` (no batch axis), without stepping it."""
+    obs, _ = jax.eval_shape(lambda k: env.reset(k, env_params), jax.random.key(0))
+    return jax.ShapeDtypeStruct(tuple(obs.shape), obs.dtype)
+
+
 def make_network_for(config: TrainConfig, env, env_params) -> nn.Module:
-    """The Q-network for ``config.network`` on ``env``'s observations.
+    """The agent's Q-network for ``env``'s observations, built by its spec's ``make_network``
+    from ``config.agent_config``.
 
     Args:
-      config: the run's :class:`TrainConfig` (``network``, ``hidden``; for recurrent agents
-        also ``memory`` and ``cell``; for memnet ``memory`` and ``context_length``).
+      config: the run's :class:`TrainConfig`.
       env: a gymnax environment.
       env_params: its parameters.
 
     Returns:
-      A flax module (see :func:`memjax.agents.network_kind` for ``"auto"``):
-      :class:`memjax.agents.RecurrentQNetwork` for drqn, :class:`memjax.agents.MemoryQNetwork`
-      for memnet.
+      A flax module (e.g. :class:`memjax.agents.MLPQNetwork` for dqn on CartPole,
+      :class:`memjax.agents.RecurrentQNetwork` for drqn).
     """
-    kind = network_kind(config.network, envs.observation_shape(env, env_params))
-    if config.agent == "memnet":
-        obs, _ = jax.eval_shape(lambda k: env.reset(k, env_params), jax.random.key(0))
-        return MemoryQNetwork(envs.num_actions(env, env_params), obs_shape=tuple(obs.shape),
-                              obs_dtype=obs.dtype, context_length=config.context_length,
-                              hidden=tuple(config.hidden), memory=config.memory,
-                              heads=config.attention_heads,
-                              channels=16 if kind == "conv" else 0)
-    if config.recurrent:
-        return RecurrentQNetwork(envs.num_actions(env, env_params), hidden=tuple(config.hidden),
-                                 memory=config.memory, cell=config.cell,
-                                 channels=16 if kind == "conv" else 0)
-    return make_network(kind, envs.num_actions(env, env_params), config.hidden)
+    return config.spec.make_network(config.agent_config, observation_spec(env, env_params),
+                                    envs.num_actions(env, env_params))
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -149,37 +134,19 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 def make_agent(config: TrainConfig, network: nn.Module, num_actions: int,
                optimizer: optax.GradientTransformation = None) -> Agent:
-    """The agent ``config.agent`` names, with ``network`` as its Q-network.
+    """The agent ``config.agent`` names, made by its spec's ``make_agent``.
 
     Args:
-      config: the run's :class:`TrainConfig` (optimizer, exploration, loss and target
-        settings).
+      config: the run's :class:`TrainConfig` (the agent's knobs in ``config.agent_config``).
       network: the Q-network (see :func:`make_network_for`).
       num_actions: size of the discrete action space.
       optimizer: optionally the optimizer instead of :func:`make_optimizer`'s.
 
     Returns:
-      An :class:`memjax.agents.Agent` (:func:`memjax.agents.make_dqn` for ``"dqn"``,
-      :func:`memjax.agents.make_drqn` for ``"drqn"``, :func:`memjax.agents.make_memnet` for
-      ``"memnet"``).
-
-    Raises:
-      ValueError: an unknown agent.
+      An :class:`memjax.agents.Agent`.
     """
-    epsilon = optax.linear_schedule(config.eps_start, config.eps_end, config.eps_decay_steps)
-    common = dict(gamma=config.gamma, double=config.double_dqn, loss=config.loss,
-                  huber_delta=config.huber_delta, target_period=config.target_period,
-                  tau=config.tau, priority_eps=config.priority_eps)
     optimizer = make_optimizer(config) if optimizer is None else optimizer
-    if config.agent == "dqn":
-        return make_dqn(network, num_actions, optimizer, epsilon=epsilon, **common)
-    if config.agent == "drqn":
-        return make_drqn(network, num_actions, optimizer, epsilon=epsilon,
-                         burn_in=config.burn_in, n_step=config.n_step, eta=config.eta, **common)
-    if config.agent == "memnet":
-        return make_memnet(network, num_actions, optimizer, epsilon=epsilon,
-                           n_step=config.n_step, eta=config.eta, **common)
-    raise ValueError(f"unknown agent {config.agent!r}")
+    return config.spec.make_agent(config, network, num_actions, optimizer)
 
 
 def beta_schedule(config: TrainConfig):
@@ -198,4 +165,5 @@ def beta_schedule(config: TrainConfig):
 
 
 __all__ = ["make_env_for", "example_transition", "make_buffer", "make_network_for",
+           "observation_spec",
            "make_optimizer", "make_agent", "beta_schedule", "stores_episode_starts"]

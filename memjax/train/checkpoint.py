@@ -1,9 +1,9 @@
-"""Checkpoints of trained Q-networks: the parameters of every seed plus the ``TrainConfig``.
+"""Parameter files of trained Q-networks: the parameters of every seed plus the ``TrainConfig``.
 
 One file, ``checkpoint.msgpack`` (flax.serialization's msgpack), holding::
 
-    {"format": "memjax-checkpoint", "version": 1,
-     "config": "<TrainConfig as JSON>", "meta": "<JSON: env, seeds, num_actions, ...>",
+    {"format": "memjax-checkpoint", "version": 2,
+     "config": "<TrainConfig as JSON>", "meta": "<JSON: env, num_seeds, num_actions, agent, obs_shape, obs_dtype>",
      "params": <flax params pytree of numpy arrays, leading seed axis [S, ...]>}
 
 ``memjax train --out DIR`` writes ``DIR/checkpoint.msgpack``; :func:`load` reads it back and
@@ -25,21 +25,15 @@ import jax
 import numpy as np
 from flax import serialization
 
-from memjax import envs
-from memjax.agents import (
-    ConvQNetwork,
-    MemoryQNetwork,
-    MLPQNetwork,
-    RecurrentQNetwork,
-    make_network,
-    network_kind,
-)
-from memjax.train.build import make_env_for, make_network_for
+from memjax import agents, envs
+from memjax.train.build import make_env_for, observation_spec
 from memjax.train.config import TrainConfig
-from memjax.train.results import config_to_dict
 
 FORMAT = "memjax-checkpoint"
-VERSION = 1
+VERSION = 2
+"""2: the config's agent knobs nested under ``agent`` and the observation spec in the meta;
+version 1 files (flat configs) still load."""
+READABLE_VERSIONS = (1, 2)
 FILENAME = "checkpoint.msgpack"
 
 
@@ -48,29 +42,24 @@ def _path(path) -> Path:
     return p / FILENAME if p.is_dir() or p.suffix != ".msgpack" else p
 
 
-def config_to_json(config) -> str:
-    """``config`` as JSON text (see :func:`memjax.train.results.config_to_dict`)."""
-    return json.dumps(config_to_dict(config), sort_keys=True)
+def config_to_json(config: TrainConfig) -> str:
+    """``config`` as JSON text (:meth:`TrainConfig.to_dict`)."""
+    return json.dumps(config.to_dict(), sort_keys=True)
 
 
 def config_from_json(text: str) -> TrainConfig:
-    """A ``TrainConfig`` from :func:`config_to_json`'s text. Fields missing from the text get
-    their defaults; unknown fields raise ``ValueError`` naming them."""
-    d = json.loads(text)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"checkpoint config has fields this memjax does not know: {unknown}")
-    if "hidden" in d:
-        d["hidden"] = tuple(d["hidden"])
-    return TrainConfig(**d)
+    """A ``TrainConfig`` from :func:`config_to_json`'s text, or from a version 1 file's flat
+    config. Fields missing from the text get their defaults; unknown fields raise
+    ``ValueError`` naming them."""
+    return TrainConfig.from_dict(json.loads(text), where="checkpoint config")
 
 
 @dataclasses.dataclass(frozen=True)
 class Checkpoint:
     """Loaded checkpoint: ``params`` (numpy pytree, leading seed axis ``[S, ...]``),
     ``config`` (``TrainConfig``) and ``meta`` (dict: ``env``, ``num_seeds``,
-    ``num_actions``, ``network``, plus whatever the writer added)."""
+    ``num_actions``, ``agent``, ``obs_shape``, ``obs_dtype``, plus whatever the writer
+    added)."""
 
     params: Any
     config: Any
@@ -80,73 +69,62 @@ class Checkpoint:
     def num_seeds(self) -> int:
         return int(jax.tree.leaves(self.params)[0].shape[0])
 
+    @property
+    def spec(self) -> agents.AgentSpec:
+        """The agent's registered spec (``ValueError`` when it is not registered here)."""
+        return agents.get(self.config.agent)
+
     def seed_params(self, i: int):
         """The parameters of seed ``i`` (no seed axis)."""
         if not 0 <= i < self.num_seeds:
             raise IndexError(f"seed {i} out of range: the checkpoint has {self.num_seeds} seeds")
         return jax.tree.map(lambda x: x[i], self.params)
 
+    def observation_spec(self) -> jax.ShapeDtypeStruct:
+        """Shape and dtype of one observation, from the meta (version 1 files: from the
+        environment the config names)."""
+        if "obs_shape" in self.meta and "obs_dtype" in self.meta:
+            return jax.ShapeDtypeStruct(tuple(self.meta["obs_shape"]),
+                                        np.dtype(self.meta["obs_dtype"]))
+        return observation_spec(*make_env_for(self.config))
+
     def network(self):
-        """The flax Q-network the parameters belong to."""
-        num_actions = int(self.meta["num_actions"])
-        if self.meta["network"] == "recurrent":
-            return RecurrentQNetwork(num_actions, hidden=tuple(self.config.hidden),
-                                     memory=self.config.memory, cell=self.config.cell,
-                                     channels=int(self.meta.get("channels", 0)))
-        if self.meta["network"] == "memnet":
-            return MemoryQNetwork(num_actions, obs_shape=tuple(self.meta["obs_shape"]),
-                                  obs_dtype=np.dtype(self.meta["obs_dtype"]),
-                                  context_length=self.config.context_length,
-                                  hidden=tuple(self.config.hidden), memory=self.config.memory,
-                                  heads=int(self.meta.get("heads", 1)),  # before heads: one
-                                  channels=int(self.meta.get("channels", 0)))
-        return make_network(self.meta["network"], num_actions, self.config.hidden)
+        """The flax Q-network the parameters belong to, built by the agent's spec."""
+        return self.spec.make_network(self.config.agent_config, self.observation_spec(),
+                                      int(self.meta["num_actions"]))
 
 
-def _network_kind(network) -> str:
-    if isinstance(network, RecurrentQNetwork):
-        return "recurrent"
-    if isinstance(network, MemoryQNetwork):
-        return "memnet"
-    if isinstance(network, ConvQNetwork):
-        return "conv"
-    if isinstance(network, MLPQNetwork):
-        return "mlp"
-    raise ValueError(f"checkpoint.save: unsupported network {type(network).__name__}; "
-                     "memjax checkpoints hold MLPQNetwork, ConvQNetwork or RecurrentQNetwork "
-                     "parameters")
+def save(path, config: TrainConfig, params, *, stacked: bool = True, obs=None,
+         num_actions: Optional[int] = None, meta: Optional[dict] = None) -> Path:
+    """Write ``params`` and ``config`` to ``path``.
 
+    Args:
+      path: a directory (created if needed) that gets ``checkpoint.msgpack``, or a path ending
+        in ``.msgpack``, used as is.
+      config: the run's :class:`TrainConfig` (its agent's spec rebuilds the network).
+      params: the Q-network parameters, with a leading seed axis when ``stacked``.
+      stacked: params already carry a leading seed axis (as after ``vmap``); otherwise one is
+        added.
+      obs: a ``jax.ShapeDtypeStruct`` of one observation, and ``num_actions``: the action
+        count; both default to those of ``memjax.envs.make(config.env)`` (pass them when
+        training on a custom environment).
+      num_actions: see ``obs``.
+      meta: more entries for the meta (JSON-friendly).
 
-def save(path, config, params, *, stacked: bool = True, network=None,
-         meta: Optional[dict] = None) -> Path:
-    """Write ``params`` and ``config`` to ``path`` (a directory, created if needed, gets
-    ``checkpoint.msgpack``; a path ending in ``.msgpack`` is used as is). ``stacked``: params
-    already carry a leading seed axis (as after ``vmap``); otherwise one is added.
-    ``network``: the flax module (default: built from ``config`` and ``gymnax.make``; pass it
-    when training on a custom environment). Returns the file's path."""
+    Returns:
+      The file's path.
+    """
     config.validate()
     params = jax.tree.map(np.asarray, jax.device_get(params))
     if not stacked:
         params = jax.tree.map(lambda x: x[None], params)
-    channels = 0
-    if network is None and config.agent == "memnet":  # its module needs the observation spec
-        network = make_network_for(config, *make_env_for(config))
-    if network is None:
-        env, env_params = envs.make(config.env)
-        kind = network_kind(config.network, envs.observation_shape(env, env_params))
-        num_actions = envs.num_actions(env, env_params)
-        if config.recurrent:
-            kind, channels = "recurrent", 16 if kind == "conv" else 0
-    else:
-        kind, num_actions = _network_kind(network), int(network.num_actions)
-        channels = int(getattr(network, "channels", 0)) if kind in ("recurrent", "memnet") else 0
+    if obs is None or num_actions is None:
+        env, env_params = make_env_for(config)
+        obs = observation_spec(env, env_params) if obs is None else obs
+        num_actions = envs.num_actions(env, env_params) if num_actions is None else num_actions
     m = {"env": config.env, "num_seeds": int(jax.tree.leaves(params)[0].shape[0]),
-         "num_actions": num_actions, "network": kind}
-    if kind in ("recurrent", "memnet"):
-        m["channels"] = channels
-    if kind == "memnet":
-        m.update(obs_shape=list(network.obs_shape), obs_dtype=str(np.dtype(network.obs_dtype)),
-                 heads=int(network.heads))
+         "num_actions": int(num_actions), "agent": config.agent,
+         "obs_shape": list(obs.shape), "obs_dtype": str(np.dtype(obs.dtype))}
     m.update(meta or {})
     blob = serialization.msgpack_serialize({
         "format": FORMAT, "version": VERSION, "config": config_to_json(config),
@@ -173,9 +151,9 @@ def load(path) -> Checkpoint:
         raise ValueError(f"{p} is not a memjax checkpoint: {type(e).__name__}: {e}") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise ValueError(f"{p} is not a memjax checkpoint (no format tag {FORMAT!r})")
-    if d.get("version") != VERSION:
+    if d.get("version") not in READABLE_VERSIONS:
         raise ValueError(f"{p} has checkpoint version {d.get('version')!r}; this memjax reads "
-                         f"version {VERSION}")
+                         f"versions {READABLE_VERSIONS}")
     return Checkpoint(params=d["params"], config=config_from_json(d["config"]),
                       meta=json.loads(d["meta"]))
 

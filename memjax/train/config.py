@@ -3,22 +3,70 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+import difflib
+from typing import Any, Optional
 
 import numpy as np
 
-from memjax.agents import CELL_KINDS, LOSS_KINDS, NETWORK_KINDS
+from memjax import agents
 from memjax.replay.rate_limiter import sample_to_insert_ratio, steady_schedule
 from memjax.train.storage import LAYOUTS, REWARD_CODECS, check_obs_codec
 
 REPLAY_KINDS = ("uniform", "prioritized")
 """The values of ``TrainConfig.replay``."""
-AGENT_KINDS = ("dqn", "drqn", "memnet")
-"""The values of ``TrainConfig.agent``."""
-RECURRENT_AGENTS = ("drqn",)
-"""The agents that learn from replayed windows with a stored recurrent state."""
-WINDOW_AGENTS = ("drqn", "memnet")
-"""The agents that learn from replayed windows of ``sequence_length`` steps."""
+OPTION_NAMES = {"total_steps": "steps", "buffer_capacity": "capacity"}
+"""TrainConfig fields whose command-line option has another name (``--steps``, ``--capacity``);
+config files may use either."""
+LEGACY_AGENT_FIELDS = frozenset({
+    "network", "hidden", "double_dqn", "loss", "huber_delta", "cell", "memory",
+    "sequence_length", "sequence_period", "burn_in", "context_length", "attention_heads", "eta"})
+"""The agents' knobs that TrainConfig held before agents had configs of their own: flat files
+of that time (summary.json, --config files, checkpoints) record them for every agent."""
+
+
+def canonical_name(name: str) -> str:
+    """A setting's field name from a field name or an option name (``steps`` ->
+    ``total_steps``, ``learning-starts`` -> ``learning_starts``, ``--lr`` -> ``lr``)."""
+    name = name.lstrip("-").replace("-", "_")
+    return {option: field for field, option in OPTION_NAMES.items()}.get(name, name)
+
+
+def suggestions(unknown, known) -> str:
+    """``" (did you mean: 'burnin' -> burn_in)"`` for the unknown names with a close match
+    among ``known``; ``""`` when none has one."""
+    close = {name: difflib.get_close_matches(name, sorted(known), n=1) for name in unknown}
+    found = [f"{name!r} -> {match[0]}" for name, match in close.items() if match]
+    return f" (did you mean: {'; '.join(found)})" if found else ""
+
+
+def split_settings(values: dict, agent) -> tuple:
+    """``(loop fields, agent knobs)`` of ``values`` (names as :func:`canonical_name` reads
+    them) for the agent ``agent`` (a name or a config instance).
+
+    Raises:
+      ValueError: a name that is neither, saying which registered agent has it, if one does.
+    """
+    if dataclasses.is_dataclass(agent) and not isinstance(agent, type):
+        agent = agents.name_of_config(agent)
+    values = {canonical_name(k): v for k, v in values.items()}
+    own = {f.name for f in dataclasses.fields(TrainConfig)}
+    knob_names = {f.name for f in dataclasses.fields(agents.get(agent).config)}
+    loop = {k: v for k, v in values.items() if k in own}
+    knobs = {k: v for k, v in values.items() if k in knob_names and k not in own}
+    for name in sorted(set(values) - set(loop) - set(knobs)):
+        owners = [n for n in agents.names()
+                  if name in {f.name for f in dataclasses.fields(agents.get(n).config)}]
+        if owners:
+            raise ValueError(f"{name} is a setting of agent {' and '.join(map(repr, owners))}, "
+                             f"not of {agent!r}")
+        every_knob = {f.name for n in agents.names() for f in dataclasses.fields(agents.get(n).config)}
+        raise ValueError(f"unknown setting {name!r}{suggestions([name], own | every_knob)}")
+    return loop, knobs
+
+
+def _json_friendly(d: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else _json_friendly(v) if isinstance(v, dict)
+                else v) for k, v in d.items()}
 
 
 class StepSchedule:
@@ -104,7 +152,8 @@ class TrainConfig(StepSchedule):
 
     # run
     env: str = "CartPole-v1"          # gymnax environment id
-    agent: str = "dqn"                # the learning agent: dqn | drqn (recurrent) | memnet (attention over the last context_length observations); see the memory agents section
+    agent: Any = "dqn"                # the learning agent: a registered name (dqn | drqn (recurrent) | memnet (attention over the last context_length observations) | yours), or its config (e.g. DRQNConfig(burn_in=4))
+    agent_config: Any = None          # the agent's knobs (its config dataclass); None: its defaults
     num_envs: int = 10                # vectorised environments per seed
     total_steps: int = 500_000        # environment steps per seed
     # replay
@@ -130,23 +179,9 @@ class TrainConfig(StepSchedule):
     adam_eps: float = 1e-8            # Adam epsilon
     max_grad_norm: Optional[float] = None  # global gradient-norm clip; none (or 0): no clipping
     gamma: float = 0.99               # discount
-    double_dqn: bool = False          # Double DQN targets
     n_step: int = 1                   # n-step targets (cut at termination, bootstrapped at truncation)
-    loss: str = "mse"                 # mse (0.5 td^2) | huber (diverges on CartPole)
-    huber_delta: float = 1.0          # Huber loss threshold
     target_update_every: int = 250    # env steps between target-network updates
     tau: float = 1.0                  # 1: hard target copy; < 1: one Polyak step per target update
-    network: str = "auto"             # auto (conv for image observations, else mlp) | mlp | conv
-    hidden: Sequence[int] = (120, 84)  # MLP hidden widths, e.g. 120,84
-    # memory agents (drqn, memnet)
-    cell: str = "gru"                 # recurrent cell: gru | lstm
-    memory: int = 64                  # drqn: recurrent state size; memnet: width of queries, keys and values
-    sequence_length: int = 40         # steps per replayed window, burn-in (drqn) or context (memnet) included
-    sequence_period: int = 20         # rows between the starts of replayed windows
-    burn_in: int = 8                  # window steps that only warm the stored state up (no loss, no gradient)
-    context_length: int = 32          # memnet: the observations before the current one that it reads (M; a window's first M steps are context only)
-    attention_heads: int = 4          # memnet: attention heads of the read (each uses memory / attention_heads features; must divide memory)
-    eta: float = 0.9                  # window priority: eta * max |TD| + (1 - eta) * mean |TD|
     # acting
     eps_start: float = 1.0            # exploration epsilon at the start
     eps_end: float = 0.05             # exploration epsilon after the decay
@@ -160,6 +195,112 @@ class TrainConfig(StepSchedule):
     eval_episodes: int = 10           # greedy evaluation episodes per seed
     eval_epsilon: float = 0.0         # evaluation epsilon (0: greedy)
     eval_max_steps: Optional[int] = None  # cap per evaluation episode; none: the env's own (else 1000)
+
+    def __post_init__(self):
+        agent, knobs = self.agent, self.agent_config
+        if dataclasses.is_dataclass(agent) and not isinstance(agent, type):
+            if knobs is not None:
+                raise ValueError("give the agent's config as agent= or agent_config=, not both")
+            agent, knobs = agents.name_of_config(agent), agent
+        spec = agents.get(agent)
+        if knobs is None:
+            knobs = spec.config()
+        elif type(knobs) is not spec.config:
+            raise ValueError(f"agent {agent!r} takes a {spec.config.__name__}, got agent_config "
+                             f"{type(knobs).__name__} (changing the agent? pass agent_config="
+                             f"None or the new agent's config)")
+        object.__setattr__(self, "agent", agent)
+        object.__setattr__(self, "agent_config", knobs)
+
+    @property
+    def spec(self) -> agents.AgentSpec:
+        """The registered :class:`memjax.agents.AgentSpec` of ``agent``."""
+        return agents.get(self.agent)
+
+    @property
+    def windows(self):
+        """The :class:`memjax.agents.Windows` the agent learns from, or None (transitions)."""
+        return self.spec.windows(self)
+
+    def replace(self, **values) -> "TrainConfig":
+        """A copy with ``values`` set by name: TrainConfig fields, the agent's knobs (e.g.
+        ``burn_in``), and their command-line spellings (``steps``, ``capacity``). A new
+        ``agent`` keeps the knobs it shares with the old one (e.g. ``hidden``), takes its
+        defaults for the others, then the knobs given.
+
+        Raises:
+          ValueError: a name that is neither, naming the agent that has it, if any.
+        """
+        loop, knobs = split_settings(values, self.agent if "agent" not in values
+                                     else values["agent"])
+        if "agent" in loop and "agent_config" not in loop:
+            new = agents.get(loop["agent"]) if isinstance(loop["agent"], str) else None
+            if new is not None and new.config is not type(self.agent_config):
+                shared = {f.name for f in dataclasses.fields(new.config)}
+                loop["agent_config"] = new.config(**{
+                    k: v for k, v in dataclasses.asdict(self.agent_config).items()
+                    if k in shared})
+            elif new is not None:
+                loop["agent_config"] = self.agent_config
+            else:
+                loop["agent_config"] = None
+        config = dataclasses.replace(self, **loop)
+        if knobs:
+            config = dataclasses.replace(
+                config, agent_config=dataclasses.replace(config.agent_config, **knobs))
+        return config
+
+    def settings(self) -> dict:
+        """Every setting by name, flat: the loop's fields, ``agent`` (its name) and the agent's
+        knobs, as :meth:`replace` and the command line name them."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name != "agent_config"}
+        d.update(dataclasses.asdict(self.agent_config))
+        return d
+
+    def to_dict(self) -> dict:
+        """The config as a JSON-friendly dict (tuples become lists), the agent's knobs nested
+        under ``agent`` with its ``name``: ``{"env": ..., "agent": {"name": "drqn", "burn_in":
+        8, ...}, ...}``. :meth:`from_dict` reads it back."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name not in ("agent", "agent_config")}
+        d["agent"] = {"name": self.agent, **dataclasses.asdict(self.agent_config)}
+        return _json_friendly(d)
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "config") -> "TrainConfig":
+        """A config from :meth:`to_dict`'s form, or the flat form written before agents had
+        configs of their own (knobs beside the loop's fields; knobs of other agents that such
+        files recorded are dropped), with fields or their option names (``steps``,
+        ``capacity``, dashes or underscores). Missing fields get their defaults.
+
+        Raises:
+          ValueError: an unknown name (``where`` says which file), or a bad agent.
+        """
+        values = dict(values)
+        agent = values.pop("agent", "dqn")
+        nested = values.pop("agent_config", None) or {}
+        if isinstance(agent, dict):
+            nested = {**agent}
+            agent = nested.pop("name", "dqn")
+        values = {canonical_name(k): v for k, v in values.items()}
+        spec = agents.get(agent)
+        knob_names = {f.name for f in dataclasses.fields(spec.config)}
+        own = {f.name for f in dataclasses.fields(cls)}
+        flat = {k: values.pop(k) for k in list(values) if k in knob_names and k not in own}
+        for k in list(values):
+            if k in LEGACY_AGENT_FIELDS and k not in own:
+                values.pop(k)  # another agent's knob, as flat files recorded every agent's
+        unknown = sorted(set(values) - own) + sorted(set(nested) - knob_names)
+        if unknown:
+            raise ValueError(f"{where}: unknown settings {unknown}: this memjax does not know "
+                             f"them as TrainConfig fields or agent {agent!r}'s knobs"
+                             f"{suggestions(unknown, own | knob_names)}")
+        knobs = {**flat, **nested}
+        for k, v in list(values.items()) + list(knobs.items()):
+            if isinstance(v, list):
+                (values if k in values else knobs)[k] = tuple(v)
+        return cls(agent=agent, agent_config=spec.config(**knobs), **values)
 
     @property
     def target_period(self) -> int:
@@ -213,14 +354,9 @@ class TrainConfig(StepSchedule):
         return schedule[0] + self.train_iters * sum(schedule[1])
 
     @property
-    def recurrent(self) -> bool:
-        """Whether the agent learns from windows with a stored recurrent state."""
-        return self.agent in RECURRENT_AGENTS
-
-    @property
     def windowed(self) -> bool:
-        """Whether the agent learns from windows of ``sequence_length`` steps (drqn, memnet)."""
-        return self.agent in WINDOW_AGENTS
+        """Whether the agent learns from replayed windows (its spec's ``windows``)."""
+        return self.windows is not None
 
     @property
     def storage_layout(self) -> str:
@@ -231,35 +367,28 @@ class TrainConfig(StepSchedule):
 
     @property
     def window_length(self) -> int:
-        """Steps per replayed window: ``sequence_length`` for the window agents, else
-        ``n_step``."""
-        return self.sequence_length if self.windowed else self.n_step
+        """Steps per replayed window: the agent's window length, else ``n_step``."""
+        windows = self.windows
+        return self.n_step if windows is None else windows.length
 
     def validate(self) -> "TrainConfig":
         """Raise ``ValueError`` with a clear message for invalid settings; return self."""
         self._validate_counts()
-        for name, value, kinds in (("agent", self.agent, AGENT_KINDS),
-                                   ("replay", self.replay, REPLAY_KINDS),
-                                   ("network", self.network, NETWORK_KINDS),
-                                   ("loss", self.loss, LOSS_KINDS),
+        for name, value, kinds in (("replay", self.replay, REPLAY_KINDS),
                                    ("reward_codec", self.reward_codec, REWARD_CODECS),
-                                   ("layout", self.layout, LAYOUTS),
-                                   ("cell", self.cell, CELL_KINDS)):
+                                   ("layout", self.layout, LAYOUTS)):
             if value not in kinds:
                 raise ValueError(f"{name} must be one of {kinds}, got {value!r}")
         self._validate_learner()
         self._validate_rate()
-        self._validate_recurrent()
         self._validate_storage()
-        if any((not isinstance(h, int)) or h <= 0 for h in self.hidden):
-            raise ValueError(f"hidden must be positive layer widths, got {tuple(self.hidden)!r}")
+        self.spec.validate(self)
         return self
 
     def _validate_counts(self) -> None:
         positive = ("num_envs", "total_steps", "buffer_capacity", "batch_size", "train_every",
                     "target_update_every", "eps_decay_steps", "chunk_steps", "eval_episodes",
-                    "n_step", "calibration_steps", "memory", "sequence_length",
-                    "sequence_period", "context_length", "attention_heads")
+                    "n_step", "calibration_steps")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
@@ -275,7 +404,7 @@ class TrainConfig(StepSchedule):
         self.check_schedule()
 
     def _validate_learner(self) -> None:
-        for name in ("lr", "adam_eps", "huber_delta", "priority_eps"):
+        for name in ("lr", "adam_eps", "priority_eps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.lr_end is not None and self.lr_end < 0:
@@ -305,27 +434,6 @@ class TrainConfig(StepSchedule):
             raise ValueError(f"samples_per_insert must be > 0, got {spi!r}")
         self.rate_schedule  # builds the limiter and its schedule: deadlocks, odd periods
 
-    def _validate_recurrent(self) -> None:
-        if not isinstance(self.burn_in, int) or self.burn_in < 0:
-            raise ValueError(f"burn_in must be an integer >= 0, got {self.burn_in!r}")
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {self.eta!r}")
-        if self.recurrent and self.sequence_length < self.burn_in + self.n_step:
-            raise ValueError(
-                f"agent {self.agent!r}: sequence_length ({self.sequence_length}) is shorter than "
-                f"burn_in ({self.burn_in}) + n_step ({self.n_step}): no step of a window would "
-                f"be trained; use --sequence-length {self.burn_in + self.n_step} or more")
-        if self.agent == "memnet" and self.sequence_length < self.context_length + self.n_step:
-            raise ValueError(
-                f"agent 'memnet': sequence_length ({self.sequence_length}) is shorter than "
-                f"context_length ({self.context_length}) + n_step ({self.n_step}): no step of a "
-                f"window would have its whole context; use --sequence-length "
-                f"{self.context_length + self.n_step} or more (or a shorter --context-length)")
-        if self.agent == "memnet" and self.memory % self.attention_heads:
-            raise ValueError(
-                f"agent 'memnet': attention_heads ({self.attention_heads}) must divide memory "
-                f"({self.memory}), the width the heads split")
-
     def _validate_storage(self) -> None:
         check_obs_codec(self.obs_codec)
         if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
@@ -353,10 +461,6 @@ class TrainConfig(StepSchedule):
             raise ValueError(f"sequence replay ({why}) does not support frame_stack > 1 "
                              f"(got frame_stack={self.frame_stack})")
         rows = self.buffer_capacity // self.num_envs
-        if layout == "sequence" and self.windowed and rows % self.sequence_period:
-            raise ValueError(f"agent {self.agent!r}: the buffer's {rows} rows (buffer_capacity "
-                             f"{self.buffer_capacity} / num_envs {self.num_envs}) must be a "
-                             f"multiple of sequence_period ({self.sequence_period})")
         if layout == "sequence" and self.window_length > rows:
             setting = "sequence_length" if self.windowed else "n_step"
             raise ValueError(f"{setting} ({self.window_length}) is longer than the {rows} rows of "

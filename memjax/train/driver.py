@@ -17,6 +17,7 @@ from memjax import envs
 from memjax import replay
 from memjax.train import checkpoint as checkpoint_file
 from memjax.train import devices, results, snapshots
+from memjax.train.build import observation_spec
 from memjax.train.config import TrainConfig
 from memjax.train.evaluation import episode_cap
 from memjax.train.loop import Trainer, make_train
@@ -324,13 +325,13 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
         snaps.start()
     try:
         compiled = _compile(trainer, place, k_train, k_eval)
-        return _run(trainer, place, compiled, out_dir, progress, log, snaps, start)
+        return _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed)
     finally:
         if snaps is not None:
             snaps.close()
 
 
-def _run(trainer, place, compiled, out_dir, progress, log, snaps, start) -> dict:
+def _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed) -> dict:
     state = compiled.init() if start is None else start.state
     mem = trainer.buffer.memory(state.buffer)  # all seeds; bytes_per_item is per seed
     if log is not None:
@@ -359,11 +360,14 @@ def _run(trainer, place, compiled, out_dir, progress, log, snaps, start) -> dict
     summary = _summary(trainer, place, curves, mem,
                        (compiled.seconds, train_seconds, eval_seconds), final["buffer"], sizes)
     summary["checkpoint_seconds"] = snaps.seconds if snaps is not None else 0.0
+    summary["seed"] = seed  # with "seeds" and "config": `--config summary.json` reruns the run
     if out_dir is not None and jax.process_index() == 0:
         paths = results.write_all(out_dir, summary, curves)
         if trainer.network is not None:  # the trained Q-networks, read by `memjax compress`
             paths.append(checkpoint_file.save(out_dir, trainer.config, final["agent"].params,
-                                              network=trainer.network, meta={
+                                              obs=observation_spec(trainer.env,
+                                                                   trainer.env_params),
+                                              num_actions=trainer.num_actions, meta={
                                                   "final_return_per_seed":
                                                       summary["final_return_per_seed"]}))
         if log is not None:

@@ -21,7 +21,10 @@ import numpy as np
 
 
 def config_to_dict(config) -> dict:
-    """A dataclass config as a JSON-friendly dict (tuples become lists)."""
+    """A dataclass config as a JSON-friendly dict (tuples become lists); a config with its own
+    ``to_dict`` (:class:`memjax.train.TrainConfig`: agent knobs nested) gives that."""
+    if hasattr(config, "to_dict"):
+        return config.to_dict()
     d = dataclasses.asdict(config)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 

@@ -127,15 +127,11 @@ class RunRecord:
 
 
 def _config_from_dict(d: dict, where) -> TrainConfig:
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise IncompatibleCheckpoint(f"{where}: written with TrainConfig fields this memjax "
-                                     f"does not know: {unknown}")
-    d = dict(d)
-    if isinstance(d.get("hidden"), list):
-        d["hidden"] = tuple(d["hidden"])
-    return TrainConfig(**d)
+    try:
+        return TrainConfig.from_dict(d, where=where)
+    except ValueError as e:
+        raise IncompatibleCheckpoint(f"written with settings this memjax does not know: "
+                                     f"{e}") from None
 
 
 def _check_format(d, where) -> None:
@@ -151,8 +147,8 @@ def _check_format(d, where) -> None:
 
 
 def config_differences(saved: TrainConfig, given: TrainConfig) -> list:
-    """``"name: saved -> given"`` for each TrainConfig field that differs."""
-    a, b = config_to_dict(saved), config_to_dict(given)
+    """``"name: saved -> given"`` for each setting (loop field or agent knob) that differs."""
+    a, b = saved.settings(), given.settings()
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k)]
 

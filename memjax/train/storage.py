@@ -127,17 +127,16 @@ def make_codecs(config, env, env_params) -> dict:
 
 def make_layout(config):
     """None (flat), ``memjax.replay.one_copy(num_envs, frame_stack, side_fraction)``,
-    ``memjax.replay.sequence(num_envs, length=n_step, side_fraction=...)``, or for the window
-    agents ``memjax.replay.sequence(num_envs, sequence_length, sequence_period)``, with
-    ``per_window=("carry",)`` for DRQN (its carry stored once per window; memnet stores
-    nothing but the steps: its context is the window's first ``context_length`` steps)."""
+    ``memjax.replay.sequence(num_envs, length=n_step, side_fraction=...)``, or for an agent
+    that learns from windows, the windows its spec asks for (:class:`memjax.agents.Windows`:
+    length, period, and the extras stored once per window, e.g. DRQN's carry)."""
     layout = config.storage_layout
     if layout == "flat":
         return None
-    if layout == "sequence" and config.windowed:
-        return replay.sequence(config.num_envs, length=config.sequence_length,
-                               period=config.sequence_period,
-                               per_window=("carry",) if config.recurrent else (),
+    windows = config.windows
+    if layout == "sequence" and windows is not None:
+        return replay.sequence(config.num_envs, length=windows.length, period=windows.period,
+                               per_window=tuple(windows.per_window),
                                side_fraction=config.side_fraction)
     if layout == "sequence":
         return replay.sequence(config.num_envs, length=config.n_step,
