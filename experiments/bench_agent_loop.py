@@ -1,25 +1,24 @@
-"""The DQN loop through the Agent interface vs the loop before it, in one process.
+"""This checkout's training loop against the loop of another revision, in one process.
 
-    python experiments/bench_agent_loop.py [--quick] [--seeds 1,8] [--rounds 7] [--out PATH]
-    python experiments/bench_agent_loop.py --learn [--seed-sets 0,1]   # same returns as before?
+    python experiments/bench_agent_loop.py [--before REV] [--quick] [--seeds 1,8] [--rounds 7]
+    python experiments/bench_agent_loop.py --learn [--before REV] [--seed-sets 0,1]
 
 Contenders, each with the CartPole-v1 defaults of ``TrainConfig`` (uniform and prioritized):
 
-  agent   ``memjax.train.make_train(config)``: the loop that takes any agent, DQN as an Agent
-  legacy  ``experiments/legacy_loop.py``: the DQN loop as it was before (commit b5f5dd2),
-          frozen for this comparison; the same buffers, environment and network
-  agent_n3  (information) the new loop with 3-step targets (sequence replay of windows of 3)
+  agent     ``memjax.train.make_train(config)`` of this checkout
+  before    the same of git revision ``--before`` (default ``da0a727``, the last commit before
+            agents became specs), imported beside it (``experiments/revision.py``)
+  agent_n3  (information) this checkout's loop with 3-step targets (sequence replay of windows
+            of 3)
 
 Both loops start from their own ``init`` + warm-up with the same keys, which give the same
 network, environments and buffer contents. Before timing, one chunk from those states checks
-that the two loops compute the same thing (uniform: bit-identical parameters; prioritized:
-equal up to float32 rounding of PER's beta schedule, which is now ``optax.linear_schedule``).
+that the two loops compute the same thing (identical parameters after it, for a change that
+only moves code).
 
 ``--learn`` trains both loops to the end (CartPole-v1 defaults, 8 seeds x 5e5 env steps, uniform
 and prioritized, one 8-seed set per base key in ``--seed-sets``) and reports the final greedy
-return of every seed (10 episodes each). The loops are the same algorithm, but prioritized
-replay's trajectories part after some updates (beta's float32 rounding), so their returns
-are compared as distributions over seeds, not seed by seed.
+return of every seed (10 episodes each) and whether the two loops' returns are identical.
 
 Timing follows experiments/bench_replay.py: the vmapped training chunk (``--chunk-steps`` env
 steps per seed), ``jax.jit(..., donate_argnums=0)``, compiled ahead of time (compile reported
@@ -30,7 +29,6 @@ medians of per-round ratios. Only ratios mean anything on a shared machine.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
@@ -43,14 +41,16 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(_ROOT))
 
+from memjax import train as mj_train  # noqa: E402
 from memjax.train import TrainConfig, make_train  # noqa: E402
 
-from experiments import legacy_loop  # noqa: E402
 from experiments._common import (  # noqa: E402
     LoopProgram, Side, as_carry_fn, ints, machine_info, measure, options, paired_ratio,
     positive_ints, results_path, time_stats, write_json)
+from experiments.revision import config_for, import_revision  # noqa: E402
 
-TARGET_TIME_RATIO_MAX = 1.03  # the new loop's time per step / the old one's
+TARGET_TIME_RATIO_MAX = 1.03  # this loop's time per step / the revision's
+BEFORE = "da0a727"            # the last commit before agents became specs
 
 FULL = dict(seeds=(1, 8), rounds=7, chunk_steps=1000, round_seconds=0.5)
 QUICK = dict(seeds=(1,), rounds=2, chunk_steps=200, round_seconds=0.05)
@@ -62,24 +62,30 @@ def warm_state(trainer, keys):
     return jax.jit(jax.vmap(trainer.collect))(state)[0]
 
 
+def before_trainer(before, config):
+    """The revision's ``make_train`` for the settings of ``config``."""
+    return before.train.make_train(config_for(before.train, config.settings()))
+
+
 def same_computation(new_trainer, old_trainer, new_state, old_state) -> dict:
     """One chunk of each loop from the same start: largest parameter difference."""
     new_after = jax.jit(jax.vmap(new_trainer.chunk))(new_state)[0].agent.params
-    old_after = jax.jit(jax.vmap(old_trainer.chunk))(old_state)[0].params
+    old_after = jax.jit(jax.vmap(old_trainer.chunk))(old_state)[0].agent.params
     diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
              for a, b in zip(jax.tree.leaves(new_after), jax.tree.leaves(old_after))]
     return {"max_abs_param_diff": max(diffs), "identical": max(diffs) == 0.0}
 
 
-def bench_replay_kind(replay: str, seeds: int, opts, log) -> dict:
-    cfg = dataclasses.replace(TrainConfig(), replay=replay, chunk_steps=opts["chunk_steps"])
+def bench_replay_kind(replay: str, seeds: int, opts, log, before=None) -> dict:
+    before = import_revision(BEFORE) if before is None else before
+    cfg = TrainConfig(replay=replay, chunk_steps=opts["chunk_steps"])
     keys = jax.random.split(jax.random.key(0), seeds)
-    trainers = {"agent": make_train(cfg), "legacy": legacy_loop.make_train(cfg)}
+    trainers = {"agent": make_train(cfg), "before": before_trainer(before, cfg)}
     if replay == "uniform":
-        trainers["agent_n3"] = make_train(dataclasses.replace(cfg, n_step=3))
+        trainers["agent_n3"] = make_train(cfg.replace(n_step=3))
     states = {name: warm_state(tr, keys) for name, tr in trainers.items()}
-    check = same_computation(trainers["agent"], trainers["legacy"],
-                             states["agent"], states["legacy"])
+    check = same_computation(trainers["agent"], trainers["before"],
+                             states["agent"], states["before"])
     vec_steps = cfg.chunk_iters * cfg.train_every
     programs = {}
     for name, tr in trainers.items():
@@ -93,7 +99,8 @@ def bench_replay_kind(replay: str, seeds: int, opts, log) -> dict:
            "steps_per_s": {k: round(seeds * cfg.num_envs / v, 1) for k, v in med.items()},
            "us_per_vector_step": {k: time_stats(v) for k, v in times.items()},
            "compile_s": {k: round(p.lower_s + p.compile_s, 2) for k, p in programs.items()},
-           "time_ratio_agent_over_legacy": paired_ratio(times["agent"], times["legacy"])}
+           "before": before.__name__.removeprefix("memjax_"),
+           "time_ratio_agent_over_before": paired_ratio(times["agent"], times["before"])}
     if "agent_n3" in times:
         row["time_ratio_n3_over_n1"] = paired_ratio(times["agent_n3"], times["agent"])
     log(format_row(row))
@@ -105,29 +112,30 @@ def format_row(row) -> str:
     n3 = (f", 3-step {sps['agent_n3']:,.0f} ({row['time_ratio_n3_over_n1']:.3f}x time of 1-step)"
           if "agent_n3" in sps else "")
     same = row["same_computation"]
-    return (f"  {row['replay']:11} x{row['seeds']}: agent loop {sps['agent']:,.0f} steps/s, "
-            f"legacy {sps['legacy']:,.0f}; time agent/legacy {row['time_ratio_agent_over_legacy']:.3f}"
+    return (f"  {row['replay']:11} x{row['seeds']}: this loop {sps['agent']:,.0f} steps/s, "
+            f"{row['before']} {sps['before']:,.0f}; time this/{row['before']} "
+            f"{row['time_ratio_agent_over_before']:.3f}"
             f"{n3}; one chunk: params {'identical' if same['identical'] else 'max diff %.1e' % same['max_abs_param_diff']}")
 
 
 def markdown(rows) -> str:
-    lines = ["| replay | seeds | agent loop steps/s | legacy steps/s | time agent / legacy | "
+    lines = ["| replay | seeds | this loop steps/s | before steps/s | time this / before | "
              "params after one chunk |", "|---|---:|---:|---:|---:|---|"]
     for r in rows:
         same = r["same_computation"]
         lines.append(f"| {r['replay']} | {r['seeds']} | {r['steps_per_s']['agent']:,.0f} | "
-                     f"{r['steps_per_s']['legacy']:,.0f} | {r['time_ratio_agent_over_legacy']:.3f} | "
+                     f"{r['steps_per_s']['before']:,.0f} | {r['time_ratio_agent_over_before']:.3f} | "
                      + ("identical |" if same["identical"]
                         else f"max diff {same['max_abs_param_diff']:.1e} |"))
     return "\n".join(lines)
 
 
-def learn_comparison(seed_sets, seeds: int, log) -> list:
+def learn_comparison(seed_sets, seeds: int, log, before) -> list:
     """Whole runs of both loops: one row per (replay, base key, loop) with per-seed returns."""
     rows = []
     for replay in ("uniform", "prioritized"):
-        cfg = dataclasses.replace(TrainConfig(), replay=replay)
-        loops = {"agent": make_train(cfg), "legacy": legacy_loop.make_train(cfg)}
+        cfg = TrainConfig(replay=replay)
+        loops = {"agent": make_train(cfg), "before": before_trainer(before, cfg)}
         for base in seed_sets:
             keys = jax.random.split(jax.random.key(base), seeds)
             for name, trainer in loops.items():
@@ -147,7 +155,7 @@ def learn_markdown(rows) -> str:
     lines = ["| replay | loop | seeds | final greedy return, mean | seeds at 500 | lowest seed |",
              "|---|---|---:|---:|---:|---:|"]
     for replay in ("uniform", "prioritized"):
-        for loop in ("agent", "legacy"):
+        for loop in ("agent", "before"):
             per_seed = [x for r in rows if r["replay"] == replay and r["loop"] == loop
                         for x in r["per_seed"]]
             if per_seed:
@@ -156,12 +164,24 @@ def learn_markdown(rows) -> str:
     return "\n".join(lines)
 
 
+def identical_returns(rows) -> dict:
+    """replay -> whether both loops gave the same per-seed returns for every base key."""
+    out = {}
+    for replay in ("uniform", "prioritized"):
+        runs = {(r["base_key"], r["loop"]): r["per_seed"] for r in rows if r["replay"] == replay}
+        keys = {k for k, _ in runs}
+        out[replay] = all(runs.get((k, "agent")) == runs.get((k, "before")) for k in keys)
+    return out
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a few seconds: smoke test")
     p.add_argument("--seeds", type=positive_ints, default=None, help="seed counts, e.g. 1,8")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--chunk-steps", type=int, default=None)
+    p.add_argument("--before", default=BEFORE,
+                   help=f"the git revision to compare with (default {BEFORE})")
     p.add_argument("--learn", action="store_true",
                    help="train both loops to the end and compare the returns")
     p.add_argument("--seed-sets", type=ints, default=(0, 1),
@@ -175,10 +195,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     opts = options(args, QUICK, FULL, ("seeds", "rounds", "chunk_steps"))
     t0 = time.perf_counter()
+    before = import_revision(args.before)
     if args.learn:
-        rows = learn_comparison(args.seed_sets, 8, print)
+        rows = learn_comparison(args.seed_sets, 8, print, before)
         print(learn_markdown(rows))
-        doc = {"benchmark": "bench_agent_loop --learn", "rows": rows, "machine": machine_info(),
+        same = identical_returns(rows)
+        print("identical per-seed returns: " + ", ".join(f"{k}: {v}" for k, v in same.items()))
+        doc = {"benchmark": "bench_agent_loop --learn", "before": args.before, "rows": rows,
+               "identical_returns": same, "machine": machine_info(),
                "wall_seconds": round(time.perf_counter() - t0, 1)}
         out = args.out or results_path("agent_loop_learn")
         write_json(doc, out)
@@ -186,11 +210,12 @@ def main(argv=None) -> int:
     rows = []
     for seeds in opts["seeds"]:
         for replay in ("uniform", "prioritized"):
-            rows.append(bench_replay_kind(replay, seeds, opts, print))
-    worst = max(r["time_ratio_agent_over_legacy"] for r in rows)
+            rows.append(bench_replay_kind(replay, seeds, opts, print, before))
+    worst = max(r["time_ratio_agent_over_before"] for r in rows)
     verdict = "MET" if worst <= TARGET_TIME_RATIO_MAX else "NOT MET"
     print(markdown(rows))
-    print(f"target: agent loop time <= {TARGET_TIME_RATIO_MAX}x legacy: {verdict} (worst {worst:.3f})")
+    print(f"target: this loop's time <= {TARGET_TIME_RATIO_MAX}x {args.before}'s: {verdict} "
+          f"(worst {worst:.3f})")
     doc = {"benchmark": "bench_agent_loop", "options": opts, "rows": rows,
            "target": {"time_ratio_max": TARGET_TIME_RATIO_MAX, "worst": worst, "met": worst <= TARGET_TIME_RATIO_MAX},
            "machine": machine_info(), "wall_seconds": round(time.perf_counter() - t0, 1)}

@@ -49,6 +49,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(_ROOT))
 
+from memjax.agents import DQNConfig  # noqa: E402
 from memjax.train import TrainConfig, make_train, snapshots  # noqa: E402
 from memjax.train import driver  # noqa: E402
 
@@ -64,7 +65,8 @@ CASES = {
 }
 QUICK_CASES = {
     "cartpole": (TrainConfig(num_envs=4, total_steps=4_000, buffer_capacity=1_000,
-                             learning_starts=1_000, chunk_steps=1_000, hidden=(16,)), 2),
+                             learning_starts=1_000, chunk_steps=1_000,
+                             agent=DQNConfig(hidden=(16,))), 2),
 }
 
 

@@ -133,8 +133,7 @@ def buffer_ops(trainer, length: int):
 
 
 def make_config(env: str, kind: str, chunk_steps: int) -> mj_train.TrainConfig:
-    return dataclasses.replace(mj_train.TrainConfig(agent="drqn", env=env, replay=kind),
-                               chunk_steps=int(chunk_steps))
+    return mj_train.TrainConfig(agent="drqn", env=env, replay=kind, chunk_steps=int(chunk_steps))
 
 
 def bench_seeds(S: int, env: str, kinds, opts) -> dict:

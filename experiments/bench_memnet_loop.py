@@ -60,7 +60,7 @@ def bench(env: str, seeds: int, rounds: int, chunk_steps: int, round_seconds: fl
     for name, settings in SIDES.items():
         cfg = mj_train.TrainConfig(env=env, chunk_steps=chunk_steps,
                                    total_steps=BASE["learning_starts"] + 10 * chunk_steps,
-                                   **BASE, **settings)
+                                   **BASE).replace(**settings)
         trainer = mj_train.make_train(cfg)
         t0 = time.perf_counter()
         state = jax.block_until_ready(

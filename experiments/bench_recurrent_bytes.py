@@ -82,16 +82,17 @@ def r2d2_example(example: dict) -> dict:
 
 def measure(env: str, cell: str, dtype: str) -> dict:
     """Bytes per stored step of the three stores for one environment, cell and carry dtype."""
-    cfg = mj_train.TrainConfig(agent="drqn", env=env, cell=cell)
+    cfg = mj_train.TrainConfig(agent=mj.agents.DRQNConfig(cell=cell), env=env)
     trainer = mj_train.make_train(cfg)
     example = trainer.example
     codecs = carry_codecs(dtype)
     cap, E = cfg.buffer_capacity, cfg.num_envs
     ours = make_buffer(cfg, codecs=codecs)
-    layout = mj.replay.sequence(E, length=cfg.sequence_length, period=cfg.sequence_period,
+    knobs = cfg.agent_config
+    layout = mj.replay.sequence(E, length=knobs.sequence_length, period=knobs.sequence_period,
                                 per_window=(), side_fraction=cfg.side_fraction)
     every = mj.replay.uniform(cap, codecs=codecs, layout=layout)
-    r2d2_cfg = dataclasses.replace(cfg, sequence_length=R2D2_LENGTH, sequence_period=R2D2_PERIOD)
+    r2d2_cfg = cfg.replace(sequence_length=R2D2_LENGTH, sequence_period=R2D2_PERIOD)
     ours_r2d2 = make_buffer(r2d2_cfg, codecs=codecs)
     r2d2 = mj.replay.uniform(cap // R2D2_PERIOD, codecs=codecs)
     stores = {"ours": report(ours, example), "every_step": report(every, example),
@@ -100,10 +101,10 @@ def measure(env: str, cell: str, dtype: str) -> dict:
     stores["r2d2"] = (carry / R2D2_PERIOD, total / R2D2_PERIOD)  # per item -> per new step
     carry_raw = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(example["carry"]))
     return {
-        "env": env, "cell": cell, "carry_dtype": dtype, "memory": cfg.memory,
+        "env": env, "cell": cell, "carry_dtype": dtype, "memory": knobs.memory,
         "carry_shape": list(example["carry"].shape), "carry_bytes_raw_float32": carry_raw,
-        "capacity_steps": cap, "num_envs": E, "sequence_length": cfg.sequence_length,
-        "sequence_period": cfg.sequence_period,
+        "capacity_steps": cap, "num_envs": E, "sequence_length": knobs.sequence_length,
+        "sequence_period": knobs.sequence_period,
         "state_bytes_per_step": {k: round(v[0], 3) for k, v in stores.items()},
         "all_bytes_per_step": {k: round(v[1], 3) for k, v in stores.items()},
         "state_every_step_over_ours": round(stores["every_step"][0] / stores["ours"][0], 2),
@@ -116,7 +117,7 @@ def measure(env: str, cell: str, dtype: str) -> dict:
 
 def allocated_check(env: str, cell: str) -> dict:
     """Allocate DRQN's real buffer once: its memory report must equal the eval_shape one."""
-    cfg = mj_train.TrainConfig(agent="drqn", env=env, cell=cell)
+    cfg = mj_train.TrainConfig(agent=mj.agents.DRQNConfig(cell=cell), env=env)
     trainer = mj_train.make_train(cfg)
     buf = trainer.buffer
     planned = buf.memory(jax.eval_shape(buf.init, trainer.example)).total_bytes

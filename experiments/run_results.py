@@ -87,14 +87,17 @@ def _replays(text: str) -> list:
 
 
 def _field_value(name: str, text: str):
-    """Parse ``text`` for TrainConfig field ``name`` from the field's annotated type."""
+    """Parse ``text`` for setting ``name`` (a TrainConfig field or a DQNConfig knob) from the
+    field's annotated type."""
+    from memjax.agents import DQNConfig
     from memjax.train import TrainConfig
 
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    if name not in fields:
+    hints = {**typing.get_type_hints(DQNConfig), **typing.get_type_hints(TrainConfig)}
+    fields = [f.name for cls in (TrainConfig, DQNConfig) for f in dataclasses.fields(cls)]
+    if name not in fields or name == "agent_config":
         raise argparse.ArgumentTypeError(
-            f"--set: TrainConfig has no field {name!r}; fields: {', '.join(fields)}")
-    hint = typing.get_type_hints(TrainConfig)[name]
+            f"--set: no setting {name!r}; TrainConfig and DQNConfig have: {', '.join(fields)}")
+    hint = hints[name]
     t = text.strip()
     if t.lower() == "none" and type(None) in typing.get_args(hint):
         return None
@@ -174,7 +177,7 @@ def config_for(args, replay: str):
             raise ValueError(f"--set expects NAME=VALUE, got {item!r}")
         name, value = item.split("=", 1)
         kw[name.strip()] = _field_value(name.strip(), value)
-    return dataclasses.replace(TrainConfig(), **kw).validate()
+    return TrainConfig().replace(**kw).validate()
 
 
 def reproduce_command(args, replay: str) -> str:
@@ -343,7 +346,9 @@ def _settings(config: dict) -> str:
     from memjax.train import TrainConfig
     from memjax.train.results import config_to_dict
 
-    default = config_to_dict(TrainConfig())
+    default = TrainConfig().settings()
+    config = {**config, **config["agent"], "agent": config["agent"]["name"]} \
+        if isinstance(config.get("agent"), dict) else config
     skip = {"env", "replay", "total_steps"}
     diff = [f"{k}={config[k]}" for k in config
             if k not in skip and k in default and config[k] != default[k]]

@@ -71,6 +71,22 @@ def chosen_agent(argv) -> str:
     return "dqn"
 
 
+def _check_agent_options(argv, parser) -> None:
+    """One clear line for a knob of another agent than the one the command line trains (e.g.
+    ``--burn-in`` without ``--agent drqn``), instead of argparse's "unrecognized arguments"."""
+    if argv[:1] != ["train"]:
+        return
+    from memjax.cli_config import agent_options
+
+    agent, owners = chosen_agent(argv), agent_options()
+    for token in argv[1:]:
+        option = token.split("=", 1)[0]
+        if option in owners and agent not in owners[option]:
+            others = " or ".join(owners[option])
+            parser.error(f"{option} is a setting of agent {others}: add --agent "
+                         f"{owners[option][0]}")
+
+
 def _add_train_options(t, agent: str = "dqn") -> None:
     """The run's own options; every TrainConfig field and the agent's knobs come from
     memjax.cli_config."""
@@ -394,6 +410,7 @@ def main(argv=None) -> int:
         joined = _join_run(argv)
         try:
             parser = build_parser(argv)
+            _check_agent_options(argv, parser)
             args = parser.parse_args(argv)
             args.argv = argv   # `--processes N` starts N copies of this command line
             if args.command == "compress":

@@ -280,7 +280,8 @@ def test_trained_model_checkpoint_rebuilds_the_memory_network(tmp_path, net):
 
     network, params, _ = net
     config = QUICK.replace(context_length=M, hidden=(8, 6), memory=D, attention_heads=G)
-    checkpoint.save(tmp_path, config, params, stacked=False)
+    checkpoint.save(tmp_path, config, params, stacked=False, num_actions=network.num_actions,
+                    obs=jax.ShapeDtypeStruct(network.obs_shape, network.obs_dtype))
     loaded = checkpoint.load(tmp_path)
     assert loaded.meta["agent"] == "memnet"
     assert loaded.network() == network.clone(obs_dtype=np.dtype(np.float32))
