@@ -80,6 +80,16 @@ def test_every_public_name_is_documented(site):
     assert not missing, f"public names without an entry in the reference: {missing}"
 
 
+def test_guide_pages_show_the_repository_files_they_link(site):
+    """docs/results.md links ../experiments/results/*.png (the path that works on GitHub); the
+    site serves the file and the page's image points at it."""
+    html = (site / "results" / "index.html").read_text()
+    images = re.findall(r'src="\.\./(experiments/results/[^"]+\.png)"', html)
+    assert images, "no plot on the results page"
+    for image in images:
+        assert (site / image).is_file(), image
+
+
 def test_home_page_is_the_readme(site):
     html = (site / "index.html").read_text()
     text = unescape(re.sub(r"<[^>]+>", "", html))
@@ -99,6 +109,9 @@ BROKEN = {
         "no_such_name"),
     "a README link to a missing file": (
         "README.md", "\n[gone](experiments/no_such_file.png)\n", "no_such_file.png"),
+    "a guide page's link to a missing repository file": (
+        "docs/results.md", "\n![gone](../experiments/results/no_such_plot.png)\n",
+        "no_such_plot.png"),
 }
 
 

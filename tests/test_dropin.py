@@ -5,12 +5,9 @@
 - ``buf.replace(init=jax.jit(buf.init), ...)``, PureJaxRL's idiom for flashbax buffers.
 - Under jit, sampling a buffer with nothing to draw gives weights and probabilities 0 (never
   NaN) and indices -1, which ``update`` ignores, for every layout; eager calls still raise.
-- The README's own-loop example (a ``jit(vmap(train))`` DQN on the one-copy layout with PER)
-  runs as written and learns.
+- The docs' own-loop example (docs/replay.md: a ``jit(vmap(train))`` DQN on the one-copy
+  layout with PER) runs as written and learns.
 """
-
-import re
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +16,8 @@ import pytest
 
 import memjax as mj
 from memjax.replay.base import ReplayBuffer
+
+import doc_blocks
 
 FACTORIES = {"uniform": mj.replay.uniform, "prioritized": mj.replay.prioritized}
 NUM_ENVS = 2
@@ -162,21 +161,20 @@ def test_prioritized_with_every_priority_zero(layout):
     assert_nothing_drawn(sample)
 
 
-# ---------------------------------------------------------------------- the README's loop
-
-README = Path(__file__).resolve().parent.parent / "README.md"
+# ------------------------------------------------------------- the docs' own-loop example
 
 
-def readme_own_loop() -> str:
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-              if "jax.vmap(make_train())" in b]
-    assert len(blocks) == 1, "the README's own-loop example is missing"
+def own_loop_example() -> doc_blocks.Block:
+    """The own-loop DQN example, wherever it is (docs/replay.md today)."""
+    blocks = [b for b in doc_blocks.all_blocks() if doc_blocks.OWN_LOOP in b.code]
+    assert len(blocks) == 1, "the own-loop example is missing from README.md and docs/"
     return blocks[0]
 
 
-def test_readme_own_loop_runs_and_learns():
+def test_docs_own_loop_runs_and_learns():
+    example = own_loop_example()
     namespace = {}
-    exec(compile(readme_own_loop(), "README.md own-loop example", "exec"), namespace)
+    exec(compile(example.code, f"{example.path} own-loop example", "exec"), namespace)
     runner, finished, loss = namespace["runner"], namespace["finished"], namespace["loss"]
     buf, steps = namespace["buf"], namespace["STEPS"]
     assert finished.shape == (2, steps, namespace["NUM_ENVS"])

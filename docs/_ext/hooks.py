@@ -1,8 +1,12 @@
-"""MkDocs hooks for the pages that show README.md (it stays the one source).
+"""MkDocs hooks: README.md is the home page, and the guide pages link repository files.
 
-* ``on_files``: the repository files README.md links to (plots, result tables, source files)
-  are served at the same relative paths, so its links and images work on the site. A README
-  link to a file that does not exist stays broken, and ``--strict`` fails on it.
+* ``on_files``: the repository files that README.md or a page under ``docs/`` links to (plots,
+  result tables, source files) are served at their paths in the repository, so the links and
+  images work on the site as on GitHub. A link to a file that does not exist stays broken, and
+  ``--strict`` fails on it.
+* ``on_page_markdown``: a page's links to such files (``../experiments/results/x.png`` from
+  ``docs/results.md``, the path that works on GitHub) are rewritten to where the site serves
+  them.
 * A Markdown tree processor rewrites README links into ``docs/`` (``docs/reference/replay.md``)
   to the page they name. README.md is only included in pages at the top of ``docs/``, where
   its other relative links already work.
@@ -45,7 +49,10 @@ def linked_files(markdown: Path, found: set, docs_dir: Path) -> set:
 
 def on_files(files, config):
     docs_dir = Path(os.path.normpath(config["docs_dir"]))
-    for path in sorted(linked_files(README, set(), docs_dir)):
+    found = linked_files(README, set(), docs_dir)
+    for page in sorted(docs_dir.rglob("*.md")):
+        linked_files(page, found, docs_dir)
+    for path in sorted(found):
         uri = path.relative_to(ROOT).as_posix()
         if files.get_file_from_path(uri) is None:
             files.append(File(uri, str(ROOT), config["site_dir"], config["use_directory_urls"]))
@@ -71,8 +78,23 @@ def readme_section(heading: str) -> str:
     return "\n".join(lines[start:])
 
 
+def _site_link(match, page, docs_dir: Path) -> str:
+    """A page's link to a repository file outside ``docs/`` -> the path the site serves it at,
+    relative to the page."""
+    target = match[1]
+    if "://" in target or target.startswith(("/", "mailto:")):
+        return match[0]
+    path = Path(os.path.normpath(Path(page.file.abs_src_path).parent / target))
+    if not (path.is_file() and ROOT in path.parents and docs_dir not in path.parents):
+        return match[0]
+    uri = path.relative_to(ROOT).as_posix()
+    return "](" + os.path.relpath(uri, os.path.dirname(page.file.src_uri) or ".")
+
+
 def on_page_markdown(markdown, page, config, files):
-    return SECTION.sub(lambda m: readme_section(m[1]), markdown)
+    markdown = SECTION.sub(lambda m: readme_section(m[1]), markdown)
+    docs_dir = Path(os.path.normpath(config["docs_dir"]))
+    return LINK.sub(lambda m: _site_link(m, page, docs_dir), markdown)
 
 
 class _DocsLinks(Treeprocessor):
