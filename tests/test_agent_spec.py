@@ -326,3 +326,28 @@ def test_runs_of_before_agent_specs_rerun_bit_for_bit(agent, seed, tmp_path):
                      str(seed), "--out", str(out), "--no-progress",
                      "--checkpoint-every", "0"]) == 0
     assert (out / "returns.csv").read_text() == (LEGACY / agent / "returns.csv").read_text()
+
+
+def test_installed_packages_register_agents_through_entry_points(monkeypatch):
+    from importlib import metadata
+
+    from memjax.agents import spec as spec_module
+
+    class Point:
+        name = "entrydqn"
+
+        def load(self):
+            return agents.get("dqn")._replace(name="entrydqn")
+
+    def entry_points(group):
+        assert group == "memjax.agents"
+        return [Point()]
+
+    monkeypatch.setattr(metadata, "entry_points", entry_points)
+    monkeypatch.setattr(spec_module, "_entry_points_loaded", False)
+    try:
+        assert agents.get("entrydqn").config is agents.DQNConfig
+        assert "entrydqn" in agents.names()
+        assert TrainConfig(agent="entrydqn").agent_config == agents.DQNConfig()
+    finally:
+        agents.unregister("entrydqn")

@@ -41,6 +41,7 @@ from memjax.agents.spec import (
     QNetworkConfig,
     Windows,
     get,
+    load_entry_points,
     name_of_config,
     names,
     register,
@@ -50,6 +51,7 @@ from memjax.agents.window_learning import WindowConfig, window_learner, window_n
 
 __all__ = [
     "AgentSpec", "Windows", "register", "get", "names", "name_of_config", "unregister",
+    "load_entry_points",
     "QNetworkConfig", "WindowConfig", "DQNConfig", "DRQNConfig", "MemnetConfig",
     "DQN", "DRQN", "MEMNET",
     "Agent", "no_carry", "DQNState", "make_dqn", "gradient_step",

@@ -173,8 +173,36 @@ def register(spec: AgentSpec, *, replace: bool = False) -> AgentSpec:
     return spec
 
 
+ENTRY_POINTS = "memjax.agents"
+"""The entry-point group of installed packages' agents: each entry point names a module that
+registers its agents when imported, or an :class:`AgentSpec` object, which is registered."""
+_entry_points_loaded = False
+
+
+def load_entry_points() -> None:
+    """Register the agents of installed packages (the ``memjax.agents`` entry points), once.
+    A package declares one in its pyproject.toml::
+
+        [project.entry-points."memjax.agents"]
+        widedqn = "my_package.agents:WIDE_DQN"    # an AgentSpec, or a module that registers
+    """
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINTS):
+        loaded = point.load()
+        if isinstance(loaded, AgentSpec) and loaded.name not in _REGISTRY:
+            register(loaded)
+
+
 def get(name: str) -> AgentSpec:
-    """The spec registered as ``name``; ``ValueError`` naming the registered agents."""
+    """The spec registered as ``name`` (installed packages' entry points included);
+    ``ValueError`` naming the registered agents."""
+    if name not in _REGISTRY:
+        load_entry_points()
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
@@ -182,7 +210,9 @@ def get(name: str) -> AgentSpec:
 
 
 def names() -> tuple:
-    """The registered agents' names, in the order they were registered."""
+    """The registered agents' names, in the order they were registered (installed packages'
+    entry points included)."""
+    load_entry_points()
     return tuple(_REGISTRY)
 
 
@@ -202,4 +232,5 @@ def unregister(name: str) -> Optional[AgentSpec]:
 
 
 __all__ = ["AgentSpec", "Windows", "QNetworkConfig", "register", "get", "names",
+           "load_entry_points", "ENTRY_POINTS",
            "name_of_config", "unregister", "positive_ints", "q_learning_settings"]
