@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import io
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -32,11 +33,20 @@ def _rewrite(source: str, package: str) -> str:
 
 def import_revision(revision: str, root: Path = ROOT):
     """The ``memjax`` package of git ``revision`` (of the repository at ``root``), imported as
-    ``memjax_<revision>``.
+    ``memjax_<revision>``; or, when ``revision`` is a folder holding a ``memjax/`` package (a
+    revision extracted beforehand, for a machine without the git history), that package,
+    imported as ``memjax_<folder name>``.
 
     Raises:
-      ValueError: ``revision`` is not a commit of that repository.
+      ValueError: ``revision`` is neither.
     """
+    if (Path(revision) / "memjax" / "__init__.py").is_file():
+        package = f"memjax_{Path(revision).resolve().name}"
+        if package in sys.modules:
+            return sys.modules[package]
+        folder = Path(tempfile.mkdtemp(prefix="memjax-revision-"))
+        shutil.copytree(Path(revision) / "memjax", folder / package)
+        return _import_renamed(folder, package)
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", f"{revision}^{{commit}}"],
                                 cwd=root, capture_output=True, text=True, check=True).stdout.strip()
@@ -51,6 +61,11 @@ def import_revision(revision: str, root: Path = ROOT):
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
     (folder / "memjax").rename(folder / package)
+    return _import_renamed(folder, package)
+
+
+def _import_renamed(folder: Path, package: str):
+    """Import ``folder/package`` (a copy of ``memjax/``) after rewriting its imports."""
     for path in (folder / package).rglob("*.py"):
         path.write_text(_rewrite(path.read_text(), package))
     sys.path.insert(0, str(folder))
