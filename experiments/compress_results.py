@@ -65,13 +65,13 @@ def run_env(env: str, episodes: int, methods=None, distill_steps=None, epsilon: 
             extra_epsilon=None):
     from memjax.train import checkpoint
     from memjax.compress import pipeline
-    from memjax.compress.distill import DistillConfig
+    from memjax.compress.distill import distill_train_config
     from memjax.train.results import json_safe as _clean
 
     ck = checkpoint.load(TEACHERS / env)
     steps = distill_steps or DISTILL_STEPS.get(env, 200_000)
-    dcfg = DistillConfig(total_steps=steps, chunk_steps=min(20_000, steps),
-                         buffer_capacity=50_000)
+    dcfg = distill_train_config(total_steps=steps, chunk_steps=min(20_000, steps),
+                                buffer_capacity=50_000)
     t0 = time.perf_counter()
     commit = git_state(short=True)["memjax_commit"] or "unknown"
     if extra_epsilon is None:
@@ -85,7 +85,7 @@ def run_env(env: str, episodes: int, methods=None, distill_steps=None, epsilon: 
         "env": env, "seeds": ctx.seeds, "episodes_per_seed": episodes, "epsilon": epsilon,
         "teacher_command": COMMANDS.get(env), "teacher_summary_return":
             ck.meta.get("final_return_per_seed"),
-        "distill_config": {k: getattr(dcfg, k) for k in dcfg.__dataclass_fields__},
+        "distill_config": dcfg.to_dict(),
         "agreement_states": int(np.prod(ctx.states.shape[1:2])),
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "memjax_commit": commit, "wall_seconds": time.perf_counter() - t0,

@@ -351,3 +351,16 @@ def test_installed_packages_register_agents_through_entry_points(monkeypatch):
         assert TrainConfig(agent="entrydqn").agent_config == agents.DQNConfig()
     finally:
         agents.unregister("entrydqn")
+
+
+def test_a_knob_named_like_a_loop_field_is_refused():
+    @dataclasses.dataclass(frozen=True)
+    class Clashing:
+        gamma: float = 0.5            # would shadow TrainConfig.gamma
+
+    agents.register(agents.get("dqn")._replace(name="clashing", config=Clashing))
+    try:
+        with pytest.raises(ValueError, match=r"knobs \['gamma'\] have the names of TrainConfig"):
+            TrainConfig(agent="clashing")
+    finally:
+        agents.unregister("clashing")

@@ -151,9 +151,10 @@ def register(spec: AgentSpec, *, replace: bool = False) -> AgentSpec:
       ``spec``.
 
     Raises:
-      ValueError: an empty name, a name taken (without ``replace``), a config that is not a
-        frozen dataclass with defaults for every field, or a knob whose name is also a
-        :class:`memjax.train.TrainConfig` field (a knob must have one meaning).
+      ValueError: an empty name, a name taken (without ``replace``), or a config that is not
+        a dataclass with defaults for every field. (A knob whose name is also a
+        :class:`memjax.train.TrainConfig` field is refused when a TrainConfig takes the
+        agent: a setting must have one meaning.)
     """
     if not isinstance(spec, AgentSpec):
         raise ValueError(f"register: expected an AgentSpec, got {type(spec).__name__}")
@@ -219,6 +220,7 @@ def names() -> tuple:
 def name_of_config(agent_config) -> str:
     """The name of the first registered agent whose config class ``agent_config`` is an
     instance of (exactly that class); ``ValueError`` when none is."""
+    load_entry_points()
     for spec in _REGISTRY.values():
         if type(agent_config) is spec.config:
             return spec.name

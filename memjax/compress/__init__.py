@@ -17,7 +17,8 @@ sh = mjc.share(params, k=16)                     # k-means codebook + 4-bit indi
 tx = mjc.gradual_pruning(optax.adam(1e-3), 0.9, begin_step=0, end_step=10_000)
 ```
 
-Distillation (:func:`make_distill`) trains a smaller student from a teacher acting in the
+Distillation (:func:`make_distill_agent`, an agent of the one training loop, registered as
+``memjax train --agent distill``) trains a smaller student from a teacher acting in the
 gymnax environment; ``memjax compress`` (:mod:`memjax.compress.cli`) runs it all from a
 checkpoint.
 """
@@ -26,8 +27,15 @@ from memjax.compress.core import (LowRank, QTensor, Shared, SparseTensor, apply,
                                   count_params, decompress, deserialize, intercept,
                                   is_compressed, kernel_bytes, layers, map_kernels, nbytes,
                                   serialize, weight_bytes)
-from memjax.compress.distill import (DistillConfig, Distiller, distill_loss, make_distill,
-                                     run_distill)
+from memjax.compress.distill import (
+    DistillConfig,
+    DistillState,
+    distill_loss,
+    distill_train_config,
+    make_distill_agent,
+    run_distill,
+    with_teacher,
+)
 from memjax.compress.evaluate import agreement, evaluate, visited_states
 from memjax.compress.low_rank import choose_ranks, factor, low_rank, rank_for_energy
 from memjax.compress.prune import (PruningState, cubic_schedule, gradual_pruning, keep_masks,
@@ -43,7 +51,8 @@ __all__ = [
     "PruningState", "to_sparse", "sparse_tensor", "sparsity_of",
     "low_rank", "factor", "choose_ranks", "rank_for_energy",
     "share", "kmeans_1d",
-    "DistillConfig", "Distiller", "make_distill", "distill_loss", "run_distill",
+    "DistillConfig", "DistillState", "make_distill_agent", "distill_train_config",
+    "distill_loss", "run_distill", "with_teacher",
     "evaluate", "visited_states", "agreement",
     "apply", "intercept", "decompress", "layers", "map_kernels", "serialize", "deserialize",
     "nbytes", "weight_bytes", "kernel_bytes", "count_params", "count_nonzero",

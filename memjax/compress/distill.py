@@ -1,78 +1,89 @@
-"""Policy distillation (Rusu et al., 2016): train a smaller student Q-network to match a
-teacher's policy, on states the teacher visits in the gymnax environment.
+"""Policy distillation (Rusu et al., 2016) as an agent of the one training loop: a smaller
+student Q-network learns to match a teacher's policy on the states the teacher visits.
 
 The loss is ``KL(softmax(q_teacher / tau) || softmax(q_student))`` averaged over a batch,
-``tau = 0.01`` by default (a sharpened teacher, as in the paper). Everything runs in one fused
-program, like :mod:`memjax.train`: the teacher acts epsilon-greedily in ``num_envs`` vectorised
-environments, its observations go into a ``memjax.replay.uniform`` buffer, and every
-``train_every`` vector steps the student takes one optimizer step on a sampled batch (the
-teacher's Q-values are recomputed on the batch, so the buffer stores observations only).
-All functions are pure and vmap over seeds (one teacher per seed):
+``tau = 0.01`` by default (a sharpened teacher, as in the paper). The agent acts with the
+teacher (epsilon-greedy, for state coverage) and is evaluated greedily with the student; its
+replay stores what the loop stores and its ``learn`` recomputes the teacher's Q-values on the
+sampled observations. It is registered as ``"distill"`` (an entry point of memjax's own
+package, exactly as an installed package registers its agents), so it trains through
+``memjax train``::
+
+    memjax train --agent distill --teacher runs/cartpole --hidden 32,32 --steps 200000
+
+and through :func:`memjax.train.make_train` / :func:`run_distill` from Python, where each seed
+may distil its own teacher (``memjax compress`` does):
 
 ```python
-d = make_distill(teacher_net, student_net, env, env_params, DistillConfig())
-state = jax.vmap(d.init)(keys, teacher_params)             # or student_params=...
-state, metrics = jax.jit(jax.vmap(d.train_chunks))(state)  # all chunks
+config = distill_train_config(DistillConfig(hidden=(32, 32)), env="CartPole-v1")
+agent = make_distill_agent(teacher_net, student_net, make_optimizer(config))
+trainer = make_train(config, agent=agent)
+student_params, metrics = run_distill(trainer, keys, teacher_params)   # [S, ...]
 ```
-
-``tx`` may be any optax transformation, e.g. :func:`memjax.compress.gradual_pruning` to prune
-a copy of the teacher while distilling into it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+import time
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
-from memjax.train.config import StepSchedule
+from memjax.agents import Agent, AgentSpec, epsilon_greedy, no_carry
+from memjax.agents.spec import positive_ints
+from memjax.agents.networks import ConvQNetwork, MLPQNetwork, network_kind
+from memjax.train.config import TrainConfig
+
+NAME = "distill"
 
 
 @dataclasses.dataclass(frozen=True)
-class DistillConfig(StepSchedule):
-    """The settings of a distillation run.
+class DistillConfig:
+    """The distillation agent's knobs: the teacher, the loss temperature, the acting teacher's
+    exploration and the student's network. The schedule (steps, buffer, batch, learning rate)
+    is :class:`memjax.train.TrainConfig`'s; :func:`distill_train_config` gives the defaults
+    distillation runs with."""
 
-    Step counts are environment steps (vector steps x ``num_envs``) per seed; the schedule
-    properties come from ``memjax.train.config.StepSchedule`` (distillation runs the
-    ``num_chunks`` whole chunks and drops the remainder). ``validate()`` raises ``ValueError`` for
-    bad settings.
-    """
-
-    tau: float = 0.01                 # teacher temperature
-    num_envs: int = 10
-    total_steps: int = 200_000
-    learning_starts: int = 5_000      # env steps of teacher data before the first update
-    buffer_capacity: int = 50_000
-    batch_size: int = 128
-    train_every: int = 1              # vector steps per update
-    lr: float = 1e-3
-    lr_end: Optional[float] = 0.0     # linear decay to lr_end; None: constant
+    teacher: str = ""                 # the teacher: a run directory or parameter file of `memjax train --out` (feedforward agents)
+    teacher_seed: int = 0             # the teacher's seed to distil (memjax compress distils each seed's own)
+    temperature: float = 0.01         # the teacher's temperature in the KL loss (tau of Rusu et al.)
     teacher_epsilon: float = 0.05     # exploration of the acting teacher (state coverage)
-    chunk_steps: int = 20_000         # env steps per compiled chunk
+    network: str = "auto"             # the student's network: auto (conv for image observations, else mlp) | mlp | conv
+    hidden: Sequence[int] = (32, 32)  # the student's MLP widths (conv: its one dense layer's width is the first)
+    channels: int = 8                 # the conv student's filters
 
-    def validate(self) -> "DistillConfig":
-        for name in ("num_envs", "total_steps", "buffer_capacity", "batch_size", "train_every",
-                     "chunk_steps"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"distill: {name} must be a positive integer, got {v!r}")
-        if not self.tau > 0:
-            raise ValueError(f"distill: tau must be > 0, got {self.tau!r}")
-        if not self.lr > 0:
-            raise ValueError(f"distill: lr must be > 0, got {self.lr!r}")
+    def __post_init__(self):
+        if isinstance(self.hidden, list):
+            object.__setattr__(self, "hidden", tuple(self.hidden))
+
+    def check(self) -> None:
+        """``ValueError`` naming the knob for a bad value."""
+        positive_ints(self, ("channels",))
+        if any((not isinstance(h, int)) or isinstance(h, bool) or h <= 0 for h in self.hidden):
+            raise ValueError(f"hidden must be positive layer widths, got {tuple(self.hidden)!r}")
+        if not isinstance(self.teacher_seed, int) or self.teacher_seed < 0:
+            raise ValueError(f"teacher_seed must be an integer >= 0, got {self.teacher_seed!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"distill: temperature must be > 0, got {self.temperature!r}")
         if not 0.0 <= self.teacher_epsilon <= 1.0:
             raise ValueError(f"distill: teacher_epsilon must be in [0, 1], got "
                              f"{self.teacher_epsilon!r}")
-        if self.batch_size > self.buffer_capacity:
-            raise ValueError(f"distill: batch_size ({self.batch_size}) exceeds "
-                             f"buffer_capacity ({self.buffer_capacity})")
-        self.check_schedule("distill: ")
-        return self
+
+
+def distill_train_config(agent: DistillConfig = DistillConfig(), **loop) -> TrainConfig:
+    """The loop settings distillation runs with (10 envs, 2e5 env steps, 5e3 of them warm-up,
+    a 5e4 one-copy buffer, batch 128, Adam 1e-3 decayed to 0, chunks of 2e4 steps), for
+    ``agent`` and with any ``loop`` field overridden."""
+    defaults = dict(num_envs=10, total_steps=200_000, learning_starts=5_000,
+                    buffer_capacity=50_000, batch_size=128, lr=1e-3, lr_end=0.0,
+                    chunk_steps=20_000, layout="one_copy")
+    return TrainConfig(agent=agent, **{**defaults, **loop})
 
 
 def distill_loss(student_q, teacher_q, tau: float = 0.01):
@@ -94,135 +105,159 @@ def distill_loss(student_q, teacher_q, tau: float = 0.01):
 
 @struct.dataclass
 class DistillState:
-    params: Any          # student
-    teacher: Any         # teacher params (not trained)
+    """The distillation agent's state.
+
+    Attributes:
+      params: the student's parameters (trained).
+      teacher: the teacher's parameters (fixed).
+      opt_state: the student's optimizer state.
+      updates: int32 scalar, gradient updates done.
+    """
+
+    params: Any
+    teacher: Any
     opt_state: Any
-    buffer: Any
-    env_state: Any
-    obs: Any
-    key: jax.Array
-    step: jax.Array      # vector steps
     updates: jax.Array
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Distiller:
-    """The pure pieces of a distillation run, from :func:`make_distill`."""
+def make_distill_agent(teacher_network: nn.Module, student_network: nn.Module,
+                       optimizer: optax.GradientTransformation, *, tau: float = 0.01,
+                       teacher_epsilon: float = 0.05, teacher_params=None) -> Agent:
+    """The distillation agent.
 
-    config: DistillConfig
-    teacher_network: nn.Module
-    student_network: nn.Module
-    optimizer: optax.GradientTransformation
-    init: Callable          # (key, teacher_params, student_params=None) -> DistillState
-    collect: Callable       # warm-up: state -> state
-    chunk: Callable         # state -> (state, {"loss", "agreement"})
-    train_chunks: Callable  # state -> (state, metrics [num_chunks])   (after collect)
-    train: Callable         # (key, teacher_params, student_params=None) -> (state, metrics)
-
-
-def make_distill(teacher_network: nn.Module, student_network: nn.Module, env, env_params,
-                 config: DistillConfig = DistillConfig(),
-                 tx: Optional[optax.GradientTransformation] = None) -> Distiller:
-    """The pure pieces of a distillation run (see the module docstring).
+    ``act`` plays the teacher epsilon-greedily (``teacher_epsilon``) while training and the
+    student greedily when evaluated; ``learn`` takes transitions ``[B, ...]`` and returns no
+    priorities and the metrics ``loss`` (the KL) and ``agreement`` (the fraction of the batch
+    where the student's greedy action is the teacher's).
 
     Args:
-      teacher_network: the teacher's flax module.
-      student_network: the student's flax module.
-      env: a gymnax environment.
-      env_params: its parameters.
-      config: the run's :class:`DistillConfig` (validated here).
-      tx: the student's optimizer; default Adam at ``config.lr``, linearly decayed to
-        ``config.lr_end``.
+      teacher_network: the teacher's flax module, ``obs [B, ...] -> Q [B, A]``.
+      student_network: the student's.
+      optimizer: the student's optax transformation (e.g.
+        :func:`memjax.compress.gradual_pruning` around Adam to prune while distilling).
+      tau: the teacher's temperature.
+      teacher_epsilon: the acting teacher's probability of a random action.
+      teacher_params: the teacher's parameters that ``init`` puts in the state; None leaves
+        a random teacher there, to be replaced per seed with :func:`with_teacher`.
 
     Returns:
-      A :class:`Distiller`.
+      An :class:`memjax.agents.Agent` whose state is a :class:`DistillState`.
     """
-    from memjax import replay
-    from memjax.agents import epsilon_greedy
+    def init(key, obs) -> DistillState:
+        k_student, k_teacher = jax.random.split(key)
+        batch = jnp.asarray(obs)[None]
+        params = student_network.init(k_student, batch)
+        teacher = teacher_network.init(k_teacher, batch) if teacher_params is None \
+            else jax.tree.map(jnp.asarray, teacher_params)
+        return DistillState(params=params, teacher=teacher, opt_state=optimizer.init(params),
+                            updates=jnp.zeros((), jnp.int32))
 
-    config.validate()
-    n = config.num_envs
-    if tx is None:
-        lr = config.lr if config.lr_end is None else optax.linear_schedule(
-            config.lr, config.lr_end, max(config.train_iters, 1))
-        tx = optax.adam(lr)
-    buffer = replay.uniform(capacity=config.buffer_capacity)
-    obs0, _ = jax.eval_shape(lambda k: env.reset(k, env_params), jax.random.key(0))
-    example = {"obs": jnp.zeros(obs0.shape, obs0.dtype)}
-    vreset = jax.vmap(env.reset, in_axes=(0, None))
-    vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
-
-    def init(key, teacher_params, student_params=None):
-        k_net, k_env, k_run = jax.random.split(key, 3)
-        obs, env_state = vreset(jax.random.split(k_env, n), env_params)
-        if student_params is None:
-            student_params = student_network.init(k_net, obs)
-        return DistillState(params=student_params, teacher=teacher_params,
-                            opt_state=tx.init(student_params), buffer=buffer.init(example),
-                            env_state=env_state, obs=obs, key=k_run,
-                            step=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32))
-
-    def env_step(state: DistillState) -> DistillState:
-        key, k_act, k_env = jax.random.split(state.key, 3)
-        q = teacher_network.apply(state.teacher, state.obs)
-        actions = epsilon_greedy(k_act, q, config.teacher_epsilon)
-        obs, env_state, _, _, _, _ = vstep(jax.random.split(k_env, n), state.env_state,
-                                           actions, env_params)
-        return state.replace(buffer=buffer.add(state.buffer, {"obs": state.obs}),
-                             env_state=env_state, obs=obs, key=key, step=state.step + 1)
+    def act(state: DistillState, carry, obs, key, step, greedy: bool = False):
+        if greedy:
+            q_values = student_network.apply(state.params, obs)
+            return jnp.argmax(q_values, axis=-1).astype(jnp.int32), carry, {}
+        q_values = teacher_network.apply(state.teacher, obs)
+        return epsilon_greedy(key, q_values, teacher_epsilon), carry, {}
 
     def loss_fn(params, teacher, obs):
-        q_s = student_network.apply(params, obs)
-        q_t = jax.lax.stop_gradient(teacher_network.apply(teacher, obs))
-        agree = jnp.mean(jnp.argmax(q_s, -1) == jnp.argmax(q_t, -1))
-        return distill_loss(q_s, q_t, config.tau), agree
+        q_student = student_network.apply(params, obs)
+        q_teacher = jax.lax.stop_gradient(teacher_network.apply(teacher, obs))
+        agree = jnp.mean(jnp.argmax(q_student, -1) == jnp.argmax(q_teacher, -1))
+        return distill_loss(q_student, q_teacher, tau), agree
 
-    def learn(state: DistillState):
-        key, k_s = jax.random.split(state.key)
-        batch = buffer.sample(state.buffer, k_s, config.batch_size).items["obs"]
+    def learn(state: DistillState, sample, key):
         (loss, agree), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.teacher, batch)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return state.replace(params=params, opt_state=opt_state, key=key,
-                             updates=state.updates + 1), (loss, agree)
+            state.params, state.teacher, sample.items["obs"])
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        state = state.replace(params=optax.apply_updates(state.params, updates),
+                              opt_state=opt_state, updates=state.updates + 1)
+        return state, None, {"loss": loss, "agreement": agree}
 
-    def collect(state):
-        return jax.lax.scan(lambda s, _: (env_step(s), None), state, None,
-                            length=config.warmup_vec_steps)[0]
-
-    def _iter(state, _):
-        for _i in range(config.train_every):
-            state = env_step(state)
-        return learn(state)
-
-    def chunk(state):
-        state, (loss, agree) = jax.lax.scan(_iter, state, None, length=config.chunk_iters)
-        return state, {"loss": jnp.mean(loss), "agreement": jnp.mean(agree),
-                       "loss_first": loss[0], "loss_last": loss[-1]}
-
-    def train_chunks(state):
-        return jax.lax.scan(lambda s, _: chunk(s), state, None, length=config.num_chunks)
-
-    def train(key, teacher_params, student_params=None):
-        return train_chunks(collect(init(key, teacher_params, student_params)))
-
-    return Distiller(config=config, teacher_network=teacher_network,
-                     student_network=student_network, optimizer=tx, init=init,
-                     collect=collect, chunk=chunk, train_chunks=train_chunks, train=train)
+    return Agent(init=init, initial_carry=no_carry, act=act, learn=learn)
 
 
-def run_distill(distiller: Distiller, keys, teacher_params, student_params=None,
+def with_teacher(state, teacher_params, optimizer: optax.GradientTransformation,
+                 student_params=None):
+    """A loop state (:class:`memjax.train.TrainState`) whose distillation agent distils
+    ``teacher_params`` (one seed's, no seed axis), starting from ``student_params`` when given
+    (the optimizer state made anew for them)."""
+    agent = state.agent.replace(teacher=teacher_params)
+    if student_params is not None:
+        agent = agent.replace(params=student_params, opt_state=optimizer.init(student_params))
+    return state.replace(agent=agent)
+
+
+def student_network(config: DistillConfig, obs, num_actions: int) -> nn.Module:
+    """The student of ``config``: an MLP of ``hidden``, or for image observations (``network``
+    auto or conv) a conv net of ``channels`` filters and a dense layer of ``hidden[0]``."""
+    if network_kind(config.network, tuple(obs.shape)) == "conv":
+        return ConvQNetwork(num_actions, channels=config.channels, hidden=config.hidden[0])
+    return MLPQNetwork(num_actions, hidden=tuple(config.hidden))
+
+
+def _teacher_file(config: DistillConfig):
+    from memjax.train import checkpoint
+
+    if not config.teacher:
+        raise ValueError("agent 'distill' needs a teacher: --teacher RUN_DIR (a run of "
+                         "`memjax train --out RUN_DIR`)")
+    try:
+        loaded = checkpoint.load(config.teacher)
+    except FileNotFoundError as e:
+        raise ValueError(f"--teacher {config.teacher}: {e}") from None
+    if not loaded.spec.feedforward:
+        raise ValueError(f"--teacher {config.teacher}: agent {loaded.config.agent!r} carries a "
+                         f"state from step to step; distillation needs a feedforward teacher")
+    if config.teacher_seed >= loaded.num_seeds:
+        raise ValueError(f"teacher_seed ({config.teacher_seed}) is out of range: the teacher "
+                         f"has {loaded.num_seeds} seeds")
+    return loaded
+
+
+def distill_agent(train_config: TrainConfig, network, num_actions: int, optimizer) -> Agent:
+    """The spec's ``make_agent``: the teacher read from ``train_config.agent_config.teacher``."""
+    config = train_config.agent_config
+    teacher = _teacher_file(config)
+    return make_distill_agent(teacher.network(), network, optimizer, tau=config.temperature,
+                              teacher_epsilon=config.teacher_epsilon,
+                              teacher_params=teacher.seed_params(config.teacher_seed))
+
+
+def check_distill(train_config: TrainConfig) -> None:
+    """``ValueError`` for bad knobs, or a teacher file that is missing, recurrent or trained
+    on another environment. (An agent made in code with its teacher's parameters needs no
+    ``teacher`` path; :func:`distill_agent` asks for one.)"""
+    config = train_config.agent_config
+    config.check()
+    if not config.teacher:
+        return
+    teacher = _teacher_file(config)
+    if teacher.config.env != train_config.env:
+        raise ValueError(f"--teacher {config.teacher} was trained on {teacher.config.env}, "
+                         f"not on {train_config.env} (give --env {teacher.config.env})")
+
+
+DISTILL = AgentSpec(name=NAME, config=DistillConfig, make_network=student_network,
+                    make_agent=distill_agent, validate=check_distill)
+"""The distillation agent's spec; memjax's package registers it as ``"distill"`` through its
+``memjax.agents`` entry point (see :func:`memjax.agents.load_entry_points`)."""
+
+
+def run_distill(trainer, keys, teacher_params, student_params=None, *,
+                optimizer: Optional[optax.GradientTransformation] = None,
                 log: Optional[Callable] = print, vmap_seeds: bool = True):
-    """The host loop over seeds: compiled warm-up and chunks with the state donated, a line per
-    chunk.
+    """Distil one teacher per seed with the loop of ``trainer`` (a
+    :func:`memjax.train.make_train` of a :func:`make_distill_agent`): the warm-up and each
+    compiled chunk with the state donated, a line per chunk.
 
     Args:
-      distiller: from :func:`make_distill`.
+      trainer: the loop, whose agent is a distillation agent.
       keys: PRNG keys ``[S]``.
-      teacher_params: the teachers' parameters, with a seed axis.
+      teacher_params: the teachers' parameters, with a seed axis ``[S, ...]``.
       student_params: optionally the students' initial parameters, with a seed axis (else
         initialised from the keys).
+      optimizer: the agent's optimizer, needed with ``student_params`` (their optimizer state
+        is made anew).
       log: called with one line per chunk; None for silence.
       vmap_seeds: False runs the seeds one after the other instead of vmapped: use it with
         :func:`memjax.compress.gradual_pruning`, whose ``lax.cond`` (recompute the masks only on
@@ -230,61 +265,42 @@ def run_distill(distiller: Distiller, keys, teacher_params, student_params=None,
 
     Returns:
       ``(student_params, metrics)``: parameters with a seed axis ``[S, ...]``, and
-      ``{"loss", "agreement"}`` as ``[chunks, S]``.
+      ``{"loss", "agreement"}`` as ``[chunks, S]`` (chunk means).
     """
-    import numpy as np
+    if student_params is not None and optimizer is None:
+        raise ValueError("run_distill: student_params need the agent's optimizer (optimizer=)")
 
-    if not vmap_seeds:   # one seed at a time, unbatched (a lax.cond stays a cond)
-        fns = _compiled(distiller, student_params is not None, batched=False)
-        outs = []
-        for i in range(keys.shape[0]):
-            one = (lambda t: jax.tree.map(lambda x: x[i:i + 1], t))
-            outs.append(_run_chunks(distiller, fns, keys[i:i + 1], one(teacher_params),
-                                    None if student_params is None else one(student_params),
-                                    log))
-        params = jax.tree.map(lambda *x: jnp.concatenate(x), *[o[0] for o in outs])
-        return params, {k: np.concatenate([o[1][k] for o in outs], axis=1)
-                        for k in ("loss", "agreement")}
-    fns = _compiled(distiller, student_params is not None, batched=True)
-    return _run_chunks(distiller, fns, keys, teacher_params, student_params, log)
+    def start(key, teacher, student):
+        state = with_teacher(trainer.init(key), teacher, optimizer, student)
+        return trainer.collect(state)[0]
 
+    chunks = [trainer.chunk] * trainer.config.num_chunks
+    if trainer.final_chunk is not None:
+        chunks.append(trainer.final_chunk)
 
-def _compiled(distiller, with_student: bool, batched: bool):
-    """jitted (init, collect, chunk) over a leading seed axis: vmapped (batched) or for one
-    seed with the axis stripped and put back (so a lax.cond inside stays a cond)."""
+    def lift(f, donate: bool):
+        if vmap_seeds:
+            return jax.jit(jax.vmap(f), donate_argnums=0 if donate else ())
+        one = jax.jit(f, donate_argnums=0 if donate else ())
+        return lambda *args: jax.tree.map(lambda *x: jnp.stack(x), *[
+            one(*jax.tree.map(lambda x, i=i: x[i], args)) for i in range(keys.shape[0])])
 
-    def lift(f):
-        if batched:
-            return jax.vmap(f)
-        return lambda *a: jax.tree.map(lambda x: x[None], f(*jax.tree.map(lambda x: x[0], a)))
-
-    init = distiller.init if with_student else (lambda k, t: distiller.init(k, t))
-    return (jax.jit(lift(init)), jax.jit(lift(distiller.collect), donate_argnums=0),
-            jax.jit(lift(distiller.chunk), donate_argnums=0))
-
-
-def _run_chunks(distiller, fns, keys, teacher_params, student_params, log):
-    import time
-
-    import numpy as np
-
-    init, collect, chunk = fns
-    state = init(keys, teacher_params) if student_params is None \
-        else init(keys, teacher_params, student_params)
-    state = collect(state)
-    losses, agrees = [], []
+    begin = lift(start, False)
+    state = begin(keys, teacher_params, student_params)
+    compiled = {id(c): lift(c, True) for c in chunks}
+    losses, agreements = [], []
     t0 = time.perf_counter()
-    for i in range(distiller.config.num_chunks):
-        state, m = chunk(state)
-        m = jax.device_get(m)
-        losses.append(np.asarray(m["loss"]))
-        agrees.append(np.asarray(m["agreement"]))
+    for i, chunk in enumerate(chunks):
+        state, metrics = compiled[id(chunk)](state)
+        metrics = jax.device_get(metrics)
+        losses.append(np.asarray(metrics["loss"]))
+        agreements.append(np.asarray(metrics["agreement"]))
         if log is not None:
-            log(f"  distill chunk {i + 1}/{distiller.config.num_chunks} ({keys.shape[0]} "
-                f"seeds): loss {losses[-1].mean():.4f}, batch agreement "
-                f"{agrees[-1].mean():.3f} ({time.perf_counter() - t0:.0f} s)")
-    return state.params, {"loss": np.stack(losses), "agreement": np.stack(agrees)}
+            log(f"  distill chunk {i + 1}/{len(chunks)} ({keys.shape[0]} seeds): loss "
+                f"{losses[-1].mean():.4f}, batch agreement {agreements[-1].mean():.3f} "
+                f"({time.perf_counter() - t0:.0f} s)")
+    return state.agent.params, {"loss": np.stack(losses), "agreement": np.stack(agreements)}
 
 
-__all__ = ["DistillConfig", "DistillState", "Distiller", "make_distill", "distill_loss",
-           "run_distill"]
+__all__ = ["DISTILL", "DistillConfig", "DistillState", "distill_loss", "distill_train_config",
+           "make_distill_agent", "run_distill", "student_network", "with_teacher"]

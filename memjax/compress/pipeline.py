@@ -33,10 +33,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import optax
+
 from memjax import envs
-from memjax.agents import ConvQNetwork, MLPQNetwork
+from memjax.agents import ConvQNetwork
 from memjax.compress import core
-from memjax.compress.distill import DistillConfig, make_distill, run_distill
+from memjax.compress.distill import (
+    distill_train_config,
+    make_distill_agent,
+    run_distill,
+    student_network,
+)
 from memjax.compress.evaluate import agreement, evaluate, visited_states
 from memjax.compress.low_rank import low_rank
 from memjax.compress.prune import DISTRIBUTIONS, gradual_pruning, prune, to_sparse
@@ -173,14 +180,20 @@ class Context:
     states: Any = None            # [S, N, *obs] visited by the teacher
     extra_epsilon: Optional[float] = None   # also evaluate epsilon-greedy at this epsilon
     trained: dict = dataclasses.field(default_factory=dict)  # training stage -> (net, params)
-    distill_config: DistillConfig = DistillConfig()
+    distill_config: Any = None    # the loop's TrainConfig of distill/gprune (agent: distill)
     log: Optional[Callable] = print
 
 
 def make_context(checkpoint, *, seeds=None, episodes: int = 100, epsilon: float = 0.0,
                  eval_seed: int = 1, state_envs: int = 32, state_steps: int = 250,
-                 distill_config: DistillConfig = DistillConfig(), log=print,
+                 distill_config=None, log=print,
                  extra_epsilon: Optional[float] = None) -> Context:
+    """The teacher, its environment, the states its greedy policy visits and the settings of
+    the training stages, for :func:`build` and :func:`run_specs`.
+
+    ``distill_config`` is the :class:`memjax.train.TrainConfig` of the distill and gprune
+    stages' runs (default :func:`memjax.compress.distill_train_config`); its environment and
+    teacher become the checkpoint's."""
     if not checkpoint.spec.feedforward:
         raise ValueError("memjax compress works on feedforward Q-networks (mlp, conv); this "
                          f"checkpoint holds agent {checkpoint.config.agent!r}'s, which carries "
@@ -191,8 +204,10 @@ def make_context(checkpoint, *, seeds=None, episodes: int = 100, epsilon: float 
         if not 0 <= s < checkpoint.num_seeds:
             raise ValueError(f"seed {s} out of range: the checkpoint has "
                              f"{checkpoint.num_seeds} seeds")
+    loop = distill_train_config() if distill_config is None else distill_config
+    loop = loop.replace(env=checkpoint.config.env, teacher=str(checkpoint.path or ""))
     ctx = Context(checkpoint, checkpoint.network(), env, env_params, seeds, episodes, epsilon,
-                  jax.random.key(eval_seed), distill_config=distill_config, log=log,
+                  jax.random.key(eval_seed), distill_config=loop, log=log,
                   extra_epsilon=extra_epsilon)
     teacher = _teacher(ctx)
     keys = jax.random.split(jax.random.fold_in(ctx.eval_key, 7), len(seeds))
@@ -206,13 +221,24 @@ def _teacher(ctx):
     return jax.tree.map(lambda x: jnp.asarray(x)[np.asarray(ctx.seeds)], ctx.checkpoint.params)
 
 
-def _student_network(ctx, arch):
-    a = int(ctx.checkpoint.meta["num_actions"])
+def _student_config(ctx, arch):
+    """The loop config of a distill stage with the student ``arch`` of its spec."""
     if arch[0] == "mlp":
-        return MLPQNetwork(num_actions=a, hidden=arch[1])
-    if ctx.checkpoint.meta["network"] != "conv":
+        return ctx.distill_config.replace(network="mlp", hidden=tuple(arch[1]))
+    if not isinstance(ctx.network, ConvQNetwork):
         raise ValueError("a conv student (distill:C/H) needs a conv teacher")
-    return ConvQNetwork(num_actions=a, channels=arch[1], hidden=arch[2])
+    return ctx.distill_config.replace(network="conv", channels=arch[1], hidden=(arch[2],))
+
+
+def _distill(ctx, config, student, optimizer, keys, teacher, start=None, vmap_seeds=True):
+    """Students of ``student``'s network distilled from ``teacher`` (seed axis) by the loop."""
+    from memjax.train import make_train
+
+    agent = make_distill_agent(ctx.network, student, optimizer, tau=config.agent_config.temperature,
+                               teacher_epsilon=config.agent_config.teacher_epsilon)
+    trainer = make_train(config, env=ctx.env, env_params=ctx.env_params, agent=agent)
+    return run_distill(trainer, keys, teacher, start, optimizer=optimizer, log=ctx.log,
+                       vmap_seeds=vmap_seeds)
 
 
 def build(ctx: Context, spec: str):
@@ -231,28 +257,30 @@ def build(ctx: Context, spec: str):
         if st.kind == "float32":
             pass
         elif st.kind == "distill":
-            student = _student_network(ctx, st.arg)
-            d = make_distill(ctx.network, student, ctx.env, ctx.env_params, ctx.distill_config)
+            from memjax.train import make_optimizer
+            from memjax.train.build import observation_spec
+
+            config = _student_config(ctx, st.arg)
+            student = student_network(config.agent_config,
+                                      observation_spec(ctx.env, ctx.env_params),
+                                      int(ctx.checkpoint.meta["num_actions"]))
             t0 = time.perf_counter()
-            params, m = run_distill(d, keys, params, log=ctx.log)
+            params, m = _distill(ctx, config, student, make_optimizer(config), keys, params)
             info["train_seconds"] += time.perf_counter() - t0
             info["distill_final_batch_agreement"] = float(m["agreement"][-1].mean())
             network = student
             ctx.trained[st] = (network, params)
         elif st.kind == "gprune":
-            import optax
-
             cfg = ctx.distill_config
-            iters = cfg.num_chunks * cfg.chunk_iters
+            iters = cfg.total_updates
             lr = optax.linear_schedule(cfg.lr, cfg.lr_end or 0.0, max(iters, 1)) \
                 if cfg.lr_end is not None else cfg.lr
             tx = gradual_pruning(optax.adam(lr), st.arg, begin_step=0,
                                  end_step=max(1, int(0.6 * iters)),
                                  update_every=max(1, iters // 100), distribution="global")
-            d = make_distill(network, network, ctx.env, ctx.env_params, cfg, tx=tx)
             t0 = time.perf_counter()
-            params, _ = run_distill(d, keys, _teacher(ctx), params, log=ctx.log,
-                                    vmap_seeds=False)
+            params, _ = _distill(ctx, cfg, network, tx, keys, _teacher(ctx), start=params,
+                                 vmap_seeds=False)
             info["train_seconds"] += time.perf_counter() - t0
             sparse = True
             ctx.trained[st] = (network, params)

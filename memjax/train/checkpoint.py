@@ -57,13 +57,14 @@ def config_from_json(text: str) -> TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class Checkpoint:
     """Loaded checkpoint: ``params`` (numpy pytree, leading seed axis ``[S, ...]``),
-    ``config`` (``TrainConfig``) and ``meta`` (dict: ``env``, ``num_seeds``,
+    ``config`` (``TrainConfig``), ``meta`` (dict: ``env``, ``num_seeds``,
     ``num_actions``, ``agent``, ``obs_shape``, ``obs_dtype``, plus whatever the writer
-    added)."""
+    added) and ``path`` (the file it was read from)."""
 
     params: Any
     config: Any
     meta: dict
+    path: Optional[Path] = None
 
     @property
     def num_seeds(self) -> int:
@@ -155,7 +156,7 @@ def load(path) -> Checkpoint:
         raise ValueError(f"{p} has checkpoint version {d.get('version')!r}; this memjax reads "
                          f"versions {READABLE_VERSIONS}")
     return Checkpoint(params=d["params"], config=config_from_json(d["config"]),
-                      meta=json.loads(d["meta"]))
+                      meta=json.loads(d["meta"]), path=p)
 
 
 __all__ = ["Checkpoint", "save", "load", "config_to_json", "config_from_json", "FILENAME"]

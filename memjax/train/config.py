@@ -209,6 +209,10 @@ class TrainConfig(StepSchedule):
             raise ValueError(f"agent {agent!r} takes a {spec.config.__name__}, got agent_config "
                              f"{type(knobs).__name__} (changing the agent? pass agent_config="
                              f"None or the new agent's config)")
+        clash = {f.name for f in dataclasses.fields(spec.config)} & _LOOP_FIELDS
+        if clash:
+            raise ValueError(f"agent {agent!r}: its knobs {sorted(clash)} have the names of "
+                             f"TrainConfig fields; rename them (a setting has one meaning)")
         object.__setattr__(self, "agent", agent)
         object.__setattr__(self, "agent_config", knobs)
 
@@ -465,3 +469,6 @@ class TrainConfig(StepSchedule):
             setting = "sequence_length" if self.windowed else "n_step"
             raise ValueError(f"{setting} ({self.window_length}) is longer than the {rows} rows of "
                              f"num_envs={self.num_envs} steps the buffer keeps")
+
+
+_LOOP_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
