@@ -399,9 +399,10 @@ class Snapshots:
                 except Unreadable as e:
                     bad.append(step)
                     older = [s for s in steps if s < step]
-                    then = f"trying step {older[-1]:,}" if older else "no older checkpoint"
-                    print(f"memjax: checkpoint {self.directory / str(step)} (step {step:,}) is "
-                          f"unreadable ({e}); {then}", file=sys.stderr, flush=True)
+                    then = f"falling back to step {older[-1]}" if older else \
+                        "no older checkpoint"
+                    print(f"memjax: checkpoint {self.directory / str(step)} is unreadable "
+                          f"({e}); {then}", file=sys.stderr, flush=True)
         finally:
             manager.close()
         if found is None and not restart_if_unreadable:
@@ -506,7 +507,7 @@ def _is_closed_loop_callback(unraisable) -> bool:
     return any(f.name == "call_soon_threadsafe" for f in frames)
 
 
-_QUIET = {"installed": False, "silenced": 0}
+_QUIET = {"hook": None, "silenced": 0}
 
 
 def _quiet_closed_loop_callbacks() -> None:
@@ -522,8 +523,8 @@ def _quiet_closed_loop_callbacks() -> None:
     checkpoint), after the restore has failed and been reported. Their results are discarded
     and nothing else is affected, so this process-wide hook drops exactly those (counting
     them in ``_QUIET["silenced"]``) and hands every other unraisable exception to the hook it
-    replaces. Installed once, on the first restore."""
-    if _QUIET["installed"]:
+    replaces. Installed on a restore, unless it is already the hook."""
+    if sys.unraisablehook is _QUIET["hook"] and _QUIET["hook"] is not None:
         return
     previous = sys.unraisablehook
 
@@ -533,8 +534,7 @@ def _quiet_closed_loop_callbacks() -> None:
             return
         previous(unraisable)
 
-    sys.unraisablehook = hook
-    _QUIET["installed"] = True
+    sys.unraisablehook = _QUIET["hook"] = hook
 
 
 def _stored_leaf(stored, template, path: str) -> np.ndarray:
