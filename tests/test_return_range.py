@@ -63,3 +63,14 @@ def test_ranges():
     assert envs.return_range(env, params.replace(max_steps_in_episode=15)) == \
         pytest.approx((-0.5 * 15 / 31, 15 / 31))
     assert envs.return_range("Acrobot-v1") == (None, None)
+
+
+def test_the_run_summary_reports_them():
+    from memjax.train import TrainConfig, make_train
+    from memjax.train.driver import return_range
+
+    config = TrainConfig(env="RepeatFirst", num_envs=4, total_steps=2_000,
+                         learning_starts=400, buffer_capacity=1_000)
+    assert return_range(make_train(config)) == {"chance_return": -0.5, "best_return": 1.0}
+    cartpole = make_train(TrainConfig(num_envs=4, total_steps=2_000, learning_starts=400))
+    assert return_range(cartpole) == {"best_return": 500.0}
