@@ -260,8 +260,8 @@ def test_resume_of_a_finished_run_says_it_is_complete(tmp_path, capsys, monkeypa
     assert cli.main(["train", "--resume", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.strip().splitlines() == [
-        f"memjax train --resume {out}: the run is complete (1,200 of 1,200 steps); its "
-        f"results are in {out}, nothing to resume"]
+        (f"memjax train --resume {out}: the run is complete (1,200 of 1,200 steps); its "
+         f"results are in {out}, nothing to resume")]
 
 
 def test_ctrl_c_writes_the_results_so_far_and_the_resume_command(tmp_path):
@@ -284,7 +284,7 @@ def test_ctrl_c_writes_the_results_so_far_and_the_resume_command(tmp_path):
                 break
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 130, stderr

@@ -74,9 +74,7 @@ def return_range(env, params=None) -> tuple:
     if isinstance(env, multitask.MultiTask):
         ranges = [return_range(env.env, env.task_params(params, t))
                   for t in range(env.num_tasks)]
-        chance, best = zip(*ranges)
-        mean = lambda xs: None if None in xs else float(sum(xs) / len(xs))  # noqa: E731
-        return mean(chance), mean(best)
+        return tuple(None if None in xs else float(sum(xs) / len(xs)) for xs in zip(*ranges))
     if hasattr(env, "return_range"):
         return env.return_range(params)
     if isinstance(env, cartpole.CartPole):

@@ -250,7 +250,7 @@ def return_range(trainer: Trainer) -> dict:
     largest one, from the task's rules."""
     try:
         chance, best = envs.return_range(trainer.env, trainer.env_params)
-    except Exception:  # an environment of the caller's whose parameters do not fit the rules
+    except (AttributeError, TypeError, ValueError):  # a caller's env whose params do not fit
         chance, best = None, None
     return {k: v for k, v in (("chance_return", chance), ("best_return", best))
             if v is not None}
