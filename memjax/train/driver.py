@@ -278,7 +278,10 @@ def _interrupted_results(trainer: Trainer, place: devices.Layout, compiled: _Com
     points = live.get("points")
     if out_dir is None or jax.process_index() != 0 or not points or not points["steps"]:
         return []
-    k = min(len(v) for v in points.values())   # an interrupt between two appends
+    # an interrupt between two appends leaves some lists one longer (eval_task_return may
+    # also be shorter: resumed from a checkpoint written before it existed; _curves drops it)
+    k = min(len(points[name]) for name in ("steps", "eval_return", "eval_unfinished",
+                                            "train_return", "metrics"))
     points = {name: v[:k] for name, v in points.items()}
     if not k:
         return []
