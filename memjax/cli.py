@@ -9,7 +9,9 @@ import argparse
 import importlib.util
 import inspect
 import os
+import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 from memjax import _argtypes as types
@@ -23,7 +25,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{train,bench,compress}")
     sub.required = True
     train = sub.add_parser(
-        "train",
+        "train", usage="memjax train [--config FILE | --resume DIR] [options] "
+                       "(memjax train --help lists them)",
         help="train an agent (dqn, drqn or memnet) on a gymnax environment, vmapped over seeds",
         description="Train an agent (dqn, drqn or memnet) on a gymnax environment with several "
                     "vmapped seeds; "
@@ -99,7 +102,11 @@ def _add_train_options(t, agent: str = "dqn") -> None:
                    help="continue the run in DIR (killed or stopped) from its newest complete "
                         "checkpoint, with its own config, seeds and seed; an option that "
                         "conflicts with them is an error. The results are those of an "
-                        "uninterrupted run, bit for bit")
+                        "uninterrupted run, bit for bit; a finished run is left as it is")
+    t.add_argument("--restart-if-unreadable", action="store_true",
+                   help="with --resume: when none of the run's checkpoints can be read, move "
+                        "them aside and train the run again from step 0 (without it, that is "
+                        "an error)")
     t.add_argument("--checkpoint-every", type=_checkpoint_every, default=None,
                    metavar="ENV_STEPS",
                    help="env steps per seed between whole-state checkpoints in "
@@ -120,8 +127,9 @@ def _add_train_options(t, agent: str = "dqn") -> None:
                         "optimizer, replay by field, environments, carries) for these settings, "
                         "without allocating or training anything")
     t.add_argument("--device-budget", type=types.parse_size, default=None, metavar="SIZE",
-                   help="with --plan: memory of one device, e.g. 16GB; the plan adds the "
-                        "largest replay capacity whose whole state fits on each device")
+                   help="with --plan (only): memory of one device, e.g. 16GB; the plan adds "
+                        "the largest replay capacity per seed (--capacity) with which the "
+                        "whole state fits on each device")
     t.add_argument("--devices", type=types.positive, default=None, metavar="N",
                    help="local devices (of each process) to run on; the seeds are sharded "
                         "over them, so --seeds must be a multiple of all processes' devices "
@@ -165,7 +173,28 @@ def _config_from_args(args, parser):
     return cfg
 
 
+def _subparser(parser, name: str):
+    """The ``memjax NAME`` subparser of ``parser`` (its errors say ``memjax NAME``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    return parser
+
+
+def _fail(message: str):
+    """One line on stderr (no usage block, no traceback), exit status 2: for errors that are
+    not about the command line's syntax (an output directory, a run's checkpoints)."""
+    print(f"memjax train: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
 def _train(args, parser) -> int:
+    parser = _subparser(parser, "train")   # usage and errors name `memjax train`
+    if args.device_budget is not None and not args.plan:
+        parser.error("--device-budget is the device memory of a memory plan: it needs --plan "
+                     "(to size a run's replay buffer, use --memory-budget SIZE per seed)")
+    if args.restart_if_unreadable and args.resume is None:
+        parser.error("--restart-if-unreadable goes with --resume DIR")
     manual = (args.coordinator, args.num_processes, args.process_id)
     if any(x is not None for x in manual) and args.processes is not None:
         parser.error("--processes starts the processes itself; --coordinator, "
@@ -248,6 +277,7 @@ def _train_here(args, parser) -> int:
             parser.error(str(e))
         return 0
     out = args.out or os.path.join("runs", f"{cfg.env}-{cfg.replay}")
+    _check_out(out)
     if _main_process():
         print(f"memjax train: {cfg.env}, {seeds} seeds x {cfg.steps_done:,} steps, "
               f"{cfg.replay} replay (capacity {cfg.buffer_capacity:,}), out={out}", flush=True)
@@ -293,25 +323,57 @@ def _resume(args, parser) -> int:
                      f"options conflict with them: {'; '.join(conflicts)}. Drop them, or "
                      "start a new run with another --out")
     cfg = record.config
+    if snapshots.run_is_complete(where, record):
+        if _main_process():
+            print(f"memjax train --resume {where}: the run is complete ({cfg.steps_done:,} "
+                  f"of {cfg.steps_done:,} steps); its results are in {where}, nothing to "
+                  "resume", flush=True)
+        return 0
+    _check_out(where, "--resume")
     if _main_process():
         print(f"memjax train --resume {where}: {cfg.env}, {record.num_seeds} seeds x "
               f"{cfg.steps_done:,} steps, {cfg.replay} replay (capacity "
               f"{cfg.buffer_capacity:,})", flush=True)
     return _run_and_report(parser, cfg, record.num_seeds, where, record.seed,
                            not args.no_progress, args.checkpoint_every, resume=True,
-                           devices=args.devices, data_parallel=record.data_parallel > 0)
+                           devices=args.devices, data_parallel=record.data_parallel > 0,
+                           restart_if_unreadable=args.restart_if_unreadable)
 
 
 def _shown(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
+def _unwritable(out) -> str:
+    """Why the output directory ``out`` cannot be created or written to ("" when it can):
+    checked by creating it and a file in it, before anything is compiled."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        return "it exists and is not a directory"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".memjax-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(out) else ""
+        return f"{e.strerror or e}{where}"
+    return ""
+
+
+def _check_out(out, option: str = "--out") -> None:
+    """An output directory that cannot be written is an error, before anything compiles."""
+    if _main_process() and (why := _unwritable(out)):
+        _fail(f"{option} {out}: cannot write the run there: {why}")
+
+
 def _run_and_report(parser, cfg, seeds, out, seed, progress, every, resume, devices=None,
-                    data_parallel=False) -> int:
+                    data_parallel=False, restart_if_unreadable=False) -> int:
     from memjax import train as mj_train
     from memjax.train import devices as mj_devices
+    from memjax.train.driver import Interrupted
     from memjax.train.results import nanmean_over_seeds
-    from memjax.train.snapshots import IncompatibleCheckpoint
+    from memjax.train.snapshots import IncompatibleCheckpoint, NoReadableCheckpoint
 
     try:
         mj_devices.layout(seeds, devices, data_parallel)  # before compiling anything
@@ -320,12 +382,29 @@ def _run_and_report(parser, cfg, seeds, out, seed, progress, every, resume, devi
     try:
         summary = mj_train.run(cfg, num_seeds=seeds, out_dir=out, seed=seed, progress=progress,
                                checkpoint_every=every, resume=resume,
-                               devices_per_process=devices, data_parallel=data_parallel)
+                               devices_per_process=devices, data_parallel=data_parallel,
+                               restart_if_unreadable=restart_if_unreadable)
+    except NoReadableCheckpoint as e:
+        _fail(f"--resume {out}: {e}")
     except (FileExistsError, IncompatibleCheckpoint) as e:
         parser.error(str(e))
+    except Interrupted as e:
+        if _main_process():
+            wrote = f"; wrote the results so far to {out} (summary.json: interrupted)" \
+                if e.paths else ""
+            then = (f"; continue it from its newest checkpoint with: memjax train --resume "
+                    f"{shlex.quote(str(out))}") if e.resumable else \
+                "; it has no checkpoints (--checkpoint-every 0), so it cannot be resumed"
+            print(f"memjax train: interrupted at step {e.steps_done:,} of {e.steps:,}{wrote}"
+                  f"{then}", file=sys.stderr, flush=True)
+        return 130
     if not _main_process():
         return 0
     per_seed = ", ".join(f"{x:.1f}" for x in summary["final_return_per_seed"])
+    known = [f"{name} {summary[key]:g}" for name, key in (("chance", "chance_return"),
+                                                          ("best", "best_return"))
+             if summary.get(key) is not None]
+    per_seed += f"; {', '.join(known)}" if known else ""
     print(f"final greedy return: {summary['final_return_mean']:.1f} (per seed: {per_seed})\n"
           f"{summary['steps_per_second']:,.0f} steps/s over {seeds} seeds on "
           f"{summary['devices']} device(s), {summary['processes']} process(es) "

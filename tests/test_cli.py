@@ -3,8 +3,10 @@
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -202,3 +204,100 @@ def test_config_file_errors_are_one_line(tmp_path, capsys):
     _fails(capsys, ["train", "--config", str(broken)], "cannot parse it")
     _fails(capsys, ["train", "--config", str(tmp_path / "none.json")], "No such file")
     _fails(capsys, ["train", "--eval-max-steps", "0"], "--eval-max-steps: must be a positive")
+
+
+# ----------------------------------------------------------------------- rough edges (issue 26)
+
+TINY_RUN = ["--steps", "1200", "--seeds", "1", "--num-envs", "4", "--capacity", "400",
+            "--batch-size", "16", "--learning-starts", "400", "--chunk-steps", "400",
+            "--eval-episodes", "2", "--hidden", "16", "--no-progress"]
+
+
+def _one_line_error(capsys, argv, message):
+    err = _fails(capsys, argv, message)
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_unwritable_out_is_one_error_line_before_compiling(tmp_path, capsys, monkeypatch):
+    from memjax import train as mj_train
+
+    monkeypatch.setattr(mj_train, "run", lambda *a, **k: pytest.fail("ran the training"))
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    _one_line_error(capsys, ["train", *TINY_RUN, "--out", str(afile / "sub")],
+                    f"memjax train: error: --out {afile / 'sub'}: cannot write the run there")
+    _one_line_error(capsys, ["train", *TINY_RUN, "--out", str(afile)],
+                    "it exists and is not a directory")
+    if os.path.isdir("/proc/self"):
+        _one_line_error(capsys, ["train", *TINY_RUN, "--out", "/proc/x"],
+                        "--out /proc/x: cannot write the run there")
+    assert capsys.readouterr().out == ""   # not even the run's header line
+
+
+def test_device_budget_needs_plan_and_train_errors_name_memjax_train(capsys):
+    err = _fails(capsys, ["train", "--device-budget", "1GB"], "it needs --plan")
+    assert err.startswith("usage: memjax train ") and "memjax train: error: " in err
+    err = _fails(capsys, ["train", "--env", "Nope-v0"], "memjax train: error: unknown environment")
+    assert err.startswith("usage: memjax train ")
+    assert len(err.strip().splitlines()) == 2, err   # a short usage line, then the error
+    _fails(capsys, ["train", "--restart-if-unreadable"], "goes with --resume DIR")
+
+
+def test_plan_names_the_capacity_per_seed(capsys):
+    assert cli.main(["train", "--plan", "--seeds", "2", "--device-budget", "1MB"]) == 0
+    out = capsys.readouterr().out
+    assert "largest replay capacity per seed (--capacity)" in out
+    assert "within the budget per device" not in out
+
+
+def test_resume_of_a_finished_run_says_it_is_complete(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert cli.main(["train", *TINY_RUN, "--checkpoint-every", "400", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_return"] == 500.0 and "chance_return" not in summary  # CartPole
+    printed = capsys.readouterr().out
+    assert "best 500" in printed.split("final greedy return")[1].splitlines()[0]
+    from memjax import train as mj_train
+
+    monkeypatch.setattr(mj_train, "run", lambda *a, **k: pytest.fail("trained again"))
+    assert cli.main(["train", "--resume", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip().splitlines() == [
+        (f"memjax train --resume {out}: the run is complete (1,200 of 1,200 steps); its "
+         f"results are in {out}, nothing to resume")]
+
+
+def test_ctrl_c_writes_the_results_so_far_and_the_resume_command(tmp_path):
+    """SIGINT after the first checkpoint (chunk): exit 130, the checkpoints kept, the results
+    so far written and marked interrupted, and the command that continues the run."""
+    out = tmp_path / "run"
+    # 200 chunks of 2000 steps: still running when the signal comes after the first
+    args = ["train", "--steps", "400400", "--seeds", "1", "--num-envs", "4", "--capacity",
+            "1000", "--batch-size", "16", "--learning-starts", "400", "--chunk-steps", "2000",
+            "--eval-episodes", "2", "--hidden", "16", "--checkpoint-every", "2000",
+            "--no-progress", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "memjax.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            if (out / "checkpoints").is_dir() and any(
+                    p.name.isdigit() for p in (out / "checkpoints").iterdir()):
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["steps"] == 400_400
+    assert 2_000 <= summary["steps_done"] < 400_400
+    assert len(summary["final_return_per_seed"]) == 1
+    assert (out / "returns.csv").is_file() and (out / "curve.png").is_file()
+    assert f"memjax train: interrupted at step {summary['steps_done']:,} of 400,400" in stderr
+    assert f"memjax train --resume {out}" in stderr
+    assert any(p.name.isdigit() for p in (out / "checkpoints").iterdir())

@@ -85,3 +85,34 @@ def test_tiny_run(capsys, ckpt, tmp_path):
     assert rows["float32"]["agreement"] == 1.0
     assert rows["prune:0.5+int8"]["serialized_bytes"] < rows["float32"]["serialized_bytes"]
     assert (out / "prune_0.5+int8" / "seed1.msgpack").is_file()
+
+
+def test_untrained_teacher_gets_one_warning_line(capsys, ckpt):
+    assert cli.main(["compress", str(ckpt), "--method", "int8", "--episodes", "3"]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "warning" in line]
+    assert len(warnings) == 1, captured.err
+    assert warnings[0].startswith("memjax compress: warning: the checkpoint's own return")
+    assert "no better than a uniformly random policy's" in warnings[0]
+    assert "| int8 |" in captured.out
+
+
+def test_teacher_at_chance_compares_with_the_random_policy():
+    random = [10.0, 30.0, 20.0, 25.0]
+    assert pipeline.teacher_vs_random([9.0, 9.0, 10.0, 9.0], random)["at_chance"]
+    assert pipeline.teacher_vs_random([24.0, 26.0, 20.0, 30.0], random)["at_chance"]
+    verdict = pipeline.teacher_vs_random([500.0] * 4, random)
+    assert not verdict["at_chance"] and verdict["random_return"] == 21.25
+
+
+def test_help_shows_each_default_once_without_markup(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["compress", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and "(default: None)" not in out
+    options = out.split("options:")[1]
+    method = options.split("--method SPEC")[1].split("--episodes")[0]
+    assert method.count("(default:") == 1
+    assert options.split("--seeds SEEDS")[1].split("--distill-steps")[0].count("(default") == 1
+    assert "(default: 100)" in options and "examples:\n  memjax compress runs/cartpole" in out

@@ -221,3 +221,41 @@ def test_a_relative_out_dir_checkpoints_and_resumes(tmp_path, monkeypatch):
         checkpoint_every=800)
     assert _steps(tmp_path / "runs" / "rel") == [1200, 2000]
     run(config, num_seeds=1, out_dir="runs/rel", progress=False, log=None, resume=True)
+
+
+# --------------------------------------------------------------------------- none readable
+
+SMALL_RUN = ["--steps", "1200", "--seeds", "1", "--num-envs", "4", "--capacity", "400",
+             "--batch-size", "16", "--learning-starts", "400", "--chunk-steps", "400",
+             "--eval-episodes", "2", "--hidden", "16", "--no-progress"]
+
+
+def test_no_readable_checkpoint_is_an_error_unless_restart_is_asked(tmp_path, capsys):
+    """Every checkpoint damaged: one line per checkpoint tried, then an error (exit 2) that
+    names --restart-if-unreadable, nothing moved, and none of the 'Event loop is closed'
+    tracebacks of orbax's failed restores; with the option, the run starts over."""
+    out = tmp_path / "run"
+    assert cli.main(["train", *SMALL_RUN, "--checkpoint-every", "400", "--out", str(out)]) == 0
+    capsys.readouterr()
+    (out / "summary.json").unlink()        # as if killed after its last checkpoint
+    for step in _steps(out):
+        _damage(out / "checkpoints" / str(step))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "memjax.cli", "train", "--resume", str(out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "Event loop is closed" not in proc.stderr and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert [line.split(" is unreadable (")[0] for line in lines[:-1]] == \
+        [f"memjax: checkpoint {out / 'checkpoints' / str(s)}" for s in (1200, 800, 400)], \
+        proc.stderr
+    assert lines[0].endswith("falling back to step 800") and lines[2].endswith("no older "
+                                                                               "checkpoint")
+    assert lines[-1].startswith(f"memjax train: error: --resume {out}: none of the 3 "
+                                "checkpoint(s)") and "--restart-if-unreadable" in lines[-1]
+    assert _steps(out) == [400, 800, 1200]  # nothing moved aside
+    assert cli.main(["train", "--resume", str(out), "--restart-if-unreadable"]) == 0
+    err = capsys.readouterr().err
+    assert "starting the run again from step 0" in err
+    assert json.loads((out / "summary.json").read_text())["steps"] == 1200
+    assert (out / "checkpoints" / "400.unreadable").is_dir() and _steps(out) == [400, 800, 1200]

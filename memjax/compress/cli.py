@@ -40,16 +40,38 @@ def _error(message: str):
     raise SystemExit(2)
 
 
+DESCRIPTION = """\
+Compress a trained checkpoint (memjax train --out DIR) and measure what it costs: each
+method's artefact size, greedy return and action agreement with the original.
+
+examples:
+  memjax compress runs/cartpole --method int8 --method prune:0.9+int8 --episodes 100
+  memjax compress runs/cartpole --method distill:32,32+int8 --out runs/cartpole-small
+
+methods: float32, int8, int4, int2 (':tensor' for one scale per kernel),
+prune:S[:global|uniform|erk], gprune:S (gradual, while distilling), lowrank:E (kept
+energy) or lowrank:rR, share:K, distill:H1,H2 (MLP student) or distill:C/H (conv
+student); combine them with '+', e.g. prune:0.9+int8, distill:32,32+int8."""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written; each option's default once, where it has one and its
+    help does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or action.default in (None, argparse.SUPPRESS) or \
+                action.nargs == 0 or not action.option_strings:
+            return text
+        default = f"{action.default:,}" if isinstance(action.default, int) else "%(default)s"
+        return f"{text} (default: {default})"
+
+
 def add_parser(sub) -> argparse.ArgumentParser:
     """Register ``compress`` on an argparse subparsers object; returns the parser."""
     c = sub.add_parser(
         "compress", help="compress a trained Q-network checkpoint and evaluate it",
-        description=__doc__.split("\n\n")[0] + " Methods: float32, int8, int4, int2 "
-        "(':tensor' for one scale per kernel), prune:S[:global|uniform|erk], gprune:S "
-        "(gradual, while distilling), lowrank:E (kept energy) or lowrank:rR, share:K, "
-        "distill:H1,H2 (MLP student) or distill:C/H (conv student); combine with '+', "
-        "e.g. prune:0.9+int8, distill:32,32+int8.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=DESCRIPTION, formatter_class=_HelpFormatter)
     c.add_argument("checkpoint", help="directory with checkpoint.msgpack (memjax train --out)")
     c.add_argument("--method", action="append", default=None, metavar="SPEC",
                    help=f"compression spec, repeatable (default: {', '.join(DEFAULT_METHODS)})")
@@ -85,6 +107,12 @@ def run(args, parser=None) -> int:
     except (ValueError, FileNotFoundError, IndexError) as e:
         _error(str(e))
     rows = pipeline.run_specs(ctx, methods, out_dir=args.out)
+    chance = pipeline.chance_check(ctx)
+    if chance["at_chance"]:
+        print(f"memjax compress: warning: the checkpoint's own return "
+              f"({chance['teacher_return']:.3g}) is no better than a uniformly random "
+              f"policy's ({chance['random_return']:.3g}, same episodes): it looks untrained, so "
+              "'% of float32' compares chance with chance", file=sys.stderr, flush=True)
     table = pipeline.format_table(rows)
     print(f"{ck.config.env}: {len(ctx.seeds)} seeds x {args.episodes} episodes "
           f"(epsilon {args.epsilon})\n{table}", flush=True)
@@ -96,7 +124,9 @@ def run(args, parser=None) -> int:
         p = Path(args.out) / "results.json"
         p.write_text(json.dumps(json_safe({"env": ck.config.env, "checkpoint": args.checkpoint,
                                         "seeds": ctx.seeds, "episodes": args.episodes,
-                                        "epsilon": args.epsilon, "rows": rows}), indent=2))
+                                        "epsilon": args.epsilon,
+                                        "random_policy_return": chance["random_return"],
+                                        "rows": rows}), indent=2))
         print(f"wrote {p}", flush=True)
     return 0
 

@@ -354,6 +354,33 @@ def evaluate_artefacts(ctx: Context, network, blobs) -> dict:
     }
 
 
+def chance_check(ctx: Context) -> dict:
+    """The uncompressed checkpoint against a uniformly random policy, measured the same way
+    (``ctx.episodes`` episodes per seed with the rows' keys; the random policy: epsilon 1).
+    Returns ``teacher_return`` and ``random_return`` (means over every episode) and
+    ``at_chance``: whether the teacher is not better than the random policy by two standard
+    errors of the difference, as an untrained checkpoint is not: its "% of float32" would
+    compare chance with chance."""
+    keys = jax.random.split(ctx.eval_key, len(ctx.seeds))
+    env, ep, net, n = ctx.env, ctx.env_params, ctx.network, ctx.episodes
+
+    def both(p, k):
+        return evaluate(net, p, env, ep, k, n, ctx.epsilon), evaluate(net, p, env, ep, k, n, 1.0)
+
+    teacher, random = (np.asarray(r, np.float64).ravel()
+                       for r in jax.jit(jax.vmap(both))(_teacher(ctx), keys))
+    return teacher_vs_random(teacher, random)
+
+
+def teacher_vs_random(teacher, random) -> dict:
+    """:func:`chance_check`'s verdict from the per-episode returns of the teacher and of the
+    random policy."""
+    teacher, random = np.asarray(teacher, np.float64), np.asarray(random, np.float64)
+    se = float(np.sqrt(teacher.var() / teacher.size + random.var() / random.size))
+    return {"teacher_return": float(teacher.mean()), "random_return": float(random.mean()),
+            "at_chance": bool(teacher.mean() <= random.mean() + 2.0 * se)}
+
+
 def run_specs(ctx: Context, specs, out_dir=None) -> list:
     """Build and evaluate every spec; ``float32`` is always measured first as the reference.
     Returns a list of row dicts (with ``pct_return``, ``x_smaller_serialized`` and
@@ -417,4 +444,5 @@ def format_table(rows) -> str:
 
 
 __all__ = ["Stage", "parse_spec", "Context", "make_context", "build", "evaluate_artefacts",
+           "chance_check", "teacher_vs_random",
            "run_specs", "format_table"]

@@ -7,7 +7,13 @@ env, env_params = mj.envs.make("MultiCartPole")   # 4 CartPole-v1 variants, obs 
 ```
 """
 
-from memjax.envs.registry import check_discrete, make, num_actions, observation_shape
+from memjax.envs.registry import (
+    check_discrete,
+    make,
+    num_actions,
+    observation_shape,
+    return_range,
+)
 from memjax.envs.multitask import (
     MultiTask,
     MultiTaskParams,
@@ -19,6 +25,6 @@ from memjax.envs.multitask import (
 )
 from memjax.envs.wrappers import FrameStack, FrameStackState
 
-__all__ = ["make", "check_discrete", "num_actions", "observation_shape", "FrameStack",
+__all__ = ["make", "check_discrete", "return_range", "num_actions", "observation_shape", "FrameStack",
            "FrameStackState", "MultiTask", "MultiTaskParams", "MultiTaskState",
            "from_envs", "cartpole_variant", "multi_cartpole", "task_means"]

@@ -48,3 +48,38 @@ def observation_shape(env, env_params) -> tuple:
     """Shape of one observation, from ``jax.eval_shape`` of a reset (nothing runs)."""
     obs, _ = jax.eval_shape(lambda key: env.reset(key, env_params), jax.random.key(0))
     return tuple(obs.shape)
+
+
+def return_range(env, params=None) -> tuple:
+    """``(chance, best)`` episode returns of an environment (a name, as for :func:`make`, or
+    an environment object with its ``params``): ``chance`` is the expected return of a
+    uniformly random policy, ``best`` the largest return, both from the task's rules; None
+    where not known (a random CartPole policy's return has no closed form; gymnax's own
+    environments other than CartPole are not covered). Partially observable suite:
+
+    - ``RepeatFirst``, ``RepeatPrevious[-k]``, ``CountRecall``: best 1, chance ``2 / actions
+      - 1`` (-0.5 with 4 suits, -7/9 for CountRecall's 9 counts);
+    - ``MemoryChain-<L>``: best 1, chance 0;
+    - ``StatelessCartPole``, ``NoisyStatelessCartPole`` (and CartPole-v1): best 500 (the time
+      limit times the reward per step), chance None;
+    - multi-task CartPoles (``MultiCartPole``, ``ContinualCartPole-<K>``): the mean of the
+      tasks' ranges (evaluation episode ``i`` plays task ``i % tasks``).
+
+    A frame stack (:class:`memjax.envs.FrameStack`) has its environment's range."""
+    from gymnax.environments.classic_control import cartpole
+
+    if isinstance(env, str):
+        env, params = make(env)
+    params = env.default_params if params is None else params
+    if isinstance(env, multitask.MultiTask):
+        ranges = [return_range(env.env, env.task_params(params, t))
+                  for t in range(env.num_tasks)]
+        return tuple(None if None in xs else float(sum(xs) / len(xs)) for xs in zip(*ranges))
+    if hasattr(env, "return_range"):
+        return env.return_range(params)
+    if isinstance(env, cartpole.CartPole):
+        return None, float(params.max_steps_in_episode)
+    inner = getattr(env, "env", None)   # a wrapper that changes observations only
+    if inner is not None and type(env).__name__ == "FrameStack":
+        return return_range(inner, params)
+    return None, None

@@ -126,7 +126,7 @@ def _progress_bar(cfg: TrainConfig, num_seeds: int, done_steps: int = 0):
 
 
 def _run_schedule(compiled: _Compiled, state, place: devices.Layout, bar, start=None,
-                  checkpoint=None, num_tasks: int = 0):
+                  checkpoint=None, num_tasks: int = 0, live: Optional[dict] = None):
     """Run the compiled chunks in order, evaluating after each. Returns the final state,
     the curves, the seconds spent training and evaluating, and the buffer sizes.
 
@@ -137,7 +137,11 @@ def _run_schedule(compiled: _Compiled, state, place: devices.Layout, bar, start=
     ``start``: a :class:`memjax.train.snapshots.Snapshot` to continue from (its state is
     ``state``): the entries it has done are skipped and its results are kept.
     ``checkpoint(i, done_steps, state, points, sizes, times)`` is called after every entry,
-    before the next one takes the (donated) state."""
+    before the next one takes the (donated) state.
+
+    ``live``: a dict kept up to date with the results so far (``points``, ``sizes``,
+    ``done_steps``, ``train_seconds``, ``eval_seconds``), for a run interrupted in the
+    middle (see :class:`Interrupted`)."""
     points = {"steps": [], "eval_return": [], "eval_unfinished": [], "train_return": [],
               "metrics": []}
     sizes, train_seconds, eval_seconds, done_steps, first = [], 0.0, 0.0, 0, 0
@@ -145,6 +149,9 @@ def _run_schedule(compiled: _Compiled, state, place: devices.Layout, bar, start=
         points, sizes, done_steps, first = start.points, start.sizes, start.step, start.index + 1
         train_seconds = start.times.get("train_seconds", 0.0)
         eval_seconds = start.times.get("eval_seconds", 0.0)
+    live = {} if live is None else live
+    live.update(points=points, sizes=sizes, done_steps=done_steps,
+                train_seconds=train_seconds, eval_seconds=eval_seconds)
     for i, (_, fn, n_steps) in enumerate(compiled.schedule):
         if i < first:
             continue
@@ -170,6 +177,8 @@ def _run_schedule(compiled: _Compiled, state, place: devices.Layout, bar, start=
         points["train_return"].append(np.asarray(metrics["episode_return"], np.float64))
         points["metrics"].append(metrics)
         sizes.append(np.asarray(size).tolist())
+        live.update(done_steps=done_steps, train_seconds=train_seconds,
+                    eval_seconds=eval_seconds)
         if checkpoint is not None:
             checkpoint(i, done_steps, state, points, sizes,
                        {"train_seconds": train_seconds, "eval_seconds": eval_seconds})
@@ -210,6 +219,7 @@ def _summary(trainer: Trainer, place: devices.Layout, curves, mem, times, final_
         "final_return_mean": float(np.mean(final)),
         "final_return_std": float(np.std(final)),
         "final_return_per_seed": [float(x) for x in final],
+        **return_range(trainer),
         "steps_per_second": cfg.steps_done * replicas * num_seeds / train_seconds,
         "steps_per_second_per_seed": cfg.steps_done * replicas / train_seconds,
         "train_seconds": train_seconds,
@@ -235,6 +245,66 @@ def _summary(trainer: Trainer, place: devices.Layout, curves, mem, times, final_
     }
 
 
+def return_range(trainer: Trainer) -> dict:
+    """``chance_return`` and ``best_return`` of the run's environment (each where known,
+    :func:`memjax.envs.return_range`): a uniformly random policy's expected return and the
+    largest one, from the task's rules."""
+    try:
+        chance, best = envs.return_range(trainer.env, trainer.env_params)
+    except (AttributeError, TypeError, ValueError):  # a caller's env whose params do not fit
+        chance, best = None, None
+    return {k: v for k, v in (("chance_return", chance), ("best_return", best))
+            if v is not None}
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (``KeyboardInterrupt``). Its checkpoints are kept, and the
+    results so far are written (``summary.json`` with ``"interrupted": true`` and
+    ``steps_done``) when any evaluation was done.
+
+    Attributes: ``out_dir``; ``steps_done`` (env steps per seed done when it stopped, as
+    far as the results go); ``steps`` (the run's); ``paths`` (the result files written);
+    ``resumable`` (it has a run record: ``memjax train --resume OUT`` continues it from its
+    newest checkpoint, or from step 0 when it has none yet)."""
+
+    def __init__(self, out_dir, steps_done: int, steps: int, paths=(), resumable=False):
+        super().__init__(f"interrupted at step {steps_done:,} of {steps:,}")
+        self.out_dir, self.steps_done, self.steps = out_dir, steps_done, steps
+        self.paths, self.resumable = list(paths), resumable
+
+
+def _interrupted_results(trainer: Trainer, place: devices.Layout, compiled: _Compiled,
+                         live: dict, out_dir) -> list:
+    """Write the results so far of an interrupted run (process 0); returns the paths."""
+    points = live.get("points")
+    if out_dir is None or jax.process_index() != 0 or not points or not points["steps"]:
+        return []
+    # an interrupt between two appends leaves some lists one longer (eval_task_return may
+    # also be shorter: resumed from a checkpoint written before it existed; _curves drops it)
+    k = min(len(points[name]) for name in ("steps", "eval_return", "eval_unfinished",
+                                            "train_return", "metrics"))
+    points = {name: v[:k] for name, v in points.items()}
+    if not k:
+        return []
+    cfg, curves = trainer.config, _curves(points)
+    final = curves["eval_return"][-1]
+    summary = {
+        "env": cfg.env, "agent": cfg.agent, "seeds": place.num_seeds,
+        "steps": int(cfg.steps_done), "interrupted": True, "steps_done": int(points["steps"][-1]),
+        "replay": cfg.replay, "buffer_capacity": cfg.buffer_capacity, "n_step": cfg.n_step,
+        "final_return_mean": float(np.mean(final)), "final_return_std": float(np.std(final)),
+        "final_return_per_seed": [float(x) for x in final], **return_range(trainer),
+        "train_seconds": live.get("train_seconds", 0.0),
+        "eval_seconds": live.get("eval_seconds", 0.0),
+        "compile_seconds": sum(compiled.seconds.values()),
+        "eval_episodes": cfg.eval_episodes,
+        "processes": jax.process_count(), "devices": place.num_devices,
+        "data_parallel": place.data_parallel,
+        "config": results.config_to_dict(cfg),
+    }
+    return results.write_all(out_dir, summary, curves)
+
+
 def _checkpoint_hook(compiled: _Compiled, snaps) -> Optional[Callable]:
     """The ``checkpoint`` callback of :func:`_run_schedule` that saves ``snaps`` at the
     chunk boundaries its period picks (None when checkpoints are off)."""
@@ -254,7 +324,7 @@ def _checkpoint_hook(compiled: _Compiled, snaps) -> Optional[Callable]:
 def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, seed: int = 0,
         progress: bool = True, env=None, env_params=None, log: Callable = print,
         checkpoint_every=None, resume: bool = False, devices_per_process=None,
-        data_parallel: bool = False) -> dict:
+        data_parallel: bool = False, restart_if_unreadable: bool = False) -> dict:
     """Train ``num_seeds`` independent seeds (vmapped, sharded over devices) with the host
     loop.
 
@@ -287,6 +357,13 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
       data_parallel: every seed is one agent data-parallel over the devices (Anakin): each
         device steps its own ``num_envs`` environments into its own buffer shard and samples
         its own batch, and the gradients are averaged over the devices.
+      restart_if_unreadable: with ``resume``, when the run has checkpoints and none of them
+        can be read, train it again from step 0 (the unreadable ones moved aside) instead of
+        raising :class:`memjax.train.snapshots.NoReadableCheckpoint`.
+
+    Ctrl-C (``KeyboardInterrupt``) stops the run with :class:`Interrupted`, after the
+    checkpoints already taken are committed and the results so far are written to
+    ``out_dir`` (``summary.json`` with ``"interrupted": true`` and ``steps_done``).
 
     Returns:
       The summary dict (as in ``summary.json``) plus ``"curves"`` and ``"params"`` (the final
@@ -299,6 +376,9 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
         count, seed, data-parallel layout or memjax version.
       FileExistsError: a fresh run into an ``out_dir`` whose checkpoints belong to an
         unfinished run.
+      memjax.train.snapshots.NoReadableCheckpoint: ``resume`` where no checkpoint reads
+        (without ``restart_if_unreadable``).
+      Interrupted: Ctrl-C.
     """
     if not isinstance(num_seeds, int) or num_seeds <= 0:
         raise ValueError(f"num_seeds must be a positive integer, got {num_seeds!r}")
@@ -321,17 +401,29 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
         template = jax.eval_shape(place.init(trainer, k_train))
         snaps, start = snapshots.open_run(out_dir, record, template,
                                           jax.random.key_impl(k_train), resume=resume,
-                                          log=log, sharding=place.sharded)
+                                          log=log, sharding=place.sharded,
+                                          restart_if_unreadable=restart_if_unreadable)
         snaps.start()
+    live, compiled = {"done_steps": start.step if start else 0}, None
     try:
         compiled = _compile(trainer, place, k_train, k_eval)
-        return _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed)
+        return _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed, live)
+    except KeyboardInterrupt as e:
+        if isinstance(e, Interrupted):
+            raise
+        if snaps is not None:
+            snaps.close()   # the checkpoints already taken are committed
+        paths = [] if compiled is None else _interrupted_results(trainer, place, compiled,
+                                                                 live, out_dir)
+        raise Interrupted(out_dir, int(live["done_steps"]), int(trainer.config.steps_done),
+                          paths, resumable=bool(snaps is not None and snaps.every)) from None
     finally:
         if snaps is not None:
             snaps.close()
 
 
-def _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed) -> dict:
+def _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed,
+         live=None) -> dict:
     state = compiled.init() if start is None else start.state
     mem = trainer.buffer.memory(state.buffer)  # all seeds; bytes_per_item is per seed
     if log is not None:
@@ -343,7 +435,7 @@ def _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed) -
         if progress else None
     try:
         state, points, train_seconds, eval_seconds, sizes = _run_schedule(
-            compiled, state, place, bar, start, checkpoint, trainer.num_tasks)
+            compiled, state, place, bar, start, checkpoint, trainer.num_tasks, live)
     finally:
         if bar is not None:
             bar.close()

@@ -8,8 +8,9 @@ memjax train --plan [--seeds 8] [--device-budget 16GB] ...   # prints the plan, 
 The seeds are sharded over the devices (``--devices``, default all local ones), so a device
 holds ``seeds / devices`` seeds' states; a data-parallel run (``--data-parallel``) holds every
 seed on every device (each with its own buffer shard and environments). The plan gives the
-bytes per device and per seed, and the largest replay capacity (per device shard) whose whole
-state fits a budget per device (``--device-budget``). Devices need not exist: plan a GPU
+bytes per device and per seed, and the largest replay capacity per seed (per seed and device
+shard when data parallel) with which the whole state fits a budget per device
+(``--device-budget``). Devices need not exist: plan a GPU
 machine's run from a laptop.
 """
 
@@ -131,7 +132,9 @@ def format_plan(result: dict) -> str:
                  f"{result['bytes_per_device'] / mib:.3f} per device)")
     if "largest_capacity" in result:
         cap = result["largest_capacity"]
-        lines.append("largest replay capacity within the budget per device: "
+        each = "per seed and device shard" if result["data_parallel"] else "per seed"
+        lines.append(f"largest replay capacity {each} (--capacity) with which the whole state "
+                     "fits the budget of each device: "
                      + (f"{cap:,}" if cap else "none (not even one batch fits)"))
     return "\n".join(lines)
 

@@ -23,7 +23,9 @@ resumed run executes the same compiled programs on the same inputs as an uninter
 
 Reading falls back from an unreadable latest checkpoint (a file missing, cut short or
 changed: every leaf is checked against its CRC-32) to the newest one that reads, saying so
-on stderr, and moves the unreadable ones aside as ``<step>.unreadable``. A checkpoint
+on stderr (one line per checkpoint tried), and moves the unreadable ones aside as
+``<step>.unreadable``. When none reads, that is an error (:class:`NoReadableCheckpoint`,
+nothing moved) unless the caller asks to start over (``restart_if_unreadable``). A checkpoint
 written by another config, seed count, memjax version or state layout is an error
 (:class:`IncompatibleCheckpoint`), never mixed into a run.
 """
@@ -59,6 +61,10 @@ DEFAULT_SAVES = 10  # "auto": a checkpoint every tenth of the run
 class IncompatibleCheckpoint(ValueError):
     """A checkpoint (or run record) that belongs to another config, seed count, memjax
     version or state layout."""
+
+
+class NoReadableCheckpoint(ValueError):
+    """A run's checkpoints exist but none of them can be read (resume would start over)."""
 
 
 def checkpoint_dir(out_dir) -> Path:
@@ -189,6 +195,23 @@ def read_run(out_dir) -> RunRecord:
     except (OSError, ValueError) as e:
         raise IncompatibleCheckpoint(f"run record {path} is unreadable: {e}") from None
     return RunRecord.from_json(d, f"run record {path}")
+
+
+def run_is_complete(out_dir, record: Optional[RunRecord] = None) -> bool:
+    """Whether ``out_dir``'s checkpointed run has finished: a committed checkpoint at its last
+    step and the results of a run that was not interrupted (``summary.json`` without
+    ``"interrupted": true``). Looks at the directory only (nothing is read by orbax)."""
+    record = read_run(out_dir) if record is None else record
+    directory = checkpoint_dir(out_dir)
+    steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir()]
+    if not steps or max(steps) < record.config.steps_done:
+        return False
+    try:
+        summary = json.loads((Path(out_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and not summary.get("interrupted") and \
+        summary.get("steps") == record.config.steps_done
 
 
 # --------------------------------------------------------------------------- state <-> leaves
@@ -352,13 +375,16 @@ class Snapshots:
         finally:
             manager.close()
 
-    def restore(self) -> Optional[Snapshot]:
-        """The newest checkpoint that reads, or None when there is none; unreadable newer
-        ones are reported on stderr and moved aside. Raises :class:`IncompatibleCheckpoint`
-        for a checkpoint of another run or version."""
+    def restore(self, restart_if_unreadable: bool = False) -> Optional[Snapshot]:
+        """The newest checkpoint that reads, or None when there is none; each unreadable one
+        is reported on stderr (one line: its step and why) and moved aside. Raises
+        :class:`NoReadableCheckpoint` when there are checkpoints but none reads (nothing is
+        moved), unless ``restart_if_unreadable`` (then None: the run starts over), and
+        :class:`IncompatibleCheckpoint` for a checkpoint of another run or version."""
         steps = self.steps()
         if not steps:
             return None
+        _quiet_closed_loop_callbacks()
         manager = _manager(self.directory)
         bad, found = [], None
         try:
@@ -370,11 +396,17 @@ class Snapshots:
                     bad.append(step)
                     older = [s for s in steps if s < step]
                     then = f"falling back to step {older[-1]}" if older else \
-                        "no older checkpoint: starting the run from the beginning"
+                        "no older checkpoint"
                     print(f"memjax: checkpoint {self.directory / str(step)} is unreadable "
                           f"({e}); {then}", file=sys.stderr, flush=True)
         finally:
             manager.close()
+        if found is None and not restart_if_unreadable:
+            raise NoReadableCheckpoint(
+                f"none of the {len(steps)} checkpoint(s) in {self.directory} can be read "
+                f"(step(s) {', '.join(f'{s:,}' for s in steps)}): to train the run again from "
+                "step 0, moving them aside as <step>.unreadable, add --restart-if-unreadable "
+                "(run(..., restart_if_unreadable=True))")
         for step in bad if self.writer else ():  # keep them for inspection, out of orbax's way
             target = self.directory / f"{step}.unreadable"
             n = 1
@@ -382,6 +414,9 @@ class Snapshots:
                 n += 1
                 target = self.directory / f"{step}.unreadable-{n}"
             os.replace(self.directory / str(step), target)
+        if found is None:
+            print(f"memjax: no checkpoint of {self.directory.parent} can be read; starting the "
+                  "run again from step 0 (--restart-if-unreadable)", file=sys.stderr, flush=True)
         return found
 
     def _read(self, manager, step: int) -> Snapshot:
@@ -456,6 +491,48 @@ class Snapshots:
                                          f"{'; ...' if len(what) > 4 else ''})")
 
 
+def _is_closed_loop_callback(unraisable) -> bool:
+    """An unraisable ``RuntimeError('Event loop is closed')`` raised in asyncio's
+    ``call_soon_threadsafe``."""
+    import traceback
+
+    if unraisable.exc_type is not RuntimeError or \
+            str(unraisable.exc_value) != "Event loop is closed":
+        return False
+    frames = traceback.extract_tb(unraisable.exc_traceback)
+    return any(f.name == "call_soon_threadsafe" for f in frames)
+
+
+_QUIET = {"hook": None, "silenced": 0}
+
+
+def _quiet_closed_loop_callbacks() -> None:
+    """Silence the late callbacks of a failed orbax restore, and only those.
+
+    orbax restores a checkpoint in an asyncio event loop that lives as long as the
+    ``restore`` call, awaiting one TensorStore read per array; TensorStore delivers each
+    read's result from its own threads with ``loop.call_soon_threadsafe``. When one read
+    fails (a file cut short), orbax's ``gather`` raises at once and the loop is closed while
+    the other reads are still in flight; as they finish, each callback raises
+    ``RuntimeError('Event loop is closed')`` in a TensorStore thread, which reports it through
+    ``sys.unraisablehook``: a traceback per array (about a hundred for a damaged run
+    checkpoint), after the restore has failed and been reported. Their results are discarded
+    and nothing else is affected, so this process-wide hook drops exactly those (counting
+    them in ``_QUIET["silenced"]``) and hands every other unraisable exception to the hook it
+    replaces. Installed on a restore, unless it is already the hook."""
+    if sys.unraisablehook is _QUIET["hook"] and _QUIET["hook"] is not None:
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if _is_closed_loop_callback(unraisable):
+            _QUIET["silenced"] += 1
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = _QUIET["hook"] = hook
+
+
 def _stored_leaf(stored, template, path: str) -> np.ndarray:
     """The stored NumPy leaf (the key data for a PRNG key), checked against ``template``."""
     want = jax.eval_shape(jax.random.key_data, template) if _is_key(template) else template
@@ -476,7 +553,8 @@ def _first_line(e: Exception) -> str:
 
 
 def open_run(out_dir, record: RunRecord, template, key_impl, *, resume: bool,
-             log: Optional[Callable] = print, sharding=None) -> tuple:
+             log: Optional[Callable] = print, sharding=None,
+             restart_if_unreadable: bool = False) -> tuple:
     """The run's :class:`Snapshots` and the checkpoint to continue from (None: start).
 
     ``resume``: continue ``out_dir``'s checkpointed run, which must have ``record``'s config,
@@ -485,6 +563,8 @@ def open_run(out_dir, record: RunRecord, template, key_impl, *, resume: bool,
     run in ``out_dir`` are replaced (its results files are too), and those of an unfinished
     one are an error that says how to resume it. ``sharding``: where a restored state's
     leaves go (the run's ``NamedSharding``; None: the default device).
+    ``restart_if_unreadable``: when ``resume`` finds checkpoints but none reads, start the
+    run over instead of raising :class:`NoReadableCheckpoint`.
     """
     directory = checkpoint_dir(out_dir)
     snaps = Snapshots(out_dir, record, template, key_impl, sharding)
@@ -498,7 +578,7 @@ def open_run(out_dir, record: RunRecord, template, key_impl, *, resume: bool,
             raise IncompatibleCheckpoint(f"{out_dir} holds a run with other settings "
                                          f"({'; '.join(diff)}); resume it with its own "
                                          "settings, or write the new run to another directory")
-        found = snaps.restore()
+        found = snaps.restore(restart_if_unreadable)
         if log is not None:
             log(f"resuming {out_dir} from step {found.step:,} of {record.config.steps_done:,}"
                 if found else f"resuming {out_dir}: no complete checkpoint, starting from step 0")
@@ -526,6 +606,7 @@ def open_run(out_dir, record: RunRecord, template, key_impl, *, resume: bool,
     return snaps, None
 
 
-__all__ = ["RunRecord", "Snapshot", "Snapshots", "IncompatibleCheckpoint", "open_run",
+__all__ = ["RunRecord", "Snapshot", "Snapshots", "IncompatibleCheckpoint",
+           "NoReadableCheckpoint", "run_is_complete", "open_run",
            "read_run", "write_run", "resolve_every", "save_indices", "state_spec", "host_copy", "gather",
            "config_differences", "checkpoint_dir", "DIRNAME", "MAX_TO_KEEP", "DEFAULT_SAVES"]

@@ -82,6 +82,23 @@ class _CardGame(environment.Environment):
     def default_params(self):
         return self._params(max_steps_in_episode=self.num_cards - 1)
 
+    def _steps(self, params) -> int:
+        """Steps of an episode under ``params``: the deck's, or the time limit's if shorter."""
+        return min(int(params.max_steps_in_episode), self.num_cards - 1)
+
+    def return_range(self, params=None) -> tuple:
+        """``(chance, best)``: the expected return of a uniformly random policy and the
+        largest return, from the game's rules (see :func:`memjax.envs.return_range`)."""
+        params = self.default_params if params is None else params
+        best = self._scored_steps(params) * self._scale(params)
+        return best * (2.0 / self.num_actions - 1.0), best
+
+    def _scored_steps(self, params) -> int:
+        return self._steps(params)
+
+    def _scale(self, params) -> float:
+        return 1.0 / (self.num_cards - 1)
+
     def _first_flag(self, state):
         return (state.time == 0).astype(jnp.float32)[None]
 
@@ -191,6 +208,12 @@ class RepeatPrevious(_SuitGame):
 
     def _params(self, **fields):
         return RepeatPreviousParams(**fields)
+
+    def _scored_steps(self, params) -> int:
+        return max(0, self._steps(params) - (int(params.k) - 1))   # steps k .. on
+
+    def _scale(self, params) -> float:
+        return 1.0 / (self.num_cards - int(params.k))
 
     def step_env(self, key, state: SuitState, action, params):
         seen = state.time + 1                      # cards seen before this action

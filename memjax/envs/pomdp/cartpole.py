@@ -53,6 +53,13 @@ class StatelessCartPole(cartpole.CartPole):
     def default_params(self) -> StatelessCartPoleParams:
         return StatelessCartPoleParams()
 
+    def return_range(self, params=None) -> tuple:
+        """``(None, best)``: the best return is the time limit times the reward per step; a
+        random policy's expected return has no closed form (about 22 for CartPole-v1, by
+        simulation), so it is not given (see :func:`memjax.envs.return_range`)."""
+        params = self.default_params if params is None else params
+        return None, float(params.max_steps_in_episode) * float(params.reward_scale)
+
     def get_obs(self, state: cartpole.EnvState, params=None, key=None) -> jax.Array:
         return jnp.array([state.x, state.theta])
 

@@ -55,6 +55,14 @@ class MemoryChain(memory_chain.MemoryChain):
         high = jnp.array([1.0, self.num_bits - 1.0] + [1.0] * self.num_bits, jnp.float32)
         return spaces.Box(low, high, (self.num_bits + 2,), jnp.float32)
 
+    def return_range(self, params=None) -> tuple:
+        """``(chance, best)``: a uniformly random policy names the bit right half the time
+        (0 on average); the best return is 1, when the time limit lets the episode reach its
+        last step (see :func:`memjax.envs.return_range`)."""
+        params = self.default_params if params is None else params
+        best = 1.0 if int(params.max_steps_in_episode) >= int(params.memory_length) + 1 else 0.0
+        return best * (2.0 / self.num_actions - 1.0), best
+
     @property
     def name(self) -> str:
         return f"MemoryChain-{self.memory_length}"
