@@ -27,18 +27,21 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train", usage="memjax train [--config FILE | --resume DIR] [options] "
                        "(memjax train --help lists them)",
-        help="train an agent (dqn, drqn or memnet) on a gymnax environment, vmapped over seeds",
-        description="Train an agent (dqn, drqn or memnet) on a gymnax environment with several "
-                    "vmapped seeds; "
+        help="train an agent (dqn, drqn, memnet, distill or a registered one) on a gymnax "
+             "environment, vmapped over seeds",
+        description="Train an agent (dqn, drqn, memnet, distill or one registered with "
+                    "memjax.agents.register) on a gymnax environment with several vmapped "
+                    "seeds; --agent NAME --help lists that agent's own options; "
                     "writes returns.csv, returns.json, curve.png and summary.json (with the "
                     "resolved config) to --out, and whole-state checkpoints to "
                     "--out/checkpoints/<step>/, from which --resume continues a killed run.")
+    # memjax.compress registers the distillation agent (also an entry point when installed)
+    from memjax.compress.cli import add_parser as _add_compress  # `memjax compress`
+
     _add_train_options(train, chosen_agent(argv or []))
     b = sub.add_parser("bench", help="replay benchmarks (experiments/bench_replay.py)",
                        add_help=False)
     b.add_argument("rest", nargs=argparse.REMAINDER)
-    from memjax.compress.cli import add_parser as _add_compress  # `memjax compress`
-
     _add_compress(sub)
     return parser
 

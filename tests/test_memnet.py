@@ -20,7 +20,7 @@ from memjax.agents import (
 )
 from memjax.agents.memnet import push, ring_valid
 from memjax.train import TrainConfig, make_train
-from memjax.train.driver import carry_bytes_per_env
+from memjax.train.memory import carry_bytes_per_env
 
 OBS, A, M = 3, 4, 5
 D, G = 8, 2                                 # memory width, attention heads

@@ -487,7 +487,7 @@ def test_capacity_for_budget():
 
 
 def test_carry_bytes_per_env_counts_the_recurrent_state():
-    from memjax.train.driver import carry_bytes_per_env
+    from memjax.train.memory import carry_bytes_per_env
 
     gru = CARTPOLE_TINY.replace(agent="drqn", memory=16, sequence_length=8,
                               sequence_period=4, burn_in=2, buffer_capacity=512)

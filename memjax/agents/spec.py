@@ -228,6 +228,12 @@ def name_of_config(agent_config) -> str:
                      f"register its AgentSpec first (registered: {names()})")
 
 
+def registered() -> tuple:
+    """The names registered so far, without loading entry points (for modules that register
+    themselves while an entry point may be importing them)."""
+    return tuple(_REGISTRY)
+
+
 def unregister(name: str) -> Optional[AgentSpec]:
     """Remove ``name`` from the registry (for tests and notebooks); returns its spec."""
     return _REGISTRY.pop(name, None)
@@ -235,4 +241,5 @@ def unregister(name: str) -> Optional[AgentSpec]:
 
 __all__ = ["AgentSpec", "Windows", "QNetworkConfig", "register", "get", "names",
            "load_entry_points", "ENTRY_POINTS",
-           "name_of_config", "unregister", "positive_ints", "q_learning_settings"]
+           "name_of_config", "registered", "unregister", "positive_ints",
+           "q_learning_settings"]

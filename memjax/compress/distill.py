@@ -35,8 +35,8 @@ import numpy as np
 import optax
 from flax import struct
 
-from memjax.agents import Agent, AgentSpec, epsilon_greedy, no_carry
-from memjax.agents.spec import positive_ints
+from memjax.agents import Agent, AgentSpec, epsilon_greedy, no_carry, register
+from memjax.agents.spec import positive_ints, registered as agents_registry
 from memjax.agents.networks import ConvQNetwork, MLPQNetwork, network_kind
 from memjax.train.config import TrainConfig
 
@@ -239,8 +239,12 @@ def check_distill(train_config: TrainConfig) -> None:
 
 DISTILL = AgentSpec(name=NAME, config=DistillConfig, make_network=student_network,
                     make_agent=distill_agent, validate=check_distill)
-"""The distillation agent's spec; memjax's package registers it as ``"distill"`` through its
-``memjax.agents`` entry point (see :func:`memjax.agents.load_entry_points`)."""
+"""The distillation agent's spec, registered as ``"distill"`` when this module is imported
+and through memjax's ``memjax.agents`` entry point (see
+:func:`memjax.agents.load_entry_points`), so that ``memjax.agents.get("distill")`` finds it in
+an installed memjax without importing :mod:`memjax.compress` first."""
+if NAME not in agents_registry():
+    register(DISTILL)
 
 
 def run_distill(trainer, keys, teacher_params, student_params=None, *,

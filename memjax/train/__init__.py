@@ -22,10 +22,24 @@ from memjax.train.build import (
     make_network_for,
     make_optimizer,
 )
+from typing import TYPE_CHECKING
+
 from memjax.train.config import REPLAY_KINDS, TrainConfig
-from memjax.train.driver import buffer_bytes_per_transition, capacity_for_budget, run
 from memjax.train.evaluation import evaluate
 from memjax.train.loop import Trainer, TrainState, make_train
+from memjax.train.memory import buffer_bytes_per_transition, capacity_for_budget
+
+if TYPE_CHECKING:  # the host driver (orbax, tqdm, matplotlib) loads when `run` is first used
+    from memjax.train.driver import run
+
+
+def __getattr__(name):
+    if name == "run":
+        from memjax.train.driver import run
+
+        return run
+    raise AttributeError(f"module 'memjax.train' has no attribute {name!r}")
+
 
 __all__ = ["TrainConfig", "TrainState", "Trainer", "make_train", "run", "evaluate",
            "make_env_for", "make_buffer", "make_agent", "make_network_for", "make_optimizer",

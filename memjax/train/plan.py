@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from memjax.train.config import TrainConfig
-from memjax.train.driver import capacity_for_budget
+from memjax.train.memory import capacity_for_budget
 from memjax.train.loop import make_train
 
 PARTS = ("params", "target_params", "optimizer", "agent_other", "replay", "env_states",
