@@ -1,7 +1,6 @@
 """Replay benchmark: memjax against flashbax 0.1.3, side by side in ONE process.
 
     python experiments/bench_replay.py [--quick] [--out PATH] [--only add,sample,per]
-    memjax bench [same options]
 
 What is measured (issue 2, item 5):
 

@@ -1,4 +1,4 @@
-"""The ``memjax`` command line: ``memjax train ...`` and ``memjax bench ...``.
+"""The ``memjax`` command line: ``memjax train ...`` and ``memjax compress ...``.
 
 Invalid options get one clear line on stderr and exit status 2, never a traceback.
 """
@@ -6,8 +6,6 @@ Invalid options get one clear line on stderr and exit status 2, never a tracebac
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import inspect
 import os
 import shlex
 import sys
@@ -22,7 +20,7 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     ``train`` offers as options (see :func:`chosen_agent`)."""
     parser = argparse.ArgumentParser(
         prog="memjax", description="Memory-efficient replay and fused RL training loops in JAX.")
-    sub = parser.add_subparsers(dest="command", metavar="{train,bench,compress}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,compress}")
     sub.required = True
     train = sub.add_parser(
         "train", usage="memjax train [--config FILE | --resume DIR] [options] "
@@ -39,9 +37,6 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     from memjax.compress.cli import add_parser as _add_compress  # `memjax compress`
 
     _add_train_options(train, chosen_agent(argv or []))
-    b = sub.add_parser("bench", help="replay benchmarks (experiments/bench_replay.py)",
-                       add_help=False)
-    b.add_argument("rest", nargs=argparse.REMAINDER)
     _add_compress(sub)
     return parser
 
@@ -436,59 +431,10 @@ def _run_and_report(parser, cfg, seeds, out, seed, progress, every, resume, devi
     return 0
 
 
-def _find_bench(package_dir: Path = Path(__file__).resolve().parent):
-    """experiments/bench_replay.py of the memjax source checkout this package runs from, or
-    None (an installed wheel has no experiments/). Never a file from the working directory:
-    ``memjax bench`` runs only memjax's own benchmark."""
-    root = package_dir.parent
-    pyproject = root / "pyproject.toml"
-    script = root / "experiments" / "bench_replay.py"
-    if script.is_file() and pyproject.is_file() and 'name = "memjax"' in pyproject.read_text():
-        return script
-    return None
-
-
-def _bench(rest) -> int:
-    path = _find_bench()
-    if path is None:
-        print("memjax bench: experiments/bench_replay.py not found next to this memjax "
-              "package: the benchmarks ship with the source, not the installed package; clone "
-              "the repository and `pip install -e .` it, or run "
-              "`python experiments/bench_replay.py` there", file=sys.stderr)
-        return 2
-    spec = importlib.util.spec_from_file_location("memjax_bench_replay", path)
-    mod = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(mod)
-    except ImportError as e:
-        print(f"memjax bench: cannot import {path}: {e}", file=sys.stderr)
-        return 2
-    fn = getattr(mod, "main", None)
-    if fn is None:
-        print(f"memjax bench: {path} has no main()", file=sys.stderr)
-        return 2
-    try:
-        takes_argv = len(inspect.signature(fn).parameters) > 0
-    except (TypeError, ValueError):
-        takes_argv = False
-    if takes_argv:
-        rc = fn(list(rest))
-    else:
-        old = sys.argv
-        sys.argv = [str(path)] + list(rest)
-        try:
-            rc = fn()
-        finally:
-            sys.argv = old
-    return int(rc or 0)
-
-
 def main(argv=None) -> int:
     """Entry point of the ``memjax`` console script. Returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["bench"]:  # everything after `bench` belongs to the bench script
-            return _bench(argv[1:])
         joined = _join_run(argv)
         try:
             parser = build_parser(argv)

@@ -76,7 +76,7 @@ def _hlo_copies(hlo_text: str, shapes) -> list:
 @pytest.fixture(scope="session")
 def load_experiment():
     """``load_experiment("bench_replay")``: a fresh module from ``experiments/<name>.py``,
-    loaded from its path the way ``memjax bench`` loads the replay benchmark."""
+    loaded from its path, as a script run from the checkout would be."""
 
     def load(name: str):
         path = os.path.join(_ROOT, "experiments", f"{name}.py")

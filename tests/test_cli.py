@@ -1,4 +1,4 @@
-"""`memjax train` / `memjax bench` command line: error paths and one tiny real run."""
+"""`memjax train` command line: error paths and one tiny real run."""
 
 import argparse
 import json
@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -92,24 +91,12 @@ def test_tiny_train_run(tmp_path, capsys):
     assert "final greedy return" in capsys.readouterr().out
 
 
-def test_bench_without_script(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "_find_bench", lambda: None)
-    assert cli.main(["bench"]) == 2
-    assert "bench_replay.py not found" in capsys.readouterr().err
-
-
-def test_bench_never_runs_a_script_from_the_working_directory(tmp_path, monkeypatch):
-    """An installed package (no checkout around it) finds no benchmark, even when the working
-    directory has an experiments/bench_replay.py of its own."""
-    (tmp_path / "experiments").mkdir()
-    (tmp_path / "experiments" / "bench_replay.py").write_text("raise SystemExit('ran')\n")
-    monkeypatch.chdir(tmp_path)
-    installed = tmp_path / "site-packages" / "memjax"
-    installed.mkdir(parents=True)
-    assert cli._find_bench(installed) is None
-    here = cli._find_bench()  # this checkout's own script
-    assert here == Path(cli.__file__).resolve().parent.parent / "experiments" / "bench_replay.py"
+def test_bench_is_not_a_command(capsys):
+    """The benchmarks are scripts of a source checkout (``python experiments/...``), not part
+    of the installed package."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench"])
+    assert exc.value.code == 2 and "invalid choice: 'bench'" in capsys.readouterr().err
 
 
 def test_tiny_train_run_with_memory_budget_and_codecs(tmp_path, capsys):
