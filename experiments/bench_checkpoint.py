@@ -4,7 +4,7 @@ the run) against checkpoints off, in one process.
 
     python experiments/bench_checkpoint.py [--quick] [--rounds 2] [--steps 500000] [--out PATH]
 
-Save/restore (``memjax.train.snapshots``, the code ``memjax train`` runs), per case:
+Save/restore (``memjax.train.checkpoints``, the code ``memjax train`` runs), per case:
 
   cartpole  CartPole-v1 defaults (buffer 10k, 8 seeds), the state after the 10k-step warm-up
   minatar   Breakout-MinAtar, buffer 1e5 per seed, 3 seeds, the state after a warm-up that
@@ -50,7 +50,7 @@ if str(_ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(_ROOT))
 
 from memjax.agents import DQNConfig  # noqa: E402
-from memjax.train import TrainConfig, make_train, snapshots  # noqa: E402
+from memjax.train import TrainConfig, checkpoints, make_train  # noqa: E402
 from memjax.train import driver  # noqa: E402
 
 from experiments._common import log, machine_info, results_path, write_json  # noqa: E402
@@ -76,7 +76,7 @@ def _dir_bytes(path: Path) -> int:
 
 def _tree_bytes(tree) -> int:
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
-        jax.tree.map(lambda a: jax.random.key_data(a) if snapshots._is_key(a) else a, tree)))
+        jax.tree.map(lambda a: jax.random.key_data(a) if checkpoints._is_key(a) else a, tree)))
 
 
 def _points(step: int, seeds: int):
@@ -97,14 +97,14 @@ def save_restore(name: str, cfg: TrainConfig, seeds: int, repeats: int, work: Pa
     jax.block_until_ready(state)
     log(f"[{name}] warm-up state ready ({time.perf_counter() - t0:.1f} s with compile)")
     template = jax.eval_shape(jax.vmap(trainer.init), keys)
-    record = snapshots.RunRecord(cfg, seeds, 0, cfg.steps_done)
+    record = checkpoints.RunRecord(cfg, seeds, 0, cfg.steps_done)
     step = cfg.warmup_vec_steps * cfg.num_envs
     points, sizes = _points(step, seeds)
     rows = {"save_blocking_s": [], "save_commit_s": [], "restore_s": [], "host_copy_s": []}
     disk = None
     for r in range(repeats):
         out = work / f"{name}-{r}"
-        snaps = snapshots.Snapshots(out, record, template, jax.random.key_impl(keys))
+        snaps = checkpoints.Snapshots(out, record, template, jax.random.key_impl(keys))
         t0 = time.perf_counter()
         snaps.save(0, step, state, points, sizes, {})
         t1 = time.perf_counter()
@@ -112,17 +112,17 @@ def save_restore(name: str, cfg: TrainConfig, seeds: int, repeats: int, work: Pa
         t2 = time.perf_counter()
         rows["save_blocking_s"].append(t1 - t0)
         rows["save_commit_s"].append(t2 - t0)
-        disk = _dir_bytes(out / snapshots.DIRNAME / str(step))
-        reader = snapshots.Snapshots(out, record, template, jax.random.key_impl(keys))
+        disk = _dir_bytes(out / checkpoints.DIRNAME / str(step))
+        reader = checkpoints.Snapshots(out, record, template, jax.random.key_impl(keys))
         t0 = time.perf_counter()
         found = reader.restore()
         jax.block_until_ready(found.state)
         rows["restore_s"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        snapshots.host_copy(state)
+        checkpoints.host_copy(state)
         rows["host_copy_s"].append(time.perf_counter() - t0)
-        same = all(np.array_equal(a, b) for a, b in zip(snapshots.host_copy(found.state),
-                                                       snapshots.host_copy(state)))
+        same = all(np.array_equal(a, b) for a, b in zip(checkpoints.host_copy(found.state),
+                                                       checkpoints.host_copy(state)))
         assert same, "restored state differs from the saved one"
         shutil.rmtree(out)
     memory = _tree_bytes(state)
@@ -146,15 +146,15 @@ def _loop(cfg: TrainConfig, seeds: int):
     compiled = driver._compile(trainer, keys, jax.random.split(k_eval, seeds))
     log(f"[loop] compiled in {time.perf_counter() - t0:.1f} s; {cfg.steps_done:,} env steps "
         f"per seed x {seeds} seeds, {len(compiled.schedule)} chunks incl. warm-up")
-    every = snapshots.resolve_every("auto", cfg)
+    every = checkpoints.resolve_every("auto", cfg)
     template = jax.eval_shape(jax.vmap(trainer.init), keys)
 
     def fresh(out: Path):
-        return snapshots.Snapshots(out, snapshots.RunRecord(cfg, seeds, 0, every), template,
+        return checkpoints.Snapshots(out, checkpoints.RunRecord(cfg, seeds, 0, every), template,
                                    jax.random.key_impl(keys))
 
     boundaries = np.cumsum([n for _, _, n in compiled.schedule]).tolist()
-    return compiled, keys, k_eval, every, fresh, snapshots.save_indices(boundaries, every)
+    return compiled, keys, k_eval, every, fresh, checkpoints.save_indices(boundaries, every)
 
 
 def lockstep_slowdown(cfg: TrainConfig, seeds: int, work: Path, loop) -> dict:

@@ -63,12 +63,12 @@ EXTRA_EPSILON = {"Breakout-MinAtar": 0.05}
 
 def run_env(env: str, episodes: int, methods=None, distill_steps=None, epsilon: float = 0.0,
             extra_epsilon=None):
-    from memjax.train import checkpoint
+    from memjax.train import params_file
     from memjax.compress import pipeline
     from memjax.compress.distill import distill_train_config
     from memjax.train.results import json_safe as _clean
 
-    ck = checkpoint.load(TEACHERS / env)
+    ck = params_file.load(TEACHERS / env)
     steps = distill_steps or DISTILL_STEPS.get(env, 200_000)
     dcfg = distill_train_config(total_steps=steps, chunk_steps=min(20_000, steps),
                                 buffer_capacity=50_000)

@@ -64,9 +64,9 @@ def chosen_agent(argv) -> str:
 
             return read_config_file(known.config)[0].get("agent", "dqn")
         if known.resume is not None:
-            from memjax.train import snapshots
+            from memjax.train import checkpoints
 
-            return snapshots.read_run(known.resume).config.agent
+            return checkpoints.read_run(known.resume).config.agent
     except (OSError, ValueError):
         pass
     return "dqn"
@@ -288,10 +288,10 @@ def _train_here(args, parser) -> int:
 def _resume(args, parser) -> int:
     """``memjax train --resume DIR``: the run's own settings; explicit options must agree."""
     from memjax.cli_config import given_values, option_name
-    from memjax.train import capacity_for_budget, snapshots
+    from memjax.train import capacity_for_budget, checkpoints
     where = args.resume
     try:
-        record = snapshots.read_run(where)
+        record = checkpoints.read_run(where)
         given = given_values(args)
     except (FileNotFoundError, ValueError) as e:
         parser.error(f"--resume {where}: {e}")
@@ -321,7 +321,7 @@ def _resume(args, parser) -> int:
                      f"options conflict with them: {'; '.join(conflicts)}. Drop them, or "
                      "start a new run with another --out")
     cfg = record.config
-    if snapshots.run_is_complete(where, record):
+    if checkpoints.run_is_complete(where, record):
         if _main_process():
             print(f"memjax train --resume {where}: the run is complete ({cfg.steps_done:,} "
                   f"of {cfg.steps_done:,} steps); its results are in {where}, nothing to "
@@ -371,7 +371,7 @@ def _run_and_report(parser, cfg, seeds, out, seed, progress, every, resume, devi
     from memjax.train import devices as mj_devices
     from memjax.train.driver import Interrupted
     from memjax.train.results import nanmean_over_seeds
-    from memjax.train.snapshots import IncompatibleCheckpoint, NoReadableCheckpoint
+    from memjax.train.checkpoints import IncompatibleCheckpoint, NoReadableCheckpoint
 
     try:
         mj_devices.layout(seeds, devices, data_parallel)  # before compiling anything

@@ -15,7 +15,7 @@ import pytest
 
 import memjax as mj
 from memjax import agents, cli
-from memjax.train import TrainConfig, checkpoint
+from memjax.train import TrainConfig, params_file
 
 ROOT = Path(__file__).resolve().parent.parent
 LEGACY = Path(__file__).resolve().parent / "data" / "legacy_runs"
@@ -227,10 +227,10 @@ def test_a_users_agent_trains_checkpoints_and_resumes_through_the_cli(tinyq, tmp
     summary = json.loads((out / "summary.json").read_text())
     assert summary["agent"] == "tinyq"
     assert summary["config"]["agent"] == {"name": "tinyq", "width": 8, "double_dqn": True}
-    params_file = checkpoint.load(out)
-    assert params_file.meta["agent"] == "tinyq"
-    assert params_file.network() == TinyQNetwork(2, 8)
-    q = params_file.network().apply(params_file.seed_params(0), np.ones((3, 4), np.float32))
+    trained = params_file.load(out)
+    assert trained.meta["agent"] == "tinyq"
+    assert trained.network() == TinyQNetwork(2, 8)
+    q = trained.network().apply(trained.seed_params(0), np.ones((3, 4), np.float32))
     assert q.shape == (3, 2)
     # resume from the middle checkpoint: the same returns, bit for bit
     steps = sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
@@ -294,7 +294,7 @@ def test_the_rule_finds_a_switch(tmp_path):
 def test_parameter_files_of_before_agent_specs_rebuild_their_network(agent):
     """Version 1 parameter files (memjax at da0a727, stored): the spec rebuilds the network
     from the flat config and the environment, and the parameters fit it."""
-    loaded = checkpoint.load(LEGACY / agent)
+    loaded = params_file.load(LEGACY / agent)
     assert loaded.config.agent == agent and loaded.num_seeds == 2
     network = loaded.network()
     assert network.memory == 16 and tuple(network.hidden) == (16,)

@@ -280,6 +280,8 @@ def test_ctrl_c_writes_the_results_so_far_and_the_resume_command(tmp_path):
         proc.kill()
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr, stderr
+    # the signal came while chunks ran: the run stopped after the chunk and its checkpoint
+    assert "stopping after this chunk and its checkpoint" in stderr, stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["steps"] == 400_400
     assert 2_000 <= summary["steps_done"] < 400_400

@@ -9,7 +9,7 @@ import pytest
 
 from memjax import cli
 from memjax.agents import DQNConfig
-from memjax.train import checkpoint
+from memjax.train import params_file
 from memjax.agents.networks import MLPQNetwork
 from memjax.compress import pipeline
 from memjax.train import TrainConfig
@@ -34,7 +34,7 @@ def ckpt(tmp_path_factory):
     net = MLPQNetwork(num_actions=2, hidden=(64,))
     params = jax.vmap(lambda k: net.init(k, jnp.zeros((1, 4))))(
         jax.random.split(jax.random.key(0), 2))
-    checkpoint.save(d, cfg, params)
+    params_file.save(d, cfg, params)
     return d
 
 

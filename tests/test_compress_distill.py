@@ -13,7 +13,7 @@ import memjax.compress as mjc
 from memjax import cli
 from memjax.agents.networks import MLPQNetwork
 from memjax.envs import make as make_env
-from memjax.train import checkpoint, make_optimizer, make_train
+from memjax.train import params_file, make_optimizer, make_train
 
 
 def test_distill_loss_reference():
@@ -106,7 +106,7 @@ def teacher_run(tmp_path_factory):
     net = MLPQNetwork(num_actions=2, hidden=(16,))
     params = jax.vmap(lambda k: net.init(k, jnp.zeros((1, 4))))(
         jax.random.split(jax.random.key(0), 2))
-    checkpoint.save(d, TrainConfig(agent=DQNConfig(hidden=(16,))), params)
+    params_file.save(d, TrainConfig(agent=DQNConfig(hidden=(16,))), params)
     return d
 
 
@@ -120,7 +120,7 @@ def test_memjax_train_distils_a_teacher_run(teacher_run, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["agent"] == "distill"
     assert summary["config"]["agent"]["teacher"] == str(teacher_run)
-    student = checkpoint.load(out)
+    student = params_file.load(out)
     assert student.network() == MLPQNetwork(num_actions=2, hidden=(8,))
     # the learner's metrics per evaluation point: the KL falls, the batch agreement rises
     curves = json.loads((out / "returns.json").read_text())

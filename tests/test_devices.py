@@ -35,7 +35,7 @@ def _script(out: Path) -> None:
     """The runs (in the subprocess): results into ``out``."""
     import jax
 
-    from memjax.train import devices, make_train, run, snapshots
+    from memjax.train import devices, make_train, run, checkpoints
     from memjax.train.plan import nbytes, plan
 
     assert jax.local_device_count() == 8
@@ -59,10 +59,10 @@ def _script(out: Path) -> None:
     # a data-parallel agent on 4 devices; its final checkpoint holds every device's copy
     dp = run(DP_CARTPOLE, num_seeds=2, progress=False, log=None, devices_per_process=4,
              data_parallel=True, out_dir=out / "dp", checkpoint_every=DP_CARTPOLE.total_steps)
-    record = snapshots.read_run(out / "dp")
+    record = checkpoints.read_run(out / "dp")
     t = devices.data_parallel_trainer(make_train(DP_CARTPOLE))
     template = jax.eval_shape(devices.layout(2, 4, True).init(t, jax.random.key(0)))
-    snap = snapshots.Snapshots(out / "dp", record, template, jax.random.key_impl(
+    snap = checkpoints.Snapshots(out / "dp", record, template, jax.random.key_impl(
         jax.random.key(0))).restore()
     params = jax.tree.leaves(snap.state.agent.params)
     planned = plan(DP_CARTPOLE, 2, devices=4, data_parallel=True)

@@ -276,13 +276,13 @@ def test_memnet_learns_a_memory_task_that_dqn_cannot():
 
 def test_trained_model_checkpoint_rebuilds_the_memory_network(tmp_path, net):
     from memjax.compress.pipeline import make_context
-    from memjax.train import checkpoint
+    from memjax.train import params_file
 
     network, params, _ = net
     config = QUICK.replace(context_length=M, hidden=(8, 6), memory=D, attention_heads=G)
-    checkpoint.save(tmp_path, config, params, stacked=False, num_actions=network.num_actions,
+    params_file.save(tmp_path, config, params, stacked=False, num_actions=network.num_actions,
                     obs=jax.ShapeDtypeStruct(network.obs_shape, network.obs_dtype))
-    loaded = checkpoint.load(tmp_path)
+    loaded = params_file.load(tmp_path)
     assert loaded.meta["agent"] == "memnet"
     assert loaded.network() == network.clone(obs_dtype=np.dtype(np.float32))
     with pytest.raises(ValueError, match="holds agent 'memnet'"):

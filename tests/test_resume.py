@@ -1,4 +1,4 @@
-"""Whole-state checkpoints (memjax.train.snapshots) and bit-exact resume: a run killed with
+"""Whole-state checkpoints (memjax.train.checkpoints) and bit-exact resume: a run killed with
 SIGKILL and resumed ends with the files of an uninterrupted run; an unreadable latest
 checkpoint falls back to the one before; another config, seed count or memjax version is an
 error; the trained-model checkpoint that `memjax compress` reads is still written."""
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from memjax import cli
-from memjax.train import TrainConfig, checkpoint, run, snapshots
+from memjax.train import TrainConfig, params_file, run, checkpoints
 
 TIMING = {"steps_per_second", "steps_per_second_per_seed", "train_seconds", "eval_seconds",
           "compile_seconds", "compile_seconds_by_function", "checkpoint_seconds"}
@@ -35,7 +35,7 @@ def assert_same_run(a: Path, b: Path) -> None:
     for name in ("returns.csv", "returns.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     assert _summary(a) == _summary(b)
-    ca, cb = checkpoint.load(a), checkpoint.load(b)
+    ca, cb = params_file.load(a), params_file.load(b)
     assert ca.config == cb.config and ca.meta == cb.meta
     la, lb = jax.tree.leaves(ca.params), jax.tree.leaves(cb.params)
     assert len(la) == len(lb) > 0
@@ -52,15 +52,15 @@ def _steps(out: Path) -> list:
 
 def test_checkpoints_are_taken_at_chunk_boundaries():
     boundaries = [400, 800, 1200, 1600, 2000]
-    assert snapshots.save_indices(boundaries, 0) == set()
-    assert snapshots.save_indices(boundaries, 400) == {0, 1, 2, 3, 4}
+    assert checkpoints.save_indices(boundaries, 0) == set()
+    assert checkpoints.save_indices(boundaries, 400) == {0, 1, 2, 3, 4}
     # the first boundary at or past each multiple of 700 (700, 1400), and the end
-    assert snapshots.save_indices(boundaries, 700) == {1, 3, 4}
-    assert snapshots.save_indices(boundaries, 10**9) == {4}
-    assert snapshots.resolve_every("auto", TINY) == 200  # a tenth of 2000 steps
-    assert snapshots.resolve_every(None, TINY) == 0
+    assert checkpoints.save_indices(boundaries, 700) == {1, 3, 4}
+    assert checkpoints.save_indices(boundaries, 10**9) == {4}
+    assert checkpoints.resolve_every("auto", TINY) == 200  # a tenth of 2000 steps
+    assert checkpoints.resolve_every(None, TINY) == 0
     with pytest.raises(ValueError, match="checkpoint_every must be"):
-        snapshots.resolve_every(-1, TINY)
+        checkpoints.resolve_every(-1, TINY)
 
 
 # --------------------------------------------------------------------------- SIGKILL + resume
@@ -166,13 +166,13 @@ def test_unreadable_latest_checkpoint_falls_back(runs, tmp_path):
 
 
 def _config(out: Path) -> TrainConfig:
-    return snapshots.read_run(out).config
+    return checkpoints.read_run(out).config
 
 
 def test_incompatible_checkpoints_are_errors(runs, tmp_path, capsys, monkeypatch):
     out = _copy(runs, tmp_path)
     cfg = _config(out)
-    with pytest.raises(snapshots.IncompatibleCheckpoint, match=r"lr: 0.00025 -> 0.001"):
+    with pytest.raises(checkpoints.IncompatibleCheckpoint, match=r"lr: 0.00025 -> 0.001"):
         run(cfg.replace(lr=1e-3), num_seeds=2, out_dir=out, progress=False,
             log=None, resume=True)
     # the command line: each explicit option that conflicts with the run's own is named
@@ -184,9 +184,9 @@ def test_incompatible_checkpoints_are_errors(runs, tmp_path, capsys, monkeypatch
     assert "--lr 0.001 (the run has 0.00025)" in err and "--seeds 3 (the run has 2)" in err
     assert "--hidden" not in err and "--seed " not in err
     # a checkpoint written by another memjax version
-    monkeypatch.setattr(snapshots, "MEMJAX_VERSION", "99.0")
-    with pytest.raises(snapshots.IncompatibleCheckpoint, match="written by memjax 0.1.0"):
-        snapshots.read_run(out)
+    monkeypatch.setattr(checkpoints, "MEMJAX_VERSION", "99.0")
+    with pytest.raises(checkpoints.IncompatibleCheckpoint, match="written by memjax 0.1.0"):
+        checkpoints.read_run(out)
     with pytest.raises(SystemExit):
         cli.main(["train", "--resume", str(out)])
     assert "written by memjax 0.1.0" in capsys.readouterr().err
@@ -207,7 +207,7 @@ def test_fresh_run_refuses_an_unfinished_runs_checkpoints(runs, tmp_path, capsys
 
 
 def test_the_compress_checkpoint_is_still_written(runs):
-    ck = checkpoint.load(runs["killed"])  # what `memjax compress DIR` reads
+    ck = params_file.load(runs["killed"])  # what `memjax compress DIR` reads
     assert ck.config == _config(runs["killed"]) and ck.num_seeds == 2
     assert ck.network().apply(ck.seed_params(1), np.ones((3, 4), np.float32)).shape == (3, 2)
 

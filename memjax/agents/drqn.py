@@ -49,7 +49,7 @@ from memjax.agents.recurrent import CELL_KINDS, RecurrentQNetwork, unroll
 from memjax.agents.spec import AgentSpec, Windows, q_learning_settings, register
 from memjax.agents.window_learning import (
     WindowConfig,
-    check_window_rows,
+    check_windows,
     window_learner,
     window_n_step_td,
 )
@@ -259,15 +259,8 @@ def drqn_windows(train_config) -> Windows:
 
 def check_drqn(train_config) -> None:
     """``ValueError`` for bad :class:`DRQNConfig` knobs, alone or with the loop's n-step."""
-    agent = train_config.agent_config
-    agent.check()
-    if agent.sequence_length < agent.burn_in + train_config.n_step:
-        raise ValueError(
-            f"agent 'drqn': sequence_length ({agent.sequence_length}) is shorter than "
-            f"burn_in ({agent.burn_in}) + n_step ({train_config.n_step}): no step of a window "
-            f"would be trained; use --sequence-length {agent.burn_in + train_config.n_step} "
-            f"or more")
-    check_window_rows(train_config, "drqn")
+    train_config.agent_config.check()
+    check_windows(train_config, "drqn", "burn_in", "no step of a window would be trained")
 
 
 DRQN = register(AgentSpec(name="drqn", config=DRQNConfig, make_network=drqn_network,

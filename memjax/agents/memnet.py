@@ -86,7 +86,7 @@ from memjax.agents.networks import network_kind
 from memjax.agents.spec import AgentSpec, Windows, positive_ints, q_learning_settings, register
 from memjax.agents.window_learning import (
     WindowConfig,
-    check_window_rows,
+    check_windows,
     window_learner,
     window_n_step_td,
 )
@@ -453,16 +453,10 @@ def memnet_windows(train_config) -> Windows:
 
 def check_memnet(train_config) -> None:
     """``ValueError`` for bad :class:`MemnetConfig` knobs, alone or with the loop's n-step."""
-    agent = train_config.agent_config
-    agent.check()
-    if agent.sequence_length < agent.context_length + train_config.n_step:
-        raise ValueError(
-            f"agent 'memnet': sequence_length ({agent.sequence_length}) is shorter than "
-            f"context_length ({agent.context_length}) + n_step ({train_config.n_step}): no step "
-            f"of a window would have its whole context; use --sequence-length "
-            f"{agent.context_length + train_config.n_step} or more (or a shorter "
-            f"--context-length)")
-    check_window_rows(train_config, "memnet")
+    train_config.agent_config.check()
+    check_windows(train_config, "memnet", "context_length",
+                  "no step of a window would have its whole context",
+                  hint=" (or a shorter --context-length)")
 
 
 def memnet_reach(config: MemnetConfig) -> int:

@@ -34,6 +34,20 @@ class WindowConfig(QNetworkConfig):
             raise ValueError(f"eta must be in [0, 1], got {self.eta!r}")
 
 
+def check_windows(train_config, name: str, lead: str, why: str, hint: str = "") -> None:
+    """``ValueError`` unless a window of ``sequence_length`` steps holds the agent's ``lead``
+    steps (the knob: DRQN's burn-in, memnet's context) and an n-step return after them, and
+    the buffer's rows fit whole periods (:func:`check_window_rows`)."""
+    agent = train_config.agent_config
+    lead_steps, n_step = getattr(agent, lead), train_config.n_step
+    if agent.sequence_length < lead_steps + n_step:
+        raise ValueError(
+            f"agent {name!r}: sequence_length ({agent.sequence_length}) is shorter than {lead} "
+            f"({lead_steps}) + n_step ({n_step}): {why}; use --sequence-length "
+            f"{lead_steps + n_step} or more{hint}")
+    check_window_rows(train_config, name)
+
+
 def check_window_rows(train_config, name: str) -> None:
     """``ValueError`` unless the buffer's rows (``buffer_capacity / num_envs``) are a multiple
     of ``sequence_period`` (windows start on the same rows on every lap of the ring)."""
@@ -126,4 +140,5 @@ def window_n_step_td(q, q_next_online, q_next_target, windows, *, steps: int, n_
                                                     partial + discount * values)
 
 
-__all__ = ["WindowConfig", "check_window_rows", "window_learner", "window_n_step_td"]
+__all__ = ["WindowConfig", "check_windows", "check_window_rows", "window_learner",
+           "window_n_step_td"]

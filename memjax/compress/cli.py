@@ -91,14 +91,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args, parser=None) -> int:
     """Run ``memjax compress`` for parsed ``args``; errors exit 2 with one line."""
     from memjax.compress import pipeline
-    from memjax.train import checkpoint
+    from memjax.train import params_file
     from memjax.compress.distill import distill_train_config
 
     methods = args.method or list(DEFAULT_METHODS)
     try:
         for m in methods:
             pipeline.parse_spec(m)
-        ck = checkpoint.load(args.checkpoint)
+        ck = params_file.load(args.checkpoint)
         dcfg = distill_train_config(total_steps=args.distill_steps,
                                     chunk_steps=min(20_000, args.distill_steps))
         ctx = pipeline.make_context(ck, seeds=args.seeds, episodes=args.episodes,

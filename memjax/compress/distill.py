@@ -196,13 +196,13 @@ def student_network(config: DistillConfig, obs, num_actions: int) -> nn.Module:
 
 
 def _teacher_file(config: DistillConfig):
-    from memjax.train import checkpoint
+    from memjax.train import params_file
 
     if not config.teacher:
         raise ValueError("agent 'distill' needs a teacher: --teacher RUN_DIR (a run of "
                          "`memjax train --out RUN_DIR`)")
     try:
-        loaded = checkpoint.load(config.teacher)
+        loaded = params_file.load(config.teacher)
     except FileNotFoundError as e:
         raise ValueError(f"--teacher {config.teacher}: {e}") from None
     if not loaded.spec.feedforward:

@@ -11,7 +11,9 @@ summary = mj.train.run(mj.train.TrainConfig(), num_seeds=8, out_dir="runs/cartpo
 Modules: ``config`` (TrainConfig), ``storage`` (codecs and layout from the config),
 ``build`` (environment, network, optimizer, agent, buffer from the config), ``loop``
 (make_train, Trainer, TrainState), ``evaluation`` (greedy returns), ``driver`` (run),
-``results`` (returns.csv, curve.png, summary.json), ``checkpoint`` (trained parameters).
+``results`` (returns.csv, curve.png, summary.json), ``checkpoints`` (whole-state run
+checkpoints for ``--resume``), ``params_file`` (the trained parameters that ``compress``
+reads), ``memory`` (bytes per transition, capacity within a budget), ``plan`` (``--plan``).
 """
 
 from memjax.train.build import (

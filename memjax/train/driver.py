@@ -4,7 +4,11 @@ Also the byte-budget helpers (capacity for a memory budget, bytes per transition
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import sys
+import threading
 import time
 from typing import Callable, Optional
 
@@ -13,8 +17,8 @@ import numpy as np
 from flax import struct
 
 from memjax import envs
-from memjax.train import checkpoint as checkpoint_file
-from memjax.train import devices, results, snapshots
+from memjax.train import params_file
+from memjax.train import devices, results, checkpoints
 from memjax.train.build import observation_spec
 from memjax.train.config import TrainConfig
 from memjax.train.evaluation import episode_cap
@@ -85,7 +89,7 @@ def _run_schedule(compiled: _Compiled, state, place: devices.Layout, bar, start=
     plays task ``i % num_tasks``): each evaluation's greedy return per task is kept too
     (``eval_task_return`` [seeds, tasks]).
 
-    ``start``: a :class:`memjax.train.snapshots.Snapshot` to continue from (its state is
+    ``start``: a :class:`memjax.train.checkpoints.Snapshot` to continue from (its state is
     ``state``): the entries it has done are skipped and its results are kept.
     ``checkpoint(i, done_steps, state, points, sizes, times)`` is called after every entry,
     before the next one takes the (donated) state.
@@ -103,6 +107,39 @@ def _run_schedule(compiled: _Compiled, state, place: devices.Layout, bar, start=
     live = {} if live is None else live
     live.update(points=points, sizes=sizes, done_steps=done_steps,
                 train_seconds=train_seconds, eval_seconds=eval_seconds)
+    with _stop_between_chunks(live):
+        return _run_entries(compiled, state, place, bar, first, checkpoint, num_tasks, live,
+                            points, sizes, done_steps, train_seconds, eval_seconds)
+
+
+@contextlib.contextmanager
+def _stop_between_chunks(live: dict):
+    """While the chunks run, a first Ctrl-C (SIGINT) asks the run to stop after the chunk in
+    flight and its checkpoint (``live["stop"]``), so that an interrupt never lands inside a
+    checkpoint save; a second one stops at once. Only where signals can be handled (the main
+    thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def request_stop(signum, frame):
+        if live.get("stop"):
+            raise KeyboardInterrupt
+        live["stop"] = True
+        print("memjax: stopping after this chunk and its checkpoint (Ctrl-C again to stop "
+              "now)", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_entries(compiled, state, place, bar, first, checkpoint, num_tasks, live, points,
+                 sizes, done_steps, train_seconds, eval_seconds):
+    """The loop of :func:`_run_schedule` over the compiled entries from ``first`` on."""
     for i, (_, fn, n_steps) in enumerate(compiled.schedule):
         if i < first:
             continue
@@ -112,7 +149,7 @@ def _run_schedule(compiled: _Compiled, state, place: devices.Layout, bar, start=
         train_seconds += time.perf_counter() - t0
         done_steps += n_steps
         t0 = time.perf_counter()
-        episodes, metrics, size = snapshots.gather(
+        episodes, metrics, size = checkpoints.gather(
             (compiled.evaluate(state.agent, np.int32(i)), metrics, size))
         ev, finished = np.asarray(episodes.returns), np.asarray(episodes.finished)
         if place.data_parallel:  # [devices, seeds, ...] -> [seeds, ...]
@@ -139,6 +176,8 @@ def _run_schedule(compiled: _Compiled, state, place: devices.Layout, bar, start=
             bar.set_postfix(sps_all_seeds=f"{done_steps * place.num_seeds / max(train_seconds, 1e-9):,.0f}",
                             ret=f"{np.nanmean(train):.1f}" if np.isfinite(train).any() else "nan",
                             greedy=f"{ev.mean():.1f}")
+        if live.get("stop") and i + 1 < len(compiled.schedule):
+            raise KeyboardInterrupt  # asked for between chunks: the checkpoint is on its way
     return state, points, train_seconds, eval_seconds, sizes
 
 
@@ -262,7 +301,7 @@ def _checkpoint_hook(compiled: _Compiled, snaps) -> Optional[Callable]:
     if snaps is None or not snaps.every:
         return None
     boundaries = np.cumsum([n for _, _, n in compiled.schedule]).tolist()
-    save_at = snapshots.save_indices(boundaries, snaps.every)
+    save_at = checkpoints.save_indices(boundaries, snaps.every)
 
     def checkpoint(i, done_steps, state, points, sizes, times):
         if i in save_at:
@@ -296,7 +335,7 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
       env_params: its parameters.
       log: where progress lines go (None: nowhere).
       checkpoint_every: env steps per seed between whole-state checkpoints in
-        ``out_dir/checkpoints/<step>/`` (:mod:`memjax.train.snapshots`), taken at the first
+        ``out_dir/checkpoints/<step>/`` (:mod:`memjax.train.checkpoints`), taken at the first
         chunk boundary at or past each multiple and at the end; ``"auto"``: a tenth of the
         run; 0: none; None (default): none, or the resumed run's own period.
       resume: continue the checkpointed run in ``out_dir`` from its newest readable
@@ -310,7 +349,7 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
         its own batch, and the gradients are averaged over the devices.
       restart_if_unreadable: with ``resume``, when the run has checkpoints and none of them
         can be read, train it again from step 0 (the unreadable ones moved aside) instead of
-        raising :class:`memjax.train.snapshots.NoReadableCheckpoint`.
+        raising :class:`memjax.train.checkpoints.NoReadableCheckpoint`.
 
     Ctrl-C (``KeyboardInterrupt``) stops the run with :class:`Interrupted`, after the
     checkpoints already taken are committed and the results so far are written to
@@ -323,11 +362,11 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
     Raises:
       ValueError: invalid settings (seeds not divisible by the devices, too many devices),
         or checkpoints without ``out_dir``.
-      memjax.train.snapshots.IncompatibleCheckpoint: ``resume`` with another config, seed
+      memjax.train.checkpoints.IncompatibleCheckpoint: ``resume`` with another config, seed
         count, seed, data-parallel layout or memjax version.
       FileExistsError: a fresh run into an ``out_dir`` whose checkpoints belong to an
         unfinished run.
-      memjax.train.snapshots.NoReadableCheckpoint: ``resume`` where no checkpoint reads
+      memjax.train.checkpoints.NoReadableCheckpoint: ``resume`` where no checkpoint reads
         (without ``restart_if_unreadable``).
       Interrupted: Ctrl-C.
     """
@@ -340,17 +379,17 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
     if out_dir is None and (checkpoint_every or resume):
         raise ValueError("checkpoints (checkpoint_every, resume) need out_dir")
     if checkpoint_every is None and resume:
-        checkpoint_every = snapshots.read_run(out_dir).checkpoint_every
-    every = snapshots.resolve_every(checkpoint_every, trainer.config)
+        checkpoint_every = checkpoints.read_run(out_dir).checkpoint_every
+    every = checkpoints.resolve_every(checkpoint_every, trainer.config)
     k_train, k_eval = jax.random.split(jax.random.key(seed))
     if jax.process_index() != 0:
         log, progress = None, False
     snaps, start = None, None
     if out_dir is not None:
-        record = snapshots.RunRecord(trainer.config, num_seeds, seed, every,
+        record = checkpoints.RunRecord(trainer.config, num_seeds, seed, every,
                                      data_parallel=place.num_devices if data_parallel else 0)
         template = jax.eval_shape(place.init(trainer, k_train))
-        snaps, start = snapshots.open_run(out_dir, record, template,
+        snaps, start = checkpoints.open_run(out_dir, record, template,
                                           jax.random.key_impl(k_train), resume=resume,
                                           log=log, sharding=place.sharded,
                                           restart_if_unreadable=restart_if_unreadable)
@@ -395,7 +434,7 @@ def _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed,
     curves = _curves(points)
     # what the host reads of the final state, from every process; a data-parallel run's
     # parameters are the same on every device: device 0's copy
-    final = snapshots.gather({"agent": state.agent, "buffer": _buffer_counters(state.buffer)})
+    final = checkpoints.gather({"agent": state.agent, "buffer": _buffer_counters(state.buffer)})
     if place.data_parallel:
         buffer = final["buffer"]
         final = {"agent": jax.tree.map(lambda x: x[0], final["agent"]),
@@ -407,7 +446,7 @@ def _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed,
     if out_dir is not None and jax.process_index() == 0:
         paths = results.write_all(out_dir, summary, curves)
         if trainer.network is not None:  # the trained Q-networks, read by `memjax compress`
-            paths.append(checkpoint_file.save(out_dir, trainer.config, final["agent"].params,
+            paths.append(params_file.save(out_dir, trainer.config, final["agent"].params,
                                               obs=observation_spec(trainer.env,
                                                                    trainer.env_params),
                                               num_actions=trainer.num_actions, meta={

@@ -9,7 +9,7 @@ One file, ``checkpoint.msgpack`` (flax.serialization's msgpack), holding::
 ``memjax train --out DIR`` writes ``DIR/checkpoint.msgpack``; :func:`load` reads it back and
 :func:`Checkpoint.network` rebuilds the flax module, so evaluation needs nothing else::
 
-    ck = memjax.train.checkpoint.load("runs/cartpole")
+    ck = memjax.train.params_file.load("runs/cartpole")
     q = ck.network().apply(ck.seed_params(0), obs)
 """
 

@@ -18,7 +18,7 @@ commits: a step directory appears only once complete)::
 ``<step>`` is env steps per seed done. Checkpoints are taken only at chunk boundaries (the
 run's chunks depend on its config alone, and evaluation keys on the chunk's index), so a
 resumed run executes the same compiled programs on the same inputs as an uninterrupted one.
-``DIR/checkpoint.msgpack`` (:mod:`memjax.train.checkpoint`, the trained parameters that
+``DIR/checkpoint.msgpack`` (:mod:`memjax.train.params_file`, the trained parameters that
 ``memjax compress`` reads) is a different, smaller file and is still written at the end.
 
 Reading falls back from an unreadable latest checkpoint (a file missing, cut short or
