@@ -51,7 +51,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
+from memjax import _struct as struct
 
 from memjax._batching import vmap_as_leading_axis
 from memjax._checks import check_positive_int, is_concrete

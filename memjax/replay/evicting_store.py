@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import struct
+from memjax import _struct as struct
 
 from memjax.replay import encoding, ring
 from memjax.replay.eviction import EvictionPolicy, Occupancy, resolve

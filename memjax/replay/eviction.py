@@ -58,7 +58,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
+from memjax import _struct as struct
 
 from memjax import sumtree
 from memjax._checks import check_positive_int

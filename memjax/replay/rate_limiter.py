@@ -52,7 +52,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from flax import struct
+from memjax import _struct as struct
 
 from memjax._checks import check_positive_int
 

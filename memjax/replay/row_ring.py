@@ -51,7 +51,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
+from memjax import _struct as struct
 
 from memjax import sumtree
 from memjax._batching import vmap_as_leading_axis

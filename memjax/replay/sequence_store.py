@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import struct
+from memjax import _struct as struct
 
 from memjax import sumtree
 from memjax.replay import encoding
