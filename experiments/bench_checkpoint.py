@@ -49,10 +49,13 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(_ROOT))
 
-from memjax.train import TrainConfig, make_train, snapshots  # noqa: E402
-from memjax.train import driver  # noqa: E402
-
 from experiments._common import log, machine_info, results_path, write_json  # noqa: E402
+from memjax.train import (  # noqa: E402
+    TrainConfig,
+    driver,  # noqa: E402
+    make_train,
+    snapshots,
+)
 
 TARGET_SLOWDOWN_MAX = 1.05  # the target at the default period, async saves
 

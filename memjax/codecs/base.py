@@ -27,13 +27,14 @@ sums them over any state (chains, vmapped seeds) for reports.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from memjax import _struct as struct
 
+from memjax import _struct as struct
 from memjax._checks import is_concrete
 
 INT32_MAX = 2**31 - 1
@@ -281,7 +282,8 @@ def chain(*codecs: Codec) -> Codec:
     def check_state(state, what):
         if not isinstance(state, tuple) or len(state) != len(codecs):
             raise TypeError(
-                f"chain.{what}: state must be a tuple of {len(codecs)} codec states (from chain.init)"
+                f"chain.{what}: state must be a tuple of "
+                f"{len(codecs)} codec states (from chain.init)"
             )
 
     def encode(x, state):

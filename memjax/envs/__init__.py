@@ -7,7 +7,6 @@ env, env_params = mj.envs.make("MultiCartPole")   # 4 CartPole-v1 variants, obs 
 ```
 """
 
-from memjax.envs.registry import check_discrete, make, num_actions, observation_shape
 from memjax.envs.multitask import (
     MultiTask,
     MultiTaskParams,
@@ -17,6 +16,7 @@ from memjax.envs.multitask import (
     multi_cartpole,
     task_means,
 )
+from memjax.envs.registry import check_discrete, make, num_actions, observation_shape
 from memjax.envs.wrappers import FrameStack, FrameStackState
 
 __all__ = ["make", "check_discrete", "num_actions", "observation_shape", "FrameStack",
