@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax import _struct as struct
+from memjax import _pytree as struct
 from memjax._batching import vmap_as_leading_axis
 from memjax._checks import check_positive_int, is_concrete
 from memjax._fusion import materialise

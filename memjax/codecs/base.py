@@ -13,7 +13,7 @@ A codec is three pure functions, like an optax ``GradientTransformation``:
 works on any gathered sample, whatever batch size ``encode`` saw.
 
 A state is a frozen pytree dataclass (as ``flax.struct.dataclass`` makes; memjax's own
-``memjax._struct``, so that the buffers load without flax): fitted constants (ranges,
+``memjax._pytree``, so that the buffers load without flax): fitted constants (ranges,
 codebooks) and int32 scalar counters are arrays; the item shape, dtype and code widths are
 static (``pytree_node=False``). ``init`` works under ``jax.eval_shape`` and ``jax.vmap``;
 ``encode``/``decode`` under ``jit``, ``vmap`` (per-seed states) and ``lax.scan``.
@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax import _struct as struct
+from memjax import _pytree as struct
 from memjax._checks import is_concrete
 
 INT32_MAX = 2**31 - 1

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax import _struct as struct
+from memjax import _pytree as struct
 from memjax.codecs.base import (
     Codec,
     add_count,

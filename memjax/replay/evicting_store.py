@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from memjax import _struct as struct
+from memjax import _pytree as struct
 from memjax.replay import encoding, ring
 from memjax.replay.eviction import EvictionPolicy, Occupancy, resolve
 from memjax.replay.flat import FlatStore, PrioritizedState, UniformState

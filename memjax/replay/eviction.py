@@ -60,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax import _struct as struct
+from memjax import _pytree as struct
 from memjax import sumtree
 from memjax._checks import check_positive_int
 from memjax.replay import mintree, ring

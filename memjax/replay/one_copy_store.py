@@ -27,7 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from memjax import _struct as struct
+from memjax import _pytree as struct
 from memjax import sumtree
 from memjax._checks import is_concrete
 from memjax.replay.layouts import OneCopy

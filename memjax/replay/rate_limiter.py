@@ -54,7 +54,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from memjax import _struct as struct
+from memjax import _pytree as struct
 from memjax._checks import check_positive_int
 
 _LIMIT = 2**30  # scaled diffs stay well inside int32

@@ -32,7 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from memjax import _struct as struct
+from memjax import _pytree as struct
 from memjax import sumtree
 from memjax.replay import encoding
 from memjax.replay.layouts import Sequence
