@@ -83,7 +83,8 @@ SLOW = {
     "test_train_storage.py": {
         "test_prioritized_lossless_one_copy_is_bit_identical",
         "test_prioritized_one_copy_with_an_overflowing_side_store_draws_only_live_items",
-        "test_frame_stacked_quantized_one_copy_runs", "test_lossless_storage_trains_bit_identically",
+        "test_frame_stacked_quantized_one_copy_runs",
+        "test_lossless_storage_trains_bit_identically",
         "test_calibrated_quantizer_covers_random_policy_with_margin",
         "test_calibration_includes_finite_observation_space_bounds"},
     "test_train_rate.py": {"test_schedule_follows_the_rate_limiter"},

@@ -18,21 +18,35 @@ TRAINING = ("memjax.agents", "memjax.train", "memjax.envs", "memjax.cli", "memja
 
 def loaded_after(statement: str) -> set:
     """The top-level packages and memjax modules in sys.modules after ``statement``."""
-    code = (f"import json, sys; {statement}; "
-            "print(json.dumps(sorted(m for m in sys.modules if '.' not in m "
-            "or m.startswith('memjax.'))))")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True,
-                         capture_output=True, text=True, timeout=300).stdout
+    code = (
+        f"import json, sys; {statement}; "
+        "print(json.dumps(sorted(m for m in sys.modules if '.' not in m "
+        "or m.startswith('memjax.'))))"
+    )
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
     return set(json.loads(out.splitlines()[-1]))
 
 
-@pytest.mark.parametrize("statement", [
-    "import memjax",
-    "import memjax.replay, memjax.codecs, memjax.sumtree",
-    "import memjax as mj; mj.replay.uniform(16); mj.codecs.bitpack()",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import memjax",
+        "import memjax.replay, memjax.codecs, memjax.sumtree",
+        "import memjax as mj; mj.replay.uniform(16); mj.codecs.bitpack()",
+    ],
+)
 def test_replay_does_not_import_the_training_stack(statement):
     modules = loaded_after(statement)
     assert "memjax.replay" in modules and "jax" in modules

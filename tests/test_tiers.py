@@ -10,9 +10,12 @@ TESTS = Path(__file__).resolve().parent
 
 
 def defined_tests(path: Path) -> set:
-    return {node.name for node in ast.walk(ast.parse(path.read_text()))
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-            and node.name.startswith("test_")}
+    return {
+        node.name
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.name.startswith("test_")
+    }
 
 
 def test_every_slow_name_is_a_test():
@@ -34,4 +37,7 @@ def test_orders_name_existing_files():
 def test_most_files_keep_a_quick_test():
     """Only files that are all subprocess runs are slow as a whole."""
     assert {f for f, names in SLOW.items() if names == ALL} <= {
-        "test_devices.py", "test_docs.py", "test_learning.py"}
+        "test_devices.py",
+        "test_docs.py",
+        "test_learning.py",
+    }
