@@ -276,7 +276,7 @@ def _split_type(rhs: str) -> tuple:
     (``f32[4,7]{1,0}``, ``copy(...)``); a tuple type is kept whole."""
     if rhs.startswith("("):  # tuple shape: skip to its closing parenthesis
         depth = 0
-        for i, ch in enumerate(rhs):
+        for i, ch in enumerate(rhs):  # noqa: B007 - i is the end, used below
             depth += (ch == "(") - (ch == ")")
             if depth == 0:
                 break

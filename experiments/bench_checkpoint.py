@@ -49,11 +49,14 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(_ROOT))
 
-from memjax.agents import DQNConfig  # noqa: E402
-from memjax.train import TrainConfig, checkpoints, make_train  # noqa: E402
-from memjax.train import driver  # noqa: E402
-
 from experiments._common import log, machine_info, results_path, write_json  # noqa: E402
+from memjax.agents import DQNConfig  # noqa: E402
+from memjax.train import (  # noqa: E402
+    TrainConfig,
+    checkpoints,
+    driver,
+    make_train,
+)
 
 TARGET_SLOWDOWN_MAX = 1.05  # the target at the default period, async saves
 

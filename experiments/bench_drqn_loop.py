@@ -31,9 +31,10 @@ and, as a check that does not subtract two noisy loop times,
 Protocol: bench_loop's (``experiments/_common.py``): the timed program is the vmapped training
 ``chunk`` (``--chunk-steps`` env steps per seed, default 100 = 10 updates per call),
 ``jax.jit(..., donate_argnums=0)``, AOT compiled (compile time reported apart, never in run
-times), started from the state after the loop's own warm-up (``trainer.collect``: ``learning_starts``
-env steps of random actions from the same keys, so every buffer holds the same transitions). All programs of one seed
-count are interleaved in every round (order rotated); ratios are medians of per-round ratios.
+times), started from the state after the loop's own warm-up (``trainer.collect``:
+``learning_starts`` env steps of random actions from the same keys, so every buffer holds the
+same transitions). All programs of one seed count are interleaved in every round (order
+rotated); ratios are medians of per-round ratios.
 
 Target (issue 10): the buffer <= 10% of the loop's time, checked both ways (the loop's
 learner costs ~100x the buffer here, so the loop-minus-floor share is within the rounds' noise;
@@ -58,14 +59,24 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(_ROOT))
 
+from experiments._common import (  # noqa: E402
+    LoopProgram,
+    Side,
+    as_carry_fn,
+    consume,
+    log,
+    machine_info,
+    measure,
+    options,
+    paired_ratio,
+    positive_ints,
+    results_path,
+    time_stats,
+    write_json,
+)
+from experiments.bench_loop import FloorState, buffer_copy_check, floor_buffer  # noqa: E402
 from memjax import train as mj_train  # noqa: E402
 from memjax.replay.base import ReplayBuffer  # noqa: E402
-
-from experiments._common import (  # noqa: E402
-    LoopProgram, Side, as_carry_fn, consume, log, machine_info, measure, options, paired_ratio,
-    positive_ints, results_path, time_stats, write_json)
-from experiments.bench_loop import (  # noqa: E402
-    FloorState, buffer_copy_check, floor_buffer)
 
 FULL = dict(seeds=(1,), rounds=9, chunk_steps=100, round_seconds=1.0)
 QUICK = dict(seeds=(1,), rounds=2, chunk_steps=20, round_seconds=0.05)

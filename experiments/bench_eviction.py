@@ -41,13 +41,23 @@ if str(_ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(_ROOT))
 
 import memjax as mj  # noqa: E402
+from experiments._common import (  # noqa: E402
+    LoopProgram,
+    Side,
+    as_carry_fn,
+    log,
+    machine_info,
+    measure,
+    options,
+    paired_ratio,
+    positive_ints,
+    results_path,
+    time_stats,
+    write_json,
+)
+from experiments.bench_loop import buffer_copy_check, warm_states  # noqa: E402
 from memjax import train as mj_train  # noqa: E402
 from memjax.replay import eviction as ev  # noqa: E402
-
-from experiments._common import (  # noqa: E402
-    LoopProgram, Side, as_carry_fn, log, machine_info, measure, options, paired_ratio,
-    positive_ints, results_path, time_stats, write_json)
-from experiments.bench_loop import buffer_copy_check, warm_states  # noqa: E402
 
 # many short rounds: on the shared 2-core CPU the load swings within seconds, and a ratio is
 # taken within each round

@@ -26,8 +26,8 @@ sides store the same transition pytree, so they run the same algorithm (see its 
 PER adapter guards against flashbax's zero-probability draws by DROPPING them: weight 0,
 priority kept at 0).
 
-Protocol (bench_replay's, experiments/_common.py): the timed program is the vmapped training ``chunk`` (S seeds,
-``chunk_steps`` env steps per seed, one update per vector step), ``jax.jit(...,
+Protocol (bench_replay's, experiments/_common.py): the timed program is the vmapped training
+``chunk`` (S seeds, ``chunk_steps`` env steps per seed, one update per vector step), ``jax.jit(...,
 donate_argnums=0)``, AOT compiled (``lower`` and ``compile`` timed separately, never mixed into
 run times), started from the state right after the 10k-step warm-up (the same transitions on
 every side: the warm-up acts uniformly at random from the same keys). All programs of one seed
@@ -72,13 +72,27 @@ if str(_ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(_ROOT))
 
 import memjax as mj  # noqa: E402
+from experiments._common import (  # noqa: E402
+    LoopProgram,
+    Side,
+    as_carry_fn,
+    banner,
+    flashbax_modules,
+    hlo_copies,
+    log,
+    machine_info,
+    measure,
+    options,
+    paired_ratio,
+    positive_ints,
+    results_path,
+    time_stats,
+    us,
+    write_json,
+)
 from memjax import train as mj_train  # noqa: E402
 from memjax.replay.base import ReplayBuffer, Sample  # noqa: E402
 from memjax.replay.memory import FieldMemory, MemoryReport, nbytes  # noqa: E402
-
-from experiments._common import (  # noqa: E402
-    LoopProgram, Side, as_carry_fn, banner, flashbax_modules, hlo_copies, log, machine_info,
-    measure, options, paired_ratio, positive_ints, results_path, time_stats, us, write_json)
 
 BIG = 2**20
 

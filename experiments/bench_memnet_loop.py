@@ -37,11 +37,19 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(_ROOT))
 
-from memjax import train as mj_train  # noqa: E402
-
 from experiments._common import (  # noqa: E402
-    LoopProgram, Side, as_carry_fn, log, machine_info, measure, paired_ratio, results_path,
-    time_stats, write_json)
+    LoopProgram,
+    Side,
+    as_carry_fn,
+    log,
+    machine_info,
+    measure,
+    paired_ratio,
+    results_path,
+    time_stats,
+    write_json,
+)
+from memjax import train as mj_train  # noqa: E402
 
 BASE = dict(num_envs=10, buffer_capacity=10_000, batch_size=32, learning_starts=5_000,
             lr=1e-3, target_update_every=1_000, eps_decay_steps=30_000)

@@ -51,10 +51,9 @@ if str(_ROOT) not in sys.path:  # run as a script from a source checkout
 
 import memjax as mj  # noqa: E402
 import memjax.codecs as mc  # noqa: E402
+from experiments._common import log, machine_info, results_path, write_json  # noqa: E402
 from memjax import train as mj_train  # noqa: E402
 from memjax.train.build import make_buffer  # noqa: E402
-
-from experiments._common import log, machine_info, results_path, write_json  # noqa: E402
 
 R2D2_LENGTH, R2D2_PERIOD = 80, 40
 TARGET = 20.0
@@ -131,7 +130,8 @@ def allocated_check(env: str, cell: str) -> dict:
 def format_table(rows) -> str:
     lines = ["bytes per stored step (state = the carry field; all = whole buffer)",
              f"{'env':<18} {'cell':<4} {'carry':<8} | {'state: ours':>11} {'every step':>10} "
-             f"{'x less':>7} {'vs f32':>7} {'r2d2':>6} {'ours 80/40':>10} | {'all: ours':>9} {'every step':>10} "
+             f"{'x less':>7} {'vs f32':>7} {'r2d2':>6} "
+             f"{'ours 80/40':>10} | {'all: ours':>9} {'every step':>10} "
              f"{'r2d2':>7} {'ours 80/40':>10}"]
     for r in rows:
         s, a = r["state_bytes_per_step"], r["all_bytes_per_step"]
@@ -167,7 +167,8 @@ def main(argv=None) -> int:
     log(f"\ntarget (issue 10): state >= {TARGET:.0f}x less than the every-step store: "
         f"{'MET' if met else 'NOT MET'} (smallest ratio {worst:.1f}x)")
     log(f"allocated {check['env']}/{check['cell']}: {check['allocated_array_bytes']:,} B, "
-        f"eval_shape plan {check['planned_bytes']:,} B ({'equal' if check['equal'] else 'DIFFERENT'})")
+        f"eval_shape plan {check['planned_bytes']:,} B "
+        f"({'equal' if check['equal'] else 'DIFFERENT'})")
     doc = {"benchmark": "bench_recurrent_bytes", "machine": machine_info(),
            "settings": {"envs": envs, "cells": cells, "carry_dtypes": list(CARRY_DTYPES),
                         "r2d2_length": R2D2_LENGTH, "r2d2_period": R2D2_PERIOD},

@@ -54,8 +54,21 @@ if str(_ROOT) not in sys.path:  # run as a script from a source checkout
 
 import memjax as mj  # noqa: E402
 from experiments._common import (  # noqa: E402
-    Side, banner, chunked_fill, flashbax_modules, ints, log, machine_info, results_path,
-    run_modes, sampling_step, shape_str, shapes, write_json, zero)
+    Side,
+    banner,
+    chunked_fill,
+    flashbax_modules,
+    ints,
+    log,
+    machine_info,
+    results_path,
+    run_modes,
+    sampling_step,
+    shape_str,
+    shapes,
+    write_json,
+    zero,
+)
 
 SAMPLE_BATCH = 256
 PER_BATCH = 256
@@ -380,7 +393,8 @@ SECTIONS = {
     "sample": dict(
         title=["uniform sample of 256 transitions (obs + next obs): us per sample (min over rounds)",
                "  memjax stores {obs, next_obs} per item (2x an observation); flashbax stores",
-               f"  observations in [{FBX_ROWS}, capacity/{FBX_ROWS}] and returns (first, second) pairs;",
+               f"  observations in [{FBX_ROWS}, capacity/{FBX_ROWS}] "
+               "and returns (first, second) pairs;",
                "  bare = 256 random rows gathered straight from memjax's two arrays (the floor)"],
         label=(f"{'item':>10} {'cap':>8}", _label_sample),
         cols=[("ours", _t("ours")), ("fbx", _t("flashbax")), ("bare", _t("bare")),

@@ -49,8 +49,20 @@ if str(_ROOT) not in sys.path:  # run as a script from a source checkout
 import memjax as mj  # noqa: E402
 import memjax.codecs as mc  # noqa: E402
 from experiments._common import (  # noqa: E402
-    Side, banner, chunked_fill, consume, flashbax_modules, log, machine_info, results_path,
-    run_modes, sampling_step, shape_str, write_json, zero)
+    Side,
+    banner,
+    chunked_fill,
+    consume,
+    flashbax_modules,
+    log,
+    machine_info,
+    results_path,
+    run_modes,
+    sampling_step,
+    shape_str,
+    write_json,
+    zero,
+)
 from memjax.replay.memory import nbytes  # noqa: E402
 from memjax.replay.ring import random_slots  # noqa: E402
 
@@ -466,7 +478,8 @@ def main(argv=None) -> int:
     out = args.out or results_path("bench_sequence", args.quick)
     info = machine_info()
     log(f"{banner('sequence replay', info)}\nE={E}, L={L}, batch {BATCH} windows | "
-        f"{'quick' if args.quick else 'full'}, {cfg['rounds']} rounds; medians in µs; only ratios compare")
+        f"{'quick' if args.quick else 'full'}, {cfg['rounds']} "
+        "rounds; medians in µs; only ratios compare")
     t_start, results = time.perf_counter(), {}
     for name in SECTIONS:
         if name in only:

@@ -31,8 +31,17 @@ if str(_ROOT) not in sys.path:
 import jax  # noqa: E402
 
 from experiments._common import (  # noqa: E402
-    LoopProgram, Side, as_carry_fn, git_state, measure, paired_ratio, positive_ints, time_stats, us,
-    write_json)
+    LoopProgram,
+    Side,
+    as_carry_fn,
+    git_state,
+    measure,
+    paired_ratio,
+    positive_ints,
+    time_stats,
+    us,
+    write_json,
+)
 from experiments.run_storage import config_for  # noqa: E402
 
 PER_ENV = {

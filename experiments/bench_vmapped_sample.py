@@ -41,11 +41,18 @@ if str(_ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(_ROOT))
 
 import memjax as mj  # noqa: E402
-from memjax.replay import ring  # noqa: E402
 from experiments import flashbax_adapter  # noqa: E402
 from experiments._common import (  # noqa: E402
-    banner, consume, flashbax_modules, log, machine_info, positive_ints, results_path,
-    write_json)
+    banner,
+    consume,
+    flashbax_modules,
+    log,
+    machine_info,
+    positive_ints,
+    results_path,
+    write_json,
+)
+from memjax.replay import ring  # noqa: E402
 
 NUM_ENVS, CAPACITY, BATCH = 10, 10_000, 128
 TRANSITION = {"obs": jnp.zeros(4), "action": jnp.int32(0), "reward": jnp.float32(0),

@@ -63,9 +63,9 @@ EXTRA_EPSILON = {"Breakout-MinAtar": 0.05}
 
 def run_env(env: str, episodes: int, methods=None, distill_steps=None, epsilon: float = 0.0,
             extra_epsilon=None):
-    from memjax.train import params_file
     from memjax.compress import pipeline
     from memjax.compress.distill import distill_train_config
+    from memjax.train import params_file
     from memjax.train.results import json_safe as _clean
 
     ck = params_file.load(TEACHERS / env)

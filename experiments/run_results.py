@@ -9,9 +9,9 @@
 Each (env, replay) run goes through :func:`memjax.train.run` (the same host loop as
 ``memjax train``: AOT-compiled chunks, tqdm progress bar, greedy evaluation after every chunk)
 and writes ``summary.json``, ``returns.csv``, ``returns.json`` and ``curve.png`` into
-``experiments/results/<env>-<replay>/`` (``<env>-<replay>-n<N>/`` for N-step targets). ``summary.json`` gets three extra keys here:
-``wall_seconds`` (the whole run, compile and evaluation included), ``command`` (how to
-reproduce it) and ``note``.
+``experiments/results/<env>-<replay>/`` (``<env>-<replay>-n<N>/`` for N-step targets).
+``summary.json`` gets three extra keys here: ``wall_seconds`` (the whole run, compile and
+evaluation included), ``command`` (how to reproduce it) and ``note``.
 
 After the runs (or with ``--report-only``) the script rewrites, from every
 ``experiments/results/*/summary.json``:
@@ -205,7 +205,8 @@ def run_one(args, replay: str) -> dict:
     out = Path(args.out_root) / run_name(cfg.env, replay, cfg.n_step)
     command = reproduce_command(args, replay)
 
-    print(f"== {cfg.env} / {replay} / {cfg.n_step}-step: {args.seeds} seeds x {cfg.steps_done:,} steps, capacity "
+    print(f"== {cfg.env} / {replay} / {cfg.n_step}-step: {args.seeds} "
+          f"seeds x {cfg.steps_done:,} steps, capacity "
           f"{cfg.buffer_capacity:,}, eps decay {cfg.eps_decay_steps:,}, learning starts "
           f"{cfg.learning_starts:,}, chunk {cfg.chunk_steps:,} -> {out}", flush=True)
     git = git_state(short=True)  # at the start: the code this process imported

@@ -230,7 +230,7 @@ def memory_table(root: Path) -> Path:
     each variant with and without a 4-frame stack: what the layouts and codecs store."""
     import jax
 
-    from memjax.train import make_buffer, make_env_for, example_transition
+    from memjax.train import example_transition, make_buffer, make_env_for
     from memjax.train.storage import make_codecs
 
     lines = ["| env | frame stack | storage | stored bytes / transition | raw bytes / transition | "

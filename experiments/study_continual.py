@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -70,9 +69,8 @@ class Settings:
     eval_episodes: int = 5          # per task
     alpha: float = 0.6
 
-    def check(self) -> "Settings":
+    def check(self) -> Settings:
         """ValueError unless the switches and evaluations fall on chunk boundaries."""
-        vec = self.chunk_steps // self.num_envs
         if self.chunk_steps % self.num_envs or self.learning_starts % self.chunk_steps:
             raise ValueError(f"learning_starts ({self.learning_starts}) must be a multiple of "
                              f"chunk_steps ({self.chunk_steps}), itself of num_envs "

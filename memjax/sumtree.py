@@ -51,8 +51,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
+from memjax import _pytree as struct
 from memjax._batching import vmap_as_leading_axis
 from memjax._checks import check_positive_int, is_concrete
 from memjax._fusion import materialise
@@ -76,7 +76,7 @@ DEFAULT_BRANCHING = 8
 """Children per node of a tree made without ``branching``."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def geometry(capacity: int, branching: int = DEFAULT_BRANCHING):
     """The static layout of a tree: where each level lives in ``nodes``.
 
@@ -291,7 +291,7 @@ def _set_sequential(tree: SumTree, nodes, indices, values):
     return _set_loop(tree.capacity, tree.branching)(nodes, indices, values)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _set_loop(capacity: int, branching: int):
     """The sequential ``set`` for one static geometry, over trees with any leading axes.
 

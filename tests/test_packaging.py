@@ -1,6 +1,7 @@
-"""pyproject.toml: dependency floors that the resolver honours, gymnax capped below 2, and
-every third-party module the tests import declared directly (not only reachable through
-another package's requirements)."""
+"""pyproject.toml: dependency floors that the resolver honours, caps below the next major
+versions (gymnax below 2), every third-party module the tests import declared directly (not
+only reachable through another package's requirements), the version in one place, the
+license."""
 
 import ast
 import sys
@@ -82,3 +83,39 @@ def test_every_third_party_module_the_tests_import_is_declared():
         if not names & declared:
             missing[module] = sorted(names)
     assert not missing, f"imported by tests/ but not in pyproject.toml: {missing}"
+
+
+def ceiling(requirement: Requirement):
+    """The lowest version ``requirement`` excludes from above (None if it has no cap)."""
+    caps = [Version(s.version) for s in requirement.specifier if s.operator in ("<", "<=", "==")]
+    return min(caps) if caps else None
+
+
+def test_every_runtime_dependency_is_capped_below_its_next_major_version():
+    """A cap on each runtime dependency (next major; for 0.x the next minor), above what is
+    installed and, for jax and flax, above the versions the GPU machine runs (0.11.2, 0.12.10)."""
+    uncapped = [str(r) for r in RUNTIME if ceiling(r) is None]
+    assert not uncapped, f"no upper bound: {uncapped}"
+    known = {"jax": ["0.10.2", "0.11.2"], "flax": ["0.12.8", "0.12.10"]}
+    for requirement in RUNTIME:
+        for version in known.get(canonical(requirement.name), []):
+            assert requirement.specifier.contains(version), (requirement, version)
+
+
+def test_the_version_is_written_once():
+    """pyproject reads it from memjax.__version__ (statically: building imports no memjax)."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in PROJECT and "version" in PROJECT["dynamic"]
+    attr = pyproject["tool"]["setuptools"]["dynamic"]["version"]["attr"]
+    assert attr == "memjax.__version__"
+    tree = ast.parse((ROOT / "memjax" / "__init__.py").read_text())
+    assigned = [node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["__version__"]]
+    assert len(assigned) == 1 and Version(assigned[0])  # a literal setuptools reads via ast
+
+
+def test_license():
+    assert PROJECT["license"] == "Apache-2.0"
+    for name in PROJECT["license-files"]:
+        assert (ROOT / name).is_file(), name
+    assert "Apache License" in (ROOT / "LICENSE").read_text()

@@ -12,9 +12,10 @@ A codec is three pure functions, like an optax ``GradientTransformation``:
 ``[*B, *stored_item_shape]``; ``decode`` reads the batch axes off ``stored``, so it
 works on any gathered sample, whatever batch size ``encode`` saw.
 
-A state is a ``flax.struct.dataclass``: fitted constants (ranges, codebooks) and
-int32 scalar counters are arrays; the item shape, dtype and code widths are static
-(``pytree_node=False``). ``init`` works under ``jax.eval_shape`` and ``jax.vmap``;
+A state is a frozen pytree dataclass (as ``flax.struct.dataclass`` makes; memjax's own
+``memjax._pytree``, so that the buffers load without flax): fitted constants (ranges,
+codebooks) and int32 scalar counters are arrays; the item shape, dtype and code widths are
+static (``pytree_node=False``). ``init`` works under ``jax.eval_shape`` and ``jax.vmap``;
 ``encode``/``decode`` under ``jit``, ``vmap`` (per-seed states) and ``lax.scan``.
 
 Counters are saturating int32 scalars named ``clipped`` (values moved to the edge
@@ -26,13 +27,14 @@ sums them over any state (chains, vmapped seeds) for reports.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
+from memjax import _pytree as struct
 from memjax._checks import is_concrete
 
 INT32_MAX = 2**31 - 1
@@ -280,7 +282,8 @@ def chain(*codecs: Codec) -> Codec:
     def check_state(state, what):
         if not isinstance(state, tuple) or len(state) != len(codecs):
             raise TypeError(
-                f"chain.{what}: state must be a tuple of {len(codecs)} codec states (from chain.init)"
+                f"chain.{what}: state must be a tuple of "
+                f"{len(codecs)} codec states (from chain.init)"
             )
 
     def encode(x, state):

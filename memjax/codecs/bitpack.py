@@ -7,8 +7,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
+from memjax import _pytree as struct
 from memjax.codecs.base import (
     Codec,
     add_count,
@@ -43,7 +43,8 @@ class BitpackState:
 def _check_dtype(dtype: np.dtype) -> None:
     if not (dtype == np.bool_ or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
             or dtype == jnp.bfloat16):
-        raise TypeError(f"bitpack.init: example dtype {dtype} is not supported (expected bool, an integer or a float dtype)")
+        raise TypeError(f"bitpack.init: example dtype {dtype} is not supported "
+                        "(expected bool, an integer or a float dtype)")
 
 
 def bitpack() -> Codec:
@@ -57,8 +58,8 @@ def bitpack() -> Codec:
     - decode: ``[*B, *item_shape]`` in the example's dtype, exactly equal to ``x`` for 0/1 data.
 
     Non-binary values (anything other than 0 and 1, NaN included): on concrete (eager) input
-    ``encode`` raises ``ValueError`` with the count and examples; under ``jit``/``vmap``/``scan`` a value
-    is stored as ``x != 0`` and counted in ``state.invalid`` (int32 scalar).
+    ``encode`` raises ``ValueError`` with the count and examples; under ``jit``/``vmap``/``scan``
+    a value is stored as ``x != 0`` and counted in ``state.invalid`` (int32 scalar).
 
     Returns:
       A :class:`Codec` with a :class:`BitpackState`. Its ``init`` raises ``TypeError`` for an

@@ -7,8 +7,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
+from memjax import _pytree as struct
 from memjax.codecs.base import (
     Codec,
     add_count,
@@ -156,7 +156,8 @@ def cast(dtype) -> Codec:
             if int(nover):
                 info = np.iinfo(target)
                 problems.append(
-                    f"{int(nover)} outside [{info.min}, {info.max}] (e.g. {describe_values(xs[np.asarray(over)])})"
+                    f"{int(nover)} outside [{info.min}, {info.max}] (e.g. "
+                    f"{describe_values(xs[np.asarray(over)])})"
                 )
             if int(nbad):
                 problems.append(

@@ -8,8 +8,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
+from memjax import _pytree as struct
 from memjax.codecs.base import (
     Codec,
     add_count,

@@ -7,8 +7,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
+from memjax import _pytree as struct
 from memjax.codecs.base import (
     Codec,
     add_count,
@@ -135,7 +135,8 @@ def quantize(bits: int = 8, low=None, high=None, data=None) -> Codec:
             raise TypeError(f"quantize: data must be numeric, got dtype {data.dtype}")
         if data.ndim < 1 or data.shape[0] < 1:
             raise ValueError(
-                f"quantize: data must have shape [N, *item_shape] with N >= 1, got {tuple(data.shape)}"
+                "quantize: data must have shape [N, *item_shape] "
+                f"with N >= 1, got {tuple(data.shape)}"
             )
         data_shape = tuple(data.shape[1:])
         low, high = fit_range(data)
@@ -151,7 +152,8 @@ def quantize(bits: int = 8, low=None, high=None, data=None) -> Codec:
             np.broadcast_shapes(low.shape, high.shape)
         except ValueError:
             raise ValueError(
-                f"quantize: low {tuple(low.shape)} and high {tuple(high.shape)} do not broadcast together"
+                f"quantize: low {tuple(low.shape)} and high "
+                f"{tuple(high.shape)} do not broadcast together"
             ) from None
     _check_range(low, high)
     levels = 2**bits - 1  # L - 1
@@ -175,7 +177,8 @@ def quantize(bits: int = 8, low=None, high=None, data=None) -> Codec:
                 ok = False
             if not ok:
                 raise ValueError(
-                    f"quantize: {name} has shape {tuple(v.shape)}, not broadcastable to the item shape {shape}"
+                    f"quantize: {name} has shape {tuple(v.shape)}, not "
+                    f"broadcastable to the item shape {shape}"
                 )
         return QuantizeState(
             low=jnp.broadcast_to(low, shape),

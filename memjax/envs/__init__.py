@@ -7,13 +7,6 @@ env, env_params = mj.envs.make("MultiCartPole")   # 4 CartPole-v1 variants, obs 
 ```
 """
 
-from memjax.envs.registry import (
-    check_discrete,
-    make,
-    num_actions,
-    observation_shape,
-    return_range,
-)
 from memjax.envs.multitask import (
     MultiTask,
     MultiTaskParams,
@@ -22,6 +15,13 @@ from memjax.envs.multitask import (
     from_envs,
     multi_cartpole,
     task_means,
+)
+from memjax.envs.registry import (
+    check_discrete,
+    make,
+    num_actions,
+    observation_shape,
+    return_range,
 )
 from memjax.envs.wrappers import FrameStack, FrameStackState
 

@@ -44,7 +44,8 @@ auto-reset, ``info["final_observation"]``) with the clock carried through resets
 from __future__ import annotations
 
 import re
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -113,8 +114,8 @@ class MultiTask(environment.Environment):
     """
 
     def __init__(self, env: environment.Environment, task_params: Sequence, names=None,
-                 switch_every: Optional[int] = None, task_input: bool = True,
-                 name: Optional[str] = None):
+                 switch_every: int | None = None, task_input: bool = True,
+                 name: str | None = None):
         super().__init__()
         task_params = list(task_params)
         if not task_params:
@@ -213,7 +214,7 @@ class MultiTask(environment.Environment):
     def reset_env(self, key, params: MultiTaskParams):
         return self._reset_at(key, params, jnp.zeros((), jnp.int32))
 
-    def reset(self, key, params: Optional[MultiTaskParams] = None):
+    def reset(self, key, params: MultiTaskParams | None = None):
         return self.reset_env(key, self.default_params if params is None else params)
 
     def step_env(self, key, state: MultiTaskState, action, params: MultiTaskParams):
@@ -227,7 +228,7 @@ class MultiTask(environment.Environment):
         inner = self.env.is_truncated(state.inner, self.task_params(params, state.task))
         return jnp.logical_or(inner, self._switch_due(state.clock, params))
 
-    def step(self, key, state: MultiTaskState, action, params: Optional[MultiTaskParams] = None):
+    def step(self, key, state: MultiTaskState, action, params: MultiTaskParams | None = None):
         """gymnax's ``step`` (split key, ``step_env``, auto-reset) with the clock kept through
         the reset; ``info["task"]`` is the task of this step."""
         params = self.default_params if params is None else params
@@ -244,8 +245,8 @@ class MultiTask(environment.Environment):
         return obs, new_state, reward, terminated, truncated, info
 
 
-def from_envs(tasks: Sequence, names=None, switch_every: Optional[int] = None,
-              task_input: bool = True, name: Optional[str] = None) -> MultiTask:
+def from_envs(tasks: Sequence, names=None, switch_every: int | None = None,
+              task_input: bool = True, name: str | None = None) -> MultiTask:
     """A :class:`MultiTask` from ``(env, params)`` pairs, e.g. ``[memjax.envs.make(n) for n in
     names]``, checking that they can be one.
 
@@ -340,8 +341,8 @@ DEFAULT_CARTPOLE_TASKS = ("default", "long", "high-gravity", "reversed")
 
 
 def multi_cartpole(tasks: Sequence[str] = DEFAULT_CARTPOLE_TASKS,
-                   switch_every: Optional[int] = None, task_input: bool = True,
-                   name: Optional[str] = None) -> MultiTask:
+                   switch_every: int | None = None, task_input: bool = True,
+                   name: str | None = None) -> MultiTask:
     """CartPole-v1 variants (:data:`CARTPOLE_VARIANTS`) as one :class:`MultiTask`.
 
     Args:

@@ -43,8 +43,8 @@ class FrameStackState:
 class FrameStack(environment.Environment):
     """Stack the last ``k`` observations of a gymnax environment along the last axis.
 
-    A gymnax ``Environment`` itself: observations ``[..., C]`` of ``env`` become ``[..., C*k]``, oldest
-    frame first, and an episode's first observation repeats its first frame; actions,
+    A gymnax ``Environment`` itself: observations ``[..., C]`` of ``env`` become ``[..., C*k]``,
+    oldest frame first, and an episode's first observation repeats its first frame; actions,
     rewards, termination and truncation are ``env``'s. Its observation space is ``env``'s with
     the bounds repeated k times (``ValueError`` for observations without an axis).
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 
@@ -64,7 +65,7 @@ class ReplayBuffer(NamedTuple):
     can_sample: Callable
     memory: Callable
 
-    def replace(self, **functions) -> "ReplayBuffer":
+    def replace(self, **functions) -> ReplayBuffer:
         """A copy with the named functions replaced.
 
         Args:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
+from memjax import _pytree as struct
 from memjax.replay import encoding, ring
 from memjax.replay.eviction import EvictionPolicy, Occupancy, resolve
 from memjax.replay.flat import FlatStore, PrioritizedState, UniformState

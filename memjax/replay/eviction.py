@@ -53,13 +53,14 @@ policy keeps an int32 write counter per slot (the item ids) and its own state be
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
+from memjax import _pytree as struct
 from memjax import sumtree
 from memjax._checks import check_positive_int
 from memjax.replay import mintree, ring
@@ -79,7 +80,7 @@ class Occupancy(NamedTuple):
 
     capacity: int
     count: jax.Array
-    new_leaf: Optional[jax.Array]
+    new_leaf: jax.Array | None
 
 
 class EvictionPolicy(NamedTuple):
@@ -111,11 +112,11 @@ class EvictionPolicy(NamedTuple):
     """
 
     name: str
-    init: Optional[Callable] = None
-    place: Optional[Callable] = None
-    sampled: Optional[Callable] = None
-    live: Optional[Callable] = None
-    draw: Optional[Callable] = None
+    init: Callable | None = None
+    place: Callable | None = None
+    sampled: Callable | None = None
+    live: Callable | None = None
+    draw: Callable | None = None
     needs_priorities: bool = False
     is_fifo: bool = False
 
@@ -143,9 +144,9 @@ class OrderState:
 
     Attributes:
       tree: a ``memjax.replay.mintree.MinTree`` (a tournament tree) of one key per slot;
-        the smallest key is overwritten next. Least recently sampled: (the time the item was last sampled or
-        added, the slot). Lowest priority: (the stored priority, the time the item was
-        added). Empty slots hold time ``slot``, older than every item.
+        the smallest key is overwritten next. Least recently sampled: (the time the item was
+        last sampled or added, the slot). Lowest priority: (the stored priority, the time the
+        item was added). Empty slots hold time ``slot``, older than every item.
       clock: uint32 scalar, the time (see the module docstring); starts at ``capacity``.
     """
 
@@ -301,7 +302,6 @@ def max_times_sampled(n: int) -> EvictionPolicy:
                              draws=() if prioritized else sumtree.init(capacity))
 
     def place(state, occupancy, items, batch):
-        capacity = occupancy.capacity
         times = state.clock + jnp.arange(batch, dtype=jnp.uint32)
         tree, slots = mintree.take(state.tree, jnp.ones((batch,), jnp.int32), ~times)
         state = state.replace(tree=tree, clock=state.clock + jnp.uint32(batch),

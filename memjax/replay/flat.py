@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
+from memjax import _pytree as struct
 from memjax import sumtree
 from memjax._checks import check_batch_like
 from memjax.replay import encoding, ring

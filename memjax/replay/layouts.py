@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
 
 from memjax._checks import check_positive_int
 
@@ -29,9 +28,11 @@ class RowLayout:
         """Rows of ``num_envs`` steps the buffer keeps."""
         if capacity % self.num_envs:
             raise ValueError(
-                f"{self.kind} layout: capacity {capacity} must be a multiple of num_envs={self.num_envs} "
+                f"{self.kind} layout: capacity {capacity} must be a "
+                f"multiple of num_envs={self.num_envs} "
                 f"(each add writes one row of num_envs steps); try "
-                f"{capacity - capacity % self.num_envs} or {capacity + self.num_envs - capacity % self.num_envs}")
+                f"{capacity - capacity % self.num_envs} or "
+                f"{capacity + self.num_envs - capacity % self.num_envs}")
         rows = capacity // self.num_envs
         if rows < 2:
             raise ValueError(f"{self.kind} layout: capacity {capacity} must hold at least two rows "
@@ -74,7 +75,7 @@ class OneCopy(RowLayout):
 
     num_envs: int
     frame_stack: int = 1
-    side_capacity: Optional[int] = None
+    side_capacity: int | None = None
     side_fraction: float = 1 / 16
     obs: str = "obs"
     next_obs: str = "next_obs"
@@ -82,7 +83,7 @@ class OneCopy(RowLayout):
     kind = "one_copy"
 
 
-def one_copy(num_envs: int, frame_stack: int = 1, side_capacity: Optional[int] = None,
+def one_copy(num_envs: int, frame_stack: int = 1, side_capacity: int | None = None,
              side_fraction: float = 1 / 16, obs: str = "obs", next_obs: str = "next_obs") -> OneCopy:
     """Store each observation once (plus the final observations of episodes).
 
@@ -128,7 +129,7 @@ class Sequence(RowLayout):
     num_envs: int
     length: int
     period: int = 1
-    side_capacity: Optional[int] = None
+    side_capacity: int | None = None
     side_fraction: float = 1 / 16
     per_window: tuple = ()
     obs: str = "obs"
@@ -147,7 +148,7 @@ class Sequence(RowLayout):
         return -(-max(2, self.length) * self.num_envs // step) * step
 
 
-def sequence(num_envs: int, length: int, period: int = 1, side_capacity: Optional[int] = None,
+def sequence(num_envs: int, length: int, period: int = 1, side_capacity: int | None = None,
              side_fraction: float = 1 / 16, per_window=(), obs: str = "obs",
              next_obs: str = "next_obs", first: str = "first") -> Sequence:
     """Sample windows of ``length`` consecutive steps of one environment (recurrent agents).

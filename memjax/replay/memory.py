@@ -7,7 +7,7 @@ and on states with leading seed axes (vmapped): totals then cover all seeds.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -42,9 +42,9 @@ class FieldMemory(NamedTuple):
     dtype: str
     bytes_per_item: float
     total_bytes: int
-    raw_shape: Optional[tuple] = None
-    raw_dtype: Optional[str] = None
-    raw_bytes_per_item: Optional[int] = None
+    raw_shape: tuple | None = None
+    raw_dtype: str | None = None
+    raw_bytes_per_item: int | None = None
 
     @property
     def raw_bytes(self) -> float:

@@ -48,8 +48,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
+from memjax import _pytree as struct
 from memjax._batching import vmap_as_leading_axis
 from memjax._fusion import materialise
 from memjax.sumtree import geometry
@@ -131,7 +131,7 @@ def _min_of_rows(rows):
     return jnp.stack(_row_min(rows[..., 0::3], rows[..., 1::3], rows[..., 2::3]), axis=-1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def top_level(capacity: int) -> int:
     """The level ``t`` whose nodes ``set_p`` recomputes last: the deepest level whose stored
     width is at most ``TOP_WIDTH`` (the leaves themselves for a small tree, where ``set_p``
@@ -155,7 +155,7 @@ def refresh(tree: MinTree) -> MinTree:
     return tree.replace(keys=_refresh_keys(tree.capacity)(tree.keys))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _refresh_keys(capacity: int):
     """``refresh`` on the flat keys [..., 3 M]. Vmapped as a leading axis: under a plain vmap
     the one-trip ``materialise`` loop gets a per-tree trip count, its carry becomes a select
@@ -248,7 +248,7 @@ def _walk_up(capacity, keys, t, leaf, top: int = 0):
     return keys, winner
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _set_loop(capacity: int):
     offsets, _ = geometry(capacity, K)
 
@@ -290,7 +290,7 @@ def _set_vectorised(capacity, keys, slots, values):
     return nodes.reshape(-1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _take_loop(capacity: int, q_is_slot: bool):
     offsets, _ = geometry(capacity, K)
 

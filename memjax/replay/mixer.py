@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -172,7 +173,7 @@ def mixer(buffers, proportions, sample_batch_size=None, weights: str = "mixture"
     normalised = tuple(float(Fraction(p) / sum(Fraction(x) for x in proportions))
                        for p in proportions)
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def counts(batch_size: int) -> tuple:
         return largest_remainder(batch_size, proportions)
 

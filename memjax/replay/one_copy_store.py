@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
+from memjax import _pytree as struct
 from memjax import sumtree
 from memjax._checks import is_concrete
 from memjax.replay.layouts import OneCopy
@@ -102,9 +102,12 @@ class OneCopyStore(RowRingStore):
         bad = (first & ~padded) | ~shifted
         if is_concrete(bad) and bool(jnp.any(bad)):
             raise ValueError(
-                f"add: frame_stack={self.k}: {int(jnp.sum(bad))} of {self.E} observations break the "
-                f"frame-stack convention (next_obs must be obs shifted by one frame plus the new frame, "
-                f"and an episode's first stack must repeat its first frame; see memjax.envs.FrameStack)")
+                f"add: frame_stack={self.k}: {int(jnp.sum(bad))} of "
+                f"{self.E} observations break the "
+                "frame-stack convention (next_obs must be obs "
+                "shifted by one frame plus the new frame, "
+                "and an episode's first stack must repeat its first "
+                "frame; see memjax.envs.FrameStack)")
         return first, bad
 
     def write(self, state, items, batch: int):

@@ -120,7 +120,8 @@ def prioritized(
         )
 
     def update(state, indices, priorities):
-        """Set raw priorities (float [n], >= 0) of the items named by ids ``indices`` (int32 [n])."""
+        """Set raw priorities (float [n], >= 0) of the items named by ids ``indices``
+        (int32 [n])."""
         if priorities is None:
             raise TypeError("update: a prioritized buffer needs priorities (float [n], e.g. |TD error|), "
                             "got None; for an agent without priorities use memjax.replay.uniform")
@@ -128,7 +129,8 @@ def prioritized(
         priorities = jnp.asarray(priorities, jnp.float32)
         if indices.shape != priorities.shape or indices.ndim != 1:
             raise ValueError(
-                f"update: indices and priorities must both be [n], got {indices.shape} and {priorities.shape}"
+                "update: indices and priorities must both be [n], got "
+                f"{indices.shape} and {priorities.shape}"
             )
         check_priorities(priorities)
         slots, live = store.resolve(state, indices)

@@ -47,13 +47,14 @@ settings must then let one of the two proceed in every state, which holds when
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
+from memjax import _pytree as struct
 from memjax._checks import check_positive_int
 
 _LIMIT = 2**30  # scaled diffs stay well inside int32

@@ -51,8 +51,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
+from memjax import _pytree as struct
 from memjax import sumtree
 from memjax._batching import vmap_as_leading_axis
 from memjax._checks import check_batch_like
@@ -330,7 +330,8 @@ class RowRingStore:
                             state.side, following)
 
     def with_pending(self, state, src, env, next_frames):
-        """Decoded next frames with those of the newest row (``src == PENDING``) from ``pending``."""
+        """Decoded next frames, those of the newest row (``src == PENDING``) from
+        ``pending``."""
         newest = expand(src == PENDING, next_frames)
         return jnp.where(newest, self.newest_frame(state.pending)[env], next_frames)
 

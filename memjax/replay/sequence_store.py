@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
+from memjax import _pytree as struct
 from memjax import sumtree
 from memjax.replay import encoding
 from memjax.replay.layouts import Sequence

@@ -17,7 +17,7 @@ Each class's docstring gives POPGym's (or bsuite's) definition and where ours di
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from memjax.envs.pomdp.cards import (
     CardParams,
