@@ -63,9 +63,11 @@ class Program:
         # A copy as large as a state array (>= 64 KiB) means XLA could not update it in
         # place: the op then costs O(capacity) whatever the algorithm.
         sizes = {x.size * x.dtype.itemsize for x in jax.tree.leaves(side.carry)}
-        self.full_state_copy = [where for where in ("entry", "in_loops")
-                                if any(65536 <= s <= self.hlo[f"largest_copy_bytes_{where}"]
-                                       for s in sizes)]
+        self.full_state_copy = [
+            where
+            for where in ("entry", "in_loops")
+            if any(65536 <= s <= self.hlo[f"largest_copy_bytes_{where}"] for s in sizes)
+        ]
         self.donation_ok = None
         self.n = 1
 
@@ -135,7 +137,7 @@ def measure(programs, rounds: int, round_seconds: float) -> dict:
     names = list(programs)
     per_round = {k: [] for k in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for k in order:
             per_round[k].append(programs[k].run(programs[k].n))
     return per_round
@@ -151,8 +153,11 @@ def us(x: float) -> float:
 
 
 def time_stats(samples) -> dict:
-    return {"min_us": us(min(samples)), "median_us": us(statistics.median(samples)),
-            "rounds_us": [us(s) for s in samples]}
+    return {
+        "min_us": us(min(samples)),
+        "median_us": us(statistics.median(samples)),
+        "rounds_us": [us(s) for s in samples],
+    }
 
 
 def paired_ratio(num, den) -> float:
@@ -171,8 +176,9 @@ def fused(step, length: int, with_xs: bool):
     """``length`` steps of ``step(carry, x) -> carry`` in one lax.scan."""
     if with_xs:
         return lambda carry, xs: jax.lax.scan(lambda c, x: (step(c, x), None), carry, xs)[0]
-    return lambda carry: jax.lax.scan(lambda c, _: (step(c, None), None), carry, None,
-                                      length=length)[0]
+    return lambda carry: jax.lax.scan(
+        lambda c, _: (step(c, None), None), carry, None, length=length
+    )[0]
 
 
 def programs_for(mode, steps_by_side, sides, consts, fused_ops):
@@ -182,12 +188,18 @@ def programs_for(mode, steps_by_side, sides, consts, fused_ops):
     progs = {}
     for name, step in steps_by_side.items():
         if mode == "call":
-            progs[name] = Program(name, lambda c, *x, st=step: st(c, *x), sides[name],
-                                  consts.get(name, ()))
+            progs[name] = Program(
+                name, lambda c, *x, st=step: st(c, *x), sides[name], consts.get(name, ())
+            )
         else:
             xs = consts.get(f"{name}_fused", ())
-            progs[name] = Program(f"{name}/fused", fused(step, fused_ops, bool(xs)), sides[name],
-                                  xs, ops_per_call=fused_ops)
+            progs[name] = Program(
+                f"{name}/fused",
+                fused(step, fused_ops, bool(xs)),
+                sides[name],
+                xs,
+                ops_per_call=fused_ops,
+            )
     return progs
 
 
@@ -200,9 +212,10 @@ def run_modes(cfg, steps_by_side, sides, ratios, consts=None, *, fused_ops) -> d
     for mode in cfg["modes"]:
         progs = programs_for(mode, steps_by_side, sides, consts or {}, fused_ops)
         t = measure(progs, cfg["rounds"], cfg["round_seconds"])
-        out["modes"][mode] = {"times": {k: time_stats(v) for k, v in t.items()},
-                              **{r: paired_ratio(best_of(t, a), t[b])
-                                 for r, (a, b) in ratios.items()}}
+        out["modes"][mode] = {
+            "times": {k: time_stats(v) for k, v in t.items()},
+            **{r: paired_ratio(best_of(t, a), t[b]) for r, (a, b) in ratios.items()},
+        }
         out["programs"][mode] = {k: p.info() for k, p in progs.items()}
         del progs
     return out
@@ -267,8 +280,19 @@ _INSTR = re.compile(r"^(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$")
 _SHAPE = re.compile(r"^(\w+)\[([\d,]*)\]")
 _NESTED = re.compile(r"(?:calls|to_apply)=%?([\w.\-]+)")
 _TRIVIAL = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast"}
-_BYTES = {"f32": 4, "s32": 4, "u32": 4, "f16": 2, "bf16": 2, "f64": 8, "s64": 8, "u64": 8,
-          "pred": 1, "s8": 1, "u8": 1}
+_BYTES = {
+    "f32": 4,
+    "s32": 4,
+    "u32": 4,
+    "f16": 2,
+    "bf16": 2,
+    "f64": 8,
+    "s64": 8,
+    "u64": 8,
+    "pred": 1,
+    "s8": 1,
+    "u8": 1,
+}
 
 
 def _split_type(rhs: str) -> tuple:
@@ -280,17 +304,17 @@ def _split_type(rhs: str) -> tuple:
             depth += (ch == "(") - (ch == ")")
             if depth == 0:
                 break
-        return rhs[:i + 1], rhs[i + 1:].lstrip()
+        return rhs[: i + 1], rhs[i + 1 :].lstrip()
     head, _, rest = rhs.partition(" ")
     return head, rest
 
 
 class Instr(NamedTuple):
-    where: str   # "entry", "loop" or "nested" (see hlo_instructions)
-    name: str    # e.g. "copy.3"
-    op: str      # the opcode, e.g. "copy"
-    rhs: str     # what follows "=": the result type, the opcode, operands and attributes
-    line: str    # the whole line, stripped
+    where: str  # "entry", "loop" or "nested" (see hlo_instructions)
+    name: str  # e.g. "copy.3"
+    op: str  # the opcode, e.g. "copy"
+    rhs: str  # what follows "=": the result type, the opcode, operands and attributes
+    line: str  # the whole line, stripped
 
 
 def hlo_instructions(text: str, nested: bool = False):
@@ -337,15 +361,16 @@ def array_size(rhs: str):
 
 
 class HloCopy(NamedTuple):
-    where: str           # "entry", "loop" or "nested" (see hlo_instructions)
-    nbytes: int | None   # None for a tuple result (copy-start)
-    shape: str | None    # e.g. "f32[4099,7]"; None for a tuple result
-    type: str            # the result type as XLA writes it, e.g. "f32[4099,7]{1,0}"
-    line: str            # the instruction
+    where: str  # "entry", "loop" or "nested" (see hlo_instructions)
+    nbytes: int | None  # None for a tuple result (copy-start)
+    shape: str | None  # e.g. "f32[4099,7]"; None for a tuple result
+    type: str  # the result type as XLA writes it, e.g. "f32[4099,7]{1,0}"
+    line: str  # the instruction
 
 
-def hlo_copies(text: str, *, shapes=None, min_bytes: int = 0, nested: bool = False,
-               ops=("copy",)) -> list:
+def hlo_copies(
+    text: str, *, shapes=None, min_bytes: int = 0, nested: bool = False, ops=("copy",)
+) -> list:
     """The copies in compiled HLO text, as :class:`HloCopy`, in text order.
 
     ``ops``: the opcodes that count (add "copy-start" for asynchronous copies); ``nested``:
@@ -354,8 +379,11 @@ def hlo_copies(text: str, *, shapes=None, min_bytes: int = 0, nested: bool = Fal
     XLA's type strings (``f32[4099,7]{1,0}``, tuples included); ``min_bytes``: only array
     results at least this large.
     """
-    wanted = None if shapes is None else \
-        [f"{dt}[{','.join(str(d) for d in shape)}]" for dt, shape in shapes]
+    wanted = (
+        None
+        if shapes is None
+        else [f"{dt}[{','.join(str(d) for d in shape)}]" for dt, shape in shapes]
+    )
     out = []
     for ins in hlo_instructions(text, nested=nested):
         if ins.op not in ops:
@@ -366,8 +394,15 @@ def hlo_copies(text: str, *, shapes=None, min_bytes: int = 0, nested: bool = Fal
             continue
         if min_bytes and (size is None or size[0] < min_bytes):
             continue
-        out.append(HloCopy(ins.where, size[0] if size else None, size[1] if size else None,
-                           result_type, ins.line))
+        out.append(
+            HloCopy(
+                ins.where,
+                size[0] if size else None,
+                size[1] if size else None,
+                result_type,
+                ins.line,
+            )
+        )
     return out
 
 
@@ -387,11 +422,14 @@ def hlo_summary(text: str) -> dict:
         size = array_size(ins.rhs) if ins.op == "copy" else None
         if size:
             copies[ins.where] = max(copies[ins.where], size[0])
-    return {"kernels": sum(counts.values()), "ops": dict(sorted(counts.items())),
-            "fusions": dict(sorted(fusions.items())),
-            "largest_copy_bytes": max(copies.values()),
-            "largest_copy_bytes_entry": copies["entry"],
-            "largest_copy_bytes_in_loops": copies["loop"]}
+    return {
+        "kernels": sum(counts.values()),
+        "ops": dict(sorted(counts.items())),
+        "fusions": dict(sorted(fusions.items())),
+        "largest_copy_bytes": max(copies.values()),
+        "largest_copy_bytes_entry": copies["entry"],
+        "largest_copy_bytes_in_loops": copies["loop"],
+    }
 
 
 # --------------------------------------------------------------------- machine, git, files
@@ -400,8 +438,9 @@ def hlo_summary(text: str) -> dict:
 def git(*args) -> str | None:
     """The output of ``git args`` in this checkout, stripped; None where git does not answer."""
     try:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
-                              timeout=5, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
     except Exception:  # noqa: BLE001 - informational only
         return None
 
@@ -412,16 +451,20 @@ def git_state(short: bool = False) -> dict:
     None if unknown) and ``memjax_uncommitted`` (those files, ``git status --porcelain``)."""
     commit = git("rev-parse", *(["--short"] if short else []), "HEAD") or None
     status = git("status", "--porcelain", "--", "memjax")
-    return {"memjax_commit": commit,
-            "memjax_dirty": None if status is None else bool(status),
-            "memjax_uncommitted": status.splitlines() if status else []}
+    return {
+        "memjax_commit": commit,
+        "memjax_dirty": None if status is None else bool(status),
+        "memjax_uncommitted": status.splitlines() if status else [],
+    }
 
 
 def machine_info() -> dict:
     """Where a benchmark ran: host, CPU, jax backend and devices, package versions, git state."""
+
     def version(pkg):
         try:
             from importlib.metadata import version as v
+
             return v(pkg)
         except Exception:  # noqa: BLE001
             return None
@@ -455,9 +498,11 @@ def machine_info() -> dict:
 
 def banner(what: str, info: dict) -> str:
     """A benchmark's first line: what it compares, on what (``info``: :func:`machine_info`)."""
-    return (f"memjax {what} vs flashbax {info['versions']['flashbax']} | jax "
-            f"{info['versions']['jax']} {info['jax_backend']} | devices {info['jax_devices']} | "
-            f"{info['cpu_count']} CPUs ({info['cpu_model']}) | {info['platform']}")
+    return (
+        f"memjax {what} vs flashbax {info['versions']['flashbax']} | jax "
+        f"{info['versions']['jax']} {info['jax_backend']} | devices {info['jax_devices']} | "
+        f"{info['cpu_count']} CPUs ({info['cpu_model']}) | {info['platform']}"
+    )
 
 
 def log(line: str = "") -> None:
@@ -466,7 +511,7 @@ def log(line: str = "") -> None:
 
 
 def default_tag() -> str:
-    """"cpu", or the accelerator's kind (e.g. "nvidia-h200"): the results file name tag."""
+    """ "cpu", or the accelerator's kind (e.g. "nvidia-h200"): the results file name tag."""
     if jax.default_backend() == "cpu":
         return "cpu"
     kind = jax.devices()[0].device_kind
@@ -502,8 +547,7 @@ def options(args, quick: dict, full: dict, names) -> dict:
     """A benchmark's settings: ``quick`` or ``full`` (by ``args.quick``), with every option
     of ``names`` that was given on the command line (not None) in place of its default."""
     opts = dict(quick if args.quick else full)
-    opts.update({name: getattr(args, name) for name in names
-                 if getattr(args, name) is not None})
+    opts.update({name: getattr(args, name) for name in names if getattr(args, name) is not None})
     return opts
 
 
@@ -519,7 +563,9 @@ def positive_ints(text: str) -> tuple:
     """A non-empty comma list of positive integers (seed counts, capacities)."""
     out = tuple(positive(x.strip()) for x in text.split(",") if x.strip())
     if not out:
-        raise argparse.ArgumentTypeError(f"expected a comma list of positive integers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of positive integers, got {text!r}"
+        )
     return out
 
 
@@ -529,4 +575,5 @@ def shapes(text: str) -> tuple:
         return tuple(tuple(int(d) for d in s.split("x")) for s in text.split(",") if s.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected item shapes like 4,10x10x4, got {text!r}") from None
+            f"expected item shapes like 4,10x10x4, got {text!r}"
+        ) from None

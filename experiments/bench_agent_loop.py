@@ -41,16 +41,25 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(_ROOT))
 
-from memjax import train as mj_train  # noqa: E402
+from experiments._common import (  # noqa: E402
+    LoopProgram,
+    Side,
+    as_carry_fn,
+    ints,
+    machine_info,
+    measure,
+    options,
+    paired_ratio,
+    positive_ints,
+    results_path,
+    time_stats,
+    write_json,
+)
+from experiments.revision import config_for, import_revision  # noqa: E402
 from memjax.train import TrainConfig, make_train  # noqa: E402
 
-from experiments._common import (  # noqa: E402
-    LoopProgram, Side, as_carry_fn, ints, machine_info, measure, options, paired_ratio,
-    positive_ints, results_path, time_stats, write_json)
-from experiments.revision import config_for, import_revision  # noqa: E402
-
 TARGET_TIME_RATIO_MAX = 1.03  # this loop's time per step / the revision's
-BEFORE = "da0a727"            # the last commit before agents became specs
+BEFORE = "da0a727"  # the last commit before agents became specs
 
 FULL = dict(seeds=(1, 8), rounds=7, chunk_steps=1000, round_seconds=0.5)
 QUICK = dict(seeds=(1,), rounds=2, chunk_steps=200, round_seconds=0.05)
@@ -71,8 +80,10 @@ def same_computation(new_trainer, old_trainer, new_state, old_state) -> dict:
     """One chunk of each loop from the same start: largest parameter difference."""
     new_after = jax.jit(jax.vmap(new_trainer.chunk))(new_state)[0].agent.params
     old_after = jax.jit(jax.vmap(old_trainer.chunk))(old_state)[0].agent.params
-    diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-             for a, b in zip(jax.tree.leaves(new_after), jax.tree.leaves(old_after))]
+    diffs = [
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(jax.tree.leaves(new_after), jax.tree.leaves(old_after))
+    ]
     return {"max_abs_param_diff": max(diffs), "identical": max(diffs) == 0.0}
 
 
@@ -84,23 +95,29 @@ def bench_replay_kind(replay: str, seeds: int, opts, log, before=None) -> dict:
     if replay == "uniform":
         trainers["agent_n3"] = make_train(cfg.replace(n_step=3))
     states = {name: warm_state(tr, keys) for name, tr in trainers.items()}
-    check = same_computation(trainers["agent"], trainers["before"],
-                             states["agent"], states["before"])
+    check = same_computation(
+        trainers["agent"], trainers["before"], states["agent"], states["before"]
+    )
     vec_steps = cfg.chunk_iters * cfg.train_every
     programs = {}
     for name, tr in trainers.items():
         carry = (states[name], jax.eval_shape(jax.vmap(tr.chunk), states[name])[1])
         carry = (carry[0], jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), carry[1]))
-        programs[name] = LoopProgram(name, as_carry_fn(tr.chunk), Side(name, carry),
-                                     ops_per_call=vec_steps)
+        programs[name] = LoopProgram(
+            name, as_carry_fn(tr.chunk), Side(name, carry), ops_per_call=vec_steps
+        )
     times = measure(programs, opts["rounds"], opts["round_seconds"])
     med = {k: statistics.median(v) for k, v in times.items()}
-    row = {"replay": replay, "seeds": seeds, "same_computation": check,
-           "steps_per_s": {k: round(seeds * cfg.num_envs / v, 1) for k, v in med.items()},
-           "us_per_vector_step": {k: time_stats(v) for k, v in times.items()},
-           "compile_s": {k: round(p.lower_s + p.compile_s, 2) for k, p in programs.items()},
-           "before": before.__name__.removeprefix("memjax_"),
-           "time_ratio_agent_over_before": paired_ratio(times["agent"], times["before"])}
+    row = {
+        "replay": replay,
+        "seeds": seeds,
+        "same_computation": check,
+        "steps_per_s": {k: round(seeds * cfg.num_envs / v, 1) for k, v in med.items()},
+        "us_per_vector_step": {k: time_stats(v) for k, v in times.items()},
+        "compile_s": {k: round(p.lower_s + p.compile_s, 2) for k, p in programs.items()},
+        "before": before.__name__.removeprefix("memjax_"),
+        "time_ratio_agent_over_before": paired_ratio(times["agent"], times["before"]),
+    }
     if "agent_n3" in times:
         row["time_ratio_n3_over_n1"] = paired_ratio(times["agent_n3"], times["agent"])
     log(format_row(row))
@@ -109,24 +126,38 @@ def bench_replay_kind(replay: str, seeds: int, opts, log, before=None) -> dict:
 
 def format_row(row) -> str:
     sps = row["steps_per_s"]
-    n3 = (f", 3-step {sps['agent_n3']:,.0f} ({row['time_ratio_n3_over_n1']:.3f}x time of 1-step)"
-          if "agent_n3" in sps else "")
+    n3 = (
+        f", 3-step {sps['agent_n3']:,.0f} ({row['time_ratio_n3_over_n1']:.3f}x time of 1-step)"
+        if "agent_n3" in sps
+        else ""
+    )
     same = row["same_computation"]
-    return (f"  {row['replay']:11} x{row['seeds']}: this loop {sps['agent']:,.0f} steps/s, "
-            f"{row['before']} {sps['before']:,.0f}; time this/{row['before']} "
-            f"{row['time_ratio_agent_over_before']:.3f}"
-            f"{n3}; one chunk: params {'identical' if same['identical'] else 'max diff %.1e' % same['max_abs_param_diff']}")
+    params = "identical" if same["identical"] else f"max diff {same['max_abs_param_diff']:.1e}"
+    return (
+        f"  {row['replay']:11} x{row['seeds']}: this loop {sps['agent']:,.0f} steps/s, "
+        f"{row['before']} {sps['before']:,.0f}; time this/{row['before']} "
+        f"{row['time_ratio_agent_over_before']:.3f}"
+        f"{n3}; one chunk: params {params}"
+    )
 
 
 def markdown(rows) -> str:
-    lines = ["| replay | seeds | this loop steps/s | before steps/s | time this / before | "
-             "params after one chunk |", "|---|---:|---:|---:|---:|---|"]
+    lines = [
+        "| replay | seeds | this loop steps/s | before steps/s | time this / before | "
+        "params after one chunk |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         same = r["same_computation"]
-        lines.append(f"| {r['replay']} | {r['seeds']} | {r['steps_per_s']['agent']:,.0f} | "
-                     f"{r['steps_per_s']['before']:,.0f} | {r['time_ratio_agent_over_before']:.3f} | "
-                     + ("identical |" if same["identical"]
-                        else f"max diff {same['max_abs_param_diff']:.1e} |"))
+        lines.append(
+            f"| {r['replay']} | {r['seeds']} | {r['steps_per_s']['agent']:,.0f} | "
+            f"{r['steps_per_s']['before']:,.0f} | {r['time_ratio_agent_over_before']:.3f} | "
+            + (
+                "identical |"
+                if same["identical"]
+                else f"max diff {same['max_abs_param_diff']:.1e} |"
+            )
+        )
     return "\n".join(lines)
 
 
@@ -142,25 +173,41 @@ def learn_comparison(seed_sets, seeds: int, log, before) -> list:
                 t0 = time.perf_counter()
                 _, metrics = jax.jit(jax.vmap(trainer))(keys)
                 per_seed = np.asarray(metrics["eval_return"]).mean(axis=1)
-                rows.append({"replay": replay, "base_key": base, "loop": name,
-                             "per_seed": [round(float(x), 1) for x in per_seed],
-                             "mean": round(float(per_seed.mean()), 1),
-                             "seconds": round(time.perf_counter() - t0, 1)})
-                log(f"  {replay:11} key {base} {name:6}: mean {rows[-1]['mean']:6.1f} "
-                    f"per seed {rows[-1]['per_seed']} ({rows[-1]['seconds']:.0f} s)")
+                rows.append(
+                    {
+                        "replay": replay,
+                        "base_key": base,
+                        "loop": name,
+                        "per_seed": [round(float(x), 1) for x in per_seed],
+                        "mean": round(float(per_seed.mean()), 1),
+                        "seconds": round(time.perf_counter() - t0, 1),
+                    }
+                )
+                log(
+                    f"  {replay:11} key {base} {name:6}: mean {rows[-1]['mean']:6.1f} "
+                    f"per seed {rows[-1]['per_seed']} ({rows[-1]['seconds']:.0f} s)"
+                )
     return rows
 
 
 def learn_markdown(rows) -> str:
-    lines = ["| replay | loop | seeds | final greedy return, mean | seeds at 500 | lowest seed |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| replay | loop | seeds | final greedy return, mean | seeds at 500 | lowest seed |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for replay in ("uniform", "prioritized"):
         for loop in ("agent", "before"):
-            per_seed = [x for r in rows if r["replay"] == replay and r["loop"] == loop
-                        for x in r["per_seed"]]
+            per_seed = [
+                x
+                for r in rows
+                if r["replay"] == replay and r["loop"] == loop
+                for x in r["per_seed"]
+            ]
             if per_seed:
-                lines.append(f"| {replay} | {loop} | {len(per_seed)} | {np.mean(per_seed):.1f} | "
-                             f"{sum(x >= 500 for x in per_seed)} | {min(per_seed):.1f} |")
+                lines.append(
+                    f"| {replay} | {loop} | {len(per_seed)} | {np.mean(per_seed):.1f} | "
+                    f"{sum(x >= 500 for x in per_seed)} | {min(per_seed):.1f} |"
+                )
     return "\n".join(lines)
 
 
@@ -180,14 +227,20 @@ def build_parser():
     p.add_argument("--seeds", type=positive_ints, default=None, help="seed counts, e.g. 1,8")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--chunk-steps", type=int, default=None)
-    p.add_argument("--before", default=BEFORE,
-                   help=f"the git revision to compare with (default {BEFORE})")
-    p.add_argument("--learn", action="store_true",
-                   help="train both loops to the end and compare the returns")
-    p.add_argument("--seed-sets", type=ints, default=(0, 1),
-                   help="--learn: base keys, one set of 8 seeds each")
-    p.add_argument("--out", default=None,
-                   help="JSON path (default experiments/results/bench_agent_loop_TAG.json)")
+    p.add_argument(
+        "--before", default=BEFORE, help=f"the git revision to compare with (default {BEFORE})"
+    )
+    p.add_argument(
+        "--learn", action="store_true", help="train both loops to the end and compare the returns"
+    )
+    p.add_argument(
+        "--seed-sets", type=ints, default=(0, 1), help="--learn: base keys, one set of 8 seeds each"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="JSON path (default experiments/results/bench_agent_loop_TAG.json)",
+    )
     return p
 
 
@@ -201,9 +254,14 @@ def main(argv=None) -> int:
         print(learn_markdown(rows))
         same = identical_returns(rows)
         print("identical per-seed returns: " + ", ".join(f"{k}: {v}" for k, v in same.items()))
-        doc = {"benchmark": "bench_agent_loop --learn", "before": args.before, "rows": rows,
-               "identical_returns": same, "machine": machine_info(),
-               "wall_seconds": round(time.perf_counter() - t0, 1)}
+        doc = {
+            "benchmark": "bench_agent_loop --learn",
+            "before": args.before,
+            "rows": rows,
+            "identical_returns": same,
+            "machine": machine_info(),
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+        }
         out = args.out or results_path("agent_loop_learn")
         write_json(doc, out)
         return 0
@@ -214,11 +272,22 @@ def main(argv=None) -> int:
     worst = max(r["time_ratio_agent_over_before"] for r in rows)
     verdict = "MET" if worst <= TARGET_TIME_RATIO_MAX else "NOT MET"
     print(markdown(rows))
-    print(f"target: this loop's time <= {TARGET_TIME_RATIO_MAX}x {args.before}'s: {verdict} "
-          f"(worst {worst:.3f})")
-    doc = {"benchmark": "bench_agent_loop", "options": opts, "rows": rows,
-           "target": {"time_ratio_max": TARGET_TIME_RATIO_MAX, "worst": worst, "met": worst <= TARGET_TIME_RATIO_MAX},
-           "machine": machine_info(), "wall_seconds": round(time.perf_counter() - t0, 1)}
+    print(
+        f"target: this loop's time <= {TARGET_TIME_RATIO_MAX}x {args.before}'s: {verdict} "
+        f"(worst {worst:.3f})"
+    )
+    doc = {
+        "benchmark": "bench_agent_loop",
+        "options": opts,
+        "rows": rows,
+        "target": {
+            "time_ratio_max": TARGET_TIME_RATIO_MAX,
+            "worst": worst,
+            "met": worst <= TARGET_TIME_RATIO_MAX,
+        },
+        "machine": machine_info(),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
     if not args.quick or args.out:
         out = args.out or results_path("bench_agent_loop")
         write_json(doc, out)

@@ -62,14 +62,29 @@ TARGET_SLOWDOWN_MAX = 1.05  # the issue's target at the default period, async sa
 
 CASES = {
     "cartpole": (TrainConfig(), 8),
-    "minatar": (TrainConfig(env="Breakout-MinAtar", buffer_capacity=100_000,
-                            learning_starts=100_000, total_steps=250_000, chunk_steps=10_000),
-                3),
+    "minatar": (
+        TrainConfig(
+            env="Breakout-MinAtar",
+            buffer_capacity=100_000,
+            learning_starts=100_000,
+            total_steps=250_000,
+            chunk_steps=10_000,
+        ),
+        3,
+    ),
 }
 QUICK_CASES = {
-    "cartpole": (TrainConfig(num_envs=4, total_steps=4_000, buffer_capacity=1_000,
-                             learning_starts=1_000, chunk_steps=1_000,
-                             agent=DQNConfig(hidden=(16,))), 2),
+    "cartpole": (
+        TrainConfig(
+            num_envs=4,
+            total_steps=4_000,
+            buffer_capacity=1_000,
+            learning_starts=1_000,
+            chunk_steps=1_000,
+            agent=DQNConfig(hidden=(16,)),
+        ),
+        2,
+    ),
 }
 
 
@@ -78,17 +93,27 @@ def _dir_bytes(path: Path) -> int:
 
 
 def _tree_bytes(tree) -> int:
-    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
-        jax.tree.map(lambda a: jax.random.key_data(a) if checkpoints._is_key(a) else a, tree)))
+    return sum(
+        x.size * x.dtype.itemsize
+        for x in jax.tree.leaves(
+            jax.tree.map(lambda a: jax.random.key_data(a) if checkpoints._is_key(a) else a, tree)
+        )
+    )
 
 
 def _points(step: int, seeds: int):
     """One evaluation point of results, as the driver keeps them."""
     zeros = np.zeros(seeds, np.float32)
-    return ({"steps": [step], "eval_return": [zeros], "eval_unfinished": [0],
-             "train_return": [zeros.astype(np.float64)],
-             "metrics": [{"episode_return": zeros, "episodes": zeros.astype(np.int32)}]},
-            [[0] * seeds])
+    return (
+        {
+            "steps": [step],
+            "eval_return": [zeros],
+            "eval_unfinished": [0],
+            "train_return": [zeros.astype(np.float64)],
+            "metrics": [{"episode_return": zeros, "episodes": zeros.astype(np.int32)}],
+        },
+        [[0] * seeds],
+    )
 
 
 def save_restore(name: str, cfg: TrainConfig, seeds: int, repeats: int, work: Path) -> dict:
@@ -124,20 +149,30 @@ def save_restore(name: str, cfg: TrainConfig, seeds: int, repeats: int, work: Pa
         t0 = time.perf_counter()
         checkpoints.host_copy(state)
         rows["host_copy_s"].append(time.perf_counter() - t0)
-        same = all(np.array_equal(a, b) for a, b in zip(checkpoints.host_copy(found.state),
-                                                       checkpoints.host_copy(state)))
+        same = all(
+            np.array_equal(a, b)
+            for a, b in zip(checkpoints.host_copy(found.state), checkpoints.host_copy(state))
+        )
         assert same, "restored state differs from the saved one"
         shutil.rmtree(out)
     memory = _tree_bytes(state)
-    row = {"env": cfg.env, "seeds": seeds, "buffer_capacity": cfg.buffer_capacity,
-           "leaves": len(jax.tree.leaves(state)), "memory_bytes": int(memory),
-           "disk_bytes": int(disk), "disk_over_memory": round(disk / memory, 3),
-           **{k: round(statistics.median(v), 4) for k, v in rows.items()},
-           "rounds": {k: [round(x, 4) for x in v] for k, v in rows.items()}}
-    log(f"[{name}] state {memory / 2**20:,.1f} MiB in memory ({row['leaves']} leaves), "
+    row = {
+        "env": cfg.env,
+        "seeds": seeds,
+        "buffer_capacity": cfg.buffer_capacity,
+        "leaves": len(jax.tree.leaves(state)),
+        "memory_bytes": int(memory),
+        "disk_bytes": int(disk),
+        "disk_over_memory": round(disk / memory, 3),
+        **{k: round(statistics.median(v), 4) for k, v in rows.items()},
+        "rounds": {k: [round(x, 4) for x in v] for k, v in rows.items()},
+    }
+    log(
+        f"[{name}] state {memory / 2**20:,.1f} MiB in memory ({row['leaves']} leaves), "
         f"{disk / 2**20:,.1f} MiB on disk ({row['disk_over_memory']}x); save blocks the loop "
         f"{row['save_blocking_s']:.3f} s (host copy {row['host_copy_s']:.3f} s), committed "
-        f"after {row['save_commit_s']:.3f} s; restore {row['restore_s']:.3f} s")
+        f"after {row['save_commit_s']:.3f} s; restore {row['restore_s']:.3f} s"
+    )
     return row
 
 
@@ -147,14 +182,17 @@ def _loop(cfg: TrainConfig, seeds: int):
     keys = jax.random.split(k_train, seeds)
     t0 = time.perf_counter()
     compiled = driver._compile(trainer, keys, jax.random.split(k_eval, seeds))
-    log(f"[loop] compiled in {time.perf_counter() - t0:.1f} s; {cfg.steps_done:,} env steps "
-        f"per seed x {seeds} seeds, {len(compiled.schedule)} chunks incl. warm-up")
+    log(
+        f"[loop] compiled in {time.perf_counter() - t0:.1f} s; {cfg.steps_done:,} env steps "
+        f"per seed x {seeds} seeds, {len(compiled.schedule)} chunks incl. warm-up"
+    )
     every = checkpoints.resolve_every("auto", cfg)
     template = jax.eval_shape(jax.vmap(trainer.init), keys)
 
     def fresh(out: Path):
-        return checkpoints.Snapshots(out, checkpoints.RunRecord(cfg, seeds, 0, every), template,
-                                   jax.random.key_impl(keys))
+        return checkpoints.Snapshots(
+            out, checkpoints.RunRecord(cfg, seeds, 0, every), template, jax.random.key_impl(keys)
+        )
 
     boundaries = np.cumsum([n for _, _, n in compiled.schedule]).tolist()
     return compiled, keys, k_eval, every, fresh, checkpoints.save_indices(boundaries, every)
@@ -167,19 +205,30 @@ def lockstep_slowdown(cfg: TrainConfig, seeds: int, work: Path, loop) -> dict:
     compiled, keys, k_eval, every, fresh, save_at = loop
     snaps = fresh(work / "lockstep")
     states = {"off": compiled.init(keys), "auto": compiled.init(keys)}
-    points = {m: {"steps": [], "eval_return": [], "eval_unfinished": [], "train_return": [],
-                  "metrics": []} for m in states}
+    points = {
+        m: {
+            "steps": [],
+            "eval_return": [],
+            "eval_unfinished": [],
+            "train_return": [],
+            "metrics": [],
+        }
+        for m in states
+    }
     sizes = {m: [] for m in states}
     spent = {m: 0.0 for m in states}
     saving, done = 0.0, 0
     for i, (_, fn, n_steps) in enumerate(compiled.schedule):
         done += n_steps
-        for mode in (("off", "auto") if i % 2 else ("auto", "off")):
+        for mode in ("off", "auto") if i % 2 else ("auto", "off"):
             t0 = time.perf_counter()
             state, metrics = fn(states[mode])
             jax.block_until_ready(metrics)
-            episodes = jax.device_get(compiled.evaluate(
-                state.agent, jax.random.split(jax.random.fold_in(k_eval, i), seeds)))
+            episodes = jax.device_get(
+                compiled.evaluate(
+                    state.agent, jax.random.split(jax.random.fold_in(k_eval, i), seeds)
+                )
+            )
             metrics = jax.device_get(metrics)
             pts = points[mode]
             pts["steps"].append(done)
@@ -197,13 +246,20 @@ def lockstep_slowdown(cfg: TrainConfig, seeds: int, work: Path, loop) -> dict:
             states[mode] = state
     snaps.close()
     ratio = spent["auto"] / spent["off"]
-    row = {"checkpoint_every": every, "checkpoints_per_run": len(save_at),
-           "off_s": round(spent["off"], 3), "auto_sync_s": round(spent["auto"], 3),
-           "saving_s": round(saving, 3), "ratio_sync_auto_over_off": round(ratio, 4),
-           "saving_over_off": round(saving / spent["off"], 4)}
-    log(f"[lockstep] synchronous saves at the default period: {spent['auto']:.2f} s vs off "
+    row = {
+        "checkpoint_every": every,
+        "checkpoints_per_run": len(save_at),
+        "off_s": round(spent["off"], 3),
+        "auto_sync_s": round(spent["auto"], 3),
+        "saving_s": round(saving, 3),
+        "ratio_sync_auto_over_off": round(ratio, 4),
+        "saving_over_off": round(saving / spent["off"], 4),
+    }
+    log(
+        f"[lockstep] synchronous saves at the default period: {spent['auto']:.2f} s vs off "
         f"{spent['off']:.2f} s = {ratio:.4f}; the {len(save_at)} saves took {saving:.2f} s "
-        f"({100 * saving / spent['off']:.2f}% of the run)")
+        f"({100 * saving / spent['off']:.2f}% of the run)"
+    )
     return row
 
 
@@ -214,54 +270,78 @@ def whole_run_slowdown(cfg: TrainConfig, seeds: int, rounds: int, work: Path, lo
     compiled, keys, k_eval, every, fresh, save_at = loop
     times, cpu, blocked = {"off": [], "auto": []}, {"off": [], "auto": []}, []
     for r in range(rounds):
-        for mode in (("off", "auto") if r % 2 else ("auto", "off")):
+        for mode in ("off", "auto") if r % 2 else ("auto", "off"):
             snaps = fresh(work / f"loop-{r}") if mode == "auto" else None
             state = compiled.init(keys)
             jax.block_until_ready(state)
             t0, c0 = time.perf_counter(), time.process_time()
-            driver._run_schedule(compiled, state, k_eval, seeds, None,
-                                 checkpoint=driver._checkpoint_hook(compiled, snaps))
+            driver._run_schedule(
+                compiled,
+                state,
+                k_eval,
+                seeds,
+                None,
+                checkpoint=driver._checkpoint_hook(compiled, snaps),
+            )
             if snaps is not None:
                 snaps.close()
                 blocked.append(snaps.seconds)
                 shutil.rmtree(work / f"loop-{r}")
             times[mode].append(time.perf_counter() - t0)
             cpu[mode].append(time.process_time() - c0)
-        log(f"[whole runs] round {r + 1}: off {times['off'][-1]:.2f} s, auto "
+        log(
+            f"[whole runs] round {r + 1}: off {times['off'][-1]:.2f} s, auto "
             f"{times['auto'][-1]:.2f} s (blocked on saves {blocked[-1]:.2f} s); CPU off "
-            f"{cpu['off'][-1]:.2f} s, auto {cpu['auto'][-1]:.2f} s")
+            f"{cpu['off'][-1]:.2f} s, auto {cpu['auto'][-1]:.2f} s"
+        )
     ratios = [a / b for a, b in zip(times["auto"], times["off"])]
     cpu_ratios = [a / b for a, b in zip(cpu["auto"], cpu["off"])]
-    row = {"off_s": [round(t, 3) for t in times["off"]],
-           "auto_s": [round(t, 3) for t in times["auto"]],
-           "blocked_on_saves_s": [round(t, 3) for t in blocked],
-           "blocked_over_off": round(statistics.median(
-               b / t for b, t in zip(blocked, times["off"])), 5),
-           "ratio_auto_over_off": round(statistics.median(ratios), 4),
-           "ratios": [round(x, 4) for x in ratios],
-           "cpu_off_s": [round(t, 3) for t in cpu["off"]],
-           "cpu_auto_s": [round(t, 3) for t in cpu["auto"]],
-           "cpu_ratio_auto_over_off": round(statistics.median(cpu_ratios), 4)}
-    log(f"[whole runs] auto / off wall time: {row['ratio_auto_over_off']:.3f} (rounds: "
+    row = {
+        "off_s": [round(t, 3) for t in times["off"]],
+        "auto_s": [round(t, 3) for t in times["auto"]],
+        "blocked_on_saves_s": [round(t, 3) for t in blocked],
+        "blocked_over_off": round(
+            statistics.median(b / t for b, t in zip(blocked, times["off"])), 5
+        ),
+        "ratio_auto_over_off": round(statistics.median(ratios), 4),
+        "ratios": [round(x, 4) for x in ratios],
+        "cpu_off_s": [round(t, 3) for t in cpu["off"]],
+        "cpu_auto_s": [round(t, 3) for t in cpu["auto"]],
+        "cpu_ratio_auto_over_off": round(statistics.median(cpu_ratios), 4),
+    }
+    log(
+        f"[whole runs] auto / off wall time: {row['ratio_auto_over_off']:.3f} (rounds: "
         f"{', '.join(f'{x:.3f}' for x in ratios)}); CPU time: "
         f"{row['cpu_ratio_auto_over_off']:.3f}; blocked on saves "
-        f"{100 * row['blocked_over_off']:.2f}% of the run")
+        f"{100 * row['blocked_over_off']:.2f}% of the run"
+    )
     return row
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
-    p.add_argument("--rounds", type=int, default=None,
-                   help="pairs of whole runs, off and auto (default 2; quick 1; 0: none)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="pairs of whole runs, off and auto (default 2; quick 1; 0: none)",
+    )
     p.add_argument("--repeats", type=int, default=None, help="saves/restores per case (3)")
-    p.add_argument("--steps", type=float, default=None,
-                   help="env steps per seed of the timed loop (default 5e5, the default "
-                        "run's; quick 4000)")
-    p.add_argument("--cases", default=None,
-                   help="save/restore cases, e.g. cartpole,minatar ('none': skip)")
-    p.add_argument("--out", default=None, help="results JSON (default experiments/results/"
-                                               "bench_checkpoint_<tag>[_quick].json)")
+    p.add_argument(
+        "--steps",
+        type=float,
+        default=None,
+        help="env steps per seed of the timed loop (default 5e5, the default run's; quick 4000)",
+    )
+    p.add_argument(
+        "--cases", default=None, help="save/restore cases, e.g. cartpole,minatar ('none': skip)"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="results JSON (default experiments/results/bench_checkpoint_<tag>[_quick].json)",
+    )
     args = p.parse_args(argv)
     cases = QUICK_CASES if args.quick else CASES
     if args.cases:
@@ -272,21 +352,34 @@ def main(argv=None) -> int:
     steps = int(args.steps or (4_000 if args.quick else TrainConfig().total_steps))
     loop_cfg = dataclasses.replace(loop_cfg, total_steps=steps)
     info = machine_info()
-    log(f"memjax checkpoints | jax {info['versions']['jax']} {info['jax_backend']} | "
-        f"{info['cpu_count']} CPUs ({info['cpu_model']})")
+    log(
+        f"memjax checkpoints | jax {info['versions']['jax']} {info['jax_backend']} | "
+        f"{info['cpu_count']} CPUs ({info['cpu_model']})"
+    )
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_checkpoint_") as tmp:
         work = Path(tmp)
-        save_rows = {name: save_restore(name, cfg, seeds, repeats, work)
-                     for name, (cfg, seeds) in cases.items()}
+        save_rows = {
+            name: save_restore(name, cfg, seeds, repeats, work)
+            for name, (cfg, seeds) in cases.items()
+        }
         loop = _loop(loop_cfg, loop_seeds)
         lockstep = lockstep_slowdown(loop_cfg, loop_seeds, work, loop)
         whole = whole_run_slowdown(loop_cfg, loop_seeds, rounds, work, loop) if rounds else None
-    doc = {"machine": info, "save_restore": save_rows,
-           "loop": {"env": loop_cfg.env, "seeds": loop_seeds, "steps_per_seed": loop_cfg.steps_done,
-                    "chunk_steps": loop_cfg.chunk_steps, "target_max": TARGET_SLOWDOWN_MAX,
-                    "lockstep": lockstep, "whole_runs": whole},
-           "wall_seconds": round(time.perf_counter() - t_start, 1)}
+    doc = {
+        "machine": info,
+        "save_restore": save_rows,
+        "loop": {
+            "env": loop_cfg.env,
+            "seeds": loop_seeds,
+            "steps_per_seed": loop_cfg.steps_done,
+            "chunk_steps": loop_cfg.chunk_steps,
+            "target_max": TARGET_SLOWDOWN_MAX,
+            "lockstep": lockstep,
+            "whole_runs": whole,
+        },
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
+    }
     write_json(doc, args.out or results_path("bench_checkpoint", args.quick))
     return 0
 

@@ -100,8 +100,9 @@ def window_floor(batch_size: int, spec) -> ReplayBuffer:
     """bench_loop's floor buffer (add and update no-ops, sample = the stored batch) holding a
     batch of windows shaped like ``spec`` (the real buffer's sample items)."""
     floor = floor_buffer(batch_size)
-    return floor._replace(init=lambda example: FloorState(items=zeros_like_spec(spec)),
-                          memory=lambda state: None)
+    return floor._replace(
+        init=lambda example: FloorState(items=zeros_like_spec(spec)), memory=lambda state: None
+    )
 
 
 def add_floor(real: ReplayBuffer, batch_size: int, spec) -> ReplayBuffer:
@@ -117,9 +118,14 @@ def add_floor(real: ReplayBuffer, batch_size: int, spec) -> ReplayBuffer:
     def sample(state, key, batch_size_=None, beta=None):
         return floor.sample(FloorState(items=state.items), key, batch_size_)
 
-    return ReplayBuffer(init, add, sample, lambda state, i, p: state,
-                        lambda state, b=None: jnp.asarray(True),
-                        lambda state: real.memory(state.real))
+    return ReplayBuffer(
+        init,
+        add,
+        sample,
+        lambda state, i, p: state,
+        lambda state, b=None: jnp.asarray(True),
+        lambda state: real.memory(state.real),
+    )
 
 
 def buffer_ops(trainer, length: int):
@@ -159,49 +165,70 @@ def bench_seeds(S: int, env: str, kinds, opts) -> dict:
         full = jax.jit(jax.vmap(lambda k, tr=trainer: tr.collect(tr.init(k))[0]))(keys)
         beta = 0.4
         sample_keys = jax.random.split(jax.random.key(7), S)
-        fixed = jax.jit(jax.vmap(lambda b, k: trainer.buffer.sample(b, k, cfg.batch_size,
-                                                                    beta=beta).items))(
-            full.buffer, sample_keys)
+        fixed = jax.jit(
+            jax.vmap(lambda b, k: trainer.buffer.sample(b, k, cfg.batch_size, beta=beta).items)
+        )(full.buffer, sample_keys)
         spec = jax.eval_shape(lambda x: jax.tree.map(lambda a: a[0], x), fixed)
         floors = {
-            f"floor_add_{kind}": (add_floor(trainer.buffer, cfg.batch_size, spec),
-                                  AddFloorState(real=jax.tree.map(jnp.copy, full.buffer),
-                                                items=jax.tree.map(jnp.copy, fixed))),
-            f"floor_{kind}": (window_floor(cfg.batch_size, spec),
-                              FloorState(items=jax.tree.map(jnp.copy, fixed))),
+            f"floor_add_{kind}": (
+                add_floor(trainer.buffer, cfg.batch_size, spec),
+                AddFloorState(
+                    real=jax.tree.map(jnp.copy, full.buffer), items=jax.tree.map(jnp.copy, fixed)
+                ),
+            ),
+            f"floor_{kind}": (
+                window_floor(cfg.batch_size, spec),
+                FloorState(items=jax.tree.map(jnp.copy, fixed)),
+            ),
         }
         trainers[f"drqn_{kind}"] = (trainer, full)
-        buffer_alone[f"buffer_{kind}"] = (trainer, (jax.tree.map(jnp.copy, full.buffer),
-                                                    jax.random.split(jax.random.key(9), S),
-                                                    jnp.zeros((S,), jnp.float32)))
+        buffer_alone[f"buffer_{kind}"] = (
+            trainer,
+            (
+                jax.tree.map(jnp.copy, full.buffer),
+                jax.random.split(jax.random.key(9), S),
+                jnp.zeros((S,), jnp.float32),
+            ),
+        )
         for name, (buf, bstate) in floors.items():
-            trainers[name] = (mj_train.make_train(cfg, buffer=buf),
-                              jax.tree.map(jnp.copy, full).replace(buffer=bstate))
+            trainers[name] = (
+                mj_train.make_train(cfg, buffer=buf),
+                jax.tree.map(jnp.copy, full).replace(buffer=bstate),
+            )
     warm_s = time.perf_counter() - t0
     vec_steps = next(iter(real.values())).chunk_iters
     for name, (tr, state) in trainers.items():
         metrics0 = zeros_like_spec(jax.eval_shape(jax.vmap(tr.chunk), state)[1])
         shapes[name] = jax.eval_shape(lambda x: x, state.buffer)
-        programs[name] = LoopProgram(name, as_carry_fn(tr.chunk), Side(name, (state, metrics0)),
-                                     ops_per_call=vec_steps)
+        programs[name] = LoopProgram(
+            name, as_carry_fn(tr.chunk), Side(name, (state, metrics0)), ops_per_call=vec_steps
+        )
     for name, (tr, carry) in buffer_alone.items():
         shapes[name] = jax.eval_shape(lambda x: x, carry[0])
-        programs[name] = LoopProgram(name, jax.vmap(buffer_ops(tr, vec_steps)), Side(name, carry),
-                                     ops_per_call=vec_steps)
+        programs[name] = LoopProgram(
+            name, jax.vmap(buffer_ops(tr, vec_steps)), Side(name, carry), ops_per_call=vec_steps
+        )
     trainers.clear()
     buffer_alone.clear()
     compile_s = {k: p.lower_s + p.compile_s for k, p in programs.items()}
-    log(f"  [{S} seed{'s' if S > 1 else ''}] warm-up {warm_s:.1f} s; compiled {len(programs)} "
-        f"programs in {sum(compile_s.values()):.1f} s; timing {opts['rounds']} rounds ...")
+    log(
+        f"  [{S} seed{'s' if S > 1 else ''}] warm-up {warm_s:.1f} s; compiled {len(programs)} "
+        f"programs in {sum(compile_s.values()):.1f} s; timing {opts['rounds']} rounds ..."
+    )
     t = measure(programs, opts["rounds"], opts["round_seconds"])
     med = {k: statistics.median(v) for k, v in t.items()}
     cfg0 = next(iter(real.values()))
-    progs = {k: {"us_per_vector_step": time_stats(t[k]),
-                 "env_steps_per_s": round(S * cfg0.num_envs / med[k], 1),
-                 "lower_s": round(p.lower_s, 3), "compile_s": round(p.compile_s, 3),
-                 "donation_ok": p.donation_ok,
-                 "buffer_copies": buffer_copy_check(p, shapes[k], cfg0.buffer_capacity)}
-             for k, p in programs.items()}
+    progs = {
+        k: {
+            "us_per_vector_step": time_stats(t[k]),
+            "env_steps_per_s": round(S * cfg0.num_envs / med[k], 1),
+            "lower_s": round(p.lower_s, 3),
+            "compile_s": round(p.compile_s, 3),
+            "donation_ok": p.donation_ok,
+            "buffer_copies": buffer_copy_check(p, shapes[k], cfg0.buffer_capacity),
+        }
+        for k, p in programs.items()
+    }
     shares = {}
     for kind in kinds:
         full, fa, fl = t[f"drqn_{kind}"], t[f"floor_add_{kind}"], t[f"floor_{kind}"]
@@ -209,34 +236,49 @@ def bench_seeds(S: int, env: str, kinds, opts) -> dict:
             "loop_over_floor": paired_ratio(full, fl),
             "buffer_share": round(1 - 1 / paired_ratio(full, fl), 4),
             "add_share": round(statistics.median((b - c) / a for a, b, c in zip(full, fa, fl)), 4),
-            "sample_update_share": round(statistics.median((a - b) / a for a, b in zip(full, fa)), 4),
+            "sample_update_share": round(
+                statistics.median((a - b) / a for a, b in zip(full, fa)), 4
+            ),
             "buffer_share_per_round": [round(1 - c / a, 4) for a, c in zip(full, fl)],
-            "buffer_alone_share": round(statistics.median(
-                b / a for a, b in zip(full, t[f"buffer_{kind}"])), 5),
+            "buffer_alone_share": round(
+                statistics.median(b / a for a, b in zip(full, t[f"buffer_{kind}"])), 5
+            ),
         }
-    return {"seeds": S, "programs": progs, "shares": shares,
-            "rounds_us": {k: [round(x * 1e6, 3) for x in v] for k, v in t.items()},
-            "warm_up_s": round(warm_s, 2)}
+    return {
+        "seeds": S,
+        "programs": progs,
+        "shares": shares,
+        "rounds_us": {k: [round(x * 1e6, 3) for x in v] for k, v in t.items()},
+        "warm_up_s": round(warm_s, 2),
+    }
 
 
 def format_table(results, env) -> str:
-    lines = [f"fused DRQN loop on {env}: us per vector step of all seeds (median round); "
-             "compile s apart",
-             f"{'side':<24} {'seeds':>5} | {'us/step':>9} {'env steps/s':>11} | {'compile s':>9}"]
+    lines = [
+        f"fused DRQN loop on {env}: us per vector step of all seeds (median round); "
+        "compile s apart",
+        f"{'side':<24} {'seeds':>5} | {'us/step':>9} {'env steps/s':>11} | {'compile s':>9}",
+    ]
     for S, r in results.items():
         for k, p in r["programs"].items():
-            lines.append(f"{k:<24} {S:>5} | {p['us_per_vector_step']['median_us']:>9.1f} "
-                         f"{p['env_steps_per_s']:>11,.0f} | "
-                         f"{p['lower_s'] + p['compile_s']:>9.1f}")
+            lines.append(
+                f"{k:<24} {S:>5} | {p['us_per_vector_step']['median_us']:>9.1f} "
+                f"{p['env_steps_per_s']:>11,.0f} | "
+                f"{p['lower_s'] + p['compile_s']:>9.1f}"
+            )
     lines.append("")
-    lines.append(f"{'replay':<12} {'seeds':>5} | {'loop/floor':>10} {'buffer':>7} {'add':>7} "
-                 f"{'sample+upd':>10} {'alone':>7} | rounds (buffer share)")
+    lines.append(
+        f"{'replay':<12} {'seeds':>5} | {'loop/floor':>10} {'buffer':>7} {'add':>7} "
+        f"{'sample+upd':>10} {'alone':>7} | rounds (buffer share)"
+    )
     for S, r in results.items():
         for kind, s in r["shares"].items():
-            lines.append(f"{kind:<12} {S:>5} | {s['loop_over_floor']:>9.3f}x "
-                         f"{s['buffer_share']:>7.1%} {s['add_share']:>7.1%} "
-                         f"{s['sample_update_share']:>10.1%} {s['buffer_alone_share']:>7.2%} | "
-                         + " ".join(f"{x:.1%}" for x in s["buffer_share_per_round"]))
+            lines.append(
+                f"{kind:<12} {S:>5} | {s['loop_over_floor']:>9.3f}x "
+                f"{s['buffer_share']:>7.1%} {s['add_share']:>7.1%} "
+                f"{s['sample_update_share']:>10.1%} {s['buffer_alone_share']:>7.2%} | "
+                + " ".join(f"{x:.1%}" for x in s["buffer_share_per_round"])
+            )
     return "\n".join(lines)
 
 
@@ -245,13 +287,22 @@ def build_parser():
     p.add_argument("--quick", action="store_true", help="short chunks, 2 rounds")
     p.add_argument("--env", default="MemoryChain-20", help="environment (memjax.envs name)")
     p.add_argument("--replay", default=",".join(KINDS), help="comma list: uniform,prioritized")
-    p.add_argument("--seeds", type=positive_ints, default=None, help="vmapped seed counts, e.g. 1,8")
+    p.add_argument(
+        "--seeds", type=positive_ints, default=None, help="vmapped seed counts, e.g. 1,8"
+    )
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
-    p.add_argument("--chunk-steps", type=int, default=None, help="env steps per timed chunk per seed")
-    p.add_argument("--round-seconds", type=float, default=None,
-                   help="target seconds per program per round")
-    p.add_argument("--out", type=Path, default=None,
-                   help="JSON path (default experiments/results/bench_drqn_loop_<tag>[_quick].json)")
+    p.add_argument(
+        "--chunk-steps", type=int, default=None, help="env steps per timed chunk per seed"
+    )
+    p.add_argument(
+        "--round-seconds", type=float, default=None, help="target seconds per program per round"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON path (default experiments/results/bench_drqn_loop_<tag>[_quick].json)",
+    )
     return p
 
 
@@ -263,10 +314,14 @@ def main(argv=None) -> int:
     if not kinds or set(kinds) - set(KINDS):
         parser.error(f"--replay: expected a comma list of {', '.join(KINDS)}, got {args.replay!r}")
     info = machine_info()
-    log(f"memjax DRQN loop benchmark | jax {info['versions']['jax']} {info['jax_backend']} | "
-        f"{info['cpu_count']} CPUs ({info['cpu_model']}) | {info['platform']}")
-    log(f"env {args.env}; replay {', '.join(kinds)}; seeds {list(opts['seeds'])}; rounds "
-        f"{opts['rounds']}; chunk {opts['chunk_steps']} env steps/seed")
+    log(
+        f"memjax DRQN loop benchmark | jax {info['versions']['jax']} {info['jax_backend']} | "
+        f"{info['cpu_count']} CPUs ({info['cpu_model']}) | {info['platform']}"
+    )
+    log(
+        f"env {args.env}; replay {', '.join(kinds)}; seeds {list(opts['seeds'])}; rounds "
+        f"{opts['rounds']}; chunk {opts['chunk_steps']} env steps/seed"
+    )
     t0 = time.perf_counter()
     results = {S: bench_seeds(S, args.env, kinds, opts) for S in opts["seeds"]}
     log("")
@@ -275,18 +330,28 @@ def main(argv=None) -> int:
     for S, r in results.items():
         for kind, s in r["shares"].items():
             for what in ("buffer_share", "buffer_alone_share"):
-                met[f"[{S}] {kind} {what} <= {TARGET:.0%}"] = {"value": s[what],
-                                                               "met": s[what] <= TARGET}
+                met[f"[{S}] {kind} {what} <= {TARGET:.0%}"] = {
+                    "value": s[what],
+                    "met": s[what] <= TARGET,
+                }
     log("")
     log("targets (issue 10)")
     for name, v in met.items():
         log(f"  {name}: {'MET' if v['met'] else 'NOT MET'} ({v['value']:.1%})")
-    doc = {"benchmark": "bench_drqn_loop", "mode": "quick" if args.quick else "full",
-           "machine": info, "settings": {**opts, "env": args.env, "replay": list(kinds),
-                                         "config": dataclasses.asdict(make_config(
-                                             args.env, kinds[0], opts["chunk_steps"]))},
-           "targets": met, "wall_seconds": round(time.perf_counter() - t0, 1),
-           "results": {str(S): r for S, r in results.items()}}
+    doc = {
+        "benchmark": "bench_drqn_loop",
+        "mode": "quick" if args.quick else "full",
+        "machine": info,
+        "settings": {
+            **opts,
+            "env": args.env,
+            "replay": list(kinds),
+            "config": dataclasses.asdict(make_config(args.env, kinds[0], opts["chunk_steps"])),
+        },
+        "targets": met,
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "results": {str(S): r for S, r in results.items()},
+    }
     write_json(doc, args.out or results_path("bench_drqn_loop", args.quick), log=log)
     return 0
 

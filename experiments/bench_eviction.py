@@ -90,8 +90,11 @@ def make_sides(cfg, names):
         elif kind == "uniform":
             sides[name] = (c, mj.replay.uniform(c.buffer_capacity, eviction=policy()), None)
         else:
-            sides[name] = (c, mj.replay.prioritized(c.buffer_capacity, alpha=c.alpha,
-                                                    eviction=policy()), None)
+            sides[name] = (
+                c,
+                mj.replay.prioritized(c.buffer_capacity, alpha=c.alpha, eviction=policy()),
+                None,
+            )
     return sides
 
 
@@ -108,15 +111,19 @@ def bench_seeds(S: int, cfg, names, opts) -> dict:
     programs, shapes = {}, {}
     for name, tr in trainers.items():
         state = states[name]
-        metrics0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                jax.eval_shape(jax.vmap(tr.chunk), state)[1])
+        metrics0 = jax.tree.map(
+            lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(jax.vmap(tr.chunk), state)[1]
+        )
         shapes[name] = jax.eval_shape(lambda x: x, state.buffer)
-        programs[name] = LoopProgram(name, as_carry_fn(tr.chunk), Side(name, (state, metrics0)),
-                                     ops_per_call=vec_steps)
+        programs[name] = LoopProgram(
+            name, as_carry_fn(tr.chunk), Side(name, (state, metrics0)), ops_per_call=vec_steps
+        )
     del states
     compile_s = {k: p.lower_s + p.compile_s for k, p in programs.items()}
-    log(f"  [{S} seed{'s' if S > 1 else ''}] warm-up {warm_s:.1f} s; compiled {len(programs)} "
-        f"programs in {sum(compile_s.values()):.1f} s; timing {opts['rounds']} rounds ...")
+    log(
+        f"  [{S} seed{'s' if S > 1 else ''}] warm-up {warm_s:.1f} s; compiled {len(programs)} "
+        f"programs in {sum(compile_s.values()):.1f} s; timing {opts['rounds']} rounds ..."
+    )
     t = measure(programs, opts["rounds"], opts["round_seconds"])
     med = {k: statistics.median(v) for k, v in t.items()}
     progs = {}
@@ -129,11 +136,18 @@ def bench_seeds(S: int, cfg, names, opts) -> dict:
             "buffer_copies": buffer_copy_check(p, shapes[k], cfg.buffer_capacity),
             "buffer_bytes_per_transition": trainers[k].buffer.memory(shapes[k]).bytes_per_item,
         }
-    ratios = {k: paired_ratio(t[k], t[baseline_of(k)]) for k in t
-              if not k.startswith("fifo") and baseline_of(k) in t}
-    return {"seeds": S, "programs": progs, "ratios_vs_fifo": ratios,
-            "rounds_us": {k: [round(x * 1e6, 3) for x in v] for k, v in t.items()},
-            "warm_up_s": round(warm_s, 2)}
+    ratios = {
+        k: paired_ratio(t[k], t[baseline_of(k)])
+        for k in t
+        if not k.startswith("fifo") and baseline_of(k) in t
+    }
+    return {
+        "seeds": S,
+        "programs": progs,
+        "ratios_vs_fifo": ratios,
+        "rounds_us": {k: [round(x * 1e6, 3) for x in v] for k, v in t.items()},
+        "warm_up_s": round(warm_s, 2),
+    }
 
 
 def targets(results) -> dict:
@@ -147,32 +161,46 @@ def targets(results) -> dict:
 
 
 def format_table(results, cfg) -> str:
-    lines = [f"fused DQN loop, {cfg.env}, {cfg.num_envs} envs, buffer {cfg.buffer_capacity}, "
-             f"batch {cfg.batch_size}: us per vector step of all seeds (median round), "
-             "x = median per-round ratio to FIFO",
-             f"{'side':<20} {'seeds':>5} | {'us/step':>9} {'steps/s':>9} | {'vs fifo':>8} | "
-             f"{'B/item':>7} | {'compile s':>9}"]
+    lines = [
+        f"fused DQN loop, {cfg.env}, {cfg.num_envs} envs, buffer {cfg.buffer_capacity}, "
+        f"batch {cfg.batch_size}: us per vector step of all seeds (median round), "
+        "x = median per-round ratio to FIFO",
+        f"{'side':<20} {'seeds':>5} | {'us/step':>9} {'steps/s':>9} | {'vs fifo':>8} | "
+        f"{'B/item':>7} | {'compile s':>9}",
+    ]
     for S, r in results.items():
         for k, p in r["programs"].items():
             x = r["ratios_vs_fifo"].get(k)
-            lines.append(f"{k:<20} {S:>5} | {p['us_per_vector_step']['median_us']:>9.1f} "
-                         f"{p['steps_per_s']:>9,.0f} | {(f'{x:.3f}x' if x else '-'):>8} | "
-                         f"{p['buffer_bytes_per_transition']:>7.1f} | {p['compile_total_s']:>9.1f}")
+            lines.append(
+                f"{k:<20} {S:>5} | {p['us_per_vector_step']['median_us']:>9.1f} "
+                f"{p['steps_per_s']:>9,.0f} | {(f'{x:.3f}x' if x else '-'):>8} | "
+                f"{p['buffer_bytes_per_transition']:>7.1f} | {p['compile_total_s']:>9.1f}"
+            )
     return "\n".join(lines)
 
 
 def build_parser():
     p = argparse.ArgumentParser(prog="bench_eviction.py", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="1 seed, 4 sides, short chunks")
-    p.add_argument("--out", type=Path, default=None,
-                   help="JSON path (default experiments/results/bench_eviction_<cpu|gpu>[_quick].json)")
-    p.add_argument("--seeds", type=positive_ints, default=None, help="vmapped seed counts, e.g. 1,8")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON path (default experiments/results/bench_eviction_<cpu|gpu>[_quick].json)",
+    )
+    p.add_argument(
+        "--seeds", type=positive_ints, default=None, help="vmapped seed counts, e.g. 1,8"
+    )
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
-    p.add_argument("--chunk-steps", type=int, default=None, help="env steps per timed chunk per seed")
-    p.add_argument("--round-seconds", type=float, default=None,
-                   help="target seconds per program per round")
-    p.add_argument("--sides", default=None, help="comma list of sides (default all): "
-                   + ", ".join(SIDES))
+    p.add_argument(
+        "--chunk-steps", type=int, default=None, help="env steps per timed chunk per seed"
+    )
+    p.add_argument(
+        "--round-seconds", type=float, default=None, help="target seconds per program per round"
+    )
+    p.add_argument(
+        "--sides", default=None, help="comma list of sides (default all): " + ", ".join(SIDES)
+    )
     return p
 
 
@@ -180,8 +208,11 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     opts = options(args, QUICK, FULL, ("seeds", "rounds", "chunk_steps", "round_seconds"))
-    names = tuple(x.strip() for x in args.sides.split(",")) if args.sides else \
-        (QUICK_SIDES if args.quick else tuple(SIDES))
+    names = (
+        tuple(x.strip() for x in args.sides.split(","))
+        if args.sides
+        else (QUICK_SIDES if args.quick else tuple(SIDES))
+    )
     unknown = set(names) - set(SIDES)
     if unknown:
         parser.error(f"--sides: unknown {sorted(unknown)}; known: {', '.join(SIDES)}")
@@ -189,10 +220,14 @@ def main(argv=None) -> int:
     cfg = dataclasses.replace(mj_train.TrainConfig(), chunk_steps=int(opts["chunk_steps"]))
     out = args.out or results_path("bench_eviction", args.quick)
     info = machine_info()
-    log(f"memjax eviction benchmark | jax {info['versions']['jax']} {info['jax_backend']} | "
-        f"{info['cpu_count']} CPUs ({info['cpu_model']}) | {info['platform']}")
-    log(f"sides {', '.join(names)}; seeds {list(opts['seeds'])}; rounds {opts['rounds']}; "
-        f"chunk {cfg.chunk_steps} env steps/seed ({cfg.chunk_iters} updates)")
+    log(
+        f"memjax eviction benchmark | jax {info['versions']['jax']} {info['jax_backend']} | "
+        f"{info['cpu_count']} CPUs ({info['cpu_model']}) | {info['platform']}"
+    )
+    log(
+        f"sides {', '.join(names)}; seeds {list(opts['seeds'])}; rounds {opts['rounds']}; "
+        f"chunk {cfg.chunk_steps} env steps/seed ({cfg.chunk_iters} updates)"
+    )
     t0 = time.perf_counter()
     results = {S: bench_seeds(S, cfg, names, opts) for S in opts["seeds"]}
     met = targets(results)
@@ -206,11 +241,15 @@ def main(argv=None) -> int:
         for k, p in r["programs"].items():
             if p["buffer_copies"]["whole_buffer_array_copies"]:
                 log(f"  ! [{S}] {k}: copies a whole buffer array (O(capacity) per step)")
-    doc = {"benchmark": "bench_eviction", "mode": "quick" if args.quick else "full",
-           "machine": info, "settings": {**opts, "sides": list(names),
-                                         "config": dataclasses.asdict(cfg)},
-           "targets": met, "wall_seconds": round(time.perf_counter() - t0, 1),
-           "results": {str(S): r for S, r in results.items()}}
+    doc = {
+        "benchmark": "bench_eviction",
+        "mode": "quick" if args.quick else "full",
+        "machine": info,
+        "settings": {**opts, "sides": list(names), "config": dataclasses.asdict(cfg)},
+        "targets": met,
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "results": {str(S): r for S, r in results.items()},
+    }
     write_json(doc, out)
     return 0
 

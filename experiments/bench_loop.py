@@ -96,14 +96,34 @@ from memjax.replay.memory import FieldMemory, MemoryReport, nbytes  # noqa: E402
 
 BIG = 2**20
 
-FULL = dict(seeds=(1, 8), rounds=7, chunk_steps=1000, round_seconds=0.5, big_capacity=BIG,
-            breakdown=True, bincount=True, big_bincount_max_seeds=0)
-QUICK = dict(seeds=(1,), rounds=2, chunk_steps=500, round_seconds=0.05, big_capacity=0,
-             breakdown=False, bincount=False, big_bincount_max_seeds=0)
+FULL = dict(
+    seeds=(1, 8),
+    rounds=7,
+    chunk_steps=1000,
+    round_seconds=0.5,
+    big_capacity=BIG,
+    breakdown=True,
+    bincount=True,
+    big_bincount_max_seeds=0,
+)
+QUICK = dict(
+    seeds=(1,),
+    rounds=2,
+    chunk_steps=500,
+    round_seconds=0.05,
+    big_capacity=0,
+    breakdown=False,
+    bincount=False,
+    big_bincount_max_seeds=0,
+)
 
-BREAKDOWN_SIDES = (("ours_uniform", "floor_uniform"), ("ours_uniform_1copy", "floor_uniform"),
-                   ("fbx_uniform", "floor_uniform"),
-                   ("ours_per", "floor_per"), ("fbx_per_cpu", "floor_per"))
+BREAKDOWN_SIDES = (
+    ("ours_uniform", "floor_uniform"),
+    ("ours_uniform_1copy", "floor_uniform"),
+    ("fbx_uniform", "floor_uniform"),
+    ("ours_per", "floor_per"),
+    ("fbx_per_cpu", "floor_per"),
+)
 
 TARGETS = {
     "loop_over_floor_max": 1.1,
@@ -128,8 +148,11 @@ def floor_buffer(batch_size: int) -> ReplayBuffer:
     state (indices 0..batch-1, weights ones). A loop on it costs environment + learner alone."""
 
     def init(example):
-        return FloorState(items=jax.tree.map(
-            lambda x: jnp.zeros((batch_size, *jnp.shape(x)), jnp.asarray(x).dtype), example))
+        return FloorState(
+            items=jax.tree.map(
+                lambda x: jnp.zeros((batch_size, *jnp.shape(x)), jnp.asarray(x).dtype), example
+            )
+        )
 
     def add(state, items):
         return state
@@ -137,9 +160,12 @@ def floor_buffer(batch_size: int) -> ReplayBuffer:
     def sample(state, key, batch_size_: int, beta=None) -> Sample:
         if batch_size_ != batch_size:
             raise ValueError(f"floor buffer holds a batch of {batch_size}, asked {batch_size_}")
-        return Sample(items=state.items, indices=jnp.arange(batch_size, dtype=jnp.int32),
-                      weights=jnp.ones((batch_size,), jnp.float32),
-                      probabilities=jnp.full((batch_size,), 1.0 / batch_size, jnp.float32))
+        return Sample(
+            items=state.items,
+            indices=jnp.arange(batch_size, dtype=jnp.int32),
+            weights=jnp.ones((batch_size,), jnp.float32),
+            probabilities=jnp.full((batch_size,), 1.0 / batch_size, jnp.float32),
+        )
 
     def update(state, indices, priorities):
         return state
@@ -150,9 +176,16 @@ def floor_buffer(batch_size: int) -> ReplayBuffer:
     def memory(state):
         leaves = jax.tree_util.tree_leaves_with_path(state.items)
         copies = int(np.prod(state.items["reward"].shape[:-1]))  # seed axes, if vmapped
-        fields = tuple(FieldMemory(jax.tree_util.keystr(p), tuple(x.shape[1:]), str(x.dtype),
-                                   nbytes(x) // (batch_size * copies), nbytes(x))
-                       for p, x in leaves)
+        fields = tuple(
+            FieldMemory(
+                jax.tree_util.keystr(p),
+                tuple(x.shape[1:]),
+                str(x.dtype),
+                nbytes(x) // (batch_size * copies),
+                nbytes(x),
+            )
+            for p, x in leaves
+        )
         total = sum(f.total_bytes for f in fields)
         return MemoryReport(batch_size, copies, fields, 0, total)
 
@@ -185,8 +218,11 @@ def make_sides(cfg, big_capacity, bincount: bool, big_bincount: bool):
         "fbx_per_cpu": (p, fa.flat_prioritised(cap, n, b, a, set_path="cpu"), None),
     }
     if bincount:
-        sides["fbx_per_bincount"] = (p, fa.flat_prioritised(cap, n, b, a, set_path="bincount"),
-                                     "fbx_per_cpu")
+        sides["fbx_per_bincount"] = (
+            p,
+            fa.flat_prioritised(cap, n, b, a, set_path="bincount"),
+            "fbx_per_cpu",
+        )
     sides["floor_per"] = (p, floor_buffer(b), None)
     if big_capacity:
         pb = dataclasses.replace(p, buffer_capacity=int(big_capacity))
@@ -195,8 +231,10 @@ def make_sides(cfg, big_capacity, bincount: bool, big_bincount: bool):
         sides[f"fbx_per_cpu_{tag}"] = (pb, fa.flat_prioritised(big_capacity, n, b, a), None)
         if big_bincount:
             sides[f"fbx_per_bincount_{tag}"] = (
-                pb, fa.flat_prioritised(big_capacity, n, b, a, set_path="bincount"),
-                f"fbx_per_cpu_{tag}")
+                pb,
+                fa.flat_prioritised(big_capacity, n, b, a, set_path="bincount"),
+                f"fbx_per_cpu_{tag}",
+            )
     return sides
 
 
@@ -226,18 +264,23 @@ def buffer_copy_check(prog, buffer_state, capacity: int) -> dict:
     arrays that scale with ``capacity`` (items, sum-tree), or larger than all of them. Inside a
     loop such a copy is paid every vector step: O(capacity) work per step."""
     seeds = int(np.prod(jnp.shape(jax.tree.leaves(buffer_state)[0])[:1] or [1]))
-    sizes = {x.size * x.dtype.itemsize for x in jax.tree.leaves(buffer_state)
-             if x.size >= capacity * seeds // 2}  # flashbax rounds capacity down
+    sizes = {
+        x.size * x.dtype.itemsize
+        for x in jax.tree.leaves(buffer_state)
+        if x.size >= capacity * seeds // 2
+    }  # flashbax rounds capacity down
     # every copy of at least 4 KiB outside fusions, largest first ("loop": while bodies,
     # conditions, calls)
     copies = sorted(hlo_copies(prog.exe.as_text(), min_bytes=4096), key=lambda c: -c.nbytes)
     whole = [c for c in copies if sizes and (c.nbytes in sizes or c.nbytes >= max(sizes))]
     return {
         "buffer_array_bytes": sorted(sizes),
-        "whole_buffer_array_copies": [{"where": c.where, "bytes": c.nbytes, "shape": c.shape}
-                                      for c in whole],
-        "largest_copies": [{"where": c.where, "bytes": c.nbytes, "shape": c.shape}
-                           for c in copies[:5]],
+        "whole_buffer_array_copies": [
+            {"where": c.where, "bytes": c.nbytes, "shape": c.shape} for c in whole
+        ],
+        "largest_copies": [
+            {"where": c.where, "bytes": c.nbytes, "shape": c.shape} for c in copies[:5]
+        ],
     }
 
 
@@ -251,8 +294,9 @@ def warm_states(sides, keys, log):
     filled with those transitions through its own ``add``. Returns (states, seconds)."""
     t0 = time.perf_counter()
     any_cfg = next(iter(sides.values()))[0]
-    floor_tr = mj_train.make_train(dataclasses.replace(any_cfg, replay="uniform"),
-                                   buffer=floor_buffer(any_cfg.batch_size))
+    floor_tr = mj_train.make_train(
+        dataclasses.replace(any_cfg, replay="uniform"), buffer=floor_buffer(any_cfg.batch_size)
+    )
 
     def env_part(key):
         st = floor_tr.init(key)
@@ -271,14 +315,15 @@ def warm_states(sides, keys, log):
         def one(t):
             b = buffer.init(example)
             return jax.lax.scan(lambda b, x: (buffer.add(b, x), None), b, t)[0]
+
         return jax.jit(jax.vmap(one))(trans)
 
     def floor_batch(key):
         filled = fill(uniform)
         ks = jax.random.split(key, keys.shape[0])
-        return jax.jit(jax.vmap(
-            lambda b, k: FloorState(items=uniform.sample(b, k, any_cfg.batch_size).items)))(
-                filled, ks)
+        return jax.jit(
+            jax.vmap(lambda b, k: FloorState(items=uniform.sample(b, k, any_cfg.batch_size).items))
+        )(filled, ks)
 
     states = {}
     floor_items = floor_batch(jax.random.key(123))
@@ -299,15 +344,19 @@ def warm_states(sides, keys, log):
 
 
 def bench_seeds(S: int, cfg_base, opts, log) -> dict:
-    sides = make_sides(cfg_base, opts["big_capacity"], opts["bincount"],
-                       S <= opts["big_bincount_max_seeds"])
+    sides = make_sides(
+        cfg_base, opts["big_capacity"], opts["bincount"], S <= opts["big_bincount_max_seeds"]
+    )
     if opts.get("sides"):
         unknown = set(opts["sides"]) - set(sides)
         if unknown:
             raise ValueError(f"--sides: unknown {sorted(unknown)}; known: {sorted(sides)}")
         sides = {k: v for k, v in sides.items() if k in opts["sides"]}
-    breakdown_sides = [(a, b) for a, b in BREAKDOWN_SIDES if a in sides and b in sides] \
-        if opts["breakdown"] else []
+    breakdown_sides = (
+        [(a, b) for a, b in BREAKDOWN_SIDES if a in sides and b in sides]
+        if opts["breakdown"]
+        else []
+    )
     keys = jax.random.split(jax.random.key(0), S)
     trainers = {name: mj_train.make_train(c, buffer=b) for name, (c, b, _) in sides.items()}
     states, base, floor_items, warm_s = warm_states(sides, keys, log)
@@ -328,22 +377,36 @@ def bench_seeds(S: int, cfg_base, opts, log) -> dict:
 
     for name, tr in trainers.items():
         floor = name.startswith("floor")
-        add_program(name, tr.chunk, states[name], None if floor else states[name].buffer,
-                    sides[name][0].buffer_capacity)
+        add_program(
+            name,
+            tr.chunk,
+            states[name],
+            None if floor else states[name].buffer,
+            sides[name][0].buffer_capacity,
+        )
     if breakdown_sides:
-        floor_tr = mj_train.make_train(dataclasses.replace(cfg_base, replay="uniform"),
-                                       buffer=floor_buffer(cfg_base.batch_size))
+        floor_tr = mj_train.make_train(
+            dataclasses.replace(cfg_base, replay="uniform"),
+            buffer=floor_buffer(cfg_base.batch_size),
+        )
         for name, random_actions in (("env", True), ("act", False)):
             st = jax.tree.map(jnp.copy, base).replace(buffer=jax.tree.map(jnp.copy, floor_items))
             add_program(name, scan_env_steps(floor_tr, vec_steps, random_actions), st, None)
         for side, _ in breakdown_sides:
             st = jax.tree.map(jnp.copy, states[side])
-            add_program(f"add_{side}", scan_env_steps(trainers[side], vec_steps, False), st,
-                        st.buffer, sides[side][0].buffer_capacity)
+            add_program(
+                f"add_{side}",
+                scan_env_steps(trainers[side], vec_steps, False),
+                st,
+                st.buffer,
+                sides[side][0].buffer_capacity,
+            )
     del states
     compile_s = {k: p.lower_s + p.compile_s for k, p in programs.items()}
-    log(f"  [{S} seed{'s' if S > 1 else ''}] warm-up {warm_s:.1f} s; compiled {len(programs)} "
-        f"programs in {sum(compile_s.values()):.1f} s; timing {opts['rounds']} rounds ...")
+    log(
+        f"  [{S} seed{'s' if S > 1 else ''}] warm-up {warm_s:.1f} s; compiled {len(programs)} "
+        f"programs in {sum(compile_s.values()):.1f} s; timing {opts['rounds']} rounds ..."
+    )
 
     t = measure(programs, opts["rounds"], opts["round_seconds"])
     med = {k: statistics.median(v) for k, v in t.items()}
@@ -354,8 +417,10 @@ def bench_seeds(S: int, cfg_base, opts, log) -> dict:
     progs = {}
     for k, p in programs.items():
         info = p.info()
-        info["hlo"] = {kk: info["hlo"][kk] for kk in ("kernels", "ops", "largest_copy_bytes_entry",
-                                                      "largest_copy_bytes_in_loops")}
+        info["hlo"] = {
+            kk: info["hlo"][kk]
+            for kk in ("kernels", "ops", "largest_copy_bytes_entry", "largest_copy_bytes_in_loops")
+        }
         if buf_states[k] is not None:
             info["buffer_copies"] = buffer_copy_check(p, buf_states[k], capacities[k])
         info["us_per_vector_step"] = time_stats(t[k])
@@ -363,7 +428,9 @@ def bench_seeds(S: int, cfg_base, opts, log) -> dict:
         info["compile_total_s"] = round(compile_s[k], 3)
         info["buffer_bytes_per_transition"] = (
             trainers[k].buffer.memory(buf_states[k]).bytes_per_item
-            if k in trainers and buf_states[k] is not None else None)
+            if k in trainers and buf_states[k] is not None
+            else None
+        )
         progs[k] = info
 
     ratios = {key: ratio(num, den) for key, num, den in ratio_specs(opts["big_capacity"])}
@@ -373,9 +440,14 @@ def bench_seeds(S: int, cfg_base, opts, log) -> dict:
     ratios = {k: v for k, v in ratios.items() if v is not None}
 
     breakdown = breakdown_from_rounds(t, breakdown_sides) if breakdown_sides else None
-    return {"seeds": S, "rounds_us": {k: [us(x) for x in v] for k, v in t.items()},
-            "programs": progs, "ratios": ratios, "breakdown": breakdown,
-            "warm_up_s": round(warm_s, 2)}
+    return {
+        "seeds": S,
+        "rounds_us": {k: [us(x) for x in v] for k, v in t.items()},
+        "programs": progs,
+        "ratios": ratios,
+        "breakdown": breakdown,
+        "warm_up_s": round(warm_s, 2),
+    }
 
 
 def breakdown_from_rounds(t, sides) -> dict:
@@ -390,14 +462,24 @@ def breakdown_from_rounds(t, sides) -> dict:
         for i in range(len(t[side])):
             env, act, add = t["env"][i], t["act"][i], t[f"add_{side}"][i]
             fl, full = t[floor][i], t[side][i]
-            per_round.append({"environment": env, "acting": act - env, "buffer_add": add - act,
-                              "learner": fl - act, "buffer_sample_update": full - fl - (add - act),
-                              "total": full})
+            per_round.append(
+                {
+                    "environment": env,
+                    "acting": act - env,
+                    "buffer_add": add - act,
+                    "learner": fl - act,
+                    "buffer_sample_update": full - fl - (add - act),
+                    "total": full,
+                }
+            )
         out[side] = {
-            "us_per_vector_step": {k: round(statistics.median(r[k] for r in per_round) * 1e6, 2)
-                                   for k in parts + ("total",)},
-            "share": {k: round(statistics.median(r[k] / r["total"] for r in per_round), 3)
-                      for k in parts},
+            "us_per_vector_step": {
+                k: round(statistics.median(r[k] for r in per_round) * 1e6, 2)
+                for k in parts + ("total",)
+            },
+            "share": {
+                k: round(statistics.median(r[k] / r["total"] for r in per_round), 3) for k in parts
+            },
         }
     return out
 
@@ -431,20 +513,42 @@ def evaluate_targets(results, big_capacity) -> dict:
     """Issue 3's targets per seed count: {name: {"value", "met"}} (absent sides are skipped)."""
     tag = big_tag(big_capacity) if big_capacity else None
     specs = [
-        ("uniform_loop_over_floor_le_1.1", "uniform_loop_over_floor", "le",
-         TARGETS["loop_over_floor_max"]),
+        (
+            "uniform_loop_over_floor_le_1.1",
+            "uniform_loop_over_floor",
+            "le",
+            TARGETS["loop_over_floor_max"],
+        ),
         ("per_loop_over_floor_le_1.1", "per_loop_over_floor", "le", TARGETS["loop_over_floor_max"]),
-        ("uniform_vs_flashbax_ge_1.1", "fbx_uniform_over_ours", "ge",
-         TARGETS["uniform_fbx_over_ours_min"]),
-        ("per_vs_flashbax_cpu_ge_1.2", "fbx_per_cpu_over_ours", "ge",
-         TARGETS["per_fbx_over_ours_min"]),
-        ("per_vs_flashbax_best_ge_1.2", "fbx_per_best_over_ours", "ge",
-         TARGETS["per_fbx_over_ours_min"]),
+        (
+            "uniform_vs_flashbax_ge_1.1",
+            "fbx_uniform_over_ours",
+            "ge",
+            TARGETS["uniform_fbx_over_ours_min"],
+        ),
+        (
+            "per_vs_flashbax_cpu_ge_1.2",
+            "fbx_per_cpu_over_ours",
+            "ge",
+            TARGETS["per_fbx_over_ours_min"],
+        ),
+        (
+            "per_vs_flashbax_best_ge_1.2",
+            "fbx_per_best_over_ours",
+            "ge",
+            TARGETS["per_fbx_over_ours_min"],
+        ),
     ]
     pairs = [("ours_uniform", "fbx_uniform"), ("ours_per", "fbx_per_cpu")]
     if tag:
-        specs.append((f"per_{tag}_vs_flashbax_cpu_ge_3", f"fbx_per_cpu_over_ours_{tag}", "ge",
-                      TARGETS["per_big_fbx_over_ours_min"]))
+        specs.append(
+            (
+                f"per_{tag}_vs_flashbax_cpu_ge_3",
+                f"fbx_per_cpu_over_ours_{tag}",
+                "ge",
+                TARGETS["per_big_fbx_over_ours_min"],
+            )
+        )
         pairs.append((f"ours_per_{tag}", f"fbx_per_cpu_{tag}"))
     out = {}
     for S, r in results.items():
@@ -464,24 +568,30 @@ def evaluate_targets(results, big_capacity) -> dict:
 
 def format_table(results, cfg, big_capacity) -> str:
     tag = big_tag(big_capacity) if big_capacity else None
-    rows = [("uniform, cap 10k", "ours_uniform", "fbx_uniform", "floor_uniform"),
-            ("uniform 1-copy, 10k", "ours_uniform_1copy", "fbx_uniform", "floor_uniform"),
-            ("prioritized, cap 10k", "ours_per", "fbx_per_cpu", "floor_per")]
+    rows = [
+        ("uniform, cap 10k", "ours_uniform", "fbx_uniform", "floor_uniform"),
+        ("uniform 1-copy, 10k", "ours_uniform_1copy", "fbx_uniform", "floor_uniform"),
+        ("prioritized, cap 10k", "ours_per", "fbx_per_cpu", "floor_per"),
+    ]
     if tag:
-        rows.append((f"prioritized, cap {tag}", f"ours_per_{tag}", f"fbx_per_cpu_{tag}",
-                     "floor_per"))
+        rows.append(
+            (f"prioritized, cap {tag}", f"ours_per_{tag}", f"fbx_per_cpu_{tag}", "floor_per")
+        )
     lines = [
         f"fused DQN loop, {cfg.env}, {cfg.num_envs} envs, batch {cfg.batch_size}: env steps/s "
         "summed over seeds (median round); x = median of per-round ratios",
         f"{'replay':<22} {'seeds':>5} | {'memjax':>8} {'flashbax':>8} {'floor':>8} | "
         f"{'vs fbx':>6} {'loop/floor':>10} {'fbx/floor':>9} | compile s memjax/fbx",
     ]
+
     def cell(r, k, key="steps_per_s"):
         return f"{r['programs'][k][key]:>8,.0f}" if k in r["programs"] else f"{'-':>8}"
 
     def x(r, a, b, width):
         ok = a in r["_t"] and b in r["_t"]
-        return f"{paired_ratio(r['_t'][a], r['_t'][b]):>{width - 1}.2f}x" if ok else f"{'-':>{width}}"
+        return (
+            f"{paired_ratio(r['_t'][a], r['_t'][b]):>{width - 1}.2f}x" if ok else f"{'-':>{width}}"
+        )
 
     def comp(r, k):
         return f"{r['programs'][k]['compile_total_s']:.1f}" if k in r["programs"] else "-"
@@ -490,30 +600,38 @@ def format_table(results, cfg, big_capacity) -> str:
         for label, ours, fbx, floor in rows:
             if ours not in r["programs"] and fbx not in r["programs"]:
                 continue
-            lines.append(f"{label:<22} {S:>5} | {cell(r, ours)} {cell(r, fbx)} {cell(r, floor)} | "
-                         f"{x(r, fbx, ours, 6)} {x(r, ours, floor, 10)} {x(r, fbx, floor, 9)} | "
-                         f"{comp(r, ours)}/{comp(r, fbx)}")
+            lines.append(
+                f"{label:<22} {S:>5} | {cell(r, ours)} {cell(r, fbx)} {cell(r, floor)} | "
+                f"{x(r, fbx, ours, 6)} {x(r, ours, floor, 10)} {x(r, fbx, floor, 9)} | "
+                f"{comp(r, ours)}/{comp(r, fbx)}"
+            )
         for k in [k for k in r["programs"] if "bincount" in k]:
             base = k.replace("fbx_per_bincount", "ours_per")
             floor = "floor_per"
             where = "10k" if k == "fbx_per_bincount" else tag
-            lines.append(f"{'  fbx bincount ' + where:<22} {S:>5} | {'':>8} {cell(r, k)} {'':>8} | "
-                         f"{x(r, k, base, 6)} {'':>10} {x(r, k, floor, 9)} | -/{comp(r, k)}")
+            lines.append(
+                f"{'  fbx bincount ' + where:<22} {S:>5} | {'':>8} {cell(r, k)} {'':>8} | "
+                f"{x(r, k, base, 6)} {'':>10} {x(r, k, floor, 9)} | -/{comp(r, k)}"
+            )
     return "\n".join(lines)
 
 
 def format_breakdown(results) -> str:
-    lines = ["where the time goes: us per vector step of all seeds (share of the full loop);",
-             "  each part from variants timed in the same round, median over rounds"]
+    lines = [
+        "where the time goes: us per vector step of all seeds (share of the full loop);",
+        "  each part from variants timed in the same round, median over rounds",
+    ]
     parts = ("environment", "acting", "buffer_add", "learner", "buffer_sample_update")
-    lines.append(f"{'loop':<14} {'seeds':>5} | " + " ".join(f"{p:>15}" for p in parts)
-                 + f" | {'total':>8}")
+    lines.append(
+        f"{'loop':<14} {'seeds':>5} | " + " ".join(f"{p:>15}" for p in parts) + f" | {'total':>8}"
+    )
     for S, r in results.items():
         if not r["breakdown"]:
             continue
         for side, b in r["breakdown"].items():
-            cells = " ".join(f"{b['us_per_vector_step'][p]:>7.1f} ({b['share'][p]:>4.0%})"
-                             for p in parts)
+            cells = " ".join(
+                f"{b['us_per_vector_step'][p]:>7.1f} ({b['share'][p]:>4.0%})" for p in parts
+            )
             lines.append(f"{side:<14} {S:>5} | {cells} | {b['us_per_vector_step']['total']:>8.1f}")
     return "\n".join(lines)
 
@@ -524,8 +642,10 @@ def format_targets(targets) -> str:
         for name, v in t.items():
             val = v["value"]
             val = f"{val[0]:.1f} s vs {val[1]:.1f} s" if isinstance(val, list) else f"{val:.3f}x"
-            lines.append(f"  [{S} seed{'s' if S != '1' else ''}] {name}: "
-                         f"{'MET' if v['met'] else 'NOT MET'} ({val})")
+            lines.append(
+                f"  [{S} seed{'s' if S != '1' else ''}] {name}: "
+                f"{'MET' if v['met'] else 'NOT MET'} ({val})"
+            )
     return "\n".join(lines)
 
 
@@ -536,8 +656,10 @@ def copy_notes(results) -> list:
             bc = p.get("buffer_copies")
             if bc and bc["whole_buffer_array_copies"]:
                 big = bc["whole_buffer_array_copies"][0]
-                out.append(f"  ! [{S}] {k}: copies {big['shape']} ({big['bytes']:,} bytes, "
-                           f"{big['where']}), a whole buffer array: O(capacity) work")
+                out.append(
+                    f"  ! [{S}] {k}: copies {big['shape']} ({big['bytes']:,} bytes, "
+                    f"{big['where']}), a whole buffer array: O(capacity) work"
+                )
             if p["donation_ok"] is False:
                 out.append(f"  ! [{S}] {k}: donation failed")
     return out
@@ -554,10 +676,12 @@ def learn_check(num_seeds: int, guard: str, capacity: int, log, seed: int = 0) -
     zero-probability items."""
     from experiments import flashbax_adapter as fa
 
-    cfg = dataclasses.replace(mj_train.TrainConfig(), replay="prioritized",
-                              buffer_capacity=capacity)
-    buf = fa.flat_prioritised(cfg.buffer_capacity, cfg.num_envs, cfg.batch_size, cfg.alpha,
-                              set_path="cpu", guard=guard)
+    cfg = dataclasses.replace(
+        mj_train.TrainConfig(), replay="prioritized", buffer_capacity=capacity
+    )
+    buf = fa.flat_prioritised(
+        cfg.buffer_capacity, cfg.num_envs, cfg.batch_size, cfg.alpha, set_path="cpu", guard=guard
+    )
     tr = mj_train.make_train(cfg, buffer=buf)
     k_train, k_eval = jax.random.split(jax.random.key(seed))
     keys = jax.random.split(k_train, num_seeds)
@@ -565,8 +689,11 @@ def learn_check(num_seeds: int, guard: str, capacity: int, log, seed: int = 0) -
     state = jax.jit(jax.vmap(tr.init))(keys)
     collect = jax.jit(jax.vmap(tr.collect), donate_argnums=0).lower(state).compile()
     chunk = jax.jit(jax.vmap(tr.chunk), donate_argnums=0).lower(state).compile()
-    final = (jax.jit(jax.vmap(tr.final_chunk), donate_argnums=0).lower(state).compile()
-             if tr.final_chunk is not None else None)
+    final = (
+        jax.jit(jax.vmap(tr.final_chunk), donate_argnums=0).lower(state).compile()
+        if tr.final_chunk is not None
+        else None
+    )
     evaluate = jax.jit(jax.vmap(tr.evaluate))
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -578,35 +705,46 @@ def learn_check(num_seeds: int, guard: str, capacity: int, log, seed: int = 0) -
         losses.append(np.asarray(m["loss"], np.float64))
         returns.append(np.asarray(m["episode_return"], np.float64))
         if (i + 1) % 10 == 0:
-            log(f"    chunk {i + 1}/{cfg.num_chunks}: training return "
+            log(
+                f"    chunk {i + 1}/{cfg.num_chunks}: training return "
                 f"{np.nanmean(returns[-1]):.1f}, NaN losses in {int(np.isnan(losses[-1]).sum())}"
-                f"/{num_seeds} seeds")
+                f"/{num_seeds} seeds"
+            )
     if final is not None:
         state, m = final(state)
         m = jax.device_get(m)
         losses.append(np.asarray(m["loss"], np.float64))
     train_s = time.perf_counter() - t0
-    ev = np.asarray(jax.device_get(evaluate(state.agent,
-                                            jax.random.split(k_eval, num_seeds)).returns))  # [S, E]
+    ev = np.asarray(
+        jax.device_get(evaluate(state.agent, jax.random.split(k_eval, num_seeds)).returns)
+    )  # [S, E]
     # how often do the final buffers still draw probability-0 items? (2,000 batches per seed)
-    draws = jax.jit(jax.vmap(lambda b, k: jax.vmap(
-        lambda kk: buf.sample(b, kk, cfg.batch_size).probabilities)(jax.random.split(k, 2000))))(
-            state.buffer, jax.random.split(jax.random.key(7), num_seeds))
+    draws = jax.jit(
+        jax.vmap(
+            lambda b, k: jax.vmap(lambda kk: buf.sample(b, kk, cfg.batch_size).probabilities)(
+                jax.random.split(k, 2000)
+            )
+        )
+    )(state.buffer, jax.random.split(jax.random.key(7), num_seeds))
     zero = np.asarray(draws) == 0
     losses = np.stack(losses)  # [chunks, S]
     per_seed = ev.mean(axis=1)
     return {
         "buffer": f"flashbax flat_prioritised(device='cpu'), guard={guard!r}",
-        "seeds": num_seeds, "steps": cfg.steps_done, "capacity": capacity,
+        "seeds": num_seeds,
+        "steps": cfg.steps_done,
+        "capacity": capacity,
         "final_return_mean": float(per_seed.mean()),
         "final_return_per_seed": [round(float(x), 1) for x in per_seed],
         "chunks_with_nan_loss_per_seed": [int(x) for x in np.isnan(losses).sum(axis=0)],
-        "first_nan_chunk_per_seed": [int(np.argmax(np.isnan(losses[:, j])))
-                                     if np.isnan(losses[:, j]).any() else None
-                                     for j in range(num_seeds)],
+        "first_nan_chunk_per_seed": [
+            int(np.argmax(np.isnan(losses[:, j]))) if np.isnan(losses[:, j]).any() else None
+            for j in range(num_seeds)
+        ],
         "final_buffer_zero_probability_draw_fraction": float(zero.mean()),
         "final_buffer_batches_with_a_zero_probability_draw": float(zero.any(axis=-1).mean()),
-        "compile_s": round(compile_s, 1), "train_s": round(train_s, 1),
+        "compile_s": round(compile_s, 1),
+        "train_s": round(train_s, 1),
     }
 
 
@@ -614,60 +752,109 @@ def build_parser():
     p = argparse.ArgumentParser(
         prog="bench_loop.py",
         description="memjax's fused DQN loop on memjax vs flashbax 0.1.3 buffers (and on a "
-                    "fixed-batch floor), CartPole-v1 defaults, side by side in one process.")
+        "fixed-batch floor), CartPole-v1 defaults, side by side in one process.",
+    )
     p.add_argument("--quick", action="store_true", help="1 seed, short chunks, well under a minute")
-    p.add_argument("--out", type=Path, default=None,
-                   help="JSON path (default experiments/results/bench_loop_<cpu|gpu>[_quick].json)")
-    p.add_argument("--seeds", type=positive_ints, default=None, help="vmapped seed counts, e.g. 1,8")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON path (default experiments/results/bench_loop_<cpu|gpu>[_quick].json)",
+    )
+    p.add_argument(
+        "--seeds", type=positive_ints, default=None, help="vmapped seed counts, e.g. 1,8"
+    )
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
-    p.add_argument("--chunk-steps", type=int, default=None,
-                   help="env steps per timed chunk per seed (default: TrainConfig's)")
-    p.add_argument("--round-seconds", type=float, default=None,
-                   help="target seconds per program per round")
-    p.add_argument("--big-capacity", type=int, default=None,
-                   help="capacity of the large PER loop (default 2^20; 0 leaves it out)")
+    p.add_argument(
+        "--chunk-steps",
+        type=int,
+        default=None,
+        help="env steps per timed chunk per seed (default: TrainConfig's)",
+    )
+    p.add_argument(
+        "--round-seconds", type=float, default=None, help="target seconds per program per round"
+    )
+    p.add_argument(
+        "--big-capacity",
+        type=int,
+        default=None,
+        help="capacity of the large PER loop (default 2^20; 0 leaves it out)",
+    )
     p.add_argument("--no-breakdown", action="store_true", help="skip the env/act/add variants")
-    p.add_argument("--sides", default=None,
-                   help="comma list of the full loops to run (default all): ours_uniform, "
-                        "ours_uniform_1copy, fbx_uniform, floor_uniform, ours_per, fbx_per_cpu, fbx_per_bincount, "
-                        "floor_per, ours_per_2^20, fbx_per_cpu_2^20, fbx_per_bincount_2^20")
-    p.add_argument("--no-bincount", action="store_true",
-                   help="skip flashbax's bincount set path at capacity 10k")
-    p.add_argument("--big-bincount-max-seeds", type=int, default=None,
-                   help="also time flashbax's bincount path at the big capacity for seed counts "
-                        "up to this (O(capacity) per set: slow; default 0 = never)")
-    p.add_argument("--learn", action="store_true",
-                   help="instead of timing: train prioritized DQN on flashbax (with its guard) "
-                        "for the full 5e5 steps at the largest --seeds count (default 8) and "
-                        "report final greedy returns (a few minutes)")
-    p.add_argument("--guard", choices=("drop", "none"), default="drop",
-                   help="flashbax PER zero-probability guard for --learn (none: as published)")
+    p.add_argument(
+        "--sides",
+        default=None,
+        help="comma list of the full loops to run (default all): ours_uniform, "
+        "ours_uniform_1copy, fbx_uniform, floor_uniform, ours_per, fbx_per_cpu, fbx_per_bincount, "
+        "floor_per, ours_per_2^20, fbx_per_cpu_2^20, fbx_per_bincount_2^20",
+    )
+    p.add_argument(
+        "--no-bincount",
+        action="store_true",
+        help="skip flashbax's bincount set path at capacity 10k",
+    )
+    p.add_argument(
+        "--big-bincount-max-seeds",
+        type=int,
+        default=None,
+        help="also time flashbax's bincount path at the big capacity for seed counts "
+        "up to this (O(capacity) per set: slow; default 0 = never)",
+    )
+    p.add_argument(
+        "--learn",
+        action="store_true",
+        help="instead of timing: train prioritized DQN on flashbax (with its guard) "
+        "for the full 5e5 steps at the largest --seeds count (default 8) and "
+        "report final greedy returns (a few minutes)",
+    )
+    p.add_argument(
+        "--guard",
+        choices=("drop", "none"),
+        default="drop",
+        help="flashbax PER zero-probability guard for --learn (none: as published)",
+    )
     return p
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    opts = options(args, QUICK, FULL, ("seeds", "rounds", "chunk_steps", "round_seconds",
-                                       "big_capacity", "big_bincount_max_seeds"))
+    opts = options(
+        args,
+        QUICK,
+        FULL,
+        (
+            "seeds",
+            "rounds",
+            "chunk_steps",
+            "round_seconds",
+            "big_capacity",
+            "big_bincount_max_seeds",
+        ),
+    )
     if args.no_breakdown:
         opts["breakdown"] = False
     if args.no_bincount:
         opts["bincount"] = False
-    opts["sides"] = tuple(x.strip() for x in args.sides.split(",") if x.strip()) \
-        if args.sides else None
+    opts["sides"] = (
+        tuple(x.strip() for x in args.sides.split(",") if x.strip()) if args.sides else None
+    )
     if opts["rounds"] < 1:
         parser.error("--rounds must be >= 1")
     if opts["big_capacity"] and opts["big_capacity"] < 10_000:
         parser.error("--big-capacity must be 0 or >= 10000 (the warm-up fills 10k)")
     flashbax_modules()  # fail early, in words, without the peer
-    warnings.filterwarnings("ignore", message="`sample_sequence_length` greater than",
-                            category=UserWarning)
+    warnings.filterwarnings(
+        "ignore", message="`sample_sequence_length` greater than", category=UserWarning
+    )
     if args.learn:
         seeds = max(args.seeds) if args.seeds else 8
         out = args.out or results_path("bench_loop_learn")
-        print(f"learning check: prioritized DQN on flashbax, guard={args.guard}, {seeds} seeds, "
-              "CartPole-v1 defaults", flush=True)
+        print(
+            f"learning check: prioritized DQN on flashbax, guard={args.guard}, {seeds} seeds, "
+            "CartPole-v1 defaults",
+            flush=True,
+        )
         res = learn_check(seeds, args.guard, mj_train.TrainConfig().buffer_capacity, print)
         print(json.dumps(res, indent=1))
         doc = {"benchmark": "bench_loop --learn", "machine": machine_info(), "learning": res}
@@ -677,8 +864,10 @@ def main(argv=None) -> int:
     out = args.out or results_path("bench_loop", args.quick)
     info = machine_info()
     log(banner("loop benchmark", info))
-    log(f"mode: {'quick' if args.quick else 'full'}; seeds {list(opts['seeds'])}; rounds "
-        f"{opts['rounds']}; chunk {cfg.chunk_steps} env steps/seed ({cfg.chunk_iters} updates)")
+    log(
+        f"mode: {'quick' if args.quick else 'full'}; seeds {list(opts['seeds'])}; rounds "
+        f"{opts['rounds']}; chunk {cfg.chunk_steps} env steps/seed ({cfg.chunk_iters} updates)"
+    )
     t_start = time.perf_counter()
     results = {}
     for S in opts["seeds"]:
@@ -719,9 +908,13 @@ def main(argv=None) -> int:
         "mode": "quick" if args.quick else "full",
         "machine": info,
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()}
-                    | {"config": {k: (list(v) if isinstance(v, tuple) else v)
-                                  for k, v in dataclasses.asdict(cfg).items()},
-                       "chunk_updates": cfg.chunk_iters},
+        | {
+            "config": {
+                k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(cfg).items()
+            },
+            "chunk_updates": cfg.chunk_iters,
+        },
         "notes": notes,
         "targets": targets,
         "wall_seconds": round(time.perf_counter() - t_start, 1),

@@ -51,12 +51,20 @@ from experiments._common import (  # noqa: E402
 )
 from memjax import train as mj_train  # noqa: E402
 
-BASE = dict(num_envs=10, buffer_capacity=10_000, batch_size=32, learning_starts=5_000,
-            lr=1e-3, target_update_every=1_000, eps_decay_steps=30_000)
+BASE = dict(
+    num_envs=10,
+    buffer_capacity=10_000,
+    batch_size=32,
+    learning_starts=5_000,
+    lr=1e-3,
+    target_update_every=1_000,
+    eps_decay_steps=30_000,
+)
 SIDES = {
     "memnet": dict(agent="memnet", context_length=32, sequence_length=40, sequence_period=8),
-    "memnet-1head": dict(agent="memnet", context_length=32, sequence_length=40,
-                         sequence_period=8, attention_heads=1),
+    "memnet-1head": dict(
+        agent="memnet", context_length=32, sequence_length=40, sequence_period=8, attention_heads=1
+    ),
     "drqn": dict(agent="drqn"),
     "dqn": dict(agent="dqn", layout="one_copy"),
 }
@@ -66,34 +74,57 @@ def bench(env: str, seeds: int, rounds: int, chunk_steps: int, round_seconds: fl
     keys = jax.random.split(jax.random.key(0), seeds)
     programs, warm = {}, {}
     for name, settings in SIDES.items():
-        cfg = mj_train.TrainConfig(env=env, chunk_steps=chunk_steps,
-                                   total_steps=BASE["learning_starts"] + 10 * chunk_steps,
-                                   **BASE).replace(**settings)
+        cfg = mj_train.TrainConfig(
+            env=env,
+            chunk_steps=chunk_steps,
+            total_steps=BASE["learning_starts"] + 10 * chunk_steps,
+            **BASE,
+        ).replace(**settings)
         trainer = mj_train.make_train(cfg)
         t0 = time.perf_counter()
         state = jax.block_until_ready(
-            jax.jit(jax.vmap(lambda k, tr=trainer: tr.collect(tr.init(k))[0]))(keys))
+            jax.jit(jax.vmap(lambda k, tr=trainer: tr.collect(tr.init(k))[0]))(keys)
+        )
         warm[name] = time.perf_counter() - t0
         metrics = jax.eval_shape(jax.vmap(trainer.chunk), state)[1]
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics)
-        programs[name] = LoopProgram(name, as_carry_fn(trainer.chunk), Side(name, (state, zeros)),
-                                     ops_per_call=cfg.chunk_iters)
-        log(f"  {name}: warm-up {warm[name]:.1f} s, compile "
-            f"{programs[name].lower_s + programs[name].compile_s:.1f} s")
+        programs[name] = LoopProgram(
+            name,
+            as_carry_fn(trainer.chunk),
+            Side(name, (state, zeros)),
+            ops_per_call=cfg.chunk_iters,
+        )
+        log(
+            f"  {name}: warm-up {warm[name]:.1f} s, compile "
+            f"{programs[name].lower_s + programs[name].compile_s:.1f} s"
+        )
     times = measure(programs, rounds, round_seconds)
     num_envs = BASE["num_envs"]
-    sides = {k: {"us_per_vector_step": time_stats(t),
-                 "env_steps_per_s": round(seeds * num_envs / statistics.median(t), 1),
-                 "compile_s": round(programs[k].lower_s + programs[k].compile_s, 2),
-                 "donation_ok": programs[k].donation_ok} for k, t in times.items()}
-    ratios = {"memnet_over_drqn_time": paired_ratio(times["memnet"], times["drqn"]),
-              "memnet_over_memnet_1head_time": paired_ratio(times["memnet"],
-                                                             times["memnet-1head"]),
-              "memnet_over_dqn_time": paired_ratio(times["memnet"], times["dqn"]),
-              "drqn_over_dqn_time": paired_ratio(times["drqn"], times["dqn"])}
-    return {"env": env, "seeds": seeds, "rounds": rounds, "chunk_steps": chunk_steps,
-            "sides": sides, "ratios": ratios, "base": BASE,
-            "side_settings": {k: dict(v) for k, v in SIDES.items()}}
+    sides = {
+        k: {
+            "us_per_vector_step": time_stats(t),
+            "env_steps_per_s": round(seeds * num_envs / statistics.median(t), 1),
+            "compile_s": round(programs[k].lower_s + programs[k].compile_s, 2),
+            "donation_ok": programs[k].donation_ok,
+        }
+        for k, t in times.items()
+    }
+    ratios = {
+        "memnet_over_drqn_time": paired_ratio(times["memnet"], times["drqn"]),
+        "memnet_over_memnet_1head_time": paired_ratio(times["memnet"], times["memnet-1head"]),
+        "memnet_over_dqn_time": paired_ratio(times["memnet"], times["dqn"]),
+        "drqn_over_dqn_time": paired_ratio(times["drqn"], times["dqn"]),
+    }
+    return {
+        "env": env,
+        "seeds": seeds,
+        "rounds": rounds,
+        "chunk_steps": chunk_steps,
+        "sides": sides,
+        "ratios": ratios,
+        "base": BASE,
+        "side_settings": {k: dict(v) for k, v in SIDES.items()},
+    }
 
 
 def main(argv=None) -> None:
@@ -108,17 +139,22 @@ def main(argv=None) -> None:
     rounds = a.rounds or (2 if a.quick else 7)
     chunk = a.chunk_steps or (50 if a.quick else 200)
     t0 = time.perf_counter()
-    log(f"memnet (4 and 1 attention heads) vs drqn vs dqn loop on {a.env}, {a.seeds} seeds, "
-        f"{rounds} rounds, {chunk} env steps per seed per chunk")
+    log(
+        f"memnet (4 and 1 attention heads) vs drqn vs dqn loop on {a.env}, {a.seeds} seeds, "
+        f"{rounds} rounds, {chunk} env steps per seed per chunk"
+    )
     result = bench(a.env, a.seeds, rounds, chunk, 0.2 if a.quick else 2.0)
     for k, s in result["sides"].items():
-        log(f"{k:<12} {s['env_steps_per_s']:>10,.0f} env steps/s (all seeds)   "
+        log(
+            f"{k:<12} {s['env_steps_per_s']:>10,.0f} env steps/s (all seeds)   "
             f"median {s['us_per_vector_step']['median_us']:>10.1f} us/vector step   "
-            f"compile {s['compile_s']:.1f} s")
-    log("ratios (time per step, median of per-round ratios): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items()))
-    doc = {"machine": machine_info(), "wall_seconds": round(time.perf_counter() - t0, 1),
-           **result}
+            f"compile {s['compile_s']:.1f} s"
+        )
+    log(
+        "ratios (time per step, median of per-round ratios): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items())
+    )
+    doc = {"machine": machine_info(), "wall_seconds": round(time.perf_counter() - t0, 1), **result}
     write_json(doc, a.out or results_path("bench_memnet_loop", a.quick))
 
 

@@ -37,7 +37,6 @@ Target (issue 10): the state >= 20x smaller than the every-step store.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -88,21 +87,35 @@ def measure(env: str, cell: str, dtype: str) -> dict:
     cap, E = cfg.buffer_capacity, cfg.num_envs
     ours = make_buffer(cfg, codecs=codecs)
     knobs = cfg.agent_config
-    layout = mj.replay.sequence(E, length=knobs.sequence_length, period=knobs.sequence_period,
-                                per_window=(), side_fraction=cfg.side_fraction)
+    layout = mj.replay.sequence(
+        E,
+        length=knobs.sequence_length,
+        period=knobs.sequence_period,
+        per_window=(),
+        side_fraction=cfg.side_fraction,
+    )
     every = mj.replay.uniform(cap, codecs=codecs, layout=layout)
     r2d2_cfg = cfg.replace(sequence_length=R2D2_LENGTH, sequence_period=R2D2_PERIOD)
     ours_r2d2 = make_buffer(r2d2_cfg, codecs=codecs)
     r2d2 = mj.replay.uniform(cap // R2D2_PERIOD, codecs=codecs)
-    stores = {"ours": report(ours, example), "every_step": report(every, example),
-              "ours_80_40": report(ours_r2d2, example)}
+    stores = {
+        "ours": report(ours, example),
+        "every_step": report(every, example),
+        "ours_80_40": report(ours_r2d2, example),
+    }
     carry, total = report(r2d2, r2d2_example(example))
     stores["r2d2"] = (carry / R2D2_PERIOD, total / R2D2_PERIOD)  # per item -> per new step
     carry_raw = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(example["carry"]))
     return {
-        "env": env, "cell": cell, "carry_dtype": dtype, "memory": knobs.memory,
-        "carry_shape": list(example["carry"].shape), "carry_bytes_raw_float32": carry_raw,
-        "capacity_steps": cap, "num_envs": E, "sequence_length": knobs.sequence_length,
+        "env": env,
+        "cell": cell,
+        "carry_dtype": dtype,
+        "memory": knobs.memory,
+        "carry_shape": list(example["carry"].shape),
+        "carry_bytes_raw_float32": carry_raw,
+        "capacity_steps": cap,
+        "num_envs": E,
+        "sequence_length": knobs.sequence_length,
         "sequence_period": knobs.sequence_period,
         "state_bytes_per_step": {k: round(v[0], 3) for k, v in stores.items()},
         "all_bytes_per_step": {k: round(v[1], 3) for k, v in stores.items()},
@@ -123,16 +136,24 @@ def allocated_check(env: str, cell: str) -> dict:
     state = buf.init(trainer.example)
     allocated = buf.memory(state).total_bytes
     arrays = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
-    return {"env": env, "cell": cell, "planned_bytes": planned, "allocated_report_bytes": allocated,
-            "allocated_array_bytes": int(arrays), "equal": planned == allocated == arrays}
+    return {
+        "env": env,
+        "cell": cell,
+        "planned_bytes": planned,
+        "allocated_report_bytes": allocated,
+        "allocated_array_bytes": int(arrays),
+        "equal": planned == allocated == arrays,
+    }
 
 
 def format_table(rows) -> str:
-    lines = ["bytes per stored step (state = the carry field; all = whole buffer)",
-             f"{'env':<18} {'cell':<4} {'carry':<8} | {'state: ours':>11} {'every step':>10} "
-             f"{'x less':>7} {'vs f32':>7} {'r2d2':>6} "
-             f"{'ours 80/40':>10} | {'all: ours':>9} {'every step':>10} "
-             f"{'r2d2':>7} {'ours 80/40':>10}"]
+    lines = [
+        "bytes per stored step (state = the carry field; all = whole buffer)",
+        f"{'env':<18} {'cell':<4} {'carry':<8} | {'state: ours':>11} {'every step':>10} "
+        f"{'x less':>7} {'vs f32':>7} {'r2d2':>6} "
+        f"{'ours 80/40':>10} | {'all: ours':>9} {'every step':>10} "
+        f"{'r2d2':>7} {'ours 80/40':>10}",
+    ]
     for r in rows:
         s, a = r["state_bytes_per_step"], r["all_bytes_per_step"]
         lines.append(
@@ -140,17 +161,25 @@ def format_table(rows) -> str:
             f"{s['every_step']:>10.1f} {r['state_every_step_over_ours']:>6.1f}x "
             f"{r['state_every_step_float32_over_ours']:>6.1f}x {s['r2d2']:>6.2f} "
             f"{s['ours_80_40']:>10.2f} | {a['ours']:>9.2f} {a['every_step']:>10.2f} "
-            f"{a['r2d2']:>7.2f} {a['ours_80_40']:>10.2f}")
+            f"{a['r2d2']:>7.2f} {a['ours_80_40']:>10.2f}"
+        )
     return "\n".join(lines)
 
 
 def build_parser():
     p = argparse.ArgumentParser(prog="bench_recurrent_bytes.py", description=__doc__.split("\n")[0])
-    p.add_argument("--envs", default="MemoryChain-20,StatelessCartPole",
-                   help="comma list of environments (memjax.envs names)")
+    p.add_argument(
+        "--envs",
+        default="MemoryChain-20,StatelessCartPole",
+        help="comma list of environments (memjax.envs names)",
+    )
     p.add_argument("--cells", default="gru,lstm", help="comma list of recurrent cells")
-    p.add_argument("--out", type=Path, default=None,
-                   help="JSON path (default experiments/results/bench_recurrent_bytes_<tag>.json)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON path (default experiments/results/bench_recurrent_bytes_<tag>.json)",
+    )
     return p
 
 
@@ -164,22 +193,38 @@ def main(argv=None) -> int:
     log(format_table(rows))
     worst = min(r["state_every_step_over_ours"] for r in rows)
     met = worst >= TARGET
-    log(f"\ntarget (issue 10): state >= {TARGET:.0f}x less than the every-step store: "
-        f"{'MET' if met else 'NOT MET'} (smallest ratio {worst:.1f}x)")
-    log(f"allocated {check['env']}/{check['cell']}: {check['allocated_array_bytes']:,} B, "
+    log(
+        f"\ntarget (issue 10): state >= {TARGET:.0f}x less than the every-step store: "
+        f"{'MET' if met else 'NOT MET'} (smallest ratio {worst:.1f}x)"
+    )
+    log(
+        f"allocated {check['env']}/{check['cell']}: {check['allocated_array_bytes']:,} B, "
         f"eval_shape plan {check['planned_bytes']:,} B "
-        f"({'equal' if check['equal'] else 'DIFFERENT'})")
-    doc = {"benchmark": "bench_recurrent_bytes", "machine": machine_info(),
-           "settings": {"envs": envs, "cells": cells, "carry_dtypes": list(CARRY_DTYPES),
-                        "r2d2_length": R2D2_LENGTH, "r2d2_period": R2D2_PERIOD},
-           "sources": {"every_step": "EdanToledo/Stoix stoix/systems/q_learning/rec_r2d2.py "
-                                     "(commit 294de43a): RNNTransition stores hstate per step",
-                       "r2d2": "Kapturowski et al. 2019, R2D2: sequences of 80 overlapping by "
-                               "40, stored whole, state once per sequence"},
-           "targets": {"state_every_step_over_ours_min": {"value": worst, "bound": TARGET,
-                                                          "met": met}},
-           "allocated_check": check, "rows": rows,
-           "wall_seconds": round(time.perf_counter() - t0, 1)}
+        f"({'equal' if check['equal'] else 'DIFFERENT'})"
+    )
+    doc = {
+        "benchmark": "bench_recurrent_bytes",
+        "machine": machine_info(),
+        "settings": {
+            "envs": envs,
+            "cells": cells,
+            "carry_dtypes": list(CARRY_DTYPES),
+            "r2d2_length": R2D2_LENGTH,
+            "r2d2_period": R2D2_PERIOD,
+        },
+        "sources": {
+            "every_step": "EdanToledo/Stoix stoix/systems/q_learning/rec_r2d2.py "
+            "(commit 294de43a): RNNTransition stores hstate per step",
+            "r2d2": "Kapturowski et al. 2019, R2D2: sequences of 80 overlapping by "
+            "40, stored whole, state once per sequence",
+        },
+        "targets": {
+            "state_every_step_over_ours_min": {"value": worst, "bound": TARGET, "met": met}
+        },
+        "allocated_check": check,
+        "rows": rows,
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
     write_json(doc, args.out or results_path("bench_recurrent_bytes"), log=log)
     return 0 if check["equal"] else 1
 

@@ -132,8 +132,9 @@ def fill_ours(buf, shape, total: int, chunk: int, key):
 
     def add_chunk(state, k, n):
         a, b = jax.random.split(k)
-        return buf.add(state, {"obs": fill_data(a, (n,), shape),
-                               "next_obs": fill_data(b, (n,), shape)})
+        return buf.add(
+            state, {"obs": fill_data(a, (n,), shape), "next_obs": fill_data(b, (n,), shape)}
+        )
 
     t0 = time.perf_counter()
     state = chunked_fill(add_chunk, buf.init({"obs": obs0, "next_obs": obs0}), total, chunk, key)
@@ -143,6 +144,7 @@ def fill_ours(buf, shape, total: int, chunk: int, key):
 def fill_flashbax(add, state, shape, total: int, chunk: int, key):
     """A flashbax state given ``total`` observations of ``shape``, ``[FBX_ROWS, n]`` per
     ``add`` (``n`` up to ``chunk // FBX_ROWS``): (state, seconds)."""
+
     def add_chunk(state, k, n):
         return add(state, {"obs": fill_data(k, (FBX_ROWS, n), shape)})
 
@@ -153,8 +155,13 @@ def fill_flashbax(add, state, shape, total: int, chunk: int, key):
 
 def make_row(shape, cap, batch, fcap, result, setup=None) -> dict:
     """One configuration's JSON row: settings, then run_modes' times and programs."""
-    row = {"item_shape": list(shape), "capacity": cap, "batch": batch,
-           "flashbax_capacity": fcap, **result}
+    row = {
+        "item_shape": list(shape),
+        "capacity": cap,
+        "batch": batch,
+        "flashbax_capacity": fcap,
+        **result,
+    }
     if setup is not None:
         row["setup_s"] = {k: round(v, 3) for k, v in setup.items()}
     return row
@@ -179,8 +186,12 @@ def bench_add(cfg, log) -> list:
                 K = cfg["fused_add"]
                 stack = {"obs": jax.random.normal(k2, (K, batch, *shape), jnp.float32)}
 
-                fbuf = fbx.make_flat_buffer(max_length=cap, min_length=1,
-                                            sample_batch_size=SAMPLE_BATCH, add_batch_size=batch)
+                fbuf = fbx.make_flat_buffer(
+                    max_length=cap,
+                    min_length=1,
+                    sample_batch_size=SAMPLE_BATCH,
+                    add_batch_size=batch,
+                )
                 fstate = fbuf.init({"obs": jnp.zeros(shape, jnp.float32)})
                 fcap = int(np.prod(fstate.experience["obs"].shape[:2]))
                 flash = Side("flashbax", fstate)
@@ -192,11 +203,21 @@ def bench_add(cfg, log) -> list:
 
                 steps = {"ours": ours_buf.add, "flashbax": fbuf.add, "bare": bare_add}
                 sides = {"ours": ours, "flashbax": flash, "bare": bare}
-                inputs = {**{name: (items,) for name in steps},
-                          **{f"{name}_fused": (stack,) for name in steps}}
-                result = run_modes(cfg, steps, sides, {"ours_over_bare": ("ours", "bare"),
-                                                       "flashbax_over_ours": ("flashbax", "ours")},
-                                   inputs, fused_ops=K)
+                inputs = {
+                    **{name: (items,) for name in steps},
+                    **{f"{name}_fused": (stack,) for name in steps},
+                }
+                result = run_modes(
+                    cfg,
+                    steps,
+                    sides,
+                    {
+                        "ours_over_bare": ("ours", "bare"),
+                        "flashbax_over_ours": ("flashbax", "ours"),
+                    },
+                    inputs,
+                    fused_ops=K,
+                )
                 rows.append(make_row(shape, cap, batch, fcap, result))
                 log(format_row("add", rows[-1], cfg["modes"]))
                 del flash, fstate, steps, sides
@@ -218,11 +239,16 @@ def bench_sample(cfg, log) -> list:
             key, kf1, kf2 = jax.random.split(key, 3)
             setup = {}
             ostate, setup["ours_fill_s"] = fill_ours(ours_buf, shape, cap, chunk, kf1)
-            fbuf = fbx.make_flat_buffer(max_length=cap, min_length=SAMPLE_BATCH,
-                                        sample_batch_size=SAMPLE_BATCH, add_sequences=True,
-                                        add_batch_size=FBX_ROWS)
+            fbuf = fbx.make_flat_buffer(
+                max_length=cap,
+                min_length=SAMPLE_BATCH,
+                sample_batch_size=SAMPLE_BATCH,
+                add_sequences=True,
+                add_batch_size=FBX_ROWS,
+            )
             fstate, setup["flashbax_fill_s"] = fill_flashbax(
-                fbuf.add, fbuf.init({"obs": jnp.zeros(shape, jnp.float32)}), shape, cap, chunk, kf2)
+                fbuf.add, fbuf.init({"obs": jnp.zeros(shape, jnp.float32)}), shape, cap, chunk, kf2
+            )
             fcap = FBX_ROWS * (cap // FBX_ROWS)
 
             def ours_draw(state, k, buf=ours_buf):
@@ -238,15 +264,24 @@ def bench_sample(cfg, log) -> list:
                 i = jax.random.randint(k, (SAMPLE_BATCH,), 0, cap)
                 return state.items["obs"][i], state.items["next_obs"][i]
 
-            sides = {"ours": Side("ours", (ostate, jax.random.key(10), zero())),
-                     "flashbax": Side("flashbax", (fstate, jax.random.key(11), zero()))}
+            sides = {
+                "ours": Side("ours", (ostate, jax.random.key(10), zero())),
+                "flashbax": Side("flashbax", (fstate, jax.random.key(11), zero())),
+            }
             sides["bare"] = sides["ours"]
-            steps = {"ours": sampling_step(ours_draw), "flashbax": sampling_step(fbx_draw),
-                     "bare": sampling_step(bare_draw)}
+            steps = {
+                "ours": sampling_step(ours_draw),
+                "flashbax": sampling_step(fbx_draw),
+                "bare": sampling_step(bare_draw),
+            }
             del ostate, fstate
-            result = run_modes(cfg, steps, sides, {"flashbax_over_ours": ("flashbax", "ours"),
-                                                   "ours_over_bare": ("ours", "bare")},
-                               fused_ops=cfg["fused_sample"])
+            result = run_modes(
+                cfg,
+                steps,
+                sides,
+                {"flashbax_over_ours": ("flashbax", "ours"), "ours_over_bare": ("ours", "bare")},
+                fused_ops=cfg["fused_sample"],
+            )
             rows.append(make_row(shape, cap, SAMPLE_BATCH, fcap, result, setup))
             log(format_row("sample", rows[-1], cfg["modes"]))
             del sides
@@ -285,17 +320,26 @@ def bench_per(cfg, log) -> list:
         # prioritised_add on the bincount path (the scan path would take minutes at 2**22),
         # then every item given a random priority with one bincount set.
         fbx_cpu = fbx.make_prioritised_flat_buffer(
-            max_length=cap, min_length=PER_BATCH, sample_batch_size=PER_BATCH,
-            add_sequences=True, add_batch_size=FBX_ROWS, priority_exponent=ALPHA, device="cpu")
-        fbx_add_bincount = functools.partial(fbx_pt.prioritised_add, sample_sequence_length=2,
-                                             period=1, device="gpu")
+            max_length=cap,
+            min_length=PER_BATCH,
+            sample_batch_size=PER_BATCH,
+            add_sequences=True,
+            add_batch_size=FBX_ROWS,
+            priority_exponent=ALPHA,
+            device="cpu",
+        )
+        fbx_add_bincount = functools.partial(
+            fbx_pt.prioritised_add, sample_sequence_length=2, period=1, device="gpu"
+        )
         # validate_device() turns "gpu" into "cpu" on a machine without a GPU, so the
         # bincount set function is reached by calling set_priorities with device="gpu"
         # directly (it indexes SET_BATCH_FN["gpu"] = sum_tree.set_batch_bincount).
-        fbx_set_bincount = functools.partial(fbx_pt.set_priorities, priority_exponent=ALPHA,
-                                             device="gpu")
+        fbx_set_bincount = functools.partial(
+            fbx_pt.set_priorities, priority_exponent=ALPHA, device="gpu"
+        )
         fstate, setup["flashbax_fill_s"] = fill_flashbax(
-            fbx_add_bincount, fbx_cpu.init({"obs": obs0}), shape, cap, chunk, kf2)
+            fbx_add_bincount, fbx_cpu.init({"obs": obs0}), shape, cap, chunk, kf2
+        )
         fcap = int(fstate.sum_tree_state.capacity)
 
         @functools.partial(jax.jit, donate_argnums=0)
@@ -324,27 +368,40 @@ def bench_per(cfg, log) -> list:
                 state, k, acc = carry
                 k, sub = jax.random.split(k)
                 s = fbx_cpu.sample(state, sub)
-                td = jnp.sum(s.experience.second["obs"], -1) - jnp.sum(s.experience.first["obs"], -1)
+                td = jnp.sum(s.experience.second["obs"], -1) - jnp.sum(
+                    s.experience.first["obs"], -1
+                )
                 w = (n_items * s.probabilities) ** -BETA
                 loss = jnp.mean(w / jnp.max(w) * td**2)
                 state = set_fn(state, s.indices, jnp.abs(td) + 1e-3)
                 return state, k, acc + loss
+
             return fbx_step
 
         # The two flashbax variants share one state (same layout), each has its own carry.
         fstate_b = jax.tree.map(jnp.copy, fstate)
-        sides = {"ours": Side("ours", (ostate, jax.random.key(20), zero())),
-                 "flashbax_cpu": Side("flashbax_cpu", (fstate, jax.random.key(21), zero())),
-                 "flashbax_bincount": Side("flashbax_bincount", (fstate_b, jax.random.key(22), zero()))}
-        steps = {"ours": ours_step, "flashbax_cpu": make_fbx_step(fbx_cpu.set_priorities),
-                 "flashbax_bincount": make_fbx_step(fbx_set_bincount)}
+        sides = {
+            "ours": Side("ours", (ostate, jax.random.key(20), zero())),
+            "flashbax_cpu": Side("flashbax_cpu", (fstate, jax.random.key(21), zero())),
+            "flashbax_bincount": Side("flashbax_bincount", (fstate_b, jax.random.key(22), zero())),
+        }
+        steps = {
+            "ours": ours_step,
+            "flashbax_cpu": make_fbx_step(fbx_cpu.set_priorities),
+            "flashbax_bincount": make_fbx_step(fbx_set_bincount),
+        }
         del ostate, fstate, fstate_b
-        result = run_modes(cfg, steps, sides,
-                           {"flashbax_cpu_over_ours": ("flashbax_cpu", "ours"),
-                            "flashbax_bincount_over_ours": ("flashbax_bincount", "ours"),
-                            "flashbax_best_over_ours": (("flashbax_cpu", "flashbax_bincount"),
-                                                        "ours")},
-                           fused_ops=cfg["fused_per"])
+        result = run_modes(
+            cfg,
+            steps,
+            sides,
+            {
+                "flashbax_cpu_over_ours": ("flashbax_cpu", "ours"),
+                "flashbax_bincount_over_ours": ("flashbax_bincount", "ours"),
+                "flashbax_best_over_ours": (("flashbax_cpu", "flashbax_bincount"), "ours"),
+            },
+            fused_ops=cfg["fused_per"],
+        )
         rows.append(make_row(shape, cap, PER_BATCH, fcap, result, setup))
         log(format_row("per", rows[-1], cfg["modes"]))
         del sides
@@ -357,12 +414,14 @@ def bench_per(cfg, log) -> list:
 def _t(side, width=7, prec=2):
     def cell(r, mode):
         return f"{r['modes'][mode]['times'][side]['min_us']:{width}.{prec}f}"
+
     return cell
 
 
 def _r(key, width=8, prec=2):
     def cell(r, mode):
         return f"{r['modes'][mode][key]:{width}.{prec}f}"
+
     return cell
 
 
@@ -382,36 +441,55 @@ def _label_per(r):
 
 SECTIONS = {
     "add": dict(
-        title=["uniform add of B items: us per add (min over rounds), ratios = median of "
-               "per-round ratios",
-               "  call: one jitted donated call per add; fused: K adds in one lax.scan, per add"],
+        title=[
+            "uniform add of B items: us per add (min over rounds), ratios = median of "
+            "per-round ratios",
+            "  call: one jitted donated call per add; fused: K adds in one lax.scan, per add",
+        ],
         label=(f"{'item':>10} {'cap':>8} {'B':>3}", _label_add),
-        cols=[("ours", _t("ours")), ("fbx", _t("flashbax")), ("bare", _t("bare")),
-              ("ours/bare", _r("ours_over_bare", 9)), ("fbx/ours", _r("flashbax_over_ours"))],
+        cols=[
+            ("ours", _t("ours")),
+            ("fbx", _t("flashbax")),
+            ("bare", _t("bare")),
+            ("ours/bare", _r("ours_over_bare", 9)),
+            ("fbx/ours", _r("flashbax_over_ours")),
+        ],
         compile=("ours", "flashbax", "bare"),
     ),
     "sample": dict(
-        title=["uniform sample of 256 transitions (obs + next obs): us per sample (min over rounds)",
-               "  memjax stores {obs, next_obs} per item (2x an observation); flashbax stores",
-               f"  observations in [{FBX_ROWS}, capacity/{FBX_ROWS}] "
-               "and returns (first, second) pairs;",
-               "  bare = 256 random rows gathered straight from memjax's two arrays (the floor)"],
+        title=[
+            "uniform sample of 256 transitions (obs + next obs): us per sample (min over rounds)",
+            "  memjax stores {obs, next_obs} per item (2x an observation); flashbax stores",
+            f"  observations in [{FBX_ROWS}, capacity/{FBX_ROWS}] "
+            "and returns (first, second) pairs;",
+            "  bare = 256 random rows gathered straight from memjax's two arrays (the floor)",
+        ],
         label=(f"{'item':>10} {'cap':>8}", _label_sample),
-        cols=[("ours", _t("ours")), ("fbx", _t("flashbax")), ("bare", _t("bare")),
-              ("fbx/ours", _r("flashbax_over_ours")), ("ours/bare", _r("ours_over_bare", 9))],
+        cols=[
+            ("ours", _t("ours")),
+            ("fbx", _t("flashbax")),
+            ("bare", _t("bare")),
+            ("fbx/ours", _r("flashbax_over_ours")),
+            ("ours/bare", _r("ours_over_bare", 9)),
+        ],
         compile=("ours", "flashbax", "bare"),
     ),
     "per": dict(
-        title=["PER sample+update of 256 (sample, TD from the sampled items, weights, set "
-               "priorities): us per step",
-               "  fbx-cpu = flashbax device='cpu' (scan set); fbx-bc = flashbax bincount set "
-               "(its gpu/tpu path,",
-               "  reached via set_priorities(device='gpu')); ratios = flashbax / ours"],
+        title=[
+            "PER sample+update of 256 (sample, TD from the sampled items, weights, set "
+            "priorities): us per step",
+            "  fbx-cpu = flashbax device='cpu' (scan set); fbx-bc = flashbax bincount set "
+            "(its gpu/tpu path,",
+            "  reached via set_priorities(device='gpu')); ratios = flashbax / ours",
+        ],
         label=(f"{'cap':>9}", _label_per),
-        cols=[("ours", _t("ours", 8, 1)), ("fbx-cpu", _t("flashbax_cpu", 9, 1)),
-              ("fbx-bc", _t("flashbax_bincount", 9, 1)),
-              ("cpu/ours", _r("flashbax_cpu_over_ours", 8, 1)),
-              ("bc/ours", _r("flashbax_bincount_over_ours", 8, 1))],
+        cols=[
+            ("ours", _t("ours", 8, 1)),
+            ("fbx-cpu", _t("flashbax_cpu", 9, 1)),
+            ("fbx-bc", _t("flashbax_bincount", 9, 1)),
+            ("cpu/ours", _r("flashbax_cpu_over_ours", 8, 1)),
+            ("bc/ours", _r("flashbax_bincount_over_ours", 8, 1)),
+        ],
         compile=("ours", "flashbax_cpu", "flashbax_bincount"),
     ),
 }
@@ -426,10 +504,13 @@ def format_head(section, modes) -> str:
         blocks.append(block)
         rules.append(f" {mode} ".center(len(block), "-"))
     comp = "compile s " + "/".join(sec["compile"])
-    return "\n".join(sec["title"] + [
-        f"{label_head} | " + " | ".join(blocks) + f" | {comp}",
-        f"{'':>{len(label_head)}} | " + " | ".join(rules) + " |",
-    ])
+    return "\n".join(
+        sec["title"]
+        + [
+            f"{label_head} | " + " | ".join(blocks) + f" | {comp}",
+            f"{'':>{len(label_head)}} | " + " | ".join(rules) + " |",
+        ]
+    )
 
 
 def format_row(section, r, modes) -> str:
@@ -452,39 +533,54 @@ def copy_warnings(section, rows) -> list:
             for side, p in progs.items():
                 for where in p["full_state_copy"]:
                     nbytes = p["hlo"][f"largest_copy_bytes_{where}"]
-                    per = "per op" if (where == "in_loops" or mode == "call") else f"once per call of {p['ops_per_call']} ops"
-                    out.append(f"  ! {section} cap={r['capacity']} {mode}/{side}: copies a whole state "
-                               f"array ({nbytes} bytes, {where.replace('_', ' ')}) {per}: not in place")
+                    per = (
+                        "per op"
+                        if (where == "in_loops" or mode == "call")
+                        else f"once per call of {p['ops_per_call']} ops"
+                    )
+                    out.append(
+                        f"  ! {section} cap={r['capacity']} {mode}/{side}: copies a whole state "
+                        f"array ({nbytes} bytes, {where.replace('_', ' ')}) {per}: not in place"
+                    )
     return out
 
 
 def evaluate_targets(results) -> dict:
     """Each issue-2 target, per mode: met or not, and the worst ratio."""
     out = {}
-    modes = [m for m in ("call", "fused")
-             if any(m in r["modes"] for rows in results.values() for r in rows)]
+    modes = [
+        m
+        for m in ("call", "fused")
+        if any(m in r["modes"] for rows in results.values() for r in rows)
+    ]
     for mode in modes:
         t = {}
         if "add" in results:
             rs = results["add"]
             worst_bare = max(r["modes"][mode]["ours_over_bare"] for r in rs)
             worst_fbx = min(r["modes"][mode]["flashbax_over_ours"] for r in rs)
-            t["add_within_1.2x_of_bare"] = {"met": worst_bare <= TARGETS["add_ours_over_bare_max"],
-                                            "worst_ours_over_bare": worst_bare}
+            t["add_within_1.2x_of_bare"] = {
+                "met": worst_bare <= TARGETS["add_ours_over_bare_max"],
+                "worst_ours_over_bare": worst_bare,
+            }
             t["add_no_slower_than_flashbax"] = {
                 "met": worst_fbx >= TARGETS["add_flashbax_over_ours_min"],
-                "worst_flashbax_over_ours": worst_fbx}
+                "worst_flashbax_over_ours": worst_fbx,
+            }
         if "sample" in results:
             worst = min(r["modes"][mode]["flashbax_over_ours"] for r in results["sample"])
             t["sample_1.3x_faster_than_flashbax"] = {
                 "met": worst >= TARGETS["sample_flashbax_over_ours_min"],
-                "worst_flashbax_over_ours": worst}
+                "worst_flashbax_over_ours": worst,
+            }
         if "per" in results:
             per = {}
             for r in results["per"]:
                 ratio = r["modes"][mode]["flashbax_best_over_ours"]
-                per[str(r["capacity"])] = {"met": ratio >= TARGETS["per_flashbax_over_ours_min"],
-                                           "flashbax_best_over_ours": ratio}
+                per[str(r["capacity"])] = {
+                    "met": ratio >= TARGETS["per_flashbax_over_ours_min"],
+                    "flashbax_best_over_ours": ratio,
+                }
             t["per_10x_faster_than_flashbax_best"] = per
         out[mode] = t
     return out
@@ -496,12 +592,16 @@ def format_targets(targets) -> str:
         for name, v in t.items():
             if name.startswith("per_"):
                 for cap, vv in v.items():
-                    lines.append(f"  [{mode:5}] {name} @ {cap}: {'MET' if vv['met'] else 'NOT MET'} "
-                                 f"({vv['flashbax_best_over_ours']:.1f}x)")
+                    lines.append(
+                        f"  [{mode:5}] {name} @ {cap}: {'MET' if vv['met'] else 'NOT MET'} "
+                        f"({vv['flashbax_best_over_ours']:.1f}x)"
+                    )
             else:
                 worst = {k: x for k, x in v.items() if k != "met"}
-                (wk, wv), = worst.items()
-                lines.append(f"  [{mode:5}] {name}: {'MET' if v['met'] else 'NOT MET'} ({wk} = {wv:.2f})")
+                ((wk, wv),) = worst.items()
+                lines.append(
+                    f"  [{mode:5}] {name}: {'MET' if v['met'] else 'NOT MET'} ({wk} = {wv:.2f})"
+                )
     return "\n".join(lines)
 
 
@@ -509,19 +609,27 @@ def build_parser():
     p = argparse.ArgumentParser(
         prog="memjax bench" if Path(sys.argv[0]).name == "memjax" else "bench_replay.py",
         description="memjax vs flashbax 0.1.3 replay benchmark (uniform add, uniform sample, "
-                    "PER sample+update), side by side in one process.")
+        "PER sample+update), side by side in one process.",
+    )
     p.add_argument("--quick", action="store_true", help="reduced grid, well under a minute")
-    p.add_argument("--out", type=Path, default=None,
-                   help="JSON path (default experiments/results/bench_replay_<cpu|gpu-name>"
-                        "[_quick].json)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON path (default experiments/results/bench_replay_<cpu|gpu-name>[_quick].json)",
+    )
     p.add_argument("--only", default="add,sample,per", help="comma list of add,sample,per")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per config")
     p.add_argument("--add-capacities", type=ints, default=None, help="e.g. 1e4,1e5")
     p.add_argument("--add-batches", type=ints, default=None, help="e.g. 8,32,64")
-    p.add_argument("--shapes", type=shapes, default=None,
-                   help="item shapes for add and sample, e.g. 4,10x10x4")
-    p.add_argument("--modes", default=None,
-                   help="comma list of call (one op per dispatch), fused (K ops per lax.scan)")
+    p.add_argument(
+        "--shapes", type=shapes, default=None, help="item shapes for add and sample, e.g. 4,10x10x4"
+    )
+    p.add_argument(
+        "--modes",
+        default=None,
+        help="comma list of call (one op per dispatch), fused (K ops per lax.scan)",
+    )
     p.add_argument("--sample-capacities", type=ints, default=None)
     p.add_argument("--per-capacities", type=ints, default=None, help="e.g. 65536,1048576")
     return p
@@ -535,8 +643,14 @@ def main(argv=None) -> int:
     if bad or not only:
         parser.error(f"--only: expected a comma list of add,sample,per, got {args.only!r}")
     cfg = dict(QUICK if args.quick else FULL)
-    for name in ("rounds", "add_capacities", "add_batches", "shapes", "sample_capacities",
-                 "per_capacities"):
+    for name in (
+        "rounds",
+        "add_capacities",
+        "add_batches",
+        "shapes",
+        "sample_capacities",
+        "per_capacities",
+    ):
         if getattr(args, name) is not None:
             cfg[name] = getattr(args, name)
     if args.shapes is not None:
@@ -548,14 +662,17 @@ def main(argv=None) -> int:
     if cfg["rounds"] < 1:
         parser.error("--rounds must be >= 1")
     flashbax_modules()  # fail early, in words, without the peer
-    warnings.filterwarnings("ignore", message="`sample_sequence_length` greater than",
-                            category=UserWarning)
+    warnings.filterwarnings(
+        "ignore", message="`sample_sequence_length` greater than", category=UserWarning
+    )
 
     out = args.out or results_path("bench_replay", args.quick)
     info = machine_info()
     log(banner("replay benchmark", info))
-    log(f"mode: {'quick' if args.quick else 'full'}; rounds {cfg['rounds']}; "
-        "times in microseconds; only ratios are comparable across runs\n")
+    log(
+        f"mode: {'quick' if args.quick else 'full'}; rounds {cfg['rounds']}; "
+        "times in microseconds; only ratios are comparable across runs\n"
+    )
     results = {}
     t_start = time.perf_counter()
     benches = {"add": bench_add, "sample": bench_sample, "per": bench_per}
@@ -567,8 +684,10 @@ def main(argv=None) -> int:
         for line in copy_warnings(name, results[name]):
             log(line)
         if name == "add" and any(r["flashbax_capacity"] != r["capacity"] for r in results[name]):
-            log("  * flashbax's flat buffer rounds capacity down to a multiple of B "
-                "(flashbax_capacity in the JSON)")
+            log(
+                "  * flashbax's flat buffer rounds capacity down to a multiple of B "
+                "(flashbax_capacity in the JSON)"
+            )
         log("")
     targets = evaluate_targets(results)
     log(format_targets(targets))
@@ -591,10 +710,17 @@ def main(argv=None) -> int:
         "benchmark": "bench_replay",
         "mode": "quick" if args.quick else "full",
         "machine": info,
-        "settings": {k: (list(map(list, v)) if k == "shapes" else
-                         list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
-                    | {"sample_batch": SAMPLE_BATCH, "per_batch": PER_BATCH, "alpha": ALPHA,
-                       "beta": BETA, "flashbax_rows": FBX_ROWS},
+        "settings": {
+            k: (list(map(list, v)) if k == "shapes" else list(v) if isinstance(v, tuple) else v)
+            for k, v in cfg.items()
+        }
+        | {
+            "sample_batch": SAMPLE_BATCH,
+            "per_batch": PER_BATCH,
+            "alpha": ALPHA,
+            "beta": BETA,
+            "flashbax_rows": FBX_ROWS,
+        },
         "notes": notes,
         "targets": targets,
         "wall_seconds": round(time.perf_counter() - t_start, 1),

@@ -39,8 +39,12 @@ if str(_ROOT) not in sys.path:  # run as a script from a source checkout
 def _config(steps: int):
     from memjax.train import TrainConfig
 
-    return TrainConfig(total_steps=steps, learning_starts=min(10_000, steps // 5),
-                       chunk_steps=max(steps // 4, 1), eval_episodes=2)
+    return TrainConfig(
+        total_steps=steps,
+        learning_starts=min(10_000, steps // 5),
+        chunk_steps=max(steps // 4, 1),
+        eval_episodes=2,
+    )
 
 
 def _one(args) -> None:
@@ -49,11 +53,33 @@ def _one(args) -> None:
 
     from memjax.train import run
 
-    s = run(_config(args.steps), num_seeds=args.seeds, progress=False, log=None,
-            devices_per_process=args.one_devices, data_parallel=args.one_dp)
-    print("RESULT " + json.dumps({k: s[k] for k in (
-        "steps_per_second", "compile_seconds", "train_seconds", "devices", "processes",
-        "backend", "device")} | {"local_devices": jax.local_device_count()}), flush=True)
+    s = run(
+        _config(args.steps),
+        num_seeds=args.seeds,
+        progress=False,
+        log=None,
+        devices_per_process=args.one_devices,
+        data_parallel=args.one_dp,
+    )
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                k: s[k]
+                for k in (
+                    "steps_per_second",
+                    "compile_seconds",
+                    "train_seconds",
+                    "devices",
+                    "processes",
+                    "backend",
+                    "device",
+                )
+            }
+            | {"local_devices": jax.local_device_count()}
+        ),
+        flush=True,
+    )
 
 
 def _env(devices: int, backend: str) -> dict:
@@ -65,37 +91,80 @@ def _env(devices: int, backend: str) -> dict:
 
 
 def _probe() -> dict:
-    out = subprocess.run([sys.executable, "-c", "import jax; print(jax.default_backend(), "
-                          "jax.local_device_count())"], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import jax; print(jax.default_backend(), jax.local_device_count())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return {"backend": out[0], "local_devices": int(out[1])}
 
 
 def _run_case(case: dict, args, backend: str) -> dict:
     common = ["--steps", str(args.steps), "--seeds", str(args.seeds)]
     if case["processes"] == 1:
-        cmd = [sys.executable, __file__, "--one", "--one-devices", str(case["devices"]),
-               *common] + (["--one-dp"] if case["mode"] == "data_parallel" else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env=_env(case["devices"], backend))
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            "--one-devices",
+            str(case["devices"]),
+            *common,
+        ] + (["--one-dp"] if case["mode"] == "data_parallel" else [])
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=_env(case["devices"], backend)
+        )
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode or not line:
             raise RuntimeError(f"{case}: {proc.stderr[-3000:]}")
-        return json.loads(line[-1][len("RESULT "):])
+        return json.loads(line[-1][len("RESULT ") :])
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(args.steps)
-        cmd = [sys.executable, "-m", "memjax.cli", "train", "--processes",
-               str(case["processes"]), "--devices", "1", "--no-progress",
-               "--checkpoint-every", "0", "--out", tmp, "--steps", str(args.steps),
-               "--seeds", str(args.seeds), "--chunk-steps", str(cfg.chunk_steps),
-               "--learning-starts", str(cfg.learning_starts),
-               "--eval-episodes", str(cfg.eval_episodes)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "memjax.cli",
+            "train",
+            "--processes",
+            str(case["processes"]),
+            "--devices",
+            "1",
+            "--no-progress",
+            "--checkpoint-every",
+            "0",
+            "--out",
+            tmp,
+            "--steps",
+            str(args.steps),
+            "--seeds",
+            str(args.seeds),
+            "--chunk-steps",
+            str(cfg.chunk_steps),
+            "--learning-starts",
+            str(cfg.learning_starts),
+            "--eval-episodes",
+            str(cfg.eval_episodes),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(1, backend))
         if proc.returncode:
             raise RuntimeError(f"{case}: {proc.stderr[-3000:]}")
         s = json.loads((Path(tmp) / "summary.json").read_text())
-    return {k: s[k] for k in ("steps_per_second", "compile_seconds", "train_seconds",
-                              "devices", "processes", "backend", "device")}
+    return {
+        k: s[k]
+        for k in (
+            "steps_per_second",
+            "compile_seconds",
+            "train_seconds",
+            "devices",
+            "processes",
+            "backend",
+            "device",
+        )
+    }
 
 
 def main(argv=None) -> int:
@@ -104,8 +173,11 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--devices", default="1,2,4,8")
-    p.add_argument("--quick", action="store_true", help="a smoke run: 2,000 steps, 2 seeds, "
-                   "devices 1,2, nothing saved")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 2,000 steps, 2 seeds, devices 1,2, nothing saved",
+    )
     p.add_argument("--out", default=None)
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--one-devices", type=int, default=1, help=argparse.SUPPRESS)
@@ -124,44 +196,67 @@ def main(argv=None) -> int:
     counts = [int(x) for x in args.devices.split(",")]
     skipped = []
     if backend != "cpu":
-        skipped += [f"{n} devices: only {probe['local_devices']} local"
-                    for n in counts if n > probe["local_devices"]]
+        skipped += [
+            f"{n} devices: only {probe['local_devices']} local"
+            for n in counts
+            if n > probe["local_devices"]
+        ]
         counts = [n for n in counts if n <= probe["local_devices"]]
     cases = [{"mode": "seeds", "devices": n, "processes": 1} for n in counts]
     cases += [{"mode": "data_parallel", "devices": n, "processes": 1} for n in counts]
     if backend == "cpu":  # each process one (host) device
-        cases += [{"mode": "seeds", "devices": 1, "processes": n} for n in (1, 2)
-                  if args.seeds % n == 0]
+        cases += [
+            {"mode": "seeds", "devices": 1, "processes": n} for n in (1, 2) if args.seeds % n == 0
+        ]
     else:
         skipped.append("processes: the local launcher gives every process all local devices")
     rows = {i: [] for i in range(len(cases))}
     for r in range(args.rounds):
         order = list(range(len(cases)))
-        order = order[r % len(order):] + order[:r % len(order)]
+        order = order[r % len(order) :] + order[: r % len(order)]
         for i in order:
             found = _run_case(cases[i], args, backend)
             rows[i].append(found)
-            log(f"round {r} {cases[i]}: {found['steps_per_second']:,.0f} steps/s, compile "
-                f"{found['compile_seconds']:.1f} s")
+            log(
+                f"round {r} {cases[i]}: {found['steps_per_second']:,.0f} steps/s, compile "
+                f"{found['compile_seconds']:.1f} s"
+            )
     base = statistics.median(x["steps_per_second"] for x in rows[0])
     table = []
     for i, case in enumerate(cases):
         sps = statistics.median(x["steps_per_second"] for x in rows[i])
-        table.append({**case, "total_devices": rows[i][0]["devices"],
-                      "steps_per_second": sps,
-                      "compile_seconds": statistics.median(x["compile_seconds"] for x in rows[i]),
-                      "speedup_vs_1_device": sps / base, "rounds": rows[i]})
-    print(f"\n{'mode':<14} {'devices':>7} {'processes':>9} {'steps/s':>12} {'x 1 dev':>8} "
-          f"{'compile s':>10}")
+        table.append(
+            {
+                **case,
+                "total_devices": rows[i][0]["devices"],
+                "steps_per_second": sps,
+                "compile_seconds": statistics.median(x["compile_seconds"] for x in rows[i]),
+                "speedup_vs_1_device": sps / base,
+                "rounds": rows[i],
+            }
+        )
+    print(
+        f"\n{'mode':<14} {'devices':>7} {'processes':>9} {'steps/s':>12} {'x 1 dev':>8} "
+        f"{'compile s':>10}"
+    )
     for t in table:
-        print(f"{t['mode']:<14} {t['total_devices']:>7} {t['processes']:>9} "
-              f"{t['steps_per_second']:>12,.0f} {t['speedup_vs_1_device']:>8.2f} "
-              f"{t['compile_seconds']:>10.1f}")
+        print(
+            f"{t['mode']:<14} {t['total_devices']:>7} {t['processes']:>9} "
+            f"{t['steps_per_second']:>12,.0f} {t['speedup_vs_1_device']:>8.2f} "
+            f"{t['compile_seconds']:>10.1f}"
+        )
     if not args.quick:
-        result = {"backend": backend, "machine": machine_info(), "steps": args.steps,
-                  "seeds": args.seeds, "rounds": args.rounds, "skipped": skipped,
-                  "note": "CPU rows: forced host devices share the machine's cores, so the "
-                          "cores bound the speedup", "table": table}
+        result = {
+            "backend": backend,
+            "machine": machine_info(),
+            "steps": args.steps,
+            "seeds": args.seeds,
+            "rounds": args.rounds,
+            "skipped": skipped,
+            "note": "CPU rows: forced host devices share the machine's cores, so the "
+            "cores bound the speedup",
+            "table": table,
+        }
         # machine_info starts jax here: after the runs (on a GPU it would hold memory)
         write_json(result, Path(args.out) if args.out else results_path("bench_scaling"))
     return 0

@@ -70,28 +70,41 @@ def bench_env(env: str, seeds: int, rounds: int, round_seconds: float, log, vari
         prog = LoopProgram(variant, as_carry_fn(trainer.chunk), Side(variant, carry))
         programs[variant] = prog
         mem = trainer.buffer.memory(carry[0].buffer)
-        info[variant] = {"bytes_per_transition": mem.bytes_per_item, "compile_s": prog.compile_s,
-                         "env_steps_per_call": cfg.chunk_iters * cfg.train_every * cfg.num_envs}
-        log(f"  {env} x{seeds} {variant}: compiled in {prog.compile_s:.1f} s, "
-            f"{mem.bytes_per_item:,.1f} B/transition")
+        info[variant] = {
+            "bytes_per_transition": mem.bytes_per_item,
+            "compile_s": prog.compile_s,
+            "env_steps_per_call": cfg.chunk_iters * cfg.train_every * cfg.num_envs,
+        }
+        log(
+            f"  {env} x{seeds} {variant}: compiled in {prog.compile_s:.1f} s, "
+            f"{mem.bytes_per_item:,.1f} B/transition"
+        )
     per_round = measure(programs, rounds, round_seconds)
     out = {}
     for variant, times in per_round.items():
         steps = info[variant]["env_steps_per_call"]
-        out[variant] = {**info[variant], **time_stats(times),
-                        "us_per_env_step_median": us(sorted(times)[len(times) // 2] / steps),
-                        "ratio_to_float32": paired_ratio(times, per_round["float32"])}
+        out[variant] = {
+            **info[variant],
+            **time_stats(times),
+            "us_per_env_step_median": us(sorted(times)[len(times) // 2] / steps),
+            "ratio_to_float32": paired_ratio(times, per_round["float32"]),
+        }
     return out
 
 
 def format_table(results) -> str:
-    lines = ["| env | seeds | storage | bytes / transition | µs per env step (median) | "
-             "time vs float32 |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| env | seeds | storage | bytes / transition | µs per env step (median) | "
+        "time vs float32 |",
+        "|---|---|---|---|---|---|",
+    ]
     for key, entry in results.items():
         env, seeds = key.rsplit(" x", 1)
         for variant, r in entry["variants"].items():
-            lines.append(f"| {env} | {seeds} | {variant} | {r['bytes_per_transition']:,.1f} | "
-                         f"{r['us_per_env_step_median']:.2f} | {r['ratio_to_float32']:.3f} |")
+            lines.append(
+                f"| {env} | {seeds} | {variant} | {r['bytes_per_transition']:,.1f} | "
+                f"{r['us_per_env_step_median']:.2f} | {r['ratio_to_float32']:.3f} |"
+            )
     return "\n".join(lines)
 
 
@@ -112,18 +125,33 @@ def main(argv=None) -> int:
     results = {}
     for env in envs:
         for s in args.seeds:
-            results[f"{env} x{s}"] = bench_env(env, s, args.rounds, args.round_seconds,
-                                               lambda m: print(m, flush=True),
-                                               args.variants and args.variants.split(","))
-    out = Path(args.out) if args.out else _ROOT / "experiments" / "results" / f"bench_storage_{jax.default_backend()}.json"
+            results[f"{env} x{s}"] = bench_env(
+                env,
+                s,
+                args.rounds,
+                args.round_seconds,
+                lambda m: print(m, flush=True),
+                args.variants and args.variants.split(","),
+            )
+    out = (
+        Path(args.out)
+        if args.out
+        else _ROOT / "experiments" / "results" / f"bench_storage_{jax.default_backend()}.json"
+    )
     previous = json.loads(out.read_text())["results"] if out.exists() else {}
-    stamp = {"rounds": args.rounds, "commit": git_state(short=True)["memjax_commit"],
-             "wall_seconds": round(time.perf_counter() - t0, 1)}
+    stamp = {
+        "rounds": args.rounds,
+        "commit": git_state(short=True)["memjax_commit"],
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
     results = {**previous, **{k: {"variants": v, **stamp} for k, v in results.items()}}
     table = format_table(results)
     print(table)
-    write_json({"results": results, "table": table, "device": str(jax.devices()[0].device_kind)},
-               out, indent=2)
+    write_json(
+        {"results": results, "table": table, "device": str(jax.devices()[0].device_kind)},
+        out,
+        indent=2,
+    )
     return 0
 
 

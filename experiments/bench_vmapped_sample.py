@@ -55,21 +55,39 @@ from experiments._common import (  # noqa: E402
 from memjax.replay import ring  # noqa: E402
 
 NUM_ENVS, CAPACITY, BATCH = 10, 10_000, 128
-TRANSITION = {"obs": jnp.zeros(4), "action": jnp.int32(0), "reward": jnp.float32(0),
-              "next_obs": jnp.zeros(4), "terminated": jnp.float32(0)}
-TIMESTEP = {"obs": jnp.zeros(4), "action": jnp.int32(0), "reward": jnp.float32(0),
-            "done": jnp.float32(0)}
+TRANSITION = {
+    "obs": jnp.zeros(4),
+    "action": jnp.int32(0),
+    "reward": jnp.float32(0),
+    "next_obs": jnp.zeros(4),
+    "terminated": jnp.float32(0),
+}
+TIMESTEP = {
+    "obs": jnp.zeros(4),
+    "action": jnp.int32(0),
+    "reward": jnp.float32(0),
+    "done": jnp.float32(0),
+}
 
 
 def transition_row(t):
     obs = jnp.full((NUM_ENVS, 4), float(t))
-    return {"obs": obs, "action": jnp.zeros(NUM_ENVS, jnp.int32), "reward": jnp.ones(NUM_ENVS),
-            "next_obs": obs + 1.0, "terminated": jnp.zeros(NUM_ENVS)}
+    return {
+        "obs": obs,
+        "action": jnp.zeros(NUM_ENVS, jnp.int32),
+        "reward": jnp.ones(NUM_ENVS),
+        "next_obs": obs + 1.0,
+        "terminated": jnp.zeros(NUM_ENVS),
+    }
 
 
 def timestep_row(t):
-    return {"obs": jnp.full((NUM_ENVS, 4), float(t)), "action": jnp.zeros(NUM_ENVS, jnp.int32),
-            "reward": jnp.ones(NUM_ENVS), "done": jnp.zeros(NUM_ENVS)}
+    return {
+        "obs": jnp.full((NUM_ENVS, 4), float(t)),
+        "action": jnp.zeros(NUM_ENVS, jnp.int32),
+        "reward": jnp.ones(NUM_ENVS),
+        "done": jnp.zeros(NUM_ENVS),
+    }
 
 
 def filled(buffer, example, seeds: int, make_row):
@@ -77,8 +95,9 @@ def filled(buffer, example, seeds: int, make_row):
     state = jax.vmap(lambda _: buffer.init(example))(jnp.arange(seeds))
     add = jax.jit(jax.vmap(buffer.add), donate_argnums=0)
     for t in range(CAPACITY // NUM_ENVS + 5):
-        state = add(state, jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds, *x.shape)),
-                                        make_row(t)))
+        state = add(
+            state, jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds, *x.shape)), make_row(t))
+        )
     return jax.block_until_ready(state)
 
 
@@ -91,12 +110,16 @@ def shifted(slots, key, count):
 
 def program(draw, seeds: int, ops: int):
     """``ops`` vmapped calls of ``draw(state, key)`` in one scan, every leaf consumed."""
+
     def run(state, key):
         def body(acc, k):
-            per_seed = jax.vmap(lambda s, kk: consume(draw(s, kk)))(state,
-                                                                    jax.random.split(k, seeds))
+            per_seed = jax.vmap(lambda s, kk: consume(draw(s, kk)))(
+                state, jax.random.split(k, seeds)
+            )
             return acc + per_seed.sum(), None
+
         return jax.lax.scan(body, jnp.float32(0), jax.random.split(key, ops))[0]
+
     return jax.jit(run)
 
 
@@ -105,13 +128,19 @@ def bench(seeds: int, rounds: int, ops: int) -> dict:
     flat = mj.replay.uniform(CAPACITY)
     one_copy = mj.replay.uniform(CAPACITY, layout=mj.replay.one_copy(NUM_ENVS))
     same = flashbax_adapter.flat_uniform(CAPACITY, NUM_ENVS, BATCH)
-    native = fbx.make_flat_buffer(max_length=CAPACITY, min_length=NUM_ENVS,
-                                  sample_batch_size=BATCH, add_sequences=False,
-                                  add_batch_size=NUM_ENVS)
-    states = {"flat": filled(flat, TRANSITION, seeds, transition_row),
-              "one_copy": filled(one_copy, TRANSITION, seeds, transition_row),
-              "same": filled(same, TRANSITION, seeds, transition_row),
-              "native": filled(native, TIMESTEP, seeds, timestep_row)}
+    native = fbx.make_flat_buffer(
+        max_length=CAPACITY,
+        min_length=NUM_ENVS,
+        sample_batch_size=BATCH,
+        add_sequences=False,
+        add_batch_size=NUM_ENVS,
+    )
+    states = {
+        "flat": filled(flat, TRANSITION, seeds, transition_row),
+        "one_copy": filled(one_copy, TRANSITION, seeds, transition_row),
+        "same": filled(same, TRANSITION, seeds, transition_row),
+        "native": filled(native, TIMESTEP, seeds, timestep_row),
+    }
     fixed = jnp.arange(BATCH, dtype=jnp.int32) * 7
     cases = {
         "ours_flat": (lambda s, k: flat.sample(s, k, BATCH).items, "flat"),
@@ -125,27 +154,35 @@ def bench(seeds: int, rounds: int, ops: int) -> dict:
     compiled, compile_s = {}, {}
     for name, (draw, which) in cases.items():
         t0 = time.perf_counter()
-        compiled[name] = (program(draw, seeds, ops).lower(states[which], jax.random.key(0))
-                          .compile(), which)
+        compiled[name] = (
+            program(draw, seeds, ops).lower(states[which], jax.random.key(0)).compile(),
+            which,
+        )
         compile_s[name] = time.perf_counter() - t0
         jax.block_until_ready(compiled[name][0](states[which], jax.random.key(0)))
     times = {name: [] for name in cases}
     names = list(cases)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             fn, which = compiled[name]
             t0 = time.perf_counter()
             jax.block_until_ready(fn(states[which], jax.random.key(r)))
             times[name].append((time.perf_counter() - t0) / ops)
     base = times["fbx_same_items"]
-    return {name: {"median_us": round(statistics.median(t) * 1e6, 2),
-                   "over_fbx_same_items": round(statistics.median(a / b for a, b in zip(t, base)), 3),
-                   "compile_s": round(compile_s[name], 2)}
-            for name, t in times.items()}
+    return {
+        name: {
+            "median_us": round(statistics.median(t) * 1e6, 2),
+            "over_fbx_same_items": round(statistics.median(a / b for a, b in zip(t, base)), 3),
+            "compile_s": round(compile_s[name], 2),
+        }
+        for name, t in times.items()
+    }
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="bench_vmapped_sample.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="bench_vmapped_sample.py", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--seeds", type=positive_ints, default=(4, 8, 16))
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--ops", type=int, default=200, help="samples per timed call")
@@ -160,14 +197,26 @@ def main(argv=None) -> int:
     results = {}
     for seeds in args.seeds:
         results[seeds] = bench(seeds, args.rounds, args.ops)
-        log(f"--- {seeds} seeds: us per vmapped sample of {BATCH} (median of {args.rounds} "
-            f"rounds); time / fbx_same_items (median of per-round ratios)")
+        log(
+            f"--- {seeds} seeds: us per vmapped sample of {BATCH} (median of {args.rounds} "
+            f"rounds); time / fbx_same_items (median of per-round ratios)"
+        )
         for name, r in results[seeds].items():
             log(f"  {name:18s} {r['median_us']:9.1f} us  {r['over_fbx_same_items']:6.3f}")
     out = args.out or results_path("bench_vmapped_sample", args.quick)
-    write_json({"benchmark": "bench_vmapped_sample", "machine": info, "rounds": args.rounds,
-                "ops": args.ops, "batch": BATCH, "capacity": CAPACITY, "num_envs": NUM_ENVS,
-                "results": results}, out)
+    write_json(
+        {
+            "benchmark": "bench_vmapped_sample",
+            "machine": info,
+            "rounds": args.rounds,
+            "ops": args.ops,
+            "batch": BATCH,
+            "capacity": CAPACITY,
+            "num_envs": NUM_ENVS,
+            "results": results,
+        },
+        out,
+    )
     return 0
 
 

@@ -95,10 +95,13 @@ def _memory(state) -> MemoryReport:
     fields = []
     for path, leaf in jax.tree_util.tree_leaves_with_path(state.experience):
         name = ".".join(str(getattr(p, "key", getattr(p, "name", p))) for p in path)
-        item_shape = tuple(leaf.shape[len(seed_axes) + 2:])
+        item_shape = tuple(leaf.shape[len(seed_axes) + 2 :])
         total = nbytes(leaf)
-        fields.append(FieldMemory(name, item_shape, str(np.dtype(leaf.dtype)),
-                                  total // (copies * capacity), total))
+        fields.append(
+            FieldMemory(
+                name, item_shape, str(np.dtype(leaf.dtype)), total // (copies * capacity), total
+            )
+        )
     everything = sum(nbytes(x) for x in jax.tree.leaves(state))
     items_total = sum(f.total_bytes for f in fields)
     return MemoryReport(capacity, copies, tuple(fields), everything - items_total, everything)
@@ -106,8 +109,10 @@ def _memory(state) -> MemoryReport:
 
 def _check_batch(name, fixed, batch_size):
     if batch_size != fixed:
-        raise ValueError(f"{name}: flashbax fixes the sample batch size at construction "
-                         f"({fixed}); sample was called with batch_size={batch_size}")
+        raise ValueError(
+            f"{name}: flashbax fixes the sample batch size at construction "
+            f"({fixed}); sample was called with batch_size={batch_size}"
+        )
 
 
 def flat_uniform(capacity: int, num_envs: int, batch_size: int) -> ReplayBuffer:
@@ -116,9 +121,13 @@ def flat_uniform(capacity: int, num_envs: int, batch_size: int) -> ReplayBuffer:
     ``add`` takes ``num_envs`` items (one vector step); ``sample`` draws ``batch_size`` (fixed
     here) pairs uniformly and returns their first elements."""
     fbx, _ = _fbx()
-    fbuf = fbx.make_flat_buffer(max_length=capacity, min_length=num_envs,
-                                sample_batch_size=batch_size, add_sequences=False,
-                                add_batch_size=num_envs)
+    fbuf = fbx.make_flat_buffer(
+        max_length=capacity,
+        min_length=num_envs,
+        sample_batch_size=batch_size,
+        add_sequences=False,
+        add_batch_size=num_envs,
+    )
 
     def init(example):
         return fbuf.init(example)
@@ -130,9 +139,12 @@ def flat_uniform(capacity: int, num_envs: int, batch_size: int) -> ReplayBuffer:
         _check_batch("flat_uniform", batch_size, batch_size_)
         first = fbuf.sample(state, key).experience.first
         n = jnp.maximum(_count(state), 1).astype(jnp.float32)
-        return Sample(items=first, indices=jnp.full((batch_size,), -1, jnp.int32),
-                      weights=jnp.ones((batch_size,), jnp.float32),
-                      probabilities=jnp.full((batch_size,), 1.0, jnp.float32) / n)
+        return Sample(
+            items=first,
+            indices=jnp.full((batch_size,), -1, jnp.int32),
+            weights=jnp.ones((batch_size,), jnp.float32),
+            probabilities=jnp.full((batch_size,), 1.0, jnp.float32) / n,
+        )
 
     def update(state, indices, priorities):
         return state
@@ -143,8 +155,14 @@ def flat_uniform(capacity: int, num_envs: int, batch_size: int) -> ReplayBuffer:
     return ReplayBuffer(init, add, sample, update, can_sample, _memory)
 
 
-def flat_prioritised(capacity: int, num_envs: int, batch_size: int, alpha: float = 0.6,
-                     set_path: str = "cpu", guard: str = "drop") -> ReplayBuffer:
+def flat_prioritised(
+    capacity: int,
+    num_envs: int,
+    batch_size: int,
+    alpha: float = 0.6,
+    set_path: str = "cpu",
+    guard: str = "drop",
+) -> ReplayBuffer:
     """flashbax ``make_prioritised_flat_buffer`` as a memjax ``ReplayBuffer``.
 
     Args:
@@ -161,15 +179,22 @@ def flat_prioritised(capacity: int, num_envs: int, batch_size: int, alpha: float
         raise ValueError(f"guard must be one of {GUARDS}, got {guard!r}")
     fbx, fbx_pt = _fbx()
     fbuf = fbx.make_prioritised_flat_buffer(
-        max_length=capacity, min_length=num_envs, sample_batch_size=batch_size,
-        add_sequences=False, add_batch_size=num_envs, priority_exponent=alpha, device="cpu")
+        max_length=capacity,
+        min_length=num_envs,
+        sample_batch_size=batch_size,
+        add_sequences=False,
+        add_batch_size=num_envs,
+        priority_exponent=alpha,
+        device="cpu",
+    )
     if set_path == "cpu":
         add_fn, set_fn = fbuf.add, fbuf.set_priorities
     else:
         # validate_device() turns "gpu" into "cpu" on a CPU-only machine, so call the module
         # functions with device="gpu" (SET_BATCH_FN["gpu"] = sum_tree.set_batch_bincount).
-        raw_add = functools.partial(fbx_pt.prioritised_add, sample_sequence_length=2, period=1,
-                                    device="gpu")
+        raw_add = functools.partial(
+            fbx_pt.prioritised_add, sample_sequence_length=2, period=1, device="gpu"
+        )
         set_fn = functools.partial(fbx_pt.set_priorities, priority_exponent=alpha, device="gpu")
 
         def add_fn(state, items):  # one vector step -> a sequence of length 1 per row
@@ -181,8 +206,11 @@ def flat_prioritised(capacity: int, num_envs: int, batch_size: int, alpha: float
         # set_priorities makes it strong, so a jitted host loop would retrace and recompile
         # its chunk on the second call. Start it strongly typed.
         tree = state.sum_tree_state
-        return state.replace(sum_tree_state=tree.replace(
-            max_recorded_priority=jnp.asarray(tree.max_recorded_priority, jnp.float32)))
+        return state.replace(
+            sum_tree_state=tree.replace(
+                max_recorded_priority=jnp.asarray(tree.max_recorded_priority, jnp.float32)
+            )
+        )
 
     def add(state, items):
         return add_fn(state, items)
@@ -199,7 +227,7 @@ def flat_prioritised(capacity: int, num_envs: int, batch_size: int, alpha: float
             w = w / jnp.maximum(jnp.max(w), jnp.finfo(jnp.float32).tiny)
             indices = jnp.where(ok, indices, -1 - indices)
         else:
-            w = prob ** -beta
+            w = prob**-beta
             w = w / jnp.max(w)
         return Sample(items=s.experience.first, indices=indices, weights=w, probabilities=prob)
 
@@ -213,7 +241,10 @@ def flat_prioritised(capacity: int, num_envs: int, batch_size: int, alpha: float
         return set_fn(state, indices, priorities)
 
     def can_sample(state, batch_size_: int):
-        return (fbuf.can_sample(state) & (_count(state) >= batch_size_)
-                & (state.sum_tree_state.nodes[..., 0] > 0))
+        return (
+            fbuf.can_sample(state)
+            & (_count(state) >= batch_size_)
+            & (state.sum_tree_state.nodes[..., 0] > 0)
+        )
 
     return ReplayBuffer(init, add, sample, update, can_sample, _memory)

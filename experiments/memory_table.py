@@ -27,8 +27,23 @@ import numpy as np
 
 # The recipe shared by every agent and task (the settings the issue asks to learn the suite
 # without per-task tuning); the agents add only what defines them.
-RECIPE = ["--batch-size", "32", "--train-every", "2", "--lr", "1e-3", "--learning-starts", "5000",
-          "--target-update-every", "250", "--n-step", "5", "--double-dqn", "--capacity", "20000"]
+RECIPE = [
+    "--batch-size",
+    "32",
+    "--train-every",
+    "2",
+    "--lr",
+    "1e-3",
+    "--learning-starts",
+    "5000",
+    "--target-update-every",
+    "250",
+    "--n-step",
+    "5",
+    "--double-dqn",
+    "--capacity",
+    "20000",
+]
 AGENTS = {
     "dqn": [],
     # frame stacks are stored by the flat/one_copy layouts only, so 1-step targets
@@ -37,8 +52,18 @@ AGENTS = {
     # windows of 48: 32 steps of context, then 12 trained steps (with n_step 5), one per
     # stored step at a period of 12; the buffer's rows (capacity / 10 envs) must be a
     # multiple of that period: 20,160 is the nearest capacity to the recipe's 20,000
-    "memnet": ["--agent", "memnet", "--context-length", "32", "--sequence-length", "48",
-               "--sequence-period", "12", "--capacity", "20160"],
+    "memnet": [
+        "--agent",
+        "memnet",
+        "--context-length",
+        "32",
+        "--sequence-length",
+        "48",
+        "--sequence-period",
+        "12",
+        "--capacity",
+        "20160",
+    ],
 }
 # env steps per seed and epsilon decay; (chance, best) greedy returns from the environments'
 # definitions: chance is a uniformly random policy's expected return (MemoryChain: a policy
@@ -66,10 +91,29 @@ TASKS = {
 def command(agent: str, task: str, seeds: int, out: Path) -> list:
     """The ``memjax train`` command line of one cell."""
     steps = TASKS[task]["steps"]
-    return ([sys.executable, "-m", "memjax.cli", "train", "--env", task, "--seeds", str(seeds),
-             "--steps", str(steps), "--eps-decay-steps", str(steps // 2),
-             "--checkpoint-every", "0", "--no-progress", "--out", str(out)]
-            + RECIPE + AGENTS[agent])
+    return (
+        [
+            sys.executable,
+            "-m",
+            "memjax.cli",
+            "train",
+            "--env",
+            task,
+            "--seeds",
+            str(seeds),
+            "--steps",
+            str(steps),
+            "--eps-decay-steps",
+            str(steps // 2),
+            "--checkpoint-every",
+            "0",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+        + RECIPE
+        + AGENTS[agent]
+    )
 
 
 def run_cells(agents, tasks, seeds: int, root: Path) -> None:
@@ -95,8 +139,11 @@ def load_cell(path: Path) -> dict | None:
         return None
     summary = json.loads((path / "summary.json").read_text())
     curves = json.loads((path / "returns.json").read_text())
-    return {"summary": summary, "steps": curves["steps"],
-            "eval_return": np.asarray(curves["eval_return"], dtype=float)}
+    return {
+        "summary": summary,
+        "steps": curves["steps"],
+        "eval_return": np.asarray(curves["eval_return"], dtype=float),
+    }
 
 
 def gap_closed(value: float, task: str) -> float:
@@ -114,24 +161,32 @@ def report(root: Path, agents, tasks) -> dict:
                 continue
             final = np.asarray(cell["summary"]["final_return_per_seed"], dtype=float)
             table.setdefault(task, {})[agent] = {
-                "final_mean": float(final.mean()), "final_std": float(final.std()),
+                "final_mean": float(final.mean()),
+                "final_std": float(final.std()),
                 "final_per_seed": final.tolist(),
                 "gap_closed": gap_closed(float(final.mean()), task),
-                "steps": cell["summary"]["steps"], "seeds": cell["summary"]["seeds"],
+                "steps": cell["summary"]["steps"],
+                "seeds": cell["summary"]["seeds"],
                 "steps_per_second": cell["summary"]["steps_per_second"],
                 "compile_seconds": cell["summary"]["compile_seconds"],
-                "bytes_per_transition": cell["summary"]["bytes_per_transition"]}
+                "bytes_per_transition": cell["summary"]["bytes_per_transition"],
+            }
     (root / "table.json").write_text(json.dumps(table, indent=1))
-    lines = ["| task (chance / best) | " + " | ".join(agents) + " |",
-             "|---" * (len(agents) + 1) + "|"]
+    lines = [
+        "| task (chance / best) | " + " | ".join(agents) + " |",
+        "|---" * (len(agents) + 1) + "|",
+    ]
     for task in tasks:
         spec = TASKS[task]
         row = [f"{task} ({spec['chance']:g} / {spec['best']:g})"]
         for agent in agents:
             entry = table.get(task, {}).get(agent)
-            row.append("-" if entry is None else
-                       f"{entry['final_mean']:.3g} ± {entry['final_std']:.2g} "
-                       f"({100 * entry['gap_closed']:.0f}%)")
+            row.append(
+                "-"
+                if entry is None
+                else f"{entry['final_mean']:.3g} ± {entry['final_std']:.2g} "
+                f"({100 * entry['gap_closed']:.0f}%)"
+            )
         lines.append("| " + " | ".join(row) + " |")
     (root / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -154,16 +209,23 @@ def compare(root: Path, first: str, second: str, tasks, last: int = 5) -> dict:
         entry = {}
         for name, (a, b) in (("final", finals), (f"last_{last}_evaluations", tails)):
             rng = np.random.default_rng(0)
-            diffs = (rng.choice(b, (10_000, len(b))).mean(axis=1)
-                     - rng.choice(a, (10_000, len(a))).mean(axis=1))
-            entry[name] = {first: float(a.mean()), second: float(b.mean()),
-                           f"{first}_per_seed": a.tolist(), f"{second}_per_seed": b.tolist(),
-                           "difference": float(b.mean() - a.mean()),
-                           "difference_95": np.percentile(diffs, [2.5, 97.5]).tolist()}
+            diffs = rng.choice(b, (10_000, len(b))).mean(axis=1) - rng.choice(
+                a, (10_000, len(a))
+            ).mean(axis=1)
+            entry[name] = {
+                first: float(a.mean()),
+                second: float(b.mean()),
+                f"{first}_per_seed": a.tolist(),
+                f"{second}_per_seed": b.tolist(),
+                "difference": float(b.mean() - a.mean()),
+                "difference_95": np.percentile(diffs, [2.5, 97.5]).tolist(),
+            }
             low, high = entry[name]["difference_95"]
-            print(f"{task} {name}: {second} {b.mean():.3g} vs {first} {a.mean():.3g}, "
-                  f"difference {b.mean() - a.mean():+.3g} (95% bootstrap {low:+.3g} .. "
-                  f"{high:+.3g})")
+            print(
+                f"{task} {name}: {second} {b.mean():.3g} vs {first} {a.mean():.3g}, "
+                f"difference {b.mean() - a.mean():+.3g} (95% bootstrap {low:+.3g} .. "
+                f"{high:+.3g})"
+            )
         out[task] = entry
     (root / "compare.json").write_text(json.dumps(out, indent=1))
     return out
@@ -171,6 +233,7 @@ def compare(root: Path, first: str, second: str, tasks, last: int = 5) -> dict:
 
 def plot(root: Path, agents, tasks) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -186,14 +249,15 @@ def plot(root: Path, agents, tasks) -> None:
             if cell is None:
                 continue
             steps, ret = np.asarray(cell["steps"]), cell["eval_return"]
-            line, = ax.plot(steps, ret.mean(axis=1), label=agent)
-            ax.fill_between(steps, ret.min(axis=1), ret.max(axis=1), alpha=0.15,
-                            color=line.get_color())
+            (line,) = ax.plot(steps, ret.mean(axis=1), label=agent)
+            ax.fill_between(
+                steps, ret.min(axis=1), ret.max(axis=1), alpha=0.15, color=line.get_color()
+            )
         spec = TASKS[task]
         ax.axhline(spec["chance"], color="grey", ls=":", lw=1)
         ax.set_title(task)
         ax.set_xlabel("env steps per seed")
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
     axes.flat[0].set_ylabel("greedy return")
     axes.flat[0].legend(fontsize=8)
@@ -209,9 +273,13 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--out", default="runs/memory_table")
     parser.add_argument("--report", action="store_true", help="only write the table and plot")
-    parser.add_argument("--compare", metavar="A,B", default=None,
-                        help="also compare agent B with agent A on each task both ran "
-                             "(differences of means, 95%% bootstrap intervals; compare.json)")
+    parser.add_argument(
+        "--compare",
+        metavar="A,B",
+        default=None,
+        help="also compare agent B with agent A on each task both ran "
+        "(differences of means, 95%% bootstrap intervals; compare.json)",
+    )
     args = parser.parse_args(argv)
     agents, tasks = args.agents.split(","), args.tasks.split(",")
     for name, known in (("agent", AGENTS), ("task", TASKS)):

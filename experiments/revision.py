@@ -48,10 +48,19 @@ def import_revision(revision: str, root: Path = ROOT):
         shutil.copytree(Path(revision) / "memjax", folder / package)
         return _import_renamed(folder, package)
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", f"{revision}^{{commit}}"],
-                                cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        archive = subprocess.run(["git", "archive", "--format=tar", commit, "memjax"], cwd=root,
-                                 capture_output=True, check=True).stdout
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", f"{revision}^{{commit}}"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", commit, "memjax"],
+            cwd=root,
+            capture_output=True,
+            check=True,
+        ).stdout
     except (subprocess.CalledProcessError, FileNotFoundError) as e:
         raise ValueError(f"cannot read revision {revision!r} of {root}: {e}") from None
     package = f"memjax_{commit}"
@@ -82,10 +91,10 @@ def config_for(train_module, settings: dict):
     config_class = train_module.TrainConfig
     if hasattr(config_class, "settings"):
         return config_class(agent=settings.get("agent", "dqn")).replace(
-            **{k: v for k, v in settings.items() if k != "agent"})
+            **{k: v for k, v in settings.items() if k != "agent"}
+        )
     names = {f.name for f in dataclasses.fields(config_class)}
-    return dataclasses.replace(config_class(), **{k: v for k, v in settings.items()
-                                                  if k in names})
+    return dataclasses.replace(config_class(), **{k: v for k, v in settings.items() if k in names})
 
 
 __all__ = ["import_revision", "config_for"]

@@ -68,8 +68,12 @@ def run_label(run: dict) -> str:
 
 def minatar_preset(total_steps: int) -> dict:
     """TrainConfig overrides for MinAtar games (conv net chosen by network='auto')."""
-    return {"buffer_capacity": 100_000, "eps_decay_steps": max(1, total_steps // 2),
-            "learning_starts": 10_000, "chunk_steps": 50_000}
+    return {
+        "buffer_capacity": 100_000,
+        "eps_decay_steps": max(1, total_steps // 2),
+        "learning_starts": 10_000,
+        "chunk_steps": 50_000,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,7 +86,8 @@ def _replays(text: str) -> list:
     bad = [k for k in kinds if k not in REPLAYS]
     if not kinds or bad:
         raise argparse.ArgumentTypeError(
-            f"--replay takes a comma-separated list of {REPLAYS}, got {text!r}")
+            f"--replay takes a comma-separated list of {REPLAYS}, got {text!r}"
+        )
     return kinds
 
 
@@ -96,7 +101,8 @@ def _field_value(name: str, text: str):
     fields = [f.name for cls in (TrainConfig, DQNConfig) for f in dataclasses.fields(cls)]
     if name not in fields or name == "agent_config":
         raise argparse.ArgumentTypeError(
-            f"--set: no setting {name!r}; TrainConfig and DQNConfig have: {', '.join(fields)}")
+            f"--set: no setting {name!r}; TrainConfig and DQNConfig have: {', '.join(fields)}"
+        )
     hint = hints[name]
     t = text.strip()
     if t.lower() == "none" and type(None) in typing.get_args(hint):
@@ -124,12 +130,17 @@ def _field_value(name: str, text: str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Run DQN (uniform and/or prioritized replay) on one environment with "
-                    "several vmapped seeds, write experiments/results/<env>-<replay>/, and "
-                    "regenerate results_table.md and the comparison plots.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "several vmapped seeds, write experiments/results/<env>-<replay>/, and "
+        "regenerate results_table.md and the comparison plots.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--env", default="CartPole-v1", help="gymnax environment id")
-    p.add_argument("--replay", type=_replays, default=list(REPLAYS),
-                   help="comma-separated replay kinds, run one after the other")
+    p.add_argument(
+        "--replay",
+        type=_replays,
+        default=list(REPLAYS),
+        help="comma-separated replay kinds, run one after the other",
+    )
     p.add_argument("--seeds", type=positive, default=8, help="vmapped seeds per run")
     p.add_argument("--steps", type=positive, default=500_000, help="env steps per seed")
     p.add_argument("--seed", type=int, default=0, help="base PRNG seed")
@@ -138,23 +149,39 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--capacity", type=positive, default=None, help="replay capacity")
     g.add_argument("--eps-decay-steps", type=positive, default=None)
     g.add_argument("--learning-starts", type=int, default=None)
-    g.add_argument("--chunk-steps", type=positive, default=None,
-                   help="env steps per compiled chunk (one greedy evaluation per chunk)")
+    g.add_argument(
+        "--chunk-steps",
+        type=positive,
+        default=None,
+        help="env steps per compiled chunk (one greedy evaluation per chunk)",
+    )
     g.add_argument("--num-envs", type=positive, default=None)
     g.add_argument("--batch-size", type=positive, default=None)
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--target-update-every", type=positive, default=None)
     g.add_argument("--eval-episodes", type=positive, default=None)
-    g.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="any other TrainConfig field, repeatable")
-    p.add_argument("--note", default="", help="free text stored in summary.json and shown "
-                                              "under the table")
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other TrainConfig field, repeatable",
+    )
+    p.add_argument(
+        "--note", default="", help="free text stored in summary.json and shown under the table"
+    )
     p.add_argument("--out-root", default=str(RESULTS), help="results directory")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--report-only", action="store_true",
-                   help="no training: rewrite the table and the comparison plots")
-    p.add_argument("--replot", action="store_true",
-                   help="also redraw every run's curve.png from its returns.json")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="no training: rewrite the table and the comparison plots",
+    )
+    p.add_argument(
+        "--replot",
+        action="store_true",
+        help="also redraw every run's curve.png from its returns.json",
+    )
     return p
 
 
@@ -164,10 +191,17 @@ def config_for(args, replay: str):
     kw = {"env": args.env, "total_steps": args.steps, "replay": replay, "n_step": args.n_step}
     if args.env.endswith("-MinAtar"):
         kw.update(minatar_preset(args.steps))
-    flags = {"capacity": "buffer_capacity", "eps_decay_steps": "eps_decay_steps",
-             "learning_starts": "learning_starts", "chunk_steps": "chunk_steps",
-             "num_envs": "num_envs", "batch_size": "batch_size", "lr": "lr",
-             "target_update_every": "target_update_every", "eval_episodes": "eval_episodes"}
+    flags = {
+        "capacity": "buffer_capacity",
+        "eps_decay_steps": "eps_decay_steps",
+        "learning_starts": "learning_starts",
+        "chunk_steps": "chunk_steps",
+        "num_envs": "num_envs",
+        "batch_size": "batch_size",
+        "lr": "lr",
+        "target_update_every": "target_update_every",
+        "eval_episodes": "eval_episodes",
+    }
     for flag, field in flags.items():
         v = getattr(args, flag)
         if v is not None:
@@ -182,14 +216,33 @@ def config_for(args, replay: str):
 
 def reproduce_command(args, replay: str) -> str:
     """The command line that reruns exactly this (env, replay) run."""
-    parts = ["python", "experiments/run_results.py", "--env", args.env, "--replay", replay,
-             "--seeds", str(args.seeds), "--steps", str(args.steps)]
+    parts = [
+        "python",
+        "experiments/run_results.py",
+        "--env",
+        args.env,
+        "--replay",
+        replay,
+        "--seeds",
+        str(args.seeds),
+        "--steps",
+        str(args.steps),
+    ]
     if args.seed:
         parts += ["--seed", str(args.seed)]
     if args.n_step > 1:
         parts += ["--n-step", str(args.n_step)]
-    for flag in ("capacity", "eps_decay_steps", "learning_starts", "chunk_steps", "num_envs",
-                 "batch_size", "lr", "target_update_every", "eval_episodes"):
+    for flag in (
+        "capacity",
+        "eps_decay_steps",
+        "learning_starts",
+        "chunk_steps",
+        "num_envs",
+        "batch_size",
+        "lr",
+        "target_update_every",
+        "eval_episodes",
+    ):
         v = getattr(args, flag)
         if v is not None:
             parts += ["--" + flag.replace("_", "-"), str(v)]
@@ -205,29 +258,43 @@ def run_one(args, replay: str) -> dict:
     out = Path(args.out_root) / run_name(cfg.env, replay, cfg.n_step)
     command = reproduce_command(args, replay)
 
-    print(f"== {cfg.env} / {replay} / {cfg.n_step}-step: {args.seeds} "
-          f"seeds x {cfg.steps_done:,} steps, capacity "
-          f"{cfg.buffer_capacity:,}, eps decay {cfg.eps_decay_steps:,}, learning starts "
-          f"{cfg.learning_starts:,}, chunk {cfg.chunk_steps:,} -> {out}", flush=True)
+    print(
+        f"== {cfg.env} / {replay} / {cfg.n_step}-step: {args.seeds} "
+        f"seeds x {cfg.steps_done:,} steps, capacity "
+        f"{cfg.buffer_capacity:,}, eps decay {cfg.eps_decay_steps:,}, learning starts "
+        f"{cfg.learning_starts:,}, chunk {cfg.chunk_steps:,} -> {out}",
+        flush=True,
+    )
     git = git_state(short=True)  # at the start: the code this process imported
     t0 = time.perf_counter()
-    summary = mj_train.run(cfg, num_seeds=args.seeds, out_dir=out, seed=args.seed,
-                           progress=not args.no_progress)
+    summary = mj_train.run(
+        cfg, num_seeds=args.seeds, out_dir=out, seed=args.seed, progress=not args.no_progress
+    )
     wall = time.perf_counter() - t0
     summary.pop("curves", None)
 
     # the extra keys of this script, added to the summary.json that run() wrote
-    data = update_summary(out, wall_seconds=wall, command=command, note=args.note, **git,
-                          load_average_after=list(os.getloadavg()), cpu_count=os.cpu_count())
+    data = update_summary(
+        out,
+        wall_seconds=wall,
+        command=command,
+        note=args.note,
+        **git,
+        load_average_after=list(os.getloadavg()),
+        cpu_count=os.cpu_count(),
+    )
 
     curves = json.loads((out / "returns.json").read_text())
     loss = np.asarray([[np.nan if v is None else v for v in row] for row in curves["loss"]])
     per_seed = ", ".join(f"{x:.1f}" for x in summary["final_return_per_seed"])
-    print(f"   final greedy return {summary['final_return_mean']:.2f} ± "
-          f"{summary['final_return_std']:.2f} (per seed: {per_seed}); "
-          f"{summary['steps_per_second']:,.0f} steps/s (all seeds), compile "
-          f"{summary['compile_seconds']:.1f} s, wall {wall:.0f} s; "
-          f"non-finite losses: {int(np.sum(~np.isfinite(loss[1:])))}", flush=True)
+    print(
+        f"   final greedy return {summary['final_return_mean']:.2f} ± "
+        f"{summary['final_return_std']:.2f} (per seed: {per_seed}); "
+        f"{summary['steps_per_second']:,.0f} steps/s (all seeds), compile "
+        f"{summary['compile_seconds']:.1f} s, wall {wall:.0f} s; "
+        f"non-finite losses: {int(np.sum(~np.isfinite(loss[1:])))}",
+        flush=True,
+    )
     return data
 
 
@@ -247,8 +314,12 @@ def load_runs(root: Path) -> list:
         runs.append(data)
 
     def order(r):
-        return (0 if not r["env"].endswith("-MinAtar") else 1, r["env"], r["n_step"],
-                REPLAYS.index(r["replay"]) if r["replay"] in REPLAYS else 9)
+        return (
+            0 if not r["env"].endswith("-MinAtar") else 1,
+            r["env"],
+            r["n_step"],
+            REPLAYS.index(r["replay"]) if r["replay"] in REPLAYS else 9,
+        )
 
     return sorted(runs, key=order)
 
@@ -265,12 +336,16 @@ def read_eval_curve(run_dir: Path, column: str = "eval_return"):
             rows.setdefault(int(row["step"]), {})[int(row["seed"])] = v
     steps = sorted(rows)
     seeds = sorted(rows[steps[0]])
-    return np.asarray(steps, np.float64), np.asarray([[rows[s][k] for k in seeds]
-                                                      for s in steps])
+    return np.asarray(steps, np.float64), np.asarray([[rows[s][k] for k in seeds] for s in steps])
 
 
-def plot_comparison(env: str, runs: list, path: Path, color=lambda r: COLORS.get(r["replay"]),
-                    title: str = "uniform vs prioritized replay") -> Path:
+def plot_comparison(
+    env: str,
+    runs: list,
+    path: Path,
+    color=lambda r: COLORS.get(r["replay"]),
+    title: str = "uniform vs prioritized replay",
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -283,15 +358,31 @@ def plot_comparison(env: str, runs: list, path: Path, color=lambda r: COLORS.get
         steps, ev = read_eval_curve(r["_dir"])
         c = color(r)
         mean = fill_seed_bands(ax, steps, ev, c, alpha=0.2, lw=0)
-        ax.plot(steps, mean, color=c, marker="." if len(steps) <= 20 else None,
-                label=f"{run_label(r)}, greedy ({ev.shape[1]} seeds): final "
-                      f"{r['final_return_mean']:.1f} ± {r['final_return_std']:.1f}")
+        ax.plot(
+            steps,
+            mean,
+            color=c,
+            marker="." if len(steps) <= 20 else None,
+            label=f"{run_label(r)}, greedy ({ev.shape[1]} seeds): final "
+            f"{r['final_return_mean']:.1f} ± {r['final_return_std']:.1f}",
+        )
         tsteps, tr = read_eval_curve(r["_dir"], "train_return")
-        ax.plot(tsteps, nanmean_over_seeds(tr), color=c, ls="--", lw=1,
-                label=f"{run_label(r)}, training episodes (ε-greedy), mean")
-    return save_curve_plot(fig, ax, path, f"DQN on {env}: {title}",
-                           "episode return (mean over seeds; band ±1 std,\nclipped to the seeds' "
-                           "range)", fontsize=9)
+        ax.plot(
+            tsteps,
+            nanmean_over_seeds(tr),
+            color=c,
+            ls="--",
+            lw=1,
+            label=f"{run_label(r)}, training episodes (ε-greedy), mean",
+        )
+    return save_curve_plot(
+        fig,
+        ax,
+        path,
+        f"DQN on {env}: {title}",
+        "episode return (mean over seeds; band ±1 std,\nclipped to the seeds' range)",
+        fontsize=9,
+    )
 
 
 def random_policy_return(env_name: str, episodes: int = 100, seed: int = 0) -> dict:
@@ -309,15 +400,15 @@ def random_policy_return(env_name: str, episodes: int = 100, seed: int = 0) -> d
     @jax.jit
     def rollout(key):
         k0, key = jax.random.split(key)
-        obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k0, episodes),
-                                                              params)
+        obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k0, episodes), params)
 
         def body(carry, _):
             state, key, ret, alive = carry
             key, ka, ks = jax.random.split(key, 3)
             a = jax.random.randint(ka, (episodes,), 0, n_actions)
             _, state, r, term, trunc, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-                jax.random.split(ks, episodes), state, a, params)
+                jax.random.split(ks, episodes), state, a, params
+            )
             ret = ret + jnp.where(alive, r.astype(jnp.float32), 0.0)
             alive = alive & ~(term | trunc)
             return (state, key, ret, alive), None
@@ -345,14 +436,19 @@ def random_baselines(root: Path, envs: list) -> dict:
 def _settings(config: dict) -> str:
     """The TrainConfig fields that differ from the defaults, as text."""
     from memjax.train import TrainConfig
-    from memjax.train.results import config_to_dict
 
     default = TrainConfig().settings()
-    config = {**config, **config["agent"], "agent": config["agent"]["name"]} \
-        if isinstance(config.get("agent"), dict) else config
+    config = (
+        {**config, **config["agent"], "agent": config["agent"]["name"]}
+        if isinstance(config.get("agent"), dict)
+        else config
+    )
     skip = {"env", "replay", "total_steps"}
-    diff = [f"{k}={config[k]}" for k in config
-            if k not in skip and k in default and config[k] != default[k]]
+    diff = [
+        f"{k}={config[k]}"
+        for k in config
+        if k not in skip and k in default and config[k] != default[k]
+    ]
     return ", ".join(diff) if diff else "TrainConfig defaults"
 
 
@@ -372,21 +468,38 @@ def write_report(root: Path, replot: bool = False) -> list:
 
         for r in runs:
             curves = json.loads((r["_dir"] / "returns.json").read_text())
-            curves = {k: (np.asarray([[np.nan if v is None else v for v in row] for row in val],
-                                     np.float64) if k != "steps" else val)
-                      for k, val in curves.items()}
-            written.append(mj_results.plot_curve(
-                r["_dir"] / "curve.png", curves,
-                title=f"DQN on {r['env']} ({r['replay']} replay)"))
+            curves = {
+                k: (
+                    np.asarray(
+                        [[np.nan if v is None else v for v in row] for row in val], np.float64
+                    )
+                    if k != "steps"
+                    else val
+                )
+                for k, val in curves.items()
+            }
+            written.append(
+                mj_results.plot_curve(
+                    r["_dir"] / "curve.png",
+                    curves,
+                    title=f"DQN on {r['env']} ({r['replay']} replay)",
+                )
+            )
     envs = list(dict.fromkeys(r["env"] for r in runs))
     for env in envs:
         one_step = [r for r in runs if r["env"] == env and r["n_step"] == 1]
         written.append(plot_comparison(env, one_step, root / f"{env}-uniform-vs-prioritized.png"))
         n_step = [r for r in runs if r["env"] == env and r["replay"] == "uniform"]
         if any(r["n_step"] > 1 for r in n_step):
-            written.append(plot_comparison(
-                env, n_step, root / f"{env}-n-step.png", title="1-step vs N-step targets",
-                color=lambda r: N_STEP_COLORS.get(r["n_step"])))
+            written.append(
+                plot_comparison(
+                    env,
+                    n_step,
+                    root / f"{env}-n-step.png",
+                    title="1-step vs N-step targets",
+                    color=lambda r: N_STEP_COLORS.get(r["n_step"]),
+                )
+            )
 
     baselines = random_baselines(root, envs)
     lines = [
@@ -404,7 +517,8 @@ def write_report(root: Path, replot: bool = False) -> list:
             f"| {r['env']} | {r['replay']} | {r['n_step']} | {r['seeds']} | {r['steps']:,}{mark} | "
             f"**{r['final_return_mean']:.1f} ± {r['final_return_std']:.1f}** | {per_seed} | "
             f"{r['steps_per_second']:,.0f} | {r['compile_seconds']:.1f} | "
-            f"{r['bytes_per_transition']:,.1f} |")
+            f"{r['bytes_per_transition']:,.1f} |"
+        )
     lines += [""] + [f"{marks[n]} {n}" for n in notes] + ([""] if notes else [])
     lines += [
         "Final greedy return: the mean of `eval_episodes` greedy (epsilon 0) episodes per seed "
@@ -421,26 +535,39 @@ def write_report(root: Path, replot: bool = False) -> list:
         env_runs = [r for r in runs if r["env"] == env]
         rel = f"{env}-uniform-vs-prioritized.png"
         rnd = baselines[env]
-        lines.append(f"**{env}**: settings: {_settings(env_runs[0]['config'])}. "
-                     f"A uniform-random policy scores {rnd['mean']:.1f} ± {rnd['std']:.1f} "
-                     f"({rnd['episodes']} episodes).")
+        lines.append(
+            f"**{env}**: settings: {_settings(env_runs[0]['config'])}. "
+            f"A uniform-random policy scores {rnd['mean']:.1f} ± {rnd['std']:.1f} "
+            f"({rnd['episodes']} episodes)."
+        )
         for r in env_runs:
             _, tr = read_eval_curve(r["_dir"], "train_return")
             last = tr[-1][np.isfinite(tr[-1])]
-            train_txt = (f"epsilon-greedy training return in the last chunk "
-                         f"{last.mean():.1f} ± {last.std():.1f}; " if last.size else "")
+            train_txt = (
+                f"epsilon-greedy training return in the last chunk "
+                f"{last.mean():.1f} ± {last.std():.1f}; "
+                if last.size
+                else ""
+            )
             lines.append(
                 f"- {run_label(r)}: `{r.get('command', '')}`; {train_txt}wall "
                 f"{_fmt_hms(r.get('wall_seconds', float('nan')))} (compile "
                 f"{r['compile_seconds']:.0f} s, training {r['train_seconds']:.0f} s, "
                 f"evaluation {r['eval_seconds']:.0f} s) on "
-                + (f"{r.get('cpu_count', '?')} shared CPU cores" if r.get("backend") == "cpu"
-                   else f"{r.get('device', '?')}")
-                + (f", load average {r['load_average_after'][2]:.1f} (15 min) after the run"
-                   if r.get("load_average_after") else "")
+                + (
+                    f"{r.get('cpu_count', '?')} shared CPU cores"
+                    if r.get("backend") == "cpu"
+                    else f"{r.get('device', '?')}"
+                )
+                + (
+                    f", load average {r['load_average_after'][2]:.1f} (15 min) after the run"
+                    if r.get("load_average_after")
+                    else ""
+                )
                 + f"; memjax at {r.get('memjax_commit') or '?'}"
                 + (" (with uncommitted changes)" if r.get("memjax_dirty") else "")
-                + f"; [curve]({r['_dir'].name}/curve.png).")
+                + f"; [curve]({r['_dir'].name}/curve.png)."
+            )
         lines.append("")
         lines.append(f"![DQN on {env}: uniform vs prioritized]({rel})")
         lines.append("")

@@ -71,8 +71,9 @@ def config_for(env: str, steps: int, variant: str, budget=None):
         kw.update(minatar_preset(steps))
     cfg = dataclasses.replace(TrainConfig(), **kw, **VARIANTS[variant])
     if cfg.layout == "one_copy":
-        cfg = dataclasses.replace(cfg, buffer_capacity=cfg.buffer_capacity
-                                  - cfg.buffer_capacity % cfg.num_envs)
+        cfg = dataclasses.replace(
+            cfg, buffer_capacity=cfg.buffer_capacity - cfg.buffer_capacity % cfg.num_envs
+        )
     if budget is not None:
         cfg = dataclasses.replace(cfg, buffer_capacity=capacity_for_budget(cfg, budget))
     return cfg.validate()
@@ -87,21 +88,31 @@ def run_one(args, variant: str) -> dict:
 
     cfg = config_for(args.env, args.steps, variant, args.budget)
     out = run_dir(args.env, variant, args.budget)
-    print(f"== {cfg.env} / {variant}: {args.seeds} seeds x {cfg.steps_done:,} steps, capacity "
-          f"{cfg.buffer_capacity:,} -> {out}", flush=True)
+    print(
+        f"== {cfg.env} / {variant}: {args.seeds} seeds x {cfg.steps_done:,} steps, capacity "
+        f"{cfg.buffer_capacity:,} -> {out}",
+        flush=True,
+    )
     git = git_state(short=True)
     t0 = time.perf_counter()
-    summary = mj_train.run(cfg, num_seeds=args.seeds, out_dir=out, seed=args.seed,
-                           progress=not args.no_progress)
+    summary = mj_train.run(
+        cfg, num_seeds=args.seeds, out_dir=out, seed=args.seed, progress=not args.no_progress
+    )
     wall = time.perf_counter() - t0
-    command = (f"python experiments/run_storage.py --env {args.env} --seeds {args.seeds} "
-               f"--steps {args.steps} --variants {variant}"
-               + (f" --budget {args.budget}" if args.budget else ""))
-    data = update_summary(out, variant=variant, budget_bytes=args.budget, wall_seconds=wall,
-                          command=command, **git)
-    print(f"   final greedy return {summary['final_return_mean']:.2f} ± "
-          f"{summary['final_return_std']:.2f}; {summary['bytes_per_transition']:.1f} B/transition; "
-          f"{summary['steps_per_second']:,.0f} steps/s; storage {data['replay_storage']}", flush=True)
+    command = (
+        f"python experiments/run_storage.py --env {args.env} --seeds {args.seeds} "
+        f"--steps {args.steps} --variants {variant}"
+        + (f" --budget {args.budget}" if args.budget else "")
+    )
+    data = update_summary(
+        out, variant=variant, budget_bytes=args.budget, wall_seconds=wall, command=command, **git
+    )
+    print(
+        f"   final greedy return {summary['final_return_mean']:.2f} ± "
+        f"{summary['final_return_std']:.2f}; {summary['bytes_per_transition']:.1f} B/transition; "
+        f"{summary['steps_per_second']:,.0f} steps/s; storage {data['replay_storage']}",
+        flush=True,
+    )
     return data
 
 
@@ -118,15 +129,22 @@ def check_identical(args) -> dict:
         cfg = dataclasses.replace(cfg, side_fraction=1.0, chunk_steps=args.check_identical)
         trainer = make_train(cfg)
         t0 = time.perf_counter()
-        state, metrics = jax.jit(jax.vmap(trainer.train))(jax.random.split(jax.random.key(args.seed), 3))
+        state, metrics = jax.jit(jax.vmap(trainer.train))(
+            jax.random.split(jax.random.key(args.seed), 3)
+        )
         params = jax.device_get(state.agent.params)
         if ref is None:
             ref = params
             continue
-        same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref)))
+        same = all(
+            np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref))
+        )
         result["identical"][variant] = bool(same)
-        print(f"   {variant}: final params {'IDENTICAL to' if same else 'differ from'} float32 "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"   {variant}: final params {'IDENTICAL to' if same else 'differ from'} float32 "
+            f"({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"identical_{args.env}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -168,12 +186,16 @@ def write_report(root: Path = OUT) -> list:
 
     runs = load(root)
     written = []
-    lines = ["| env | storage | capacity | bytes / transition | vs float32 | final greedy return "
-             "(mean ± std over seeds) | % of float32 | values clipped | steps/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| env | storage | capacity | bytes / transition | vs float32 | final greedy return "
+        "(mean ± std over seeds) | % of float32 | values clipped | steps/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for env in sorted({r["env"] for r in runs}):
         env_runs = [r for r in runs if r["env"] == env]
-        base = next((r for r in env_runs if r["variant"] == "float32" and not r.get("budget_bytes")), None)
+        base = next(
+            (r for r in env_runs if r["variant"] == "float32" and not r.get("budget_bytes")), None
+        )
         order = list(VARIANTS)
         env_runs.sort(key=lambda r: (bool(r.get("budget_bytes")), order.index(r["variant"])))
         for r in env_runs:
@@ -182,43 +204,77 @@ def write_report(root: Path = OUT) -> list:
             ratio = "baseline" if r is base else ratio
             pct = f"{100 * r['final_return_mean'] / base['final_return_mean']:.1f}%" if base else ""
             clipped = sum(c["clipped"] for c in r["replay_storage"]["codec_counters"].values())
-            name = r["variant"] + (f" @ {r['budget_bytes'] / 1024:,.0f} KiB" if r.get("budget_bytes") else "")
+            name = r["variant"] + (
+                f" @ {r['budget_bytes'] / 1024:,.0f} KiB" if r.get("budget_bytes") else ""
+            )
             lines.append(
                 f"| {env} | {name} | {r['buffer_capacity']:,} | {bpt:,.1f} | {ratio} | "
                 f"{r['final_return_mean']:.1f} ± {r['final_return_std']:.1f} ({r['seeds']} seeds x "
-                f"{r['steps']:,}) | {pct} | {clipped:,} | {r['steps_per_second']:,.0f} |")
+                f"{r['steps']:,}) | {pct} | {clipped:,} | {r['steps_per_second']:,.0f} |"
+            )
 
         # return vs bytes per transition
         fig, ax = plt.subplots(figsize=(6, 4))
         for r in env_runs:
             if r.get("budget_bytes"):
                 continue
-            ax.errorbar(r["bytes_per_transition"], r["final_return_mean"], yerr=r["final_return_std"],
-                        fmt="o", capsize=3)
-            ax.annotate(r["variant"], (r["bytes_per_transition"], r["final_return_mean"]),
-                        textcoords="offset points", xytext=(5, 5))
+            ax.errorbar(
+                r["bytes_per_transition"],
+                r["final_return_mean"],
+                yerr=r["final_return_std"],
+                fmt="o",
+                capsize=3,
+            )
+            ax.annotate(
+                r["variant"],
+                (r["bytes_per_transition"], r["final_return_mean"]),
+                textcoords="offset points",
+                xytext=(5, 5),
+            )
         ax.set_xscale("log")
-        written.append(_save(fig, ax, root / f"{env}-return-vs-bytes.png",
-                             "replay bytes per transition (log)", "final greedy return",
-                             f"{env}: return vs replay memory"))
+        written.append(
+            _save(
+                fig,
+                ax,
+                root / f"{env}-return-vs-bytes.png",
+                "replay bytes per transition (log)",
+                "final greedy return",
+                f"{env}: return vs replay memory",
+            )
+        )
 
         fig, ax = plt.subplots(figsize=(7, 4))
         for r in env_runs:
             steps, ret = read_eval_curve(r["dir"])
             mean = ret.mean(axis=1)
-            label = r["variant"] + (f" @ {r['budget_bytes'] / 1024:,.0f} KiB (cap {r['buffer_capacity']:,})"
-                                    if r.get("budget_bytes") else f" ({r['bytes_per_transition']:,.1f} B)")
+            label = r["variant"] + (
+                f" @ {r['budget_bytes'] / 1024:,.0f} KiB (cap {r['buffer_capacity']:,})"
+                if r.get("budget_bytes")
+                else f" ({r['bytes_per_transition']:,.1f} B)"
+            )
             ax.plot(steps, mean, label=label, ls="--" if r.get("budget_bytes") else "-")
         ax.legend(fontsize=8)
-        written.append(_save(fig, ax, root / f"{env}-curves.png", "env steps per seed",
-                             "greedy return (mean over seeds)", f"{env}: replay storage"))
+        written.append(
+            _save(
+                fig,
+                ax,
+                root / f"{env}-curves.png",
+                "env steps per seed",
+                "greedy return (mean over seeds)",
+                f"{env}: replay storage",
+            )
+        )
 
     notes = []
     for path in sorted(root.glob("identical_*.json")):
         d = json.loads(path.read_text())
-        same = ", ".join(f"{k}: {'identical' if v else 'DIFFERENT'}" for k, v in d["identical"].items())
-        notes.append(f"- {d['env']}, {d['seeds']} seeds x {d['steps']:,} steps, final parameters "
-                     f"vs float32 storage: {same}.")
+        same = ", ".join(
+            f"{k}: {'identical' if v else 'DIFFERENT'}" for k, v in d["identical"].items()
+        )
+        notes.append(
+            f"- {d['env']}, {d['seeds']} seeds x {d['steps']:,} steps, final parameters "
+            f"vs float32 storage: {same}."
+        )
     table = root / "storage_table.md"
     table.write_text("\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "") + "\n")
     written.append(table)
@@ -233,20 +289,29 @@ def memory_table(root: Path) -> Path:
     from memjax.train import example_transition, make_buffer, make_env_for
     from memjax.train.storage import make_codecs
 
-    lines = ["| env | frame stack | storage | stored bytes / transition | raw bytes / transition | "
-             "ratio |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| env | frame stack | storage | stored bytes / transition | raw bytes / transition | "
+        "ratio |",
+        "|---|---|---|---|---|---|",
+    ]
     for env_name in ("CartPole-v1", "Breakout-MinAtar"):
         for k in (1, 4):
             for variant in VARIANTS:
                 if variant == "bitpack" and env_name == "CartPole-v1":
                     continue
-                cfg = dataclasses.replace(config_for(env_name, 500_000, variant), frame_stack=k,
-                                          buffer_capacity=100_000, calibration_steps=2_000)
+                cfg = dataclasses.replace(
+                    config_for(env_name, 500_000, variant),
+                    frame_stack=k,
+                    buffer_capacity=100_000,
+                    calibration_steps=2_000,
+                )
                 env, params = make_env_for(cfg)
                 buf = make_buffer(cfg, make_codecs(cfg, env, params))
                 rep = buf.memory(jax.eval_shape(buf.init, example_transition(env, params)))
-                lines.append(f"| {env_name} | {k} | {variant} | {rep.bytes_per_item:,.1f} | "
-                             f"{rep.raw_bytes_per_item:,.0f} | {rep.compression_ratio:,.1f}x |")
+                lines.append(
+                    f"| {env_name} | {k} | {variant} | {rep.bytes_per_item:,.1f} | "
+                    f"{rep.raw_bytes_per_item:,.0f} | {rep.compression_ratio:,.1f}x |"
+                )
     path = root / "memory_table.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -263,8 +328,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check-identical", type=positive, default=None, metavar="STEPS")
     p.add_argument("--report-only", action="store_true")
-    p.add_argument("--memory-table", action="store_true",
-                   help="only write memory_table.md (bytes per transition, no training)")
+    p.add_argument(
+        "--memory-table",
+        action="store_true",
+        help="only write memory_table.md (bytes per transition, no training)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out-root", default=str(OUT), help="results folder")
     args = p.parse_args(argv)

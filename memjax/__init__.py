@@ -1,7 +1,7 @@
 """memjax: memory-efficient replay buffers and a fused training loop for any agent in JAX.
 
-    import memjax as mj
-    buf = mj.replay.prioritized(capacity=2**20, alpha=0.6)
+import memjax as mj
+buf = mj.replay.prioritized(capacity=2**20, alpha=0.6)
 """
 
 import importlib

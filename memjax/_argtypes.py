@@ -6,8 +6,19 @@ from __future__ import annotations
 import argparse
 import re
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
-               "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
 
 
 def count(text: str) -> int:
@@ -69,8 +80,7 @@ def parse_size(text: str) -> int:
     """Bytes from ``64MB``, ``1.5GiB``, ``500k``, ``1048576`` (decimal k/M/G, binary KiB...)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
     if not m or m.group(2).lower() not in _SIZE_UNITS:
-        raise argparse.ArgumentTypeError(
-            f"expected a size like 64MB, 1GiB or 500000, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a size like 64MB, 1GiB or 500000, got {text!r}")
     v = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive size, got {text!r}")
@@ -82,7 +92,8 @@ def hidden(text: str) -> tuple:
         widths = tuple(int(w) for w in text.split(",") if w.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated layer widths like 120,84, got {text!r}") from None
+            f"expected comma-separated layer widths like 120,84, got {text!r}"
+        ) from None
     if not widths or any(w <= 0 for w in widths):
         raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
     return widths

@@ -20,8 +20,10 @@ def vmap_as_leading_axis(fn):
 
     @fn.def_vmap
     def rule(axis_size, in_batched, *args):
-        lead = [x if batched else jnp.broadcast_to(x, (axis_size, *x.shape))
-                for x, batched in zip(args, in_batched)]
+        lead = [
+            x if batched else jnp.broadcast_to(x, (axis_size, *x.shape))
+            for x, batched in zip(args, in_batched)
+        ]
         out = fn(*lead)
         return out, jax.tree.map(lambda _: True, out)
 

@@ -19,20 +19,23 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     """The ``memjax`` parser; ``argv`` (the command line) decides which agent's knobs
     ``train`` offers as options (see :func:`chosen_agent`)."""
     parser = argparse.ArgumentParser(
-        prog="memjax", description="Memory-efficient replay and fused RL training loops in JAX.")
+        prog="memjax", description="Memory-efficient replay and fused RL training loops in JAX."
+    )
     sub = parser.add_subparsers(dest="command", metavar="{train,compress}")
     sub.required = True
     train = sub.add_parser(
-        "train", usage="memjax train [--config FILE | --resume DIR] [options] "
-                       "(memjax train --help lists them)",
+        "train",
+        usage="memjax train [--config FILE | --resume DIR] [options] "
+        "(memjax train --help lists them)",
         help="train an agent (dqn, drqn, memnet, distill or a registered one) on a gymnax "
-             "environment, vmapped over seeds",
+        "environment, vmapped over seeds",
         description="Train an agent (dqn, drqn, memnet, distill or one registered with "
-                    "memjax.agents.register) on a gymnax environment with several vmapped "
-                    "seeds; --agent NAME --help lists that agent's own options; "
-                    "writes returns.csv, returns.json, curve.png and summary.json (with the "
-                    "resolved config) to --out, and whole-state checkpoints to "
-                    "--out/checkpoints/<step>/, from which --resume continues a killed run.")
+        "memjax.agents.register) on a gymnax environment with several vmapped "
+        "seeds; --agent NAME --help lists that agent's own options; "
+        "writes returns.csv, returns.json, curve.png and summary.json (with the "
+        "resolved config) to --out, and whole-state checkpoints to "
+        "--out/checkpoints/<step>/, from which --resume continues a killed run.",
+    )
     # memjax.compress registers the distillation agent (also an entry point when installed)
     from memjax.compress.cli import add_parser as _add_compress  # `memjax compress`
 
@@ -84,8 +87,9 @@ def _check_agent_options(argv, parser) -> None:
         option = token.split("=", 1)[0]
         if option in owners and agent not in owners[option]:
             others = " or ".join(owners[option])
-            parser.error(f"{option} is a setting of agent {others}: add --agent "
-                         f"{owners[option][0]}")
+            parser.error(
+                f"{option} is a setting of agent {others}: add --agent {owners[option][0]}"
+            )
 
 
 def _add_train_options(t, agent: str = "dqn") -> None:
@@ -93,62 +97,122 @@ def _add_train_options(t, agent: str = "dqn") -> None:
     memjax.cli_config."""
     from memjax.cli_config import add_config_options
 
-    t.add_argument("--config", default=None, metavar="FILE",
-                   help="TrainConfig values from a JSON or YAML file (or a run's summary.json); "
-                        "options given on the command line override them")
-    t.add_argument("--resume", default=None, metavar="DIR",
-                   help="continue the run in DIR (killed or stopped) from its newest complete "
-                        "checkpoint, with its own config, seeds and seed; an option that "
-                        "conflicts with them is an error. The results are those of an "
-                        "uninterrupted run, bit for bit; a finished run is left as it is")
-    t.add_argument("--restart-if-unreadable", action="store_true",
-                   help="with --resume: when none of the run's checkpoints can be read, move "
-                        "them aside and train the run again from step 0 (without it, that is "
-                        "an error)")
-    t.add_argument("--checkpoint-every", type=_checkpoint_every, default=None,
-                   metavar="ENV_STEPS",
-                   help="env steps per seed between whole-state checkpoints in "
-                        "OUT/checkpoints/<step>/ (saved asynchronously at the first chunk "
-                        "boundary at or past each multiple, and at the end); auto: a tenth of "
-                        "the run; 0: off (default: auto; with --resume, the run's own)")
-    t.add_argument("--seeds", type=types.positive, default=None,
-                   help=f"independent seeds (vmapped) (default: {DEFAULT_SEEDS})")
-    t.add_argument("--memory-budget", type=types.parse_size, default=None, metavar="SIZE",
-                   help="replay memory per seed, e.g. 64MB; sets the largest capacity that fits "
-                        "(instead of --capacity)")
+    t.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="TrainConfig values from a JSON or YAML file (or a run's summary.json); "
+        "options given on the command line override them",
+    )
+    t.add_argument(
+        "--resume",
+        default=None,
+        metavar="DIR",
+        help="continue the run in DIR (killed or stopped) from its newest complete "
+        "checkpoint, with its own config, seeds and seed; an option that "
+        "conflicts with them is an error. The results are those of an "
+        "uninterrupted run, bit for bit; a finished run is left as it is",
+    )
+    t.add_argument(
+        "--restart-if-unreadable",
+        action="store_true",
+        help="with --resume: when none of the run's checkpoints can be read, move "
+        "them aside and train the run again from step 0 (without it, that is "
+        "an error)",
+    )
+    t.add_argument(
+        "--checkpoint-every",
+        type=_checkpoint_every,
+        default=None,
+        metavar="ENV_STEPS",
+        help="env steps per seed between whole-state checkpoints in "
+        "OUT/checkpoints/<step>/ (saved asynchronously at the first chunk "
+        "boundary at or past each multiple, and at the end); auto: a tenth of "
+        "the run; 0: off (default: auto; with --resume, the run's own)",
+    )
+    t.add_argument(
+        "--seeds",
+        type=types.positive,
+        default=None,
+        help=f"independent seeds (vmapped) (default: {DEFAULT_SEEDS})",
+    )
+    t.add_argument(
+        "--memory-budget",
+        type=types.parse_size,
+        default=None,
+        metavar="SIZE",
+        help="replay memory per seed, e.g. 64MB; sets the largest capacity that fits "
+        "(instead of --capacity)",
+    )
     t.add_argument("--out", default=None, help="output directory (default runs/ENV-REPLAY)")
-    t.add_argument("--seed", type=types.non_negative, default=None,
-                   help="base PRNG seed (default: 0)")
+    t.add_argument(
+        "--seed", type=types.non_negative, default=None, help="base PRNG seed (default: 0)"
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--plan", action="store_true",
-                   help="print the bytes of the whole training state by part (params, "
-                        "optimizer, replay by field, environments, carries) for these settings, "
-                        "without allocating or training anything")
-    t.add_argument("--device-budget", type=types.parse_size, default=None, metavar="SIZE",
-                   help="with --plan (only): memory of one device, e.g. 16GB; the plan adds "
-                        "the largest replay capacity per seed (--capacity) with which the "
-                        "whole state fits on each device")
-    t.add_argument("--devices", type=types.positive, default=None, metavar="N",
-                   help="local devices (of each process) to run on; the seeds are sharded "
-                        "over them, so --seeds must be a multiple of all processes' devices "
-                        "(default: all local devices)")
-    t.add_argument("--data-parallel", action="store_true",
-                   help="train every seed as ONE agent data-parallel over the devices "
-                        "(Podracer's Anakin): each device steps its own --num-envs "
-                        "environments into its own buffer shard and samples its own batch; "
-                        "gradients are averaged over the devices")
-    t.add_argument("--processes", type=types.positive, default=None, metavar="N",
-                   help="run as N local processes (jax.distributed, gloo CPU collectives, a "
-                        "coordinator on a free local port), the seeds split between them, one "
-                        "result directory; a process that dies ends the run (resume it with "
-                        "--resume OUT --processes N)")
-    t.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                   help="join a multi-process run started by hand (one process per machine): "
-                        "process 0's address; with --num-processes and --process-id")
-    t.add_argument("--num-processes", type=types.positive, default=None, metavar="N",
-                   help="with --coordinator: the processes of the run")
-    t.add_argument("--process-id", type=types.non_negative, default=None, metavar="I",
-                   help="with --coordinator: this process (0 writes the results)")
+    t.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the bytes of the whole training state by part (params, "
+        "optimizer, replay by field, environments, carries) for these settings, "
+        "without allocating or training anything",
+    )
+    t.add_argument(
+        "--device-budget",
+        type=types.parse_size,
+        default=None,
+        metavar="SIZE",
+        help="with --plan (only): memory of one device, e.g. 16GB; the plan adds "
+        "the largest replay capacity per seed (--capacity) with which the "
+        "whole state fits on each device",
+    )
+    t.add_argument(
+        "--devices",
+        type=types.positive,
+        default=None,
+        metavar="N",
+        help="local devices (of each process) to run on; the seeds are sharded "
+        "over them, so --seeds must be a multiple of all processes' devices "
+        "(default: all local devices)",
+    )
+    t.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="train every seed as ONE agent data-parallel over the devices "
+        "(Podracer's Anakin): each device steps its own --num-envs "
+        "environments into its own buffer shard and samples its own batch; "
+        "gradients are averaged over the devices",
+    )
+    t.add_argument(
+        "--processes",
+        type=types.positive,
+        default=None,
+        metavar="N",
+        help="run as N local processes (jax.distributed, gloo CPU collectives, a "
+        "coordinator on a free local port), the seeds split between them, one "
+        "result directory; a process that dies ends the run (resume it with "
+        "--resume OUT --processes N)",
+    )
+    t.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="join a multi-process run started by hand (one process per machine): "
+        "process 0's address; with --num-processes and --process-id",
+    )
+    t.add_argument(
+        "--num-processes",
+        type=types.positive,
+        default=None,
+        metavar="N",
+        help="with --coordinator: the processes of the run",
+    )
+    t.add_argument(
+        "--process-id",
+        type=types.non_negative,
+        default=None,
+        metavar="I",
+        help="with --coordinator: this process (0 writes the results)",
+    )
     from memjax import agents
 
     add_config_options(t, agent if agent in agents.names() else "dqn")
@@ -160,10 +224,12 @@ def _config_from_args(args, parser):
     if args.memory_budget is not None and hasattr(args, "buffer_capacity"):
         parser.error("argument --memory-budget: not allowed with argument --capacity")
     cfg = config_from_args(args)
-    if (cfg.storage_layout != "flat" and not hasattr(args, "buffer_capacity")
-            and cfg.buffer_capacity % cfg.num_envs):
-        cfg = cfg.replace( buffer_capacity=cfg.buffer_capacity
-                                  - cfg.buffer_capacity % cfg.num_envs)
+    if (
+        cfg.storage_layout != "flat"
+        and not hasattr(args, "buffer_capacity")
+        and cfg.buffer_capacity % cfg.num_envs
+    ):
+        cfg = cfg.replace(buffer_capacity=cfg.buffer_capacity - cfg.buffer_capacity % cfg.num_envs)
     if args.memory_budget is not None:
         from memjax.train import capacity_for_budget
 
@@ -187,24 +253,29 @@ def _fail(message: str):
 
 
 def _train(args, parser) -> int:
-    parser = _subparser(parser, "train")   # usage and errors name `memjax train`
+    parser = _subparser(parser, "train")  # usage and errors name `memjax train`
     if args.device_budget is not None and not args.plan:
-        parser.error("--device-budget is the device memory of a memory plan: it needs --plan "
-                     "(to size a run's replay buffer, use --memory-budget SIZE per seed)")
+        parser.error(
+            "--device-budget is the device memory of a memory plan: it needs --plan "
+            "(to size a run's replay buffer, use --memory-budget SIZE per seed)"
+        )
     if args.restart_if_unreadable and args.resume is None:
         parser.error("--restart-if-unreadable goes with --resume DIR")
     manual = (args.coordinator, args.num_processes, args.process_id)
     if any(x is not None for x in manual) and args.processes is not None:
-        parser.error("--processes starts the processes itself; --coordinator, "
-                     "--num-processes and --process-id are for processes started by hand")
+        parser.error(
+            "--processes starts the processes itself; --coordinator, "
+            "--num-processes and --process-id are for processes started by hand"
+        )
     if args.processes is not None and args.processes > 1 and not args.plan:
         from memjax import distributed
 
-        return distributed.launch(args.argv, args.processes,
-                                  resume_hint=args.resume or args.out)
+        return distributed.launch(args.argv, args.processes, resume_hint=args.resume or args.out)
     if any(x is not None for x in manual) and not args.plan and None in manual:
-        parser.error("a process started by hand needs --coordinator HOST:PORT, "
-                     "--num-processes N and --process-id I")
+        parser.error(
+            "a process started by hand needs --coordinator HOST:PORT, "
+            "--num-processes N and --process-id I"
+        )
     return _train_here(args, parser)
 
 
@@ -222,14 +293,14 @@ def _join_run(argv) -> bool:
     known, _ = early.parse_known_args(argv[1:])
     given = (known.coordinator, known.num_processes, known.process_id)
     if None in given or known.processes is not None:
-        return False    # _train says what is missing
+        return False  # _train says what is missing
     from memjax import distributed
 
     try:
         distributed.initialize(*given)
     except ValueError as e:
         print(f"memjax train: error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     return True
 
 
@@ -269,26 +340,48 @@ def _train_here(args, parser) -> int:
         from memjax.train.plan import format_plan, plan
 
         try:
-            print(format_plan(plan(cfg, seeds, budget_bytes=args.device_budget,
-                                   devices=args.devices, data_parallel=args.data_parallel)))
+            print(
+                format_plan(
+                    plan(
+                        cfg,
+                        seeds,
+                        budget_bytes=args.device_budget,
+                        devices=args.devices,
+                        data_parallel=args.data_parallel,
+                    )
+                )
+            )
         except ValueError as e:
             parser.error(str(e))
         return 0
     out = args.out or os.path.join("runs", f"{cfg.env}-{cfg.replay}")
     _check_out(out)
     if _main_process():
-        print(f"memjax train: {cfg.env}, {seeds} seeds x {cfg.steps_done:,} steps, "
-              f"{cfg.replay} replay (capacity {cfg.buffer_capacity:,}), out={out}", flush=True)
+        print(
+            f"memjax train: {cfg.env}, {seeds} seeds x {cfg.steps_done:,} steps, "
+            f"{cfg.replay} replay (capacity {cfg.buffer_capacity:,}), out={out}",
+            flush=True,
+        )
     every = "auto" if args.checkpoint_every is None else args.checkpoint_every
-    return _run_and_report(parser, cfg, seeds, out, seed, not args.no_progress, every,
-                           resume=False,
-                           devices=args.devices, data_parallel=args.data_parallel)
+    return _run_and_report(
+        parser,
+        cfg,
+        seeds,
+        out,
+        seed,
+        not args.no_progress,
+        every,
+        resume=False,
+        devices=args.devices,
+        data_parallel=args.data_parallel,
+    )
 
 
 def _resume(args, parser) -> int:
     """``memjax train --resume DIR``: the run's own settings; explicit options must agree."""
     from memjax.cli_config import given_values, option_name
     from memjax.train import capacity_for_budget, checkpoints
+
     where = args.resume
     try:
         record = checkpoints.read_run(where)
@@ -298,10 +391,13 @@ def _resume(args, parser) -> int:
     saved, conflicts = record.config.settings(), []
     for name, value in given.items():
         if saved.get(name) != value:
-            conflicts.append(f"{option_name(name)} {_shown(value)} (the run has "
-                             f"{_shown(saved.get(name))})")
-    for option, value, own in (("--seeds", args.seeds, record.num_seeds),
-                               ("--seed", args.seed, record.seed)):
+            conflicts.append(
+                f"{option_name(name)} {_shown(value)} (the run has {_shown(saved.get(name))})"
+            )
+    for option, value, own in (
+        ("--seeds", args.seeds, record.num_seeds),
+        ("--seed", args.seed, record.seed),
+    ):
         if value is not None and value != own:
             conflicts.append(f"{option} {value} (the run has {own})")
     if args.out is not None and Path(args.out).resolve() != Path(where).resolve():
@@ -312,30 +408,49 @@ def _resume(args, parser) -> int:
         except ValueError as e:
             parser.error(f"--memory-budget: {e}")
         if capacity != record.config.buffer_capacity:
-            conflicts.append(f"--memory-budget {args.memory_budget:,} B (capacity {capacity:,}; "
-                             f"the run has {record.config.buffer_capacity:,})")
+            conflicts.append(
+                f"--memory-budget {args.memory_budget:,} B (capacity {capacity:,}; "
+                f"the run has {record.config.buffer_capacity:,})"
+            )
     if args.data_parallel and not record.data_parallel:
         conflicts.append("--data-parallel (the run shards its seeds)")
     if conflicts:
-        parser.error(f"--resume {where} continues the run with its own settings, and these "
-                     f"options conflict with them: {'; '.join(conflicts)}. Drop them, or "
-                     "start a new run with another --out")
+        parser.error(
+            f"--resume {where} continues the run with its own settings, and these "
+            f"options conflict with them: {'; '.join(conflicts)}. Drop them, or "
+            "start a new run with another --out"
+        )
     cfg = record.config
     if checkpoints.run_is_complete(where, record):
         if _main_process():
-            print(f"memjax train --resume {where}: the run is complete ({cfg.steps_done:,} "
-                  f"of {cfg.steps_done:,} steps); its results are in {where}, nothing to "
-                  "resume", flush=True)
+            print(
+                f"memjax train --resume {where}: the run is complete ({cfg.steps_done:,} "
+                f"of {cfg.steps_done:,} steps); its results are in {where}, nothing to "
+                "resume",
+                flush=True,
+            )
         return 0
     _check_out(where, "--resume")
     if _main_process():
-        print(f"memjax train --resume {where}: {cfg.env}, {record.num_seeds} seeds x "
-              f"{cfg.steps_done:,} steps, {cfg.replay} replay (capacity "
-              f"{cfg.buffer_capacity:,})", flush=True)
-    return _run_and_report(parser, cfg, record.num_seeds, where, record.seed,
-                           not args.no_progress, args.checkpoint_every, resume=True,
-                           devices=args.devices, data_parallel=record.data_parallel > 0,
-                           restart_if_unreadable=args.restart_if_unreadable)
+        print(
+            f"memjax train --resume {where}: {cfg.env}, {record.num_seeds} seeds x "
+            f"{cfg.steps_done:,} steps, {cfg.replay} replay (capacity "
+            f"{cfg.buffer_capacity:,})",
+            flush=True,
+        )
+    return _run_and_report(
+        parser,
+        cfg,
+        record.num_seeds,
+        where,
+        record.seed,
+        not args.no_progress,
+        args.checkpoint_every,
+        resume=True,
+        devices=args.devices,
+        data_parallel=record.data_parallel > 0,
+        restart_if_unreadable=args.restart_if_unreadable,
+    )
 
 
 def _shown(value) -> str:
@@ -365,69 +480,122 @@ def _check_out(out, option: str = "--out") -> None:
         _fail(f"{option} {out}: cannot write the run there: {why}")
 
 
-def _run_and_report(parser, cfg, seeds, out, seed, progress, every, resume, devices=None,
-                    data_parallel=False, restart_if_unreadable=False) -> int:
+def _run_and_report(
+    parser,
+    cfg,
+    seeds,
+    out,
+    seed,
+    progress,
+    every,
+    resume,
+    devices=None,
+    data_parallel=False,
+    restart_if_unreadable=False,
+) -> int:
     from memjax import train as mj_train
     from memjax.train import devices as mj_devices
+    from memjax.train.checkpoints import IncompatibleCheckpoint, NoReadableCheckpoint
     from memjax.train.driver import Interrupted
     from memjax.train.results import nanmean_over_seeds
-    from memjax.train.checkpoints import IncompatibleCheckpoint, NoReadableCheckpoint
 
     try:
         mj_devices.layout(seeds, devices, data_parallel)  # before compiling anything
     except ValueError as e:
         parser.error(str(e))
     try:
-        summary = mj_train.run(cfg, num_seeds=seeds, out_dir=out, seed=seed, progress=progress,
-                               checkpoint_every=every, resume=resume,
-                               devices_per_process=devices, data_parallel=data_parallel,
-                               restart_if_unreadable=restart_if_unreadable)
+        summary = mj_train.run(
+            cfg,
+            num_seeds=seeds,
+            out_dir=out,
+            seed=seed,
+            progress=progress,
+            checkpoint_every=every,
+            resume=resume,
+            devices_per_process=devices,
+            data_parallel=data_parallel,
+            restart_if_unreadable=restart_if_unreadable,
+        )
     except NoReadableCheckpoint as e:
         _fail(f"--resume {out}: {e}")
     except (FileExistsError, IncompatibleCheckpoint) as e:
         parser.error(str(e))
     except Interrupted as e:
         if _main_process():
-            wrote = f"; wrote the results so far to {out} (summary.json: interrupted)" \
-                if e.paths else ""
-            then = (f"; continue it from its newest checkpoint with: memjax train --resume "
-                    f"{shlex.quote(str(out))}") if e.resumable else \
-                "; it has no checkpoints (--checkpoint-every 0), so it cannot be resumed"
-            print(f"memjax train: interrupted at step {e.steps_done:,} of {e.steps:,}{wrote}"
-                  f"{then}", file=sys.stderr, flush=True)
+            wrote = (
+                f"; wrote the results so far to {out} (summary.json: interrupted)"
+                if e.paths
+                else ""
+            )
+            then = (
+                (
+                    f"; continue it from its newest checkpoint with: memjax train --resume "
+                    f"{shlex.quote(str(out))}"
+                )
+                if e.resumable
+                else "; it has no checkpoints (--checkpoint-every 0), so it cannot be resumed"
+            )
+            print(
+                f"memjax train: interrupted at step {e.steps_done:,} of {e.steps:,}{wrote}{then}",
+                file=sys.stderr,
+                flush=True,
+            )
         return 130
     if not _main_process():
         return 0
     per_seed = ", ".join(f"{x:.1f}" for x in summary["final_return_per_seed"])
-    known = [f"{name} {summary[key]:g}" for name, key in (("chance", "chance_return"),
-                                                          ("best", "best_return"))
-             if summary.get(key) is not None]
+    known = [
+        f"{name} {summary[key]:g}"
+        for name, key in (("chance", "chance_return"), ("best", "best_return"))
+        if summary.get(key) is not None
+    ]
     per_seed += f"; {', '.join(known)}" if known else ""
-    print(f"final greedy return: {summary['final_return_mean']:.1f} (per seed: {per_seed})\n"
-          f"{summary['steps_per_second']:,.0f} steps/s over {seeds} seeds on "
-          f"{summary['devices']} device(s), {summary['processes']} process(es) "
-          f"({summary['train_seconds']:.1f} s training, {summary['eval_seconds']:.1f} s eval), "
-          f"compile {summary['compile_seconds']:.1f} s, "
-          f"{summary['bytes_per_transition']:.1f} bytes/transition", flush=True)
+    print(
+        f"final greedy return: {summary['final_return_mean']:.1f} (per seed: {per_seed})\n"
+        f"{summary['steps_per_second']:,.0f} steps/s over {seeds} seeds on "
+        f"{summary['devices']} device(s), {summary['processes']} process(es) "
+        f"({summary['train_seconds']:.1f} s training, {summary['eval_seconds']:.1f} s eval), "
+        f"compile {summary['compile_seconds']:.1f} s, "
+        f"{summary['bytes_per_transition']:.1f} bytes/transition",
+        flush=True,
+    )
     if "eval_task_return" in summary["curves"]:  # a multi-task env: [points, seeds, tasks]
         tasks = nanmean_over_seeds(summary["curves"]["eval_task_return"][-1].T)  # as summary.json
-        print("final greedy return per task: "
-              + ", ".join(f"{t}: {x:.1f}" for t, x in enumerate(tasks)), flush=True)
+        print(
+            "final greedy return per task: "
+            + ", ".join(f"{t}: {x:.1f}" for t, x in enumerate(tasks)),
+            flush=True,
+        )
     if summary["eval_unfinished_final"]:
-        print(f"evaluation: {summary['eval_unfinished_final']} of "
-              f"{seeds * summary['eval_episodes']} final greedy episodes were still running "
-              f"at the cap of {summary['eval_max_steps']:,} steps (their returns are partial; "
-              "see --eval-max-steps)", flush=True)
+        print(
+            f"evaluation: {summary['eval_unfinished_final']} of "
+            f"{seeds * summary['eval_episodes']} final greedy episodes were still running "
+            f"at the cap of {summary['eval_max_steps']:,} steps (their returns are partial; "
+            "see --eval-max-steps)",
+            flush=True,
+        )
     storage = summary.get("replay_storage", {})
-    lossy = {name: c for name, c in storage.get("codec_counters", {}).items()
-             if c["clipped"] or c["invalid"]}
+    lossy = {
+        name: c
+        for name, c in storage.get("codec_counters", {}).items()
+        if c["clipped"] or c["invalid"]
+    }
     if lossy:
-        print("replay codecs: " + "; ".join(f"{name}: {c['clipped']:,} values clipped, "
-                                            f"{c['invalid']:,} invalid" for name, c in lossy.items())
-              + " (all seeds; see summary.json replay_storage)", flush=True)
+        print(
+            "replay codecs: "
+            + "; ".join(
+                f"{name}: {c['clipped']:,} values clipped, {c['invalid']:,} invalid"
+                for name, c in lossy.items()
+            )
+            + " (all seeds; see summary.json replay_storage)",
+            flush=True,
+        )
     if storage.get("layout_errors"):
-        print(f"replay layout: {storage['layout_errors']:,} frame stacks broke the frame-stack "
-              "convention and come back wrong from the buffer", flush=True)
+        print(
+            f"replay layout: {storage['layout_errors']:,} frame stacks broke the frame-stack "
+            "convention and come back wrong from the buffer",
+            flush=True,
+        )
     return 0
 
 
@@ -440,7 +608,7 @@ def main(argv=None) -> int:
             parser = build_parser(argv)
             _check_agent_options(argv, parser)
             args = parser.parse_args(argv)
-            args.argv = argv   # `--processes N` starts N copies of this command line
+            args.argv = argv  # `--processes N` starts N copies of this command line
             if args.command == "compress":
                 from memjax.compress.cli import run as _compress
 

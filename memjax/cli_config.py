@@ -15,10 +15,14 @@ else the defaults.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import inspect
+import io
 import json
 import re
+import textwrap
+import tokenize
 import typing
 from pathlib import Path
 
@@ -28,8 +32,14 @@ from memjax.agents import CELL_KINDS, LOSS_KINDS, NETWORK_KINDS
 from memjax.train.config import OPTION_NAMES, REPLAY_KINDS, TrainConfig, canonical_name
 from memjax.train.storage import LAYOUTS, REWARD_CODECS, check_obs_codec
 
-CHOICES = {"replay": REPLAY_KINDS, "network": NETWORK_KINDS, "loss": LOSS_KINDS,
-           "layout": LAYOUTS, "reward_codec": REWARD_CODECS, "cell": CELL_KINDS}
+CHOICES = {
+    "replay": REPLAY_KINDS,
+    "network": NETWORK_KINDS,
+    "loss": LOSS_KINDS,
+    "layout": LAYOUTS,
+    "reward_codec": REWARD_CODECS,
+    "cell": CELL_KINDS,
+}
 FRACTIONS = {"gamma", "tau", "eps_start", "eps_end", "eval_epsilon", "side_fraction", "eta"}
 POSITIVE_FLOATS = {"lr", "adam_eps", "huber_delta", "priority_eps"}
 NON_NEGATIVE_INTS = {"learning_starts", "burn_in"}
@@ -53,15 +63,37 @@ def field_docs(cls=TrainConfig) -> dict:
 
 
 def _class_field_docs(cls) -> dict:
-    docs, section = {}, "run"
-    for line in inspect.getsource(cls).splitlines():
-        header = re.fullmatch(r"    # ([a-z][^(]*?)(?: \(.*\))?", line)
-        if header:
-            section = header.group(1).strip()
-            continue
-        field = re.match(r"    (\w+): [^=]+=[^#]*(?:#\s*(.*))?$", line)
-        if field:
-            docs[field.group(1)] = (section, (field.group(2) or "").strip())
+    """The fields of ``cls``'s own body with the comment on their lines (however a formatter
+    wrapped them), and the section of the last comment-only line above each."""
+    source = textwrap.dedent(inspect.getsource(cls))
+    comments = {}  # line -> (comment, whether the line holds nothing else)
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            alone = not token.line[: token.start[1]].strip()
+            comments[token.start[0]] = (token.string.lstrip("#").strip(), alone)
+    body = ast.parse(source).body[0].body
+    docs, section, last_line = {}, "run", 0
+    for node in body:
+        for line in range(last_line + 1, node.lineno):
+            text, alone = comments.get(line, ("", False))
+            header = (
+                None
+                if not alone or text.startswith("fmt:")
+                else re.fullmatch(r"([a-z][^(]*?)(?: \(.*\))?", text)
+            )
+            if header:
+                section = header.group(1).strip()
+        last_line = node.end_lineno
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            text = next(
+                (
+                    comments[line][0]
+                    for line in range(node.lineno, node.end_lineno + 1)
+                    if line in comments and not comments[line][1]
+                ),
+                "",
+            )
+            docs[node.target.id] = (section, text)
     return docs
 
 
@@ -85,10 +117,15 @@ def _clip_norm(text: str):
 def option_kwargs(field: dataclasses.Field, hints: dict) -> dict:
     """argparse keyword arguments (type, choices or action) for one field."""
     name, hint = field.name, hints[field.name]
-    special = {"obs_codec": _obs_codec, "hidden": types.hidden, "max_grad_norm": _clip_norm,
-               "eval_max_steps": _optional_positive_int, "lr_end": types.optional_float,
-               "samples_per_insert": types.optional_float,
-               "rate_error_buffer": types.optional_float}
+    special = {
+        "obs_codec": _obs_codec,
+        "hidden": types.hidden,
+        "max_grad_norm": _clip_norm,
+        "eval_max_steps": _optional_positive_int,
+        "lr_end": types.optional_float,
+        "samples_per_insert": types.optional_float,
+        "rate_error_buffer": types.optional_float,
+    }
     metavar = OPTION_NAMES.get(name, name).upper()
     if name in special:
         return {"type": special[name], "metavar": metavar}
@@ -118,8 +155,13 @@ def add_config_options(parser: argparse.ArgumentParser, agent: str = "dqn") -> N
     groups = {}
     _add_fields(parser, TrainConfig, TrainConfig(), groups, "{section} (TrainConfig)")
     spec = agents.get(agent)
-    _add_fields(parser, spec.config, spec.config(), groups,
-                f"agent {agent} ({spec.config.__name__}; --agent {agent})")
+    _add_fields(
+        parser,
+        spec.config,
+        spec.config(),
+        groups,
+        f"agent {agent} ({spec.config.__name__}; --agent {agent})",
+    )
 
 
 def _add_fields(parser, cls, defaults, groups: dict, title: str) -> None:
@@ -133,10 +175,13 @@ def _add_fields(parser, cls, defaults, groups: dict, title: str) -> None:
             groups[heading] = parser.add_argument_group(heading)
         default = getattr(defaults, field.name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        groups[heading].add_argument(option_name(field.name), dest=field.name,
-                                     default=argparse.SUPPRESS,
-                                     help=f"{text} (default: {shown})".lstrip(),
-                                     **option_kwargs(field, hints))
+        groups[heading].add_argument(
+            option_name(field.name),
+            dest=field.name,
+            default=argparse.SUPPRESS,
+            help=f"{text} (default: {shown})".lstrip(),
+            **option_kwargs(field, hints),
+        )
 
 
 def agent_options() -> dict:
@@ -169,8 +214,9 @@ def read_config_file(path) -> tuple:
     except Exception as e:  # json.JSONDecodeError, yaml.YAMLError
         raise ValueError(f"--config {path}: cannot parse it: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"--config {path}: expected a mapping of TrainConfig fields, got "
-                         f"{type(data).__name__}")
+        raise ValueError(
+            f"--config {path}: expected a mapping of TrainConfig fields, got {type(data).__name__}"
+        )
     run = {k: data[k] for k in RUN_SETTINGS if isinstance(data.get(k), int)}
     if isinstance(data.get("config"), dict):
         data = data["config"]
@@ -205,5 +251,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(agent=values.pop("agent", "dqn")).replace(**values)
 
 
-__all__ = ["add_config_options", "config_from_args", "given_values", "read_config_file",
-           "field_docs", "option_name", "agent_options"]
+__all__ = [
+    "add_config_options",
+    "config_from_args",
+    "given_values",
+    "read_config_file",
+    "field_docs",
+    "option_name",
+    "agent_options",
+]

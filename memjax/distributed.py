@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 CONNECT_SECONDS = 300
 """How long a process waits for all the others to join (``initialization_timeout``)."""
@@ -34,8 +34,9 @@ HEARTBEAT_SECONDS = 30
 """How long the coordination service waits for a silent process before ending the run."""
 
 
-def initialize(coordinator: str, num_processes: int, process_id: int,
-               connect_seconds: int = CONNECT_SECONDS) -> None:
+def initialize(
+    coordinator: str, num_processes: int, process_id: int, connect_seconds: int = CONNECT_SECONDS
+) -> None:
     """Join the run's processes: gloo CPU collectives, then ``jax.distributed.initialize``.
     Call it before anything else touches jax's devices.
 
@@ -54,12 +55,18 @@ def initialize(coordinator: str, num_processes: int, process_id: int,
     if not host or not port.isdigit():
         raise ValueError(f"--coordinator must be HOST:PORT, got {coordinator!r}")
     if not 0 <= process_id < num_processes:
-        raise ValueError(f"--process-id must be in [0, {num_processes}) for --num-processes "
-                         f"{num_processes}, got {process_id}")
+        raise ValueError(
+            f"--process-id must be in [0, {num_processes}) for --num-processes "
+            f"{num_processes}, got {process_id}"
+        )
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator, num_processes, process_id,
-                               initialization_timeout=connect_seconds,
-                               heartbeat_timeout_seconds=HEARTBEAT_SECONDS)
+    jax.distributed.initialize(
+        coordinator,
+        num_processes,
+        process_id,
+        initialization_timeout=connect_seconds,
+        heartbeat_timeout_seconds=HEARTBEAT_SECONDS,
+    )
     from jax.experimental import multihost_utils
 
     # the first collective sets up gloo's context, which gives up when a process is 30 s
@@ -81,8 +88,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def process_argv(argv: Sequence[str], coordinator: str, num_processes: int,
-                 process_id: int) -> list:
+def process_argv(
+    argv: Sequence[str], coordinator: str, num_processes: int, process_id: int
+) -> list:
     """The command line of one process of a local launch: ``argv`` (the ``memjax`` arguments,
     ``train ...``) without ``--processes`` and with the coordinator's address and this
     process's id."""
@@ -97,8 +105,14 @@ def process_argv(argv: Sequence[str], coordinator: str, num_processes: int,
         if arg.startswith("--processes="):
             continue
         out.append(arg)
-    return out + ["--coordinator", coordinator, "--num-processes", str(num_processes),
-                  "--process-id", str(process_id)]
+    return out + [
+        "--coordinator",
+        coordinator,
+        "--num-processes",
+        str(num_processes),
+        "--process-id",
+        str(process_id),
+    ]
 
 
 def _describe(code: int) -> str:
@@ -110,8 +124,14 @@ def _describe(code: int) -> str:
     return f"exited with status {code}"
 
 
-def launch(argv: Sequence[str], num_processes: int, *, resume_hint: Optional[str] = None,
-           poll_seconds: float = 0.1, grace_seconds: float = 3.0) -> int:
+def launch(
+    argv: Sequence[str],
+    num_processes: int,
+    *,
+    resume_hint: str | None = None,
+    poll_seconds: float = 0.1,
+    grace_seconds: float = 3.0,
+) -> int:
     """Run ``memjax ARGV`` as ``num_processes`` local processes of one run and wait for them.
 
     Starts the processes with a coordinator on a free local port; when one fails (a non-zero
@@ -126,16 +146,20 @@ def launch(argv: Sequence[str], num_processes: int, *, resume_hint: Optional[str
       grace_seconds: how long a stopped process has to exit before SIGKILL.
     """
     coordinator = f"127.0.0.1:{free_port()}"
-    command = [sys.executable, "-c", "import sys; from memjax.cli import main; "
-               "sys.exit(main())"]
-    procs = [subprocess.Popen(command + process_argv(argv, coordinator, num_processes, i))
-             for i in range(num_processes)]
-    print(f"memjax train: {num_processes} processes (pids "
-          f"{', '.join(str(p.pid) for p in procs)}), coordinator {coordinator}", flush=True)
+    command = [sys.executable, "-c", "import sys; from memjax.cli import main; sys.exit(main())"]
+    procs = [
+        subprocess.Popen(command + process_argv(argv, coordinator, num_processes, i))
+        for i in range(num_processes)
+    ]
+    print(
+        f"memjax train: {num_processes} processes (pids "
+        f"{', '.join(str(p.pid) for p in procs)}), coordinator {coordinator}",
+        flush=True,
+    )
     failed = None
     try:
         while True:
-            codes = [p.poll() for p in procs]   # every one: a reaped death is seen at once
+            codes = [p.poll() for p in procs]  # every one: a reaped death is seen at once
             failed = next((i for i, c in enumerate(codes) if c not in (None, 0)), None)
             if failed is not None or all(c == 0 for c in codes):
                 break
@@ -148,11 +172,18 @@ def launch(argv: Sequence[str], num_processes: int, *, resume_hint: Optional[str
     if code == 2:  # the CLI's usage errors: the process said what is wrong
         then = ""
     else:
-        where = f"`memjax train --resume {resume_hint} --processes {num_processes}`" \
-            if resume_hint else "`memjax train --resume OUT --processes N`"
+        where = (
+            f"`memjax train --resume {resume_hint} --processes {num_processes}`"
+            if resume_hint
+            else "`memjax train --resume OUT --processes N`"
+        )
         then = f" The run's checkpoints are kept: continue it with {where}"
-    print(f"memjax train: process {failed} of {num_processes} {_describe(code)}; stopped the "
-          f"other processes.{then}", file=sys.stderr, flush=True)
+    print(
+        f"memjax train: process {failed} of {num_processes} {_describe(code)}; stopped the "
+        f"other processes.{then}",
+        file=sys.stderr,
+        flush=True,
+    )
     return 1
 
 
@@ -169,5 +200,12 @@ def _stop(procs, grace_seconds: float) -> None:
             p.wait()
 
 
-__all__ = ["initialize", "shutdown", "launch", "free_port", "process_argv",
-           "CONNECT_SECONDS", "HEARTBEAT_SECONDS"]
+__all__ = [
+    "initialize",
+    "shutdown",
+    "launch",
+    "free_port",
+    "process_argv",
+    "CONNECT_SECONDS",
+    "HEARTBEAT_SECONDS",
+]

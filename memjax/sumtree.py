@@ -323,8 +323,9 @@ def _set_loop(capacity: int, branching: int):
             node = leaf
             for level in range(depth, 0, -1):
                 node = node // branching
-                row = jax.lax.dynamic_slice(flat, (t, offsets[level] + branching * node),
-                                            (1, branching))
+                row = jax.lax.dynamic_slice(
+                    flat, (t, offsets[level] + branching * node), (1, branching)
+                )
                 flat = jax.lax.dynamic_update_slice(
                     flat, _pairwise_sum(row).reshape(1, 1), (t, offsets[level - 1] + node)
                 )

@@ -34,8 +34,10 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 # in case a plugin imported jax before this file set the variable
-jax.config.update("jax_disable_most_optimizations",
-                  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].lower() in ("1", "true"))
+jax.config.update(
+    "jax_disable_most_optimizations",
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].lower() in ("1", "true"),
+)
 
 sys.path.insert(0, os.path.dirname(__file__))
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,13 +48,30 @@ from experiments._common import hlo_copies as scan_hlo_copies  # noqa: E402
 
 # Test files by their time on 2 CPU cores, slowest first (subprocess fixtures, then learning
 # runs); the other files follow in collection order. The default tier has its own order.
-SLOWEST_FIRST = ["test_processes.py", "test_resume.py", "test_devices.py", "test_learning.py",
-                 "test_train.py", "test_drqn.py", "test_train_storage.py",
-                 "test_bench_loop_smoke.py", "test_readme.py", "test_memnet.py"]
-DEFAULT_SLOWEST_FIRST = ["test_codecs.py", "test_eviction.py", "test_sumtree.py",
-                         "test_sequence.py", "test_one_copy.py", "test_compress_quantize.py",
-                         "test_replay_prioritized.py", "test_dropin.py", "test_pomdp_envs.py",
-                         "test_train.py"]
+SLOWEST_FIRST = [
+    "test_processes.py",
+    "test_resume.py",
+    "test_devices.py",
+    "test_learning.py",
+    "test_train.py",
+    "test_drqn.py",
+    "test_train_storage.py",
+    "test_bench_loop_smoke.py",
+    "test_readme.py",
+    "test_memnet.py",
+]
+DEFAULT_SLOWEST_FIRST = [
+    "test_codecs.py",
+    "test_eviction.py",
+    "test_sumtree.py",
+    "test_sequence.py",
+    "test_one_copy.py",
+    "test_compress_quantize.py",
+    "test_replay_prioritized.py",
+    "test_dropin.py",
+    "test_pomdp_envs.py",
+    "test_train.py",
+]
 
 # The slow tier: a file name -> ALL, or the names of its slow tests (a test function's name,
 # all its parameters, or one parametrized case as pytest names it, "test_x[1000-2]").
@@ -60,93 +79,140 @@ DEFAULT_SLOWEST_FIRST = ["test_codecs.py", "test_eviction.py", "test_sumtree.py"
 ALL = "all"
 SLOW = {
     # subprocesses: several processes, forced host devices, SIGKILL and resume, mkdocs builds
-    "test_processes.py": {"test_two_processes_write_one_result_directory",
-                          "test_a_killed_process_ends_the_run_with_a_clear_message",
-                          "test_two_processes_killed_and_resumed_match_one_process"},
+    "test_processes.py": {
+        "test_two_processes_write_one_result_directory",
+        "test_a_killed_process_ends_the_run_with_a_clear_message",
+        "test_two_processes_killed_and_resumed_match_one_process",
+    },
     "test_devices.py": ALL,
     "test_resume.py": {  # these share the SIGKILLed run
-        "test_sigkill_then_resume_is_bit_exact", "test_unreadable_latest_checkpoint_falls_back",
+        "test_sigkill_then_resume_is_bit_exact",
+        "test_unreadable_latest_checkpoint_falls_back",
         "test_incompatible_checkpoints_are_errors",
         "test_fresh_run_refuses_an_unfinished_runs_checkpoints",
         "test_the_compress_checkpoint_is_still_written",
-        "test_a_relative_out_dir_checkpoints_and_resumes"},
+        "test_a_relative_out_dir_checkpoints_and_resumes",
+    },
     "test_docs.py": ALL,
     # learning runs, training runs (loop, CLI, benchmarks' smoke runs, distillation), README code
     "test_learning.py": ALL,
     "test_readme.py": {"test_python_block_runs"},
     "test_memnet.py": {"test_memnet_learns_a_memory_task_that_dqn_cannot"},
     "test_train.py": {
-        "test_run_writes_results", "test_jit_vmap_train_whole_run",
-        "test_sequence_layout_of_one_step_trains_like_one_copy", "test_train_every_groups_steps",
-        "test_seeds_are_independent", "test_minatar_uses_conv_network",
-        "test_evaluation_cap_and_unfinished_episodes"},
+        "test_run_writes_results",
+        "test_jit_vmap_train_whole_run",
+        "test_sequence_layout_of_one_step_trains_like_one_copy",
+        "test_train_every_groups_steps",
+        "test_seeds_are_independent",
+        "test_minatar_uses_conv_network",
+        "test_evaluation_cap_and_unfinished_episodes",
+    },
     "test_train_storage.py": {
         "test_prioritized_lossless_one_copy_is_bit_identical",
         "test_prioritized_one_copy_with_an_overflowing_side_store_draws_only_live_items",
         "test_frame_stacked_quantized_one_copy_runs",
         "test_lossless_storage_trains_bit_identically",
         "test_calibrated_quantizer_covers_random_policy_with_margin",
-        "test_calibration_includes_finite_observation_space_bounds"},
+        "test_calibration_includes_finite_observation_space_bounds",
+    },
     "test_train_rate.py": {"test_schedule_follows_the_rate_limiter"},
     "test_cli.py": {"test_tiny_train_run", "test_tiny_train_run_with_memory_budget_and_codecs"},
     "test_compress_cli.py": {"test_tiny_run"},
-    "test_compress_distill.py": {"test_distill_learns_the_teacher_policy",
-                                 "test_gradual_pruning_while_distilling_one_seed_at_a_time",
-                                 "test_memjax_train_distils_a_teacher_run"},
-    "test_agent_spec.py": {"test_a_users_agent_trains_checkpoints_and_resumes_through_the_cli",
-                           "test_runs_of_before_agent_specs_rerun_bit_for_bit"},
+    "test_compress_distill.py": {
+        "test_distill_learns_the_teacher_policy",
+        "test_gradual_pruning_while_distilling_one_seed_at_a_time",
+        "test_memjax_train_distils_a_teacher_run",
+    },
+    "test_agent_spec.py": {
+        "test_a_users_agent_trains_checkpoints_and_resumes_through_the_cli",
+        "test_runs_of_before_agent_specs_rerun_bit_for_bit",
+    },
     "test_compress_prune.py": {"test_sparse_storage_shrinks_and_roundtrips"},
-    "test_multitask.py": {"test_memjax_train_reports_greedy_returns_per_task",
-                          "test_loop_per_task_returns_against_a_python_replay",
-                          "test_evaluation_episode_i_plays_task_i_mod_T",
-                          "test_train_reports_eval_tasks_and_chunk_metrics_per_task",
-                          "test_random_task_per_episode_uniform_and_kept_through_the_episode",
-                          "test_continual_schedule_switches_at_the_right_steps"},
-    "test_pomdp_envs.py": {"test_dqn_trains_on_repeat_previous_with_a_frame_stack",
-                           "test_stateless_cartpole_is_cartpole_v1_positions",
-                           "test_make_train_traces_on_each_env", "test_repeat_previous_any_k"},
-    "test_drqn.py": {"test_learn_on_sequence_replay_updates_and_returns_window_priorities",
-                     "test_window_td_errors_match_reference", "test_burn_in_has_no_gradient"},
-    "test_bench_loop_smoke.py": {"test_agent_loop_matches_the_loop_before_agent_specs",
-                                 "test_smallest_run_writes_json",
-                                 "test_no_guard_reproduces_the_failure"},
+    "test_multitask.py": {
+        "test_memjax_train_reports_greedy_returns_per_task",
+        "test_loop_per_task_returns_against_a_python_replay",
+        "test_evaluation_episode_i_plays_task_i_mod_T",
+        "test_train_reports_eval_tasks_and_chunk_metrics_per_task",
+        "test_random_task_per_episode_uniform_and_kept_through_the_episode",
+        "test_continual_schedule_switches_at_the_right_steps",
+    },
+    "test_pomdp_envs.py": {
+        "test_dqn_trains_on_repeat_previous_with_a_frame_stack",
+        "test_stateless_cartpole_is_cartpole_v1_positions",
+        "test_make_train_traces_on_each_env",
+        "test_repeat_previous_any_k",
+    },
+    "test_drqn.py": {
+        "test_learn_on_sequence_replay_updates_and_returns_window_priorities",
+        "test_window_td_errors_match_reference",
+        "test_burn_in_has_no_gradient",
+    },
+    "test_bench_loop_smoke.py": {
+        "test_agent_loop_matches_the_loop_before_agent_specs",
+        "test_smallest_run_writes_json",
+        "test_no_guard_reproduces_the_failure",
+    },
     "test_bench_sequence_smoke.py": {"test_quick_writes_json_and_table"},
     "test_bench_smoke.py": {"test_quick_smallest_config_writes_json"},
-    "test_dropin.py": {"test_docs_own_loop_runs_and_learns", "test_vmapped_seeds_one_empty",
-                       "test_prioritized_with_every_priority_zero"},
+    "test_dropin.py": {
+        "test_docs_own_loop_runs_and_learns",
+        "test_vmapped_seeds_one_empty",
+        "test_prioritized_with_every_priority_zero",
+    },
     "test_plan.py": {"test_plan_matches_the_allocated_state"},
     # statistical tests, long randomized sequences, vmap/scan/donation equivalences
     "test_sequence.py": {
-        "test_stale_ids_ignored_live_ids_applied", "test_vmapped_adds_match_per_seed_adds",
-        "test_scan_equals_python_loop", "test_tree_holds_exactly_the_sampleable_items",
-        "test_uniform_window_sampling_chi_square", "test_prioritized_window_sampling_chi_square",
-        "test_row_numbers_wrap_safely", "test_side_entries_of_more_than_64_envs",
-        "test_length_one_equals_one_copy"},
+        "test_stale_ids_ignored_live_ids_applied",
+        "test_vmapped_adds_match_per_seed_adds",
+        "test_scan_equals_python_loop",
+        "test_tree_holds_exactly_the_sampleable_items",
+        "test_uniform_window_sampling_chi_square",
+        "test_prioritized_window_sampling_chi_square",
+        "test_row_numbers_wrap_safely",
+        "test_side_entries_of_more_than_64_envs",
+        "test_length_one_equals_one_copy",
+    },
     "test_sumtree.py": {
         "test_vmapped_set_uses_the_batched_loop_and_matches_per_tree",
         "test_vectorised_set_matches_cpu_path_under_vmap_scan_and_donation",
-        "test_sample_chi_square", "test_million_updates_no_drift",
-        "test_vmap_over_trees_matches_per_tree", "test_property_random_set_sequences",
-        "test_sample_valid_and_probabilities[1000-2]"},
+        "test_sample_chi_square",
+        "test_million_updates_no_drift",
+        "test_vmap_over_trees_matches_per_tree",
+        "test_property_random_set_sequences",
+        "test_sample_valid_and_probabilities[1000-2]",
+    },
     "test_eviction.py": {
         "test_mintree_set_p_leaves_the_top_to_refresh",
         "test_reservoir_keeps_every_item_with_equal_probability",
         "test_policies_work_under_vmap_scan_and_donation",
-        "test_batched_add_equals_one_item_at_a_time", "test_fifo_is_bit_identical_to_no_policy"},
-    "test_one_copy.py": {"test_prioritized_with_one_copy",
-                         "test_frame_stack_wrapper_with_truncation_is_exact",
-                         "test_vmapped_adds_match_per_seed_adds"},
-    "test_codecs.py": {"test_bitpack_roundtrip_bit_exact", "test_quantize_error_bound",
-                       "test_kmeans_1d_fit_matches_numpy_lloyd_and_reduces_distortion",
-                       "test_cast_relative_error_bound"},
-    "test_replay_prioritized.py": {"test_sampling_chi_square_and_zero_priority_never_sampled",
-                                   "test_vmap_over_seeds", "test_scan_matches_python_loop",
-                                   "test_random_ops_vs_per_reference"},
-    "test_replay_uniform.py": {"test_uniform_draws_chi_square_at_large_counts",
-                               "test_sampling_is_uniform_over_stored_items_chi_square",
-                               "test_vmap_over_seeds", "test_scan_matches_python_loop",
-                               "test_random_ops_vs_fifo_reference_capacity7",
-                               "test_random_ops_vs_fifo_reference_capacity1"},
+        "test_batched_add_equals_one_item_at_a_time",
+        "test_fifo_is_bit_identical_to_no_policy",
+    },
+    "test_one_copy.py": {
+        "test_prioritized_with_one_copy",
+        "test_frame_stack_wrapper_with_truncation_is_exact",
+        "test_vmapped_adds_match_per_seed_adds",
+    },
+    "test_codecs.py": {
+        "test_bitpack_roundtrip_bit_exact",
+        "test_quantize_error_bound",
+        "test_kmeans_1d_fit_matches_numpy_lloyd_and_reduces_distortion",
+        "test_cast_relative_error_bound",
+    },
+    "test_replay_prioritized.py": {
+        "test_sampling_chi_square_and_zero_priority_never_sampled",
+        "test_vmap_over_seeds",
+        "test_scan_matches_python_loop",
+        "test_random_ops_vs_per_reference",
+    },
+    "test_replay_uniform.py": {
+        "test_uniform_draws_chi_square_at_large_counts",
+        "test_sampling_is_uniform_over_stored_items_chi_square",
+        "test_vmap_over_seeds",
+        "test_scan_matches_python_loop",
+        "test_random_ops_vs_fifo_reference_capacity7",
+        "test_random_ops_vs_fifo_reference_capacity1",
+    },
     "test_mixer.py": {"test_prioritized_weights_are_the_mixtures"},
 }
 
@@ -175,8 +241,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if is_slow(item):
             item.add_marker(pytest.mark.slow)
-    order = (DEFAULT_SLOWEST_FIRST if "not slow" in (config.option.markexpr or "")
-             else SLOWEST_FIRST)
+    order = DEFAULT_SLOWEST_FIRST if "not slow" in (config.option.markexpr or "") else SLOWEST_FIRST
     rank = {name: i for i, name in enumerate(order)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 

@@ -13,7 +13,7 @@ Keep such blocks rare: tests/test_readme.py allows few and requires a reason.
 
 import re
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -25,14 +25,15 @@ OWN_LOOP = "jax.vmap(make_train())"
 
 NOT_TESTED = "<!-- not-tested:"
 _BLOCK = re.compile(
-    r"^(?:<!-- not-tested: (?P<reason>[^\n]*?) -->\n)?```python\n(?P<code>.*?)^```", re.S | re.M)
+    r"^(?:<!-- not-tested: (?P<reason>[^\n]*?) -->\n)?```python\n(?P<code>.*?)^```", re.S | re.M
+)
 
 
 class Block(NamedTuple):
-    path: str                 # relative to the repository root
-    index: int                # the block's position among the file's python blocks
+    path: str  # relative to the repository root
+    index: int  # the block's position among the file's python blocks
     code: str
-    reason: Optional[str]     # why it is not tested; None: it is
+    reason: str | None  # why it is not tested; None: it is
 
 
 def pages() -> list:

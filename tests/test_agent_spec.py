@@ -26,8 +26,11 @@ LEGACY = Path(__file__).resolve().parent / "data" / "legacy_runs"
 
 def test_builtin_agents_are_registered_like_a_users():
     assert agents.names()[:3] == ("dqn", "drqn", "memnet")
-    for name, config in (("dqn", agents.DQNConfig), ("drqn", agents.DRQNConfig),
-                         ("memnet", agents.MemnetConfig)):
+    for name, config in (
+        ("dqn", agents.DQNConfig),
+        ("drqn", agents.DRQNConfig),
+        ("memnet", agents.MemnetConfig),
+    ):
         spec = agents.get(name)
         assert isinstance(spec, agents.AgentSpec) and spec.name == name and spec.config is config
     assert agents.get("dqn").feedforward and not agents.get("drqn").feedforward
@@ -109,8 +112,9 @@ def test_flat_files_of_before_agent_configs_still_load():
     assert "burn_in" in old["config"] and "context_length" in old["config"]  # flat, all agents
     config = TrainConfig.from_dict(old["config"])
     assert config.agent == "drqn"
-    assert config.agent_config == agents.DRQNConfig(hidden=(16,), memory=16, burn_in=4,
-                                                     sequence_length=16, sequence_period=8)
+    assert config.agent_config == agents.DRQNConfig(
+        hidden=(16,), memory=16, burn_in=4, sequence_length=16, sequence_period=8
+    )
     assert (config.env, config.total_steps, config.num_envs) == ("MemoryChain-8", 800, 4)
     # a flat dqn file drops the knobs of the other agents that it recorded
     dqn = TrainConfig.from_dict({**old["config"], "agent": "dqn"})
@@ -121,13 +125,18 @@ def test_config_files_take_option_names_and_nested_agents(tmp_path):
     from memjax.cli_config import config_from_args
 
     path = tmp_path / "run.yaml"
-    path.write_text("steps: 40000\ncapacity: 5000\nlearning-starts: 1000\n"
-                    "agent:\n  name: drqn\n  burn_in: 3\n")
+    path.write_text(
+        "steps: 40000\ncapacity: 5000\nlearning-starts: 1000\nagent:\n  name: drqn\n  burn_in: 3\n"
+    )
     args = cli.build_parser(["train", "--config", str(path)]).parse_args(
-        ["train", "--config", str(path), "--memory", "8"])
+        ["train", "--config", str(path), "--memory", "8"]
+    )
     config = config_from_args(args)
     assert (config.total_steps, config.buffer_capacity, config.learning_starts) == (
-        40_000, 5_000, 1_000)
+        40_000,
+        5_000,
+        1_000,
+    )
     assert config.agent_config == agents.DRQNConfig(burn_in=3, memory=8)
 
 
@@ -172,8 +181,8 @@ def test_another_agents_option_is_one_clear_line(capsys):
 class TinyQConfig:
     """A user's agent: DQN with one hidden layer of ``width`` units and a clipped target."""
 
-    width: int = 16                   # hidden units of the one layer
-    double_dqn: bool = True           # Double DQN targets
+    width: int = 16  # hidden units of the one layer
+    double_dqn: bool = True  # Double DQN targets
 
 
 class TinyQNetwork(nn.Module):
@@ -194,11 +203,16 @@ def tinyq_agent(train_config, network, num_actions, optimizer):
     import optax
 
     return agents.make_dqn(
-        network, num_actions, optimizer,
-        epsilon=optax.linear_schedule(train_config.eps_start, train_config.eps_end,
-                                      train_config.eps_decay_steps),
-        gamma=train_config.gamma, double=train_config.agent_config.double_dqn,
-        target_period=train_config.target_period)
+        network,
+        num_actions,
+        optimizer,
+        epsilon=optax.linear_schedule(
+            train_config.eps_start, train_config.eps_end, train_config.eps_decay_steps
+        ),
+        gamma=train_config.gamma,
+        double=train_config.agent_config.double_dqn,
+        target_period=train_config.target_period,
+    )
 
 
 def tinyq_validate(train_config):
@@ -208,22 +222,59 @@ def tinyq_validate(train_config):
 
 @pytest.fixture
 def tinyq():
-    spec = agents.register(agents.AgentSpec(name="tinyq", config=TinyQConfig,
-                                            make_network=tinyq_network,
-                                            make_agent=tinyq_agent, validate=tinyq_validate))
+    spec = agents.register(
+        agents.AgentSpec(
+            name="tinyq",
+            config=TinyQConfig,
+            make_network=tinyq_network,
+            make_agent=tinyq_agent,
+            validate=tinyq_validate,
+        )
+    )
     yield spec
     agents.unregister("tinyq")
 
 
-TINY_RUN = ["--steps", "1600", "--num-envs", "4", "--capacity", "400", "--learning-starts",
-            "200", "--batch-size", "16", "--chunk-steps", "400", "--eval-episodes", "2",
-            "--seeds", "2", "--no-progress"]
+TINY_RUN = [
+    "--steps",
+    "1600",
+    "--num-envs",
+    "4",
+    "--capacity",
+    "400",
+    "--learning-starts",
+    "200",
+    "--batch-size",
+    "16",
+    "--chunk-steps",
+    "400",
+    "--eval-episodes",
+    "2",
+    "--seeds",
+    "2",
+    "--no-progress",
+]
 
 
 def test_a_users_agent_trains_checkpoints_and_resumes_through_the_cli(tinyq, tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli.main(["train", "--agent", "tinyq", "--width", "8", *TINY_RUN,
-                     "--checkpoint-every", "800", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--agent",
+                "tinyq",
+                "--width",
+                "8",
+                *TINY_RUN,
+                "--checkpoint-every",
+                "800",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["agent"] == "tinyq"
     assert summary["config"]["agent"] == {"name": "tinyq", "width": 8, "double_dqn": True}
@@ -260,12 +311,18 @@ def _name_switches(path: Path) -> list:
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Compare):
-            constants = [c for c in [node.left, *node.comparators]
-                         if isinstance(c, ast.Constant) and c.value in AGENT_NAMES]
-            constants += [e for c in node.comparators if isinstance(c, (ast.Tuple, ast.List,
-                                                                         ast.Set))
-                          for e in c.elts
-                          if isinstance(e, ast.Constant) and e.value in AGENT_NAMES]
+            constants = [
+                c
+                for c in [node.left, *node.comparators]
+                if isinstance(c, ast.Constant) and c.value in AGENT_NAMES
+            ]
+            constants += [
+                e
+                for c in node.comparators
+                if isinstance(c, (ast.Tuple, ast.List, ast.Set))
+                for e in c.elts
+                if isinstance(e, ast.Constant) and e.value in AGENT_NAMES
+            ]
             if constants:
                 found.append(f"{path}:{node.lineno}")
         if isinstance(node, ast.Dict):
@@ -282,8 +339,10 @@ def test_no_code_outside_agents_switches_on_an_agent_name():
 
 def test_the_rule_finds_a_switch(tmp_path):
     bad = tmp_path / "switch.py"
-    bad.write_text('def f(config):\n    return config.agent in ("drqn", "x")\n'
-                   'KINDS = {"memnet": 1}\nOK = config.agent == name\n')
+    bad.write_text(
+        'def f(config):\n    return config.agent in ("drqn", "x")\n'
+        'KINDS = {"memnet": 1}\nOK = config.agent == name\n'
+    )
     assert len(_name_switches(bad)) == 2
 
 
@@ -310,9 +369,16 @@ def test_parameter_files_of_before_agent_specs_rebuild_their_network(agent):
     stored = loaded.seed_params(1)
     assert jax.tree.structure(stored) == jax.tree.structure(state.params)
     assert [x.shape for x in jax.tree.leaves(stored)] == [
-        x.shape for x in jax.tree.leaves(state.params)]
-    actions, _, _ = trainer.agent.act(state.replace(params=stored), trainer.agent.initial_carry(3),
-                                      obs, jax.random.key(1), 0, True)
+        x.shape for x in jax.tree.leaves(state.params)
+    ]
+    actions, _, _ = trainer.agent.act(
+        state.replace(params=stored),
+        trainer.agent.initial_carry(3),
+        obs,
+        jax.random.key(1),
+        0,
+        True,
+    )
     assert actions.shape == (3,)
 
 
@@ -322,9 +388,23 @@ def test_runs_of_before_agent_specs_rerun_bit_for_bit(agent, seed, tmp_path):
     returns.csv) reruns that run: the same returns.csv, byte for byte. The old summary did
     not record the base seed, so the test gives it."""
     out = tmp_path / agent
-    assert cli.main(["train", "--config", str(LEGACY / agent / "summary.json"), "--seed",
-                     str(seed), "--out", str(out), "--no-progress",
-                     "--checkpoint-every", "0"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--config",
+                str(LEGACY / agent / "summary.json"),
+                "--seed",
+                str(seed),
+                "--out",
+                str(out),
+                "--no-progress",
+                "--checkpoint-every",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert (out / "returns.csv").read_text() == (LEGACY / agent / "returns.csv").read_text()
 
 
@@ -356,7 +436,7 @@ def test_installed_packages_register_agents_through_entry_points(monkeypatch):
 def test_a_knob_named_like_a_loop_field_is_refused():
     @dataclasses.dataclass(frozen=True)
     class Clashing:
-        gamma: float = 0.5            # would shadow TrainConfig.gamma
+        gamma: float = 0.5  # would shadow TrainConfig.gamma
 
     agents.register(agents.get("dqn")._replace(name="clashing", config=Clashing))
     try:

@@ -18,9 +18,13 @@ if str(ROOT) not in sys.path:
 from experiments import bench_loop as bench  # noqa: E402
 from experiments import flashbax_adapter as fa  # noqa: E402
 
-EXAMPLE = {"obs": jnp.zeros((4,), jnp.float32), "action": jnp.zeros((), jnp.int32),
-           "reward": jnp.zeros((), jnp.float32), "next_obs": jnp.zeros((4,), jnp.float32),
-           "terminated": jnp.zeros((), jnp.float32)}
+EXAMPLE = {
+    "obs": jnp.zeros((4,), jnp.float32),
+    "action": jnp.zeros((), jnp.int32),
+    "reward": jnp.zeros((), jnp.float32),
+    "next_obs": jnp.zeros((4,), jnp.float32),
+    "terminated": jnp.zeros((), jnp.float32),
+}
 
 
 def _steps(n, rows=2, start=0):
@@ -28,16 +32,23 @@ def _steps(n, rows=2, start=0):
     out = []
     for t in range(start, start + n):
         r = jnp.full((rows,), float(t))
-        out.append({"obs": jnp.tile(r[:, None], (1, 4)), "action": jnp.zeros((rows,), jnp.int32),
-                    "reward": r, "next_obs": jnp.tile(r[:, None] + 1, (1, 4)),
-                    "terminated": jnp.zeros((rows,), jnp.float32)})
+        out.append(
+            {
+                "obs": jnp.tile(r[:, None], (1, 4)),
+                "action": jnp.zeros((rows,), jnp.int32),
+                "reward": r,
+                "next_obs": jnp.tile(r[:, None] + 1, (1, 4)),
+                "terminated": jnp.zeros((rows,), jnp.float32),
+            }
+        )
     return out
 
 
 @pytest.mark.parametrize("kind", ["uniform", "prioritised"])
 def test_adapter_contract(kind):
-    buf = (fa.flat_uniform(16, 2, 4) if kind == "uniform"
-           else fa.flat_prioritised(16, 2, 4, alpha=0.6))
+    buf = (
+        fa.flat_uniform(16, 2, 4) if kind == "uniform" else fa.flat_prioritised(16, 2, 4, alpha=0.6)
+    )
     state = buf.init(EXAMPLE)
     for items in _steps(5):
         state = jax.jit(buf.add)(state, items)
@@ -61,8 +72,9 @@ def test_prioritised_state_types_are_stable():
     host loop recompiles its chunk on the second call."""
     buf = fa.flat_prioritised(16, 2, 4)
     state = buf.init(EXAMPLE)
-    after = buf.update(jax.jit(buf.add)(state, _steps(1)[0]), jnp.zeros((4,), jnp.int32),
-                       jnp.ones((4,)))
+    after = buf.update(
+        jax.jit(buf.add)(state, _steps(1)[0]), jnp.zeros((4,), jnp.int32), jnp.ones((4,))
+    )
     types = lambda t: [(x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(t)]  # noqa: E731
     assert types(state) == types(after)
 
@@ -89,6 +101,7 @@ def test_guard_drops_zero_probability_draws():
     assert (np.asarray(s.indices)[zero] < 0).all() and (np.asarray(s.indices)[~zero] >= 0).all()
     after = jax.jit(buf.update)(state, s.indices, jnp.full((16,), 5.0))
     from flashbax.buffers import sum_tree
+
     dropped = -1 - np.asarray(s.indices)[zero]
     assert (np.asarray(sum_tree.get_batch(after.sum_tree_state, dropped)) == 0).all()
 
@@ -112,8 +125,19 @@ def test_smallest_run_writes_json(tmp_path, capsys):
     """The same loop on memjax's and flashbax's uniform buffers, 1 seed, one round of one
     short chunk (the two compiles dominate: about 10 s)."""
     out = tmp_path / "loop.json"
-    rc = bench.main(["--quick", "--rounds", "1", "--chunk-steps", "100", "--out", str(out),
-                     "--sides", "ours_uniform,fbx_uniform"])
+    rc = bench.main(
+        [
+            "--quick",
+            "--rounds",
+            "1",
+            "--chunk-steps",
+            "100",
+            "--out",
+            str(out),
+            "--sides",
+            "ours_uniform,fbx_uniform",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "uniform, cap 10k" in printed and "targets" in printed

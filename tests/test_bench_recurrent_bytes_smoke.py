@@ -1,4 +1,5 @@
-"""Smoke test of experiments/bench_recurrent_bytes.py (eval_shape only, one small buffer allocated)."""
+"""Smoke test of experiments/bench_recurrent_bytes.py (eval_shape only, one small buffer
+allocated)."""
 
 import json
 

@@ -21,8 +21,11 @@ def test_quick_writes_json_and_table(bench, tmp_path, capsys):
     doc = json.loads(out.read_text())
     for key in ("machine", "settings", "notes", "targets", "add", "sample", "per", "memory"):
         assert key in doc, key
-    sides = {"add": ("ours", "flashbax", "bare"), "sample": ("ours", "flashbax", "floor"),
-             "per": ("ours", "flashbax_cpu", "flashbax_bincount")}
+    sides = {
+        "add": ("ours", "flashbax", "bare"),
+        "sample": ("ours", "flashbax", "floor"),
+        "per": ("ours", "flashbax_cpu", "flashbax_bincount"),
+    }
     for section, names in sides.items():
         row = doc[section][0]
         for side in names:
@@ -32,7 +35,9 @@ def test_quick_writes_json_and_table(bench, tmp_path, capsys):
     assert doc["sample"][0]["modes"]["call"]["ours_over_floor"] > 0
     assert doc["per"][0]["modes"]["call"]["flashbax_best_over_ours"] > 0
     memory = doc["memory"][0]
-    assert memory["lstm_ratio"] == pytest.approx(40.0) and memory["lstm_ratio_bf16"] == pytest.approx(80.0)
+    assert memory["lstm_ratio"] == pytest.approx(40.0) and memory[
+        "lstm_ratio_bf16"
+    ] == pytest.approx(80.0)
     assert memory["lstm_bytes_per_step"]["flashbax_lstm_every_step"] == 1024
     assert set(doc["targets"]) == {"call", "memory"}
 

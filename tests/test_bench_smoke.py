@@ -12,8 +12,21 @@ def bench(load_experiment):
     return load_experiment("bench_replay")
 
 
-SMALLEST = ["--quick", "--rounds", "1", "--add-capacities", "1e4", "--add-batches", "8",
-            "--shapes", "4", "--sample-capacities", "1e4", "--per-capacities", "65536"]
+SMALLEST = [
+    "--quick",
+    "--rounds",
+    "1",
+    "--add-capacities",
+    "1e4",
+    "--add-batches",
+    "8",
+    "--shapes",
+    "4",
+    "--sample-capacities",
+    "1e4",
+    "--per-capacities",
+    "65536",
+]
 
 
 def _check_row(row, mode, names, ratio_keys):
@@ -42,12 +55,16 @@ def test_quick_smallest_config_writes_json(bench, tmp_path, capsys):
         assert key in doc["machine"], key
     assert len(doc["add"]) == len(doc["sample"]) == len(doc["per"]) == 1
 
-    sides = {"add": ("ours", "flashbax", "bare"), "sample": ("ours", "flashbax", "bare"),
-             "per": ("ours", "flashbax_cpu", "flashbax_bincount")}
-    ratios = {"add": ("ours_over_bare", "flashbax_over_ours"),
-              "sample": ("flashbax_over_ours", "ours_over_bare"),
-              "per": ("flashbax_cpu_over_ours", "flashbax_bincount_over_ours",
-                      "flashbax_best_over_ours")}
+    sides = {
+        "add": ("ours", "flashbax", "bare"),
+        "sample": ("ours", "flashbax", "bare"),
+        "per": ("ours", "flashbax_cpu", "flashbax_bincount"),
+    }
+    ratios = {
+        "add": ("ours_over_bare", "flashbax_over_ours"),
+        "sample": ("flashbax_over_ours", "ours_over_bare"),
+        "per": ("flashbax_cpu_over_ours", "flashbax_bincount_over_ours", "flashbax_best_over_ours"),
+    }
     for section, names in sides.items():
         _check_row(doc[section][0], "call", names, ratios[section])
     assert set(doc["targets"]) == {"call"}

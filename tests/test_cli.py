@@ -25,29 +25,38 @@ def _fails(capsys, argv, message):
     return err
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["train", "--env", "Nope-v0"], "unknown environment 'Nope-v0'"),
-    (["train", "--env", "Pendulum-v1"], "the agents need discrete actions"),
-    (["train", "--seeds", "0"], "--seeds: must be a positive integer"),
-    (["train", "--steps", "-5"], "--steps: must be a positive integer"),
-    (["train", "--capacity", "0"], "--capacity: must be a positive integer"),
-    (["train", "--capacity", "100"], "batch_size (128) is larger than the buffer capacity (100)"),
-    (["train", "--batch-size", "20000"], "larger than the buffer capacity"),
-    (["train", "--replay", "lifo"], "invalid choice: 'lifo'"),
-    (["train", "--memory-budget", "lots"], "expected a size like 64MB"),
-    (["train", "--memory-budget", "1KB"], "too small"),
-    (["train", "--network", "conv"], "needs image observations"),
-    (["train", "--capacity", "10", "--memory-budget", "1MB"], "not allowed with argument"),
-    (["train", "--obs-codec", "int3"], "obs_codec must be one of"),
-    (["train", "--layout", "two_copies"], "invalid choice: 'two_copies'"),
-    (["train", "--layout", "one_copy", "--capacity", "10001"], "multiple of num_envs"),
-    (["train", "--frame-stack", "0"], "--frame-stack: must be a positive integer"),
-    (["train", "--env", "Breakout-MinAtar", "--obs-codec", "kmeans1"], "k must be an int in [2"),
-    (["train", "--agent", "ppo"], "invalid choice: 'ppo'"),
-    (["train", "--n-step", "0"], "--n-step: must be a positive integer"),
-    (["train", "--n-step", "3", "--frame-stack", "2"], "does not support frame_stack > 1"),
-    (["train", "--n-step", "3", "--capacity", "10005"], "multiple of num_envs"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--env", "Nope-v0"], "unknown environment 'Nope-v0'"),
+        (["train", "--env", "Pendulum-v1"], "the agents need discrete actions"),
+        (["train", "--seeds", "0"], "--seeds: must be a positive integer"),
+        (["train", "--steps", "-5"], "--steps: must be a positive integer"),
+        (["train", "--capacity", "0"], "--capacity: must be a positive integer"),
+        (
+            ["train", "--capacity", "100"],
+            "batch_size (128) is larger than the buffer capacity (100)",
+        ),
+        (["train", "--batch-size", "20000"], "larger than the buffer capacity"),
+        (["train", "--replay", "lifo"], "invalid choice: 'lifo'"),
+        (["train", "--memory-budget", "lots"], "expected a size like 64MB"),
+        (["train", "--memory-budget", "1KB"], "too small"),
+        (["train", "--network", "conv"], "needs image observations"),
+        (["train", "--capacity", "10", "--memory-budget", "1MB"], "not allowed with argument"),
+        (["train", "--obs-codec", "int3"], "obs_codec must be one of"),
+        (["train", "--layout", "two_copies"], "invalid choice: 'two_copies'"),
+        (["train", "--layout", "one_copy", "--capacity", "10001"], "multiple of num_envs"),
+        (["train", "--frame-stack", "0"], "--frame-stack: must be a positive integer"),
+        (
+            ["train", "--env", "Breakout-MinAtar", "--obs-codec", "kmeans1"],
+            "k must be an int in [2",
+        ),
+        (["train", "--agent", "ppo"], "invalid choice: 'ppo'"),
+        (["train", "--n-step", "0"], "--n-step: must be a positive integer"),
+        (["train", "--n-step", "3", "--frame-stack", "2"], "does not support frame_stack > 1"),
+        (["train", "--n-step", "3", "--capacity", "10005"], "multiple of num_envs"),
+    ],
+)
 def test_invalid_options(capsys, argv, message):
     _fails(capsys, argv, message)
 
@@ -60,9 +69,13 @@ def test_size_parsing():
 
 
 def test_console_error_has_no_traceback():
-    proc = subprocess.run([sys.executable, "-m", "memjax.cli", "train", "--env", "Nope-v0"],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "memjax.cli", "train", "--env", "Nope-v0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     assert proc.returncode == 2
     assert "unknown environment 'Nope-v0'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -70,11 +83,36 @@ def test_console_error_has_no_traceback():
 
 def test_tiny_train_run(tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = cli.main(["train", "--steps", "1200", "--seeds", "2", "--num-envs", "4",
-                   "--capacity", "400", "--batch-size", "16", "--learning-starts", "400",
-                   "--chunk-steps", "400", "--eval-episodes", "2", "--hidden", "16",
-                   "--replay", "prioritized", "--n-step", "2", "--out", str(out),
-                   "--no-progress"])
+    rc = cli.main(
+        [
+            "train",
+            "--steps",
+            "1200",
+            "--seeds",
+            "2",
+            "--num-envs",
+            "4",
+            "--capacity",
+            "400",
+            "--batch-size",
+            "16",
+            "--learning-starts",
+            "400",
+            "--chunk-steps",
+            "400",
+            "--eval-episodes",
+            "2",
+            "--hidden",
+            "16",
+            "--replay",
+            "prioritized",
+            "--n-step",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seeds"] == 2 and summary["steps"] == 1200
@@ -83,10 +121,30 @@ def test_tiny_train_run(tmp_path, capsys):
     assert summary["replay_storage"]["layout"] == "sequence"
     assert summary["config"]["n_step"] == 2 and summary["config"]["agent"]["hidden"] == [16]
     again = _parsed_config(["--config", str(out / "summary.json")])
-    assert again == _parsed_config(["--steps", "1200", "--num-envs", "4", "--capacity", "400",
-                                    "--batch-size", "16", "--learning-starts", "400",
-                                    "--chunk-steps", "400", "--eval-episodes", "2",
-                                    "--hidden", "16", "--replay", "prioritized", "--n-step", "2"])
+    assert again == _parsed_config(
+        [
+            "--steps",
+            "1200",
+            "--num-envs",
+            "4",
+            "--capacity",
+            "400",
+            "--batch-size",
+            "16",
+            "--learning-starts",
+            "400",
+            "--chunk-steps",
+            "400",
+            "--eval-episodes",
+            "2",
+            "--hidden",
+            "16",
+            "--replay",
+            "prioritized",
+            "--n-step",
+            "2",
+        ]
+    )
     assert (out / "curve.png").exists() and (out / "returns.csv").exists()
     assert "final greedy return" in capsys.readouterr().out
 
@@ -101,11 +159,39 @@ def test_bench_is_not_a_command(capsys):
 
 def test_tiny_train_run_with_memory_budget_and_codecs(tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = cli.main(["train", "--steps", "1200", "--seeds", "2", "--num-envs", "4",
-                   "--memory-budget", "4KB", "--batch-size", "16", "--learning-starts", "400",
-                   "--chunk-steps", "400", "--eval-episodes", "2", "--hidden", "16",
-                   "--obs-codec", "int8", "--layout", "one_copy", "--compact-fields",
-                   "--calibration-steps", "200", "--out", str(out), "--no-progress"])
+    rc = cli.main(
+        [
+            "train",
+            "--steps",
+            "1200",
+            "--seeds",
+            "2",
+            "--num-envs",
+            "4",
+            "--memory-budget",
+            "4KB",
+            "--batch-size",
+            "16",
+            "--learning-starts",
+            "400",
+            "--chunk-steps",
+            "400",
+            "--eval-episodes",
+            "2",
+            "--hidden",
+            "16",
+            "--obs-codec",
+            "int8",
+            "--layout",
+            "one_copy",
+            "--compact-fields",
+            "--calibration-steps",
+            "200",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     storage = summary["replay_storage"]
@@ -134,8 +220,9 @@ def test_every_trainconfig_field_has_an_option_with_its_comment_as_help():
 
     from memjax.cli_config import field_docs, option_name
 
-    subcommands = next(a for a in cli.build_parser()._actions
-                       if isinstance(a, argparse._SubParsersAction))
+    subcommands = next(
+        a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
     train = subcommands.choices["train"]
     options = {opt: action for action in train._actions for opt in action.option_strings}
     docs = field_docs()
@@ -145,16 +232,45 @@ def test_every_trainconfig_field_has_an_option_with_its_comment_as_help():
         action = options[option_name(field.name)]
         assert action.dest == field.name
         assert docs[field.name][1] and docs[field.name][1] in action.help, field.name
-    assert option_name("total_steps") == "--steps" and option_name("buffer_capacity") == "--capacity"
+    assert (
+        option_name("total_steps") == "--steps" and option_name("buffer_capacity") == "--capacity"
+    )
     assert "added to |TD|" in options["--priority-eps"].help
 
 
 def test_options_set_every_field():
-    argv = ["--env", "Breakout-MinAtar", "--steps", "5e5", "--capacity", "2000",
-            "--beta-end", "0.9", "--priority-eps", "1e-4", "--calibration-margin", "0.2",
-            "--adam-eps", "1e-5", "--huber-delta", "2", "--eval-epsilon", "0.05",
-            "--eval-max-steps", "300", "--hidden", "32,16", "--double-dqn", "--max-grad-norm", "0",
-            "--lr-end", "none", "--compact-fields", "--layout", "one_copy"]
+    argv = [
+        "--env",
+        "Breakout-MinAtar",
+        "--steps",
+        "5e5",
+        "--capacity",
+        "2000",
+        "--beta-end",
+        "0.9",
+        "--priority-eps",
+        "1e-4",
+        "--calibration-margin",
+        "0.2",
+        "--adam-eps",
+        "1e-5",
+        "--huber-delta",
+        "2",
+        "--eval-epsilon",
+        "0.05",
+        "--eval-max-steps",
+        "300",
+        "--hidden",
+        "32,16",
+        "--double-dqn",
+        "--max-grad-norm",
+        "0",
+        "--lr-end",
+        "none",
+        "--compact-fields",
+        "--layout",
+        "one_copy",
+    ]
     cfg = _parsed_config(argv)
     assert (cfg.env, cfg.total_steps, cfg.buffer_capacity) == ("Breakout-MinAtar", 500_000, 2000)
     assert (cfg.beta_end, cfg.priority_eps, cfg.calibration_margin) == (0.9, 1e-4, 0.2)
@@ -167,8 +283,13 @@ def test_options_set_every_field():
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
 def test_config_file_then_command_line(tmp_path, suffix):
-    values = {"num_envs": 4, "lr": 0.001, "hidden": [16], "replay": "prioritized",
-              "eval_max_steps": 200}
+    values = {
+        "num_envs": 4,
+        "lr": 0.001,
+        "hidden": [16],
+        "replay": "prioritized",
+        "eval_max_steps": 200,
+    }
     path = tmp_path / f"run{suffix}"
     if suffix == ".json":
         path.write_text(json.dumps(values))
@@ -178,7 +299,11 @@ def test_config_file_then_command_line(tmp_path, suffix):
         path.write_text(yaml.safe_dump(values))
     cfg = _parsed_config(["--config", str(path), "--lr", "0.002"])
     assert (cfg.num_envs, cfg.agent_config.hidden, cfg.replay, cfg.eval_max_steps) == (
-        4, (16,), "prioritized", 200)
+        4,
+        (16,),
+        "prioritized",
+        200,
+    )
     assert cfg.lr == 0.002  # the command line wins
 
 
@@ -195,9 +320,27 @@ def test_config_file_errors_are_one_line(tmp_path, capsys):
 
 # ----------------------------------------------------------------------- rough edges (issue 26)
 
-TINY_RUN = ["--steps", "1200", "--seeds", "1", "--num-envs", "4", "--capacity", "400",
-            "--batch-size", "16", "--learning-starts", "400", "--chunk-steps", "400",
-            "--eval-episodes", "2", "--hidden", "16", "--no-progress"]
+TINY_RUN = [
+    "--steps",
+    "1200",
+    "--seeds",
+    "1",
+    "--num-envs",
+    "4",
+    "--capacity",
+    "400",
+    "--batch-size",
+    "16",
+    "--learning-starts",
+    "400",
+    "--chunk-steps",
+    "400",
+    "--eval-episodes",
+    "2",
+    "--hidden",
+    "16",
+    "--no-progress",
+]
 
 
 def _one_line_error(capsys, argv, message):
@@ -212,14 +355,21 @@ def test_unwritable_out_is_one_error_line_before_compiling(tmp_path, capsys, mon
     monkeypatch.setattr(mj_train, "run", lambda *a, **k: pytest.fail("ran the training"))
     afile = tmp_path / "afile"
     afile.write_text("")
-    _one_line_error(capsys, ["train", *TINY_RUN, "--out", str(afile / "sub")],
-                    f"memjax train: error: --out {afile / 'sub'}: cannot write the run there")
-    _one_line_error(capsys, ["train", *TINY_RUN, "--out", str(afile)],
-                    "it exists and is not a directory")
+    _one_line_error(
+        capsys,
+        ["train", *TINY_RUN, "--out", str(afile / "sub")],
+        f"memjax train: error: --out {afile / 'sub'}: cannot write the run there",
+    )
+    _one_line_error(
+        capsys, ["train", *TINY_RUN, "--out", str(afile)], "it exists and is not a directory"
+    )
     if os.path.isdir("/proc/self"):
-        _one_line_error(capsys, ["train", *TINY_RUN, "--out", "/proc/x"],
-                        "--out /proc/x: cannot write the run there")
-    assert capsys.readouterr().out == ""   # not even the run's header line
+        _one_line_error(
+            capsys,
+            ["train", *TINY_RUN, "--out", "/proc/x"],
+            "--out /proc/x: cannot write the run there",
+        )
+    assert capsys.readouterr().out == ""  # not even the run's header line
 
 
 def test_device_budget_needs_plan_and_train_errors_name_memjax_train(capsys):
@@ -227,7 +377,7 @@ def test_device_budget_needs_plan_and_train_errors_name_memjax_train(capsys):
     assert err.startswith("usage: memjax train ") and "memjax train: error: " in err
     err = _fails(capsys, ["train", "--env", "Nope-v0"], "memjax train: error: unknown environment")
     assert err.startswith("usage: memjax train ")
-    assert len(err.strip().splitlines()) == 2, err   # a short usage line, then the error
+    assert len(err.strip().splitlines()) == 2, err  # a short usage line, then the error
     _fails(capsys, ["train", "--restart-if-unreadable"], "goes with --resume DIR")
 
 
@@ -251,8 +401,11 @@ def test_resume_of_a_finished_run_says_it_is_complete(tmp_path, capsys, monkeypa
     assert cli.main(["train", "--resume", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.strip().splitlines() == [
-        (f"memjax train --resume {out}: the run is complete (1,200 of 1,200 steps); its "
-         f"results are in {out}, nothing to resume")]
+        (
+            f"memjax train --resume {out}: the run is complete (1,200 of 1,200 steps); its "
+            f"results are in {out}, nothing to resume"
+        )
+    ]
 
 
 def test_ctrl_c_writes_the_results_so_far_and_the_resume_command(tmp_path):
@@ -260,18 +413,45 @@ def test_ctrl_c_writes_the_results_so_far_and_the_resume_command(tmp_path):
     so far written and marked interrupted, and the command that continues the run."""
     out = tmp_path / "run"
     # 200 chunks of 2000 steps: still running when the signal comes after the first
-    args = ["train", "--steps", "400400", "--seeds", "1", "--num-envs", "4", "--capacity",
-            "1000", "--batch-size", "16", "--learning-starts", "400", "--chunk-steps", "2000",
-            "--eval-episodes", "2", "--hidden", "16", "--checkpoint-every", "2000",
-            "--no-progress", "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "memjax.cli", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    args = [
+        "train",
+        "--steps",
+        "400400",
+        "--seeds",
+        "1",
+        "--num-envs",
+        "4",
+        "--capacity",
+        "1000",
+        "--batch-size",
+        "16",
+        "--learning-starts",
+        "400",
+        "--chunk-steps",
+        "2000",
+        "--eval-episodes",
+        "2",
+        "--hidden",
+        "16",
+        "--checkpoint-every",
+        "2000",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memjax.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     try:
         deadline = time.monotonic() + 240
         while proc.poll() is None and time.monotonic() < deadline:
             if (out / "checkpoints").is_dir() and any(
-                    p.name.isdigit() for p in (out / "checkpoints").iterdir()):
+                p.name.isdigit() for p in (out / "checkpoints").iterdir()
+            ):
                 break
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)

@@ -18,7 +18,8 @@ F32_EPS = float(np.finfo(np.float32).eps)
 
 
 def np_pack(codes: np.ndarray, bits: int) -> np.ndarray:
-    """NumPy reference of the packing layout: code j in bits [(j % per)*bits, ...) of byte j // per."""
+    """NumPy reference of the packing layout: code j in bits [(j % per)*bits, ...) of byte
+    j // per."""
     codes = np.asarray(codes, np.uint8)
     per = 8 // bits
     n = codes.shape[-1]
@@ -36,7 +37,9 @@ def np_nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
 
 def np_lloyd_1d(x: np.ndarray, k: int, iters: int) -> np.ndarray:
-    c = np.quantile(x.astype(np.float32), (np.arange(k, dtype=np.float32) + 0.5) / k).astype(np.float64)
+    c = np.quantile(x.astype(np.float32), (np.arange(k, dtype=np.float32) + 0.5) / k).astype(
+        np.float64
+    )
     for _ in range(iters):
         a = np.argmin(np.abs(x[:, None] - c[None]), axis=1)
         for j in range(k):
@@ -109,10 +112,12 @@ def test_pack_unpack_roundtrip(bits):
         np.testing.assert_array_equal(np.asarray(mc.unpack_codes(p, bits, n)), u)
     if bits == 1:  # the bitmask layout is NumPy's little-endian packbits, bool input included
         u = rng.integers(0, 2, size=(21,)).astype(np.uint8)
-        np.testing.assert_array_equal(np.asarray(mc.pack_codes(u, 1)),
-                                      np.packbits(u, bitorder="little"))
-        np.testing.assert_array_equal(np.asarray(mc.pack_codes(u != 0, 1)),
-                                      np.packbits(u, bitorder="little"))
+        np.testing.assert_array_equal(
+            np.asarray(mc.pack_codes(u, 1)), np.packbits(u, bitorder="little")
+        )
+        np.testing.assert_array_equal(
+            np.asarray(mc.pack_codes(u != 0, 1)), np.packbits(u, bitorder="little")
+        )
     else:  # code i of a byte sits in bits [i * bits, (i + 1) * bits)
         per = 8 // bits
         u = rng.integers(0, 2**bits, size=(per,)).astype(np.uint8)
@@ -126,8 +131,17 @@ def test_pack_codes_rejects_other_widths_and_index_bits():
             mc.pack_codes(np.zeros((4,), np.uint8), bits)
     from memjax.codecs.base import index_bits
 
-    assert [index_bits(k) for k in (2, 3, 4, 5, 16, 17, 256, 257, 65536)] == \
-        [1, 2, 2, 4, 4, 8, 8, 16, 16]
+    assert [index_bits(k) for k in (2, 3, 4, 5, 16, 17, 256, 257, 65536)] == [
+        1,
+        2,
+        2,
+        4,
+        4,
+        8,
+        8,
+        16,
+        16,
+    ]
 
 
 def test_bitpack_eager_non_binary_raises():
@@ -294,7 +308,9 @@ def test_kmeans_per_feature_codebook_and_nearest_decode():
     stored, state = c.encode(x, state)
     assert stored.dtype == jnp.uint8 and stored.shape == (25, 3)  # 4-bit indices, 2 per byte
     x_hat = np.asarray(c.decode(stored, state)).reshape(25, 6)
-    ref = np.stack([np_nearest(x.reshape(25, 6)[:, f : f + 1], cb[f][:, None])[:, 0] for f in range(6)], 1)
+    ref = np.stack(
+        [np_nearest(x.reshape(25, 6)[:, f : f + 1], cb[f][:, None])[:, 0] for f in range(6)], 1
+    )
     np.testing.assert_array_equal(x_hat, ref)
     # bound: inside the hull, within half the largest adjacent gap
     xf = x.reshape(25, 6)
@@ -329,7 +345,8 @@ def test_kmeans_1d_linear_init_matches_numpy_lloyd():
         assert np.all(np.diff(cb) >= 0)
     # a constant input: every centre at the value (empty clusters keep theirs)
     np.testing.assert_array_equal(
-        np.asarray(mc.fit_kmeans(key, np.full((9, 1), 0.5, np.float32), 4, 5, "linear")), 0.5)
+        np.asarray(mc.fit_kmeans(key, np.full((9, 1), 0.5, np.float32), 4, 5, "linear")), 0.5
+    )
     with pytest.raises(ValueError, match="needs D == 1"):
         mc.fit_kmeans(key, rng.normal(size=(10, 2)).astype(np.float32), 4, 5, "linear")
     with pytest.raises(ValueError, match="init must be one of"):
@@ -339,7 +356,9 @@ def test_kmeans_1d_linear_init_matches_numpy_lloyd():
 def test_kmeans_per_vector():
     rng = np.random.default_rng(4)
     centres = rng.normal(size=(5, 4)).astype(np.float32) * 4
-    data = centres[rng.integers(0, 5, size=200)] + 0.05 * rng.normal(size=(200, 4)).astype(np.float32)
+    data = centres[rng.integers(0, 5, size=200)] + 0.05 * rng.normal(size=(200, 4)).astype(
+        np.float32
+    )
     c = mc.kmeans(5, data.reshape(200, 2, 2), per="vector", iters=20, seed=1)
     state = c.init(jax.ShapeDtypeStruct((2, 2), jnp.float32))
     cb = np.asarray(state.codebook)
@@ -404,7 +423,12 @@ def test_cast_relative_error_bound(seed, target):
     assert stored.dtype == np.dtype(dtype)
     x_hat = np.asarray(c.decode(stored, state))
     assert x_hat.dtype == np.float32
-    np.testing.assert_array_equal(np.asarray(stored).astype(np.float32), x.astype(getattr(ml_dtypes, target) if target == "bfloat16" else np.float16).astype(np.float32))
+    np.testing.assert_array_equal(
+        np.asarray(stored).astype(np.float32),
+        x.astype(getattr(ml_dtypes, target) if target == "bfloat16" else np.float16).astype(
+            np.float32
+        ),
+    )
     assert np.all(np.abs(x_hat.astype(np.float64) - x) <= rel * np.abs(x.astype(np.float64)))
     assert mc.counters(state) == {"clipped": 0, "invalid": 0}
 
@@ -485,11 +509,21 @@ def test_identity():
 
 def test_stored_spec_sizes():
     f32 = jnp.float32
-    assert mc.stored_spec(mc.bitpack(), jnp.zeros((10, 10, 4), f32)) == jax.ShapeDtypeStruct((50,), jnp.uint8)
-    assert mc.stored_spec(mc.quantize(4, low=0, high=1), jnp.zeros((4,), f32)) == jax.ShapeDtypeStruct((2,), jnp.uint8)
-    assert mc.stored_spec(mc.quantize(2, low=0, high=1), jax.ShapeDtypeStruct((5,), f32)) == jax.ShapeDtypeStruct((2,), jnp.uint8)
-    assert mc.stored_spec(mc.quantize(8, low=0, high=1), np.zeros((3, 2), np.float32)) == jax.ShapeDtypeStruct((6,), jnp.uint8)
-    assert mc.stored_spec(mc.cast(jnp.bfloat16), jnp.zeros((7,), f32)) == jax.ShapeDtypeStruct((7,), jnp.bfloat16)
+    assert mc.stored_spec(mc.bitpack(), jnp.zeros((10, 10, 4), f32)) == jax.ShapeDtypeStruct(
+        (50,), jnp.uint8
+    )
+    assert mc.stored_spec(
+        mc.quantize(4, low=0, high=1), jnp.zeros((4,), f32)
+    ) == jax.ShapeDtypeStruct((2,), jnp.uint8)
+    assert mc.stored_spec(
+        mc.quantize(2, low=0, high=1), jax.ShapeDtypeStruct((5,), f32)
+    ) == jax.ShapeDtypeStruct((2,), jnp.uint8)
+    assert mc.stored_spec(
+        mc.quantize(8, low=0, high=1), np.zeros((3, 2), np.float32)
+    ) == jax.ShapeDtypeStruct((6,), jnp.uint8)
+    assert mc.stored_spec(mc.cast(jnp.bfloat16), jnp.zeros((7,), f32)) == jax.ShapeDtypeStruct(
+        (7,), jnp.bfloat16
+    )
 
 
 # ----------------------------------------------------------------------------- jit / vmap / scan
@@ -526,7 +560,10 @@ def test_vmap_seeds_have_own_counters_and_decode(seeded_codecs, name):
         one = jax.tree.map(lambda a: a[s], states)
         np.testing.assert_array_equal(np.asarray(x_hat[s]), np.asarray(c.decode(stored[s], one)))
     totals = mc.counters(states)
-    assert totals == {"clipped": sum(expect.get("clipped", [0])), "invalid": sum(expect.get("invalid", [0]))}
+    assert totals == {
+        "clipped": sum(expect.get("clipped", [0])),
+        "invalid": sum(expect.get("invalid", [0])),
+    }
 
 
 def test_encode_inside_scan(seeded_codecs):
@@ -542,7 +579,9 @@ def test_encode_inside_scan(seeded_codecs):
     expect = int(np.sum(np.abs(np.asarray(xs)) > 1.0))
     assert int(state.clipped) == expect
     x_hat = np.asarray(c.decode(stored.reshape(10, 3), state))
-    np.testing.assert_allclose(x_hat, np.clip(np.asarray(xs).reshape(10, 6), -1, 1), atol=1 / 15 + 1e-6)
+    np.testing.assert_allclose(
+        x_hat, np.clip(np.asarray(xs).reshape(10, 6), -1, 1), atol=1 / 15 + 1e-6
+    )
 
 
 def test_counters_saturate_instead_of_wrapping():

@@ -9,10 +9,9 @@ import pytest
 
 from memjax import cli
 from memjax.agents import DQNConfig
-from memjax.train import params_file
 from memjax.agents.networks import MLPQNetwork
 from memjax.compress import pipeline
-from memjax.train import TrainConfig
+from memjax.train import TrainConfig, params_file
 
 
 def _fails(capsys, argv, message, one_line=True):
@@ -33,30 +32,38 @@ def ckpt(tmp_path_factory):
     cfg = TrainConfig(agent=DQNConfig(hidden=(64,)))
     net = MLPQNetwork(num_actions=2, hidden=(64,))
     params = jax.vmap(lambda k: net.init(k, jnp.zeros((1, 4))))(
-        jax.random.split(jax.random.key(0), 2))
+        jax.random.split(jax.random.key(0), 2)
+    )
     params_file.save(d, cfg, params)
     return d
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--method", "int3"], "unknown compression method 'int3'"),
-    (["--method", "prune:1.5"], "sparsity must be in [0.0, 0.999]"),
-    (["--method", "int8+prune:0.5"], "stages must go training"),
-    (["--method", "prune:0.9+int4"], "sparse storage holds float32 or int8"),
-    (["--method", "share:16+int8"], "not supported"),
-    (["--method", "prune:0.5:bogus"], "pruning distribution must be one of"),
-    (["--method", "distill:"], "give the student's hidden widths"),
-    (["--episodes", "0"], "--episodes: must be a positive integer"),
-    (["--seeds", "5"], "seed 5 out of range"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--method", "int3"], "unknown compression method 'int3'"),
+        (["--method", "prune:1.5"], "sparsity must be in [0.0, 0.999]"),
+        (["--method", "int8+prune:0.5"], "stages must go training"),
+        (["--method", "prune:0.9+int4"], "sparse storage holds float32 or int8"),
+        (["--method", "share:16+int8"], "not supported"),
+        (["--method", "prune:0.5:bogus"], "pruning distribution must be one of"),
+        (["--method", "distill:"], "give the student's hidden widths"),
+        (["--episodes", "0"], "--episodes: must be a positive integer"),
+        (["--seeds", "5"], "seed 5 out of range"),
+    ],
+)
 def test_invalid_options(capsys, ckpt, extra, message):
     _fails(capsys, ["compress", str(ckpt), *extra], message)
 
 
 def test_unknown_option(capsys, ckpt):
     # reported by the top-level `memjax` parser (usage line + error), as for `memjax train`
-    _fails(capsys, ["compress", str(ckpt), "--bogus"], "unrecognized arguments: --bogus",
-           one_line=False)
+    _fails(
+        capsys,
+        ["compress", str(ckpt), "--bogus"],
+        "unrecognized arguments: --bogus",
+        one_line=False,
+    )
 
 
 def test_missing_checkpoint(capsys, tmp_path):
@@ -74,8 +81,9 @@ def test_spec_parsing():
 
 def test_tiny_run(capsys, ckpt, tmp_path):
     out = tmp_path / "out"
-    rc = cli.main(["compress", str(ckpt), "--method", "prune:0.5+int8",
-                   "--episodes", "3", "--out", str(out)])
+    rc = cli.main(
+        ["compress", str(ckpt), "--method", "prune:0.5+int8", "--episodes", "3", "--out", str(out)]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| float32 |" in printed and "| prune:0.5+int8 |" in printed

@@ -13,7 +13,7 @@ import memjax.compress as mjc
 from memjax import cli
 from memjax.agents.networks import MLPQNetwork
 from memjax.envs import make as make_env
-from memjax.train import params_file, make_optimizer, make_train
+from memjax.train import make_optimizer, make_train, params_file
 
 
 def test_distill_loss_reference():
@@ -31,8 +31,13 @@ def test_distill_loss_reference():
 def _trainer(teacher, student, config, optimizer=None):
     env, ep = make_env(config.env)
     optimizer = make_optimizer(config) if optimizer is None else optimizer
-    agent = mjc.make_distill_agent(teacher, student, optimizer, tau=config.agent_config.temperature,
-                                   teacher_epsilon=config.agent_config.teacher_epsilon)
+    agent = mjc.make_distill_agent(
+        teacher,
+        student,
+        optimizer,
+        tau=config.agent_config.temperature,
+        teacher_epsilon=config.agent_config.teacher_epsilon,
+    )
     return make_train(config, env=env, env_params=ep, agent=agent), optimizer
 
 
@@ -42,22 +47,30 @@ def test_distill_learns_the_teacher_policy():
     student = MLPQNetwork(num_actions=2, hidden=(12,))
     keys = jax.random.split(jax.random.key(0), 2)
     t_params = jax.vmap(lambda k: teacher.init(k, jnp.zeros((1, 4))))(keys)
-    config = mjc.distill_train_config(mjc.DistillConfig(teacher_epsilon=0.2), num_envs=8,
-                                      total_steps=16_400, learning_starts=400,
-                                      buffer_capacity=4_000, batch_size=64, chunk_steps=4_000,
-                                      lr=3e-3)
+    config = mjc.distill_train_config(
+        mjc.DistillConfig(teacher_epsilon=0.2),
+        num_envs=8,
+        total_steps=16_400,
+        learning_starts=400,
+        buffer_capacity=4_000,
+        batch_size=64,
+        chunk_steps=4_000,
+        lr=3e-3,
+    )
     trainer, _ = _trainer(teacher, student, config)
     s_params, m = mjc.run_distill(trainer, keys, t_params, log=None)
-    loss = m["loss"]                                   # [chunks, seeds]
+    loss = m["loss"]  # [chunks, seeds]
     assert loss.shape == (config.num_chunks + (config.remainder_iters > 0), 2)
     assert np.all(loss[-1] < 0.75 * loss[0]) and np.all(loss[-1] < loss[1])
     # agreement on states the teacher's own greedy policy visits (not the training data)
     obs = jax.jit(jax.vmap(lambda p, k: mjc.visited_states(teacher, p, env, ep, k, 8, 100)))(
-        t_params, jax.random.split(jax.random.key(5), 2))
+        t_params, jax.random.split(jax.random.key(5), 2)
+    )
     agreement = jax.jit(jax.vmap(lambda tp, sp, o: mjc.agreement(teacher, tp, student, sp, o)))
     agree = agreement(t_params, s_params, obs)
-    init = jax.vmap(lambda k: student.init(k, jnp.zeros((1, 4))))(jax.random.split(
-        jax.random.key(9), 2))
+    init = jax.vmap(lambda k: student.init(k, jnp.zeros((1, 4))))(
+        jax.random.split(jax.random.key(9), 2)
+    )
     agree0 = agreement(t_params, init, obs)
     assert np.all(np.asarray(agree) > 0.85), (agree, agree0)
     assert np.mean(agree) > np.mean(agree0) + 0.2
@@ -83,13 +96,20 @@ def test_gradual_pruning_while_distilling_one_seed_at_a_time():
     net = MLPQNetwork(num_actions=2, hidden=(16,))
     keys = jax.random.split(jax.random.key(3), 2)
     t_params = jax.vmap(lambda k: net.init(k, jnp.zeros((1, 4))))(keys)
-    config = mjc.distill_train_config(num_envs=8, total_steps=2_000, learning_starts=400,
-                                      buffer_capacity=1_000, batch_size=32, chunk_steps=800)
+    config = mjc.distill_train_config(
+        num_envs=8,
+        total_steps=2_000,
+        learning_starts=400,
+        buffer_capacity=1_000,
+        batch_size=32,
+        chunk_steps=800,
+    )
     iters = config.total_updates
     tx = mjc.gradual_pruning(optax.adam(1e-3), 0.8, 0, iters // 2, update_every=10)
     trainer, _ = _trainer(net, net, config, optimizer=tx)
-    p, m = mjc.run_distill(trainer, keys, t_params, t_params, optimizer=tx, log=None,
-                           vmap_seeds=False)
+    p, m = mjc.run_distill(
+        trainer, keys, t_params, t_params, optimizer=tx, log=None, vmap_seeds=False
+    )
     assert m["loss"].shape[1] == 2
     for i in range(2):
         s = mjc.sparsity_of(jax.tree.map(lambda x: x[i], p))
@@ -105,18 +125,51 @@ def teacher_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("teacher")
     net = MLPQNetwork(num_actions=2, hidden=(16,))
     params = jax.vmap(lambda k: net.init(k, jnp.zeros((1, 4))))(
-        jax.random.split(jax.random.key(0), 2))
+        jax.random.split(jax.random.key(0), 2)
+    )
     params_file.save(d, TrainConfig(agent=DQNConfig(hidden=(16,))), params)
     return d
 
 
 def test_memjax_train_distils_a_teacher_run(teacher_run, tmp_path, capsys):
     out = tmp_path / "student"
-    assert cli.main(["train", "--agent", "distill", "--teacher", str(teacher_run),
-                     "--teacher-seed", "1", "--hidden", "8", "--steps", "2400", "--num-envs",
-                     "4", "--capacity", "800", "--learning-starts", "400", "--batch-size",
-                     "32", "--chunk-steps", "800", "--eval-episodes", "2", "--seeds", "2",
-                     "--no-progress", "--checkpoint-every", "0", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--agent",
+                "distill",
+                "--teacher",
+                str(teacher_run),
+                "--teacher-seed",
+                "1",
+                "--hidden",
+                "8",
+                "--steps",
+                "2400",
+                "--num-envs",
+                "4",
+                "--capacity",
+                "800",
+                "--learning-starts",
+                "400",
+                "--batch-size",
+                "32",
+                "--chunk-steps",
+                "800",
+                "--eval-episodes",
+                "2",
+                "--seeds",
+                "2",
+                "--no-progress",
+                "--checkpoint-every",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["agent"] == "distill"
     assert summary["config"]["agent"]["teacher"] == str(teacher_run)
@@ -128,9 +181,10 @@ def test_memjax_train_distils_a_teacher_run(teacher_run, tmp_path, capsys):
     assert np.all(loss[-1] < loss[0]) and np.all(agree[-1] > 0.7), (loss, agree)
     capsys.readouterr()
     for argv, words in [
-            (["--teacher", str(tmp_path / "none")], "no checkpoint at"),
-            (["--teacher", str(teacher_run), "--env", "Acrobot-v1"], "trained on CartPole-v1"),
-            (["--teacher", str(teacher_run), "--teacher-seed", "5"], "teacher_seed (5)")]:
+        (["--teacher", str(tmp_path / "none")], "no checkpoint at"),
+        (["--teacher", str(teacher_run), "--env", "Acrobot-v1"], "trained on CartPole-v1"),
+        (["--teacher", str(teacher_run), "--teacher-seed", "5"], "teacher_seed (5)"),
+    ]:
         with pytest.raises(SystemExit) as exc:
             cli.main(["train", "--agent", "distill", *argv, "--plan"])
         assert exc.value.code == 2

@@ -23,12 +23,12 @@ def test_reconstruction_error_is_svd_tail_energy():
         err = float(np.sum((w - np.asarray(lr.decode())) ** 2))
         np.testing.assert_allclose(err, np.sum(s[r:] ** 2), rtol=1e-3, atol=1e-4)
         errs.append(err)
-    assert all(a > b for a, b in zip(errs, errs[1:]))   # strictly better with each rank
+    assert all(a > b for a, b in zip(errs, errs[1:]))  # strictly better with each rank
     assert errs[-1] < 1e-6
 
 
 def test_energy_picks_ranks():
-    s = np.array([4.0, 2.0, 1.0, 1.0])                 # energies 16/22, 20/22, 21/22, 1
+    s = np.array([4.0, 2.0, 1.0, 1.0])  # energies 16/22, 20/22, 21/22, 1
     assert mjc.rank_for_energy(s, 0.5) == 1
     assert mjc.rank_for_energy(s, 20 / 22) == 2
     assert mjc.rank_for_energy(s, 0.95) == 3
@@ -45,7 +45,7 @@ def test_low_rank_on_a_conv_network():
     assert isinstance(k, mjc.LowRank) and k.a.shape[0] == 200 and k.b.shape[1] == 32
     assert mjc.count_params(lr) < mjc.count_params(params)
     obs = jax.random.normal(jax.random.key(1), (5, 7, 7, 3))
-    y = jax.jit(mjc.apply, static_argnums=0)(net, lr, obs)        # two thin matmuls
+    y = jax.jit(mjc.apply, static_argnums=0)(net, lr, obs)  # two thin matmuls
     y_ref = jax.jit(lambda p, o: net.apply(mjc.decompress(p), o))(lr, obs)
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="exactly one of"):
@@ -64,10 +64,13 @@ def test_share_codebook_and_indices(k, bits):
     dec = np.asarray(t.decode())
     assert set(np.unique(dec)) <= set(np.asarray(t.codebook).tolist())
     c_ref, _ = lloyd_1d_linear(w.ravel(), k, 20)
-    np.testing.assert_allclose(np.sort(np.asarray(t.codebook)), np.sort(c_ref), rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.sort(np.asarray(t.codebook)), np.sort(c_ref), rtol=1e-4, atol=1e-5
+    )
     # each weight maps to its nearest centroid
-    np.testing.assert_allclose(dec, np.asarray(t.codebook)[np.argmin(
-        np.abs(w[..., None] - np.asarray(t.codebook)), axis=-1)])
+    np.testing.assert_allclose(
+        dec,
+        np.asarray(t.codebook)[np.argmin(np.abs(w[..., None] - np.asarray(t.codebook)), axis=-1)],
+    )
     with pytest.raises(ValueError, match="k must be an integer in"):
         mjc.share({"Dense_0": {"kernel": w}}, 1)

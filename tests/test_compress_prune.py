@@ -30,7 +30,7 @@ def test_prune_matches_numpy(params, dist):
     s = 0.7
     pruned, masks = _prune(params, s, dist)
     ks = _kernels(params)
-    if dist == "global":   # NumPy reference: the floor(s n) smallest magnitudes overall
+    if dist == "global":  # NumPy reference: the floor(s n) smallest magnitudes overall
         allw = np.concatenate([np.abs(k).ravel() for k in ks])
         thr = np.sort(allw)[int(s * allw.size) - 1]
         refs = [np.abs(k) > thr for k in ks]
@@ -56,7 +56,7 @@ def test_erk_sparsities(params):
 
 def test_cubic_schedule_values():
     f = mjc.cubic_schedule(0.9, begin_step=100, end_step=1100, initial_sparsity=0.1)
-    for t in (0, 100, 350, 600, 1000, 1100, 5000):   # Zhu & Gupta, eq. 1
+    for t in (0, 100, 350, 600, 1000, 1100, 5000):  # Zhu & Gupta, eq. 1
         frac = min(max((t - 100) / 1000, 0.0), 1.0)
         assert abs(float(f(t)) - (0.9 + (0.1 - 0.9) * (1 - frac) ** 3)) < 1e-6
     assert float(f(0)) == pytest.approx(0.1) and float(f(2000)) == pytest.approx(0.9)
@@ -75,15 +75,15 @@ def test_gradual_pruning_masks_stay_zero_through_adam(params):
 
     @jax.jit
     def step(p, s):
-        l, g = jax.value_and_grad(loss)(p)
+        value, g = jax.value_and_grad(loss)(p)
         u, s = tx.update(g, s, p)
-        return optax.apply_updates(p, u), s, l
+        return optax.apply_updates(p, u), s, value
 
     def run(p, s, n):
         out = []
         for _ in range(n):
-            p, s, l = step(p, s)
-            out.append((p, s, float(l)))
+            p, s, value = step(p, s)
+            out.append((p, s, float(value)))
         return out
 
     hist = run(params, tx.init(params), 60)
@@ -91,8 +91,8 @@ def test_gradual_pruning_masks_stay_zero_through_adam(params):
     for i, (p, s, _) in enumerate(hist):
         for (_, m), (_, layer) in zip(mjc.layers(s.masks), mjc.layers(p)):
             assert np.all(np.asarray(layer["kernel"])[~np.asarray(m["kernel"])] == 0.0)
-        if i in (0, 10, 20, 30, 40):   # masks recomputed after update i: uniform per layer
-            for (_, m) in mjc.layers(s.masks):
+        if i in (0, 10, 20, 30, 40):  # masks recomputed after update i: uniform per layer
+            for _, m in mjc.layers(s.masks):
                 k = np.asarray(m["kernel"])
                 assert abs((1 - k.mean()) - float(sched(i))) < 1.0 / k.size * 2 + 1e-6
     p_end = hist[-1][0]
@@ -132,11 +132,22 @@ def test_sparse_storage_shrinks_and_roundtrips(params):
             sp = mjc.to_sparse(jax.device_get(store))
             back = mjc.deserialize(mjc.serialize(sp))
             # bit-exact: the decoded kernels (numpy) equal the dense ones
-            dense = [np.asarray(layer["kernel"].ints() if isinstance(layer["kernel"], mjc.QTensor)
-                                else layer["kernel"]) for _, layer in mjc.layers(store)]
-            got = [np.asarray(layer["kernel"].ints() if isinstance(layer["kernel"], mjc.QTensor)
-                              else mjc.decompress({"k": layer})["k"]["kernel"])
-                   for _, layer in mjc.layers(back)]
+            dense = [
+                np.asarray(
+                    layer["kernel"].ints()
+                    if isinstance(layer["kernel"], mjc.QTensor)
+                    else layer["kernel"]
+                )
+                for _, layer in mjc.layers(store)
+            ]
+            got = [
+                np.asarray(
+                    layer["kernel"].ints()
+                    if isinstance(layer["kernel"], mjc.QTensor)
+                    else mjc.decompress({"k": layer})["k"]["kernel"]
+                )
+                for _, layer in mjc.layers(back)
+            ]
             for a, b in zip(got, dense):
                 np.testing.assert_array_equal(a, b)
         sizes.append((mjc.nbytes(sp), mjc.kernel_bytes(sp), mjc.kernel_bytes(q)))
@@ -144,7 +155,7 @@ def test_sparse_storage_shrinks_and_roundtrips(params):
     # + scales) take under half of the dense int8 kernels
     assert sizes[0][0] > sizes[1][0] > sizes[2][0]
     assert sizes[2][1] < 0.5 * sizes[2][2]
-    assert sizes[0][1] == sizes[0][2]           # 0% sparse: kernels stay dense (no blow-up)
+    assert sizes[0][1] == sizes[0][2]  # 0% sparse: kernels stay dense (no blow-up)
 
 
 @pytest.mark.parametrize("encoding", ["bitmask", "index", "delta"])
@@ -152,7 +163,7 @@ def test_sparse_encodings_decode_exactly(encoding):
     rng = np.random.default_rng(0)
     w = rng.normal(size=(40, 300)).astype(np.float32)
     w[rng.random(w.shape) < 0.95] = 0.0
-    w[:, 5:290] = 0.0            # long zero runs: the delta encoding needs bridging entries
+    w[:, 5:290] = 0.0  # long zero runs: the delta encoding needs bridging entries
     sp = mjc.sparse_tensor(w, encoding)
     assert sp.encoding == encoding
     np.testing.assert_array_equal(np.asarray(jax.jit(lambda t: t.decode())(sp)), w)

@@ -34,7 +34,7 @@ def _np_quantize(w, bits, per_channel=True):
 
 _quantize = jax.jit(mjc.quantize, static_argnums=(1, 2))
 _decode = jax.jit(mjc.dequantize)
-_apply = jax.jit(mjc.apply, static_argnums=0)          # from the stored integers
+_apply = jax.jit(mjc.apply, static_argnums=0)  # from the stored integers
 _apply_float = jax.jit(lambda net, p, o: net.apply(p, o), static_argnums=0)
 
 
@@ -44,7 +44,8 @@ def test_quantize_matches_numpy_and_error_bound(mlp_params, conv_params, bits, p
         qp = _quantize(params, bits, per_channel)
         deq = _decode(qp)
         for (path, layer), (_, flayer), (_, dlayer) in zip(
-                mjc.layers(qp), mjc.layers(params), mjc.layers(deq)):
+            mjc.layers(qp), mjc.layers(params), mjc.layers(deq)
+        ):
             k, w = layer["kernel"], np.asarray(flayer["kernel"])
             assert isinstance(k, mjc.QTensor) and k.bits == bits and k.shape == w.shape
             # the storage really is integer: int8, or uint8 packed 8/bits per byte
@@ -77,8 +78,9 @@ def test_apply_from_quantized_equals_apply_dequantized(mlp_params, conv_params, 
         np.testing.assert_allclose(np.asarray(y_int), np.asarray(y_deq), rtol=1e-5, atol=1e-5)
     # 8 bits stays close to the float network; this would fail for a broken scale axis
     y = _apply(MLP, _quantize(mlp_params, 8, True), obs := jnp.ones((7, 5)))
-    np.testing.assert_allclose(np.asarray(y), np.asarray(_apply_float(MLP, mlp_params, obs)),
-                               atol=2e-2)
+    np.testing.assert_allclose(
+        np.asarray(y), np.asarray(_apply_float(MLP, mlp_params, obs)), atol=2e-2
+    )
 
 
 def test_quantize_jit_vmap_and_serialize(mlp_params):
@@ -98,8 +100,12 @@ def test_quantize_jit_vmap_and_serialize(mlp_params):
     k32 = mjc.kernel_bytes(mlp_params)
     n_out = sum(layer["kernel"].shape[-1] for _, layer in mjc.layers(mlp_params))
     assert mjc.kernel_bytes(_quantize(mlp_params, 8, True)) == k32 // 4 + 4 * n_out
-    assert mjc.nbytes(_quantize(mlp_params, 2, True)) < mjc.nbytes(_quantize(mlp_params, 4, True)) \
-        < mjc.nbytes(_quantize(mlp_params, 8, True)) < mjc.nbytes(mlp_params)
+    assert (
+        mjc.nbytes(_quantize(mlp_params, 2, True))
+        < mjc.nbytes(_quantize(mlp_params, 4, True))
+        < mjc.nbytes(_quantize(mlp_params, 8, True))
+        < mjc.nbytes(mlp_params)
+    )
 
 
 class _WithNorm(nn.Module):
@@ -110,8 +116,12 @@ class _WithNorm(nn.Module):
 
 def test_unsupported_layers_raise_clearly(mlp_params):
     p = _WithNorm().init(jax.random.key(0), jnp.zeros((1, 3)))
-    for fn in (lambda: mjc.quantize(p), lambda: mjc.prune(p, 0.5), lambda: mjc.share(p, 4),
-               lambda: mjc.low_rank(p, rank=1)):
+    for fn in (
+        lambda: mjc.quantize(p),
+        lambda: mjc.prune(p, 0.5),
+        lambda: mjc.share(p, 4),
+        lambda: mjc.low_rank(p, rank=1),
+    ):
         with pytest.raises(ValueError, match="unsupported layer 'LayerNorm_0'.*Dense"):
             fn()
     with pytest.raises(ValueError, match="bits must be one of"):

@@ -15,7 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("mkdocs", "mkdocstrings_handlers.python")),
-    reason="the docs tools are not installed: pip install -e '.[dev]'")
+    reason="the docs tools are not installed: pip install -e '.[dev]'",
+)
 
 # reference page -> the module whose __all__ it documents
 PAGES = {
@@ -32,7 +33,11 @@ PAGES = {
 def mkdocs_build(root: Path, site: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-        cwd=root, capture_output=True, text=True, timeout=300)
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +55,25 @@ def page(site: Path, name: str) -> str:
 def exported_names(path: str) -> list:
     tree = ast.parse((ROOT / path).read_text())
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__"
-                                                for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            getattr(t, "id", None) == "__all__" for t in node.targets
+        ):
             return [n for n in ast.literal_eval(node.value) if not n.startswith("__")]
     raise AssertionError(f"{path} has no __all__")
 
 
 def test_reference_documents_the_buffer_ops_agents_and_config(site):
     replay = page(site, "replay")
-    for text in ("sample_batch_size", "Sample", "can_sample", "weights", "one_copy",
-                 "sequence_priorities", "capacity_for", "MemoryReport"):
+    for text in (
+        "sample_batch_size",
+        "Sample",
+        "can_sample",
+        "weights",
+        "one_copy",
+        "sequence_priorities",
+        "capacity_for",
+        "MemoryReport",
+    ):
         assert text in replay, text
     assert "make_dqn" in page(site, "agents")
     assert "TrainConfig" in page(site, "train") and "buffer_capacity" in page(site, "train")
@@ -73,8 +87,11 @@ def test_every_public_name_is_documented(site):
         ids = set(re.findall(r'id="(memjax\.[\w.]+)"', page(site, name)))
         # a name is documented under its public path or, where a submodule of the same name
         # hides it from the docs tool (memjax.replay.uniform), under its defining module
-        absent = [n for n in exported_names(path)
-                  if f"{module}.{n}" not in ids and f"{module}.{n}.{n}" not in ids]
+        absent = [
+            n
+            for n in exported_names(path)
+            if f"{module}.{n}" not in ids and f"{module}.{n}.{n}" not in ids
+        ]
         if absent:
             missing[f"docs/reference/{name}.md"] = absent
     assert not missing, f"public names without an entry in the reference: {missing}"
@@ -100,18 +117,30 @@ def test_home_page_is_the_readme(site):
 
 BROKEN = {
     "a missing object in a reference page": (
-        "docs/reference/replay.md", "\n::: memjax.replay.no_such_name\n", "no_such_name"),
+        "docs/reference/replay.md",
+        "\n::: memjax.replay.no_such_name\n",
+        "no_such_name",
+    ),
     "a markdown cross-reference to a missing object": (
-        "docs/replay.md", "\nSee [this][memjax.replay.no_such_name].\n", "no_such_name"),
+        "docs/replay.md",
+        "\nSee [this][memjax.replay.no_such_name].\n",
+        "no_such_name",
+    ),
     "a docstring role naming a missing object": (
         "memjax/replay/budget.py",
         '\n\ndef documented():\n    """See :func:`memjax.replay.no_such_name`."""\n',
-        "no_such_name"),
+        "no_such_name",
+    ),
     "a README link to a missing file": (
-        "README.md", "\n[gone](experiments/no_such_file.png)\n", "no_such_file.png"),
+        "README.md",
+        "\n[gone](experiments/no_such_file.png)\n",
+        "no_such_file.png",
+    ),
     "a guide page's link to a missing repository file": (
-        "docs/results.md", "\n![gone](../experiments/results/no_such_plot.png)\n",
-        "no_such_plot.png"),
+        "docs/results.md",
+        "\n![gone](../experiments/results/no_such_plot.png)\n",
+        "no_such_plot.png",
+    ),
 }
 
 
@@ -128,7 +157,9 @@ def test_a_broken_reference_fails_the_build(tmp_path, case):
     if path == "memjax/replay/budget.py":  # the role must be on a documented object
         addition += "\n\n__all__ = ['capacity_for', 'buffer_bytes', 'documented']\n"
         (copy / "docs/reference/replay.md").write_text(
-            (copy / "docs/reference/replay.md").read_text() + "\n::: memjax.replay.budget.documented\n")
+            (copy / "docs/reference/replay.md").read_text()
+            + "\n::: memjax.replay.budget.documented\n"
+        )
     with open(copy / path, "a") as f:
         f.write(addition)
     result = mkdocs_build(copy, tmp_path / "site")

@@ -14,15 +14,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import doc_blocks
 import memjax as mj
 from memjax.replay.base import ReplayBuffer
 
-import doc_blocks
-
 FACTORIES = {"uniform": mj.replay.uniform, "prioritized": mj.replay.prioritized}
 NUM_ENVS = 2
-EXAMPLE = {"obs": jnp.zeros(3), "next_obs": jnp.zeros(3), "first": jnp.bool_(False),
-           "action": jnp.int32(0)}
+EXAMPLE = {
+    "obs": jnp.zeros(3),
+    "next_obs": jnp.zeros(3),
+    "first": jnp.bool_(False),
+    "action": jnp.int32(0),
+}
 LAYOUTS = {
     "flat": lambda: None,
     "one_copy": lambda: mj.replay.one_copy(NUM_ENVS),
@@ -36,8 +39,14 @@ def rows(count, start=0):
     out = []
     for t in range(start, start + count):
         obs = jnp.full((NUM_ENVS, 3), float(t))
-        out.append({"obs": obs, "next_obs": obs + 1.0, "first": jnp.full((NUM_ENVS,), t == 0),
-                    "action": jnp.full((NUM_ENVS,), t, jnp.int32)})
+        out.append(
+            {
+                "obs": obs,
+                "next_obs": obs + 1.0,
+                "first": jnp.full((NUM_ENVS,), t == 0),
+                "action": jnp.full((NUM_ENVS,), t, jnp.int32),
+            }
+        )
     return out
 
 
@@ -62,9 +71,9 @@ def test_jit_sample_uses_the_constructor_batch_size(name):
     assert jitted.indices.shape == (5,) and jitted.items["obs"].shape == (5, 3)
     for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager)):
         np.testing.assert_array_equal(a, b)
-    assert buf.sample(state, key, 3).indices.shape == (3,)      # the per-call size wins
-    assert bool(jax.jit(buf.can_sample)(state))                 # 8 items >= 5
-    assert not bool(buf.can_sample(filled(buf, 2)))             # 4 items < 5
+    assert buf.sample(state, key, 3).indices.shape == (3,)  # the per-call size wins
+    assert bool(jax.jit(buf.can_sample)(state))  # 8 items >= 5
+    assert not bool(buf.can_sample(filled(buf, 2)))  # 4 items < 5
     assert bool(buf.can_sample(filled(buf, 2), 4))
 
 
@@ -75,17 +84,21 @@ def test_jit_sample_without_a_batch_size_says_how_to_fix_it(name):
     with pytest.raises(TypeError, match="sample_batch_size"):
         jax.jit(buf.sample)(state, jax.random.key(0))
     with pytest.raises(TypeError, match="sample_batch_size"):
-        jax.jit(buf.sample)(state, jax.random.key(0), 4)       # traced batch_size
+        jax.jit(buf.sample)(state, jax.random.key(0), 4)  # traced batch_size
     with pytest.raises(TypeError, match="sample_batch_size"):
         buf.can_sample(state)
 
 
 @pytest.mark.parametrize("name", list(FACTORIES))
-@pytest.mark.parametrize("bad, error, words", [
-    (0, ValueError, "sample_batch_size must be >= 1"),
-    (2.5, TypeError, "sample_batch_size must be a python int"),
-    (17, ValueError, "sample_batch_size 17 is larger than the buffer's capacity 16"),
-    ("4", TypeError, "sample_batch_size must be a python int")])
+@pytest.mark.parametrize(
+    "bad, error, words",
+    [
+        (0, ValueError, "sample_batch_size must be >= 1"),
+        (2.5, TypeError, "sample_batch_size must be a python int"),
+        (17, ValueError, "sample_batch_size 17 is larger than the buffer's capacity 16"),
+        ("4", TypeError, "sample_batch_size must be a python int"),
+    ],
+)
 def test_bad_sample_batch_size(name, bad, error, words):
     with pytest.raises(error, match=words):
         FACTORIES[name](16, sample_batch_size=bad)
@@ -97,8 +110,9 @@ def test_bad_sample_batch_size(name, bad, error, words):
 @pytest.mark.parametrize("name", list(FACTORIES))
 def test_replace_is_purejaxrls_idiom(name):
     buf = FACTORIES[name](16, sample_batch_size=4)
-    fast = buf.replace(init=jax.jit(buf.init), add=jax.jit(buf.add, donate_argnums=0),
-                       sample=jax.jit(buf.sample))
+    fast = buf.replace(
+        init=jax.jit(buf.init), add=jax.jit(buf.add, donate_argnums=0), sample=jax.jit(buf.sample)
+    )
     assert isinstance(fast, ReplayBuffer)
     assert fast.update is buf.update and fast.init is not buf.init
     state = fast.init(EXAMPLE)
@@ -127,9 +141,9 @@ def test_empty_buffer_under_jit(name, layout):
     assert_nothing_drawn(sample)
     after = jax.jit(buf.update)(state, sample.indices, jnp.full((4,), 5.0))
     for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(state)):
-        np.testing.assert_array_equal(a, b)                      # -1 ids are ignored
+        np.testing.assert_array_equal(a, b)  # -1 ids are ignored
     with pytest.raises(ValueError, match="empty"):
-        buf.sample(state, jax.random.key(0))                     # eager: the clear error
+        buf.sample(state, jax.random.key(0))  # eager: the clear error
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -147,11 +161,10 @@ def test_vmapped_seeds_one_empty(name, layout):
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_prioritized_with_every_priority_zero(layout):
-    buf = mj.replay.prioritized(16, layout=LAYOUTS[layout](), sample_batch_size=4,
-                                min_priority=0.0)
+    buf = mj.replay.prioritized(16, layout=LAYOUTS[layout](), sample_batch_size=4, min_priority=0.0)
     state = filled(buf, 3)
     sample, update = jax.jit(buf.sample, static_argnums=2), jax.jit(buf.update)
-    for i in range(50):                      # zero the priority of whatever is still drawn
+    for i in range(50):  # zero the priority of whatever is still drawn
         if not bool(buf.can_sample(state)):
             break
         drawn = sample(state, jax.random.key(i), 16).indices
@@ -176,15 +189,15 @@ def test_docs_own_loop_runs_and_learns():
     namespace = {}
     exec(compile(example.code, f"{example.path} own-loop example", "exec"), namespace)
     runner, finished, loss = namespace["runner"], namespace["finished"], namespace["loss"]
-    buf, steps = namespace["buf"], namespace["STEPS"]
+    steps = namespace["STEPS"]
     assert finished.shape == (2, steps, namespace["NUM_ENVS"])
     assert np.all(np.isfinite(np.asarray(loss)))
     buf_state = runner[3]
-    assert np.all(np.asarray(mj.replay.size(buf_state)) > 0.9 * 8 * 2_500)   # one-copy rows
+    assert np.all(np.asarray(mj.replay.size(buf_state)) > 0.9 * 8 * 2_500)  # one-copy rows
     # priorities came back through update: the largest raw priority moved off its initial 1
     assert np.all(np.asarray(buf_state.max_priority) != 1.0)
-    late = np.asarray(finished)[:, -steps // 5:]
+    late = np.asarray(finished)[:, -steps // 5 :]
     early = np.asarray(finished)[:, : steps // 10]
     late_mean, early_mean = np.nanmean(late, axis=(1, 2)), np.nanmean(early, axis=(1, 2))
-    assert np.all(late_mean > 100), late_mean                   # random play: about 22
+    assert np.all(late_mean > 100), late_mean  # random play: about 22
     assert np.all(late_mean > 3 * early_mean), (early_mean, late_mean)

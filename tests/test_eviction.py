@@ -24,9 +24,13 @@ ORDERED = ("least_recently_sampled", "lowest_priority", "max_times_sampled")
 
 
 def make_policy(name):
-    return {"reservoir": ev.reservoir, "least_recently_sampled": ev.least_recently_sampled,
-            "lowest_priority": ev.lowest_priority, "fifo": ev.fifo,
-            "max_times_sampled": lambda: ev.max_times_sampled(2)}[name]()
+    return {
+        "reservoir": ev.reservoir,
+        "least_recently_sampled": ev.least_recently_sampled,
+        "lowest_priority": ev.lowest_priority,
+        "fifo": ev.fifo,
+        "max_times_sampled": lambda: ev.max_times_sampled(2),
+    }[name]()
 
 
 class Ops:
@@ -35,8 +39,9 @@ class Ops:
     def __init__(self, policy, prioritized, capacity=C):
         self.prioritized, self.capacity = prioritized, capacity
         if prioritized:
-            self.buf = mj.replay.prioritized(capacity, alpha=1.0, min_priority=0.0,
-                                             eviction=make_policy(policy))
+            self.buf = mj.replay.prioritized(
+                capacity, alpha=1.0, min_priority=0.0, eviction=make_policy(policy)
+            )
         else:
             self.buf = mj.replay.uniform(capacity, eviction=make_policy(policy))
         self.add = jax.jit(self.buf.add)
@@ -132,8 +137,9 @@ def check(ops, state, r):
             assert g[s] == r.g[s], (s, g.tolist(), r.g)
     np.testing.assert_array_equal(np.asarray(state.version), r.version)
     if ops.prioritized:
-        np.testing.assert_array_equal(np.asarray(sumtree.leaves(state.tree)),
-                                      np.asarray(r.leaf, np.float32))
+        np.testing.assert_array_equal(
+            np.asarray(sumtree.leaves(state.tree)), np.asarray(r.leaf, np.float32)
+        )
 
 
 def run_script(ops, r, rng, steps=30):
@@ -301,6 +307,7 @@ def test_fifo_is_bit_identical_to_no_policy(prioritized):
             s = buf.add(s, {"g": g, "obs": jnp.zeros((C + 2, 3)) + g[:, None]})
             smp = buf.sample(s, k, 5)
             return buf.update(s, smp.indices, smp.items["g"] % 7 + 0.5), smp
+
         return jax.lax.scan(body, state, jax.random.split(jax.random.key(0), 6))
 
     chex_equal(jax.jit(lambda s: run(plain, s))(a), jax.jit(lambda s: run(fifo, s))(b))
@@ -319,7 +326,10 @@ def test_policies_work_under_vmap_scan_and_donation():
                 g = jax.random.randint(k1, (3,), 0, 1000)
                 s = buf.add(s, {"g": g, "obs": obs})
                 smp = buf.sample(s, k2, 4)
-                return buf.update(s, smp.indices, jnp.abs(smp.items["obs"][:, 0]) + 0.1), smp.indices
+                return buf.update(
+                    s, smp.indices, jnp.abs(smp.items["obs"][:, 0]) + 0.1
+                ), smp.indices
+
             return jax.lax.scan(body, state, jax.random.split(key, 8))
 
         keys = jax.random.split(jax.random.key(1), 2)
@@ -343,7 +353,9 @@ def test_bad_settings_are_clear_errors():
     with pytest.raises(ValueError, match="needs layout=None.*one_copy"):
         mj.replay.uniform(8, layout=mj.replay.one_copy(2), eviction=ev.reservoir())
     with pytest.raises(ValueError, match="needs layout=None.*sequence"):
-        mj.replay.prioritized(8, layout=mj.replay.sequence(2, 2), eviction=ev.least_recently_sampled())
+        mj.replay.prioritized(
+            8, layout=mj.replay.sequence(2, 2), eviction=ev.least_recently_sampled()
+        )
     with pytest.raises(ValueError, match="lowest_priority.*prioritized"):
         mj.replay.uniform(8, eviction=ev.lowest_priority())
     with pytest.raises(TypeError, match="call it"):
@@ -364,7 +376,9 @@ def test_mintree_takes_the_smallest_keys_in_order():
 
     def smallest(p, q, k):  # new keys larger than all: take returns the k smallest in order
         tree = mintree.build(p, q)
-        return mintree.take(tree, jnp.full((k,), 2**30, jnp.int32), jnp.arange(k, dtype=jnp.uint32))[1]
+        return mintree.take(
+            tree, jnp.full((k,), 2**30, jnp.int32), jnp.arange(k, dtype=jnp.uint32)
+        )[1]
 
     for n, k in ((1, 1), (64, 10), (1000, 17)):
         p = rng.integers(0, 4, n).astype(np.int32)
@@ -379,13 +393,17 @@ def test_mintree_takes_the_smallest_keys_in_order():
 
     def rekey(p, q, slots, values):
         tree = mintree.set_p(mintree.build(p, q), slots, values)
-        return mintree.take(tree, jnp.full((5,), 2**30, jnp.int32), jnp.arange(5, dtype=jnp.uint32))[1]
+        return mintree.take(
+            tree, jnp.full((5,), 2**30, jnp.int32), jnp.arange(5, dtype=jnp.uint32)
+        )[1]
 
     got = np.asarray(jax.jit(jax.vmap(rekey))(p, q, slots, values))
     # the vectorised re-keying (other platforms) builds the same tree as the CPU loop
     tree = mintree.build(p[0], q[0])
     loop = jax.jit(mintree._set_loop(300))(tree.keys, slots[0], values[0])
-    vectorised = jax.jit(lambda *a: mintree._set_vectorised(300, *a))(tree.keys, slots[0], values[0])
+    vectorised = jax.jit(lambda *a: mintree._set_vectorised(300, *a))(
+        tree.keys, slots[0], values[0]
+    )
     np.testing.assert_array_equal(np.asarray(loop), np.asarray(vectorised))
     for t in range(3):
         want_p = p[t].copy()
@@ -434,12 +452,16 @@ def test_mintree_set_p_leaves_the_top_to_refresh():
             if 0 <= s < capacity:
                 want_p[s] = v
         want = np.asarray(mintree.build(want_p, q[t]).keys)
-        np.testing.assert_array_equal(np.asarray(stale[t])[3 * offsets[top]:], want[3 * offsets[top]:])
+        np.testing.assert_array_equal(
+            np.asarray(stale[t])[3 * offsets[top] :], want[3 * offsets[top] :]
+        )
         np.testing.assert_array_equal(np.asarray(fresh[t]), want)
         again = mintree.refresh(mintree.MinTree(keys=jnp.asarray(want), capacity=capacity))
         np.testing.assert_array_equal(np.asarray(again.keys), want)
     tree = mintree.build(p[0], q[0])
     loop = jax.jit(mintree._set_loop(capacity))(tree.keys, slots[0], values[0])
-    vectorised = jax.jit(lambda *a: mintree._set_vectorised(capacity, *a))(tree.keys, slots[0], values[0])
+    vectorised = jax.jit(lambda *a: mintree._set_vectorised(capacity, *a))(
+        tree.keys, slots[0], values[0]
+    )
     np.testing.assert_array_equal(np.asarray(loop), np.asarray(vectorised))
     np.testing.assert_array_equal(np.asarray(loop), np.asarray(stale[0]))

@@ -48,30 +48,45 @@ ENTRY %main (x: f32[1024,4], y: u8[16]) -> (f32[1024,4], u8[16]) {
 
 def test_hlo_copies_where_sizes_and_filters():
     kernel_level = c.hlo_copies(HLO)  # copies outside fusions, in text order
-    assert [(x.where, x.nbytes, x.shape) for x in kernel_level] == \
-        [("loop", 16384, "f32[1024,4]"), ("entry", 16384, "f32[1024,4]")]
+    assert [(x.where, x.nbytes, x.shape) for x in kernel_level] == [
+        ("loop", 16384, "f32[1024,4]"),
+        ("entry", 16384, "f32[1024,4]"),
+    ]
     everywhere = c.hlo_copies(HLO, nested=True, ops=("copy", "copy-start"))
     assert [x.where for x in everywhere] == ["nested", "loop", "entry", "entry"]
     start = everywhere[-1]
     assert start.nbytes is None and start.shape is None and start.type.startswith("(u8[16]")
     assert start.line == "%cs = (u8[16]{0}, u8[16]{0}, u32[]) copy-start(%y)"
-    assert [x.line for x in c.hlo_copies(HLO, shapes=[("u8", (16,))], nested=True,
-                                         ops=("copy", "copy-start"))] == [start.line]
+    assert [
+        x.line
+        for x in c.hlo_copies(HLO, shapes=[("u8", (16,))], nested=True, ops=("copy", "copy-start"))
+    ] == [start.line]
     assert c.hlo_copies(HLO, shapes=[("f32", (1024, 5))], nested=True) == []
     assert c.hlo_copies(HLO, min_bytes=16385) == []
 
 
 def test_hlo_copies_fixture_is_the_shared_scanner(hlo_copies):
     lines = hlo_copies(HLO, [("f32", (1024, 4))])
-    assert lines == ["ROOT %copy.9 = f32[1024,4]{0,1} copy(f32[1024,4]{1,0} %param_0)",
-                     "%copy.2 = f32[1024,4]{1,0} copy(%gte)", "%copy = f32[1024,4]{1,0} copy(%x)"]
-    assert hlo_copies(HLO, [("u8", (16,))]) == ["%cs = (u8[16]{0}, u8[16]{0}, u32[]) copy-start(%y)"]
+    assert lines == [
+        "ROOT %copy.9 = f32[1024,4]{0,1} copy(f32[1024,4]{1,0} %param_0)",
+        "%copy.2 = f32[1024,4]{1,0} copy(%gte)",
+        "%copy = f32[1024,4]{1,0} copy(%x)",
+    ]
+    assert hlo_copies(HLO, [("u8", (16,))]) == [
+        "%cs = (u8[16]{0}, u8[16]{0}, u32[]) copy-start(%y)"
+    ]
 
 
 def test_hlo_summary_counts_kernels_outside_fusions():
     s = c.hlo_summary(HLO)
-    assert s["ops"] == {"compare": 1, "copy": 2, "copy-done": 1, "copy-start": 1, "fusion": 1,
-                        "while": 1}
+    assert s["ops"] == {
+        "compare": 1,
+        "copy": 2,
+        "copy-done": 1,
+        "copy-start": 1,
+        "fusion": 1,
+        "while": 1,
+    }
     assert s["kernels"] == 7 and s["fusions"] == {"fusion": 1}
     assert s["largest_copy_bytes_entry"] == s["largest_copy_bytes_in_loops"] == 16384
 
@@ -81,8 +96,11 @@ def test_paired_ratios_and_time_stats():
     assert c.paired_ratio(num, den) == 2.0  # the median of 2, 1.5, 3
     assert c.best_of({"a": [1.0, 5.0], "b": [2.0, 4.0]}, ("a", "b")) == [1.0, 4.0]
     assert c.best_of({"a": [1.0]}, "a") == [1.0]
-    assert c.time_stats([1e-6, 3e-6, 2e-6]) == {"min_us": 1.0, "median_us": 2.0,
-                                                "rounds_us": [1.0, 3.0, 2.0]}
+    assert c.time_stats([1e-6, 3e-6, 2e-6]) == {
+        "min_us": 1.0,
+        "median_us": 2.0,
+        "rounds_us": [1.0, 3.0, 2.0],
+    }
 
 
 def test_argparse_types():
@@ -90,8 +108,12 @@ def test_argparse_types():
     assert c.ints("0,1") == (0, 1)
     assert c.positive_ints("1,8") == (1, 8)
     assert c.shapes("4,10x10x4") == ((4,), (10, 10, 4))
-    for fn, text in ((c.ints, "1.5"), (c.positive_ints, "0,8"), (c.positive_ints, ","),
-                     (c.shapes, "4xa")):
+    for fn, text in (
+        (c.ints, "1.5"),
+        (c.positive_ints, "0,8"),
+        (c.positive_ints, ","),
+        (c.shapes, "4xa"),
+    ):
         with pytest.raises(argparse.ArgumentTypeError):
             fn(text)
 

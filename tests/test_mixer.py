@@ -54,7 +54,11 @@ def test_draws_the_counts_from_each_buffer_and_only_what_it_uses():
     def never(*args, **kwargs):
         raise AssertionError("a buffer with proportion 0 was sampled")
 
-    bufs = [mj.replay.uniform(16), mj.replay.uniform(16), mj.replay.uniform(16).replace(sample=never)]
+    bufs = [
+        mj.replay.uniform(16),
+        mj.replay.uniform(16),
+        mj.replay.uniform(16).replace(sample=never),
+    ]
     mix = mj.replay.mixer(bufs, (0.6, 0.4, 0.0), sample_batch_size=10)
     states = (filled(bufs[0], 0, 16), filled(bufs[1], 1000, 5), bufs[2].init(EX))
     smp = jax.jit(mix.sample)(states, jax.random.key(0))
@@ -67,15 +71,19 @@ def test_draws_the_counts_from_each_buffer_and_only_what_it_uses():
     can = jax.jit(mix.can_sample, static_argnums=1)
     assert bool(can(states, 10)) and not bool(can(states, 14))  # 14: 6 of buffer 1's 5 items
     many = jax.jit(jax.vmap(lambda st, k: mix.sample(st, k).items["g"], in_axes=(None, 0)))(
-        states, jax.random.split(jax.random.key(2), 4))
+        states, jax.random.split(jax.random.key(2), 4)
+    )
     assert many.shape == (4, 10)
 
 
 @pytest.mark.parametrize("weighting", ["mixture", "union"])
 def test_prioritized_weights_are_the_mixtures(weighting):
     alpha, beta = 1.0, 0.5
-    bufs = [mj.replay.prioritized(8, alpha=alpha), mj.replay.prioritized(8, alpha=alpha),
-            mj.replay.uniform(8)]
+    bufs = [
+        mj.replay.prioritized(8, alpha=alpha),
+        mj.replay.prioritized(8, alpha=alpha),
+        mj.replay.uniform(8),
+    ]
     mix = mj.replay.mixer(bufs, (2, 1, 1), weights=weighting)
     states = [filled(bufs[0], 0, 8), filled(bufs[1], 100, 4), filled(bufs[2], 200, 6)]
     # known priorities through the public path: a stratified sample of n over n items of
@@ -86,12 +94,15 @@ def test_prioritized_weights_are_the_mixtures(weighting):
         ids = np.zeros(n, np.int32)
         ids[np.asarray(s.items["g"]) - 100 * k] = np.asarray(s.indices)
         states[k] = jax.jit(bufs[k].update)(states[k], jnp.asarray(ids), prio[k])
-    smp = jax.jit(lambda st, key: mix.sample(st, key, 8, beta=beta))(tuple(states), jax.random.key(3))
+    smp = jax.jit(lambda st, key: mix.sample(st, key, 8, beta=beta))(
+        tuple(states), jax.random.key(3)
+    )
     assert mix.counts(8) == (4, 2, 2)
     g = np.asarray(smp.items["g"])
     share = np.array([4, 4, 4, 4, 2, 2, 2, 2]) / 8
-    p_within = np.concatenate([prio[0][g[:4]] / prio[0].sum(), prio[1][g[4:6] - 100] / prio[1].sum(),
-                               np.full(2, 1 / 6)])
+    p_within = np.concatenate(
+        [prio[0][g[:4]] / prio[0].sum(), prio[1][g[4:6] - 100] / prio[1].sum(), np.full(2, 1 / 6)]
+    )
     np.testing.assert_allclose(smp.probabilities, share * p_within, rtol=1e-5)
     sizes = np.array([8] * 4 + [4] * 2 + [6] * 2)
     if weighting == "mixture":
@@ -104,7 +115,11 @@ def test_prioritized_weights_are_the_mixtures(weighting):
 
 
 def test_update_routes_priorities_to_each_buffer():
-    bufs = [mj.replay.prioritized(8, alpha=1.0), mj.replay.uniform(8), mj.replay.prioritized(8, alpha=1.0)]
+    bufs = [
+        mj.replay.prioritized(8, alpha=1.0),
+        mj.replay.uniform(8),
+        mj.replay.prioritized(8, alpha=1.0),
+    ]
     mix = mj.replay.mixer(bufs, (0.5, 0.25, 0.25))
     states = (filled(bufs[0], 0, 8), filled(bufs[1], 100, 8), filled(bufs[2], 200, 8))
     smp = jax.jit(mix.sample, static_argnums=2)(states, jax.random.key(0), 8)
@@ -148,6 +163,9 @@ def test_bad_settings_are_clear_errors():
     with pytest.raises(TypeError, match="sample_batch_size"):
         mj.replay.mixer([u], (1,)).sample((filled(u, 0, 4),), jax.random.key(0))
     other = mj.replay.uniform(4)
-    states = (filled(u, 0, 4), other.add(other.init({"g": np.int32(0)}), {"g": np.arange(4, dtype=np.int32)}))
+    states = (
+        filled(u, 0, 4),
+        other.add(other.init({"g": np.int32(0)}), {"g": np.arange(4, dtype=np.int32)}),
+    )
     with pytest.raises(TypeError, match="must store the same items"):
         mj.replay.mixer([u, other], (1, 1)).sample(states, jax.random.key(0), 4)

@@ -21,6 +21,7 @@ STEPS = 60
 
 def rollout(env, params, key, actions):
     """obs, reward, terminated, truncated of ``env.step`` over ``actions``, one key per step."""
+
     def body(state, xs):
         k, a = xs
         obs, state, reward, term, trunc, info = env.step(k, state, a, params)
@@ -39,10 +40,13 @@ def rollouts():
     actions = jax.random.bernoulli(jax.random.key(1), 0.8, (STEPS,)).astype(jnp.int32)
     key = jax.random.key(7)
     ours = jax.jit(jax.vmap(lambda t: rollout(env, env.for_task(params, t), key, actions)))(
-        jnp.arange(len(VARIANTS)))
+        jnp.arange(len(VARIANTS))
+    )
     ref_env = cartpole.CartPole()
-    stacked = jax.tree.map(lambda *x: jnp.stack([jnp.asarray(v) for v in x]), *[
-        mj.envs.cartpole_variant(**multitask.CARTPOLE_VARIANTS[v]) for v in VARIANTS])
+    stacked = jax.tree.map(
+        lambda *x: jnp.stack([jnp.asarray(v) for v in x]),
+        *[mj.envs.cartpole_variant(**multitask.CARTPOLE_VARIANTS[v]) for v in VARIANTS],
+    )
     theirs = jax.jit(jax.vmap(lambda p: rollout(ref_env, p, key, actions)))(stacked)
     return ours, jax.tree.map(np.asarray, theirs)
 
@@ -74,22 +78,25 @@ def test_random_task_per_episode_uniform_and_kept_through_the_episode():
     env = mj.envs.multi_cartpole(VARIANTS)
     params = env.default_params
     n = 1000
-    obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(jax.random.key(0), n),
-                                                        params)
+    obs, state = jax.vmap(env.reset, in_axes=(0, None))(
+        jax.random.split(jax.random.key(0), n), params
+    )
     counts = np.bincount(np.asarray(state.task), minlength=4)
     chi2 = ((counts - n / 4) ** 2 / (n / 4)).sum()
-    assert chi2 < 16.3, counts                       # 3 dof, p = 0.001
+    assert chi2 < 16.3, counts  # 3 dof, p = 0.001
     np.testing.assert_array_equal(np.argmax(obs[:, 4:], axis=1), state.task)
     # a step that does not end the episode keeps its task; an auto-reset draws again
     step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
     def body(state, key):
-        _, new, _, term, trunc, info = step(jax.random.split(key, n), state,
-                                            jnp.ones(n, jnp.int32), params)
+        _, new, _, term, trunc, info = step(
+            jax.random.split(key, n), state, jnp.ones(n, jnp.int32), params
+        )
         return new, (state.task, info["task"], new.task, term | trunc)
 
-    _, (before, stepped, after, done) = jax.jit(lambda s: jax.lax.scan(
-        body, s, jax.random.split(jax.random.key(1), 40)))(state)
+    _, (before, stepped, after, done) = jax.jit(
+        lambda s: jax.lax.scan(body, s, jax.random.split(jax.random.key(1), 40))
+    )(state)
     before, stepped, after, done = map(np.asarray, (before, stepped, after, done))
     np.testing.assert_array_equal(stepped, before)
     np.testing.assert_array_equal(after[~done], before[~done])
@@ -101,7 +108,7 @@ def test_continual_schedule_switches_at_the_right_steps():
     k, tasks = 7, ("default", "long", "reversed")
     env = mj.envs.multi_cartpole(tasks, switch_every=k)
     params = env.default_params
-    n = 3 * k * 2 + 5                                       # twice through, then some
+    n = 3 * k * 2 + 5  # twice through, then some
     actions = jax.random.bernoulli(jax.random.key(3), 0.5, (n,)).astype(jnp.int32)
 
     @jax.jit
@@ -116,11 +123,11 @@ def test_continual_schedule_switches_at_the_right_steps():
     obs0, state = env.reset(jax.random.key(0), params)
     task, next_task, clock, term, trunc, obs = run(state, params)
     i = np.arange(n)
-    np.testing.assert_array_equal(task, (i // k) % 3)                 # step i plays (i // K) % T
-    np.testing.assert_array_equal(clock, i + 1)                       # kept through resets
+    np.testing.assert_array_equal(task, (i // k) % 3)  # step i plays (i // K) % T
+    np.testing.assert_array_equal(clock, i + 1)  # kept through resets
     switch = (i + 1) % k == 0
-    assert np.all(np.asarray(trunc)[switch])                          # cut at every switch
-    np.testing.assert_array_equal(np.asarray(trunc), switch)          # and only there (short run)
+    assert np.all(np.asarray(trunc)[switch])  # cut at every switch
+    np.testing.assert_array_equal(np.asarray(trunc), switch)  # and only there (short run)
     np.testing.assert_array_equal(np.asarray(next_task)[switch], ((i[switch] + 1) // k) % 3)
     np.testing.assert_array_equal(np.argmax(np.asarray(obs)[:, 4:], axis=1), next_task)
     assert int(state.task) == 0 and np.argmax(obs0[4:]) == 0
@@ -163,11 +170,13 @@ def test_bad_settings_give_clear_errors():
     with pytest.raises(ValueError, match="5 actions.*3; every task must have the same actions"):
         mj.envs.from_envs([gymnax.make("Breakout-MinAtar"), gymnax.make("Asterix-MinAtar")])
     with pytest.raises(ValueError, match="one environment class with one configuration"):
-        mj.envs.from_envs([mj.envs.make("MemoryChain-3"), mj.envs.make("MemoryChain-5")],
-                          names=["a", "b"])
+        mj.envs.from_envs(
+            [mj.envs.make("MemoryChain-3"), mj.envs.make("MemoryChain-5")], names=["a", "b"]
+        )
     with pytest.raises(TypeError, match="task 'b'.s parameters"):
-        mj.envs.MultiTask(cartpole.CartPole(), [cartpole.EnvParams(), {"gravity": 1.0}],
-                          names=["a", "b"])
+        mj.envs.MultiTask(
+            cartpole.CartPole(), [cartpole.EnvParams(), {"gravity": 1.0}], names=["a", "b"]
+        )
     with pytest.raises(ValueError, match="at least one"):
         mj.envs.MultiTask(cartpole.CartPole(), [])
     with pytest.raises(ValueError, match="switch_every must be >= 1"):
@@ -182,8 +191,9 @@ def test_task_means_against_python():
     got = mj.envs.task_means(returns, tasks, 5)
     for s in range(3):
         for t in range(4):
-            assert got[s, t] == pytest.approx(np.mean([returns[s, i] for i in range(10)
-                                                       if tasks[i] == t]))
+            assert got[s, t] == pytest.approx(
+                np.mean([returns[s, i] for i in range(10) if tasks[i] == t])
+            )
         assert np.isnan(got[s, 4])
 
 
@@ -192,15 +202,24 @@ def test_task_means_against_python():
 
 @pytest.fixture(scope="module")
 def trainer():
-    cfg = mj.train.TrainConfig(env="MultiCartPole", num_envs=6, total_steps=1200,
-                               learning_starts=600, batch_size=16, buffer_capacity=600,
-                               chunk_steps=600, eval_episodes=6, eval_max_steps=40,
-                               agent=mj.agents.DQNConfig(hidden=(16,)))
+    cfg = mj.train.TrainConfig(
+        env="MultiCartPole",
+        num_envs=6,
+        total_steps=1200,
+        learning_starts=600,
+        batch_size=16,
+        buffer_capacity=600,
+        chunk_steps=600,
+        eval_episodes=6,
+        eval_max_steps=40,
+        agent=mj.agents.DQNConfig(hidden=(16,)),
+    )
     return mj.train.make_train(cfg)
 
 
 def test_loop_per_task_returns_against_a_python_replay(trainer):
     """The warm-up's per-task metrics equal sums over the same steps replayed one by one."""
+
     def body(s, _):
         tasks = s.env_state.task
         s, (_, done, finished) = trainer.env_step(s, random_actions=True)
@@ -214,8 +233,9 @@ def test_loop_per_task_returns_against_a_python_replay(trainer):
 
     metrics, (tasks, done, finished) = both(jax.random.key(0))
     sums, counts = np.zeros(4), np.zeros(4, int)
-    for t, d, f in zip(np.asarray(tasks).ravel(), np.asarray(done).ravel(),
-                       np.asarray(finished).ravel()):
+    for t, d, f in zip(
+        np.asarray(tasks).ravel(), np.asarray(done).ravel(), np.asarray(finished).ravel()
+    ):
         if d:
             sums[t] += f
             counts[t] += 1
@@ -227,6 +247,7 @@ def test_loop_per_task_returns_against_a_python_replay(trainer):
 def test_evaluation_episode_i_plays_task_i_mod_T(trainer):
     """Against each task evaluated on its own (2 episodes each, keys split per task): the
     returns interleave task by task and keep the first eval_episodes."""
+
     @jax.jit
     def both(key):
         agent = trainer.init(jax.random.key(1)).agent
@@ -234,14 +255,25 @@ def test_evaluation_episode_i_plays_task_i_mod_T(trainer):
         def policy(carry, obs, k):
             return trainer.agent.act(agent, carry, obs, k, 0, True)[:2]
 
-        per = jax.vmap(lambda t, k: evaluate_policy(
-            policy, (), trainer.env, trainer.env.for_task(trainer.env_params, t), k, 2, 2,
-            max_steps=40).returns)(jnp.arange(4), jax.random.split(key, 4))     # [tasks, 2]
+        per = jax.vmap(
+            lambda t, k: (
+                evaluate_policy(
+                    policy,
+                    (),
+                    trainer.env,
+                    trainer.env.for_task(trainer.env_params, t),
+                    k,
+                    2,
+                    2,
+                    max_steps=40,
+                ).returns
+            )
+        )(jnp.arange(4), jax.random.split(key, 4))  # [tasks, 2]
         return trainer.evaluate(agent, key).returns, per
 
     got, per = both(jax.random.key(2))
     np.testing.assert_array_equal(got, np.asarray(per).T.reshape(-1)[:6])
-    assert len(set(np.asarray(per).ravel().tolist())) > 1                  # not all equal
+    assert len(set(np.asarray(per).ravel().tolist())) > 1  # not all equal
     assert trainer.num_tasks == 4
 
 
@@ -259,15 +291,20 @@ def test_results_get_a_per_task_section_and_plot(tmp_path):
     from memjax.train import results
 
     rng = np.random.default_rng(0)
-    task_returns = rng.random((3, 2, 4)) * 100                     # [points, seeds, tasks]
-    task_returns[-1, 0, 3] = np.nan                               # no episode of task 3
+    task_returns = rng.random((3, 2, 4)) * 100  # [points, seeds, tasks]
+    task_returns[-1, 0, 3] = np.nan  # no episode of task 3
     episodes = rng.integers(1, 5, (3, 2, 4))
     episodes[-1, 0, 3] = 0
-    greedy = rng.random((3, 2, 4)) * 500                          # eval_task_return
-    curves = {"steps": [10, 20, 30], "eval_return": rng.random((3, 2)),
-              "train_return": rng.random((3, 2)), "eval_unfinished": [0, 0, 0],
-              "task_episode_return": task_returns, "task_episodes": episodes,
-              "eval_task_return": greedy}
+    greedy = rng.random((3, 2, 4)) * 500  # eval_task_return
+    curves = {
+        "steps": [10, 20, 30],
+        "eval_return": rng.random((3, 2)),
+        "train_return": rng.random((3, 2)),
+        "eval_unfinished": [0, 0, 0],
+        "task_episode_return": task_returns,
+        "task_episodes": episodes,
+        "eval_task_return": greedy,
+    }
     results.write_all(tmp_path, {"env": "MultiCartPole"}, curves)
     per_task = json.loads((tmp_path / "summary.json").read_text())["per_task"]
     np.testing.assert_allclose(per_task["final_return_mean"], greedy[-1].mean(axis=0))
@@ -287,12 +324,21 @@ def test_memjax_train_reports_greedy_returns_per_task(tmp_path):
     tasks is the evaluation's mean; summary.json's per_task section holds the last one."""
     import json
 
-    cfg = mj.train.TrainConfig(env="MultiCartPole", num_envs=6, total_steps=1200,
-                               learning_starts=600, batch_size=16, buffer_capacity=600,
-                               chunk_steps=600, eval_episodes=8, eval_max_steps=40,
-                               agent=mj.agents.DQNConfig(hidden=(16,)))
-    summary = mj.train.run(cfg, num_seeds=2, out_dir=tmp_path, progress=False, log=None,
-                           checkpoint_every=0)
+    cfg = mj.train.TrainConfig(
+        env="MultiCartPole",
+        num_envs=6,
+        total_steps=1200,
+        learning_starts=600,
+        batch_size=16,
+        buffer_capacity=600,
+        chunk_steps=600,
+        eval_episodes=8,
+        eval_max_steps=40,
+        agent=mj.agents.DQNConfig(hidden=(16,)),
+    )
+    summary = mj.train.run(
+        cfg, num_seeds=2, out_dir=tmp_path, progress=False, log=None, checkpoint_every=0
+    )
     curves = summary["curves"]
     per_task = np.asarray(curves["eval_task_return"])
     assert per_task.shape == (len(curves["steps"]), 2, 4)

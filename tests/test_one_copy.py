@@ -10,8 +10,8 @@ import pytest
 
 import memjax as mj
 import memjax.codecs as mc
-from memjax.replay.one_copy_store import OneCopyStore
 from memjax.envs import FrameStack
+from memjax.replay.one_copy_store import OneCopyStore
 
 E = 4
 
@@ -47,8 +47,14 @@ def synthetic_stream(T, k, seed, d=3, max_len=6):
                 left[e] = rng.integers(1, max_len + 1)
             else:
                 stacks[e] = new
-        rows.append({"obs": obs, "next_obs": np.stack(nxt), "terminated": np.asarray(term, np.float32),
-                     "action": rng.integers(0, 3, E).astype(np.int32)})
+        rows.append(
+            {
+                "obs": obs,
+                "next_obs": np.stack(nxt),
+                "terminated": np.asarray(term, np.float32),
+                "action": rng.integers(0, 3, E).astype(np.int32),
+            }
+        )
     return rows
 
 
@@ -60,7 +66,9 @@ def window_slots(store, state):
     """Slots of all sampleable transitions, oldest first (row-major, env minor)."""
     rows, count = int(state.rows), int(state.count)
     first = rows - count // E
-    return jnp.asarray([(r % store.A) * E + e for r in range(first, rows) for e in range(E)], jnp.int32)
+    return jnp.asarray(
+        [(r % store.A) * E + e for r in range(first, rows) for e in range(E)], jnp.int32
+    )
 
 
 def assert_window_exact(store, state, reference, gather=None):
@@ -69,10 +77,12 @@ def assert_window_exact(store, state, reference, gather=None):
     count = int(state.count)
     assert count % E == 0 and 0 < count <= store.capacity
     got = jax.device_get((gather or store.gather)(state, window_slots(store, state)))
-    want = reference[len(reference) - count:]
+    want = reference[len(reference) - count :]
     for i, tr in enumerate(want):
         for key, value in tr.items():
-            np.testing.assert_array_equal(got[key][i], value, err_msg=f"transition {i}, field {key}")
+            np.testing.assert_array_equal(
+                got[key][i], value, err_msg=f"transition {i}, field {key}"
+            )
 
 
 def example_of(rows):
@@ -118,7 +128,7 @@ def test_uniform_samples_only_the_window(stream_k3):
     add = jax.jit(buf.add)
     for row in stream_k3:
         state = add(state, row)
-    ref = flatten(stream_k3)[-int(state.count):]
+    ref = flatten(stream_k3)[-int(state.count) :]
     keys = jax.random.split(jax.random.key(0), 100)
     items = jax.jit(jax.vmap(lambda key: buf.sample(state, key, 20).items))(keys)
     obs = np.asarray(items["obs"]).reshape(2000, -1)
@@ -131,6 +141,7 @@ def test_uniform_samples_only_the_window(stream_k3):
     counts = np.unique(obs.reshape(len(obs), -1), axis=0, return_counts=True)[1]
     assert len(counts) == len(ref)
     from scipy.stats import chisquare
+
     assert chisquare(counts).pvalue > 1e-3
 
 
@@ -146,13 +157,15 @@ def test_prioritized_with_one_copy(stream_k1):
     for row in stream_k1:
         state = add(state, row)
     assert int(state.count) < 24  # the side store overflowed
-    ref = flatten(stream_k1)[-int(state.count):]
+    ref = flatten(stream_k1)[-int(state.count) :]
     window = {tr["obs"].tobytes(): tr for tr in ref}
     smp = buf.sample(state, jax.random.key(1), 24)
     obs = np.asarray(smp.items["obs"])
     assert (np.asarray(smp.weights) > 0).all()
     for i in range(len(obs)):
-        np.testing.assert_array_equal(np.asarray(smp.items["next_obs"][i]), window[obs[i].tobytes()]["next_obs"])
+        np.testing.assert_array_equal(
+            np.asarray(smp.items["next_obs"][i]), window[obs[i].tobytes()]["next_obs"]
+        )
     state = buf.update(state, smp.indices, jnp.full((24,), 2.0))
     leaves = np.asarray(mj.sumtree.leaves(state.tree))
     np.testing.assert_allclose(leaves[np.asarray(store.resolve(state, smp.indices)[0])], 2.0)
@@ -181,8 +194,12 @@ def test_frame_stack_wrapper_with_truncation_is_exact():
         key, ka, ks = jax.random.split(key, 3)
         a = jax.random.randint(ka, (E,), 0, 2).astype(jnp.int32)
         nobs, st, r, term, trunc, info = step(jax.random.split(ks, E), st, a, params)
-        row = {"obs": obs, "action": a, "next_obs": info["final_observation"],
-               "terminated": term.astype(jnp.float32)}
+        row = {
+            "obs": obs,
+            "action": a,
+            "next_obs": info["final_observation"],
+            "terminated": term.astype(jnp.float32),
+        }
         truncations += int(jnp.sum(trunc & ~term))
         state = add(state, row)
         ref += flatten([jax.device_get(row)])
@@ -213,16 +230,27 @@ def test_codecs_inside_one_copy_and_breakout_bytes():
     assert state.items["obs"].dtype == jnp.uint8 and state.items["obs"].shape[1:] == (7,)  # 50 bits
     assert_window_exact(OneCopyStore(16, codecs, layout), state, ref)
     # Breakout-MinAtar: bitpacked [10, 10, 4] frames, uint8 action/reward/terminated
-    ex = {"obs": jnp.zeros((10, 10, 4)), "next_obs": jnp.zeros((10, 10, 4)), "action": jnp.int32(0),
-          "reward": jnp.float32(0), "terminated": jnp.float32(0)}
-    small = {"obs": mc.bitpack(), "action": mc.cast(jnp.uint8), "reward": mc.cast(jnp.int8),
-             "terminated": mc.cast(jnp.uint8)}
+    ex = {
+        "obs": jnp.zeros((10, 10, 4)),
+        "next_obs": jnp.zeros((10, 10, 4)),
+        "action": jnp.int32(0),
+        "reward": jnp.float32(0),
+        "terminated": jnp.float32(0),
+    }
+    small = {
+        "obs": mc.bitpack(),
+        "action": mc.cast(jnp.uint8),
+        "reward": mc.cast(jnp.int8),
+        "terminated": mc.cast(jnp.uint8),
+    }
     big = mj.replay.uniform(100_000, codecs=small, layout=mj.replay.one_copy(10))
     report = big.memory(jax.eval_shape(big.init, ex))
     assert report.bytes_per_item <= 60, str(report)
     assert report.raw_bytes_per_item == 2 * 1600 + 12
     flat = mj.replay.uniform(100_000)
-    assert flat.memory(jax.eval_shape(flat.init, ex)).bytes_per_item == pytest.approx(3212, abs=0.01)
+    assert flat.memory(jax.eval_shape(flat.init, ex)).bytes_per_item == pytest.approx(
+        3212, abs=0.01
+    )
 
 
 def test_memory_within_1_1x_of_one_observation():
@@ -280,7 +308,9 @@ def test_codec_counters_count_each_stored_value_once():
     rows = synthetic_stream(30, 1, seed=3)
     rows = [dict(r, obs=r["obs"] / 60.0, next_obs=r["next_obs"] / 60.0) for r in rows]  # some > 1
     layout = mj.replay.one_copy(E, side_capacity=120)
-    buf = mj.replay.uniform(120, codecs={"obs": mc.quantize(bits=8, low=0.0, high=1.0)}, layout=layout)
+    buf = mj.replay.uniform(
+        120, codecs={"obs": mc.quantize(bits=8, low=0.0, high=1.0)}, layout=layout
+    )
     state = buf.init(example_of(rows))
     add = jax.jit(buf.add)
     for row in rows:

@@ -35,8 +35,9 @@ def applies(requirement: Requirement) -> bool:
 
 def test_installed_versions_are_in_the_declared_ranges():
     for requirement in RUNTIME + DEV:
-        assert requirement.specifier.contains(metadata.version(requirement.name),
-                                              prereleases=True), requirement
+        assert requirement.specifier.contains(
+            metadata.version(requirement.name), prereleases=True
+        ), requirement
 
 
 def test_floors_cover_what_the_installed_dependencies_require():
@@ -52,8 +53,10 @@ def test_floors_cover_what_the_installed_dependencies_require():
                 continue
             ours = floor(declared[name])
             if ours is None or ours < floor(need):
-                too_low.append(f"{name} {declared[name].specifier}: {dependent} "
-                               f"{metadata.version(dependent)} requires {need.specifier}")
+                too_low.append(
+                    f"{name} {declared[name].specifier}: {dependent} "
+                    f"{metadata.version(dependent)} requires {need.specifier}"
+                )
     assert not too_low, too_low
 
 
@@ -70,8 +73,11 @@ def third_party_imports(paths) -> set:
                 modules.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split(".")[0])
-    return {m for m in modules if m not in sys.stdlib_module_names and m not in LOCAL
-            and not m.startswith("test_")}
+    return {
+        m
+        for m in modules
+        if m not in sys.stdlib_module_names and m not in LOCAL and not m.startswith("test_")
+    }
 
 
 def test_every_third_party_module_the_tests_import_is_declared():
@@ -109,8 +115,12 @@ def test_the_version_is_written_once():
     attr = pyproject["tool"]["setuptools"]["dynamic"]["version"]["attr"]
     assert attr == "memjax.__version__"
     tree = ast.parse((ROOT / "memjax" / "__init__.py").read_text())
-    assigned = [node.value.value for node in tree.body if isinstance(node, ast.Assign)
-                and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["__version__"]]
+    assigned = [
+        node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["__version__"]
+    ]
     assert len(assigned) == 1 and Version(assigned[0])  # a literal setuptools reads via ast
 
 

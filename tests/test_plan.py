@@ -1,6 +1,5 @@
 """The memory plan (``memjax train --plan``) against the state it describes, allocated."""
 
-
 import jax
 import pytest
 
@@ -9,14 +8,32 @@ from memjax.agents import DQNConfig
 from memjax.train import TrainConfig, make_train
 from memjax.train.plan import PARTS, nbytes, plan
 
-SMALL = TrainConfig(num_envs=4, total_steps=2_000, learning_starts=400, buffer_capacity=1_000,
-                    batch_size=16, agent=DQNConfig(hidden=(32,)))
+SMALL = TrainConfig(
+    num_envs=4,
+    total_steps=2_000,
+    learning_starts=400,
+    buffer_capacity=1_000,
+    batch_size=16,
+    agent=DQNConfig(hidden=(32,)),
+)
 
 
-@pytest.mark.parametrize("settings", [dict(), dict(replay="prioritized", layout="one_copy"),
-                                      dict(agent="drqn", sequence_length=8, sequence_period=4,
-                                           burn_in=2, buffer_capacity=1_024, memory=16)],
-                         ids=["dqn", "per-one-copy", "drqn"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(),
+        dict(replay="prioritized", layout="one_copy"),
+        dict(
+            agent="drqn",
+            sequence_length=8,
+            sequence_period=4,
+            burn_in=2,
+            buffer_capacity=1_024,
+            memory=16,
+        ),
+    ],
+    ids=["dqn", "per-one-copy", "drqn"],
+)
 def test_plan_matches_the_allocated_state(settings):
     config = SMALL.replace(**settings)
     result = plan(config, num_seeds=3)
@@ -35,7 +52,7 @@ def test_plan_matches_the_allocated_state(settings):
 
 @pytest.mark.parametrize("devices,data_parallel", [(1, False), (2, False), (2, True)])
 def test_largest_capacity_fits_the_budget_and_one_more_does_not(devices, data_parallel):
-    budget = 800_000                                             # bytes per device
+    budget = 800_000  # bytes per device
     where = dict(num_seeds=2, devices=devices, data_parallel=data_parallel)
     capacity = plan(SMALL, budget_bytes=budget, **where)["largest_capacity"]
     assert capacity is not None and capacity > SMALL.batch_size
@@ -50,7 +67,9 @@ def test_plan_per_device_when_sharded_or_data_parallel():
     assert sharded["total_bytes"] == one["total_bytes"] == 4 * sharded["bytes_per_device"]
     # data parallel: every device holds every seed's state (its own buffer shard, envs)
     dp = plan(SMALL, num_seeds=4, devices=2, data_parallel=True)
-    assert dp["bytes_per_device"] == one["total_bytes"] and dp["total_bytes"] == 2 * one["total_bytes"]
+    assert (
+        dp["bytes_per_device"] == one["total_bytes"] and dp["total_bytes"] == 2 * one["total_bytes"]
+    )
     assert dp["bytes_by_part"]["params"] == 2 * one["bytes_by_part"]["params"]
     with pytest.raises(ValueError, match="--seeds 3 must be a multiple of the 2 devices"):
         plan(SMALL, num_seeds=3, devices=2)
@@ -58,8 +77,23 @@ def test_plan_per_device_when_sharded_or_data_parallel():
 
 def test_cli_plan_prints_and_trains_nothing(tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli.main(["train", "--plan", "--seeds", "2", "--capacity", "1000",
-                     "--device-budget", "4MB", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--plan",
+                "--seeds",
+                "2",
+                "--capacity",
+                "1000",
+                "--device-budget",
+                "4MB",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "memory plan: 2 seeds sharded over 1 device(s)" in text and "replay" in text
     assert "largest replay capacity" in text and "per device" in text

@@ -21,8 +21,14 @@ from scipy.stats import hypergeom
 import memjax as mj
 from memjax.envs import pomdp
 
-SUITE = ["StatelessCartPole", "NoisyStatelessCartPole", "RepeatFirst", "RepeatPrevious",
-         "CountRecall", "MemoryChain-20"]
+SUITE = [
+    "StatelessCartPole",
+    "NoisyStatelessCartPole",
+    "RepeatFirst",
+    "RepeatPrevious",
+    "CountRecall",
+    "MemoryChain-20",
+]
 
 
 # ---------------------------------------------------------------- rollouts
@@ -57,8 +63,7 @@ def _rollout(name, params, key, actions, use_oracle):
     env, _ = made(name)
     batch = actions.shape[0]
     k_reset, key = jax.random.split(key)
-    obs0, state0 = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, batch),
-                                                           params)
+    obs0, state0 = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, batch), params)
     vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
     vbest = jax.vmap(lambda s: oracle(name, env, s, params))
 
@@ -66,17 +71,24 @@ def _rollout(name, params, key, actions, use_oracle):
         key, action = xs
         action = jnp.where(use_oracle, vbest(state).astype(jnp.int32), action)
         obs, new, reward, terminated, truncated, info = vstep(
-            jax.random.split(key, batch), state, action, params)
-        return new, {"obs": obs, "state": new, "reward": reward, "terminated": terminated,
-                     "truncated": truncated, "final_obs": info["final_observation"],
-                     "action": action}
+            jax.random.split(key, batch), state, action, params
+        )
+        return new, {
+            "obs": obs,
+            "state": new,
+            "reward": reward,
+            "terminated": terminated,
+            "truncated": truncated,
+            "final_obs": info["final_observation"],
+            "action": action,
+        }
 
     steps = jax.random.split(key, actions.shape[1])
     _, out = jax.lax.scan(body, state0, (steps, jnp.swapaxes(actions, 0, 1)))
     return obs0, state0, out
 
 
-SHAPES = {"cards": (200, 70), "cartpole": (400, 500)}   # environments x steps per rollout
+SHAPES = {"cards": (200, 70), "cartpole": (400, 500)}  # environments x steps per rollout
 
 
 def rollout(name, actions=None, params=None, seed=0, best=False):
@@ -87,9 +99,15 @@ def rollout(name, actions=None, params=None, seed=0, best=False):
     if actions is None:
         batch, steps = SHAPES["cartpole" if "CartPole" in name else "cards"]
         actions = np.random.default_rng(seed).integers(0, env.num_actions, (batch, steps))
-    return jax.device_get(_rollout(name, default if params is None else params,
-                                   jax.random.key(seed), jnp.asarray(actions, jnp.int32),
-                                   jnp.bool_(best)))
+    return jax.device_get(
+        _rollout(
+            name,
+            default if params is None else params,
+            jax.random.key(seed),
+            jnp.asarray(actions, jnp.int32),
+            jnp.bool_(best),
+        )
+    )
 
 
 def episode_returns(steps, first_only=False):
@@ -98,9 +116,9 @@ def episode_returns(steps, first_only=False):
     done = steps["terminated"] | steps["truncated"]
     returns, lengths = [], []
     for b in range(done.shape[1]):
-        ends = np.flatnonzero(done[:, b])[:1 if first_only else None]
+        ends = np.flatnonzero(done[:, b])[: 1 if first_only else None]
         starts = np.concatenate([[0], ends[:-1] + 1])
-        returns += [steps["reward"][s:e + 1, b].sum() for s, e in zip(starts, ends)]
+        returns += [steps["reward"][s : e + 1, b].sum() for s, e in zip(starts, ends)]
         lengths += list(ends - starts + 1)
     return np.array(returns), np.array(lengths)
 
@@ -135,7 +153,7 @@ class RefRepeatFirst:
     def step(self, action):
         reward_scale = 1 / (self.num_cards - 1)
         reward = reward_scale if action == self.card else -reward_scale
-        terminated = self.num_cards - self.dealt == 1   # len(self.deck) == 1
+        terminated = self.num_cards - self.dealt == 1  # len(self.deck) == 1
         self.dealt += 1
         return self.obs(0.0), reward, terminated
 
@@ -175,8 +193,9 @@ class RefCountRecall:
         return self.values[self.dealt - 1], self.queries[self.dealt - 1]
 
     def obs(self, first):
-        return np.concatenate([one_hot(self.value, self.num_values),
-                               one_hot(self.query, self.num_values), [first]])
+        return np.concatenate(
+            [one_hot(self.value, self.num_values), one_hot(self.query, self.num_values), [first]]
+        )
 
     def reset(self):
         self.dealt = 0
@@ -190,7 +209,7 @@ class RefCountRecall:
         self.value, self.query = self.deal()
         self.counts[self.value] += 1
         reward = (1 if action == prev_count else -1) / (self.num_cards - 1)
-        terminated = self.num_cards - self.dealt == 0    # len(self.value_deck) == 0
+        terminated = self.num_cards - self.dealt == 0  # len(self.value_deck) == 0
         return self.obs(0.0), reward, terminated
 
 
@@ -229,8 +248,12 @@ DECKS = {  # what a reference needs from the environment's state, for environmen
     "CountRecall": lambda s, b: (np.asarray(s.values)[b], np.asarray(s.queries)[b]),
     "MemoryChain-20": lambda s, b: (np.asarray(s.context)[b], int(np.asarray(s.query)[b])),
 }
-REFERENCES = {"RepeatFirst": RefRepeatFirst, "RepeatPrevious": RefRepeatPrevious,
-              "CountRecall": RefCountRecall, "MemoryChain-20": RefMemoryChain}
+REFERENCES = {
+    "RepeatFirst": RefRepeatFirst,
+    "RepeatPrevious": RefRepeatPrevious,
+    "CountRecall": RefCountRecall,
+    "MemoryChain-20": RefMemoryChain,
+}
 
 
 def check_against_reference(name, rollout_out, envs=4, **ref_kwargs):
@@ -246,8 +269,9 @@ def check_against_reference(name, rollout_out, envs=4, **ref_kwargs):
         np.testing.assert_allclose(obs0[b], ref.reset())
         for t in range(steps["action"].shape[0]):
             obs, reward, terminated = ref.step(int(steps["action"][t, b]))
-            np.testing.assert_allclose(steps["final_obs"][t, b], obs, atol=1e-6,
-                                       err_msg=f"env {b} step {t}")
+            np.testing.assert_allclose(
+                steps["final_obs"][t, b], obs, atol=1e-6, err_msg=f"env {b} step {t}"
+            )
             np.testing.assert_allclose(steps["reward"][t, b], reward, rtol=1e-6, atol=1e-7)
             assert bool(steps["terminated"][t, b]) == terminated, (b, t)
             assert not steps["truncated"][t, b], (b, t)
@@ -264,8 +288,12 @@ def check_against_reference(name, rollout_out, envs=4, **ref_kwargs):
 
 
 MEMORY_TASKS = ["RepeatFirst", "RepeatPrevious", "CountRecall", "MemoryChain-20"]
-CHANCE = {"RepeatFirst": -0.5, "RepeatPrevious": -0.5, "CountRecall": 2 / 9 - 1,
-          "MemoryChain-20": 0.0}
+CHANCE = {
+    "RepeatFirst": -0.5,
+    "RepeatPrevious": -0.5,
+    "CountRecall": 2 / 9 - 1,
+    "MemoryChain-20": 0.0,
+}
 LENGTH = {"RepeatFirst": 31, "RepeatPrevious": 31, "CountRecall": 15, "MemoryChain-20": 21}
 
 
@@ -277,8 +305,11 @@ def test_matches_reference_over_random_actions(name):
 def test_popgym_sizes():
     """POPGym Easy's decks: 52 cards, 51 steps, and for CountRecall 27 actions (the rules
     do not depend on the size; the references above check them on 32 and 16 cards)."""
-    for env in (pomdp.RepeatFirst(num_ranks=13), pomdp.RepeatPrevious(num_ranks=13),
-                pomdp.CountRecall(cards_per_value=26)):
+    for env in (
+        pomdp.RepeatFirst(num_ranks=13),
+        pomdp.RepeatPrevious(num_ranks=13),
+        pomdp.CountRecall(cards_per_value=26),
+    ):
         assert env.num_cards == 52 and env.default_params.max_steps_in_episode == 51
         obs, state = jax.eval_shape(env.reset, jax.random.key(0), env.default_params)
         assert obs.shape == env.observation_space(env.default_params).shape
@@ -291,32 +322,38 @@ def test_repeat_previous_any_k(k, seed):
     """Any k against the reference; the best policy scores from step k on, 1 / (32 - k)
     every time, and so gets 1."""
     params = made("RepeatPrevious")[1].replace(k=k)
-    assert check_against_reference("RepeatPrevious", rollout("RepeatPrevious", params=params,
-                                                             seed=seed), envs=2, k=k) >= 4
+    assert (
+        check_against_reference(
+            "RepeatPrevious", rollout("RepeatPrevious", params=params, seed=seed), envs=2, k=k
+        )
+        >= 4
+    )
     _, _, steps = rollout("RepeatPrevious", params=params, seed=seed, best=True)
-    assert np.all(steps["reward"][:k - 1] == 0)
-    np.testing.assert_allclose(steps["reward"][k - 1:31], 1 / (32 - k), rtol=1e-6)
+    assert np.all(steps["reward"][: k - 1] == 0)
+    np.testing.assert_allclose(steps["reward"][k - 1 : 31], 1 / (32 - k), rtol=1e-6)
     np.testing.assert_allclose(episode_returns(steps)[0], 1.0, rtol=1e-5)
 
 
 @settings(max_examples=10)
 @given(seed=st.integers(0, 2**31 - 1))
 def test_each_deck_is_a_shuffle(seed):
-    for name, fields, cards, values in [("RepeatFirst", ("suits",), 32, 4),
-                                        ("CountRecall", ("values", "queries"), 16, 2)]:
+    for name, fields, cards, values in [
+        ("RepeatFirst", ("suits",), 32, 4),
+        ("CountRecall", ("values", "queries"), 16, 2),
+    ]:
         _, state, _ = rollout(name, seed=seed)
         for field in fields:
             deck = np.asarray(getattr(state, field))
-            np.testing.assert_array_equal(np.sort(deck, axis=1),
-                                          np.tile(np.sort(np.arange(cards) % values), (200, 1)))
+            np.testing.assert_array_equal(
+                np.sort(deck, axis=1), np.tile(np.sort(np.arange(cards) % values), (200, 1))
+            )
             assert len({tuple(row) for row in deck}) > 100  # different keys, different decks
 
 
 def count_recall_constant(c, num_cards=16, per_value=8):
     """Expected return of always answering ``c``: the count after t cards is
     hypergeometric (the query's value is uniform and independent of the value deck)."""
-    return np.mean([2 * hypergeom.pmf(c, num_cards, per_value, t) - 1
-                    for t in range(1, num_cards)])
+    return np.mean([2 * hypergeom.pmf(c, num_cards, per_value, t) - 1 for t in range(1, num_cards)])
 
 
 @pytest.mark.parametrize("name", MEMORY_TASKS)
@@ -388,11 +425,12 @@ def test_noisy_stateless_cartpole_noise():
     assert params.noise_std == 0.1
     obs0, state0, steps = rollout("NoisyStatelessCartPole", seed=6)
     _, _, clean = rollout("StatelessCartPole", seed=6)
-    for field in ("reward", "terminated", "truncated"):    # the cart moves the same way
+    for field in ("reward", "terminated", "truncated"):  # the cart moves the same way
         np.testing.assert_array_equal(steps[field], clean[field])
     true = np.stack([steps["state"].x, steps["state"].theta], -1)  # (reset) state after a step
-    noise = np.concatenate([(steps["obs"] - true).reshape(-1, 2),
-                            obs0 - np.stack([state0.x, state0.theta], -1)])
+    noise = np.concatenate(
+        [(steps["obs"] - true).reshape(-1, 2), obs0 - np.stack([state0.x, state0.theta], -1)]
+    )
     assert np.all(np.abs(noise.mean(axis=0)) < 4 * 0.1 / np.sqrt(len(noise)))
     np.testing.assert_allclose(noise.std(axis=0), 0.1, rtol=0.02)
     # fresh noise for each step and environment: neighbours are uncorrelated
@@ -400,8 +438,9 @@ def test_noisy_stateless_cartpole_noise():
     # clipped to the observation space
     loud = params.replace(noise_std=10.0)
     _, _, steps = rollout("NoisyStatelessCartPole", params=loud, seed=6)
-    low, high = (np.asarray(b) for b in (env.observation_space(loud).low,
-                                         env.observation_space(loud).high))
+    low, high = (
+        np.asarray(b) for b in (env.observation_space(loud).low, env.observation_space(loud).high)
+    )
     for field in ("obs", "final_obs"):
         assert np.all(steps[field] >= low) and np.all(steps[field] <= high)
         assert np.any(steps[field] == low) and np.any(steps[field] == high)
@@ -411,7 +450,7 @@ def test_noisy_stateless_cartpole_noise():
 def test_cartpole_returns(name):
     _, _, steps = rollout(name, best=True)
     best, lengths = episode_returns(steps)
-    np.testing.assert_array_equal(best, 500.0)                  # the maximal return
+    np.testing.assert_array_equal(best, 500.0)  # the maximal return
     assert np.all(lengths == 500) and steps["truncated"][-1].all()
     assert not steps["terminated"].any()
     returns, _ = episode_returns(rollout(name, seed=1)[2], first_only=True)
@@ -426,19 +465,21 @@ def test_cartpole_returns(name):
 
 
 def test_registry_names_spaces_and_errors():
-    expected = {"StatelessCartPole": (pomdp.StatelessCartPole, (2,), 2),
-                "NoisyStatelessCartPole": (pomdp.NoisyStatelessCartPole, (2,), 2),
-                "RepeatFirst": (pomdp.RepeatFirst, (5,), 4),
-                "RepeatPrevious": (pomdp.RepeatPrevious, (5,), 4),
-                "CountRecall": (pomdp.CountRecall, (5,), 9),
-                "MemoryChain-20": (pomdp.MemoryChain, (3,), 2)}
+    expected = {
+        "StatelessCartPole": (pomdp.StatelessCartPole, (2,), 2),
+        "NoisyStatelessCartPole": (pomdp.NoisyStatelessCartPole, (2,), 2),
+        "RepeatFirst": (pomdp.RepeatFirst, (5,), 4),
+        "RepeatPrevious": (pomdp.RepeatPrevious, (5,), 4),
+        "CountRecall": (pomdp.CountRecall, (5,), 9),
+        "MemoryChain-20": (pomdp.MemoryChain, (3,), 2),
+    }
     for name, (cls, shape, actions) in expected.items():
         env, params = mj.envs.make(name)
         assert type(env) is cls and env.name == name
         assert mj.envs.observation_shape(env, params) == shape
         assert env.observation_space(params).shape == shape
         assert mj.envs.num_actions(env, params) == env.num_actions == actions
-        obs0, _, steps = rollout(name, best=True)   # compiled already
+        obs0, _, steps = rollout(name, best=True)  # compiled already
         space = made(name)[0].observation_space(params)
         assert obs0.dtype == steps["obs"].dtype == np.float32
         for obs in (obs0, steps["obs"], steps["final_obs"]):
@@ -466,9 +507,17 @@ def test_registry_names_spaces_and_errors():
 # ---------------------------------------------------------------- the training loop
 
 
-TINY = mj.train.TrainConfig(num_envs=4, total_steps=400, buffer_capacity=200, batch_size=8,
-                            learning_starts=40, chunk_steps=360, eval_episodes=2,
-                            agent=mj.agents.DQNConfig(hidden=(8,)), eps_decay_steps=200)
+TINY = mj.train.TrainConfig(
+    num_envs=4,
+    total_steps=400,
+    buffer_capacity=200,
+    batch_size=8,
+    learning_starts=40,
+    chunk_steps=360,
+    eval_episodes=2,
+    agent=mj.agents.DQNConfig(hidden=(8,)),
+    eps_decay_steps=200,
+)
 
 
 @pytest.mark.parametrize("name", SUITE)
@@ -482,8 +531,7 @@ def test_make_train_traces_on_each_env(name):
 
 def test_dqn_trains_on_repeat_previous_with_a_frame_stack():
     """One whole run compiled and run: DQN with a 4-frame stack on RepeatPrevious."""
-    trainer = mj.train.make_train(TINY.replace(env="RepeatPrevious",
-                                                      frame_stack=4))
+    trainer = mj.train.make_train(TINY.replace(env="RepeatPrevious", frame_stack=4))
     state, metrics = jax.jit(trainer.train)(jax.random.key(0))
     assert state.obs.shape == (4, 20)
     assert np.all(np.isfinite(np.asarray(metrics["train"]["loss"])))

@@ -22,19 +22,46 @@ from memjax import cli
 # checkpoint
 CHUNK = 10_000
 STEPS = 8 * CHUNK + 400
-RUN_ARGS = ["--steps", str(STEPS), "--seeds", "2", "--num-envs", "4", "--capacity", "1000",
-            "--batch-size", "16", "--learning-starts", "400", "--chunk-steps", str(CHUNK),
-            "--eval-episodes", "2", "--hidden", "32", "--eps-decay-steps", "20000",
-            "--no-progress"]
+RUN_ARGS = [
+    "--steps",
+    str(STEPS),
+    "--seeds",
+    "2",
+    "--num-envs",
+    "4",
+    "--capacity",
+    "1000",
+    "--batch-size",
+    "16",
+    "--learning-starts",
+    "400",
+    "--chunk-steps",
+    str(CHUNK),
+    "--eval-episodes",
+    "2",
+    "--hidden",
+    "32",
+    "--eps-decay-steps",
+    "20000",
+    "--no-progress",
+]
 
 
 def _memjax(args, log: Path, cache: Path, **env):
-    env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "JAX_PLATFORMS": "cpu",
-           "JAX_COMPILATION_CACHE_DIR": str(cache),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **env}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        **env,
+    }
     with open(log, "w") as f:
-        return subprocess.Popen([sys.executable, "-m", "memjax.cli", "train", *args],
-                                stdout=f, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(
+            [sys.executable, "-m", "memjax.cli", "train", *args],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
 
 def _finish(proc, log: Path) -> str:
@@ -58,13 +85,22 @@ def runs(tmp_path_factory):
     cache = tmp / "jax-cache"
     one, killed = tmp / "one", tmp / "killed"
     out = {"one": one, "killed": killed}
-    _finish(_memjax([*RUN_ARGS, "--devices", "2", "--out", str(one), "--checkpoint-every", "0"],
-                    tmp / "one.log", cache,
-                    XLA_FLAGS="--xla_force_host_platform_device_count=2"), tmp / "one.log")
+    _finish(
+        _memjax(
+            [*RUN_ARGS, "--devices", "2", "--out", str(one), "--checkpoint-every", "0"],
+            tmp / "one.log",
+            cache,
+            XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        ),
+        tmp / "one.log",
+    )
     # the run with checkpoints; process 1 is killed after the first one
     log = tmp / "killed.log"
-    launcher = _memjax([*RUN_ARGS, "--processes", "2", "--out", str(killed),
-                        "--checkpoint-every", str(CHUNK)], log, cache)
+    launcher = _memjax(
+        [*RUN_ARGS, "--processes", "2", "--out", str(killed), "--checkpoint-every", str(CHUNK)],
+        log,
+        cache,
+    )
     deadline = time.monotonic() + 300
     pids = None
     while launcher.poll() is None and time.monotonic() < deadline:
@@ -82,8 +118,10 @@ def runs(tmp_path_factory):
     out["killed_code"], out["killed_log"] = code, log.read_text()
     out["at_kill"] = _steps(killed)
     out["summary_at_kill"] = (killed / "summary.json").exists()
-    out["resume_log"] = _finish(_memjax(["--resume", str(killed), "--processes", "2"],
-                                        tmp / "resume.log", cache), tmp / "resume.log")
+    out["resume_log"] = _finish(
+        _memjax(["--resume", str(killed), "--processes", "2"], tmp / "resume.log", cache),
+        tmp / "resume.log",
+    )
     return out
 
 
@@ -97,9 +135,10 @@ def test_two_processes_write_one_result_directory(runs):
 
 def test_a_killed_process_ends_the_run_with_a_clear_message(runs):
     assert runs["killed_code"] == 1
-    assert runs["stop_seconds"] < 20                         # no hang: stopped at once
-    assert "process 1 of 2 was killed by SIGKILL; stopped the other processes." \
-        in runs["killed_log"]
+    assert runs["stop_seconds"] < 20  # no hang: stopped at once
+    assert (
+        "process 1 of 2 was killed by SIGKILL; stopped the other processes." in runs["killed_log"]
+    )
     assert f"memjax train --resume {runs['killed']} --processes 2" in runs["killed_log"]
     assert runs["at_kill"] and not runs["summary_at_kill"]
 
@@ -115,10 +154,13 @@ def test_two_processes_killed_and_resumed_match_one_process(runs):
     assert a["final_return_per_seed"] == b["final_return_per_seed"]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--coordinator", "127.0.0.1:1"], "needs --coordinator HOST:PORT, --num-processes N"),
-    (["--processes", "2", "--process-id", "0"], "--processes starts the processes itself"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--coordinator", "127.0.0.1:1"], "needs --coordinator HOST:PORT, --num-processes N"),
+        (["--processes", "2", "--process-id", "0"], "--processes starts the processes itself"),
+    ],
+)
 def test_process_options_are_checked(args, message, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["train", *args])

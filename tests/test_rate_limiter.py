@@ -131,8 +131,10 @@ def test_settings_that_deadlock_are_refused():
         mj.replay.sample_to_insert_ratio(0.123457, 100000, 50000.0)
 
 
-@pytest.mark.parametrize("spi,ins,batch", [(12.8, 10, 128), (6.4, 10, 128), (4.0, 10, 128),
-                                           (12.7, 10, 128), (0.5, 1, 4), (3.0, 4, 6)])
+@pytest.mark.parametrize(
+    "spi,ins,batch",
+    [(12.8, 10, 128), (6.4, 10, 128), (4.0, 10, 128), (12.7, 10, 128), (0.5, 1, 4), (3.0, 4, 6)],
+)
 def test_steady_schedule_is_the_greedy_callers(spi, ins, batch):
     """The static schedule the training loop uses equals a greedy caller of the Reverb model,
     period after period."""

@@ -30,8 +30,9 @@ def test_every_python_fence_is_found():
         text = path.read_text()
         found = doc_blocks.python_blocks(path)
         assert text.count("```python") == len(found), path
-        assert text.count(doc_blocks.NOT_TESTED) == sum(b.reason is not None for b in found), \
+        assert text.count(doc_blocks.NOT_TESTED) == sum(b.reason is not None for b in found), (
             f"{path}: a not-tested marker must be on the line right above a ```python fence"
+        )
 
 
 def test_untested_blocks_are_rare_and_say_why():

@@ -68,17 +68,61 @@ def bad_cases():
     g = good_items()
     return [
         ("missing field", {"obs": g["obs"]}, TypeError, ["structure", "info"]),
-        ("extra field", {**g, "reward": np.zeros((2,), np.float32)}, TypeError, ["structure", "reward"]),
+        (
+            "extra field",
+            {**g, "reward": np.zeros((2,), np.float32)},
+            TypeError,
+            ["structure", "reward"],
+        ),
         ("not a dict", g["obs"], TypeError, ["structure"]),
-        ("obs dtype", {**g, "obs": g["obs"].astype(np.int32)}, TypeError, ["'obs'", "int32", "float32"]),
-        ("nested dtype", {**g, "info": {"step": np.zeros((2,), np.float32)}}, TypeError,
-         ["info.step", "float32", "int32"]),
-        ("obs shape", {**g, "obs": np.zeros((2, 4), np.float32)}, ValueError, ["'obs'", "(2, 4)", "(B, 3)"]),
-        ("no batch axis", {**g, "obs": np.zeros((3,), np.float32)}, ValueError, ["'obs'", "(B, 3)"]),
-        ("scalar no batch axis", {**g, "info": {"step": np.int32(1)}}, ValueError, ["info.step", "(B)"]),
-        ("no broadcast", {**g, "obs": np.zeros((2, 1), np.float32)}, ValueError, ["'obs'", "(B, 3)"]),
-        ("extra axis", {**g, "info": {"step": np.zeros((2, 1), np.int32)}}, ValueError, ["info.step", "(B)"]),
-        ("batch mismatch", {**g, "info": {"step": np.zeros((3,), np.int32)}}, ValueError, ["batch size"]),
+        (
+            "obs dtype",
+            {**g, "obs": g["obs"].astype(np.int32)},
+            TypeError,
+            ["'obs'", "int32", "float32"],
+        ),
+        (
+            "nested dtype",
+            {**g, "info": {"step": np.zeros((2,), np.float32)}},
+            TypeError,
+            ["info.step", "float32", "int32"],
+        ),
+        (
+            "obs shape",
+            {**g, "obs": np.zeros((2, 4), np.float32)},
+            ValueError,
+            ["'obs'", "(2, 4)", "(B, 3)"],
+        ),
+        (
+            "no batch axis",
+            {**g, "obs": np.zeros((3,), np.float32)},
+            ValueError,
+            ["'obs'", "(B, 3)"],
+        ),
+        (
+            "scalar no batch axis",
+            {**g, "info": {"step": np.int32(1)}},
+            ValueError,
+            ["info.step", "(B)"],
+        ),
+        (
+            "no broadcast",
+            {**g, "obs": np.zeros((2, 1), np.float32)},
+            ValueError,
+            ["'obs'", "(B, 3)"],
+        ),
+        (
+            "extra axis",
+            {**g, "info": {"step": np.zeros((2, 1), np.int32)}},
+            ValueError,
+            ["info.step", "(B)"],
+        ),
+        (
+            "batch mismatch",
+            {**g, "info": {"step": np.zeros((3,), np.int32)}},
+            ValueError,
+            ["batch size"],
+        ),
         ("empty batch", good_items(0), ValueError, ["empty"]),
     ]
 
@@ -177,8 +221,9 @@ def test_update_bad_priority_eager(bad):
 # --------------------------------------------------------------------------- sumtree
 
 
-@pytest.mark.parametrize("capacity,exc", [(0, ValueError), (-2, ValueError), (3.0, TypeError),
-                                          ("3", TypeError)])
+@pytest.mark.parametrize(
+    "capacity,exc", [(0, ValueError), (-2, ValueError), (3.0, TypeError), ("3", TypeError)]
+)
 def test_sumtree_bad_capacity(capacity, exc):
     with pytest.raises(exc, match="capacity"):
         sumtree.init(capacity)

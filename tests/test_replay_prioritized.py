@@ -26,12 +26,14 @@ class Ops:
 
     def __init__(self, capacity, alpha=ALPHA, min_priority=FLOOR, stratified=True):
         self.capacity, self.alpha, self.min_priority = capacity, alpha, min_priority
-        self.buf = mj.replay.prioritized(capacity, alpha=alpha, min_priority=min_priority,
-                                         stratified=stratified)
+        self.buf = mj.replay.prioritized(
+            capacity, alpha=alpha, min_priority=min_priority, stratified=stratified
+        )
         self.add = jax.jit(self.buf.add)
         # beta is a traced argument: one compile for every beta
-        self.sample = jax.jit(lambda s, k, beta, n: self.buf.sample(s, k, n, beta=beta),
-                              static_argnums=3)
+        self.sample = jax.jit(
+            lambda s, k, beta, n: self.buf.sample(s, k, n, beta=beta), static_argnums=3
+        )
         self.update = jax.jit(self.buf.update)
         self.can_sample = jax.jit(self.buf.can_sample, static_argnums=1)
 
@@ -130,8 +132,9 @@ def test_alpha_zero_is_uniform():
     state, r = ops.buf.init(EX), ops.ref()
     state = add_range(ops, state, r, 6)
     ids = ids_of_all_stored(ops, state, r)
-    state = ops.update(state, jnp.array([ids[g] for g in range(6)]),
-                       jnp.array([0.0, 1e-3, 1.0, 2.0, 50.0, 1e6]))
+    state = ops.update(
+        state, jnp.array([ids[g] for g in range(6)]), jnp.array([0.0, 1e-3, 1.0, 2.0, 50.0, 1e6])
+    )
     smp = ops.sample(state, jax.random.key(0), 0.7, 8)
     np.testing.assert_allclose(smp.probabilities, np.full(8, 1 / 6), rtol=1e-6)
     np.testing.assert_allclose(smp.weights, np.ones(8), rtol=1e-6)
@@ -166,7 +169,8 @@ def draws64(request):
     ops = Ops(64, alpha=0.7, min_priority=0.0, stratified=request.param)
     draw = jax.jit(jax.vmap(lambda s, k: ops.buf.sample(s, k, 50).items["g"], in_axes=(None, 0)))
     return ops, lambda state, seed: np.asarray(
-        draw(state, jax.random.split(jax.random.key(seed), 2000))).reshape(-1)
+        draw(state, jax.random.split(jax.random.key(seed), 2000))
+    ).reshape(-1)
 
 
 def test_sampling_chi_square_and_zero_priority_never_sampled(draws64):
@@ -186,7 +190,9 @@ def test_sampling_chi_square_and_zero_priority_never_sampled(draws64):
     counts = np.bincount(g, minlength=64)
     assert counts[zero].sum() == 0, np.flatnonzero(counts * zero)
     probs = r.probabilities()  # p ** alpha / sum
-    np.testing.assert_allclose(probs, p.astype(np.float64) ** 0.7 / np.sum(p.astype(np.float64) ** 0.7))
+    np.testing.assert_allclose(
+        probs, p.astype(np.float64) ** 0.7 / np.sum(p.astype(np.float64) ** 0.7)
+    )
     assert ref.chi_square_p_value(counts, probs) > 1e-3
     # power check: without the alpha exponent the frequencies do not fit
     assert ref.chi_square_p_value(counts, p.astype(np.float64)) < 1e-6
@@ -257,7 +263,9 @@ def test_bad_priorities_in_jit_nan_ignored_negative_floored(ops8):
     state, r = ops8.buf.init(EX), ops8.ref()
     state = add_range(ops8, state, r, 4)
     ids = ids_of_all_stored(ops8, state, r)
-    state = ops8.update(state, jnp.array([ids[g] for g in range(4)]), jnp.array([2.0, 3.0, 0.5, 1.5]))
+    state = ops8.update(
+        state, jnp.array([ids[g] for g in range(4)]), jnp.array([2.0, 3.0, 0.5, 1.5])
+    )
     r.update(range(4), [2.0, 3.0, 0.5, 1.5])
     p = jnp.array([np.nan, -1.0, np.inf, 2.5], jnp.float32)
     state = ops8.update(state, jnp.array([ids[g] for g in range(4)]), p)
@@ -282,11 +290,18 @@ op_strategy = st.lists(
         st.tuples(st.just("add"), st.sampled_from((1, 3, 8, 11))),
         st.tuples(st.just("sample"), st.integers(0, 2**31 - 1)),
         # update the k-th most recent sample (possibly stale) with drawn priorities
-        st.tuples(st.just("update"), st.tuples(
-            st.integers(0, 3),
-            st.lists(st.sampled_from([0.0, 1e-8, 0.05, 0.7, 1.0, 3.0, 40.0]), min_size=8, max_size=8))),
+        st.tuples(
+            st.just("update"),
+            st.tuples(
+                st.integers(0, 3),
+                st.lists(
+                    st.sampled_from([0.0, 1e-8, 0.05, 0.7, 1.0, 3.0, 40.0]), min_size=8, max_size=8
+                ),
+            ),
+        ),
     ),
-    min_size=1, max_size=20,
+    min_size=1,
+    max_size=20,
 )
 
 
@@ -328,8 +343,11 @@ def test_vmap_over_seeds(ops8):
     state, r = buf.init(EX), ops8.ref()
     state = add_range(ops8, state, r, 8)
     ids = ids_of_all_stored(ops8, state, r)
-    state = ops8.update(state, jnp.array([ids[g] for g in range(8)]),
-                        jnp.array([0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0]))
+    state = ops8.update(
+        state,
+        jnp.array([ids[g] for g in range(8)]),
+        jnp.array([0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0]),
+    )
     states = jax.tree.map(lambda x: jnp.stack([x] * seeds), state)
     keys = jax.random.split(jax.random.key(0), seeds)
 
@@ -405,11 +423,16 @@ def test_donation_updates_in_place(donation_setup, hlo_copies):
     # (the check has teeth: without donation XLA copies the storage and the tree)
     assert len(hlo_copies(jax.jit(buf.add).lower(state, items).compile().as_text(), big)) >= 3
     for i in range(3):
-        ptrs = (state.items["obs"].unsafe_buffer_pointer(), state.tree.nodes.unsafe_buffer_pointer())
+        ptrs = (
+            state.items["obs"].unsafe_buffer_pointer(),
+            state.tree.nodes.unsafe_buffer_pointer(),
+        )
         state = add(state, items)
         state, _ = step(state, jax.random.key(i), 0.4)
-        assert (state.items["obs"].unsafe_buffer_pointer(),
-                state.tree.nodes.unsafe_buffer_pointer()) == ptrs
+        assert (
+            state.items["obs"].unsafe_buffer_pointer(),
+            state.tree.nodes.unsafe_buffer_pointer(),
+        ) == ptrs
     old = state
     state, _ = step(old, jax.random.key(9), 0.4)
     assert old.tree.nodes.is_deleted() and old.items["obs"].is_deleted()

@@ -51,8 +51,9 @@ def check_state(ops, state, r: ref.RefRing):
     g = np.asarray(state.items["g"])
     valid = r.slot_g >= 0
     np.testing.assert_array_equal(g[valid], r.slot_g[valid])
-    np.testing.assert_array_equal(np.asarray(state.items["obs"])[valid],
-                                  ref.make_items(r.slot_g[valid])["obs"])
+    np.testing.assert_array_equal(
+        np.asarray(state.items["obs"])[valid], ref.make_items(r.slot_g[valid])["obs"]
+    )
     # the stored items are exactly the newest min(added, capacity) ones
     np.testing.assert_array_equal(np.sort(g[valid]), np.arange(max(0, r.added - c), r.added))
     for k in (1, c):
@@ -74,9 +75,12 @@ def check_sample(ops, state, smp, r: ref.RefRing, batch_size):
 
 
 op_strategy = st.lists(
-    st.one_of(st.tuples(st.just("add"), st.sampled_from(ADD_SIZES)),
-              st.tuples(st.just("sample"), st.integers(0, 2**31 - 1))),
-    min_size=1, max_size=25,
+    st.one_of(
+        st.tuples(st.just("add"), st.sampled_from(ADD_SIZES)),
+        st.tuples(st.just("sample"), st.integers(0, 2**31 - 1)),
+    ),
+    min_size=1,
+    max_size=25,
 )
 
 
@@ -143,7 +147,8 @@ def draw50():
     buf = mj.replay.uniform(50)
     draw = jax.jit(jax.vmap(lambda s, k: buf.sample(s, k, 50).items["g"], in_axes=(None, 0)))
     return buf, lambda state, seed: np.asarray(
-        draw(state, jax.random.split(jax.random.key(seed), 2000))).reshape(-1)
+        draw(state, jax.random.split(jax.random.key(seed), 2000))
+    ).reshape(-1)
 
 
 @pytest.mark.parametrize("added", [37, 80])
@@ -200,7 +205,9 @@ def test_uniform_draws_chi_square_at_large_counts(count):
 
 def fill_per_seed(buf, seeds, n):
     """A vmapped state [seeds, ...] where seed s holds items s*1000 + (0..n-1)."""
-    items = jax.vmap(lambda s: jax.tree.map(jnp.asarray, ref.make_items(np.arange(n))))(jnp.arange(seeds))
+    items = jax.vmap(lambda s: jax.tree.map(jnp.asarray, ref.make_items(np.arange(n))))(
+        jnp.arange(seeds)
+    )
     items = {"g": items["g"] + 1000 * jnp.arange(seeds)[:, None], "obs": items["obs"]}
     state = jax.vmap(lambda _: buf.init(EX))(jnp.arange(seeds))
     return jax.jit(jax.vmap(buf.add))(state, items), items
@@ -223,8 +230,11 @@ def test_vmap_over_seeds(ops7):
         one = jax.tree.map(lambda x: x[s], state)
         alone = ops7.sample(one, keys[s], 7)
         jax.tree.map(np.testing.assert_array_equal, jax.tree.map(lambda x: x[s], smp), alone)
-        jax.tree.map(np.testing.assert_array_equal, one,
-                     ops7.add(buf.init(EX), jax.tree.map(lambda x: x[s], items)))
+        jax.tree.map(
+            np.testing.assert_array_equal,
+            one,
+            ops7.add(buf.init(EX), jax.tree.map(lambda x: x[s], items)),
+        )
     # the same key for every seed gives the same slots: the difference comes from the keys
     same = vsample(state, jnp.stack([keys[0]] * seeds))
     assert (np.asarray(same.indices) == np.asarray(same.indices)[0]).all()

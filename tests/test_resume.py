@@ -17,17 +17,25 @@ import numpy as np
 import pytest
 
 from memjax import cli
-from memjax.train import TrainConfig, params_file, run, checkpoints
+from memjax.train import TrainConfig, checkpoints, params_file, run
 
-TIMING = {"steps_per_second", "steps_per_second_per_seed", "train_seconds", "eval_seconds",
-          "compile_seconds", "compile_seconds_by_function", "checkpoint_seconds"}
+TIMING = {
+    "steps_per_second",
+    "steps_per_second_per_seed",
+    "train_seconds",
+    "eval_seconds",
+    "compile_seconds",
+    "compile_seconds_by_function",
+    "checkpoint_seconds",
+}
 
 TINY = TrainConfig(num_envs=4, total_steps=2_000, learning_starts=400)
 
 
 def _summary(out: Path) -> dict:
-    return {k: v for k, v in json.loads((out / "summary.json").read_text()).items()
-            if k not in TIMING}
+    return {
+        k: v for k, v in json.loads((out / "summary.json").read_text()).items() if k not in TIMING
+    }
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -70,19 +78,48 @@ def test_checkpoints_are_taken_at_chunk_boundaries():
 # the subprocesses through JAX's persistent cache (the same programs, compiled once).
 CHUNK = 5_000
 STEPS = 20 * CHUNK + 400
-RUN_ARGS = ["--steps", str(STEPS), "--seeds", "2", "--num-envs", "4", "--capacity", "1000",
-            "--batch-size", "32", "--learning-starts", "400", "--chunk-steps", str(CHUNK),
-            "--eval-episodes", "2", "--hidden", "32", "--eps-decay-steps", "50000",
-            "--replay", "prioritized", "--obs-codec", "int8", "--calibration-steps", "200",
-            "--no-progress"]
+RUN_ARGS = [
+    "--steps",
+    str(STEPS),
+    "--seeds",
+    "2",
+    "--num-envs",
+    "4",
+    "--capacity",
+    "1000",
+    "--batch-size",
+    "32",
+    "--learning-starts",
+    "400",
+    "--chunk-steps",
+    str(CHUNK),
+    "--eval-episodes",
+    "2",
+    "--hidden",
+    "32",
+    "--eps-decay-steps",
+    "50000",
+    "--replay",
+    "prioritized",
+    "--obs-codec",
+    "int8",
+    "--calibration-steps",
+    "200",
+    "--no-progress",
+]
 
 
 def _memjax(args, log: Path, cache: Path):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(cache),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
     with open(log, "w") as f:
-        return subprocess.Popen([sys.executable, "-m", "memjax.cli", *args], stdout=f,
-                                stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(
+            [sys.executable, "-m", "memjax.cli", *args], stdout=f, stderr=subprocess.STDOUT, env=env
+        )
 
 
 def _finish(proc, log: Path) -> str:
@@ -97,10 +134,19 @@ def runs(tmp_path_factory):
     and then resumed (``log``: the resumed process's output)."""
     tmp = tmp_path_factory.mktemp("resume")
     cache, ref, killed = tmp / "jax-cache", tmp / "ref", tmp / "killed"
-    _finish(_memjax(["train", *RUN_ARGS, "--checkpoint-every", "0", "--out", str(ref)],
-                    tmp / "ref.log", cache), tmp / "ref.log")
-    victim = _memjax(["train", *RUN_ARGS, "--checkpoint-every", str(CHUNK), "--out", str(killed)],
-                     tmp / "killed.log", cache)
+    _finish(
+        _memjax(
+            ["train", *RUN_ARGS, "--checkpoint-every", "0", "--out", str(ref)],
+            tmp / "ref.log",
+            cache,
+        ),
+        tmp / "ref.log",
+    )
+    victim = _memjax(
+        ["train", *RUN_ARGS, "--checkpoint-every", str(CHUNK), "--out", str(killed)],
+        tmp / "killed.log",
+        cache,
+    )
     deadline = time.monotonic() + 300
     while victim.poll() is None and time.monotonic() < deadline:
         if (killed / "checkpoints").is_dir() and _steps(killed):
@@ -111,17 +157,25 @@ def runs(tmp_path_factory):
     assert victim.returncode == -signal.SIGKILL, (tmp / "killed.log").read_text()
     at_kill = _steps(killed)
     assert at_kill and not (killed / "summary.json").exists()
-    log = _finish(_memjax(["train", "--resume", str(killed)], tmp / "resumed.log", cache),
-                  tmp / "resumed.log")
-    return {"ref": ref, "killed": killed, "at_kill": at_kill, "log": log, "cache": cache,
-            "tmp": tmp}
+    log = _finish(
+        _memjax(["train", "--resume", str(killed)], tmp / "resumed.log", cache), tmp / "resumed.log"
+    )
+    return {
+        "ref": ref,
+        "killed": killed,
+        "at_kill": at_kill,
+        "log": log,
+        "cache": cache,
+        "tmp": tmp,
+    }
 
 
 def test_sigkill_then_resume_is_bit_exact(runs):
     ref, killed = runs["ref"], runs["killed"]
     assert not (ref / "checkpoints").exists()
-    resumed_from = int(runs["log"].split(f"resuming {killed} from step ")[1].split()[0]
-                       .replace(",", ""))
+    resumed_from = int(
+        runs["log"].split(f"resuming {killed} from step ")[1].split()[0].replace(",", "")
+    )
     assert resumed_from >= runs["at_kill"][-1] > 0
     assert_same_run(ref, killed)
     assert _steps(killed) == [STEPS - 2 * CHUNK, STEPS - CHUNK, STEPS]  # max_to_keep 3
@@ -151,12 +205,15 @@ def test_unreadable_latest_checkpoint_falls_back(runs, tmp_path):
     last, before = STEPS, STEPS - CHUNK
     _damage(out / "checkpoints" / str(last))
     # a save cut short by a kill leaves only a temporary directory, which is not a step
-    shutil.copytree(out / "checkpoints" / str(before),
-                    out / "checkpoints" / f"{last + CHUNK}.orbax-checkpoint-tmp")
+    shutil.copytree(
+        out / "checkpoints" / str(before),
+        out / "checkpoints" / f"{last + CHUNK}.orbax-checkpoint-tmp",
+    )
     for name in ("returns.csv", "returns.json", "summary.json", "checkpoint.msgpack"):
         (out / name).unlink()
-    log = _finish(_memjax(["train", "--resume", str(out)], tmp_path / "log", runs["cache"]),
-                  tmp_path / "log")
+    log = _finish(
+        _memjax(["train", "--resume", str(out)], tmp_path / "log", runs["cache"]), tmp_path / "log"
+    )
     assert f"checkpoints/{last} is unreadable" in log
     assert f"falling back to step {before}" in log
     assert f"resuming {out} from step {before:,} of {STEPS:,}" in log
@@ -173,12 +230,24 @@ def test_incompatible_checkpoints_are_errors(runs, tmp_path, capsys, monkeypatch
     out = _copy(runs, tmp_path)
     cfg = _config(out)
     with pytest.raises(checkpoints.IncompatibleCheckpoint, match=r"lr: 0.00025 -> 0.001"):
-        run(cfg.replace(lr=1e-3), num_seeds=2, out_dir=out, progress=False,
-            log=None, resume=True)
+        run(cfg.replace(lr=1e-3), num_seeds=2, out_dir=out, progress=False, log=None, resume=True)
     # the command line: each explicit option that conflicts with the run's own is named
     with pytest.raises(SystemExit) as e:
-        cli.main(["train", "--resume", str(out), "--lr", "0.001", "--hidden", "32",
-                  "--seeds", "3", "--seed", "0"])
+        cli.main(
+            [
+                "train",
+                "--resume",
+                str(out),
+                "--lr",
+                "0.001",
+                "--hidden",
+                "32",
+                "--seeds",
+                "3",
+                "--seed",
+                "0",
+            ]
+        )
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "--lr 0.001 (the run has 0.00025)" in err and "--seeds 3 (the run has 2)" in err
@@ -196,8 +265,9 @@ def test_fresh_run_refuses_an_unfinished_runs_checkpoints(runs, tmp_path, capsys
     out = _copy(runs, tmp_path)
     shutil.rmtree(out / "checkpoints" / str(STEPS))
     with pytest.raises(FileExistsError, match=f"unfinished run .step {STEPS - CHUNK:,} of"):
-        run(_config(out), num_seeds=2, out_dir=out, progress=False, log=None,
-            checkpoint_every=CHUNK)
+        run(
+            _config(out), num_seeds=2, out_dir=out, progress=False, log=None, checkpoint_every=CHUNK
+        )
     with pytest.raises(SystemExit):
         cli.main(["train", *RUN_ARGS, "--out", str(out)])
     assert f"memjax train --resume {out}" in capsys.readouterr().err
@@ -217,17 +287,34 @@ def test_a_relative_out_dir_checkpoints_and_resumes(tmp_path, monkeypatch):
     paths, so the checkpoint directory is made absolute."""
     monkeypatch.chdir(tmp_path)
     config = TINY.replace(chunk_steps=800)
-    run(config, num_seeds=1, out_dir="runs/rel", progress=False, log=None,
-        checkpoint_every=800)
+    run(config, num_seeds=1, out_dir="runs/rel", progress=False, log=None, checkpoint_every=800)
     assert _steps(tmp_path / "runs" / "rel") == [1200, 2000]
     run(config, num_seeds=1, out_dir="runs/rel", progress=False, log=None, resume=True)
 
 
 # --------------------------------------------------------------------------- none readable
 
-SMALL_RUN = ["--steps", "1200", "--seeds", "1", "--num-envs", "4", "--capacity", "400",
-             "--batch-size", "16", "--learning-starts", "400", "--chunk-steps", "400",
-             "--eval-episodes", "2", "--hidden", "16", "--no-progress"]
+SMALL_RUN = [
+    "--steps",
+    "1200",
+    "--seeds",
+    "1",
+    "--num-envs",
+    "4",
+    "--capacity",
+    "400",
+    "--batch-size",
+    "16",
+    "--learning-starts",
+    "400",
+    "--chunk-steps",
+    "400",
+    "--eval-episodes",
+    "2",
+    "--hidden",
+    "16",
+    "--no-progress",
+]
 
 
 def test_no_readable_checkpoint_is_an_error_unless_restart_is_asked(tmp_path, capsys):
@@ -237,22 +324,30 @@ def test_no_readable_checkpoint_is_an_error_unless_restart_is_asked(tmp_path, ca
     out = tmp_path / "run"
     assert cli.main(["train", *SMALL_RUN, "--checkpoint-every", "400", "--out", str(out)]) == 0
     capsys.readouterr()
-    (out / "summary.json").unlink()        # as if killed after its last checkpoint
+    (out / "summary.json").unlink()  # as if killed after its last checkpoint
     for step in _steps(out):
         _damage(out / "checkpoints" / str(step))
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-m", "memjax.cli", "train", "--resume", str(out)],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "memjax.cli", "train", "--resume", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Event loop is closed" not in proc.stderr and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert [line.split(" is unreadable (")[0] for line in lines[:-1]] == \
-        [f"memjax: checkpoint {out / 'checkpoints' / str(s)}" for s in (1200, 800, 400)], \
-        proc.stderr
-    assert lines[0].endswith("falling back to step 800") and lines[2].endswith("no older "
-                                                                               "checkpoint")
-    assert lines[-1].startswith(f"memjax train: error: --resume {out}: none of the 3 "
-                                "checkpoint(s)") and "--restart-if-unreadable" in lines[-1]
+    assert [line.split(" is unreadable (")[0] for line in lines[:-1]] == [
+        f"memjax: checkpoint {out / 'checkpoints' / str(s)}" for s in (1200, 800, 400)
+    ], proc.stderr
+    assert lines[0].endswith("falling back to step 800") and lines[2].endswith(
+        "no older checkpoint"
+    )
+    assert (
+        lines[-1].startswith(f"memjax train: error: --resume {out}: none of the 3 checkpoint(s)")
+        and "--restart-if-unreadable" in lines[-1]
+    )
     assert _steps(out) == [400, 800, 1200]  # nothing moved aside
     assert cli.main(["train", "--resume", str(out), "--restart-if-unreadable"]) == 0
     err = capsys.readouterr().err

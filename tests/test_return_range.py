@@ -20,19 +20,18 @@ def _returns(env, params, policy, episodes=2000, seed=0):
         def step(carry, k):
             state, total, done = carry
             k_act, k_step = jax.random.split(k)
-            _, state, reward, term, trunc, _ = env.step(k_step, state, policy(k_act, state),
-                                                       params)
+            _, state, reward, term, trunc, _ = env.step(k_step, state, policy(k_act, state), params)
             return (state, total + jnp.where(done, 0.0, reward), done | term | trunc), None
 
         (_, total, _), _ = jax.lax.scan(step, (state, 0.0, False), jax.random.split(k_run, cap))
         return total
 
-    return np.asarray(jax.jit(jax.vmap(episode))(jax.random.split(jax.random.key(seed),
-                                                                  episodes)))
+    return np.asarray(jax.jit(jax.vmap(episode))(jax.random.split(jax.random.key(seed), episodes)))
 
 
-@pytest.mark.parametrize("name", ["RepeatFirst", "RepeatPrevious-5", "CountRecall",
-                                  "MemoryChain-5"])
+@pytest.mark.parametrize(
+    "name", ["RepeatFirst", "RepeatPrevious-5", "CountRecall", "MemoryChain-5"]
+)
 def test_chance_is_a_random_policys_mean_return(name):
     env, params = envs.make(name)
     chance, best = envs.return_range(name)
@@ -60,8 +59,9 @@ def test_ranges():
     env, params = envs.make("RepeatFirst")
     assert envs.return_range(envs.FrameStack(env, 4), params) == (-0.5, 1.0)
     # a shorter time limit scores fewer of the 31 steps
-    assert envs.return_range(env, params.replace(max_steps_in_episode=15)) == \
-        pytest.approx((-0.5 * 15 / 31, 15 / 31))
+    assert envs.return_range(env, params.replace(max_steps_in_episode=15)) == pytest.approx(
+        (-0.5 * 15 / 31, 15 / 31)
+    )
     assert envs.return_range("Acrobot-v1") == (None, None)
 
 
@@ -69,8 +69,9 @@ def test_the_run_summary_reports_them():
     from memjax.train import TrainConfig, make_train
     from memjax.train.driver import return_range
 
-    config = TrainConfig(env="RepeatFirst", num_envs=4, total_steps=2_000,
-                         learning_starts=400, buffer_capacity=1_000)
+    config = TrainConfig(
+        env="RepeatFirst", num_envs=4, total_steps=2_000, learning_starts=400, buffer_capacity=1_000
+    )
     assert return_range(make_train(config)) == {"chance_return": -0.5, "best_return": 1.0}
     cartpole = make_train(TrainConfig(num_envs=4, total_steps=2_000, learning_starts=400))
     assert return_range(cartpole) == {"best_return": 500.0}

@@ -74,7 +74,7 @@ class RefSequence:
             self.side += [n] * sum(ended)
             if len(self.side) > self.K:
                 self.valid_from = max(self.valid_from, self.side[-self.K - 1] + 1)
-                self.side = self.side[-self.K:]
+                self.side = self.side[-self.K :]
         self.rows.append(row)
 
     def starts(self):
@@ -87,7 +87,7 @@ class RefSequence:
         return [(j, e) for j in self.starts() for e in range(self.E)]
 
     def window(self, j, e, per_window=("carry",)):
-        steps = self.rows[j * self.P: j * self.P + self.L]
+        steps = self.rows[j * self.P : j * self.P + self.L]
         out = {k: np.stack([r[k][e] for r in steps]) for k in steps[0] if k not in per_window}
         out.update({k: steps[0][k][e] for k in per_window})
         return out
@@ -132,13 +132,20 @@ def assert_windows_exact(store, gather, state, model, first_row=0):
     for i, (j, e) in enumerate(windows):
         assert ids[i] == ((first_row // period + j) % modulus) * store.E + e
         for key, value in model.window(j, e, () if one_step else ("carry",)).items():
-            np.testing.assert_array_equal(got[key][i], value[0] if one_step else value,
-                                          err_msg=f"window {(j, e)}, field {key}")
+            np.testing.assert_array_equal(
+                got[key][i],
+                value[0] if one_step else value,
+                err_msg=f"window {(j, e)}, field {key}",
+            )
 
 
 # (length, period, rows kept, side capacity, rows added): side 2 * E overflows
-CASES = {"L3_P1": (3, 1, 12, 48, 60), "L4_P2_carry": (4, 2, 12, 48, 60),
-         "L3_P3_tiny_side": (3, 3, 12, 2 * E, 60), "L12_P1_whole_ring": (12, 1, 12, 48, 40)}
+CASES = {
+    "L3_P1": (3, 1, 12, 48, 60),
+    "L4_P2_carry": (4, 2, 12, 48, 60),
+    "L3_P3_tiny_side": (3, 3, 12, 2 * E, 60),
+    "L12_P1_whole_ring": (12, 1, 12, 48, 40),
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -172,9 +179,14 @@ def test_row_numbers_wrap_safely(layout, limit):
     rows = sequence_stream(steps, seed=21)
     if layout == "one_copy":
         layout = mj.replay.one_copy(E, side_capacity=2 * E)
-        store, rows = OneCopyStore(rows_kept * E, {}, layout), [row_of(rows, t, ("carry",)) for t in range(steps)]
+        store, rows = (
+            OneCopyStore(rows_kept * E, {}, layout),
+            [row_of(rows, t, ("carry",)) for t in range(steps)],
+        )
     else:
-        layout = mj.replay.sequence(E, length, period=period, side_capacity=2 * E, per_window=("carry",))
+        layout = mj.replay.sequence(
+            E, length, period=period, side_capacity=2 * E, per_window=("carry",)
+        )
         store = SequenceStore(rows_kept * E, {}, layout)
     buf = mj.replay.uniform(rows_kept * E, layout=layout)
     first_row = (store.M if limit == "ids" else store.T) - rows_kept - 3 * period
@@ -213,7 +225,9 @@ def test_codecs_on_steps_and_windows_decode_exactly():
     rows = sequence_stream(30, seed=5)
     for r in rows:  # 0/1 observations: the parity bits of the unique values
         for k in ("obs", "next_obs"):
-            r[k] = (np.floor(r[k][..., :1] * np.array([1, 0.5, 0.25, 0.125])) % 2).astype(np.float32)
+            r[k] = (np.floor(r[k][..., :1] * np.array([1, 0.5, 0.25, 0.125])) % 2).astype(
+                np.float32
+            )
     layout = mj.replay.sequence(E, 4, period=2, side_capacity=64, per_window=("carry",))
     codecs = {"obs": mc.bitpack(), "action": mc.cast(jnp.uint8), "carry": mc.cast(jnp.bfloat16)}
     buf = mj.replay.uniform(16 * E, codecs=codecs, layout=layout)
@@ -267,7 +281,7 @@ def test_prioritized_window_sampling_chi_square(filled):
     state = fill(buf, rows)
     store = SequenceStore(48, {}, layout)
     windows = model.windows()
-    live = store.ids_of(state, window_slots(store, windows))[:len(windows)]
+    live = store.ids_of(state, window_slots(store, windows))[: len(windows)]
     prio = np.random.default_rng(0).uniform(0.1, 3.0, len(windows)).astype(np.float32)
     state = buf.update(state, live, prio)
     keys = jax.random.split(jax.random.key(1), 400)
@@ -313,19 +327,43 @@ def _model_after(rows, layout):
 
 
 def tree_case(case, seed):
-    """(rows, layout, store, length, period) of a PER case whose side store of E entries overflows."""
+    """(rows, layout, store, length, period) of a PER case whose side store of E entries
+    overflows."""
     if case == "one_copy_stack3":
-        return (synthetic_stream(60, 3, seed), mj.replay.one_copy(E, frame_stack=3, side_capacity=E), 1, 1)
+        return (
+            synthetic_stream(60, 3, seed),
+            mj.replay.one_copy(E, frame_stack=3, side_capacity=E),
+            1,
+            1,
+        )
     rows = sequence_stream(60, seed)
     if case == "one_copy":
-        return [row_of(rows, t, ("carry",)) for t in range(60)], mj.replay.one_copy(E, side_capacity=E), 1, 1
+        return (
+            [row_of(rows, t, ("carry",)) for t in range(60)],
+            mj.replay.one_copy(E, side_capacity=E),
+            1,
+            1,
+        )
     length, period = CASES[case][:2]
-    return rows, mj.replay.sequence(E, length, period=period, side_capacity=E, per_window=("carry",)), length, period
+    return (
+        rows,
+        mj.replay.sequence(E, length, period=period, side_capacity=E, per_window=("carry",)),
+        length,
+        period,
+    )
 
 
-@pytest.mark.parametrize("case, start, seeds", [
-    ("one_copy", 0, 1), ("one_copy_stack3", 0, 1), ("L3_P1", 0, 1), ("L4_P2_carry", "T", 1),
-    ("one_copy", "T", 2), ("L4_P2_carry", 0, 2)])
+@pytest.mark.parametrize(
+    "case, start, seeds",
+    [
+        ("one_copy", 0, 1),
+        ("one_copy_stack3", 0, 1),
+        ("L3_P1", 0, 1),
+        ("L4_P2_carry", "T", 1),
+        ("one_copy", "T", 2),
+        ("L4_P2_carry", 0, 2),
+    ],
+)
 def test_tree_holds_exactly_the_sampleable_items(case, start, seeds):
     """PER with a side store of E entries (it overflows, and an eviction can drop several rows
     at once): after every add and update the leaves are the priorities of exactly the
@@ -368,15 +406,21 @@ def test_tree_holds_exactly_the_sampleable_items(case, start, seeds):
             want = np.zeros(store.num_slots, np.float32)
             for (j, e), p in prio[s].items():
                 want[((first_row // period + j) % laps) * E + e] = p
-            np.testing.assert_allclose(leaves[s], want, rtol=1e-6, atol=0, err_msg=f"add {t}, seed {s}")
-            np.testing.assert_allclose(np.asarray(sumtree.total(state.tree)).reshape(-1)[s], want.sum(), rtol=1e-5)
+            np.testing.assert_allclose(
+                leaves[s], want, rtol=1e-6, atol=0, err_msg=f"add {t}, seed {s}"
+            )
+            np.testing.assert_allclose(
+                np.asarray(sumtree.total(state.tree)).reshape(-1)[s], want.sum(), rtol=1e-5
+            )
         pending = None
         if all(prio):
             smp = sample(state, one(list(jax.random.split(jax.random.key(t), seeds))))
             assert (np.asarray(smp.weights) > 0).all(), f"add {t}: a draw of weight 0"
             ids = np.asarray(smp.indices).reshape(seeds, -1)
-            pending = ([ids[s] for s in range(seeds)],
-                       [rng.uniform(0.1, 3.0, 16).astype(np.float32) for _ in range(seeds)])
+            pending = (
+                [ids[s] for s in range(seeds)],
+                [rng.uniform(0.1, 3.0, 16).astype(np.float32) for _ in range(seeds)],
+            )
     assert jumped and ignored  # some add dropped several rows; some updates were stale
 
 
@@ -389,8 +433,10 @@ def test_sequence_priorities_match_numpy():
         for eta in (0.9, 0.0, 1.0):
             got = np.asarray(mj.replay.sequence_priorities(td, m, eta=eta))
             mm = np.ones_like(mask) if m is None else m
-            want = [eta * td[b][mm[b]].max() + (1 - eta) * td[b][mm[b]].mean() if mm[b].any() else 0.0
-                    for b in range(5)]
+            want = [
+                eta * td[b][mm[b]].max() + (1 - eta) * td[b][mm[b]].mean() if mm[b].any() else 0.0
+                for b in range(5)
+            ]
             np.testing.assert_allclose(got, want, rtol=1e-6)
     with pytest.raises(ValueError, match=r"\[B, L\]"):
         mj.replay.sequence_priorities(td[0])
@@ -409,7 +455,10 @@ def test_length_one_equals_one_copy(kind):
     s_state, o_state = seq.init(example_of(rows, drop)), one.init(example_of(rows, drop))
     s_add, o_add = jax.jit(seq.add), jax.jit(one.add)
     for t in range(25):
-        s_state, o_state = s_add(s_state, row_of(rows, t, drop)), o_add(o_state, row_of(rows, t, drop))
+        s_state, o_state = (
+            s_add(s_state, row_of(rows, t, drop)),
+            o_add(o_state, row_of(rows, t, drop)),
+        )
     assert int(s_state.count) == int(o_state.count)
 
     def sample_update(buf, state, key, window):
@@ -419,7 +468,10 @@ def test_length_one_equals_one_copy(kind):
     s_step = jax.jit(functools.partial(sample_update, seq, window=lambda x: x[:, 0]))
     o_step = jax.jit(functools.partial(sample_update, one, window=lambda x: x))
     for i in range(3):
-        (s_state, a), (o_state, b) = s_step(s_state, jax.random.key(i)), o_step(o_state, jax.random.key(i))
+        (s_state, a), (o_state, b) = (
+            s_step(s_state, jax.random.key(i)),
+            o_step(o_state, jax.random.key(i)),
+        )
         np.testing.assert_array_equal(a.indices, b.indices)
         np.testing.assert_array_equal(a.weights, b.weights)
         for name, v in b.items.items():
@@ -427,8 +479,14 @@ def test_length_one_equals_one_copy(kind):
 
 
 def test_per_window_storage_and_memory():
-    ex = {"obs": jnp.zeros(4), "next_obs": jnp.zeros(4), "first": jnp.bool_(False),
-          "action": jnp.int32(0), "reward": jnp.float32(0), "carry": jnp.zeros((2, 128))}
+    ex = {
+        "obs": jnp.zeros(4),
+        "next_obs": jnp.zeros(4),
+        "first": jnp.bool_(False),
+        "action": jnp.int32(0),
+        "reward": jnp.float32(0),
+        "carry": jnp.zeros((2, 128)),
+    }
     one_ex = {k: v for k, v in ex.items() if k not in ("first", "carry")}
     for make in (mj.replay.uniform, mj.replay.prioritized):
         seq = make(64_000, layout=mj.replay.sequence(16, 80, period=40, per_window=("carry",)))
@@ -449,15 +507,18 @@ def test_capacity_for_sequences():
     cap = mj.replay.capacity_for(10_000, ex, layout=layout)
     assert cap % 12 == 0 and cap // 4 >= 5
     buf = lambda c: mj.replay.uniform(c, layout=layout)  # noqa: E731
-    assert mj.replay.buffer_bytes(buf, cap, ex) <= 10_000 < mj.replay.buffer_bytes(buf, cap + 12, ex)
+    assert (
+        mj.replay.buffer_bytes(buf, cap, ex) <= 10_000 < mj.replay.buffer_bytes(buf, cap + 12, ex)
+    )
 
 
 @pytest.fixture(scope="module")
 def seeds_setup(filled):
     rows, layout, _ = filled
     other = sequence_stream(30, seed=12)
-    buf = mj.replay.prioritized(48, layout=mj.replay.sequence(E, 3, period=3, side_capacity=8,
-                                                               per_window=("carry",)))
+    buf = mj.replay.prioritized(
+        48, layout=mj.replay.sequence(E, 3, period=3, side_capacity=8, per_window=("carry",))
+    )
     return rows, other, buf
 
 
@@ -480,8 +541,11 @@ def test_vmapped_adds_match_per_seed_adds(seeds_setup):
     vs = jax.jit(jax.vmap(sample))(both, keys)
     for i in range(2):
         one = sample(singles[i], keys[i])
-        jax.tree.map(lambda v, s: np.testing.assert_array_equal(v[i], s), (vs.items, vs.indices),
-                     (one.items, one.indices))
+        jax.tree.map(
+            lambda v, s: np.testing.assert_array_equal(v[i], s),
+            (vs.items, vs.indices),
+            (one.items, one.indices),
+        )
         np.testing.assert_allclose(vs.weights[i], one.weights, rtol=1e-6)
     assert buf.memory(both).copies == 2
 
@@ -496,7 +560,9 @@ def test_scan_equals_python_loop(seeds_setup):
         smp = buf.sample(state, key, 4)
         priorities = jnp.abs(smp.items["obs"][:, 0, 0]) + smp.items["carry"][:, 0] ** 2
         ok = buf.can_sample(state, 1)
-        return jax.lax.cond(ok, lambda s: buf.update(s, smp.indices, priorities), lambda s: s, state), ok
+        return jax.lax.cond(
+            ok, lambda s: buf.update(s, smp.indices, priorities), lambda s: s, state
+        ), ok
 
     keys = jax.random.split(jax.random.key(3), 30)
     scanned, _ = jax.jit(lambda s: jax.lax.scan(step, s, (data, keys)))(buf.init(example_of(rows)))
@@ -507,22 +573,37 @@ def test_scan_equals_python_loop(seeds_setup):
 
 
 def test_donation_updates_in_place(hlo_copies):
-    ex = {"obs": jnp.zeros(6), "next_obs": jnp.zeros(6), "first": jnp.bool_(False),
-          "action": jnp.int32(0), "carry": jnp.zeros(5)}
+    ex = {
+        "obs": jnp.zeros(6),
+        "next_obs": jnp.zeros(6),
+        "first": jnp.bool_(False),
+        "action": jnp.int32(0),
+        "carry": jnp.zeros(5),
+    }
     capacity, length = 4096 * E, 16
-    buf = mj.replay.prioritized(capacity, layout=mj.replay.sequence(E, length, period=8,
-                                                                      per_window=("carry",)))
+    buf = mj.replay.prioritized(
+        capacity, layout=mj.replay.sequence(E, length, period=8, per_window=("carry",))
+    )
     state = buf.init(ex)
     row = jax.tree.map(lambda x: jnp.ones((E, *x.shape), x.dtype), ex)
-    big = [("f32", (capacity, 6)), ("f32", (capacity // 8, 5)), ("u8", (capacity,)),
-           ("s32", (capacity // 16,)),  # side_ids (the side store has capacity / 16 entries)
-           ("s32", (capacity // E, 1)),  # side_start
-           ("f32", tuple(state.tree.nodes.shape))]
+    big = [
+        ("f32", (capacity, 6)),
+        ("f32", (capacity // 8, 5)),
+        ("u8", (capacity,)),
+        ("s32", (capacity // 16,)),  # side_ids (the side store has capacity / 16 entries)
+        ("s32", (capacity // E, 1)),  # side_start
+        ("f32", tuple(state.tree.nodes.shape)),
+    ]
 
     def learner_step(state, key):
         smp = buf.sample(state, key, 32)
-        td = jnp.abs(smp.items["obs"].sum(-1) - smp.items["next_obs"].sum(-1)) + smp.items["carry"][:, :1]
-        return buf.update(state, smp.indices, mj.replay.sequence_priorities(td)), jnp.mean(smp.weights)
+        td = (
+            jnp.abs(smp.items["obs"].sum(-1) - smp.items["next_obs"].sum(-1))
+            + smp.items["carry"][:, :1]
+        )
+        return buf.update(state, smp.indices, mj.replay.sequence_priorities(td)), jnp.mean(
+            smp.weights
+        )
 
     add = jax.jit(buf.add, donate_argnums=0)
     step = jax.jit(learner_step, donate_argnums=0)
@@ -534,8 +615,11 @@ def test_donation_updates_in_place(hlo_copies):
     assert hlo_copies(vadd, [(dt, (2, *shape)) for dt, shape in big]) == []
     for t in range(length + 2):
         state = add(state, row)
+
     def pointers(s):
-        return [x.unsafe_buffer_pointer() for x in (s.items["obs"], s.windows["carry"], s.tree.nodes)]
+        return [
+            x.unsafe_buffer_pointer() for x in (s.items["obs"], s.windows["carry"], s.tree.nodes)
+        ]
 
     before = pointers(state)
     state, _ = step(state, jax.random.key(1))
@@ -554,7 +638,12 @@ def test_update_without_priorities():
 
 
 def test_errors_are_clear():
-    ex = {"obs": jnp.zeros(2), "next_obs": jnp.zeros(2), "first": jnp.bool_(False), "carry": jnp.zeros(3)}
+    ex = {
+        "obs": jnp.zeros(2),
+        "next_obs": jnp.zeros(2),
+        "first": jnp.bool_(False),
+        "carry": jnp.zeros(3),
+    }
     seq = mj.replay.sequence
     with pytest.raises(ValueError, match="length 7 is longer than the buffer's 6 rows"):
         mj.replay.uniform(24, layout=seq(E, 7))

@@ -31,12 +31,14 @@ def test_schedule_matches_the_environment(study):
     env, params = mj.envs.make(study.config_for(s, "fifo").env)
     assert env.switch_every == 4 and env.names == s.tasks
     vec_steps = 30
-    _, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(jax.random.key(0), 2),
-                                                      params)
+    _, state = jax.vmap(env.reset, in_axes=(0, None))(
+        jax.random.split(jax.random.key(0), 2), params
+    )
 
     def body(state, key):
         _, state, _, _, _, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-            jax.random.split(key, 2), state, jnp.zeros(2, jnp.int32), params)
+            jax.random.split(key, 2), state, jnp.zeros(2, jnp.int32), params
+        )
         return state, info["task"]
 
     _, tasks = jax.lax.scan(body, state, jax.random.split(jax.random.key(1), vec_steps))
@@ -47,8 +49,9 @@ def test_schedule_matches_the_environment(study):
 
 def test_settings_checks(study):
     study.Settings().check()
-    with pytest.raises(ValueError, match="steps_per_task \\(1500\\) must be a multiple of "
-                                         "chunk_steps \\(1000\\)"):
+    with pytest.raises(
+        ValueError, match="steps_per_task \\(1500\\) must be a multiple of chunk_steps \\(1000\\)"
+    ):
         study.Settings(steps_per_task=1_500).check()
     with pytest.raises(ValueError, match="budget \\(4001\\) must split evenly over the 4 tasks"):
         study.Settings(budget=4_001).check()
@@ -67,12 +70,14 @@ def test_mixer_phases_add_to_the_current_task_and_sample_the_tasks_seen(study):
         items = {"x": jnp.arange(6.0) + 10 * p, "task": jnp.full((6,), p, jnp.int32)}
         states = phases[p].add(states, items)
     np.testing.assert_array_equal([int(mj.replay.size(st)) for st in states], [6, 6, 0, 0])
-    assert all(st_capacity == 10 for st_capacity in
-               [phases[0].memory(states)[k].capacity for k in range(4)])
+    assert all(
+        st_capacity == 10
+        for st_capacity in [phases[0].memory(states)[k].capacity for k in range(4)]
+    )
     batch = phases[1].sample(states, jax.random.key(0), 8)
     np.testing.assert_array_equal(batch.buffer, [0] * 4 + [1] * 4)
     np.testing.assert_array_equal(batch.items["task"], batch.buffer)
     assert bool(phases[1].can_sample(states, 8)) and not bool(phases[2].can_sample(states, 8))
-    states = phases[1].update(states, batch.indices, None)   # uniform buffers: unchanged
+    states = phases[1].update(states, batch.indices, None)  # uniform buffers: unchanged
     with pytest.raises(ValueError, match="add_to must be a buffer index in \\[0, 4\\), got 4"):
         as_buffer(mj.replay.mixer([mj.replay.uniform(4)] * 4, [1] * 4), 4)

@@ -25,18 +25,36 @@ N_SAMPLE = 64
 REL = np.array([0.0, 0.5, 1.0, 1.0 + 2**-22, 1.5, 4.0, -1e-7, -0.25, -3.0], np.float32)
 
 GRID = [
-    (1, 2), (1, 16), (2, 2), (2, 8), (3, 2), (3, 4), (7, 2), (7, 8), (8, 2), (8, 8),
-    (9, 4), (9, 8), (9, 16), (64, 4), (100, 4), (100, 8), (1000, 2), (1000, 16),
+    (1, 2),
+    (1, 16),
+    (2, 2),
+    (2, 8),
+    (3, 2),
+    (3, 4),
+    (7, 2),
+    (7, 8),
+    (8, 2),
+    (8, 8),
+    (9, 4),
+    (9, 8),
+    (9, 16),
+    (64, 4),
+    (100, 4),
+    (100, 8),
+    (1000, 2),
+    (1000, 16),
 ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def probe_fn(capacity, branching):
     """jit: NB batched sets, then total/leaves/get/find/build/sample of the result."""
 
     @jax.jit
     def probe(tree, idx, vals, targets):
-        tree, _ = jax.lax.scan(lambda t, iv: (sumtree.set(t, iv[0], iv[1]), None), tree, (idx, vals))
+        tree, _ = jax.lax.scan(
+            lambda t, iv: (sumtree.set(t, iv[0], iv[1]), None), tree, (idx, vals)
+        )
         tot = sumtree.total(tree)
         lv = sumtree.leaves(tree)
         found = sumtree.find(tree, jnp.concatenate([targets, jnp.asarray(REL) * tot]))
@@ -71,8 +89,11 @@ class Driver:
             self.ref.set(idx[b], vals[b].astype(np.float64))
         if targets is None:
             targets = np.zeros((T,), np.float32)
-        self.out = jax.device_get(probe_fn(self.capacity, self.branching)(
-            self.tree, idx, vals, np.asarray(targets, np.float32)))
+        self.out = jax.device_get(
+            probe_fn(self.capacity, self.branching)(
+                self.tree, idx, vals, np.asarray(targets, np.float32)
+            )
+        )
         self.tree = self.out["tree"]
         return self.out
 
@@ -84,7 +105,9 @@ class Driver:
         idx = np.where(dup, idx[:, :1], idx)
         oor = self.rng.random((NB, B)) < out_of_range
         idx = np.where(oor, self.rng.choice([-7, -1, c, c + 5, 2**30]), idx)
-        vals = np.where(self.rng.random((NB, B)) < zero_frac, 0.0, self.rng.uniform(lo, hi, (NB, B)))
+        vals = np.where(
+            self.rng.random((NB, B)) < zero_frac, 0.0, self.rng.uniform(lo, hi, (NB, B))
+        )
         return idx.astype(np.int32), vals.astype(np.float32)
 
     def ensure_positive(self, idx, vals):
@@ -123,8 +146,9 @@ def check_against_reference(d: Driver, targets=None, expected=None):
     # total within float32 round-off of the float64 sum
     np.testing.assert_allclose(out["total"], r.total(), rtol=1e-6, atol=0)
     # drift-free: the incrementally updated tree is bit-identical to one built from its leaves
-    np.testing.assert_array_equal(np.asarray(out["tree"].nodes).view(np.uint32),
-                                  np.asarray(out["rebuilt"]).view(np.uint32))
+    np.testing.assert_array_equal(
+        np.asarray(out["tree"].nodes).view(np.uint32), np.asarray(out["rebuilt"]).view(np.uint32)
+    )
     positive = r.leaves > 0
     if not positive.any():
         return
@@ -144,7 +168,7 @@ def check_against_reference(d: Driver, targets=None, expected=None):
                 assert got == last_positive, (rel, got, last_positive)
     # every result lies in its leaf's prefix-sum interval, up to float32 round-off of the
     # sums (exactly when no leaf is narrower than the tolerance); target 0 included
-    rel_t = (REL.astype(np.float64) * r.total())
+    rel_t = REL.astype(np.float64) * r.total()
     checks = [(rel_t[REL >= 0], out["find_rel"][REL >= 0])]
     if targets is not None:
         checks.append((targets.astype(np.float64), out["find"]))
@@ -200,7 +224,7 @@ def test_duplicates_last_occurrence_wins(capacity, branching):
     vals[1, :3] = [1.0, 3.0, 0.0]
     idx[2, :4] = [0, 1, 0, 1]
     vals[2, :4] = [0.0, 4.0, 2.5, 0.5]
-    idx[3, :] = [-1, capacity, capacity + 1, -2**31, 2**31 - 1] + [-5] * (B - 5)
+    idx[3, :] = [-1, capacity, capacity + 1, -(2**31), 2**31 - 1] + [-5] * (B - 5)
     vals[3, :] = 99.0
     out = d.call(idx, vals)
     expected = np.zeros(capacity, np.float32)
@@ -242,11 +266,27 @@ def test_find_never_returns_zero_leaf_sparse_and_wide_range(capacity, branching)
             nxt.set(idx[b], vals[b])
         tot32 = np.float32(nxt.total())
         cum32 = np.cumsum(nxt.leaves).astype(np.float32)
-        near = np.concatenate([cum32, np.nextafter(cum32, np.float32(-np.inf)),
-                               np.nextafter(cum32, np.float32(np.inf))])
+        near = np.concatenate(
+            [
+                cum32,
+                np.nextafter(cum32, np.float32(-np.inf)),
+                np.nextafter(cum32, np.float32(np.inf)),
+            ]
+        )
         grid = np.linspace(-0.1, 1.1, T, dtype=np.float32) * tot32
-        targets = np.concatenate([near, grid, [0.0, tot32, np.nextafter(tot32, np.float32(0)),
-                                                -np.float32(1e-30), np.float32(3e38)]])
+        targets = np.concatenate(
+            [
+                near,
+                grid,
+                [
+                    0.0,
+                    tot32,
+                    np.nextafter(tot32, np.float32(0)),
+                    -np.float32(1e-30),
+                    np.float32(3e38),
+                ],
+            ]
+        )
         targets = rng.permutation(targets)[:T] if len(targets) > T else np.resize(targets, T)
         d.call(idx, vals, targets.astype(np.float32))
         check_against_reference(d)
@@ -255,12 +295,11 @@ def test_find_never_returns_zero_leaf_sparse_and_wide_range(capacity, branching)
 def test_find_total_zero_is_still_in_range():
     """With every leaf zero the result is arbitrary but must be a valid index."""
     d = Driver(9, 8)
-    out = d.call(np.full((NB, B), -1), np.zeros((NB, B)),
-                 np.linspace(-1, 1, T).astype(np.float32))
+    out = d.call(np.full((NB, B), -1), np.zeros((NB, B)), np.linspace(-1, 1, T).astype(np.float32))
     assert ((out["find"] >= 0) & (out["find"] < 9)).all()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sample_fn(capacity, branching, n):
     @jax.jit
     def draw(tree, key):
@@ -287,7 +326,8 @@ def test_sample_valid_and_probabilities(capacity, branching):
         r = ref.RefSumTree(capacity)
         r.leaves = leaves.astype(np.float64)
         strat, probs, strat_only, plain, plain_probs = jax.device_get(
-            draw(tree, jax.random.key(trial)))
+            draw(tree, jax.random.key(trial))
+        )
         np.testing.assert_array_equal(strat, strat_only)
         np.testing.assert_array_equal(strat, np.sort(strat))  # stratified draws ascend
         # the j-th stratified draw comes from the j-th of n equal slices of [0, total)
@@ -307,8 +347,10 @@ def test_sample_valid_and_probabilities(capacity, branching):
 
 def batches_strategy(capacity):
     entry = st.tuples(
-        st.one_of(st.integers(0, min(capacity, 6) - 1),  # a small pool: many duplicates
-                  st.integers(-3, capacity + 2)),  # anywhere, including out of range
+        st.one_of(
+            st.integers(0, min(capacity, 6) - 1),  # a small pool: many duplicates
+            st.integers(-3, capacity + 2),
+        ),  # anywhere, including out of range
         st.one_of(st.just(0.0), st.floats(2.0**-10, 1e4, width=32, allow_subnormal=False)),
     )
     batch = st.lists(entry, min_size=0, max_size=B)
@@ -441,7 +483,9 @@ def test_set_picks_the_loop_on_cpu_and_the_sort_elsewhere():
 
 
 @pytest.mark.parametrize("capacity,branching", [(9, 4), (1000, 2), (1000, 8)])
-def test_vectorised_set_matches_cpu_path_under_vmap_scan_and_donation(capacity, branching, hlo_copies):
+def test_vectorised_set_matches_cpu_path_under_vmap_scan_and_donation(
+    capacity, branching, hlo_copies
+):
     """Three trees (vmap), four batches each (scan), donated: the vectorised set gives trees
     bit-identical to the CPU path's and to a rebuild from the reference's leaves, with
     duplicates (the last occurrence wins) and indices < 0 or >= capacity (ignored) in every
@@ -454,7 +498,9 @@ def test_vectorised_set_matches_cpu_path_under_vmap_scan_and_donation(capacity, 
 
     vectorised = jax.jit(functools.partial(run, vectorised_set), donate_argnums=0)
     cpu = jax.jit(functools.partial(run, sumtree.set))
-    trees, want = (jax.vmap(lambda _: sumtree.init(capacity, branching))(jnp.arange(3)) for _ in range(2))
+    trees, want = (
+        jax.vmap(lambda _: sumtree.init(capacity, branching))(jnp.arange(3)) for _ in range(2)
+    )
     nodes = ("f32", tuple(trees.nodes.shape))
     idx, vals = (np.zeros((NB, 3, B), dt) for dt in (np.int32, np.float32))
     assert hlo_copies(vectorised.lower(trees, idx, vals).compile().as_text(), [nodes]) == []
@@ -466,14 +512,16 @@ def test_vectorised_set_matches_cpu_path_under_vmap_scan_and_donation(capacity, 
         pointer = trees.nodes.unsafe_buffer_pointer()
         trees, want = vectorised(trees, idx, vals), cpu(want, idx, vals)
         assert trees.nodes.unsafe_buffer_pointer() == pointer
-        np.testing.assert_array_equal(np.asarray(trees.nodes).view(np.uint32),
-                                      np.asarray(want.nodes).view(np.uint32))
+        np.testing.assert_array_equal(
+            np.asarray(trees.nodes).view(np.uint32), np.asarray(want.nodes).view(np.uint32)
+        )
         for s, d in enumerate(drivers):
             for b in range(NB):
                 d.ref.set(idx[b, s], vals[b, s].astype(np.float64))
             rebuilt = sumtree.build(d.ref.leaves.astype(np.float32), branching).nodes
-            np.testing.assert_array_equal(np.asarray(trees.nodes[s]).view(np.uint32),
-                                          np.asarray(rebuilt).view(np.uint32))
+            np.testing.assert_array_equal(
+                np.asarray(trees.nodes[s]).view(np.uint32), np.asarray(rebuilt).view(np.uint32)
+            )
 
 
 def test_vmapped_set_uses_the_batched_loop_and_matches_per_tree():
@@ -486,7 +534,9 @@ def test_vmapped_set_uses_the_batched_loop_and_matches_per_tree():
     idx = jnp.asarray(rng.integers(-2, cap + 2, (2, 3, 40)), jnp.int32)
     val = jnp.asarray(rng.random((2, 3, 40)).astype(np.float32))
     with_nodes = lambda n: base.replace(nodes=n)  # noqa: E731
-    trees = jax.vmap(jax.vmap(with_nodes))(jnp.broadcast_to(base.nodes, (2, 3, base.nodes.shape[0])))
+    trees = jax.vmap(jax.vmap(with_nodes))(
+        jnp.broadcast_to(base.nodes, (2, 3, base.nodes.shape[0]))
+    )
     nested = jax.jit(jax.vmap(jax.vmap(sumtree.set)))(trees, idx, val)
     shared = jax.jit(jax.vmap(lambda i, v: sumtree.set(base, i, v)))(idx[1], val[1])
     for a in range(2):
@@ -495,7 +545,14 @@ def test_vmapped_set_uses_the_batched_loop_and_matches_per_tree():
             np.testing.assert_array_equal(np.asarray(nested.nodes[a, b]), want)
             if a == 1:
                 np.testing.assert_array_equal(np.asarray(shared.nodes[b]), want)
-    hlo = jax.jit(jax.vmap(sumtree.set)).lower(
-        jax.vmap(with_nodes)(jnp.broadcast_to(base.nodes, (3, base.nodes.shape[0]))), idx[0], val[0]
-    ).compile().as_text()
+    hlo = (
+        jax.jit(jax.vmap(sumtree.set))
+        .lower(
+            jax.vmap(with_nodes)(jnp.broadcast_to(base.nodes, (3, base.nodes.shape[0]))),
+            idx[0],
+            val[0],
+        )
+        .compile()
+        .as_text()
+    )
     assert "scatter(" not in hlo, "vmapped CPU set should not scatter per loop step"

@@ -70,9 +70,19 @@ class TinyEnv(environment.Environment):
         return spaces.Box(0.0, 10.0, (3,), jnp.float32)
 
 
-TINY = TrainConfig(env="Tiny", num_envs=4, total_steps=400, buffer_capacity=64, batch_size=8,
-                   learning_starts=32, chunk_steps=4, target_update_every=8, gamma=GAMMA,
-                   agent=DQNConfig(hidden=(8,)), eval_episodes=3)
+TINY = TrainConfig(
+    env="Tiny",
+    num_envs=4,
+    total_steps=400,
+    buffer_capacity=64,
+    batch_size=8,
+    learning_starts=32,
+    chunk_steps=4,
+    target_update_every=8,
+    gamma=GAMMA,
+    agent=DQNConfig(hidden=(8,)),
+    eval_episodes=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +146,11 @@ def test_truncation_targets_exact(tiny_rollout):
         # online w = 0 -> Q(obs, a) = a, and (Double DQN) argmax picks action 1
         td, _ = agents.td_errors(0.0, 1.0, apply_fn, batch, gamma=GAMMA, double=double)
         abs_td = np.abs(np.asarray(td))
-        t, kind, a = (np.asarray(batch["obs"][:, 0]), np.asarray(batch["obs"][:, 1]),
-                      np.asarray(batch["action"]))
+        t, kind, a = (
+            np.asarray(batch["obs"][:, 0]),
+            np.asarray(batch["obs"][:, 1]),
+            np.asarray(batch["action"]),
+        )
         t1 = t + 1
         ends = ((kind == 1) & (t1 == 2)) | ((kind == 2) & (t1 == 3))
         want = 10 * t1 + a + np.where(ends, 0.0, GAMMA * (t1 + 1.0)) - a
@@ -207,8 +220,10 @@ def test_n_step_targets_through_the_loop_match_the_environment(tiny_three_step):
     def apply_fn(w, obs):  # Q(obs) = [w * time, w * time + 1]
         return jnp.stack([w * obs[:, 0], w * obs[:, 0] + 1.0], axis=-1)
 
-    want = [np_tiny_target(int(t0[i]), int(kind[i]), actions[i], GAMMA, 3) - actions[i, 0]
-            for i in range(64)]
+    want = [
+        np_tiny_target(int(t0[i]), int(kind[i]), actions[i], GAMMA, 3) - actions[i, 0]
+        for i in range(64)
+    ]
     for double in (False, True):  # online w = 0: Q(obs, a) = a, argmax is action 1
         td, _ = agents.td_errors(0.0, 1.0, apply_fn, windows, gamma=GAMMA, double=double)
         np.testing.assert_allclose(np.asarray(td), want, rtol=1e-5)
@@ -248,8 +263,7 @@ def counting_agent():
         return actions, carry + 1, {"count": carry}
 
     def learn(state, sample, key):
-        return ({"learned": state["learned"] + 1}, None,
-                {"loss": jnp.mean(sample.items["reward"])})
+        return ({"learned": state["learned"] + 1}, None, {"loss": jnp.mean(sample.items["reward"])})
 
     return agents.Agent(init, initial_carry, act, learn)
 
@@ -272,8 +286,7 @@ def test_user_agent_carry_resets_at_episode_starts():
     assert int(state.agent["learned"]) == TINY.chunk_iters
     assert np.isfinite(float(metrics["loss"]))
     with pytest.raises(TypeError, match="priorities"):  # PER needs priorities from learn
-        per = make_train(TINY.replace(replay="prioritized"), env=TinyEnv(),
-                         agent=counting_agent())
+        per = make_train(TINY.replace(replay="prioritized"), env=TinyEnv(), agent=counting_agent())
         jax.eval_shape(per.learner_step, jax.eval_shape(per.init, jax.random.key(0)))
 
 
@@ -307,8 +320,10 @@ def test_static_schedule_warmup_then_training(tiny, tiny_vmapped):
     # target every 8 env steps = every 2 updates: after 1 update unchanged, params moved
     assert TINY.target_period == 2
     chex.assert_trees_all_equal(s2.agent.target_params, s1.agent.target_params)
-    assert not np.allclose(s2.agent.params["params"]["Dense_0"]["kernel"],
-                           s1.agent.params["params"]["Dense_0"]["kernel"])
+    assert not np.allclose(
+        s2.agent.params["params"]["Dense_0"]["kernel"],
+        s1.agent.params["params"]["Dense_0"]["kernel"],
+    )
     # the second update copies
     s3, _ = tiny_vmapped["chunk"](s2)
     chex.assert_trees_all_equal(s3.agent.target_params, s3.agent.params)
@@ -321,8 +336,7 @@ def test_soft_target_update_in_loop(tiny_vmapped):
     tr = make_train(cfg, env=TinyEnv())
     s1 = tiny_vmapped["s1"]
     s2, _ = jax.jit(jax.vmap(tr.chunk))(s1)
-    want = jax.tree.map(lambda t, o: 0.75 * t + 0.25 * o, s1.agent.target_params,
-                        s2.agent.params)
+    want = jax.tree.map(lambda t, o: 0.75 * t + 0.25 * o, s1.agent.target_params, s2.agent.params)
     chex.assert_trees_all_close(s2.agent.target_params, want, rtol=1e-6, atol=1e-7)
 
 
@@ -382,7 +396,8 @@ def test_evaluation_cap_and_unfinished_episodes(tiny):
 
     env, params = TinyEnv(), TinyEnv().default_params
     kinds = jax.vmap(lambda k: env.reset(k, params)[0][1])(
-        jax.random.split(jax.random.split(jax.random.key(0))[0], 64))
+        jax.random.split(jax.random.split(jax.random.key(0))[0], 64)
+    )
     capped = evaluate(policy, (), env, params, jax.random.key(0), 64, 2, max_steps=2)
     np.testing.assert_array_equal(capped.finished, np.asarray(kinds) == 1)
     np.testing.assert_array_equal(capped.returns, np.full(64, 10.0 + 20.0))
@@ -392,8 +407,7 @@ def test_evaluation_cap_and_unfinished_episodes(tiny):
     assert episode_cap(struct.dataclass(type("NoLimit", (), {}))()) == DEFAULT_MAX_STEPS == 1000
     with pytest.raises(ValueError, match="max_steps"):
         episode_cap(params, 0)
-    trainer = make_train(TINY.replace(eval_max_steps=2, eval_episodes=64),
-                         env=TinyEnv())
+    trainer = make_train(TINY.replace(eval_max_steps=2, eval_episodes=64), env=TinyEnv())
     episodes = jax.jit(trainer.evaluate)(trainer.init(jax.random.key(1)).agent, jax.random.key(2))
     assert 0 < int(np.sum(~np.asarray(episodes.finished))) < 64
 
@@ -401,9 +415,17 @@ def test_evaluation_cap_and_unfinished_episodes(tiny):
 # --------------------------------------------------------------------------- whole runs
 
 
-CARTPOLE_TINY = TrainConfig(num_envs=4, total_steps=2_000, buffer_capacity=500, batch_size=16,
-                            learning_starts=400, chunk_steps=600, eval_episodes=2,
-                            agent=DQNConfig(hidden=(16,)), eps_decay_steps=1_000)
+CARTPOLE_TINY = TrainConfig(
+    num_envs=4,
+    total_steps=2_000,
+    buffer_capacity=500,
+    batch_size=16,
+    learning_starts=400,
+    chunk_steps=600,
+    eval_episodes=2,
+    agent=DQNConfig(hidden=(16,)),
+    eps_decay_steps=1_000,
+)
 
 
 def test_jit_vmap_train_whole_run():
@@ -418,8 +440,10 @@ def test_jit_vmap_train_whole_run():
         assert np.all(np.isfinite(np.asarray(metrics["train"]["loss"])))
         np.testing.assert_array_equal(state.step, [cfg.steps_done // cfg.num_envs] * 3)
         np.testing.assert_array_equal(state.agent.updates, [cfg.train_iters] * 3)
-        assert _differs(state.agent.params["params"]["Dense_0"]["kernel"][0],
-                        state.agent.params["params"]["Dense_0"]["kernel"][1])
+        assert _differs(
+            state.agent.params["params"]["Dense_0"]["kernel"][0],
+            state.agent.params["params"]["Dense_0"]["kernel"][1],
+        )
 
 
 def test_run_writes_results(tmp_path):
@@ -428,15 +452,23 @@ def test_run_writes_results(tmp_path):
     for name in ("returns.csv", "returns.json", "curve.png", "summary.json"):
         assert (out / name).stat().st_size > 0
     saved = json.loads((out / "summary.json").read_text())
-    for key in ("env", "seeds", "steps", "final_return_mean", "final_return_per_seed",
-                "steps_per_second", "compile_seconds", "bytes_per_transition"):
+    for key in (
+        "env",
+        "seeds",
+        "steps",
+        "final_return_mean",
+        "final_return_per_seed",
+        "steps_per_second",
+        "compile_seconds",
+        "bytes_per_transition",
+    ):
         assert key in saved
     assert saved["env"] == "CartPole-v1" and saved["seeds"] == 2 and saved["steps"] == 2_000
     assert len(saved["final_return_per_seed"]) == 2
     assert saved["compile_seconds"] > 0 and saved["steps_per_second"] > 0
     # obs 4 f32 twice + action + reward + terminated = 44 bytes of payload at least
     assert saved["bytes_per_transition"] >= 44
-    assert saved["carry_bytes_per_env"] == 0                    # DQN carries nothing
+    assert saved["carry_bytes_per_env"] == 0  # DQN carries nothing
     assert saved["eval_max_steps"] == 500 and saved["eval_unfinished_total"] == 0
     assert saved["config"] == json.loads(json.dumps(config_to_dict(CARTPOLE_TINY)))
     rows = (out / "returns.csv").read_text().strip().splitlines()
@@ -446,8 +478,9 @@ def test_run_writes_results(tmp_path):
 
 
 def test_minatar_uses_conv_network():
-    cfg = CARTPOLE_TINY.replace(env="Breakout-MinAtar", total_steps=200,
-                              learning_starts=40, chunk_steps=40, eval_episodes=1)
+    cfg = CARTPOLE_TINY.replace(
+        env="Breakout-MinAtar", total_steps=200, learning_starts=40, chunk_steps=40, eval_episodes=1
+    )
     trainer = make_train(cfg)
     assert type(trainer.network).__name__ == "ConvQNetwork"
     state = trainer.init(jax.random.key(0))
@@ -479,8 +512,12 @@ def test_capacity_for_budget():
     cap = capacity_for_budget(CARTPOLE_TINY, 1_000_000)
     small = CARTPOLE_TINY.replace(buffer_capacity=cap)
     big = CARTPOLE_TINY.replace(buffer_capacity=cap + 1)
-    nbytes = lambda c: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(  # noqa: E731
-        jax.eval_shape(make_train(c).init, jax.random.key(0)).buffer))
+    nbytes = lambda c: sum(
+        x.size * x.dtype.itemsize
+        for x in jax.tree.leaves(  # noqa: E731
+            jax.eval_shape(make_train(c).init, jax.random.key(0)).buffer
+        )
+    )
     assert nbytes(small) <= 1_000_000 < nbytes(big)
     with pytest.raises(ValueError, match="too small"):
         capacity_for_budget(CARTPOLE_TINY, 100)
@@ -489,22 +526,35 @@ def test_capacity_for_budget():
 def test_carry_bytes_per_env_counts_the_recurrent_state():
     from memjax.train.memory import carry_bytes_per_env
 
-    gru = CARTPOLE_TINY.replace(agent="drqn", memory=16, sequence_length=8,
-                              sequence_period=4, burn_in=2, buffer_capacity=512)
+    gru = CARTPOLE_TINY.replace(
+        agent="drqn",
+        memory=16,
+        sequence_length=8,
+        sequence_period=4,
+        burn_in=2,
+        buffer_capacity=512,
+    )
     assert carry_bytes_per_env(make_train(gru)) == 16 * 4
     lstm = gru.replace(cell="lstm")
     assert carry_bytes_per_env(make_train(lstm)) == 2 * 16 * 4
 
 
-@pytest.mark.parametrize("changes, words", [
-    (dict(sequence_length=5, burn_in=4, n_step=2), r"sequence_length \(5\) is shorter than "
-                                                   r"burn_in \(4\) \+ n_step \(2\)"),
-    (dict(buffer_capacity=500), r"125 rows .* multiple of sequence_period \(4\)"),
-    (dict(cell="rnn"), "cell must be one of"),
-])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        (
+            dict(sequence_length=5, burn_in=4, n_step=2),
+            r"sequence_length \(5\) is shorter than "
+            r"burn_in \(4\) \+ n_step \(2\)",
+        ),
+        (dict(buffer_capacity=500), r"125 rows .* multiple of sequence_period \(4\)"),
+        (dict(cell="rnn"), "cell must be one of"),
+    ],
+)
 def test_drqn_settings_fail_before_compiling(changes, words):
-    settings = dict(agent="drqn", sequence_length=8, sequence_period=4, burn_in=2,
-                    buffer_capacity=512)
+    settings = dict(
+        agent="drqn", sequence_length=8, sequence_period=4, burn_in=2, buffer_capacity=512
+    )
     config = CARTPOLE_TINY.replace(**{**settings, **changes})
     with pytest.raises(ValueError, match=words):
         make_train(config)

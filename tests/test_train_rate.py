@@ -1,7 +1,6 @@
 """TrainConfig.samples_per_insert: the loop's learner steps follow Reverb's SampleToInsertRatio
 rate limiter (memjax.replay.sample_to_insert_ratio), as a static schedule shared by all seeds."""
 
-
 import jax
 import numpy as np
 import pytest
@@ -9,15 +8,23 @@ import pytest
 import memjax as mj
 from memjax.replay.rate_limiter import steady_schedule
 
-BASE = mj.train.TrainConfig(total_steps=3_000, learning_starts=1_000, chunk_steps=1_000,
-                            batch_size=32, buffer_capacity=2_000, num_envs=10)
+BASE = mj.train.TrainConfig(
+    total_steps=3_000,
+    learning_starts=1_000,
+    chunk_steps=1_000,
+    batch_size=32,
+    buffer_capacity=2_000,
+    num_envs=10,
+)
 
 
 def count_updates(cfg):
     """Run the loop for 2 seeds and count the optimizer steps the agent took."""
     trainer = mj.train.make_train(cfg)
     state, metrics = jax.jit(jax.vmap(trainer))(jax.random.split(jax.random.key(0), 2))
-    counts = [int(x) for x in np.asarray(jax.tree.leaves(state.agent.opt_state)[0]).reshape(2, -1)[:, 0]]
+    counts = [
+        int(x) for x in np.asarray(jax.tree.leaves(state.agent.opt_state)[0]).reshape(2, -1)[:, 0]
+    ]
     return counts, metrics
 
 

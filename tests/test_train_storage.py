@@ -2,20 +2,19 @@
 codecs are built and calibrated from the config, byte budgets give the largest capacity
 that fits, and the CLI accepts the storage options."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from gymnax.environments import spaces
-from test_train import TinyEnv
 
 import memjax as mj
 import memjax.codecs as mc
-from memjax.replay.one_copy_store import OneCopyStore
 from memjax.agents import DQNConfig
+from memjax.replay.one_copy_store import OneCopyStore
 from memjax.train import TrainConfig, make_train
 from memjax.train.storage import make_codecs, make_layout
+from test_train import TinyEnv
 
 
 class BitsEnv(TinyEnv):
@@ -24,16 +23,26 @@ class BitsEnv(TinyEnv):
     (3), a constant 1."""
 
     def get_obs(self, state, params=None, key=None):
-        return jnp.concatenate([jax.nn.one_hot(state.time, 4), jax.nn.one_hot(state.kind, 3),
-                                jnp.ones((1,))]).astype(jnp.float32)
+        return jnp.concatenate(
+            [jax.nn.one_hot(state.time, 4), jax.nn.one_hot(state.kind, 3), jnp.ones((1,))]
+        ).astype(jnp.float32)
 
     def observation_space(self, params):
         return spaces.Box(0.0, 1.0, (8,), jnp.float32)
 
 
-BASE = TrainConfig(env="Bits", num_envs=4, total_steps=480, buffer_capacity=64, batch_size=8,
-                   learning_starts=32, chunk_steps=16, target_update_every=8,
-                   agent=DQNConfig(hidden=(8,)), eval_episodes=2)
+BASE = TrainConfig(
+    env="Bits",
+    num_envs=4,
+    total_steps=480,
+    buffer_capacity=64,
+    batch_size=8,
+    learning_starts=32,
+    chunk_steps=16,
+    target_update_every=8,
+    agent=DQNConfig(hidden=(8,)),
+    eval_episodes=2,
+)
 LOSSLESS = dict(obs_codec="bitpack", compact_fields=True, reward_codec="int8")
 
 
@@ -48,10 +57,13 @@ def float32_uniform():
     return run_whole(BASE)
 
 
-@pytest.mark.parametrize("storage", [
-    dict(LOSSLESS),
-    dict(LOSSLESS, layout="one_copy", side_fraction=1.0),
-])
+@pytest.mark.parametrize(
+    "storage",
+    [
+        dict(LOSSLESS),
+        dict(LOSSLESS, layout="one_copy", side_fraction=1.0),
+    ],
+)
 def test_lossless_storage_trains_bit_identically(float32_uniform, storage):
     """Same seeds: bitpacked obs, uint8 actions/flags, int8 rewards (and one observation
     copy per transition) give exactly the float32 run's parameters and losses."""
@@ -67,15 +79,13 @@ def test_lossless_storage_trains_bit_identically(float32_uniform, storage):
 def test_prioritized_lossless_one_copy_is_bit_identical():
     per = BASE.replace(replay="prioritized")
     _, ref_state, ref_metrics = run_whole(per)
-    _, state, metrics = run_whole(per.replace(**LOSSLESS, layout="one_copy",
-                                                      side_fraction=1.0))
+    _, state, metrics = run_whole(per.replace(**LOSSLESS, layout="one_copy", side_fraction=1.0))
     jax.tree.map(np.testing.assert_array_equal, state.agent.params, ref_state.agent.params)
     np.testing.assert_array_equal(metrics["train"]["loss"], ref_metrics["train"]["loss"])
 
 
 def test_frame_stacked_quantized_one_copy_runs():
-    cfg = BASE.replace(obs_codec="int4", layout="one_copy", frame_stack=2,
-                              calibration_steps=200)
+    cfg = BASE.replace(obs_codec="int4", layout="one_copy", frame_stack=2, calibration_steps=200)
     trainer, state, metrics = run_whole(cfg)
     assert trainer.env.observation_space(trainer.env_params).shape == (16,)
     assert np.isfinite(metrics["train"]["loss"]).all()
@@ -98,7 +108,9 @@ def test_prioritized_one_copy_with_an_overflowing_side_store_draws_only_live_ite
         return state, priorities, dict(metrics, zero_weights=jnp.sum(sample.weights == 0))
 
     trainer = make_train(cfg, env=BitsEnv(), agent=agent._replace(learn=learn))
-    state, metrics = jax.device_get(jax.jit(jax.vmap(trainer.train))(jax.random.split(jax.random.key(5), 2)))
+    state, metrics = jax.device_get(
+        jax.jit(jax.vmap(trainer.train))(jax.random.split(jax.random.key(5), 2))
+    )
     assert np.all(metrics["train"]["zero_weights"] == 0)
     assert np.isfinite(metrics["train"]["loss"]).all()
     store = OneCopyStore(cfg.buffer_capacity, {}, make_layout(cfg))
@@ -111,10 +123,18 @@ def test_prioritized_one_copy_with_an_overflowing_side_store_draws_only_live_ite
         assert sampleable.sum() == int(buffer.count)
 
 
-@pytest.mark.parametrize("name, stored", [
-    ("bitpack", (jnp.uint8, (1,))), ("int8", (jnp.uint8, (8,))), ("int4", (jnp.uint8, (4,))),
-    ("int2", (jnp.uint8, (2,))), ("kmeans16", (jnp.uint8, (4,))), ("float16", (jnp.float16, (8,))),
-    ("bfloat16", (jnp.bfloat16, (8,)))])
+@pytest.mark.parametrize(
+    "name, stored",
+    [
+        ("bitpack", (jnp.uint8, (1,))),
+        ("int8", (jnp.uint8, (8,))),
+        ("int4", (jnp.uint8, (4,))),
+        ("int2", (jnp.uint8, (2,))),
+        ("kmeans16", (jnp.uint8, (4,))),
+        ("float16", (jnp.float16, (8,))),
+        ("bfloat16", (jnp.bfloat16, (8,))),
+    ],
+)
 def test_obs_codecs_from_config(name, stored):
     env = BitsEnv()
     cfg = BASE.replace(obs_codec=name, calibration_steps=100)
@@ -131,7 +151,7 @@ def test_calibrated_quantizer_covers_random_policy_with_margin():
     env = BitsEnv()
     cfg = BASE.replace(obs_codec="int8", calibration_steps=100, calibration_margin=0.5)
     state = make_codecs(cfg, env, env.default_params)["obs"].init(jnp.zeros((8,)))
-    np.testing.assert_array_equal(state.low, 0.0)   # the space's finite bounds, no margin
+    np.testing.assert_array_equal(state.low, 0.0)  # the space's finite bounds, no margin
     np.testing.assert_array_equal(state.high, 1.0)  # (feature 3 and 7 are constant in the data)
     unbounded = BitsEnv()
     unbounded.observation_space = lambda params: spaces.Box(-jnp.inf, jnp.inf, (8,), jnp.float32)
@@ -145,28 +165,43 @@ def test_calibrated_quantizer_covers_random_policy_with_margin():
 
 
 def test_bad_storage_config_is_rejected():
-    for kw, match in [(dict(obs_codec="int3"), "obs_codec"), (dict(layout="two"), "layout"),
-                      (dict(reward_codec="int4"), "reward_codec"), (dict(frame_stack=0), "frame_stack"),
-                      (dict(layout="one_copy", buffer_capacity=66), "multiple of num_envs")]:
+    for kw, match in [
+        (dict(obs_codec="int3"), "obs_codec"),
+        (dict(layout="two"), "layout"),
+        (dict(reward_codec="int4"), "reward_codec"),
+        (dict(frame_stack=0), "frame_stack"),
+        (dict(layout="one_copy", buffer_capacity=66), "multiple of num_envs"),
+    ]:
         with pytest.raises(ValueError, match=match):
             BASE.replace(**kw).validate()
 
 
-EXAMPLE = {"obs": jnp.zeros((10, 10, 4)), "next_obs": jnp.zeros((10, 10, 4)),
-           "action": jnp.int32(0), "reward": jnp.float32(0), "terminated": jnp.float32(0)}
+EXAMPLE = {
+    "obs": jnp.zeros((10, 10, 4)),
+    "next_obs": jnp.zeros((10, 10, 4)),
+    "action": jnp.int32(0),
+    "reward": jnp.float32(0),
+    "terminated": jnp.float32(0),
+}
 
 
-@pytest.mark.parametrize("kind, codecs, layout", [
-    ("uniform", None, None),
-    ("prioritized", None, None),
-    ("uniform", {"obs": mc.bitpack(), "next_obs": mc.bitpack()}, None),
-    ("uniform", {"obs": mc.bitpack(), "action": mc.cast(jnp.uint8)}, mj.replay.one_copy(10)),
-    ("prioritized", {"obs": mc.bitpack()}, mj.replay.one_copy(10, frame_stack=2)),
-])
+@pytest.mark.parametrize(
+    "kind, codecs, layout",
+    [
+        ("uniform", None, None),
+        ("prioritized", None, None),
+        ("uniform", {"obs": mc.bitpack(), "next_obs": mc.bitpack()}, None),
+        ("uniform", {"obs": mc.bitpack(), "action": mc.cast(jnp.uint8)}, mj.replay.one_copy(10)),
+        ("prioritized", {"obs": mc.bitpack()}, mj.replay.one_copy(10, frame_stack=2)),
+    ],
+)
 def test_capacity_for_is_the_largest_that_fits(kind, codecs, layout):
     budget = 1_000_003
-    example = EXAMPLE if not (layout and layout.frame_stack == 2) else \
-        dict(EXAMPLE, obs=jnp.zeros((10, 10, 8)), next_obs=jnp.zeros((10, 10, 8)))
+    example = (
+        EXAMPLE
+        if not (layout and layout.frame_stack == 2)
+        else dict(EXAMPLE, obs=jnp.zeros((10, 10, 8)), next_obs=jnp.zeros((10, 10, 8)))
+    )
     cap = mj.replay.capacity_for(budget, example, codecs=codecs, layout=layout, kind=kind)
     step = layout.num_envs if layout else 1
     factory = getattr(mj.replay, kind)
@@ -197,6 +232,7 @@ def test_calibration_includes_finite_observation_space_bounds():
     state = make_codecs(cfg, env, params)["obs"].init(jnp.zeros((4,)))
     assert float(state.low[0]) <= -4.8 and float(state.high[2]) >= 0.418  # cart x, pole angle
     assert 0.1 < float(state.high[1]) < 100  # cart velocity: unbounded space, data range
-    stacked = make_codecs(cfg.replace(frame_stack=2, layout="one_copy"),
-                          mj.envs.FrameStack(env, 2), params)["obs"].init(jnp.zeros((4,)))
+    stacked = make_codecs(
+        cfg.replace(frame_stack=2, layout="one_copy"), mj.envs.FrameStack(env, 2), params
+    )["obs"].init(jnp.zeros((4,)))
     np.testing.assert_array_equal(stacked.low[0], state.low[0])

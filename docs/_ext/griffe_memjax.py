@@ -77,11 +77,14 @@ class SphinxRoles(griffe.Extension):
                 if found is None:
                     griffe.logger.warning(
                         f"{obj.relative_filepath}:{docstring.lineno}: {match[0]} in the "
-                        f"docstring of {obj.path} names no object")
+                        f"docstring of {obj.path} names no object"
+                    )
                     return match[0]
                 title = name.rsplit(".", 1)[-1] if short else name
-                return (f'<autoref identifier="{html.escape(canonical(found))}" optional>'
-                        f"<code>{html.escape(title)}</code></autoref>")
+                return (
+                    f'<autoref identifier="{html.escape(canonical(found))}" optional>'
+                    f"<code>{html.escape(title)}</code></autoref>"
+                )
 
             docstring.value = ROLE.sub(link, docstring.value)
 
@@ -131,8 +134,9 @@ def split_grouped_args(text: str) -> str:
         if match and len(match[1]) == item_indent:
             body = [match[3]]
             i += 1
-            while i < len(lines) and (not lines[i].strip() or
-                                      len(lines[i]) - len(lines[i].lstrip()) > item_indent):
+            while i < len(lines) and (
+                not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > item_indent
+            ):
                 if not lines[i].strip():
                     break
                 body.append(lines[i])

@@ -39,8 +39,12 @@ def linked_files(markdown: Path, found: set, docs_dir: Path) -> set:
         if "://" in target or target.startswith(("/", "mailto:")):
             continue
         path = Path(os.path.normpath(markdown.parent / target))
-        if (path.is_file() and ROOT in path.parents and docs_dir not in path.parents
-                and path not in found):
+        if (
+            path.is_file()
+            and ROOT in path.parents
+            and docs_dir not in path.parents
+            and path not in found
+        ):
             found.add(path)
             if path.suffix == ".md":
                 linked_files(path, found, docs_dir)

@@ -10,7 +10,8 @@ and the carry's reset rule are documented in :class:`Agent`.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 
 class Agent(NamedTuple):

@@ -16,7 +16,8 @@ bootstrapped through truncation (see :mod:`memjax.agents.losses`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -48,8 +49,9 @@ class DQNState:
     updates: jax.Array
 
 
-def gradient_step(state, grads, optimizer: optax.GradientTransformation, *,
-                  target_period: int, tau: float = 1.0):
+def gradient_step(
+    state, grads, optimizer: optax.GradientTransformation, *, target_period: int, tau: float = 1.0
+):
     """One optimizer step on ``state.params`` and the target network's update.
 
     Args:
@@ -68,14 +70,25 @@ def gradient_step(state, grads, optimizer: optax.GradientTransformation, *,
     count = state.updates + 1
     moved = params if tau == 1.0 else optax.incremental_update(params, state.target_params, tau)
     target_params = optax.periodic_update(moved, state.target_params, count, target_period)
-    return state.replace(params=params, target_params=target_params, opt_state=opt_state,
-                         updates=count)
+    return state.replace(
+        params=params, target_params=target_params, opt_state=opt_state, updates=count
+    )
 
 
-def make_dqn(network: nn.Module, num_actions: int, optimizer: optax.GradientTransformation,
-             *, epsilon: Callable, gamma: float = 0.99, double: bool = False,
-             loss: str = "mse", huber_delta: float = 1.0, target_period: int = 25,
-             tau: float = 1.0, priority_eps: float = 1e-6) -> Agent:
+def make_dqn(
+    network: nn.Module,
+    num_actions: int,
+    optimizer: optax.GradientTransformation,
+    *,
+    epsilon: Callable,
+    gamma: float = 0.99,
+    double: bool = False,
+    loss: str = "mse",
+    huber_delta: float = 1.0,
+    target_period: int = 25,
+    tau: float = 1.0,
+    priority_eps: float = 1e-6,
+) -> Agent:
     """A DQN or Double DQN agent.
 
     ``act`` is epsilon-greedy in the online Q-values (greedy when ``greedy=True``) and keeps no
@@ -110,8 +123,12 @@ def make_dqn(network: nn.Module, num_actions: int, optimizer: optax.GradientTran
 
     def init(key, obs) -> DQNState:
         params = network.init(key, jnp.asarray(obs)[None])
-        return DQNState(params=params, target_params=jax.tree.map(jnp.copy, params),
-                        opt_state=optimizer.init(params), updates=jnp.zeros((), jnp.int32))
+        return DQNState(
+            params=params,
+            target_params=jax.tree.map(jnp.copy, params),
+            opt_state=optimizer.init(params),
+            updates=jnp.zeros((), jnp.int32),
+        )
 
     def act(state: DQNState, carry, obs, key, step, greedy: bool = False):
         q_values = network.apply(state.params, obs)
@@ -120,14 +137,16 @@ def make_dqn(network: nn.Module, num_actions: int, optimizer: optax.GradientTran
         return epsilon_greedy(key, q_values, epsilon(step)), carry, {}
 
     def loss_fn(params, target_params, sample):
-        td, q_tm1 = losses.td_errors(params, target_params, network.apply, sample.items,
-                                     gamma=gamma, double=double)
+        td, q_tm1 = losses.td_errors(
+            params, target_params, network.apply, sample.items, gamma=gamma, double=double
+        )
         value = losses.weighted_loss(td, sample.weights, loss=loss, huber_delta=huber_delta)
         return value, (td, jnp.mean(q_tm1))
 
     def learn(state: DQNState, sample, key):
         (value, (td, mean_q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, sample)
+            state.params, state.target_params, sample
+        )
         state = gradient_step(state, grads, optimizer, target_period=target_period, tau=tau)
         return state, jnp.abs(td) + priority_eps, {"loss": value, "q": mean_q}
 
@@ -144,12 +163,12 @@ class DQNConfig(QNetworkConfig):
 def dqn_network(config: DQNConfig, obs, num_actions: int) -> nn.Module:
     """The MLP or conv Q-network of ``config.network`` for observations like ``obs`` (a
     ``jax.ShapeDtypeStruct`` of one observation); see :func:`memjax.agents.network_kind`."""
-    return make_network(network_kind(config.network, tuple(obs.shape)), num_actions,
-                        config.hidden)
+    return make_network(network_kind(config.network, tuple(obs.shape)), num_actions, config.hidden)
 
 
-def dqn_agent(train_config, network: nn.Module, num_actions: int,
-              optimizer: optax.GradientTransformation) -> Agent:
+def dqn_agent(
+    train_config, network: nn.Module, num_actions: int, optimizer: optax.GradientTransformation
+) -> Agent:
     """:func:`make_dqn` with the settings of ``train_config`` and its :class:`DQNConfig`."""
     return make_dqn(network, num_actions, optimizer, **q_learning_settings(train_config))
 
@@ -159,8 +178,15 @@ def check_dqn(train_config) -> None:
     train_config.agent_config.check()
 
 
-DQN = register(AgentSpec(name="dqn", config=DQNConfig, make_network=dqn_network,
-                         make_agent=dqn_agent, validate=check_dqn))
+DQN = register(
+    AgentSpec(
+        name="dqn",
+        config=DQNConfig,
+        make_network=dqn_network,
+        make_agent=dqn_agent,
+        validate=check_dqn,
+    )
+)
 """The DQN / Double DQN agent's spec, registered as ``"dqn"``."""
 
 

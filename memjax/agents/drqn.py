@@ -34,7 +34,7 @@ without storing any step twice.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -43,8 +43,8 @@ from flax import struct
 
 from memjax.agents.base import Agent
 from memjax.agents.dqn import DQNState
-from memjax.agents.policies import epsilon_greedy
 from memjax.agents.networks import network_kind
+from memjax.agents.policies import epsilon_greedy
 from memjax.agents.recurrent import CELL_KINDS, RecurrentQNetwork, unroll
 from memjax.agents.spec import AgentSpec, Windows, q_learning_settings, register
 from memjax.agents.window_learning import (
@@ -82,17 +82,31 @@ def trained_steps(window: int, burn_in: int, n_step: int) -> int:
     """
     count = window - burn_in - n_step + 1
     if count < 1:
-        raise ValueError(f"a replay window of {window} steps is shorter than burn_in ({burn_in}) "
-                         f"+ n_step ({n_step}): no step would be trained; use windows of at "
-                         f"least {burn_in + n_step} steps")
+        raise ValueError(
+            f"a replay window of {window} steps is shorter than burn_in ({burn_in}) "
+            f"+ n_step ({n_step}): no step would be trained; use windows of at "
+            f"least {burn_in + n_step} steps"
+        )
     return count
 
 
-def make_drqn(network: RecurrentQNetwork, num_actions: int,
-              optimizer: optax.GradientTransformation, *, epsilon: Callable, burn_in: int = 0,
-              n_step: int = 1, gamma: float = 0.99, double: bool = True, loss: str = "mse",
-              huber_delta: float = 1.0, target_period: int = 25, tau: float = 1.0,
-              eta: float = 0.9, priority_eps: float = 1e-6) -> Agent:
+def make_drqn(
+    network: RecurrentQNetwork,
+    num_actions: int,
+    optimizer: optax.GradientTransformation,
+    *,
+    epsilon: Callable,
+    burn_in: int = 0,
+    n_step: int = 1,
+    gamma: float = 0.99,
+    double: bool = True,
+    loss: str = "mse",
+    huber_delta: float = 1.0,
+    target_period: int = 25,
+    tau: float = 1.0,
+    eta: float = 0.9,
+    priority_eps: float = 1e-6,
+) -> Agent:
     """A DRQN agent with R2D2's stored state, burn-in, n-step Double-Q targets and window
     priorities.
 
@@ -139,8 +153,12 @@ def make_drqn(network: RecurrentQNetwork, num_actions: int,
 
     def init(key, obs) -> DRQNState:
         params = network.init(key, network.initial_carry(1), jnp.asarray(obs)[None])
-        return DRQNState(params=params, target_params=jax.tree.map(jnp.copy, params),
-                         opt_state=optimizer.init(params), updates=jnp.zeros((), jnp.int32))
+        return DRQNState(
+            params=params,
+            target_params=jax.tree.map(jnp.copy, params),
+            opt_state=optimizer.init(params),
+            updates=jnp.zeros((), jnp.int32),
+        )
 
     def act(state: DRQNState, carry, obs, key, step, greedy: bool = False):
         new_carry, q_values = network.apply(state.params, carry, obs)
@@ -153,18 +171,44 @@ def make_drqn(network: RecurrentQNetwork, num_actions: int,
     def td_fn(params, target_params, items):
         windows = checked_windows(items)
         start = carry_from_stored(windows[CARRY_FIELD], cell)
-        td, q = window_td_errors(network.apply, params, target_params, windows, start,
-                                 burn_in=burn_in, n_step=n_step, gamma=gamma, double=double)
-        return td, q[:, :td.shape[1]]
+        td, q = window_td_errors(
+            network.apply,
+            params,
+            target_params,
+            windows,
+            start,
+            burn_in=burn_in,
+            n_step=n_step,
+            gamma=gamma,
+            double=double,
+        )
+        return td, q[:, : td.shape[1]]
 
-    learn = window_learner(td_fn, optimizer, loss=loss, huber_delta=huber_delta,
-                           target_period=target_period, tau=tau, eta=eta,
-                           priority_eps=priority_eps)
+    learn = window_learner(
+        td_fn,
+        optimizer,
+        loss=loss,
+        huber_delta=huber_delta,
+        target_period=target_period,
+        tau=tau,
+        eta=eta,
+        priority_eps=priority_eps,
+    )
     return Agent(init=init, initial_carry=network.initial_carry, act=act, learn=learn)
 
 
-def window_td_errors(apply_fn, params, target_params, windows, start, *, burn_in: int,
-                     n_step: int, gamma: float, double: bool):
+def window_td_errors(
+    apply_fn,
+    params,
+    target_params,
+    windows,
+    start,
+    *,
+    burn_in: int,
+    n_step: int,
+    gamma: float,
+    double: bool,
+):
     """TD errors of a recurrent Q-network on replayed windows (steps 1-3 of the module
     docstring); differentiable with respect to ``params`` except through the burn-in.
 
@@ -192,30 +236,47 @@ def window_td_errors(apply_fn, params, target_params, windows, start, *, burn_in
     burn, rest = (lambda x: x[:, :burn_in]), (lambda x: x[:, burn_in:])  # noqa: E731
     online_start, target_start = start, start
     if burn_in:
-        online_start, _, _ = unroll(apply_fn, params, start, burn(windows["obs"]),
-                                    burn(windows["first"]))
+        online_start, _, _ = unroll(
+            apply_fn, params, start, burn(windows["obs"]), burn(windows["first"])
+        )
         online_start = jax.lax.stop_gradient(online_start)
-        target_start, _, _ = unroll(apply_fn, target_params, start, burn(windows["obs"]),
-                                    burn(windows["first"]))
+        target_start, _, _ = unroll(
+            apply_fn, target_params, start, burn(windows["obs"]), burn(windows["first"])
+        )
     obs, first, next_obs = (rest(windows[k]) for k in ("obs", "first", "next_obs"))
     _, q, q_next_online = unroll(apply_fn, params, online_start, obs, first, next_obs)
     _, _, q_next_target = unroll(apply_fn, target_params, target_start, obs, first, next_obs)
     rest_windows = {k: rest(windows[k]) for k in ("action", "reward", "terminated", "first")}
-    td = window_n_step_td(q, q_next_online, q_next_target, rest_windows, steps=steps,
-                          n_step=n_step, gamma=gamma, double=double)
+    td = window_n_step_td(
+        q,
+        q_next_online,
+        q_next_target,
+        rest_windows,
+        steps=steps,
+        n_step=n_step,
+        gamma=gamma,
+        double=double,
+    )
     return td, q
 
 
 def checked_windows(items) -> dict:
     """The replay batch as windows, or ``ValueError`` naming what a DRQN batch lacks."""
-    missing = [k for k in ("obs", "action", "reward", "next_obs", "terminated", "first",
-                           CARRY_FIELD) if k not in items]
+    missing = [
+        k
+        for k in ("obs", "action", "reward", "next_obs", "terminated", "first", CARRY_FIELD)
+        if k not in items
+    ]
     if missing:
-        raise ValueError(f"DRQN learns from windows of the sequence layout with the fields "
-                         f"'first' and a per-window '{CARRY_FIELD}'; the batch lacks {missing}")
+        raise ValueError(
+            f"DRQN learns from windows of the sequence layout with the fields "
+            f"'first' and a per-window '{CARRY_FIELD}'; the batch lacks {missing}"
+        )
     if items["reward"].ndim != 2:
-        raise ValueError(f"DRQN learns from windows [B, L]; got reward of shape "
-                         f"{items['reward'].shape} (transitions, not windows?)")
+        raise ValueError(
+            f"DRQN learns from windows [B, L]; got reward of shape "
+            f"{items['reward'].shape} (transitions, not windows?)"
+        )
     return dict(items)
 
 
@@ -224,8 +285,8 @@ class DRQNConfig(WindowConfig):
     """DRQN's knobs: the recurrent Q-network (``cell``, ``memory``, torso ``hidden``), the
     replayed windows and their burn-in, and the window priority's ``eta``."""
 
-    cell: str = "gru"                 # recurrent cell: gru | lstm
-    burn_in: int = 8                  # window steps that only warm the stored state up (no loss, no gradient)
+    cell: str = "gru"  # recurrent cell: gru | lstm
+    burn_in: int = 8  # window steps that only warm the stored state up (no loss, no gradient)
 
     def check(self) -> None:
         super().check()
@@ -238,16 +299,27 @@ class DRQNConfig(WindowConfig):
 def drqn_network(config: DRQNConfig, obs, num_actions: int) -> RecurrentQNetwork:
     """The recurrent Q-network of ``config`` (a conv torso for image observations)."""
     conv = network_kind(config.network, tuple(obs.shape)) == "conv"
-    return RecurrentQNetwork(num_actions, hidden=tuple(config.hidden), memory=config.memory,
-                             cell=config.cell, channels=16 if conv else 0)
+    return RecurrentQNetwork(
+        num_actions,
+        hidden=tuple(config.hidden),
+        memory=config.memory,
+        cell=config.cell,
+        channels=16 if conv else 0,
+    )
 
 
-def drqn_agent(train_config, network, num_actions: int, optimizer) -> "Agent":
+def drqn_agent(train_config, network, num_actions: int, optimizer) -> Agent:
     """:func:`make_drqn` with the settings of ``train_config`` and its :class:`DRQNConfig`."""
     agent = train_config.agent_config
-    return make_drqn(network, num_actions, optimizer, burn_in=agent.burn_in,
-                     n_step=train_config.n_step, eta=agent.eta,
-                     **q_learning_settings(train_config))
+    return make_drqn(
+        network,
+        num_actions,
+        optimizer,
+        burn_in=agent.burn_in,
+        n_step=train_config.n_step,
+        eta=agent.eta,
+        **q_learning_settings(train_config),
+    )
 
 
 def drqn_windows(train_config) -> Windows:
@@ -263,11 +335,28 @@ def check_drqn(train_config) -> None:
     check_windows(train_config, "drqn", "burn_in", "no step of a window would be trained")
 
 
-DRQN = register(AgentSpec(name="drqn", config=DRQNConfig, make_network=drqn_network,
-                          make_agent=drqn_agent, windows=drqn_windows, validate=check_drqn,
-                          feedforward=False))
+DRQN = register(
+    AgentSpec(
+        name="drqn",
+        config=DRQNConfig,
+        make_network=drqn_network,
+        make_agent=drqn_agent,
+        windows=drqn_windows,
+        validate=check_drqn,
+        feedforward=False,
+    )
+)
 """The DRQN agent's spec, registered as ``"drqn"``."""
 
 
-__all__ = ["DRQN", "DRQNConfig", "CARRY_FIELD", "DRQNState", "carry_from_stored", "make_drqn", "stored_carry",
-           "trained_steps", "window_td_errors"]
+__all__ = [
+    "DRQN",
+    "DRQNConfig",
+    "CARRY_FIELD",
+    "DRQNState",
+    "carry_from_stored",
+    "make_drqn",
+    "stored_carry",
+    "trained_steps",
+    "window_td_errors",
+]

@@ -20,7 +20,8 @@ store as ``next_obs`` of that step. No target carries gradient.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import chex
 import jax
@@ -51,12 +52,14 @@ def n_step_bootstrap(rewards: jax.Array, terminated: jax.Array, first: jax.Array
     chex.assert_rank([rewards, terminated, first], 1)
     chex.assert_equal_shape([rewards, terminated, first])
     n = rewards.shape[0]
-    ended = terminated.astype(bool) | jnp.concatenate([first[1:].astype(bool),
-                                                       jnp.ones((1,), bool)])
+    ended = terminated.astype(bool) | jnp.concatenate(
+        [first[1:].astype(bool), jnp.ones((1,), bool)]
+    )
     last = jnp.argmax(ended).astype(jnp.int32)
     # gamma^k by a running product, so that n = 1 gives exactly 1 and gamma
-    powers = jnp.concatenate([jnp.ones((1,), jnp.float32),
-                              jnp.cumprod(jnp.full((n,), gamma, jnp.float32))])
+    powers = jnp.concatenate(
+        [jnp.ones((1,), jnp.float32), jnp.cumprod(jnp.full((n,), gamma, jnp.float32))]
+    )
     kept = jnp.arange(n) <= last
     partial = jnp.sum(jnp.where(kept, powers[:n] * rewards.astype(jnp.float32), 0.0))
     discount = powers[last + 1] * (1.0 - terminated[last].astype(jnp.float32))
@@ -116,8 +119,15 @@ def as_windows(batch: Mapping[str, jax.Array]) -> dict:
     return windows
 
 
-def td_errors(params: Any, target_params: Any, apply_fn: Callable,
-              batch: Mapping[str, jax.Array], *, gamma: float, double: bool):
+def td_errors(
+    params: Any,
+    target_params: Any,
+    apply_fn: Callable,
+    batch: Mapping[str, jax.Array],
+    *,
+    gamma: float,
+    double: bool,
+):
     """TD errors of a Q-network on a replay batch; differentiable with respect to ``params``.
 
     Args:
@@ -136,7 +146,8 @@ def td_errors(params: Any, target_params: Any, apply_fn: Callable,
     """
     windows = as_windows(batch)
     partial, discount, last = jax.vmap(n_step_bootstrap, in_axes=(0, 0, 0, None))(
-        windows["reward"], windows["terminated"], windows["first"], gamma)
+        windows["reward"], windows["terminated"], windows["first"], gamma
+    )
     next_obs = windows["next_obs"]
     if next_obs.shape[1] == 1:
         bootstrap_obs = next_obs[:, 0]
@@ -153,8 +164,9 @@ def td_errors(params: Any, target_params: Any, apply_fn: Callable,
     return jax.vmap(q_learning_td)(q_tm1, actions, targets), q_tm1
 
 
-def weighted_loss(td: jax.Array, weights: jax.Array | None = None, *, loss: str = "mse",
-                  huber_delta: float = 1.0) -> jax.Array:
+def weighted_loss(
+    td: jax.Array, weights: jax.Array | None = None, *, loss: str = "mse", huber_delta: float = 1.0
+) -> jax.Array:
     """The importance-weighted mean loss ``mean_i(weights_i * l(td_i))``.
 
     Args:

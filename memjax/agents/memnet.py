@@ -71,7 +71,8 @@ thousands of steps) is DRQN's, not this agent's.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import chex
 import flax.linen as nn
@@ -83,6 +84,7 @@ from flax import struct
 from memjax.agents.base import Agent
 from memjax.agents.dqn import DQNState
 from memjax.agents.networks import network_kind
+from memjax.agents.policies import epsilon_greedy
 from memjax.agents.spec import AgentSpec, Windows, positive_ints, q_learning_settings, register
 from memjax.agents.window_learning import (
     WindowConfig,
@@ -90,7 +92,6 @@ from memjax.agents.window_learning import (
     window_learner,
     window_n_step_td,
 )
-from memjax.agents.policies import epsilon_greedy
 
 
 @struct.dataclass
@@ -137,14 +138,15 @@ class MemoryQNetwork(nn.Module):
         if not self.hidden:
             raise ValueError("MemoryQNetwork needs at least one encoder layer (hidden)")
         if self.heads < 1 or self.memory % self.heads:
-            raise ValueError(f"heads ({self.heads}) must be a positive divisor of memory "
-                             f"({self.memory})")
+            raise ValueError(
+                f"heads ({self.heads}) must be a positive divisor of memory ({self.memory})"
+            )
         self.conv = nn.Conv(self.channels, (3, 3), padding="VALID") if self.channels else None
         self.encoder = [nn.Dense(width) for width in self.hidden]
         self.query = nn.Dense(self.memory)
         self.key = nn.Dense(self.memory, use_bias=False)
         self.value = nn.Dense(self.memory, use_bias=False)
-        normal = nn.initializers.normal(1.0 / self.memory ** 0.5)
+        normal = nn.initializers.normal(1.0 / self.memory**0.5)
         self.age = self.param("age", normal, (self.context_length, self.memory))
         self.null_key = self.param("null_key", normal, (self.memory,))
         self.null_value = self.param("null_value", normal, (self.memory,))
@@ -155,8 +157,10 @@ class MemoryQNetwork(nn.Module):
         """The empty ring of ``batch`` environments: ``{"obs": [batch, M, *obs_shape]`` zeros
         of ``obs_dtype``, ``"count": int32 [batch]`` zeros} (``count``: how many of the newest
         slots belong to the running episode)."""
-        return {"obs": jnp.zeros((batch, self.context_length, *self.obs_shape), self.obs_dtype),
-                "count": jnp.zeros((batch,), jnp.int32)}
+        return {
+            "obs": jnp.zeros((batch, self.context_length, *self.obs_shape), self.obs_dtype),
+            "count": jnp.zeros((batch,), jnp.int32),
+        }
 
     def embed(self, obs):
         """float32 ``[N, H]``: the encoder's embedding of ``obs`` ``[N, *obs_shape]``."""
@@ -191,15 +195,16 @@ class MemoryQNetwork(nn.Module):
         chex.assert_equal_shape([keys, values])
         chex.assert_equal_shape_prefix([query_embedding, keys, valid], 1)
         split = lambda x: x.reshape((*x.shape[:-1], self.heads, -1))  # noqa: E731 [..., G, d/G]
-        query = self.query(query_embedding)                                   # [N, d]
-        heads_query, heads_keys = split(query), split(keys + self.age)        # [N, (M,) G, d/G]
+        query = self.query(query_embedding)  # [N, d]
+        heads_query, heads_keys = split(query), split(keys + self.age)  # [N, (M,) G, d/G]
         scale = (self.heads / self.memory) ** 0.5
         logits = jnp.einsum("ngd,nmgd->ngm", heads_query, heads_keys) * scale
         logits = jnp.where(valid[:, None], logits, -jnp.inf)
         null = jnp.einsum("ngd,gd->ng", heads_query, split(self.null_key))[..., None] * scale
         weights = jax.nn.softmax(jnp.concatenate([logits, null], axis=2), axis=2)
-        read = (jnp.einsum("ngm,nmgd->ngd", weights[..., :-1], split(values))
-                + weights[..., -1:] * split(self.null_value))                 # [N, G, d/G]
+        read = jnp.einsum("ngm,nmgd->ngd", weights[..., :-1], split(values)) + weights[
+            ..., -1:
+        ] * split(self.null_value)  # [N, G, d/G]
         hidden = nn.relu(self.combine(query) + read.reshape(query.shape))
         return self.head(hidden), weights
 
@@ -232,10 +237,12 @@ def context_trained_steps(window: int, context_length: int, n_step: int) -> int:
     """
     count = window - context_length - n_step + 1
     if count < 1:
-        raise ValueError(f"a replay window of {window} steps (sequence_length) is shorter than "
-                         f"context_length ({context_length}) + n_step ({n_step}): no step "
-                         f"would have its whole context; use windows of at least "
-                         f"{context_length + n_step} steps")
+        raise ValueError(
+            f"a replay window of {window} steps (sequence_length) is shorter than "
+            f"context_length ({context_length}) + n_step ({n_step}): no step "
+            f"would have its whole context; use windows of at least "
+            f"{context_length + n_step} steps"
+        )
     return count
 
 
@@ -260,16 +267,24 @@ def window_contexts(first, context_length: int):
     chex.assert_rank(first, 2)
     length = first.shape[1]
     m = context_length
-    episode = jnp.cumsum(first.astype(jnp.int32), axis=1)                     # [B, L]
-    positions = jnp.arange(length - m)[:, None] + jnp.arange(m)[None]         # t - M + j
-    positions = jnp.stack([positions, positions + 1])                         # [2, L-M, M]
-    owner = jnp.stack([jnp.arange(m, length)] * 2)                            # t, then s
+    episode = jnp.cumsum(first.astype(jnp.int32), axis=1)  # [B, L]
+    positions = jnp.arange(length - m)[:, None] + jnp.arange(m)[None]  # t - M + j
+    positions = jnp.stack([positions, positions + 1])  # [2, L-M, M]
+    owner = jnp.stack([jnp.arange(m, length)] * 2)  # t, then s
     valid = episode[:, positions] == episode[:, owner][..., None]
     return positions.astype(jnp.int32), valid
 
 
-def memnet_td_errors(network: MemoryQNetwork, params, target_params, windows, *, n_step: int,
-                     gamma: float, double: bool):
+def memnet_td_errors(
+    network: MemoryQNetwork,
+    params,
+    target_params,
+    windows,
+    *,
+    n_step: int,
+    gamma: float,
+    double: bool,
+):
     """TD errors of a memory network on replayed windows (the module docstring's learning);
     differentiable with respect to ``params``.
 
@@ -302,16 +317,25 @@ def memnet_td_errors(network: MemoryQNetwork, params, target_params, windows, *,
         Only the first has a gradient: the next observations are embedded and read in calls
         of their own, behind ``stop_gradient``, so the backward pass skips them (a Double-Q
         argmax and the target need their values only)."""
-        embed = lambda x: network.apply(p, x.reshape((-1, *obs_shape)),  # noqa: E731
-                                        method=MemoryQNetwork.embed)
+        embed = lambda x: network.apply(
+            p,
+            x.reshape((-1, *obs_shape)),  # noqa: E731
+            method=MemoryQNetwork.embed,
+        )
         window_e = embed(windows["obs"]).reshape((batch, length, -1))
         # each step projected once, then gathered into the contexts that read it
         slots = network.apply(p, window_e, method=MemoryQNetwork.memory_slots)  # [B, L, d] x2
 
-        def read(queries, which: int):                     # queries [B, L - M, H]; 0: obs
+        def read(queries, which: int):  # queries [B, L - M, H]; 0: obs
             keys, values = (x[:, positions[which]].reshape((-1, m, x.shape[-1])) for x in slots)
-            q, _ = network.apply(p, queries.reshape((-1, queries.shape[-1])), keys, values,
-                                 valid[:, which].reshape((-1, m)), method=MemoryQNetwork.read)
+            q, _ = network.apply(
+                p,
+                queries.reshape((-1, queries.shape[-1])),
+                keys,
+                values,
+                valid[:, which].reshape((-1, m)),
+                method=MemoryQNetwork.read,
+            )
             return q.reshape((batch, length - m, -1))
 
         next_e = embed(windows["next_obs"][:, m:]).reshape((batch, length - m, -1))
@@ -320,16 +344,35 @@ def memnet_td_errors(network: MemoryQNetwork, params, target_params, windows, *,
 
     (q, q_next_online), (_, q_next_target) = q_values(params), q_values(target_params)
     rest = {k: windows[k][:, m:] for k in ("action", "reward", "terminated", "first")}
-    td = window_n_step_td(q, q_next_online, q_next_target, rest, steps=steps,
-                          n_step=n_step, gamma=gamma, double=double)
+    td = window_n_step_td(
+        q,
+        q_next_online,
+        q_next_target,
+        rest,
+        steps=steps,
+        n_step=n_step,
+        gamma=gamma,
+        double=double,
+    )
     return td, q
 
 
-def make_memnet(network: MemoryQNetwork, num_actions: int,
-                optimizer: optax.GradientTransformation, *, epsilon: Callable, n_step: int = 1,
-                gamma: float = 0.99, double: bool = True, loss: str = "mse",
-                huber_delta: float = 1.0, target_period: int = 25, tau: float = 1.0,
-                eta: float = 0.9, priority_eps: float = 1e-6) -> Agent:
+def make_memnet(
+    network: MemoryQNetwork,
+    num_actions: int,
+    optimizer: optax.GradientTransformation,
+    *,
+    epsilon: Callable,
+    n_step: int = 1,
+    gamma: float = 0.99,
+    double: bool = True,
+    loss: str = "mse",
+    huber_delta: float = 1.0,
+    target_period: int = 25,
+    tau: float = 1.0,
+    eta: float = 0.9,
+    priority_eps: float = 1e-6,
+) -> Agent:
     """A memory-network (MQN) agent acting from a ring of the last M observations and learning
     from replayed windows whose first M steps are context.
 
@@ -374,10 +417,15 @@ def make_memnet(network: MemoryQNetwork, num_actions: int,
 
     def init(key, obs) -> MemnetState:
         ring = network.initial_carry(1)
-        params = network.init(key, jnp.asarray(obs)[None], ring["obs"],
-                              ring_valid(ring["count"], m))
-        return MemnetState(params=params, target_params=jax.tree.map(jnp.copy, params),
-                           opt_state=optimizer.init(params), updates=jnp.zeros((), jnp.int32))
+        params = network.init(
+            key, jnp.asarray(obs)[None], ring["obs"], ring_valid(ring["count"], m)
+        )
+        return MemnetState(
+            params=params,
+            target_params=jax.tree.map(jnp.copy, params),
+            opt_state=optimizer.init(params),
+            updates=jnp.zeros((), jnp.int32),
+        )
 
     def act(state: MemnetState, carry, obs, key, step, greedy: bool = False):
         q_values = network.apply(state.params, obs, carry["obs"], ring_valid(carry["count"], m))
@@ -388,26 +436,45 @@ def make_memnet(network: MemoryQNetwork, num_actions: int,
         return actions, push(carry, obs), {}
 
     def td_fn(params, target_params, items):
-        td, q = memnet_td_errors(network, params, target_params, checked_windows(items),
-                                 n_step=n_step, gamma=gamma, double=double)
-        return td, q[:, :td.shape[1]]
+        td, q = memnet_td_errors(
+            network,
+            params,
+            target_params,
+            checked_windows(items),
+            n_step=n_step,
+            gamma=gamma,
+            double=double,
+        )
+        return td, q[:, : td.shape[1]]
 
-    learn = window_learner(td_fn, optimizer, loss=loss, huber_delta=huber_delta,
-                           target_period=target_period, tau=tau, eta=eta,
-                           priority_eps=priority_eps)
+    learn = window_learner(
+        td_fn,
+        optimizer,
+        loss=loss,
+        huber_delta=huber_delta,
+        target_period=target_period,
+        tau=tau,
+        eta=eta,
+        priority_eps=priority_eps,
+    )
     return Agent(init=init, initial_carry=network.initial_carry, act=act, learn=learn)
 
 
 def checked_windows(items) -> dict:
     """The replay batch as windows, or ``ValueError`` naming what a memnet batch lacks."""
-    missing = [k for k in ("obs", "action", "reward", "next_obs", "terminated", "first")
-               if k not in items]
+    missing = [
+        k for k in ("obs", "action", "reward", "next_obs", "terminated", "first") if k not in items
+    ]
     if missing:
-        raise ValueError(f"the memory-network agent learns from windows of the sequence layout "
-                         f"with the field 'first'; the batch lacks {missing}")
+        raise ValueError(
+            f"the memory-network agent learns from windows of the sequence layout "
+            f"with the field 'first'; the batch lacks {missing}"
+        )
     if items["reward"].ndim != 2:
-        raise ValueError(f"the memory-network agent learns from windows [B, L]; got reward of "
-                         f"shape {items['reward'].shape} (transitions, not windows?)")
+        raise ValueError(
+            f"the memory-network agent learns from windows [B, L]; got reward of "
+            f"shape {items['reward'].shape} (transitions, not windows?)"
+        )
     return dict(items)
 
 
@@ -416,8 +483,8 @@ class MemnetConfig(WindowConfig):
     """The memory-network agent's knobs: the context it reads, the attention (``memory``
     features split over ``attention_heads``), its torso and the replayed windows."""
 
-    context_length: int = 32          # the observations before the current one that it reads (M; a window's first M steps are context only)
-    attention_heads: int = 4          # attention heads of the read (each uses memory / attention_heads features; must divide memory)
+    context_length: int = 32  # past observations it reads (M; a window's first M: context only)
+    attention_heads: int = 4  # heads of the read, memory / heads features each (must divide memory)
 
     def check(self) -> None:
         super().check()
@@ -425,23 +492,36 @@ class MemnetConfig(WindowConfig):
         if self.memory % self.attention_heads:
             raise ValueError(
                 f"agent 'memnet': attention_heads ({self.attention_heads}) must divide memory "
-                f"({self.memory}), the width the heads split")
+                f"({self.memory}), the width the heads split"
+            )
 
 
 def memnet_network(config: MemnetConfig, obs, num_actions: int) -> MemoryQNetwork:
     """The memory Q-network of ``config`` for observations like ``obs`` (its context ring
     holds them as they come, dtype included)."""
     conv = network_kind(config.network, tuple(obs.shape)) == "conv"
-    return MemoryQNetwork(num_actions, obs_shape=tuple(obs.shape), obs_dtype=obs.dtype,
-                          context_length=config.context_length, hidden=tuple(config.hidden),
-                          memory=config.memory, heads=config.attention_heads,
-                          channels=16 if conv else 0)
+    return MemoryQNetwork(
+        num_actions,
+        obs_shape=tuple(obs.shape),
+        obs_dtype=obs.dtype,
+        context_length=config.context_length,
+        hidden=tuple(config.hidden),
+        memory=config.memory,
+        heads=config.attention_heads,
+        channels=16 if conv else 0,
+    )
 
 
 def memnet_agent(train_config, network, num_actions: int, optimizer) -> Agent:
     """:func:`make_memnet` with the settings of ``train_config`` and its :class:`MemnetConfig`."""
-    return make_memnet(network, num_actions, optimizer, n_step=train_config.n_step,
-                       eta=train_config.agent_config.eta, **q_learning_settings(train_config))
+    return make_memnet(
+        network,
+        num_actions,
+        optimizer,
+        n_step=train_config.n_step,
+        eta=train_config.agent_config.eta,
+        **q_learning_settings(train_config),
+    )
 
 
 def memnet_windows(train_config) -> Windows:
@@ -454,9 +534,13 @@ def memnet_windows(train_config) -> Windows:
 def check_memnet(train_config) -> None:
     """``ValueError`` for bad :class:`MemnetConfig` knobs, alone or with the loop's n-step."""
     train_config.agent_config.check()
-    check_windows(train_config, "memnet", "context_length",
-                  "no step of a window would have its whole context",
-                  hint=" (or a shorter --context-length)")
+    check_windows(
+        train_config,
+        "memnet",
+        "context_length",
+        "no step of a window would have its whole context",
+        hint=" (or a shorter --context-length)",
+    )
 
 
 def memnet_reach(config: MemnetConfig) -> int:
@@ -464,11 +548,30 @@ def memnet_reach(config: MemnetConfig) -> int:
     return config.context_length
 
 
-MEMNET = register(AgentSpec(name="memnet", config=MemnetConfig, make_network=memnet_network,
-                            make_agent=memnet_agent, windows=memnet_windows,
-                            validate=check_memnet, feedforward=False, reach=memnet_reach))
+MEMNET = register(
+    AgentSpec(
+        name="memnet",
+        config=MemnetConfig,
+        make_network=memnet_network,
+        make_agent=memnet_agent,
+        windows=memnet_windows,
+        validate=check_memnet,
+        feedforward=False,
+        reach=memnet_reach,
+    )
+)
 """The memory-network agent's spec, registered as ``"memnet"``."""
 
 
-__all__ = ["MEMNET", "MemnetConfig", "MemnetState", "MemoryQNetwork", "context_trained_steps", "make_memnet",
-           "memnet_td_errors", "push", "ring_valid", "window_contexts"]
+__all__ = [
+    "MEMNET",
+    "MemnetConfig",
+    "MemnetState",
+    "MemoryQNetwork",
+    "context_trained_steps",
+    "make_memnet",
+    "memnet_td_errors",
+    "push",
+    "ring_valid",
+    "window_contexts",
+]

@@ -6,7 +6,7 @@ bool dtype; cast to float32 inside) to Q-values of shape ``[B, num_actions]``, f
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -57,11 +57,8 @@ class ConvQNetwork(nn.Module):
     def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
         x = jnp.asarray(obs, jnp.float32)
         if x.ndim != 4:
-            raise ValueError(
-                f"ConvQNetwork expects obs of shape [B, H, W, C], got shape {x.shape}"
-            )
-        x = nn.relu(nn.Conv(self.channels, kernel_size=(3, 3), strides=(1, 1),
-                            padding="VALID")(x))
+            raise ValueError(f"ConvQNetwork expects obs of shape [B, H, W, C], got shape {x.shape}")
+        x = nn.relu(nn.Conv(self.channels, kernel_size=(3, 3), strides=(1, 1), padding="VALID")(x))
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(self.hidden)(x))
         return nn.Dense(self.num_actions)(x)
@@ -89,8 +86,10 @@ def network_kind(kind: str, obs_shape: tuple) -> str:
     if kind == "auto":
         return "conv" if len(obs_shape) == 3 else "mlp"
     if kind == "conv" and len(obs_shape) != 3:
-        raise ValueError(f"network 'conv' needs image observations [H, W, C]; these "
-                         f"observations have shape {tuple(obs_shape)}: use 'mlp'")
+        raise ValueError(
+            f"network 'conv' needs image observations [H, W, C]; these "
+            f"observations have shape {tuple(obs_shape)}: use 'mlp'"
+        )
     return kind
 
 

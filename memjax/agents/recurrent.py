@@ -17,7 +17,7 @@ q        float32 [B, A]
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -74,11 +74,13 @@ class RecurrentQNetwork(nn.Module):
         # of DRQN on MemoryChain-20 waited forever with no CPU use)
         recurrent_init = nn.initializers.lecun_normal()
         if self.cell == "gru":
-            carry, y = nn.GRUCell(features=self.memory,
-                                  recurrent_kernel_init=recurrent_init)(carry, x)
+            carry, y = nn.GRUCell(features=self.memory, recurrent_kernel_init=recurrent_init)(
+                carry, x
+            )
         elif self.cell == "lstm":
-            carry, y = nn.OptimizedLSTMCell(features=self.memory,
-                                            recurrent_kernel_init=recurrent_init)(carry, x)
+            carry, y = nn.OptimizedLSTMCell(
+                features=self.memory, recurrent_kernel_init=recurrent_init
+            )(carry, x)
         else:
             raise ValueError(f"cell must be one of {CELL_KINDS}, got {self.cell!r}")
         for width in self.head:
@@ -88,9 +90,11 @@ class RecurrentQNetwork(nn.Module):
 
 def reset_where(first, carry, initial):
     """``carry`` with the rows where ``first`` (bool [B]) replaced by ``initial``'s rows."""
+
     def pick(initial_leaf, leaf):
         mask = first.reshape(first.shape + (1,) * (leaf.ndim - 1))
         return jnp.where(mask, initial_leaf, leaf)
+
     return jax.tree.map(pick, initial, carry)
 
 

@@ -19,7 +19,8 @@ No code outside ``memjax/agents/`` switches on an agent's name: the loop reads t
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from memjax.agents.losses import LOSS_KINDS
 from memjax.agents.networks import NETWORK_KINDS
@@ -91,11 +92,11 @@ class AgentSpec(NamedTuple):
 class QNetworkConfig:
     """The knobs every built-in Q-learning agent shares: its network's torso and its loss."""
 
-    network: str = "auto"             # auto (conv for image observations, else mlp) | mlp | conv
+    network: str = "auto"  # auto (conv for image observations, else mlp) | mlp | conv
     hidden: Sequence[int] = (120, 84)  # MLP hidden widths, e.g. 120,84
-    double_dqn: bool = False          # Double DQN targets
-    loss: str = "mse"                 # mse (0.5 td^2) | huber (diverges on CartPole)
-    huber_delta: float = 1.0          # Huber loss threshold
+    double_dqn: bool = False  # Double DQN targets
+    loss: str = "mse"  # mse (0.5 td^2) | huber (diverges on CartPole)
+    huber_delta: float = 1.0  # Huber loss threshold
 
     def __post_init__(self):
         if isinstance(self.hidden, list):
@@ -103,8 +104,10 @@ class QNetworkConfig:
 
     def check(self) -> None:
         """``ValueError`` naming the knob for a bad value."""
-        for name, value, kinds in (("network", self.network, NETWORK_KINDS),
-                                   ("loss", self.loss, LOSS_KINDS)):
+        for name, value, kinds in (
+            ("network", self.network, NETWORK_KINDS),
+            ("loss", self.loss, LOSS_KINDS),
+        ):
             if value not in kinds:
                 raise ValueError(f"{name} must be one of {kinds}, got {value!r}")
         if any((not isinstance(h, int)) or isinstance(h, bool) or h <= 0 for h in self.hidden):
@@ -121,11 +124,18 @@ def q_learning_settings(train_config) -> dict:
     import optax
 
     agent = train_config.agent_config
-    return dict(epsilon=optax.linear_schedule(train_config.eps_start, train_config.eps_end,
-                                              train_config.eps_decay_steps),
-                gamma=train_config.gamma, target_period=train_config.target_period,
-                tau=train_config.tau, priority_eps=train_config.priority_eps,
-                double=agent.double_dqn, loss=agent.loss, huber_delta=agent.huber_delta)
+    return dict(
+        epsilon=optax.linear_schedule(
+            train_config.eps_start, train_config.eps_end, train_config.eps_decay_steps
+        ),
+        gamma=train_config.gamma,
+        target_period=train_config.target_period,
+        tau=train_config.tau,
+        priority_eps=train_config.priority_eps,
+        double=agent.double_dqn,
+        loss=agent.loss,
+        huber_delta=agent.huber_delta,
+    )
 
 
 def positive_ints(config, names: Sequence[str]) -> None:
@@ -161,15 +171,17 @@ def register(spec: AgentSpec, *, replace: bool = False) -> AgentSpec:
     if not spec.name or not isinstance(spec.name, str):
         raise ValueError(f"register: an agent needs a non-empty name, got {spec.name!r}")
     if spec.name in _REGISTRY and not replace:
-        raise ValueError(f"agent {spec.name!r} is already registered; pass replace=True to "
-                         f"replace it")
+        raise ValueError(
+            f"agent {spec.name!r} is already registered; pass replace=True to replace it"
+        )
     if not (dataclasses.is_dataclass(spec.config) and isinstance(spec.config, type)):
         raise ValueError(f"agent {spec.name!r}: config must be a dataclass, got {spec.config!r}")
     try:
         spec.config()
     except TypeError as e:
-        raise ValueError(f"agent {spec.name!r}: every field of {spec.config.__name__} needs a "
-                         f"default ({e})") from None
+        raise ValueError(
+            f"agent {spec.name!r}: every field of {spec.config.__name__} needs a default ({e})"
+        ) from None
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -224,8 +236,10 @@ def name_of_config(agent_config) -> str:
     for spec in _REGISTRY.values():
         if type(agent_config) is spec.config:
             return spec.name
-    raise ValueError(f"no registered agent has the config class {type(agent_config).__name__}; "
-                     f"register its AgentSpec first (registered: {names()})")
+    raise ValueError(
+        f"no registered agent has the config class {type(agent_config).__name__}; "
+        f"register its AgentSpec first (registered: {names()})"
+    )
 
 
 def registered() -> tuple:
@@ -234,12 +248,23 @@ def registered() -> tuple:
     return tuple(_REGISTRY)
 
 
-def unregister(name: str) -> Optional[AgentSpec]:
+def unregister(name: str) -> AgentSpec | None:
     """Remove ``name`` from the registry (for tests and notebooks); returns its spec."""
     return _REGISTRY.pop(name, None)
 
 
-__all__ = ["AgentSpec", "Windows", "QNetworkConfig", "register", "get", "names",
-           "load_entry_points", "ENTRY_POINTS",
-           "name_of_config", "registered", "unregister", "positive_ints",
-           "q_learning_settings"]
+__all__ = [
+    "AgentSpec",
+    "Windows",
+    "QNetworkConfig",
+    "register",
+    "get",
+    "names",
+    "load_entry_points",
+    "ENTRY_POINTS",
+    "name_of_config",
+    "registered",
+    "unregister",
+    "positive_ints",
+    "q_learning_settings",
+]

@@ -6,7 +6,7 @@ that turns them into an importance-weighted loss, a gradient step and window pri
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,10 +22,10 @@ from memjax.replay.prioritized import sequence_priorities
 class WindowConfig(QNetworkConfig):
     """The knobs of an agent that learns from replayed windows (DRQN, memnet)."""
 
-    memory: int = 64                  # drqn: recurrent state size; memnet: width of queries, keys and values
-    sequence_length: int = 40         # steps per replayed window, burn-in (drqn) or context (memnet) included
-    sequence_period: int = 20         # rows between the starts of replayed windows
-    eta: float = 0.9                  # window priority: eta * max |TD| + (1 - eta) * mean |TD|
+    memory: int = 64  # drqn: recurrent state size; memnet: width of queries, keys and values
+    sequence_length: int = 40  # steps per replayed window, burn-in or context included
+    sequence_period: int = 20  # rows between the starts of replayed windows
+    eta: float = 0.9  # window priority: eta * max |TD| + (1 - eta) * mean |TD|
 
     def check(self) -> None:
         super().check()
@@ -44,7 +44,8 @@ def check_windows(train_config, name: str, lead: str, why: str, hint: str = "") 
         raise ValueError(
             f"agent {name!r}: sequence_length ({agent.sequence_length}) is shorter than {lead} "
             f"({lead_steps}) + n_step ({n_step}): {why}; use --sequence-length "
-            f"{lead_steps + n_step} or more{hint}")
+            f"{lead_steps + n_step} or more{hint}"
+        )
     check_window_rows(train_config, name)
 
 
@@ -54,14 +55,24 @@ def check_window_rows(train_config, name: str) -> None:
     rows = train_config.buffer_capacity // train_config.num_envs
     period = train_config.agent_config.sequence_period
     if rows % period:
-        raise ValueError(f"agent {name!r}: the buffer's {rows} rows (buffer_capacity "
-                         f"{train_config.buffer_capacity} / num_envs {train_config.num_envs}) "
-                         f"must be a multiple of sequence_period ({period})")
+        raise ValueError(
+            f"agent {name!r}: the buffer's {rows} rows (buffer_capacity "
+            f"{train_config.buffer_capacity} / num_envs {train_config.num_envs}) "
+            f"must be a multiple of sequence_period ({period})"
+        )
 
 
-def window_learner(td_fn: Callable, optimizer: optax.GradientTransformation, *, loss: str,
-                   huber_delta: float, target_period: int, tau: float, eta: float,
-                   priority_eps: float) -> Callable:
+def window_learner(
+    td_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    *,
+    loss: str,
+    huber_delta: float,
+    target_period: int,
+    tau: float,
+    eta: float,
+    priority_eps: float,
+) -> Callable:
     """The ``learn`` of an agent trained on replayed windows (DRQN, the memory network): the
     importance-weighted mean over windows of the mean loss over their trained steps, one
     :func:`memjax.agents.gradient_step`, and window priorities ``eta * max |TD| + (1 - eta) *
@@ -82,6 +93,7 @@ def window_learner(td_fn: Callable, optimizer: optax.GradientTransformation, *, 
       ``learn(state, sample, key) -> (state, priorities float32 [B], {"loss", "q"})`` for a
       :class:`memjax.agents.DQNState` (or a subclass).
     """
+
     def loss_fn(params, target_params, sample):
         td, q = td_fn(params, target_params, sample.items)
         weights = jnp.repeat(sample.weights, td.shape[1])
@@ -90,7 +102,8 @@ def window_learner(td_fn: Callable, optimizer: optax.GradientTransformation, *, 
 
     def learn(state, sample, key):
         (value, (td, mean_q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, sample)
+            state.params, state.target_params, sample
+        )
         state = gradient_step(state, grads, optimizer, target_period=target_period, tau=tau)
         priorities = sequence_priorities(jnp.abs(td), eta=eta) + priority_eps
         return state, priorities, {"loss": value, "q": mean_q}
@@ -98,8 +111,9 @@ def window_learner(td_fn: Callable, optimizer: optax.GradientTransformation, *, 
     return learn
 
 
-def window_n_step_td(q, q_next_online, q_next_target, windows, *, steps: int, n_step: int,
-                     gamma: float, double: bool):
+def window_n_step_td(
+    q, q_next_online, q_next_target, windows, *, steps: int, n_step: int, gamma: float, double: bool
+):
     """n-step TD errors of the first ``steps`` steps of windows, from Q-values at every
     step's observation and next observation (shared by DRQN and the memory-network agent).
 
@@ -121,13 +135,17 @@ def window_n_step_td(q, q_next_online, q_next_target, windows, *, steps: int, n_
     Returns:
       float32 ``[B, S]``: the TD errors, differentiable with respect to ``q`` only.
     """
-    offsets = jnp.arange(steps)[:, None] + jnp.arange(n_step)[None]          # [S, n]
-    per_step = jax.vmap(jax.vmap(losses.n_step_bootstrap, in_axes=(0, 0, 0, None)),
-                        in_axes=(0, 0, 0, None))
-    partial, discount, last = per_step(windows["reward"][:, offsets],
-                                       windows["terminated"][:, offsets],
-                                       windows["first"][:, offsets], gamma)  # [B, S] each
-    at = jnp.arange(steps)[None] + last                                      # bootstrap step
+    offsets = jnp.arange(steps)[:, None] + jnp.arange(n_step)[None]  # [S, n]
+    per_step = jax.vmap(
+        jax.vmap(losses.n_step_bootstrap, in_axes=(0, 0, 0, None)), in_axes=(0, 0, 0, None)
+    )
+    partial, discount, last = per_step(
+        windows["reward"][:, offsets],
+        windows["terminated"][:, offsets],
+        windows["first"][:, offsets],
+        gamma,
+    )  # [B, S] each
+    at = jnp.arange(steps)[None] + last  # bootstrap step
     pick = jax.vmap(lambda values, index: values[index])
     value_fn = jax.vmap(jax.vmap(losses.bootstrap_value))
     bootstrap = pick(q_next_target, at)
@@ -136,9 +154,15 @@ def window_n_step_td(q, q_next_online, q_next_target, windows, *, steps: int, n_
     else:
         values = value_fn(bootstrap)
     actions = windows["action"][:, :steps].astype(jnp.int32)
-    return jax.vmap(jax.vmap(losses.q_learning_td))(q[:, :steps], actions,
-                                                    partial + discount * values)
+    return jax.vmap(jax.vmap(losses.q_learning_td))(
+        q[:, :steps], actions, partial + discount * values
+    )
 
 
-__all__ = ["WindowConfig", "check_windows", "check_window_rows", "window_learner",
-           "window_n_step_td"]
+__all__ = [
+    "WindowConfig",
+    "check_windows",
+    "check_window_rows",
+    "window_learner",
+    "window_n_step_td",
+]

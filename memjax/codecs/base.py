@@ -87,8 +87,9 @@ def example_spec(example, who: str) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(int(d) for d in example.shape), np.dtype(example.dtype)
 
 
-def _check_batched(where: str, name: str, x, shape: tuple, dtype, shape_hint: str = "",
-                   dtype_hint: str = ""):
+def _check_batched(
+    where: str, name: str, x, shape: tuple, dtype, shape_hint: str = "", dtype_hint: str = ""
+):
     """``x`` as a jax array [*B, *shape] of ``dtype``; returns (x, B). Errors name ``where``
     (e.g. ``quantize.encode``) and the argument ``name``, then the hints."""
     x = jnp.asarray(x)
@@ -99,15 +100,22 @@ def _check_batched(where: str, name: str, x, shape: tuple, dtype, shape_hint: st
             f"{', '.join(str(d) for d in shape)}){shape_hint}"
         )
     if x.dtype != np.dtype(dtype):
-        raise TypeError(f"{where}: {name} has dtype {x.dtype}, expected {np.dtype(dtype)}{dtype_hint}")
+        raise TypeError(
+            f"{where}: {name} has dtype {x.dtype}, expected {np.dtype(dtype)}{dtype_hint}"
+        )
     return x, tuple(x.shape[: x.ndim - nd])
 
 
 def check_input(who: str, x, shape: tuple, dtype: np.dtype):
     """``x`` as a jax array with shape [*B, *shape] and ``dtype``; returns (x, B)."""
     return _check_batched(
-        f"{who}.encode", "x", x, shape, dtype,
-        f" (batch axes, then the item shape {tuple(shape)} given to init)", " (the example's dtype)"
+        f"{who}.encode",
+        "x",
+        x,
+        shape,
+        dtype,
+        f" (batch axes, then the item shape {tuple(shape)} given to init)",
+        " (the example's dtype)",
     )
 
 

@@ -41,10 +41,16 @@ class BitpackState:
 
 
 def _check_dtype(dtype: np.dtype) -> None:
-    if not (dtype == np.bool_ or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
-            or dtype == jnp.bfloat16):
-        raise TypeError(f"bitpack.init: example dtype {dtype} is not supported "
-                        "(expected bool, an integer or a float dtype)")
+    if not (
+        dtype == np.bool_
+        or np.issubdtype(dtype, np.integer)
+        or np.issubdtype(dtype, np.floating)
+        or dtype == jnp.bfloat16
+    ):
+        raise TypeError(
+            f"bitpack.init: example dtype {dtype} is not supported "
+            "(expected bool, an integer or a float dtype)"
+        )
 
 
 def bitpack() -> Codec:

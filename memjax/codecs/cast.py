@@ -114,7 +114,9 @@ def cast(dtype) -> Codec:
     def init(example) -> CastState:
         shape, src = example_spec(example, who)
         if not (src == np.bool_ or jnp.issubdtype(src, jnp.integer) or _is_float(src)):
-            raise TypeError(f"{who}.init: example dtype {src} is not supported (bool, integer or float)")
+            raise TypeError(
+                f"{who}.init: example dtype {src} is not supported (bool, integer or float)"
+            )
         return CastState(
             clipped=zero_count(), invalid=zero_count(), shape=shape, dtype=src, target=target
         )

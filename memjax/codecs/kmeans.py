@@ -105,7 +105,9 @@ def _lloyd_step(data: jax.Array, centres: jax.Array) -> jax.Array:
 
 
 @partial(jax.jit, static_argnames=("k", "iters", "init"))
-def fit_kmeans(key: jax.Array, data: jax.Array, k: int, iters: int = 25, init: str = "auto") -> jax.Array:
+def fit_kmeans(
+    key: jax.Array, data: jax.Array, k: int, iters: int = 25, init: str = "auto"
+) -> jax.Array:
     """Fit ``k`` centroids to ``data`` with ``iters`` Lloyd iterations.
 
     1-D codebooks come back ascending (sorted after Lloyd for "quantile" and "kmeans++";
@@ -134,7 +136,9 @@ def fit_kmeans(key: jax.Array, data: jax.Array, k: int, iters: int = 25, init: s
     if data.ndim != 2:
         raise ValueError(f"fit_kmeans: data must be [N, D], got shape {tuple(data.shape)}")
     if init not in INITS:
-        raise ValueError(f"fit_kmeans: init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
+        raise ValueError(
+            f"fit_kmeans: init must be one of {', '.join(map(repr, INITS))}, got {init!r}"
+        )
     if init == "auto":
         init = "quantile" if data.shape[1] == 1 else "kmeans++"
     if init in ("quantile", "linear") and data.shape[1] != 1:
@@ -198,8 +202,9 @@ def _nearest_sorted(x: jax.Array, codebook: jax.Array) -> jax.Array:
     k = codebook.shape[1]
     # small codebooks: one fused compare-and-count beats a search loop (a kernel per step)
     method = "compare_all" if k <= 256 else "scan"
-    hi = jax.vmap(lambda c, v: jnp.searchsorted(c, v, side="left", method=method), in_axes=(0, 1),
-                  out_axes=1)(codebook, x)
+    hi = jax.vmap(
+        lambda c, v: jnp.searchsorted(c, v, side="left", method=method), in_axes=(0, 1), out_axes=1
+    )(codebook, x)
     hi = jnp.clip(hi, 0, k - 1)
     lo = jnp.clip(hi - 1, 0, k - 1)
     f = jnp.arange(codebook.shape[0])
@@ -253,7 +258,9 @@ def kmeans(k: int, data, per: str = "feature", iters: int = 25, seed: int = 0) -
     if not (jnp.issubdtype(data.dtype, jnp.floating) or jnp.issubdtype(data.dtype, jnp.integer)):
         raise TypeError(f"kmeans: data must be numeric, got dtype {data.dtype}")
     if data.ndim < 1 or data.shape[0] < 1:
-        raise ValueError(f"kmeans: data must have shape [N, *item_shape] with N >= 1, got {tuple(data.shape)}")
+        raise ValueError(
+            f"kmeans: data must have shape [N, *item_shape] with N >= 1, got {tuple(data.shape)}"
+        )
     data_shape = tuple(data.shape[1:])
     flat = data.astype(jnp.float32).reshape(data.shape[0], -1)
     if not bool(jnp.all(jnp.isfinite(flat))):

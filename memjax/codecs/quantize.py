@@ -129,9 +129,13 @@ def quantize(bits: int = 8, low=None, high=None, data=None) -> Codec:
     data_shape = None
     if data is not None:
         if low is not None or high is not None:
-            raise ValueError("quantize: give either low and high, or data to calibrate them, not both")
+            raise ValueError(
+                "quantize: give either low and high, or data to calibrate them, not both"
+            )
         data = jnp.asarray(data)
-        if not (jnp.issubdtype(data.dtype, jnp.floating) or jnp.issubdtype(data.dtype, jnp.integer)):
+        if not (
+            jnp.issubdtype(data.dtype, jnp.floating) or jnp.issubdtype(data.dtype, jnp.integer)
+        ):
             raise TypeError(f"quantize: data must be numeric, got dtype {data.dtype}")
         if data.ndim < 1 or data.shape[0] < 1:
             raise ValueError(

@@ -25,7 +25,8 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -181,8 +182,11 @@ SUPPORTED = ("Dense (kernel [in, out] + bias [out])", "Conv (kernel [kh, kw, in,
 
 
 def _is_array(x) -> bool:
-    return isinstance(x, (jax.Array, np.ndarray)) or is_compressed(x) or \
-        isinstance(x, jax.ShapeDtypeStruct)
+    return (
+        isinstance(x, (jax.Array, np.ndarray))
+        or is_compressed(x)
+        or isinstance(x, jax.ShapeDtypeStruct)
+    )
 
 
 def layers(params) -> list:
@@ -217,13 +221,16 @@ def layers(params) -> list:
             if subs or "kernel" not in leaves or set(leaves) - {"kernel", "bias"}:
                 raise ValueError(
                     f"unsupported layer {name!r} with parameters {sorted(d)}: memjax.compress "
-                    f"supports {SUPPORTED[0]} and {SUPPORTED[1]}")
+                    f"supports {SUPPORTED[0]} and {SUPPORTED[1]}"
+                )
             k = leaves["kernel"]
             ndim = len(k.shape)
             if ndim not in (2, 4):
-                raise ValueError(f"unsupported layer {name!r}: kernel of shape "
-                                 f"{tuple(getattr(k, 'shape', ()))}; memjax.compress supports "
-                                 f"{SUPPORTED[0]} and {SUPPORTED[1]}")
+                raise ValueError(
+                    f"unsupported layer {name!r}: kernel of shape "
+                    f"{tuple(getattr(k, 'shape', ()))}; memjax.compress supports "
+                    f"{SUPPORTED[0]} and {SUPPORTED[1]}"
+                )
             out.append((path, d))
             return
         for k in sorted(subs):
@@ -281,8 +288,9 @@ def count_params(cparams) -> int:
 
     def count(x):
         if isinstance(x, QTensor):
-            return (x.values.nnz if isinstance(x.values, SparseTensor)
-                    else math.prod(x.shape)) + int(np.size(x.scale))
+            return (
+                x.values.nnz if isinstance(x.values, SparseTensor) else math.prod(x.shape)
+            ) + int(np.size(x.scale))
         if isinstance(x, SparseTensor):
             return x.nnz
         if isinstance(x, LowRank):
@@ -299,8 +307,9 @@ def count_params(cparams) -> int:
 
 def count_nonzero(params) -> int:
     """Non-zero weights and biases of a float (or decoded) tree, as a Python int."""
-    return int(sum(int(np.count_nonzero(np.asarray(x)))
-                   for x in jax.tree.leaves(decompress(params))))
+    return int(
+        sum(int(np.count_nonzero(np.asarray(x))) for x in jax.tree.leaves(decompress(params)))
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,8 +343,10 @@ def _compressed_linear(m, k, x):
         return _run_linear(m, k.ints().astype(jnp.float32), x) * k.scale
     if isinstance(k, LowRank):
         if isinstance(m, nn.Conv) and getattr(m, "feature_group_count", 1) != 1:
-            raise ValueError(f"layer {m.name!r}: low-rank factors of a grouped conv "
-                             "(feature_group_count != 1) are not supported")
+            raise ValueError(
+                f"layer {m.name!r}: low-rank factors of a grouped conv "
+                "(feature_group_count != 1) are not supported"
+            )
         h = _compressed_linear(m, k.a, x) if is_compressed(k.a) else _run_linear(m, k.a, x)
         b = k.b
         if isinstance(b, QTensor):
@@ -407,17 +418,31 @@ def _encode(x):
     if isinstance(x, dict):
         return {k: _encode(v) for k, v in x.items()}
     if isinstance(x, QTensor):
-        return {_TAG: "q", "values": _encode(x.values), "scale": np.asarray(x.scale),
-                "bits": x.bits, "shape": list(x.shape)}
+        return {
+            _TAG: "q",
+            "values": _encode(x.values),
+            "scale": np.asarray(x.scale),
+            "bits": x.bits,
+            "shape": list(x.shape),
+        }
     if isinstance(x, SparseTensor):
-        return {_TAG: "sparse", "values": np.asarray(x.values),
-                "positions": np.asarray(x.positions), "encoding": x.encoding,
-                "shape": list(x.shape)}
+        return {
+            _TAG: "sparse",
+            "values": np.asarray(x.values),
+            "positions": np.asarray(x.positions),
+            "encoding": x.encoding,
+            "shape": list(x.shape),
+        }
     if isinstance(x, LowRank):
         return {_TAG: "lowrank", "a": _encode(x.a), "b": _encode(x.b), "shape": list(x.shape)}
     if isinstance(x, Shared):
-        return {_TAG: "shared", "codebook": np.asarray(x.codebook),
-                "indices": np.asarray(x.indices), "bits": x.bits, "shape": list(x.shape)}
+        return {
+            _TAG: "shared",
+            "codebook": np.asarray(x.codebook),
+            "indices": np.asarray(x.indices),
+            "bits": x.bits,
+            "shape": list(x.shape),
+        }
     return np.asarray(x)
 
 
@@ -425,11 +450,9 @@ def _decode_tree(d):
     if isinstance(d, dict):
         tag = d.get(_TAG)
         if tag == "q":
-            return QTensor(_decode_tree(d["values"]), d["scale"], int(d["bits"]),
-                           tuple(d["shape"]))
+            return QTensor(_decode_tree(d["values"]), d["scale"], int(d["bits"]), tuple(d["shape"]))
         if tag == "sparse":
-            return SparseTensor(d["values"], d["positions"], str(d["encoding"]),
-                                tuple(d["shape"]))
+            return SparseTensor(d["values"], d["positions"], str(d["encoding"]), tuple(d["shape"]))
         if tag == "lowrank":
             return LowRank(_decode_tree(d["a"]), _decode_tree(d["b"]), tuple(d["shape"]))
         if tag == "shared":
@@ -471,7 +494,22 @@ def kernel_bytes(cparams) -> int:
     return int(sum(weight_bytes(layer["kernel"]) for _, layer in layers(cparams)))
 
 
-__all__ = ["QTensor", "SparseTensor", "LowRank", "Shared",
-           "layers", "map_kernels", "decompress", "count_params", "count_nonzero", "apply",
-           "intercept", "serialize", "deserialize", "nbytes", "weight_bytes", "kernel_bytes",
-           "is_compressed"]
+__all__ = [
+    "QTensor",
+    "SparseTensor",
+    "LowRank",
+    "Shared",
+    "layers",
+    "map_kernels",
+    "decompress",
+    "count_params",
+    "count_nonzero",
+    "apply",
+    "intercept",
+    "serialize",
+    "deserialize",
+    "nbytes",
+    "weight_bytes",
+    "kernel_bytes",
+    "is_compressed",
+]

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -36,8 +37,9 @@ import optax
 from flax import struct
 
 from memjax.agents import Agent, AgentSpec, epsilon_greedy, no_carry, register
-from memjax.agents.spec import positive_ints, registered as agents_registry
 from memjax.agents.networks import ConvQNetwork, MLPQNetwork, network_kind
+from memjax.agents.spec import positive_ints
+from memjax.agents.spec import registered as agents_registry
 from memjax.train.config import TrainConfig
 
 NAME = "distill"
@@ -50,13 +52,13 @@ class DistillConfig:
     is :class:`memjax.train.TrainConfig`'s; :func:`distill_train_config` gives the defaults
     distillation runs with."""
 
-    teacher: str = ""                 # the teacher: a run directory or parameter file of `memjax train --out` (feedforward agents)
-    teacher_seed: int = 0             # the teacher's seed to distil (memjax compress distils each seed's own)
-    temperature: float = 0.01         # the teacher's temperature in the KL loss (tau of Rusu et al.)
-    teacher_epsilon: float = 0.05     # exploration of the acting teacher (state coverage)
-    network: str = "auto"             # the student's network: auto (conv for image observations, else mlp) | mlp | conv
-    hidden: Sequence[int] = (32, 32)  # the student's MLP widths (conv: its one dense layer's width is the first)
-    channels: int = 8                 # the conv student's filters
+    teacher: str = ""  # the teacher: a run directory of `memjax train --out` (feedforward agent)
+    teacher_seed: int = 0  # the teacher's seed to distil (compress distils each seed's own)
+    temperature: float = 0.01  # the teacher's temperature in the KL loss (Rusu et al.'s tau)
+    teacher_epsilon: float = 0.05  # exploration of the acting teacher (state coverage)
+    network: str = "auto"  # the student: auto (conv for images, else mlp) | mlp | conv
+    hidden: Sequence[int] = (32, 32)  # the student's MLP widths (conv: its dense width first)
+    channels: int = 8  # the conv student's filters
 
     def __post_init__(self):
         if isinstance(self.hidden, list):
@@ -72,17 +74,26 @@ class DistillConfig:
         if not self.temperature > 0:
             raise ValueError(f"distill: temperature must be > 0, got {self.temperature!r}")
         if not 0.0 <= self.teacher_epsilon <= 1.0:
-            raise ValueError(f"distill: teacher_epsilon must be in [0, 1], got "
-                             f"{self.teacher_epsilon!r}")
+            raise ValueError(
+                f"distill: teacher_epsilon must be in [0, 1], got {self.teacher_epsilon!r}"
+            )
 
 
 def distill_train_config(agent: DistillConfig = DistillConfig(), **loop) -> TrainConfig:
     """The loop settings distillation runs with (10 envs, 2e5 env steps, 5e3 of them warm-up,
     a 5e4 one-copy buffer, batch 128, Adam 1e-3 decayed to 0, chunks of 2e4 steps), for
     ``agent`` and with any ``loop`` field overridden."""
-    defaults = dict(num_envs=10, total_steps=200_000, learning_starts=5_000,
-                    buffer_capacity=50_000, batch_size=128, lr=1e-3, lr_end=0.0,
-                    chunk_steps=20_000, layout="one_copy")
+    defaults = dict(
+        num_envs=10,
+        total_steps=200_000,
+        learning_starts=5_000,
+        buffer_capacity=50_000,
+        batch_size=128,
+        lr=1e-3,
+        lr_end=0.0,
+        chunk_steps=20_000,
+        layout="one_copy",
+    )
     return TrainConfig(agent=agent, **{**defaults, **loop})
 
 
@@ -120,9 +131,15 @@ class DistillState:
     updates: jax.Array
 
 
-def make_distill_agent(teacher_network: nn.Module, student_network: nn.Module,
-                       optimizer: optax.GradientTransformation, *, tau: float = 0.01,
-                       teacher_epsilon: float = 0.05, teacher_params=None) -> Agent:
+def make_distill_agent(
+    teacher_network: nn.Module,
+    student_network: nn.Module,
+    optimizer: optax.GradientTransformation,
+    *,
+    tau: float = 0.01,
+    teacher_epsilon: float = 0.05,
+    teacher_params=None,
+) -> Agent:
     """The distillation agent.
 
     ``act`` plays the teacher epsilon-greedily (``teacher_epsilon``) while training and the
@@ -143,14 +160,22 @@ def make_distill_agent(teacher_network: nn.Module, student_network: nn.Module,
     Returns:
       An :class:`memjax.agents.Agent` whose state is a :class:`DistillState`.
     """
+
     def init(key, obs) -> DistillState:
         k_student, k_teacher = jax.random.split(key)
         batch = jnp.asarray(obs)[None]
         params = student_network.init(k_student, batch)
-        teacher = teacher_network.init(k_teacher, batch) if teacher_params is None \
+        teacher = (
+            teacher_network.init(k_teacher, batch)
+            if teacher_params is None
             else jax.tree.map(jnp.asarray, teacher_params)
-        return DistillState(params=params, teacher=teacher, opt_state=optimizer.init(params),
-                            updates=jnp.zeros((), jnp.int32))
+        )
+        return DistillState(
+            params=params,
+            teacher=teacher,
+            opt_state=optimizer.init(params),
+            updates=jnp.zeros((), jnp.int32),
+        )
 
     def act(state: DistillState, carry, obs, key, step, greedy: bool = False):
         if greedy:
@@ -167,17 +192,22 @@ def make_distill_agent(teacher_network: nn.Module, student_network: nn.Module,
 
     def learn(state: DistillState, sample, key):
         (loss, agree), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.teacher, sample.items["obs"])
+            state.params, state.teacher, sample.items["obs"]
+        )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        state = state.replace(params=optax.apply_updates(state.params, updates),
-                              opt_state=opt_state, updates=state.updates + 1)
+        state = state.replace(
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+            updates=state.updates + 1,
+        )
         return state, None, {"loss": loss, "agreement": agree}
 
     return Agent(init=init, initial_carry=no_carry, act=act, learn=learn)
 
 
-def with_teacher(state, teacher_params, optimizer: optax.GradientTransformation,
-                 student_params=None):
+def with_teacher(
+    state, teacher_params, optimizer: optax.GradientTransformation, student_params=None
+):
     """A loop state (:class:`memjax.train.TrainState`) whose distillation agent distils
     ``teacher_params`` (one seed's, no seed axis), starting from ``student_params`` when given
     (the optimizer state made anew for them)."""
@@ -199,18 +229,24 @@ def _teacher_file(config: DistillConfig):
     from memjax.train import params_file
 
     if not config.teacher:
-        raise ValueError("agent 'distill' needs a teacher: --teacher RUN_DIR (a run of "
-                         "`memjax train --out RUN_DIR`)")
+        raise ValueError(
+            "agent 'distill' needs a teacher: --teacher RUN_DIR (a run of "
+            "`memjax train --out RUN_DIR`)"
+        )
     try:
         loaded = params_file.load(config.teacher)
     except FileNotFoundError as e:
         raise ValueError(f"--teacher {config.teacher}: {e}") from None
     if not loaded.spec.feedforward:
-        raise ValueError(f"--teacher {config.teacher}: agent {loaded.config.agent!r} carries a "
-                         f"state from step to step; distillation needs a feedforward teacher")
+        raise ValueError(
+            f"--teacher {config.teacher}: agent {loaded.config.agent!r} carries a "
+            f"state from step to step; distillation needs a feedforward teacher"
+        )
     if config.teacher_seed >= loaded.num_seeds:
-        raise ValueError(f"teacher_seed ({config.teacher_seed}) is out of range: the teacher "
-                         f"has {loaded.num_seeds} seeds")
+        raise ValueError(
+            f"teacher_seed ({config.teacher_seed}) is out of range: the teacher "
+            f"has {loaded.num_seeds} seeds"
+        )
     return loaded
 
 
@@ -218,9 +254,14 @@ def distill_agent(train_config: TrainConfig, network, num_actions: int, optimize
     """The spec's ``make_agent``: the teacher read from ``train_config.agent_config.teacher``."""
     config = train_config.agent_config
     teacher = _teacher_file(config)
-    return make_distill_agent(teacher.network(), network, optimizer, tau=config.temperature,
-                              teacher_epsilon=config.teacher_epsilon,
-                              teacher_params=teacher.seed_params(config.teacher_seed))
+    return make_distill_agent(
+        teacher.network(),
+        network,
+        optimizer,
+        tau=config.temperature,
+        teacher_epsilon=config.teacher_epsilon,
+        teacher_params=teacher.seed_params(config.teacher_seed),
+    )
 
 
 def check_distill(train_config: TrainConfig) -> None:
@@ -233,12 +274,19 @@ def check_distill(train_config: TrainConfig) -> None:
         return
     teacher = _teacher_file(config)
     if teacher.config.env != train_config.env:
-        raise ValueError(f"--teacher {config.teacher} was trained on {teacher.config.env}, "
-                         f"not on {train_config.env} (give --env {teacher.config.env})")
+        raise ValueError(
+            f"--teacher {config.teacher} was trained on {teacher.config.env}, "
+            f"not on {train_config.env} (give --env {teacher.config.env})"
+        )
 
 
-DISTILL = AgentSpec(name=NAME, config=DistillConfig, make_network=student_network,
-                    make_agent=distill_agent, validate=check_distill)
+DISTILL = AgentSpec(
+    name=NAME,
+    config=DistillConfig,
+    make_network=student_network,
+    make_agent=distill_agent,
+    validate=check_distill,
+)
 """The distillation agent's spec, registered as ``"distill"`` when this module is imported
 and through memjax's ``memjax.agents`` entry point (see
 :func:`memjax.agents.load_entry_points`), so that ``memjax.agents.get("distill")`` finds it in
@@ -247,9 +295,16 @@ if NAME not in agents_registry():
     register(DISTILL)
 
 
-def run_distill(trainer, keys, teacher_params, student_params=None, *,
-                optimizer: Optional[optax.GradientTransformation] = None,
-                log: Optional[Callable] = print, vmap_seeds: bool = True):
+def run_distill(
+    trainer,
+    keys,
+    teacher_params,
+    student_params=None,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    log: Callable | None = print,
+    vmap_seeds: bool = True,
+):
     """Distil one teacher per seed with the loop of ``trainer`` (a
     :func:`memjax.train.make_train` of a :func:`make_distill_agent`): the warm-up and each
     compiled chunk with the state donated, a line per chunk.
@@ -286,8 +341,10 @@ def run_distill(trainer, keys, teacher_params, student_params=None, *,
         if vmap_seeds:
             return jax.jit(jax.vmap(f), donate_argnums=0 if donate else ())
         one = jax.jit(f, donate_argnums=0 if donate else ())
-        return lambda *args: jax.tree.map(lambda *x: jnp.stack(x), *[
-            one(*jax.tree.map(lambda x, i=i: x[i], args)) for i in range(keys.shape[0])])
+        return lambda *args: jax.tree.map(
+            lambda *x: jnp.stack(x),
+            *[one(*jax.tree.map(lambda x, i=i: x[i], args)) for i in range(keys.shape[0])],
+        )
 
     begin = lift(start, False)
     state = begin(keys, teacher_params, student_params)
@@ -300,11 +357,22 @@ def run_distill(trainer, keys, teacher_params, student_params=None, *,
         losses.append(np.asarray(metrics["loss"]))
         agreements.append(np.asarray(metrics["agreement"]))
         if log is not None:
-            log(f"  distill chunk {i + 1}/{len(chunks)} ({keys.shape[0]} seeds): loss "
+            log(
+                f"  distill chunk {i + 1}/{len(chunks)} ({keys.shape[0]} seeds): loss "
                 f"{losses[-1].mean():.4f}, batch agreement {agreements[-1].mean():.3f} "
-                f"({time.perf_counter() - t0:.0f} s)")
+                f"({time.perf_counter() - t0:.0f} s)"
+            )
     return state.agent.params, {"loss": np.stack(losses), "agreement": np.stack(agreements)}
 
 
-__all__ = ["DISTILL", "DistillConfig", "DistillState", "distill_loss", "distill_train_config",
-           "make_distill_agent", "run_distill", "student_network", "with_teacher"]
+__all__ = [
+    "DISTILL",
+    "DistillConfig",
+    "DistillState",
+    "distill_loss",
+    "distill_train_config",
+    "make_distill_agent",
+    "run_distill",
+    "student_network",
+    "with_teacher",
+]

@@ -19,8 +19,7 @@ from memjax.envs import num_actions
 from memjax.train.evaluation import evaluate as evaluate_policy
 
 
-def evaluate(network, params, env, env_params, key, episodes: int = 100,
-             epsilon: float = 0.0):
+def evaluate(network, params, env, env_params, key, episodes: int = 100, epsilon: float = 0.0):
     """Returns of epsilon-greedy episodes of ``network`` run from plain or compressed ``params``.
 
     Args:
@@ -35,15 +34,25 @@ def evaluate(network, params, env, env_params, key, episodes: int = 100,
     Returns:
       float32 ``[episodes]``.
     """
+
     def greedy(carry, obs, key):
         return jnp.argmax(apply(network, params, obs), axis=-1).astype(jnp.int32), carry
 
-    return evaluate_policy(greedy, (), env, env_params, key, episodes,
-                           num_actions(env, env_params), epsilon=epsilon).returns
+    return evaluate_policy(
+        greedy, (), env, env_params, key, episodes, num_actions(env, env_params), epsilon=epsilon
+    ).returns
 
 
-def visited_states(network, params, env, env_params, key, num_envs: int = 32,
-                   steps: int = 250, epsilon: float = 0.0):
+def visited_states(
+    network,
+    params,
+    env,
+    env_params,
+    key,
+    num_envs: int = 32,
+    steps: int = 250,
+    epsilon: float = 0.0,
+):
     """The observations seen by ``network``'s epsilon-greedy policy in auto-resetting environments.
 
     Args:
@@ -68,8 +77,9 @@ def visited_states(network, params, env, env_params, key, num_envs: int = 32,
         obs, env_state, key = carry
         key, k_act, k_env = jax.random.split(key, 3)
         actions = epsilon_greedy(k_act, apply(network, params, obs), epsilon)
-        nobs, env_state, _, _, _, _ = vstep(jax.random.split(k_env, num_envs), env_state,
-                                            actions, env_params)
+        nobs, env_state, _, _, _, _ = vstep(
+            jax.random.split(k_env, num_envs), env_state, actions, env_params
+        )
         return (nobs, env_state, key), obs
 
     _, seen = jax.lax.scan(body, (obs, env_state, key), None, length=steps)

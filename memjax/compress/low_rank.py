@@ -11,7 +11,7 @@ r-filter conv followed by a 1x1 conv. ``||W - a @ b||_F^2`` is the tail energy
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional, Union
+from collections.abc import Mapping
 
 import jax.numpy as jnp
 import numpy as np
@@ -103,7 +103,7 @@ def choose_ranks(params, energy: float) -> dict:
     return out
 
 
-def low_rank(params, rank: Union[int, Mapping, None] = None, energy: Optional[float] = None):
+def low_rank(params, rank: int | Mapping | None = None, energy: float | None = None):
     """Factor every Dense/Conv kernel by truncated SVD.
 
     Layers where factoring would not store fewer numbers (``r * (rows + out) >= rows * out``)
@@ -128,8 +128,9 @@ def low_rank(params, rank: Union[int, Mapping, None] = None, energy: Optional[fl
 
     def f(path, k):
         if is_compressed(k):
-            raise ValueError(f"low_rank: layer {'/'.join(path)!r} is already compressed "
-                             f"({type(k).__name__})")
+            raise ValueError(
+                f"low_rank: layer {'/'.join(path)!r} is already compressed ({type(k).__name__})"
+            )
         r = ranks.get(path) if isinstance(ranks, Mapping) else ranks
         if r is None:
             return k
@@ -148,5 +149,11 @@ def reconstruction_error(w, rank: int) -> float:
     return float(jnp.sum((_matrix(w) - _matrix(lr.decode())) ** 2))
 
 
-__all__ = ["low_rank", "factor", "choose_ranks", "rank_for_energy", "worth_factoring",
-           "reconstruction_error"]
+__all__ = [
+    "low_rank",
+    "factor",
+    "choose_ranks",
+    "rank_for_energy",
+    "worth_factoring",
+    "reconstruction_error",
+]

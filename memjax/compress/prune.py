@@ -41,7 +41,7 @@ def _split_by_layer(flat, shapes: dict) -> dict:
     out, start = {}, 0
     for path, shape in shapes.items():
         n = math.prod(shape)
-        out[path] = flat[start:start + n].reshape(shape)
+        out[path] = flat[start : start + n].reshape(shape)
         start += n
     return out
 
@@ -51,8 +51,10 @@ def _kernel_shapes(params) -> dict:
     for path, layer in layers(params):
         k = layer["kernel"]
         if is_compressed(k):
-            raise ValueError(f"prune: layer {'/'.join(path)!r} is already compressed "
-                             f"({type(k).__name__}); prune the float parameters")
+            raise ValueError(
+                f"prune: layer {'/'.join(path)!r} is already compressed "
+                f"({type(k).__name__}); prune the float parameters"
+            )
         out[path] = tuple(k.shape)
     return out
 
@@ -74,8 +76,9 @@ def layer_sparsities(params, sparsity: float, distribution: str = "uniform") -> 
     """
     _check_sparsity(sparsity)
     if distribution not in ("uniform", "erk"):
-        raise ValueError(f"layer_sparsities: distribution must be 'uniform' or 'erk', got "
-                         f"{distribution!r}")
+        raise ValueError(
+            f"layer_sparsities: distribution must be 'uniform' or 'erk', got {distribution!r}"
+        )
     shapes = _kernel_shapes(params)
     if distribution == "uniform":
         return {p: float(sparsity) for p in shapes}
@@ -129,8 +132,9 @@ def prune(params, sparsity: float, distribution: str = "global"):
     """
     _check_sparsity(sparsity)
     if distribution not in DISTRIBUTIONS:
-        raise ValueError(f"prune: distribution must be one of {DISTRIBUTIONS}, got "
-                         f"{distribution!r}")
+        raise ValueError(
+            f"prune: distribution must be one of {DISTRIBUTIONS}, got {distribution!r}"
+        )
     shapes = _kernel_shapes(params)
     if distribution == "global":
         kernels = {path: layer["kernel"] for path, layer in layers(params)}
@@ -138,8 +142,10 @@ def prune(params, sparsity: float, distribution: str = "global"):
         kmasks = _split_by_layer(_mask_exact(flat, int(sparsity * flat.size)), shapes)
     else:
         per = layer_sparsities(params, sparsity, distribution)
-        kmasks = {path: _mask_exact(layer["kernel"], int(per[path] * math.prod(shapes[path])))
-                  for path, layer in layers(params)}
+        kmasks = {
+            path: _mask_exact(layer["kernel"], int(per[path] * math.prod(shapes[path])))
+            for path, layer in layers(params)
+        }
     masks = masks_like(params)
     masks = map_kernels(lambda path, k: kmasks[path], masks, with_path=True)
     pruned = jax.tree.map(lambda w, m: jnp.where(m, w, jnp.zeros((), w.dtype)), params, masks)
@@ -161,8 +167,9 @@ def sparsity_of(params) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def cubic_schedule(final_sparsity: float, begin_step: int, end_step: int,
-                   initial_sparsity: float = 0.0):
+def cubic_schedule(
+    final_sparsity: float, begin_step: int, end_step: int, initial_sparsity: float = 0.0
+):
     """Zhu & Gupta's sparsity schedule.
 
     Args:
@@ -180,13 +187,15 @@ def cubic_schedule(final_sparsity: float, begin_step: int, end_step: int,
     _check_sparsity(final_sparsity, "final_sparsity")
     _check_sparsity(initial_sparsity, "initial_sparsity")
     if not 0 <= begin_step < end_step:
-        raise ValueError(f"cubic_schedule: need 0 <= begin_step < end_step, got {begin_step}, "
-                         f"{end_step}")
+        raise ValueError(
+            f"cubic_schedule: need 0 <= begin_step < end_step, got {begin_step}, {end_step}"
+        )
 
     def schedule(step):
         frac = jnp.clip((step - begin_step) / (end_step - begin_step), 0.0, 1.0)
-        return (final_sparsity + (initial_sparsity - final_sparsity)
-                * (1.0 - frac) ** 3).astype(jnp.float32)
+        return (final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - frac) ** 3).astype(
+            jnp.float32
+        )
 
     return schedule
 
@@ -195,7 +204,7 @@ class PruningState(NamedTuple):
     """The optimizer state of :func:`gradual_pruning` and :func:`keep_masks`."""
 
     inner_state: Any
-    masks: Any        # bool tree like params (True = kept)
+    masks: Any  # bool tree like params (True = kept)
     count: jax.Array  # int32 updates done
 
 
@@ -206,10 +215,15 @@ def _threshold_mask(absw, k):
     return jnp.where(k > 0, absw > thr, True)
 
 
-def gradual_pruning(inner: optax.GradientTransformation, final_sparsity: float,
-                    begin_step: int, end_step: int, update_every: int = 100,
-                    distribution: str = "uniform", initial_sparsity: float = 0.0
-                    ) -> optax.GradientTransformation:
+def gradual_pruning(
+    inner: optax.GradientTransformation,
+    final_sparsity: float,
+    begin_step: int,
+    end_step: int,
+    update_every: int = 100,
+    distribution: str = "uniform",
+    initial_sparsity: float = 0.0,
+) -> optax.GradientTransformation:
     """Wrap an optax transformation so that training prunes gradually to ``final_sparsity``.
 
     Every ``update_every`` updates from ``begin_step`` to ``end_step`` (inclusive), the masks in the
@@ -234,15 +248,15 @@ def gradual_pruning(inner: optax.GradientTransformation, final_sparsity: float,
       ValueError: another distribution, ``update_every`` < 1, or a bad schedule.
     """
     if distribution not in DISTRIBUTIONS:
-        raise ValueError(f"gradual_pruning: distribution must be one of {DISTRIBUTIONS}, got "
-                         f"{distribution!r}")
+        raise ValueError(
+            f"gradual_pruning: distribution must be one of {DISTRIBUTIONS}, got {distribution!r}"
+        )
     if not isinstance(update_every, int) or update_every <= 0:
         raise ValueError(f"update_every must be a positive integer, got {update_every!r}")
     schedule = cubic_schedule(final_sparsity, begin_step, end_step, initial_sparsity)
 
     def init(params):
-        return PruningState(inner.init(params), masks_like(params),
-                            jnp.zeros((), jnp.int32))
+        return PruningState(inner.init(params), masks_like(params), jnp.zeros((), jnp.int32))
 
     def new_masks(weights, old, sparsity):
         shapes = _kernel_shapes(weights)
@@ -263,15 +277,16 @@ def gradual_pruning(inner: optax.GradientTransformation, final_sparsity: float,
 
     def update(updates, state, params=None):
         if params is None:
-            raise ValueError("gradual_pruning: update() needs params (the masks are computed "
-                             "from the weights)")
+            raise ValueError(
+                "gradual_pruning: update() needs params (the masks are computed from the weights)"
+            )
         u, inner_state = inner.update(updates, state.inner_state, params)
         step = state.count
         weights = jax.tree.map(lambda p, d: p + d, params, u)
-        now = ((step >= begin_step) & (step <= end_step)
-               & ((step - begin_step) % update_every == 0))
-        masks = jax.lax.cond(now, lambda: new_masks(weights, state.masks, schedule(step)),
-                             lambda: state.masks)
+        now = (step >= begin_step) & (step <= end_step) & ((step - begin_step) % update_every == 0)
+        masks = jax.lax.cond(
+            now, lambda: new_masks(weights, state.masks, schedule(step)), lambda: state.masks
+        )
         u = jax.tree.map(lambda d, p, m: jnp.where(m, d, -p), u, params, masks)
         return u, PruningState(inner_state, masks, step + 1)
 
@@ -314,7 +329,7 @@ def _delta_encode(flat):
     nz = np.flatnonzero(flat)
     gaps, pos, prev = [], [], -1
     for p in nz:
-        while p - prev - 1 > 255:      # bridge: an explicit zero 256 slots on
+        while p - prev - 1 > 255:  # bridge: an explicit zero 256 slots on
             prev += 256
             gaps.append(255)
             pos.append(prev)
@@ -356,8 +371,7 @@ def sparse_tensor(w, encoding: str = "auto") -> SparseTensor:
         candidates["delta"] = (vals, gaps)
     best = min(candidates, key=lambda e: candidates[e][0].nbytes + candidates[e][1].nbytes)
     values, positions = candidates[best]
-    return SparseTensor(values=values, positions=positions, encoding=best,
-                        shape=tuple(w.shape))
+    return SparseTensor(values=values, positions=positions, encoding=best, shape=tuple(w.shape))
 
 
 def to_sparse(params, encoding: str = "auto", keep_dense_if_smaller: bool = True):
@@ -380,8 +394,10 @@ def to_sparse(params, encoding: str = "auto", keep_dense_if_smaller: bool = True
     def enc(path, k):
         if isinstance(k, QTensor):
             if k.bits != 8:
-                raise ValueError(f"to_sparse: layer {'/'.join(path)!r} is {k.bits}-bit; sparse "
-                                 "storage holds float32 or 8-bit kernels")
+                raise ValueError(
+                    f"to_sparse: layer {'/'.join(path)!r} is {k.bits}-bit; sparse "
+                    "storage holds float32 or 8-bit kernels"
+                )
             if isinstance(k.values, SparseTensor):
                 return k
             dense = np.asarray(k.values)
@@ -389,8 +405,10 @@ def to_sparse(params, encoding: str = "auto", keep_dense_if_smaller: bool = True
             smaller = sp.values.nbytes + sp.positions.nbytes < dense.nbytes
             return k.replace(values=sp) if smaller or not keep_dense_if_smaller else k
         if is_compressed(k):
-            raise ValueError(f"to_sparse: layer {'/'.join(path)!r} is a {type(k).__name__}; "
-                             "sparse storage holds float32 or 8-bit kernels")
+            raise ValueError(
+                f"to_sparse: layer {'/'.join(path)!r} is a {type(k).__name__}; "
+                "sparse storage holds float32 or 8-bit kernels"
+            )
         dense = np.asarray(k, np.float32)
         sp = sparse_tensor(dense, encoding)
         smaller = sp.values.nbytes + sp.positions.nbytes < dense.nbytes
@@ -399,6 +417,17 @@ def to_sparse(params, encoding: str = "auto", keep_dense_if_smaller: bool = True
     return map_kernels(enc, params, with_path=True)
 
 
-__all__ = ["prune", "layer_sparsities", "cubic_schedule", "gradual_pruning", "keep_masks",
-           "PruningState", "to_sparse", "sparse_tensor", "sparsity_of", "masks_like",
-           "DISTRIBUTIONS", "ENCODINGS"]
+__all__ = [
+    "prune",
+    "layer_sparsities",
+    "cubic_schedule",
+    "gradual_pruning",
+    "keep_masks",
+    "PruningState",
+    "to_sparse",
+    "sparse_tensor",
+    "sparsity_of",
+    "masks_like",
+    "DISTRIBUTIONS",
+    "ENCODINGS",
+]

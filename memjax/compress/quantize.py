@@ -77,8 +77,10 @@ def quantize(params, bits: int = 8, per_channel: bool = True):
 
     def q(path, k):
         if isinstance(k, (QTensor, SparseTensor)) or hasattr(k, "decode"):
-            raise ValueError(f"quantize: layer {'/'.join(path)!r} is already compressed "
-                             f"({type(k).__name__}); quantize the float parameters")
+            raise ValueError(
+                f"quantize: layer {'/'.join(path)!r} is already compressed "
+                f"({type(k).__name__}); quantize the float parameters"
+            )
         return quantize_tensor(k, bits, per_channel)
 
     return map_kernels(q, params, with_path=True)

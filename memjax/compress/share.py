@@ -64,8 +64,9 @@ def share(params, k: int, iters: int = 30):
 
     def f(path, w):
         if is_compressed(w):
-            raise ValueError(f"share: layer {'/'.join(path)!r} is already compressed "
-                             f"({type(w).__name__})")
+            raise ValueError(
+                f"share: layer {'/'.join(path)!r} is already compressed ({type(w).__name__})"
+            )
         return share_tensor(w, k, iters)
 
     return map_kernels(f, params, with_path=True)

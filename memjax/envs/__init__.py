@@ -25,6 +25,19 @@ from memjax.envs.registry import (
 )
 from memjax.envs.wrappers import FrameStack, FrameStackState
 
-__all__ = ["make", "check_discrete", "return_range", "num_actions", "observation_shape", "FrameStack",
-           "FrameStackState", "MultiTask", "MultiTaskParams", "MultiTaskState",
-           "from_envs", "cartpole_variant", "multi_cartpole", "task_means"]
+__all__ = [
+    "make",
+    "check_discrete",
+    "return_range",
+    "num_actions",
+    "observation_shape",
+    "FrameStack",
+    "FrameStackState",
+    "MultiTask",
+    "MultiTaskParams",
+    "MultiTaskState",
+    "from_envs",
+    "cartpole_variant",
+    "multi_cartpole",
+    "task_means",
+]

@@ -113,9 +113,15 @@ class MultiTask(environment.Environment):
         observation shapes or dtypes, or different action spaces.
     """
 
-    def __init__(self, env: environment.Environment, task_params: Sequence, names=None,
-                 switch_every: int | None = None, task_input: bool = True,
-                 name: str | None = None):
+    def __init__(
+        self,
+        env: environment.Environment,
+        task_params: Sequence,
+        names=None,
+        switch_every: int | None = None,
+        task_input: bool = True,
+        name: str | None = None,
+    ):
         super().__init__()
         task_params = list(task_params)
         if not task_params:
@@ -127,13 +133,15 @@ class MultiTask(environment.Environment):
             raise ValueError(f"MultiTask: task names must differ, got {names}")
         self.env = env
         self.names = tuple(str(n) for n in names)
-        self.switch_every = None if switch_every is None else check_positive_int(
-            "switch_every", switch_every)
+        self.switch_every = (
+            None if switch_every is None else check_positive_int("switch_every", switch_every)
+        )
         self.task_input = bool(task_input)
         self._name = name
         _check_tasks([env] * len(task_params), task_params, self.names)
-        self._tasks = jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]),
-                                   *task_params)
+        self._tasks = jax.tree.map(
+            lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *task_params
+        )
         self._max_steps = max(int(getattr(p, "max_steps_in_episode", 0)) for p in task_params)
 
     # -- static facts ------------------------------------------------------------------------
@@ -164,10 +172,20 @@ class MultiTask(environment.Environment):
             return inner
         shape = tuple(inner.shape)
         planes = (*shape[:-1], self.num_tasks)
-        low = jnp.concatenate([jnp.broadcast_to(jnp.asarray(inner.low, jnp.float32), shape),
-                               jnp.zeros(planes, jnp.float32)], axis=-1)
-        high = jnp.concatenate([jnp.broadcast_to(jnp.asarray(inner.high, jnp.float32), shape),
-                                jnp.ones(planes, jnp.float32)], axis=-1)
+        low = jnp.concatenate(
+            [
+                jnp.broadcast_to(jnp.asarray(inner.low, jnp.float32), shape),
+                jnp.zeros(planes, jnp.float32),
+            ],
+            axis=-1,
+        )
+        high = jnp.concatenate(
+            [
+                jnp.broadcast_to(jnp.asarray(inner.high, jnp.float32), shape),
+                jnp.ones(planes, jnp.float32),
+            ],
+            axis=-1,
+        )
         return spaces.Box(low, high, (*shape[:-1], shape[-1] + self.num_tasks), inner.dtype)
 
     # -- tasks -------------------------------------------------------------------------------
@@ -199,8 +217,9 @@ class MultiTask(environment.Environment):
         if not self.task_input:
             return obs
         one_hot = jax.nn.one_hot(task, self.num_tasks, dtype=obs.dtype)
-        return jnp.concatenate([obs, jnp.broadcast_to(one_hot, (*obs.shape[:-1],
-                                                                self.num_tasks))], axis=-1)
+        return jnp.concatenate(
+            [obs, jnp.broadcast_to(one_hot, (*obs.shape[:-1], self.num_tasks))], axis=-1
+        )
 
     # -- gymnax API --------------------------------------------------------------------------
     def _reset_at(self, key, params: MultiTaskParams, clock):
@@ -219,7 +238,8 @@ class MultiTask(environment.Environment):
 
     def step_env(self, key, state: MultiTaskState, action, params: MultiTaskParams):
         obs, inner, reward, terminated, info = self.env.step_env(
-            key, state.inner, action, self.task_params(params, state.task))
+            key, state.inner, action, self.task_params(params, state.task)
+        )
         new = MultiTaskState(inner, state.task, state.clock + 1, inner.time)
         return self._observe(obs, state.task), new, reward, terminated, info
 
@@ -233,20 +253,29 @@ class MultiTask(environment.Environment):
         the reset; ``info["task"]`` is the task of this step."""
         params = self.default_params if params is None else params
         key_step, key_reset = jax.random.split(key)
-        obs_st, state_st, reward, terminated, info = self.step_env(key_step, state, action,
-                                                                   params)
+        obs_st, state_st, reward, terminated, info = self.step_env(key_step, state, action, params)
         truncated = self.is_truncated(state_st, params)
         done = jnp.logical_or(terminated, truncated)
         obs_re, state_re = self._reset_at(key_reset, params, state_st.clock)
         new_state = jax.tree.map(lambda r, s: jax.lax.select(done, r, s), state_re, state_st)
         obs = jax.lax.select(done, obs_re, obs_st)
-        info = {**info, "terminated": terminated, "truncated": truncated,
-                "final_observation": obs_st, "task": state.task}
+        info = {
+            **info,
+            "terminated": terminated,
+            "truncated": truncated,
+            "final_observation": obs_st,
+            "task": state.task,
+        }
         return obs, new_state, reward, terminated, truncated, info
 
 
-def from_envs(tasks: Sequence, names=None, switch_every: int | None = None,
-              task_input: bool = True, name: str | None = None) -> MultiTask:
+def from_envs(
+    tasks: Sequence,
+    names=None,
+    switch_every: int | None = None,
+    task_input: bool = True,
+    name: str | None = None,
+) -> MultiTask:
     """A :class:`MultiTask` from ``(env, params)`` pairs, e.g. ``[memjax.envs.make(n) for n in
     names]``, checking that they can be one.
 
@@ -270,15 +299,21 @@ def from_envs(tasks: Sequence, names=None, switch_every: int | None = None,
     _check_tasks(envs_, params, [str(n) for n in names])
     first = envs_[0]
     for n, e in zip(names[1:], envs_[1:]):
-        if type(e) is not type(first) or vars(e).keys() != vars(first).keys() or any(
-                not _same(vars(e)[k], vars(first)[k]) for k in vars(first)):
-            raise ValueError(f"MultiTask: task {n!r} is a {type(e).__name__} "
-                             f"({getattr(e, 'name', '')}), task {names[0]!r} a "
-                             f"{type(first).__name__} ({getattr(first, 'name', '')}); the tasks "
-                             "must be one environment class with one configuration, differing "
-                             "only in their parameters")
-    return MultiTask(first, params, names=names, switch_every=switch_every,
-                     task_input=task_input, name=name)
+        if (
+            type(e) is not type(first)
+            or vars(e).keys() != vars(first).keys()
+            or any(not _same(vars(e)[k], vars(first)[k]) for k in vars(first))
+        ):
+            raise ValueError(
+                f"MultiTask: task {n!r} is a {type(e).__name__} "
+                f"({getattr(e, 'name', '')}), task {names[0]!r} a "
+                f"{type(first).__name__} ({getattr(first, 'name', '')}); the tasks "
+                "must be one environment class with one configuration, differing "
+                "only in their parameters"
+            )
+    return MultiTask(
+        first, params, names=names, switch_every=switch_every, task_input=task_input, name=name
+    )
 
 
 def _same(a, b) -> bool:
@@ -291,36 +326,55 @@ def _same(a, b) -> bool:
 def _check_tasks(envs_: list, task_params: list, names) -> None:
     """Same observation shape/dtype and action space for every task, and parameters with the
     structure of the first environment's ``default_params``, else an error naming the tasks."""
-    specs = [jax.eval_shape(lambda k, e=e, p=p: e.reset_env(k, p), jax.random.key(0))[0]
-             for e, p in zip(envs_, task_params)]
+    specs = [
+        jax.eval_shape(lambda k, e=e, p=p: e.reset_env(k, p), jax.random.key(0))[0]
+        for e, p in zip(envs_, task_params)
+    ]
     for name, spec in zip(names[1:], specs[1:]):
         if (spec.shape, spec.dtype) != (specs[0].shape, specs[0].dtype):
-            raise ValueError(f"MultiTask: task {name!r} observes {spec.dtype}{list(spec.shape)}, "
-                             f"task {names[0]!r} {specs[0].dtype}{list(specs[0].shape)}; "
-                             "every task must have the same observation shape and dtype")
+            raise ValueError(
+                f"MultiTask: task {name!r} observes {spec.dtype}{list(spec.shape)}, "
+                f"task {names[0]!r} {specs[0].dtype}{list(specs[0].shape)}; "
+                "every task must have the same observation shape and dtype"
+            )
     spaces_ = [e.action_space(p) for e, p in zip(envs_, task_params)]
     for name, space in zip(names[1:], spaces_[1:]):
         if getattr(space, "n", None) != getattr(spaces_[0], "n", None):
-            raise ValueError(f"MultiTask: task {name!r} has {getattr(space, 'n', space)} "
-                             f"actions, task {names[0]!r} {getattr(spaces_[0], 'n', spaces_[0])};"
-                             " every task must have the same actions (padding is not "
-                             "supported)")
+            raise ValueError(
+                f"MultiTask: task {name!r} has {getattr(space, 'n', space)} "
+                f"actions, task {names[0]!r} {getattr(spaces_[0], 'n', spaces_[0])};"
+                " every task must have the same actions (padding is not "
+                "supported)"
+            )
     structure = jax.tree.structure(envs_[0].default_params)
     for name, p in zip(names, task_params):
         if jax.tree.structure(p) != structure:
-            raise TypeError(f"MultiTask: task {name!r}'s parameters are a {type(p).__name__} "
-                            f"with structure {jax.tree.structure(p)}, expected that of "
-                            f"{type(envs_[0]).__name__}'s default_params ({structure})")
+            raise TypeError(
+                f"MultiTask: task {name!r}'s parameters are a {type(p).__name__} "
+                f"with structure {jax.tree.structure(p)}, expected that of "
+                f"{type(envs_[0]).__name__}'s default_params ({structure})"
+            )
 
 
-def cartpole_variant(length: float = 0.5, gravity: float = 9.8, masspole: float = 0.1,
-                     masscart: float = 1.0, force_mag: float = 10.0) -> cartpole.EnvParams:
+def cartpole_variant(
+    length: float = 0.5,
+    gravity: float = 9.8,
+    masspole: float = 0.1,
+    masscart: float = 1.0,
+    force_mag: float = 10.0,
+) -> cartpole.EnvParams:
     """gymnax CartPole-v1's parameters with another pole half-length, gravity, masses or push
     (a negative ``force_mag`` swaps the actions), with the derived ``total_mass`` and
     ``polemass_length`` consistent. Defaults: CartPole-v1."""
-    return cartpole.EnvParams(gravity=gravity, masscart=masscart, masspole=masspole,
-                              total_mass=masscart + masspole, length=length,
-                              polemass_length=masspole * length, force_mag=force_mag)
+    return cartpole.EnvParams(
+        gravity=gravity,
+        masscart=masscart,
+        masspole=masspole,
+        total_mass=masscart + masspole,
+        length=length,
+        polemass_length=masspole * length,
+        force_mag=force_mag,
+    )
 
 
 CARTPOLE_VARIANTS = {
@@ -340,9 +394,12 @@ DEFAULT_CARTPOLE_TASKS = ("default", "long", "high-gravity", "reversed")
 """The variants of ``MultiCartPole`` and ``ContinualCartPole-<K>``, in this order."""
 
 
-def multi_cartpole(tasks: Sequence[str] = DEFAULT_CARTPOLE_TASKS,
-                   switch_every: int | None = None, task_input: bool = True,
-                   name: str | None = None) -> MultiTask:
+def multi_cartpole(
+    tasks: Sequence[str] = DEFAULT_CARTPOLE_TASKS,
+    switch_every: int | None = None,
+    task_input: bool = True,
+    name: str | None = None,
+) -> MultiTask:
     """CartPole-v1 variants (:data:`CARTPOLE_VARIANTS`) as one :class:`MultiTask`.
 
     Args:
@@ -361,14 +418,25 @@ def multi_cartpole(tasks: Sequence[str] = DEFAULT_CARTPOLE_TASKS,
     tasks = list(tasks)
     for t in tasks:
         if t not in CARTPOLE_VARIANTS:
-            raise ValueError(f"unknown CartPole variant {t!r}; known: "
-                             f"{', '.join(CARTPOLE_VARIANTS)}")
-    return MultiTask(cartpole.CartPole(), [cartpole_variant(**CARTPOLE_VARIANTS[t]) for t in tasks],
-                     names=tasks, switch_every=switch_every, task_input=task_input, name=name)
+            raise ValueError(
+                f"unknown CartPole variant {t!r}; known: {', '.join(CARTPOLE_VARIANTS)}"
+            )
+    return MultiTask(
+        cartpole.CartPole(),
+        [cartpole_variant(**CARTPOLE_VARIANTS[t]) for t in tasks],
+        names=tasks,
+        switch_every=switch_every,
+        task_input=task_input,
+        name=name,
+    )
 
 
-NAMES = ("MultiCartPole", "MultiCartPole:<variants>", "ContinualCartPole-<K>",
-         "ContinualCartPole-<K>:<variants>")
+NAMES = (
+    "MultiCartPole",
+    "MultiCartPole:<variants>",
+    "ContinualCartPole-<K>",
+    "ContinualCartPole-<K>:<variants>",
+)
 """The registry's multi-task names (``<variants>``: comma-separated :data:`CARTPOLE_VARIANTS`
 names; ``<K>``: ``switch_every``)."""
 
@@ -408,8 +476,10 @@ def task_means(returns, tasks, num_tasks: int) -> np.ndarray:
     returns = np.asarray(returns, np.float64)
     tasks = np.asarray(tasks)
     if tasks.shape != returns.shape[-1:]:
-        raise ValueError(f"task_means: tasks {tasks.shape} for returns {returns.shape}; give "
-                         "one task per episode (the last axis)")
+        raise ValueError(
+            f"task_means: tasks {tasks.shape} for returns {returns.shape}; give "
+            "one task per episode (the last axis)"
+        )
     out = np.full(returns.shape[:-1] + (num_tasks,), np.nan)
     for t in range(num_tasks):
         if np.any(tasks == t):
@@ -417,5 +487,16 @@ def task_means(returns, tasks, num_tasks: int) -> np.ndarray:
     return out
 
 
-__all__ = ["MultiTask", "MultiTaskParams", "MultiTaskState", "from_envs", "cartpole_variant",
-           "multi_cartpole", "task_means", "make", "NAMES", "CARTPOLE_VARIANTS", "DEFAULT_CARTPOLE_TASKS"]
+__all__ = [
+    "MultiTask",
+    "MultiTaskParams",
+    "MultiTaskState",
+    "from_envs",
+    "cartpole_variant",
+    "multi_cartpole",
+    "task_means",
+    "make",
+    "NAMES",
+    "CARTPOLE_VARIANTS",
+    "DEFAULT_CARTPOLE_TASKS",
+]

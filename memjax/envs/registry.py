@@ -22,9 +22,11 @@ def make(name: str):
     if made is None:
         if name not in gymnax.registered_envs:
             known = ", ".join(gymnax.registered_envs)
-            raise ValueError(f"unknown environment {name!r}; memjax's partially observable "
-                             f"suite: {', '.join(pomdp.names())}; multi-task: "
-                             f"{', '.join(multitask.NAMES)}; gymnax knows: {known}")
+            raise ValueError(
+                f"unknown environment {name!r}; memjax's partially observable "
+                f"suite: {', '.join(pomdp.names())}; multi-task: "
+                f"{', '.join(multitask.NAMES)}; gymnax knows: {known}"
+            )
         made = gymnax.make(name)
     env, env_params = made
     check_discrete(env, env_params, name)
@@ -35,8 +37,10 @@ def check_discrete(env, env_params, name: str) -> None:
     """``ValueError`` unless ``env`` has a ``Discrete`` action space."""
     space = env.action_space(env_params)
     if not isinstance(space, gymnax.environments.spaces.Discrete):
-        raise ValueError(f"environment {name!r} has a {type(space).__name__} action space; "
-                         "the agents need discrete actions")
+        raise ValueError(
+            f"environment {name!r} has a {type(space).__name__} action space; "
+            "the agents need discrete actions"
+        )
 
 
 def num_actions(env, env_params) -> int:
@@ -72,14 +76,13 @@ def return_range(env, params=None) -> tuple:
         env, params = make(env)
     params = env.default_params if params is None else params
     if isinstance(env, multitask.MultiTask):
-        ranges = [return_range(env.env, env.task_params(params, t))
-                  for t in range(env.num_tasks)]
+        ranges = [return_range(env.env, env.task_params(params, t)) for t in range(env.num_tasks)]
         return tuple(None if None in xs else float(sum(xs) / len(xs)) for xs in zip(*ranges))
     if hasattr(env, "return_range"):
         return env.return_range(params)
     if isinstance(env, cartpole.CartPole):
         return None, float(params.max_steps_in_episode)
-    inner = getattr(env, "env", None)   # a wrapper that changes observations only
+    inner = getattr(env, "env", None)  # a wrapper that changes observations only
     if inner is not None and type(env).__name__ == "FrameStack":
         return return_range(inner, params)
     return None, None

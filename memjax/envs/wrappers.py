@@ -82,8 +82,10 @@ class FrameStack(environment.Environment):
         shape = tuple(inner.shape)
         if not shape:
             raise ValueError("FrameStack needs observations with at least one axis")
-        low, high = (jnp.concatenate([jnp.broadcast_to(jnp.asarray(b), shape)] * self.k, axis=-1)
-                     for b in (inner.low, inner.high))
+        low, high = (
+            jnp.concatenate([jnp.broadcast_to(jnp.asarray(b), shape)] * self.k, axis=-1)
+            for b in (inner.low, inner.high)
+        )
         return spaces.Box(low, high, (*shape[:-1], shape[-1] * self.k), inner.dtype)
 
     def is_truncated(self, state: FrameStackState, params) -> jax.Array:

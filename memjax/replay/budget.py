@@ -30,8 +30,15 @@ def buffer_bytes(make_buffer, capacity: int, example) -> int:
     return sum(nbytes(x) for x in jax.tree.leaves(jax.eval_shape(buf.init, example)))
 
 
-def capacity_for(budget_bytes: int, example, codecs=None, layout=None, kind: str = "uniform",
-                 minimum: int = 1, **buffer_kwargs) -> int:
+def capacity_for(
+    budget_bytes: int,
+    example,
+    codecs=None,
+    layout=None,
+    kind: str = "uniform",
+    minimum: int = 1,
+    **buffer_kwargs,
+) -> int:
     """The largest capacity whose buffer state fits in ``budget_bytes``.
 
     The budget is for one buffer, i.e. one seed, and counts everything its state holds:
@@ -68,10 +75,13 @@ def capacity_for(budget_bytes: int, example, codecs=None, layout=None, kind: str
 
     lo = smallest // step
     if not fits(lo):
-        need = buffer_bytes(lambda c: factory(c, codecs=codecs, layout=layout, **buffer_kwargs),
-                            lo * step, example)
-        raise ValueError(f"a memory budget of {budget_bytes:,} bytes is too small: {lo * step} "
-                         f"items already take {need:,} bytes")
+        need = buffer_bytes(
+            lambda c: factory(c, codecs=codecs, layout=layout, **buffer_kwargs), lo * step, example
+        )
+        raise ValueError(
+            f"a memory budget of {budget_bytes:,} bytes is too small: {lo * step} "
+            f"items already take {need:,} bytes"
+        )
     hi = lo
     while fits(hi * 2):
         hi *= 2

@@ -19,8 +19,9 @@ def check_sample_batch_size(sample_batch_size, capacity: int):
         return None
     check_positive_int("sample_batch_size", sample_batch_size)
     if sample_batch_size > capacity:
-        raise ValueError(f"sample_batch_size {sample_batch_size} is larger than the buffer's "
-                         f"capacity {capacity}")
+        raise ValueError(
+            f"sample_batch_size {sample_batch_size} is larger than the buffer's capacity {capacity}"
+        )
     return int(sample_batch_size)
 
 
@@ -31,13 +32,17 @@ def resolve_batch_size(batch_size, default, what: str = "sample", static: bool =
     ``sample_batch_size`` instead."""
     if batch_size is None:
         if default is None:
-            raise TypeError(f"{what}: give batch_size, or build the buffer with "
-                            f"sample_batch_size=N so that {what}(state) uses N")
+            raise TypeError(
+                f"{what}: give batch_size, or build the buffer with "
+                f"sample_batch_size=N so that {what}(state) uses N"
+            )
         return default
     if static and not is_concrete(batch_size):
-        raise TypeError(f"{what}: batch_size must be a static Python int, got a traced value; "
-                        f"with jax.jit(buf.{what}) build the buffer with sample_batch_size=N "
-                        f"and call {what}(state, key), or mark batch_size static")
+        raise TypeError(
+            f"{what}: batch_size must be a static Python int, got a traced value; "
+            f"with jax.jit(buf.{what}) build the buffer with sample_batch_size=N "
+            f"and call {what}(state, key), or mark batch_size static"
+        )
     return batch_size
 
 

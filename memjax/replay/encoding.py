@@ -17,19 +17,27 @@ def check_codecs(codecs) -> dict:
     if codecs is None:
         return {}
     if not isinstance(codecs, dict):
-        raise TypeError(f"codecs must be a dict mapping field names to codecs, got {type(codecs).__name__}")
+        raise TypeError(
+            f"codecs must be a dict mapping field names to codecs, got {type(codecs).__name__}"
+        )
     for name, codec in codecs.items():
         if not all(callable(getattr(codec, f, None)) for f in ("init", "encode", "decode")):
-            raise TypeError(f"codecs['{name}'] is not a codec (needs init, encode, decode), got {codec!r}")
+            raise TypeError(
+                f"codecs['{name}'] is not a codec (needs init, encode, decode), got {codec!r}"
+            )
     return dict(codecs)
 
 
 def _check_fields(codecs: dict, example) -> None:
     if codecs and not isinstance(example, dict):
-        raise TypeError(f"codecs need dict items (field name -> array), got {type(example).__name__}")
+        raise TypeError(
+            f"codecs need dict items (field name -> array), got {type(example).__name__}"
+        )
     unknown = sorted(set(codecs) - set(example if isinstance(example, dict) else ()))
     if unknown:
-        raise ValueError(f"codecs for unknown fields {unknown}; the item has fields {sorted(example)}")
+        raise ValueError(
+            f"codecs for unknown fields {unknown}; the item has fields {sorted(example)}"
+        )
 
 
 def init_states(codecs: dict, example) -> dict:
@@ -48,7 +56,9 @@ def stored_example(codecs: dict, example, states: dict):
     """Per-item ShapeDtypeStructs of the stored fields (what the ring holds)."""
     if not codecs:
         return jax.tree.map(spec_of, example)
-    one = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *jnp.shape(x)), spec_of(x).dtype), example)
+    one = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((1, *jnp.shape(x)), spec_of(x).dtype), example
+    )
     stored = jax.eval_shape(lambda items, st: encode(codecs, items, st)[0], one, states)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), stored)
 
@@ -89,4 +99,3 @@ def decode(codecs: dict, stored, states: dict):
     for name, codec in codecs.items():
         stored[name] = codec.decode(stored[name], states[name])
     return stored
-

@@ -67,25 +67,35 @@ class EvictingStore(FlatStore):
         return self.policy.sampled is not None
 
     def fields(self, example) -> dict:
-        return dict(**super().fields(example), version=jnp.zeros((self.capacity,), jnp.int32),
-                    eviction=self.policy.init(self.capacity, self.new_leaf is not None))
+        return dict(
+            **super().fields(example),
+            version=jnp.zeros((self.capacity,), jnp.int32),
+            eviction=self.policy.init(self.capacity, self.new_leaf is not None),
+        )
 
     def write(self, state, items, batch: int):
         capacity = self.capacity
         new_leaf = self.new_leaf(state) if self.new_leaf is not None else None
         occupancy = Occupancy(capacity, state.count, new_leaf)
-        policy_state, slots, bumps, count = self.policy.place(state.eviction, occupancy, items, batch)
+        policy_state, slots, bumps, count = self.policy.place(
+            state.eviction, occupancy, items, batch
+        )
         stored, codec_states = encoding.encode(self.codecs, items, state.codecs)
         written = slots < capacity
         target = jnp.where(written, slots, capacity)
         new_items = jax.tree.map(
-            lambda buf, x: buf.at[target].set(x, mode="drop"),
-            state.items, stored)
+            lambda buf, x: buf.at[target].set(x, mode="drop"), state.items, stored
+        )
         version = state.version.at[target].get(mode="fill", fill_value=0)
         version = state.version.at[target].set((version + bumps) % self.laps, mode="drop")
         cursor = jnp.stack([jnp.zeros((), jnp.int32), count, jnp.zeros((), jnp.int32)])
-        state = state.replace(items=new_items, cursor=cursor, codecs=codec_states,
-                              version=version, eviction=policy_state)
+        state = state.replace(
+            items=new_items,
+            cursor=cursor,
+            codecs=codec_states,
+            version=version,
+            eviction=policy_state,
+        )
         return state, jnp.where(written, slots, -1), written
 
     def sampled(self, state, slots, live, new_leaves=None):
@@ -138,10 +148,13 @@ def make_policy_store(capacity: int, codecs: dict, layout, eviction, new_leaf=No
             f"eviction={policy.name} needs layout=None: the {kind} layout stores each step "
             f"once and pairs it with the next row of its environment, which exists only in "
             f"FIFO order; use eviction=None (FIFO) with layout={kind}(...), or store "
-            f"transitions whole (layout=None) to evict by {policy.name}")
+            f"transitions whole (layout=None) to evict by {policy.name}"
+        )
     if policy.needs_priorities and new_leaf is None:
-        raise ValueError(f"eviction={policy.name} reads priorities: use it with "
-                         f"memjax.replay.prioritized, not memjax.replay.uniform")
+        raise ValueError(
+            f"eviction={policy.name} reads priorities: use it with "
+            f"memjax.replay.prioritized, not memjax.replay.uniform"
+        )
     return EvictingStore(capacity, codecs, policy, new_leaf)
 
 
@@ -151,6 +164,8 @@ def check_update_ids(indices, priorities=None):
     indices = jnp.asarray(indices, jnp.int32)
     if indices.ndim != 1 or (priorities is not None and jnp.shape(priorities) != indices.shape):
         shapes = f" and priorities {jnp.shape(priorities)}" if priorities is not None else ""
-        raise ValueError(f"update: indices must be [n] (with priorities of the same shape), "
-                         f"got indices {indices.shape}{shapes}")
+        raise ValueError(
+            f"update: indices must be [n] (with priorities of the same shape), "
+            f"got indices {indices.shape}{shapes}"
+        )
     return indices

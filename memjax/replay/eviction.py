@@ -210,8 +210,10 @@ def reservoir(seed: int = 0) -> EvictionPolicy:
     seed = int(seed)
 
     def init(capacity, prioritized):
-        return ReservoirState(key=jax.random.key_data(jax.random.key(seed, impl="threefry2x32")),
-                              seen=jnp.zeros((2,), jnp.uint32))
+        return ReservoirState(
+            key=jax.random.key_data(jax.random.key(seed, impl="threefry2x32")),
+            seen=jnp.zeros((2,), jnp.uint32),
+        )
 
     return EvictionPolicy("reservoir()", init, _reservoir_place)
 
@@ -227,14 +229,16 @@ def least_recently_sampled() -> EvictionPolicy:
 
     def init(capacity, prioritized):
         slots = jnp.arange(capacity, dtype=jnp.uint32)
-        return OrderState(tree=mintree.build(_ascending(slots), ~slots),
-                          clock=jnp.asarray(capacity, jnp.uint32))
+        return OrderState(
+            tree=mintree.build(_ascending(slots), ~slots), clock=jnp.asarray(capacity, jnp.uint32)
+        )
 
     def place(state, occupancy, items, batch):
         times = state.clock + jnp.arange(batch, dtype=jnp.uint32)
         tree, slots = mintree.take(state.tree, _ascending(times), times, q_is_slot=True)
-        return _placed(state.replace(tree=tree, clock=state.clock + jnp.uint32(batch)),
-                       occupancy, slots, batch)
+        return _placed(
+            state.replace(tree=tree, clock=state.clock + jnp.uint32(batch)), occupancy, slots, batch
+        )
 
     def sampled(state, slots, live, new_leaves):
         now = jnp.broadcast_to(_ascending(state.clock), slots.shape)
@@ -258,15 +262,18 @@ def lowest_priority() -> EvictionPolicy:
 
     def init(capacity, prioritized):
         slots = jnp.arange(capacity, dtype=jnp.uint32)
-        return OrderState(tree=mintree.build(jnp.zeros((capacity,), jnp.int32), ~slots),
-                          clock=jnp.asarray(capacity, jnp.uint32))
+        return OrderState(
+            tree=mintree.build(jnp.zeros((capacity,), jnp.int32), ~slots),
+            clock=jnp.asarray(capacity, jnp.uint32),
+        )
 
     def place(state, occupancy, items, batch):
         times = state.clock + jnp.arange(batch, dtype=jnp.uint32)
         key = jnp.broadcast_to(_priority_key(occupancy.new_leaf), (batch,))
         tree, slots = mintree.take(state.tree, key, ~times)
-        return _placed(state.replace(tree=tree, clock=state.clock + jnp.uint32(batch)),
-                       occupancy, slots, batch)
+        return _placed(
+            state.replace(tree=tree, clock=state.clock + jnp.uint32(batch)), occupancy, slots, batch
+        )
 
     def sampled(state, slots, live, new_leaves):
         changed = live & (new_leaves >= 0)
@@ -296,18 +303,25 @@ def max_times_sampled(n: int) -> EvictionPolicy:
 
     def init(capacity, prioritized):
         slots = jnp.arange(capacity, dtype=jnp.uint32)
-        return MaxTimesState(tree=mintree.build(jnp.zeros((capacity,), jnp.int32), ~slots),
-                             clock=jnp.asarray(capacity, jnp.uint32),
-                             times=jnp.zeros((capacity,), jnp.int32),
-                             draws=() if prioritized else sumtree.init(capacity))
+        return MaxTimesState(
+            tree=mintree.build(jnp.zeros((capacity,), jnp.int32), ~slots),
+            clock=jnp.asarray(capacity, jnp.uint32),
+            times=jnp.zeros((capacity,), jnp.int32),
+            draws=() if prioritized else sumtree.init(capacity),
+        )
 
     def place(state, occupancy, items, batch):
         times = state.clock + jnp.arange(batch, dtype=jnp.uint32)
         tree, slots = mintree.take(state.tree, jnp.ones((batch,), jnp.int32), ~times)
-        state = state.replace(tree=tree, clock=state.clock + jnp.uint32(batch),
-                              times=state.times.at[slots].set(0, mode="promise_in_bounds"))
+        state = state.replace(
+            tree=tree,
+            clock=state.clock + jnp.uint32(batch),
+            times=state.times.at[slots].set(0, mode="promise_in_bounds"),
+        )
         if not isinstance(state.draws, tuple):
-            state = state.replace(draws=sumtree.set(state.draws, slots, jnp.ones((batch,), jnp.float32)))
+            state = state.replace(
+                draws=sumtree.set(state.draws, slots, jnp.ones((batch,), jnp.float32))
+            )
         return _placed(state, occupancy, slots, batch)  # free slots go first: count + batch
 
     def sampled(state, slots, live, new_leaves):
@@ -319,7 +333,9 @@ def max_times_sampled(n: int) -> EvictionPolicy:
         tree = mintree.set_p(state.tree, gone, jnp.zeros(slots.shape, jnp.int32))
         state = state.replace(tree=tree, times=times)
         if not isinstance(state.draws, tuple):
-            state = state.replace(draws=sumtree.set(state.draws, gone, jnp.zeros(slots.shape, jnp.float32)))
+            state = state.replace(
+                draws=sumtree.set(state.draws, gone, jnp.zeros(slots.shape, jnp.float32))
+            )
         stored = mintree.leaf_p(tree, jnp.arange(capacity, dtype=jnp.int32))
         return state, retired, jnp.sum(stored).astype(jnp.int32)
 
@@ -348,21 +364,25 @@ def resolve(eviction) -> EvictionPolicy:
         return fifo()
     if not isinstance(eviction, EvictionPolicy):
         hint = " (call it: reservoir(), not reservoir)" if callable(eviction) else ""
-        raise TypeError(f"eviction must be a memjax.replay.eviction policy such as fifo() or "
-                        f"reservoir(), got {eviction!r}{hint}")
+        raise TypeError(
+            f"eviction must be a memjax.replay.eviction policy such as fifo() or "
+            f"reservoir(), got {eviction!r}{hint}"
+        )
     return eviction
 
 
 def _ascending(u):
     """int32 in the order of uint32 ``u``."""
-    return jax.lax.bitcast_convert_type(jnp.asarray(u, jnp.uint32) ^ jnp.uint32(0x80000000),
-                                        jnp.int32)
+    return jax.lax.bitcast_convert_type(
+        jnp.asarray(u, jnp.uint32) ^ jnp.uint32(0x80000000), jnp.int32
+    )
 
 
 def _priority_key(leaves):
     """int32 in the order of stored priorities (float32 >= 0: their bit patterns)."""
-    return jax.lax.bitcast_convert_type(jnp.maximum(jnp.asarray(leaves, jnp.float32), 0.0),
-                                        jnp.int32)
+    return jax.lax.bitcast_convert_type(
+        jnp.maximum(jnp.asarray(leaves, jnp.float32), 0.0), jnp.int32
+    )
 
 
 def _placed(state, occupancy, slots, batch: int):
@@ -398,8 +418,9 @@ def _reservoir_place(state, occupancy, items, batch):
     span = jnp.where((hi == 0) & (lo < top), lo + 1, top)  # n + 1, saturated
     j = _mul_high(words[:, 0], words[:, 1], span)
     filling = (hi == 0) & (lo < capacity)
-    slots = jnp.where(filling, lo.astype(jnp.int32),
-                      jnp.where(j < capacity, j.astype(jnp.int32), capacity))
+    slots = jnp.where(
+        filling, lo.astype(jnp.int32), jnp.where(j < capacity, j.astype(jnp.int32), capacity)
+    )
     last, bumps = _last_occurrence(slots, capacity)
     slots = jnp.where(last, slots, capacity)
     seen_lo = lo0 + jnp.uint32(batch)  # batch < 2**31

@@ -32,11 +32,14 @@ class RowLayout:
                 f"multiple of num_envs={self.num_envs} "
                 f"(each add writes one row of num_envs steps); try "
                 f"{capacity - capacity % self.num_envs} or "
-                f"{capacity + self.num_envs - capacity % self.num_envs}")
+                f"{capacity + self.num_envs - capacity % self.num_envs}"
+            )
         rows = capacity // self.num_envs
         if rows < 2:
-            raise ValueError(f"{self.kind} layout: capacity {capacity} must hold at least two rows "
-                             f"of num_envs={self.num_envs} steps")
+            raise ValueError(
+                f"{self.kind} layout: capacity {capacity} must hold at least two rows "
+                f"of num_envs={self.num_envs} steps"
+            )
         return rows
 
     def capacity_step(self) -> int:
@@ -60,7 +63,9 @@ def _check_row_settings(kind: str, num_envs, side_capacity, side_fraction, names
     if side_capacity is not None:
         side_capacity = check_positive_int("side_capacity", side_capacity)
         if side_capacity < num_envs:
-            raise ValueError(f"{kind}: side_capacity {side_capacity} must be >= num_envs={num_envs}")
+            raise ValueError(
+                f"{kind}: side_capacity {side_capacity} must be >= num_envs={num_envs}"
+            )
     if not 0 < side_fraction <= 1:
         raise ValueError(f"{kind}: side_fraction must be in (0, 1], got {side_fraction}")
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -83,8 +88,14 @@ class OneCopy(RowLayout):
     kind = "one_copy"
 
 
-def one_copy(num_envs: int, frame_stack: int = 1, side_capacity: int | None = None,
-             side_fraction: float = 1 / 16, obs: str = "obs", next_obs: str = "next_obs") -> OneCopy:
+def one_copy(
+    num_envs: int,
+    frame_stack: int = 1,
+    side_capacity: int | None = None,
+    side_fraction: float = 1 / 16,
+    obs: str = "obs",
+    next_obs: str = "next_obs",
+) -> OneCopy:
     """Store each observation once (plus the final observations of episodes).
 
     For items from ``num_envs`` vectorised environments, added one row per vector step in
@@ -117,7 +128,9 @@ def one_copy(num_envs: int, frame_stack: int = 1, side_capacity: int | None = No
       ValueError: one of them is below 1, ``side_capacity < num_envs``, ``side_fraction``
         is outside (0, 1], or ``obs`` equals ``next_obs``.
     """
-    num_envs = _check_row_settings("one_copy", num_envs, side_capacity, side_fraction, [obs, next_obs])
+    num_envs = _check_row_settings(
+        "one_copy", num_envs, side_capacity, side_fraction, [obs, next_obs]
+    )
     frame_stack = check_positive_int("frame_stack", frame_stack)
     return OneCopy(num_envs, frame_stack, side_capacity, side_fraction, obs, next_obs)
 
@@ -148,9 +161,17 @@ class Sequence(RowLayout):
         return -(-max(2, self.length) * self.num_envs // step) * step
 
 
-def sequence(num_envs: int, length: int, period: int = 1, side_capacity: int | None = None,
-             side_fraction: float = 1 / 16, per_window=(), obs: str = "obs",
-             next_obs: str = "next_obs", first: str = "first") -> Sequence:
+def sequence(
+    num_envs: int,
+    length: int,
+    period: int = 1,
+    side_capacity: int | None = None,
+    side_fraction: float = 1 / 16,
+    per_window=(),
+    obs: str = "obs",
+    next_obs: str = "next_obs",
+    first: str = "first",
+) -> Sequence:
     """Sample windows of ``length`` consecutive steps of one environment (recurrent agents).
 
     Steps are stored once each, in the one-copy layout's rows (``obs`` once per step,
@@ -191,9 +212,11 @@ def sequence(num_envs: int, length: int, period: int = 1, side_capacity: int | N
     if isinstance(per_window, str) or not all(isinstance(n, str) for n in per_window):
         raise TypeError(f"sequence: per_window must be a tuple of field names, got {per_window!r}")
     per_window = tuple(per_window)
-    num_envs = _check_row_settings("sequence", num_envs, side_capacity, side_fraction,
-                                   [obs, next_obs, first, *per_window])
+    num_envs = _check_row_settings(
+        "sequence", num_envs, side_capacity, side_fraction, [obs, next_obs, first, *per_window]
+    )
     length = check_positive_int("length", length)
     period = check_positive_int("period", period)
-    return Sequence(num_envs, length, period, side_capacity, side_fraction, per_window, obs,
-                    next_obs, first)
+    return Sequence(
+        num_envs, length, period, side_capacity, side_fraction, per_window, obs, next_obs, first
+    )

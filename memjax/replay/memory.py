@@ -96,7 +96,9 @@ class MemoryReport(NamedTuple):
         return {
             "capacity": self.capacity,
             "copies": self.copies,
-            "fields": {f.name: {**f._asdict(), "raw_bytes_per_item": f.raw_bytes} for f in self.fields},
+            "fields": {
+                f.name: {**f._asdict(), "raw_bytes_per_item": f.raw_bytes} for f in self.fields
+            },
             "overhead_bytes": self.overhead_bytes,
             "total_bytes": self.total_bytes,
             "bytes_per_item": self.bytes_per_item,
@@ -108,13 +110,36 @@ class MemoryReport(NamedTuple):
         n = self.capacity * self.copies
         rows = [("field", "stored as", "raw B/item", "stored B/item", "ratio", "total")]
         for f in self.fields:
-            rows.append((f.name, f"{f.dtype}{list(f.shape)}", _num(f.raw_bytes), _num(f.bytes_per_item),
-                         f"{f.compression:.1f}x", _human(f.total_bytes)))
-        rows.append(("(overhead)", "", "", _num(self.overhead_bytes / n), "", _human(self.overhead_bytes)))
-        rows.append(("total", "", _num(self.raw_bytes_per_item), _num(self.bytes_per_item),
-                     f"{self.compression_ratio:.1f}x", _human(self.total_bytes)))
+            rows.append(
+                (
+                    f.name,
+                    f"{f.dtype}{list(f.shape)}",
+                    _num(f.raw_bytes),
+                    _num(f.bytes_per_item),
+                    f"{f.compression:.1f}x",
+                    _human(f.total_bytes),
+                )
+            )
+        rows.append(
+            ("(overhead)", "", "", _num(self.overhead_bytes / n), "", _human(self.overhead_bytes))
+        )
+        rows.append(
+            (
+                "total",
+                "",
+                _num(self.raw_bytes_per_item),
+                _num(self.bytes_per_item),
+                f"{self.compression_ratio:.1f}x",
+                _human(self.total_bytes),
+            )
+        )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+        lines = [
+            "  ".join(
+                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+            )
+            for r in rows
+        ]
         copies = f" x {self.copies} copies" if self.copies > 1 else ""
         return f"replay memory: capacity {self.capacity:,}{copies}\n" + "\n".join(lines)
 
@@ -146,7 +171,11 @@ def memory_report(state, capacity: int, raw_spec=None) -> MemoryReport:
     """
     seed_axes = state.cursor.shape[:-1]  # cursor is int32 [..., 3]; works on ShapeDtypeStructs
     copies = math.prod(seed_axes)
-    raw = [None] * len(jax.tree.leaves(state.items)) if raw_spec is None else jax.tree.leaves(raw_spec)
+    raw = (
+        [None] * len(jax.tree.leaves(state.items))
+        if raw_spec is None
+        else jax.tree.leaves(raw_spec)
+    )
     fields = [
         field_memory(path_name(path), leaf, len(seed_axes), capacity, raw_leaf)
         for (path, leaf), raw_leaf in zip(jax.tree_util.tree_leaves_with_path(state.items), raw)
@@ -154,7 +183,9 @@ def memory_report(state, capacity: int, raw_spec=None) -> MemoryReport:
     return report_from_fields(state, capacity, copies, fields)
 
 
-def field_memory(name: str, leaf, batch_dims: int, capacity: int, raw=None, extra_bytes: int = 0) -> FieldMemory:
+def field_memory(
+    name: str, leaf, batch_dims: int, capacity: int, raw=None, extra_bytes: int = 0
+) -> FieldMemory:
     """FieldMemory of one stored array ``leaf`` [*seeds, capacity, ...] (+ ``extra_bytes`` of
     side storage for the same field); ``raw``: per-item ShapeDtypeStruct as given to add."""
     copies = math.prod(leaf.shape[:batch_dims])
@@ -164,8 +195,16 @@ def field_memory(name: str, leaf, batch_dims: int, capacity: int, raw=None, extr
     stored_shape = tuple(leaf.shape[batch_dims + 1 :])
     if raw is None:
         return FieldMemory(name, stored_shape, str(np.dtype(leaf.dtype)), per_item, total)
-    return FieldMemory(name, stored_shape, str(np.dtype(leaf.dtype)), per_item, total,
-                       tuple(raw.shape), str(np.dtype(raw.dtype)), nbytes(raw))
+    return FieldMemory(
+        name,
+        stored_shape,
+        str(np.dtype(leaf.dtype)),
+        per_item,
+        total,
+        tuple(raw.shape),
+        str(np.dtype(raw.dtype)),
+        nbytes(raw),
+    )
 
 
 def report_from_fields(state, capacity: int, copies: int, fields) -> MemoryReport:

@@ -93,7 +93,7 @@ class MinTree:
 
 
 _FLIP = np.uint32(0x80000000)
-_LOW = np.int32(-2**31)
+_LOW = np.int32(-(2**31))
 
 
 def _from_q(q):
@@ -166,18 +166,21 @@ def _refresh_keys(capacity: int):
 
     @vmap_as_leading_axis
     def run(keys):
-        level = keys[..., 3 * offsets[top]: 3 * (offsets[top] + widths[top])]
+        level = keys[..., 3 * offsets[top] : 3 * (offsets[top] + widths[top])]
         parts = []
         for d in range(top - 1, -1, -1):  # as in build: real nodes, then padding
             best = _min_of_rows(level.reshape(*level.shape[:-1], -1, 3 * K))  # [..., n, 3]
-            pad = jnp.broadcast_to(jnp.asarray([BIG, _LOW, capacity - 1], jnp.int32),
-                                   (*best.shape[:-2], widths[d] - best.shape[-2], 3))
+            pad = jnp.broadcast_to(
+                jnp.asarray([BIG, _LOW, capacity - 1], jnp.int32),
+                (*best.shape[:-2], widths[d] - best.shape[-2], 3),
+            )
             level = jnp.concatenate([best, pad], axis=-2).reshape(*best.shape[:-2], 3 * widths[d])
             parts.append(level)
         # levels 0 .. top-1 are the start of ``keys``: one write, of values computed before it
         # (fused into the write, the reads of level ``top`` would make XLA copy the keys)
-        head = materialise(jnp.concatenate(parts[::-1], axis=-1),
-                           (keys.reshape(-1)[2] >= 0).astype(jnp.int32))
+        head = materialise(
+            jnp.concatenate(parts[::-1], axis=-1), (keys.reshape(-1)[2] >= 0).astype(jnp.int32)
+        )
         return jax.lax.dynamic_update_slice_in_dim(keys, head, 0, axis=keys.ndim - 1)
 
     return run
@@ -213,9 +216,12 @@ def set_p(tree: MinTree, slots, values) -> MinTree:
     slots = jnp.asarray(slots, jnp.int32)
     values = jnp.asarray(values, jnp.int32)
     keys = jax.lax.platform_dependent(
-        tree.keys, slots, values,
+        tree.keys,
+        slots,
+        values,
         cpu=_set_loop(tree.capacity),
-        default=functools.partial(_set_vectorised, tree.capacity))
+        default=functools.partial(_set_vectorised, tree.capacity),
+    )
     return tree.replace(keys=keys)
 
 
@@ -281,7 +287,9 @@ def _set_vectorised(capacity, keys, slots, values):
     last = jnp.concatenate([slots[1:] != slots[:-1], jnp.array([True])])
     write = last & (slots >= 0) & (slots < capacity)
     node = jnp.clip(slots, 0, capacity - 1)
-    keys = keys.at[jnp.where(write, 3 * (offsets[-1] + node), keys.shape[0])].set(values, mode="drop")
+    keys = keys.at[jnp.where(write, 3 * (offsets[-1] + node), keys.shape[0])].set(
+        values, mode="drop"
+    )
     nodes = keys.reshape(-1, 3)
     for level in range(len(offsets) - 1, top_level(capacity), -1):
         node = node // K

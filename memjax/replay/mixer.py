@@ -154,24 +154,31 @@ def mixer(buffers, proportions, sample_batch_size=None, weights: str = "mixture"
         raise ValueError("mixer: give at least one buffer")
     for k, b in enumerate(buffers):
         if not isinstance(b, ReplayBuffer):
-            raise TypeError(f"mixer: buffers[{k}] must be a memjax.replay.ReplayBuffer, got "
-                            f"{type(b).__name__}")
+            raise TypeError(
+                f"mixer: buffers[{k}] must be a memjax.replay.ReplayBuffer, got {type(b).__name__}"
+            )
     proportions = tuple(proportions)
     if len(proportions) != len(buffers):
         raise ValueError(f"mixer: {len(proportions)} proportions for {len(buffers)} buffers")
     for k, p in enumerate(proportions):
-        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(p) or p < 0:
-            raise ValueError(f"mixer: proportions must be finite numbers >= 0, got {p!r} "
-                             f"for buffer {k}")
+        if (
+            isinstance(p, bool)
+            or not isinstance(p, (int, float, np.integer, np.floating))
+            or not math.isfinite(p)
+            or p < 0
+        ):
+            raise ValueError(
+                f"mixer: proportions must be finite numbers >= 0, got {p!r} for buffer {k}"
+            )
     if sum(proportions) <= 0:
         raise ValueError("mixer: the proportions are all 0")
     if weights not in WEIGHTINGS:
         raise ValueError(f"mixer: weights must be one of {WEIGHTINGS}, got {weights!r}")
     if sample_batch_size is not None:
         sample_batch_size = check_positive_int("sample_batch_size", sample_batch_size)
-    normalised = tuple(float(Fraction(p) / sum(Fraction(x) for x in proportions))
-                       for p in proportions)
+    normalised = tuple(
+        float(Fraction(p) / sum(Fraction(x) for x in proportions)) for p in proportions
+    )
 
     @functools.cache
     def counts(batch_size: int) -> tuple:
@@ -180,8 +187,9 @@ def mixer(buffers, proportions, sample_batch_size=None, weights: str = "mixture"
     def resolve(batch_size, what):
         if batch_size is None:
             if sample_batch_size is None:
-                raise TypeError(f"mixer.{what}: give batch_size, or build the mixer with "
-                                f"sample_batch_size=N")
+                raise TypeError(
+                    f"mixer.{what}: give batch_size, or build the mixer with sample_batch_size=N"
+                )
             return sample_batch_size
         return check_positive_int("batch_size", batch_size)
 
@@ -190,7 +198,7 @@ def mixer(buffers, proportions, sample_batch_size=None, weights: str = "mixture"
 
     def add(states, k: int, items):
         states = tuple(states)
-        return states[:k] + (buffers[k].add(states[k], items),) + states[k + 1:]
+        return states[:k] + (buffers[k].add(states[k], items),) + states[k + 1 :]
 
     def sample(states, key, batch_size=None, beta=0.4) -> MixedSample:
         batch_size = resolve(batch_size, "sample")
@@ -204,8 +212,9 @@ def mixer(buffers, proportions, sample_batch_size=None, weights: str = "mixture"
         sizes = [size(states[k]).astype(jnp.float32) for k in used]
         prob = jnp.concatenate([q * d.probabilities for q, d in zip(share, draws)])
         if weights == "mixture":
-            scale = jnp.concatenate([jnp.full((n[k],), s) * d.probabilities
-                                     for k, s, d in zip(used, sizes, draws)])
+            scale = jnp.concatenate(
+                [jnp.full((n[k],), s) * d.probabilities for k, s, d in zip(used, sizes, draws)]
+            )
         else:
             everything = sum(size(s).astype(jnp.float32) for s in states)
             scale = everything * prob
@@ -225,8 +234,8 @@ def mixer(buffers, proportions, sample_batch_size=None, weights: str = "mixture"
         out, start = list(states), 0
         for k, nk in enumerate(n):
             if nk:
-                part = None if priorities is None else priorities[start:start + nk]
-                out[k] = buffers[k].update(states[k], indices[start:start + nk], part)
+                part = None if priorities is None else priorities[start : start + nk]
+                out[k] = buffers[k].update(states[k], indices[start : start + nk], part)
             start += nk
         return tuple(out)
 
@@ -257,10 +266,14 @@ def as_buffer(mix: Mixer, add_to: int) -> ReplayBuffer:
     Raises:
       ValueError: ``add_to`` is not the index of one of the mixer's buffers.
     """
-    if isinstance(add_to, bool) or not isinstance(add_to, (int, np.integer)) \
-            or not 0 <= add_to < len(mix.buffers):
-        raise ValueError(f"as_buffer: add_to must be a buffer index in [0, "
-                         f"{len(mix.buffers)}), got {add_to!r}")
+    if (
+        isinstance(add_to, bool)
+        or not isinstance(add_to, (int, np.integer))
+        or not 0 <= add_to < len(mix.buffers)
+    ):
+        raise ValueError(
+            f"as_buffer: add_to must be a buffer index in [0, {len(mix.buffers)}), got {add_to!r}"
+        )
     add_to = int(add_to)
     return ReplayBuffer(
         init=mix.init,
@@ -278,8 +291,10 @@ def _check_structures(items, used) -> None:
     for k, it in zip(used[1:], items[1:]):
         spec = jax.tree.map(lambda x: (x.shape[1:], x.dtype), it)
         if jax.tree.structure(it) != jax.tree.structure(items[0]) or spec != first:
-            raise TypeError(f"mixer: buffer {k} stores items {spec}, buffer {used[0]} stores "
-                            f"{first}; the buffers of a mixer must store the same items")
+            raise TypeError(
+                f"mixer: buffer {k} stores items {spec}, buffer {used[0]} stores "
+                f"{first}; the buffers of a mixer must store the same items"
+            )
 
 
 __all__ = ["Mixer", "MixedSample", "mixer", "largest_remainder", "as_buffer"]

@@ -54,7 +54,7 @@ class PrioritizedOneCopyState(OneCopyState):
 def _frames(x, k: int):
     """[..., k*C] -> list of k frames [..., C], oldest first."""
     c = x.shape[-1] // k
-    return [x[..., j * c:(j + 1) * c] for j in range(k)]
+    return [x[..., j * c : (j + 1) * c] for j in range(k)]
 
 
 class OneCopyStore(RowRingStore):
@@ -80,8 +80,10 @@ class OneCopyStore(RowRingStore):
     def fields(self, example) -> dict:
         obs = self.obs_spec(example)
         if self.k > 1 and (len(obs.shape) == 0 or obs.shape[-1] % self.k):
-            raise ValueError(f"one_copy layout: frame_stack={self.k} needs '{self.layout.obs}' with a "
-                             f"last axis divisible by {self.k}, got shape {obs.shape}")
+            raise ValueError(
+                f"one_copy layout: frame_stack={self.k} needs '{self.layout.obs}' with a "
+                f"last axis divisible by {self.k}, got shape {obs.shape}"
+            )
         frame = jax.eval_shape(self.newest_frame, obs)
         per_step = {name: v for name, v in example.items() if name != self.layout.next_obs}
         per_step[self.layout.obs] = frame
@@ -107,7 +109,8 @@ class OneCopyStore(RowRingStore):
                 "frame-stack convention (next_obs must be obs "
                 "shifted by one frame plus the new frame, "
                 "and an episode's first stack must repeat its first "
-                "frame; see memjax.envs.FrameStack)")
+                "frame; see memjax.envs.FrameStack)"
+            )
         return first, bad
 
     def write(self, state, items, batch: int):
@@ -119,7 +122,9 @@ class OneCopyStore(RowRingStore):
         new = self.write_row(state, per_step, obs, nxt, first, jnp.sum(bad, dtype=jnp.int32))
         # sum-tree leaves: the oldest row that stopped being sampleable to 0, then the new row
         oldest, dropped = self.dropped(state, new)
-        slots = jnp.concatenate([jnp.where(dropped > 0, self.row_slots(oldest), -1), self.row_slots(state.rows)])
+        slots = jnp.concatenate(
+            [jnp.where(dropped > 0, self.row_slots(oldest), -1), self.row_slots(state.rows)]
+        )
         return new, slots, jnp.arange(2 * self.E) >= self.E
 
     # -- sample ----------------------------------------------------------------------------
@@ -142,9 +147,13 @@ class OneCopyStore(RowRingStore):
         following = jax.tree.map(lambda b: b[self.index(jnp.mod(phys + 1, self.A), env)], obs_store)
         src = self.next_sources(state, phys, env, state.flags[self.index(phys, env)])
         next_stored = self.next_stored(state, src, following)
-        frames = [jax.tree.map(lambda b: b[self.index(p, env)], obs_store)
-                  for p in self._history(state, phys, env)]
-        decoded = self.decode_obs(state, jax.tree.map(lambda *x: jnp.stack(x), *frames, next_stored), 2)
+        frames = [
+            jax.tree.map(lambda b: b[self.index(p, env)], obs_store)
+            for p in self._history(state, phys, env)
+        ]
+        decoded = self.decode_obs(
+            state, jax.tree.map(lambda *x: jnp.stack(x), *frames, next_stored), 2
+        )
         nxt = self.with_pending(state, src, env, decoded[k])
         cat = (lambda fs: jnp.concatenate(fs, axis=-1)) if k > 1 else (lambda fs: fs[0])
         out = dict(self.gather_fields(state, self.index(phys, env), skip=(lay.obs,)))

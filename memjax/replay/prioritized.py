@@ -83,8 +83,13 @@ def prioritized(
     def stored(raw):
         return jnp.maximum(raw, min_priority) ** alpha
 
-    store = make_policy_store(capacity, encoding.check_codecs(codecs), layout, eviction,
-                              new_leaf=lambda state: stored(state.max_priority))
+    store = make_policy_store(
+        capacity,
+        encoding.check_codecs(codecs),
+        layout,
+        eviction,
+        new_leaf=lambda state: stored(state.max_priority),
+    )
     records_sampling = getattr(store, "records_sampling", False)
     default_batch = check_sample_batch_size(sample_batch_size, capacity)
 
@@ -123,8 +128,10 @@ def prioritized(
         """Set raw priorities (float [n], >= 0) of the items named by ids ``indices``
         (int32 [n])."""
         if priorities is None:
-            raise TypeError("update: a prioritized buffer needs priorities (float [n], e.g. |TD error|), "
-                            "got None; for an agent without priorities use memjax.replay.uniform")
+            raise TypeError(
+                "update: a prioritized buffer needs priorities (float [n], e.g. |TD error|), "
+                "got None; for an agent without priorities use memjax.replay.uniform"
+            )
         indices = jnp.asarray(indices, jnp.int32)
         priorities = jnp.asarray(priorities, jnp.float32)
         if indices.shape != priorities.shape or indices.ndim != 1:
@@ -137,12 +144,15 @@ def prioritized(
         raw = jnp.maximum(priorities, 0.0)
         if records_sampling:  # the policy learns what was sampled; items may leave now
             value = stored(raw)
-            value = jnp.where(jnp.isfinite(value) & (value > 0), value, 0.0)  # as the tree stores it
+            value = jnp.where(
+                jnp.isfinite(value) & (value > 0), value, 0.0
+            )  # as the tree stores it
             new_leaves = jnp.where(live & jnp.isfinite(priorities), value, -1.0)
             state, retired = store.sampled(state, slots, live, new_leaves)
             live = live & jnp.isfinite(priorities)
-            tree = sumtree.set(state.tree, jnp.where(live | retired, slots, -1),
-                               jnp.where(retired, 0.0, value))
+            tree = sumtree.set(
+                state.tree, jnp.where(live | retired, slots, -1), jnp.where(retired, 0.0, value)
+            )
         else:
             live = live & jnp.isfinite(priorities)
             tree = sumtree.set(state.tree, jnp.where(live, slots, -1), stored(raw))

@@ -117,14 +117,22 @@ class RateLimiter(NamedTuple):
 
 
 def _fraction(name: str, value) -> Fraction:
-    if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)) \
-            or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, Fraction))
+        or not math.isfinite(value)
+    ):
         raise TypeError(f"sample_to_insert_ratio: {name} must be a finite number, got {value!r}")
     return Fraction(value).limit_denominator(10**6)
 
 
-def sample_to_insert_ratio(samples_per_insert: float, min_size_to_sample: int, error_buffer,
-                           insert_size: int = 1, sample_size: int = 1) -> RateLimiter:
+def sample_to_insert_ratio(
+    samples_per_insert: float,
+    min_size_to_sample: int,
+    error_buffer,
+    insert_size: int = 1,
+    sample_size: int = 1,
+) -> RateLimiter:
     """Reverb's ``SampleToInsertRatio`` rate limiter as pure functions (module docstring).
 
     Args:
@@ -148,31 +156,40 @@ def sample_to_insert_ratio(samples_per_insert: float, min_size_to_sample: int, e
     """
     spi = _fraction("samples_per_insert", samples_per_insert)
     if spi <= 0:
-        raise ValueError(f"sample_to_insert_ratio: samples_per_insert must be > 0, got "
-                         f"{samples_per_insert}")
+        raise ValueError(
+            f"sample_to_insert_ratio: samples_per_insert must be > 0, got {samples_per_insert}"
+        )
     min_size = check_positive_int("min_size_to_sample", min_size_to_sample)
     insert_size = check_positive_int("insert_size", insert_size)
     sample_size = check_positive_int("sample_size", sample_size)
     offset = spi * min_size
     if isinstance(error_buffer, (tuple, list)):
         if len(error_buffer) != 2:
-            raise ValueError(f"sample_to_insert_ratio: error_buffer must be a number or a pair "
-                             f"(min_diff, max_diff), got {error_buffer!r}")
+            raise ValueError(
+                f"sample_to_insert_ratio: error_buffer must be a number or a pair "
+                f"(min_diff, max_diff), got {error_buffer!r}"
+            )
         lo, hi = (_fraction("error_buffer", x) for x in error_buffer)
     else:
         e = _fraction("error_buffer", error_buffer)
         if e < 0:
-            raise ValueError(f"sample_to_insert_ratio: error_buffer must be >= 0, got {error_buffer}")
+            raise ValueError(
+                f"sample_to_insert_ratio: error_buffer must be >= 0, got {error_buffer}"
+            )
         lo, hi = offset - e, offset + e
     _check_deadlock(spi, min_size, lo, hi, insert_size, sample_size)
 
     den = math.lcm(spi.denominator, lo.denominator, hi.denominator)
     S, LO, HI = int(spi * den), int(lo * den), int(hi * den)
-    reach = max(abs(LO), abs(HI), (min_size + insert_size) * S) + insert_size * S + sample_size * den
+    reach = (
+        max(abs(LO), abs(HI), (min_size + insert_size) * S) + insert_size * S + sample_size * den
+    )
     if reach >= _LIMIT:
-        raise ValueError(f"sample_to_insert_ratio: samples_per_insert={float(spi)} and the "
-                         f"error buffer ({float(lo)}, {float(hi)}) need a common denominator "
-                         f"{den}, too fine for exact int32 counting; round them to fewer digits")
+        raise ValueError(
+            f"sample_to_insert_ratio: samples_per_insert={float(spi)} and the "
+            f"error buffer ({float(lo)}, {float(hi)}) need a common denominator "
+            f"{den}, too fine for exact int32 counting; round them to fewer digits"
+        )
 
     def init():
         zero = jnp.zeros((), jnp.int32)
@@ -209,13 +226,31 @@ def sample_to_insert_ratio(samples_per_insert: float, min_size_to_sample: int, e
         room = jnp.floor_divide(HI - state.diff, S)
         return jnp.maximum(jnp.maximum(free, room), 0).astype(jnp.int32)
 
-    return RateLimiter(float(spi), min_size, float(lo), float(hi), den, init, can_insert,
-                       can_sample, record_insert, record_sample, record_delete, samples_allowed,
-                       inserts_allowed)
+    return RateLimiter(
+        float(spi),
+        min_size,
+        float(lo),
+        float(hi),
+        den,
+        init,
+        can_insert,
+        can_sample,
+        record_insert,
+        record_sample,
+        record_delete,
+        samples_allowed,
+        inserts_allowed,
+    )
 
 
-def steady_schedule(limiter: RateLimiter, insert_size: int, sample_size: int, inserts: int,
-                    samples: int = 0, max_period: int = 10_000):
+def steady_schedule(
+    limiter: RateLimiter,
+    insert_size: int,
+    sample_size: int,
+    inserts: int,
+    samples: int = 0,
+    max_period: int = 10_000,
+):
     """How a caller that inserts ``insert_size`` items at a time and then samples batches of
     ``sample_size`` while the limiter allows (greedily) proceeds, in exact integers.
 
@@ -246,8 +281,10 @@ def steady_schedule(limiter: RateLimiter, insert_size: int, sample_size: int, in
     insert_size = check_positive_int("insert_size", insert_size)
     sample_size = check_positive_int("sample_size", sample_size)
     if inserts < limiter.min_size_to_sample:
-        raise ValueError(f"steady_schedule: {inserts} items inserted, below min_size_to_sample "
-                         f"{limiter.min_size_to_sample}: sampling has not started")
+        raise ValueError(
+            f"steady_schedule: {inserts} items inserted, below min_size_to_sample "
+            f"{limiter.min_size_to_sample}: sampling has not started"
+        )
     den = limiter.denominator
     spi = Fraction(limiter.samples_per_insert).limit_denominator(10**6)
     step, batch = int(spi * den) * insert_size, sample_size * den
@@ -257,15 +294,19 @@ def steady_schedule(limiter: RateLimiter, insert_size: int, sample_size: int, in
     diff -= backlog * batch
     period = batch // math.gcd(step, batch)
     if period > max_period:
-        raise ValueError(f"steady_schedule: samples_per_insert={limiter.samples_per_insert} with "
-                         f"{insert_size} items per insert and batches of {sample_size} repeats "
-                         f"only every {period} inserts (at most {max_period}); round "
-                         f"samples_per_insert to a simpler fraction of {sample_size}/{insert_size}")
+        raise ValueError(
+            f"steady_schedule: samples_per_insert={limiter.samples_per_insert} with "
+            f"{insert_size} items per insert and batches of {sample_size} repeats "
+            f"only every {period} inserts (at most {max_period}); round "
+            f"samples_per_insert to a simpler fraction of {sample_size}/{insert_size}"
+        )
     pattern = []
     for _ in range(period):
         if diff + step > hi:
-            raise ValueError("steady_schedule: the limiter refuses an insert after sampling all "
-                             "it allows; widen the error buffer")
+            raise ValueError(
+                "steady_schedule: the limiter refuses an insert after sampling all "
+                "it allows; widen the error buffer"
+            )
         diff += step
         n = (diff - lo) // batch
         diff -= n * batch
@@ -281,25 +322,30 @@ def _check_deadlock(spi, min_size, lo, hi, insert_size, sample_size) -> None:
     need_hi = (min_size + insert_size - 1) * spi
     offset = spi * min_size
     smallest = max(need_width / 2, need_hi - offset)
-    hint = (f"; e.g. error_buffer={float(smallest):g} (around samples_per_insert * "
-            f"min_size_to_sample = {float(offset):g})")
+    hint = (
+        f"; e.g. error_buffer={float(smallest):g} (around samples_per_insert * "
+        f"min_size_to_sample = {float(offset):g})"
+    )
     if width < need_width:
         raise ValueError(
             f"sample_to_insert_ratio: the error buffer ({float(lo):g}, {float(hi):g}) is "
             f"{float(width):g} wide; it must be at least {float(need_width):g} = max(2 * "
             f"max(1, samples_per_insert), insert_size * samples_per_insert + sample_size) "
             f"(insert_size={insert_size}, sample_size={sample_size}), else inserts and samples "
-            f"can both be blocked (deadlock){hint}")
+            f"can both be blocked (deadlock){hint}"
+        )
     if lo > offset:
         raise ValueError(
             f"sample_to_insert_ratio: min_diff {float(lo):g} is above samples_per_insert * "
-            f"min_size_to_sample = {float(offset):g}: sampling could never start (deadlock){hint}")
+            f"min_size_to_sample = {float(offset):g}: sampling could never start (deadlock){hint}"
+        )
     if hi < need_hi:
         raise ValueError(
             f"sample_to_insert_ratio: max_diff {float(hi):g} is below (min_size_to_sample + "
             f"insert_size - 1) * samples_per_insert = {float(need_hi):g}: the insert that "
             f"reaches min_size_to_sample would be refused before any sample is allowed "
-            f"(deadlock without a concurrent sampler){hint}")
+            f"(deadlock without a concurrent sampler){hint}"
+        )
 
 
 __all__ = ["RateLimiter", "RateLimiterState", "sample_to_insert_ratio", "steady_schedule"]

@@ -61,7 +61,9 @@ def init_fields(example, capacity: int) -> dict:
 def empty_items(example, capacity: int):
     """Zeroed storage [capacity, ...] for each leaf of ONE example item."""
     return jax.tree.map(
-        lambda x: jnp.zeros((capacity, *jnp.shape(x)), x.dtype if hasattr(x, "dtype") else jnp.asarray(x).dtype),
+        lambda x: jnp.zeros(
+            (capacity, *jnp.shape(x)), x.dtype if hasattr(x, "dtype") else jnp.asarray(x).dtype
+        ),
         example,
     )
 

@@ -148,11 +148,15 @@ class RowRingStore:
         self.M = (ring.INT32_MAX // (self.A * self.E)) * self.A  # row numbers in ids are mod M
         self.T = (ring.INT32_MAX // self.M) * self.M  # rows are kept mod T
         if self.A + -(-2 * self.K // self.E) + 1 >= self.T:
-            raise ValueError(f"{layout.kind}: {self.A} rows and {self.K} side entries are too many for "
-                             f"int32 row numbers (rows + 2 * side entries / num_envs must be below {self.T})")
+            raise ValueError(
+                f"{layout.kind}: {self.A} rows and {self.K} side entries are too many for "
+                f"int32 row numbers (rows + 2 * side entries / num_envs must be below {self.T})"
+            )
         if layout.next_obs in codecs:
-            raise ValueError(f"{layout.kind}: '{layout.next_obs}' is not stored separately (it is the "
-                             f"next row's '{layout.obs}'); give the codec for '{layout.obs}' only")
+            raise ValueError(
+                f"{layout.kind}: '{layout.next_obs}' is not stored separately (it is the "
+                f"next row's '{layout.obs}'); give the codec for '{layout.obs}' only"
+            )
         self.codecs = codecs
         self.obs_codec = codecs.get(layout.obs)
 
@@ -179,13 +183,17 @@ class RowRingStore:
         with ``obs`` and ``next_obs`` of equal shape and dtype."""
         lay = self.layout
         if not isinstance(example, dict) or lay.obs not in example or lay.next_obs not in example:
-            raise TypeError(f"{lay.kind} layout: items must be a dict with fields '{lay.obs}' and "
-                            f"'{lay.next_obs}', got {type(example).__name__}"
-                            + (f" with fields {sorted(example)}" if isinstance(example, dict) else ""))
+            raise TypeError(
+                f"{lay.kind} layout: items must be a dict with fields '{lay.obs}' and "
+                f"'{lay.next_obs}', got {type(example).__name__}"
+                + (f" with fields {sorted(example)}" if isinstance(example, dict) else "")
+            )
         o, n = (encoding.spec_of(example[k]) for k in (lay.obs, lay.next_obs))
         if o != n:
-            raise ValueError(f"{lay.kind} layout: '{lay.obs}' {o.shape} {o.dtype} and "
-                             f"'{lay.next_obs}' {n.shape} {n.dtype} must match")
+            raise ValueError(
+                f"{lay.kind} layout: '{lay.obs}' {o.shape} {o.dtype} and "
+                f"'{lay.next_obs}' {n.shape} {n.dtype} must match"
+            )
         return o
 
     def ring_fields(self, per_step: dict, obs: jax.ShapeDtypeStruct) -> dict:
@@ -210,7 +218,9 @@ class RowRingStore:
         """Per-item ShapeDtypeStructs of the per-step fields and obs/next_obs as given to
         ``add`` (state may be vmapped)."""
         seeds = state.cursor.ndim - 1
-        items, codecs, pending = encoding.strip_axes((state.items, state.codecs, state.pending), seeds)
+        items, codecs, pending = encoding.strip_axes(
+            (state.items, state.codecs, state.pending), seeds
+        )
         spec = dict(encoding.raw_spec(self.codecs, items, codecs))
         obs = jax.ShapeDtypeStruct(pending.shape[1:], pending.dtype)
         spec[self.layout.obs] = spec[self.layout.next_obs] = obs
@@ -219,8 +229,10 @@ class RowRingStore:
     def check_items(self, state, items):
         items, batch = check_batch_like(self.raw_spec(state), items, "add")
         if batch != self.E:
-            raise ValueError(f"add: the {self.layout.kind} layout takes one row of num_envs={self.E} "
-                             f"items per add, got a batch of {batch}")
+            raise ValueError(
+                f"add: the {self.layout.kind} layout takes one row of num_envs={self.E} "
+                f"items per add, got a batch of {batch}"
+            )
         return items, batch
 
     # -- write -----------------------------------------------------------------------------
@@ -236,18 +248,36 @@ class RowRingStore:
         at = self.index(jnp.mod(rows, self.A), env)
         prev = self.index(jnp.mod(rows - 1, self.A), env)
         side_flags = state.flags[prev] | jnp.uint8(SIDE) | (rank << RANK_SHIFT).astype(jnp.uint8)
-        flags = state.flags.at[jnp.concatenate([at, jnp.where(differ, prev, state.flags.shape[0])])].set(
-            jnp.concatenate([jnp.where(first, FIRST, 0).astype(jnp.uint8), side_flags]), mode="drop")
+        flags = state.flags.at[
+            jnp.concatenate([at, jnp.where(differ, prev, state.flags.shape[0])])
+        ].set(
+            jnp.concatenate([jnp.where(first, FIRST, 0).astype(jnp.uint8), side_flags]), mode="drop"
+        )
         items = jax.tree.map(
             lambda buf, x: buf.at[at].set(x, unique_indices=True, mode="promise_in_bounds"),
-            state.items, stored)
+            state.items,
+            stored,
+        )
         rows = jnp.mod(rows + 1, self.T)
         count = self.count_of(rows, rows - live_rows)
         n = jnp.sum(differ, dtype=jnp.int32)
-        cursor = jnp.stack([rows, live_rows, jnp.mod(side_pos + n, self.K), state.cursor[3] + errors,
-                            count, jnp.mod(state.cursor[5] + self.E - n, self.K)])
-        return state.replace(items=items, flags=flags, pending=next_obs, codecs=codec_states,
-                             cursor=cursor.astype(jnp.int32))
+        cursor = jnp.stack(
+            [
+                rows,
+                live_rows,
+                jnp.mod(side_pos + n, self.K),
+                state.cursor[3] + errors,
+                count,
+                jnp.mod(state.cursor[5] + self.E - n, self.K),
+            ]
+        )
+        return state.replace(
+            items=items,
+            flags=flags,
+            pending=next_obs,
+            codecs=codec_states,
+            cursor=cursor.astype(jnp.int32),
+        )
 
     def _push_side(self, state, differ):
         """Move the pending frames of the previous row where ``differ`` (bool [E]) to the side
@@ -258,7 +288,8 @@ class RowRingStore:
         codec_states = dict(state.codecs)
         if self.obs_codec is not None:
             frames, codec_states[self.layout.obs] = _encode_rows(
-                self.obs_codec, frames, codec_states[self.layout.obs], differ)
+                self.obs_codec, frames, codec_states[self.layout.obs], differ
+            )
         env = jnp.arange(self.E, dtype=jnp.int32)
         before = jnp.cumsum(differ, dtype=jnp.int32) - differ  # entries of lower envs in the row
         n = jnp.sum(differ, dtype=jnp.int32)
@@ -267,8 +298,10 @@ class RowRingStore:
         read = state.side_ids[pos]
         age = lambda tag: jnp.mod(rows - 1 - tag, self.T)  # noqa: E731  rows since the tag's row
         evicted = jnp.max(jnp.where(differ & (before == n - 1), read, -1))  # the newest; -1: none
-        live_rows = jnp.minimum(jnp.minimum(state.live_rows + 1, self.R),
-                                jnp.where(evicted >= 0, age(evicted) + 1, self.R))
+        live_rows = jnp.minimum(
+            jnp.minimum(state.live_rows + 1, self.R),
+            jnp.where(evicted >= 0, age(evicted) + 1, self.R),
+        )
         gone = (read >= 0) & (age(read) >= self.A) & (jnp.mod(pos - side_pos, self.K) >= n)
         target = jnp.where(differ, pos, self.K)  # K: dropped
         # Tags are >= -1, so this is the new tags (-1 where a checked one is cleared); it makes
@@ -277,11 +310,18 @@ class RowRingStore:
         tags = jnp.where(read < -1, read, jnp.where(differ, jnp.mod(rows - 1, self.T), -1))
         group_first = before[::GROUP]  # entries before each group of 64 envs
         group_start = jnp.mod(side_pos + group_first, self.K)
-        return state.replace(
-            side=jax.tree.map(lambda buf, x: buf.at[target].set(x, mode="drop"), state.side, frames),
-            side_ids=state.side_ids.at[jnp.where(gone, pos, target)].set(tags, mode="drop"),
-            side_start=state.side_start.at[jnp.mod(rows - 1, self.A)].set(group_start),
-            codecs=codec_states), before - group_first[env // GROUP], live_rows
+        return (
+            state.replace(
+                side=jax.tree.map(
+                    lambda buf, x: buf.at[target].set(x, mode="drop"), state.side, frames
+                ),
+                side_ids=state.side_ids.at[jnp.where(gone, pos, target)].set(tags, mode="drop"),
+                side_start=state.side_start.at[jnp.mod(rows - 1, self.A)].set(group_start),
+                codecs=codec_states,
+            ),
+            before - group_first[env // GROUP],
+            live_rows,
+        )
 
     # -- sum-tree leaves of the rows that stop being sampleable --------------------------------
     def dropped(self, before, after):
@@ -326,8 +366,11 @@ class RowRingStore:
     def next_stored(self, state, src, following):
         """Stored next frames [..., *frame]: the side entries at ``src`` (from
         ``next_sources``) where it is one, else ``following`` (the next row's frames)."""
-        return jax.tree.map(lambda entries, f: jnp.where(expand(src >= 0, f), entries[jnp.maximum(src, 0)], f),
-                            state.side, following)
+        return jax.tree.map(
+            lambda entries, f: jnp.where(expand(src >= 0, f), entries[jnp.maximum(src, 0)], f),
+            state.side,
+            following,
+        )
 
     def with_pending(self, state, src, env, next_frames):
         """Decoded next frames, those of the newest row (``src == PENDING``) from
@@ -354,16 +397,31 @@ class RowRingStore:
         seeds = state.cursor.ndim - 1
         copies = math.prod(state.cursor.shape[:-1])
         raw = self.raw_spec(state)
-        fields = [field_memory(name, leaf, seeds, self.capacity, raw[name])
-                  for name, leaf in state.items.items()]
-        side_bytes = sum(nbytes(x) for x in [state.side_ids, state.pending, *jax.tree.leaves(state.side)])
+        fields = [
+            field_memory(name, leaf, seeds, self.capacity, raw[name])
+            for name, leaf in state.items.items()
+        ]
+        side_bytes = sum(
+            nbytes(x) for x in [state.side_ids, state.pending, *jax.tree.leaves(state.side)]
+        )
         frame = jax.tree.leaves(state.side)[0]
         nxt = raw[self.layout.next_obs]
-        fields.append(FieldMemory(self.layout.next_obs, tuple(frame.shape[seeds + 1:]),
-                                  str(np.dtype(frame.dtype)), side_bytes / (copies * self.capacity),
-                                  side_bytes, nxt.shape, str(np.dtype(nxt.dtype)), nbytes(nxt)))
+        fields.append(
+            FieldMemory(
+                self.layout.next_obs,
+                tuple(frame.shape[seeds + 1 :]),
+                str(np.dtype(frame.dtype)),
+                side_bytes / (copies * self.capacity),
+                side_bytes,
+                nxt.shape,
+                str(np.dtype(nxt.dtype)),
+                nbytes(nxt),
+            )
+        )
         fields += list(extra)
-        return report_from_fields(state, self.capacity, copies, sorted(fields, key=lambda f: f.name))
+        return report_from_fields(
+            state, self.capacity, copies, sorted(fields, key=lambda f: f.name)
+        )
 
 
 @functools.lru_cache(maxsize=64)  # keyed by the store's bound row_slots: bounded
@@ -374,20 +432,32 @@ def _zero_rows_loop(row_slots, capacity: int, branching: int):
     count), also under vmap (see ``vmap_as_leading_axis``)."""
 
     def zero(nodes, slots):
-        return sumtree.set(sumtree.SumTree(nodes, capacity, branching), slots, jnp.zeros(slots.shape)).nodes
+        return sumtree.set(
+            sumtree.SumTree(nodes, capacity, branching), slots, jnp.zeros(slots.shape)
+        ).nodes
 
     @vmap_as_leading_axis
     def loop(nodes, first, count):
-        trees, first, count = nodes.reshape(-1, nodes.shape[-1]), first.reshape(-1), count.reshape(-1)
+        trees, first, count = (
+            nodes.reshape(-1, nodes.shape[-1]),
+            first.reshape(-1),
+            count.reshape(-1),
+        )
 
         def body(carry):
             i, trees = carry
-            return i + 1, jax.vmap(zero)(trees, jnp.where((i < count)[:, None], row_slots(first + i), -1))
+            return i + 1, jax.vmap(zero)(
+                trees, jnp.where((i < count)[:, None], row_slots(first + i), -1)
+            )
 
         steps = jnp.max(count)
-        return jax.lax.while_loop(lambda c: c[0] < steps, body, (jnp.int32(0), trees))[1].reshape(nodes.shape)
+        return jax.lax.while_loop(lambda c: c[0] < steps, body, (jnp.int32(0), trees))[1].reshape(
+            nodes.shape
+        )
 
-    return jax.jit(loop)  # compiled once when called eagerly (a loop's body is traced anew per call)
+    return jax.jit(
+        loop
+    )  # compiled once when called eagerly (a loop's body is traced anew per call)
 
 
 def decode_steps(codecs: dict, stored: dict, states: dict, lead: int) -> dict:
@@ -396,4 +466,7 @@ def decode_steps(codecs: dict, stored: dict, states: dict, lead: int) -> dict:
         return encoding.decode(codecs, stored, states)
     shape = next(iter(stored.values())).shape[:lead]
     flat = {n: x.reshape((-1, *x.shape[lead:])) for n, x in stored.items()}
-    return {n: x.reshape((*shape, *x.shape[1:])) for n, x in encoding.decode(codecs, flat, states).items()}
+    return {
+        n: x.reshape((*shape, *x.shape[1:]))
+        for n, x in encoding.decode(codecs, flat, states).items()
+    }

@@ -57,13 +57,19 @@ class PrioritizedSequenceState(SequenceState):
 def _check_layout(capacity: int, codecs: dict, layout: Sequence) -> None:
     rows = layout.rows(capacity)
     if layout.length > rows:
-        raise ValueError(f"sequence layout: length {layout.length} is longer than the buffer's "
-                         f"{rows} rows (capacity {capacity} / num_envs {layout.num_envs})")
+        raise ValueError(
+            f"sequence layout: length {layout.length} is longer than the buffer's "
+            f"{rows} rows (capacity {capacity} / num_envs {layout.num_envs})"
+        )
     if rows % layout.period:
-        raise ValueError(f"sequence layout: rows {rows} (capacity {capacity} / num_envs "
-                         f"{layout.num_envs}) must be a multiple of period={layout.period}")
+        raise ValueError(
+            f"sequence layout: rows {rows} (capacity {capacity} / num_envs "
+            f"{layout.num_envs}) must be a multiple of period={layout.period}"
+        )
     if layout.first in codecs:
-        raise ValueError(f"sequence layout: '{layout.first}' is kept as a flag bit, it takes no codec")
+        raise ValueError(
+            f"sequence layout: '{layout.first}' is kept as a flag bit, it takes no codec"
+        )
 
 
 class SequenceStore(RowRingStore):
@@ -73,7 +79,9 @@ class SequenceStore(RowRingStore):
     def __init__(self, capacity: int, codecs: dict, layout: Sequence):
         _check_layout(capacity, codecs, layout)
         self.window_codecs = {n: c for n, c in codecs.items() if n in layout.per_window}
-        super().__init__(capacity, {n: c for n, c in codecs.items() if n not in layout.per_window}, layout)
+        super().__init__(
+            capacity, {n: c for n, c in codecs.items() if n not in layout.per_window}, layout
+        )
         self.L, self.P = layout.length, layout.period
         self.W = self.R // self.P
         self.num_slots = self.W * self.E
@@ -92,7 +100,9 @@ class SequenceStore(RowRingStore):
         """Slots int32 [*rows.shape, E] of the windows starting at ``rows`` (-1 where a row
         starts none: not a multiple of the period)."""
         starts = (jnp.mod(rows, self.P) == 0)[..., None]
-        return jnp.where(starts, jnp.mod(rows // self.P, self.W)[..., None] * self.E + jnp.arange(self.E), -1)
+        return jnp.where(
+            starts, jnp.mod(rows // self.P, self.W)[..., None] * self.E + jnp.arange(self.E), -1
+        )
 
     def _window_of(self, state, j_phys):
         """(global window start j now at physical start ``j_phys``, its first sampleable j)."""
@@ -107,12 +117,16 @@ class SequenceStore(RowRingStore):
         obs = self.obs_spec(example)
         missing = [n for n in (lay.first, *lay.per_window) if n not in example]
         if missing:
-            raise TypeError(f"sequence layout: items must also hold {missing} ('{lay.first}': bool, "
-                            f"one per step; per_window fields), got fields {sorted(example)}")
+            raise TypeError(
+                f"sequence layout: items must also hold {missing} ('{lay.first}': bool, "
+                f"one per step; per_window fields), got fields {sorted(example)}"
+            )
         first = encoding.spec_of(example[lay.first])
         if first.shape != () or first.dtype != jnp.bool_:
-            raise ValueError(f"sequence layout: '{lay.first}' must be a bool scalar per step, got "
-                             f"{first.shape} {first.dtype}")
+            raise ValueError(
+                f"sequence layout: '{lay.first}' must be a bool scalar per step, got "
+                f"{first.shape} {first.dtype}"
+            )
         skip = (lay.next_obs, lay.first, *lay.per_window)
         per_step = {n: v for n, v in example.items() if n not in skip}
         return obs, per_step, {n: example[n] for n in lay.per_window}
@@ -150,8 +164,15 @@ class SequenceStore(RowRingStore):
         starts = jnp.mod(row, self.P) == 0
         stored, codecs = encoding.encode(self.window_codecs, values, state.codecs)
         if self.P > 1:  # values of rows that start no window are not stored: not counted
-            codecs = {**codecs, **{n: jax.tree.map(lambda new, old: jnp.where(starts, new, old),
-                                                   codecs[n], state.codecs[n]) for n in self.window_codecs}}
+            codecs = {
+                **codecs,
+                **{
+                    n: jax.tree.map(
+                        lambda new, old: jnp.where(starts, new, old), codecs[n], state.codecs[n]
+                    )
+                    for n in self.window_codecs
+                },
+            }
         env = jnp.arange(self.E, dtype=jnp.int32)
         at = jnp.where(starts, env * self.W + jnp.mod(row // self.P, self.W), self.num_slots)
         windows = {n: state.windows[n].at[at].set(stored[n], mode="drop") for n in values}
@@ -163,8 +184,12 @@ class SequenceStore(RowRingStore):
         windows the add completes (starting L - 1 rows before it), live if sampleable: all L
         rows among the ``live_rows`` newest (later entries win)."""
         oldest, dropped = self.dropped(before, after)
-        out = jnp.concatenate([jnp.where(dropped > 0, self.row_slots(oldest), -1),
-                               self.row_slots(before.rows - self.L + 1)])
+        out = jnp.concatenate(
+            [
+                jnp.where(dropped > 0, self.row_slots(oldest), -1),
+                self.row_slots(before.rows - self.L + 1),
+            ]
+        )
         return out, (jnp.arange(2 * self.E) >= self.E) & (after.live_rows >= self.L)
 
     # -- sample ----------------------------------------------------------------------------
@@ -179,7 +204,7 @@ class SequenceStore(RowRingStore):
         j_phys, env = slots // self.E, slots % self.E
         phys = jnp.mod(j_phys[:, None] * self.P + jnp.arange(self.L + 1), self.A)  # [B, L+1]
         at = self.index(phys, env[:, None])
-        steps = at[:, :self.L]
+        steps = at[:, : self.L]
         flags = state.flags[steps]
         out = dict(self.gather_fields(state, steps, skip=(lay.obs,)))
         out[lay.obs], out[lay.next_obs] = self._window_obs(state, phys, env[:, None], at, flags)
@@ -192,9 +217,9 @@ class SequenceStore(RowRingStore):
         """(obs, next_obs) [B, L, ...] from ONE read of the windows' L + 1 rows of obs: the
         next row's obs, or the side entry where SIDE, or ``pending`` for the newest row."""
         stored = jax.tree.map(lambda b: b[at], state.items[self.layout.obs])
-        now = jax.tree.map(lambda s: s[:, :self.L], stored)
+        now = jax.tree.map(lambda s: s[:, : self.L], stored)
         following = jax.tree.map(lambda s: s[:, 1:], stored)
-        src = self.next_sources(state, phys[:, :self.L], env, flags)
+        src = self.next_sources(state, phys[:, : self.L], env, flags)
         nxt = self.decode_obs(state, self.next_stored(state, src, following), 2)
         return self.decode_obs(state, now, 2), self.with_pending(state, src, env, nxt)
 
@@ -221,6 +246,12 @@ class SequenceStore(RowRingStore):
         each per-window field (charged per step: its bytes / period)."""
         seeds = state.cursor.ndim - 1
         raw = self.raw_spec(state)
-        extra = [field_memory(self.layout.first, state.flags, seeds, self.capacity, raw[self.layout.first])]
-        extra += [field_memory(n, leaf, seeds, self.capacity, raw[n]) for n, leaf in state.windows.items()]
+        extra = [
+            field_memory(
+                self.layout.first, state.flags, seeds, self.capacity, raw[self.layout.first]
+            )
+        ]
+        extra += [
+            field_memory(n, leaf, seeds, self.capacity, raw[n]) for n, leaf in state.windows.items()
+        ]
         return super().report(state, extra)

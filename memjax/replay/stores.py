@@ -16,5 +16,7 @@ def make_store(capacity: int, codecs: dict, layout):
         return OneCopyStore(capacity, codecs, layout)
     if isinstance(layout, Sequence):
         return SequenceStore(capacity, codecs, layout)
-    raise TypeError(f"layout must be None, memjax.replay.one_copy(...) or memjax.replay.sequence(...), "
-                    f"got {layout!r}")
+    raise TypeError(
+        f"layout must be None, memjax.replay.one_copy(...) or memjax.replay.sequence(...), "
+        f"got {layout!r}"
+    )

@@ -13,8 +13,9 @@ from memjax.replay.evicting_store import check_update_ids, make_policy_store
 from memjax.replay.flat import UniformState
 
 
-def uniform(capacity: int, codecs=None, layout=None, sample_batch_size=None,
-            eviction=None) -> ReplayBuffer:
+def uniform(
+    capacity: int, codecs=None, layout=None, sample_batch_size=None, eviction=None
+) -> ReplayBuffer:
     """A FIFO buffer of exactly ``capacity`` items with uniform sampling.
 
     Args:

@@ -16,6 +16,8 @@ checkpoints for ``--resume``), ``params_file`` (the trained parameters that ``co
 reads), ``memory`` (bytes per transition, capacity within a budget), ``plan`` (``--plan``).
 """
 
+from typing import TYPE_CHECKING
+
 from memjax.train.build import (
     example_transition,
     make_agent,
@@ -24,8 +26,6 @@ from memjax.train.build import (
     make_network_for,
     make_optimizer,
 )
-from typing import TYPE_CHECKING
-
 from memjax.train.config import REPLAY_KINDS, TrainConfig
 from memjax.train.evaluation import evaluate
 from memjax.train.loop import Trainer, TrainState, make_train
@@ -43,7 +43,20 @@ def __getattr__(name):
     raise AttributeError(f"module 'memjax.train' has no attribute {name!r}")
 
 
-__all__ = ["TrainConfig", "TrainState", "Trainer", "make_train", "run", "evaluate",
-           "make_env_for", "make_buffer", "make_agent", "make_network_for", "make_optimizer",
-           "example_transition", "capacity_for_budget", "buffer_bytes_per_transition",
-           "REPLAY_KINDS"]
+__all__ = [
+    "TrainConfig",
+    "TrainState",
+    "Trainer",
+    "make_train",
+    "run",
+    "evaluate",
+    "make_env_for",
+    "make_buffer",
+    "make_agent",
+    "make_network_for",
+    "make_optimizer",
+    "example_transition",
+    "capacity_for_budget",
+    "buffer_bytes_per_transition",
+    "REPLAY_KINDS",
+]

@@ -84,8 +84,9 @@ def make_buffer(config: TrainConfig, codecs=None):
     layout = make_layout(config)
     if config.replay == "uniform":
         return replay.uniform(config.buffer_capacity, codecs=codecs, layout=layout)
-    return replay.prioritized(config.buffer_capacity, alpha=config.alpha, codecs=codecs,
-                              layout=layout)
+    return replay.prioritized(
+        config.buffer_capacity, alpha=config.alpha, codecs=codecs, layout=layout
+    )
 
 
 def observation_spec(env, env_params) -> jax.ShapeDtypeStruct:
@@ -107,8 +108,9 @@ def make_network_for(config: TrainConfig, env, env_params) -> nn.Module:
       A flax module (e.g. :class:`memjax.agents.MLPQNetwork` for dqn on CartPole,
       :class:`memjax.agents.RecurrentQNetwork` for drqn).
     """
-    return config.spec.make_network(config.agent_config, observation_spec(env, env_params),
-                                    envs.num_actions(env, env_params))
+    return config.spec.make_network(
+        config.agent_config, observation_spec(env, env_params), envs.num_actions(env, env_params)
+    )
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -132,8 +134,12 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return tx
 
 
-def make_agent(config: TrainConfig, network: nn.Module, num_actions: int,
-               optimizer: optax.GradientTransformation = None) -> Agent:
+def make_agent(
+    config: TrainConfig,
+    network: nn.Module,
+    num_actions: int,
+    optimizer: optax.GradientTransformation = None,
+) -> Agent:
     """The agent ``config.agent`` names, made by its spec's ``make_agent``.
 
     Args:
@@ -164,6 +170,14 @@ def beta_schedule(config: TrainConfig):
     return optax.linear_schedule(config.beta_start, config.beta_end, max(steps, 1), begin)
 
 
-__all__ = ["make_env_for", "example_transition", "make_buffer", "make_network_for",
-           "observation_spec",
-           "make_optimizer", "make_agent", "beta_schedule", "stores_episode_starts"]
+__all__ = [
+    "make_env_for",
+    "example_transition",
+    "make_buffer",
+    "make_network_for",
+    "observation_spec",
+    "make_optimizer",
+    "make_agent",
+    "beta_schedule",
+    "stores_episode_starts",
+]

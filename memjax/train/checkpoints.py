@@ -40,8 +40,9 @@ import shutil
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import jax
 import numpy as np
@@ -68,7 +69,7 @@ class NoReadableCheckpoint(ValueError):
 
 
 def checkpoint_dir(out_dir) -> Path:
-    return Path(out_dir).absolute() / DIRNAME   # orbax refuses relative paths
+    return Path(out_dir).absolute() / DIRNAME  # orbax refuses relative paths
 
 
 def resolve_every(every, config: TrainConfig) -> int:
@@ -79,8 +80,10 @@ def resolve_every(every, config: TrainConfig) -> int:
     if every == "auto":
         return -(-config.steps_done // DEFAULT_SAVES)
     if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 0:
-        raise ValueError(f"checkpoint_every must be an integer >= 0 (env steps per seed; "
-                         f"0: off) or 'auto', got {every!r}")
+        raise ValueError(
+            f"checkpoint_every must be an integer >= 0 (env steps per seed; "
+            f"0: off) or 'auto', got {every!r}"
+        )
     return int(every)
 
 
@@ -115,48 +118,64 @@ class RunRecord:
     seed: int
     checkpoint_every: int
     memjax_version: str = MEMJAX_VERSION
-    data_parallel: int = 0   # devices of a data-parallel run; 0: seeds sharded
+    data_parallel: int = 0  # devices of a data-parallel run; 0: seeds sharded
 
     def to_json(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "memjax_version": self.memjax_version,
-                "config": config_to_dict(self.config), "num_seeds": self.num_seeds,
-                "seed": self.seed, "checkpoint_every": self.checkpoint_every,
-                "data_parallel": self.data_parallel}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "memjax_version": self.memjax_version,
+            "config": config_to_dict(self.config),
+            "num_seeds": self.num_seeds,
+            "seed": self.seed,
+            "checkpoint_every": self.checkpoint_every,
+            "data_parallel": self.data_parallel,
+        }
 
     @classmethod
-    def from_json(cls, d, where) -> "RunRecord":
+    def from_json(cls, d, where) -> RunRecord:
         _check_format(d, where)
-        return cls(config=_config_from_dict(d["config"], where), num_seeds=int(d["num_seeds"]),
-                   seed=int(d["seed"]), checkpoint_every=int(d["checkpoint_every"]),
-                   memjax_version=d["memjax_version"],
-                   data_parallel=int(d.get("data_parallel", 0)))
+        return cls(
+            config=_config_from_dict(d["config"], where),
+            num_seeds=int(d["num_seeds"]),
+            seed=int(d["seed"]),
+            checkpoint_every=int(d["checkpoint_every"]),
+            memjax_version=d["memjax_version"],
+            data_parallel=int(d.get("data_parallel", 0)),
+        )
 
 
 def _config_from_dict(d: dict, where) -> TrainConfig:
     try:
         return TrainConfig.from_dict(d, where=where)
     except ValueError as e:
-        raise IncompatibleCheckpoint(f"written with settings this memjax does not know: "
-                                     f"{e}") from None
+        raise IncompatibleCheckpoint(
+            f"written with settings this memjax does not know: {e}"
+        ) from None
 
 
 def _check_format(d, where) -> None:
     if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise IncompatibleCheckpoint(f"{where} is not a memjax run checkpoint (no format tag "
-                                     f"{FORMAT!r})")
+        raise IncompatibleCheckpoint(
+            f"{where} is not a memjax run checkpoint (no format tag {FORMAT!r})"
+        )
     if d.get("version") != VERSION or d.get("memjax_version") != MEMJAX_VERSION:
         raise IncompatibleCheckpoint(
             f"{where} was written by memjax {d.get('memjax_version')} (checkpoint format "
             f"{d.get('version')}); this is memjax {MEMJAX_VERSION} (format {VERSION}), whose "
             "training loop may not continue it bit-exactly: resume it with that version, or "
-            "start the run again")
+            "start the run again"
+        )
 
 
 def config_differences(saved: TrainConfig, given: TrainConfig) -> list:
     """``"name: saved -> given"`` for each setting (loop field or agent knob) that differs."""
     a, b = saved.settings(), given.settings()
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k)]
+    return [
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
 
 
 def _manager(directory: Path, *, create=False):
@@ -166,10 +185,12 @@ def _manager(directory: Path, *, create=False):
     if jax.process_count() > 1:  # each process reads alone, process 0 writes alone
         me = jax.process_index()
         kwargs["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
-            primary_host=me, active_processes={me})
-        create = False   # orbax refuses create= with active_processes; the caller mkdirs
-    options = ocp.CheckpointManagerOptions(max_to_keep=MAX_TO_KEEP, create=create,
-                                           enable_async_checkpointing=True, **kwargs)
+            primary_host=me, active_processes={me}
+        )
+        create = False  # orbax refuses create= with active_processes; the caller mkdirs
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=MAX_TO_KEEP, create=create, enable_async_checkpointing=True, **kwargs
+    )
     return ocp.CheckpointManager(directory, options=options)
 
 
@@ -188,8 +209,10 @@ def read_run(out_dir) -> RunRecord:
     :class:`IncompatibleCheckpoint` when another format or memjax version wrote it)."""
     path = checkpoint_dir(out_dir) / RUN_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{out_dir} holds no checkpointed run (no {path}: memjax "
-                                "train writes it unless --checkpoint-every is 0)")
+        raise FileNotFoundError(
+            f"{out_dir} holds no checkpointed run (no {path}: memjax "
+            "train writes it unless --checkpoint-every is 0)"
+        )
     try:
         d = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -197,7 +220,7 @@ def read_run(out_dir) -> RunRecord:
     return RunRecord.from_json(d, f"run record {path}")
 
 
-def run_is_complete(out_dir, record: Optional[RunRecord] = None) -> bool:
+def run_is_complete(out_dir, record: RunRecord | None = None) -> bool:
     """Whether ``out_dir``'s checkpointed run has finished: a committed checkpoint at its last
     step and the results of a run that was not interrupted (``summary.json`` without
     ``"interrupted": true``). Looks at the directory only (nothing is read by orbax)."""
@@ -210,8 +233,11 @@ def run_is_complete(out_dir, record: Optional[RunRecord] = None) -> bool:
         summary = json.loads((Path(out_dir) / "summary.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(summary, dict) and not summary.get("interrupted") and \
-        summary.get("steps") == record.config.steps_done
+    return (
+        isinstance(summary, dict)
+        and not summary.get("interrupted")
+        and summary.get("steps") == record.config.steps_done
+    )
 
 
 # --------------------------------------------------------------------------- state <-> leaves
@@ -224,8 +250,7 @@ def _is_key(x) -> bool:
 def state_spec(state) -> list:
     """``[path, shape, dtype]`` of every leaf of ``state`` (arrays or ShapeDtypeStructs)."""
     flat, _ = jax.tree_util.tree_flatten_with_path(state)
-    return [[jax.tree_util.keystr(path), list(leaf.shape), str(leaf.dtype)]
-            for path, leaf in flat]
+    return [[jax.tree_util.keystr(path), list(leaf.shape), str(leaf.dtype)] for path, leaf in flat]
 
 
 def gather(tree):
@@ -254,23 +279,30 @@ def _results_arrays(points: dict, sizes: list) -> tuple:
     """The driver's per-chunk results as stacked arrays (dtypes kept) and the metric names in
     their order."""
     names = list(points["metrics"][0])
-    arrays = {"steps": np.asarray(points["steps"], np.int64),
-              "eval_return": np.stack(points["eval_return"]),
-              "eval_unfinished": np.asarray(points["eval_unfinished"], np.int64),
-              "train_return": np.stack(points["train_return"]),
-              "sizes": np.asarray(sizes, np.int64),
-              "metrics": {f"{i:03d}": np.stack([np.asarray(m[n]) for m in points["metrics"]])
-                          for i, n in enumerate(names)}}
+    arrays = {
+        "steps": np.asarray(points["steps"], np.int64),
+        "eval_return": np.stack(points["eval_return"]),
+        "eval_unfinished": np.asarray(points["eval_unfinished"], np.int64),
+        "train_return": np.stack(points["train_return"]),
+        "sizes": np.asarray(sizes, np.int64),
+        "metrics": {
+            f"{i:03d}": np.stack([np.asarray(m[n]) for m in points["metrics"]])
+            for i, n in enumerate(names)
+        },
+    }
     return arrays, names
 
 
 def _results_from_arrays(arrays: dict, names: list) -> tuple:
     k = len(arrays["steps"])
-    metrics = [{n: arrays["metrics"][f"{j:03d}"][i] for j, n in enumerate(names)}
-               for i in range(k)]
-    points = {"steps": arrays["steps"].tolist(), "eval_return": list(arrays["eval_return"]),
-              "eval_unfinished": arrays["eval_unfinished"].tolist(),
-              "train_return": list(arrays["train_return"]), "metrics": metrics}
+    metrics = [{n: arrays["metrics"][f"{j:03d}"][i] for j, n in enumerate(names)} for i in range(k)]
+    points = {
+        "steps": arrays["steps"].tolist(),
+        "eval_return": list(arrays["eval_return"]),
+        "eval_unfinished": arrays["eval_unfinished"].tolist(),
+        "train_return": list(arrays["train_return"]),
+        "metrics": metrics,
+    }
     return points, arrays["sizes"].tolist()
 
 
@@ -310,7 +342,7 @@ class Snapshots:
         self.spec = state_spec(template)
         self.every = record.checkpoint_every
         self._manager = None
-        self.seconds = 0.0   # time the run spent blocked on saves
+        self.seconds = 0.0  # time the run spent blocked on saves
 
     # -- writing -------------------------------------------------------------------------
     def _writer(self):
@@ -325,8 +357,7 @@ class Snapshots:
         if self.every and self.writer:
             write_run(self.directory.parent, self.record)
 
-    def save(self, index: int, step: int, state, points: dict, sizes: list,
-             times: dict) -> None:
+    def save(self, index: int, step: int, state, points: dict, sizes: list, times: dict) -> None:
         """Checkpoint the state after schedule entry ``index`` (``step`` env steps per seed
         done) with the results so far. Returns once the state is copied to host memory; the
         write and its commit run in the background."""
@@ -338,15 +369,27 @@ class Snapshots:
             self.seconds += time.perf_counter() - t0
             return
         results, names = _results_arrays(points, sizes)
-        meta = {**self.record.to_json(), "step": int(step), "index": int(index),
-                "state_spec": self.spec, "crc32": [_crc(a) for a in leaves],
-                "results_crc32": [_crc(a) for a in jax.tree.leaves(results)],
-                "metric_names": names, "times": {k: float(v) for k, v in times.items()}}
+        meta = {
+            **self.record.to_json(),
+            "step": int(step),
+            "index": int(index),
+            "state_spec": self.spec,
+            "crc32": [_crc(a) for a in leaves],
+            "results_crc32": [_crc(a) for a in jax.tree.leaves(results)],
+            "metric_names": names,
+            "times": {k: float(v) for k, v in times.items()},
+        }
         # orbax cannot store zero-size arrays; the spec gives their shape back
-        tree = {"state": {f"{i:05d}": a for i, a in enumerate(leaves) if a.size},
-                "results": results}
-        self._writer().save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
-                                                          meta=ocp.args.JsonSave(meta)))
+        tree = {
+            "state": {f"{i:05d}": a for i, a in enumerate(leaves) if a.size},
+            "results": results,
+        }
+        self._writer().save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)
+            ),
+        )
         self.seconds += time.perf_counter() - t0
 
     def wait(self) -> None:
@@ -375,7 +418,7 @@ class Snapshots:
         finally:
             manager.close()
 
-    def restore(self, restart_if_unreadable: bool = False) -> Optional[Snapshot]:
+    def restore(self, restart_if_unreadable: bool = False) -> Snapshot | None:
         """The newest checkpoint that reads, or None when there is none; each unreadable one
         is reported on stderr (one line: its step and why) and moved aside. Raises
         :class:`NoReadableCheckpoint` when there are checkpoints but none reads (nothing is
@@ -395,10 +438,13 @@ class Snapshots:
                 except Unreadable as e:
                     bad.append(step)
                     older = [s for s in steps if s < step]
-                    then = f"falling back to step {older[-1]}" if older else \
-                        "no older checkpoint"
-                    print(f"memjax: checkpoint {self.directory / str(step)} is unreadable "
-                          f"({e}); {then}", file=sys.stderr, flush=True)
+                    then = f"falling back to step {older[-1]}" if older else "no older checkpoint"
+                    print(
+                        f"memjax: checkpoint {self.directory / str(step)} is unreadable "
+                        f"({e}); {then}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         finally:
             manager.close()
         if found is None and not restart_if_unreadable:
@@ -406,7 +452,8 @@ class Snapshots:
                 f"none of the {len(steps)} checkpoint(s) in {self.directory} can be read "
                 f"(step(s) {', '.join(f'{s:,}' for s in steps)}): to train the run again from "
                 "step 0, moving them aside as <step>.unreadable, add --restart-if-unreadable "
-                "(run(..., restart_if_unreadable=True))")
+                "(run(..., restart_if_unreadable=True))"
+            )
         for step in bad if self.writer else ():  # keep them for inspection, out of orbax's way
             target = self.directory / f"{step}.unreadable"
             n = 1
@@ -415,8 +462,12 @@ class Snapshots:
                 target = self.directory / f"{step}.unreadable-{n}"
             os.replace(self.directory / str(step), target)
         if found is None:
-            print(f"memjax: no checkpoint of {self.directory.parent} can be read; starting the "
-                  "run again from step 0 (--restart-if-unreadable)", file=sys.stderr, flush=True)
+            print(
+                f"memjax: no checkpoint of {self.directory.parent} can be read; starting the "
+                "run again from step 0 (--restart-if-unreadable)",
+                file=sys.stderr,
+                flush=True,
+            )
         return found
 
     def _read(self, manager, step: int) -> Snapshot:
@@ -424,23 +475,40 @@ class Snapshots:
 
         where = f"checkpoint {self.directory / str(step)}"
         try:
-            meta = manager.restore(step, args=ocp.args.Composite(
-                meta=ocp.args.JsonRestore()))["meta"]
+            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+                "meta"
+            ]
         except Exception as e:  # orbax/tensorstore raise many types for damaged files
             raise Unreadable(f"its metadata: {type(e).__name__}: {_first_line(e)}") from None
-        missing = [k for k in ("format", "version", "memjax_version", "config", "num_seeds",
-                               "seed", "step", "index", "state_spec", "crc32", "metric_names")
-                   if not isinstance(meta, dict) or k not in meta]
+        missing = [
+            k
+            for k in (
+                "format",
+                "version",
+                "memjax_version",
+                "config",
+                "num_seeds",
+                "seed",
+                "step",
+                "index",
+                "state_spec",
+                "crc32",
+                "metric_names",
+            )
+            if not isinstance(meta, dict) or k not in meta
+        ]
         if missing:
             raise Unreadable(f"its metadata lacks {missing}")
         self._check_compatible(meta, where)
         try:
-            tree = manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore()))["state"]
+            tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))[
+                "state"
+            ]
             stored = tree["state"]
             leaves = []
-            for i, (template, (path, _, _), crc) in enumerate(zip(
-                    jax.tree.leaves(self.template), self.spec, meta["crc32"], strict=True)):
+            for i, (template, (path, _, _), crc) in enumerate(
+                zip(jax.tree.leaves(self.template), self.spec, meta["crc32"], strict=True)
+            ):
                 leaf = _stored_leaf(stored.get(f"{i:05d}"), template, path)
                 if _crc(leaf) != crc:
                     raise Unreadable(f"leaf {path} fails its CRC-32 check")
@@ -455,13 +523,21 @@ class Snapshots:
             raise Unreadable(f"{type(e).__name__}: {_first_line(e)}") from None
         if len(points["steps"]) != meta["index"] + 1 or points["steps"][-1] != step:
             raise Unreadable("its results do not end at its step")
-        return Snapshot(step=step, index=int(meta["index"]), state=self._device_state(leaves),
-                        points=points, sizes=sizes, times=dict(meta.get("times", {})))
+        return Snapshot(
+            step=step,
+            index=int(meta["index"]),
+            state=self._device_state(leaves),
+            points=points,
+            sizes=sizes,
+            times=dict(meta.get("times", {})),
+        )
 
     def _device_state(self, leaves: list):
         place = jax.device_put if self.sharding is None else self._place
-        out = [jax.random.wrap_key_data(place(a), impl=self.key_impl) if _is_key(t)
-               else place(a) for a, t in zip(leaves, jax.tree.leaves(self.template))]
+        out = [
+            jax.random.wrap_key_data(place(a), impl=self.key_impl) if _is_key(t) else place(a)
+            for a, t in zip(leaves, jax.tree.leaves(self.template))
+        ]
         return jax.tree.unflatten(jax.tree.structure(self.template), out)
 
     def _place(self, leaf: np.ndarray):
@@ -473,22 +549,33 @@ class Snapshots:
         saved = _config_from_dict(meta["config"], where)
         diff = config_differences(saved, self.record.config)
         if diff:
-            raise IncompatibleCheckpoint(f"{where} belongs to a run with another config "
-                                         f"({'; '.join(diff)}); resume with the run's own "
-                                         "config, or write the new run to another directory")
-        for name, mine in (("num_seeds", self.record.num_seeds), ("seed", self.record.seed),
-                           ("data_parallel", self.record.data_parallel)):
+            raise IncompatibleCheckpoint(
+                f"{where} belongs to a run with another config "
+                f"({'; '.join(diff)}); resume with the run's own "
+                "config, or write the new run to another directory"
+            )
+        for name, mine in (
+            ("num_seeds", self.record.num_seeds),
+            ("seed", self.record.seed),
+            ("data_parallel", self.record.data_parallel),
+        ):
             if meta.get(name, 0) != mine:
-                raise IncompatibleCheckpoint(f"{where} belongs to a run with {name}="
-                                             f"{meta.get(name)}, not {mine}")
+                raise IncompatibleCheckpoint(
+                    f"{where} belongs to a run with {name}={meta.get(name)}, not {mine}"
+                )
         if meta.get("state_spec") != self.spec:
             old = {p: (s, d) for p, s, d in meta.get("state_spec") or []}
             new = {p: (s, d) for p, s, d in self.spec}
-            what = [f"{p}: {old.get(p)} -> {new.get(p)}" for p in sorted(set(old) | set(new))
-                    if old.get(p) != new.get(p)]
-            raise IncompatibleCheckpoint(f"{where} holds a training state of another layout "
-                                         f"({'; '.join(what[:4]) or 'leaf order'}"
-                                         f"{'; ...' if len(what) > 4 else ''})")
+            what = [
+                f"{p}: {old.get(p)} -> {new.get(p)}"
+                for p in sorted(set(old) | set(new))
+                if old.get(p) != new.get(p)
+            ]
+            raise IncompatibleCheckpoint(
+                f"{where} holds a training state of another layout "
+                f"({'; '.join(what[:4]) or 'leaf order'}"
+                f"{'; ...' if len(what) > 4 else ''})"
+            )
 
 
 def _is_closed_loop_callback(unraisable) -> bool:
@@ -496,8 +583,10 @@ def _is_closed_loop_callback(unraisable) -> bool:
     ``call_soon_threadsafe``."""
     import traceback
 
-    if unraisable.exc_type is not RuntimeError or \
-            str(unraisable.exc_value) != "Event loop is closed":
+    if (
+        unraisable.exc_type is not RuntimeError
+        or str(unraisable.exc_value) != "Event loop is closed"
+    ):
         return False
     frames = traceback.extract_tb(unraisable.exc_traceback)
     return any(f.name == "call_soon_threadsafe" for f in frames)
@@ -542,8 +631,10 @@ def _stored_leaf(stored, template, path: str) -> np.ndarray:
         return np.zeros(want.shape, want.dtype)
     stored = np.asarray(stored)
     if stored.shape != tuple(want.shape) or stored.dtype != want.dtype:
-        raise Unreadable(f"leaf {path} is {stored.dtype}{list(stored.shape)}, expected "
-                         f"{want.dtype}{list(want.shape)}")
+        raise Unreadable(
+            f"leaf {path} is {stored.dtype}{list(stored.shape)}, expected "
+            f"{want.dtype}{list(want.shape)}"
+        )
     return stored
 
 
@@ -552,9 +643,17 @@ def _first_line(e: Exception) -> str:
     return text[0][:200] if text else ""
 
 
-def open_run(out_dir, record: RunRecord, template, key_impl, *, resume: bool,
-             log: Optional[Callable] = print, sharding=None,
-             restart_if_unreadable: bool = False) -> tuple:
+def open_run(
+    out_dir,
+    record: RunRecord,
+    template,
+    key_impl,
+    *,
+    resume: bool,
+    log: Callable | None = print,
+    sharding=None,
+    restart_if_unreadable: bool = False,
+) -> tuple:
     """The run's :class:`Snapshots` and the checkpoint to continue from (None: start).
 
     ``resume``: continue ``out_dir``'s checkpointed run, which must have ``record``'s config,
@@ -575,13 +674,18 @@ def open_run(out_dir, record: RunRecord, template, key_impl, *, resume: bool,
             if getattr(saved, name) != getattr(record, name):
                 diff.append(f"{name}: {getattr(saved, name)!r} -> {getattr(record, name)!r}")
         if diff:
-            raise IncompatibleCheckpoint(f"{out_dir} holds a run with other settings "
-                                         f"({'; '.join(diff)}); resume it with its own "
-                                         "settings, or write the new run to another directory")
+            raise IncompatibleCheckpoint(
+                f"{out_dir} holds a run with other settings "
+                f"({'; '.join(diff)}); resume it with its own "
+                "settings, or write the new run to another directory"
+            )
         found = snaps.restore(restart_if_unreadable)
         if log is not None:
-            log(f"resuming {out_dir} from step {found.step:,} of {record.config.steps_done:,}"
-                if found else f"resuming {out_dir}: no complete checkpoint, starting from step 0")
+            log(
+                f"resuming {out_dir} from step {found.step:,} of {record.config.steps_done:,}"
+                if found
+                else f"resuming {out_dir}: no complete checkpoint, starting from step 0"
+            )
         return snaps, found
     if directory.exists() and snaps.writer:  # process 0 decides (the others would race it)
         try:
@@ -589,16 +693,22 @@ def open_run(out_dir, record: RunRecord, template, key_impl, *, resume: bool,
         except FileNotFoundError:
             saved = None
         if saved is None and any(directory.iterdir()):
-            raise FileExistsError(f"{directory} exists and does not hold a memjax run's "
-                                  "checkpoints: move it away, or write the run elsewhere")
+            raise FileExistsError(
+                f"{directory} exists and does not hold a memjax run's "
+                "checkpoints: move it away, or write the run elsewhere"
+            )
         steps = snaps.steps() if saved is not None else []
         if saved is not None and (not steps or steps[-1] < saved.config.steps_done):
-            where = f"step {steps[-1]:,} of {saved.config.steps_done:,}" if steps \
+            where = (
+                f"step {steps[-1]:,} of {saved.config.steps_done:,}"
+                if steps
                 else "killed before its first checkpoint"
+            )
             raise FileExistsError(
                 f"{directory} holds the checkpoints of an unfinished run ({where}): continue "
                 f"it with `memjax train --resume {out_dir}` (run(..., resume=True)), or delete "
-                f"{directory} to start over")
+                f"{directory} to start over"
+            )
         if snaps.writer:
             shutil.rmtree(directory)
         if log is not None and steps:
@@ -606,7 +716,24 @@ def open_run(out_dir, record: RunRecord, template, key_impl, *, resume: bool,
     return snaps, None
 
 
-__all__ = ["RunRecord", "Snapshot", "Snapshots", "IncompatibleCheckpoint",
-           "NoReadableCheckpoint", "run_is_complete", "open_run",
-           "read_run", "write_run", "resolve_every", "save_indices", "state_spec", "host_copy", "gather",
-           "config_differences", "checkpoint_dir", "DIRNAME", "MAX_TO_KEEP", "DEFAULT_SAVES"]
+__all__ = [
+    "RunRecord",
+    "Snapshot",
+    "Snapshots",
+    "IncompatibleCheckpoint",
+    "NoReadableCheckpoint",
+    "run_is_complete",
+    "open_run",
+    "read_run",
+    "write_run",
+    "resolve_every",
+    "save_indices",
+    "state_spec",
+    "host_copy",
+    "gather",
+    "config_differences",
+    "checkpoint_dir",
+    "DIRNAME",
+    "MAX_TO_KEEP",
+    "DEFAULT_SAVES",
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -17,9 +17,23 @@ REPLAY_KINDS = ("uniform", "prioritized")
 OPTION_NAMES = {"total_steps": "steps", "buffer_capacity": "capacity"}
 """TrainConfig fields whose command-line option has another name (``--steps``, ``--capacity``);
 config files may use either."""
-LEGACY_AGENT_FIELDS = frozenset({
-    "network", "hidden", "double_dqn", "loss", "huber_delta", "cell", "memory",
-    "sequence_length", "sequence_period", "burn_in", "context_length", "attention_heads", "eta"})
+LEGACY_AGENT_FIELDS = frozenset(
+    {
+        "network",
+        "hidden",
+        "double_dqn",
+        "loss",
+        "huber_delta",
+        "cell",
+        "memory",
+        "sequence_length",
+        "sequence_period",
+        "burn_in",
+        "context_length",
+        "attention_heads",
+        "eta",
+    }
+)
 """The agents' knobs that TrainConfig held before agents had configs of their own: flat files
 of that time (summary.json, --config files, checkpoints) record them for every agent."""
 
@@ -54,19 +68,27 @@ def split_settings(values: dict, agent) -> tuple:
     loop = {k: v for k, v in values.items() if k in own}
     knobs = {k: v for k, v in values.items() if k in knob_names and k not in own}
     for name in sorted(set(values) - set(loop) - set(knobs)):
-        owners = [n for n in agents.names()
-                  if name in {f.name for f in dataclasses.fields(agents.get(n).config)}]
+        owners = [
+            n
+            for n in agents.names()
+            if name in {f.name for f in dataclasses.fields(agents.get(n).config)}
+        ]
         if owners:
-            raise ValueError(f"{name} is a setting of agent {' and '.join(map(repr, owners))}, "
-                             f"not of {agent!r}")
-        every_knob = {f.name for n in agents.names() for f in dataclasses.fields(agents.get(n).config)}
+            raise ValueError(
+                f"{name} is a setting of agent {' and '.join(map(repr, owners))}, not of {agent!r}"
+            )
+        every_knob = {
+            f.name for n in agents.names() for f in dataclasses.fields(agents.get(n).config)
+        }
         raise ValueError(f"unknown setting {name!r}{suggestions([name], own | every_knob)}")
     return loop, knobs
 
 
 def _json_friendly(d: dict) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else _json_friendly(v) if isinstance(v, dict)
-                else v) for k, v in d.items()}
+    return {
+        k: (list(v) if isinstance(v, tuple) else _json_friendly(v) if isinstance(v, dict) else v)
+        for k, v in d.items()
+    }
 
 
 class StepSchedule:
@@ -99,8 +121,9 @@ class StepSchedule:
     @property
     def chunk_iters(self) -> int:
         """Updates (= iterations of ``train_every`` vector steps) per chunk, at most all."""
-        return max(1, min(self.chunk_steps // (self.num_envs * self.iter_vec_steps),
-                          self.train_iters))
+        return max(
+            1, min(self.chunk_steps // (self.num_envs * self.iter_vec_steps), self.train_iters)
+        )
 
     @property
     def num_chunks(self) -> int:
@@ -119,13 +142,17 @@ class StepSchedule:
     def check_schedule(self, what: str = "") -> None:
         """``ValueError`` when the warm-up cannot fill a batch or nothing is left to train."""
         if self.warmup_vec_steps * self.num_envs < self.batch_size:
-            raise ValueError(f"{what}learning_starts ({self.learning_starts}) must be at least "
-                             f"batch_size ({self.batch_size}) so the first sample is full")
+            raise ValueError(
+                f"{what}learning_starts ({self.learning_starts}) must be at least "
+                f"batch_size ({self.batch_size}) so the first sample is full"
+            )
         if self.train_iters <= 0:
-            raise ValueError(f"{what}total_steps ({self.total_steps}) leaves no training after "
-                             f"learning_starts ({self.learning_starts}) with num_envs="
-                             f"{self.num_envs} and {self.iter_vec_steps} vector steps per "
-                             f"iteration (train_every, or the rate limiter's period)")
+            raise ValueError(
+                f"{what}total_steps ({self.total_steps}) leaves no training after "
+                f"learning_starts ({self.learning_starts}) with num_envs="
+                f"{self.num_envs} and {self.iter_vec_steps} vector steps per "
+                f"iteration (train_every, or the rate limiter's period)"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +177,8 @@ class TrainConfig(StepSchedule):
     whatever ``layout`` says; see :attr:`storage_layout`.
     """
 
+    # Fields stay one line each (a field's comment is its --help text), aligned:
+    # fmt: off
     # run
     env: str = "CartPole-v1"          # gymnax environment id
     agent: Any = "dqn"                # the learning agent: a registered name (dqn | drqn (recurrent) | memnet (attention over the last context_length observations) | yours), or its config (e.g. DRQNConfig(burn_in=4))
@@ -175,9 +204,9 @@ class TrainConfig(StepSchedule):
     calibration_margin: float = 0.1   # widen calibrated int* ranges by this fraction per side
     # learner
     lr: float = 2.5e-4                # Adam learning rate
-    lr_end: Optional[float] = 0.0     # decay lr linearly to this over training; none: constant
+    lr_end: float | None = 0.0     # decay lr linearly to this over training; none: constant
     adam_eps: float = 1e-8            # Adam epsilon
-    max_grad_norm: Optional[float] = None  # global gradient-norm clip; none (or 0): no clipping
+    max_grad_norm: float | None = None  # global gradient-norm clip; none (or 0): no clipping
     gamma: float = 0.99               # discount
     n_step: int = 1                   # n-step targets (cut at termination, bootstrapped at truncation)
     target_update_every: int = 250    # env steps between target-network updates
@@ -188,13 +217,14 @@ class TrainConfig(StepSchedule):
     eps_decay_steps: int = 250_000    # env steps of linear epsilon decay
     learning_starts: int = 10_000     # env steps of random-action warm-up before any update
     train_every: int = 1              # vector steps per gradient update
-    samples_per_insert: Optional[float] = None  # replayed transitions per inserted one (Reverb's SampleToInsertRatio; e.g. 12.8 = batch 128 per vector step of 10); none: train_every
-    rate_error_buffer: Optional[float] = None   # the rate limiter's error buffer in transitions; none: the smallest that cannot deadlock
+    samples_per_insert: float | None = None  # replayed transitions per inserted one (Reverb's SampleToInsertRatio; e.g. 12.8 = batch 128 per vector step of 10); none: train_every
+    rate_error_buffer: float | None = None   # the rate limiter's error buffer in transitions; none: the smallest that cannot deadlock
     # host loop / evaluation
     chunk_steps: int = 10_000         # env steps per compiled chunk; greedy evaluation after each
     eval_episodes: int = 10           # greedy evaluation episodes per seed
     eval_epsilon: float = 0.0         # evaluation epsilon (0: greedy)
-    eval_max_steps: Optional[int] = None  # cap per evaluation episode; none: the env's own (else 1000)
+    eval_max_steps: int | None = None  # cap per evaluation episode; none: the env's own (else 1000)
+    # fmt: on
 
     def __post_init__(self):
         agent, knobs = self.agent, self.agent_config
@@ -206,13 +236,17 @@ class TrainConfig(StepSchedule):
         if knobs is None:
             knobs = spec.config()
         elif type(knobs) is not spec.config:
-            raise ValueError(f"agent {agent!r} takes a {spec.config.__name__}, got agent_config "
-                             f"{type(knobs).__name__} (changing the agent? pass agent_config="
-                             f"None or the new agent's config)")
+            raise ValueError(
+                f"agent {agent!r} takes a {spec.config.__name__}, got agent_config "
+                f"{type(knobs).__name__} (changing the agent? pass agent_config="
+                f"None or the new agent's config)"
+            )
         clash = {f.name for f in dataclasses.fields(spec.config)} & _LOOP_FIELDS
         if clash:
-            raise ValueError(f"agent {agent!r}: its knobs {sorted(clash)} have the names of "
-                             f"TrainConfig fields; rename them (a setting has one meaning)")
+            raise ValueError(
+                f"agent {agent!r}: its knobs {sorted(clash)} have the names of "
+                f"TrainConfig fields; rename them (a setting has one meaning)"
+            )
         object.__setattr__(self, "agent", agent)
         object.__setattr__(self, "agent_config", knobs)
 
@@ -226,7 +260,7 @@ class TrainConfig(StepSchedule):
         """The :class:`memjax.agents.Windows` the agent learns from, or None (transitions)."""
         return self.spec.windows(self)
 
-    def replace(self, **values) -> "TrainConfig":
+    def replace(self, **values) -> TrainConfig:
         """A copy with ``values`` set by name: TrainConfig fields, the agent's knobs (e.g.
         ``burn_in``), and their command-line spellings (``steps``, ``capacity``). A new
         ``agent`` keeps the knobs it shares with the old one (e.g. ``hidden``), takes its
@@ -235,15 +269,20 @@ class TrainConfig(StepSchedule):
         Raises:
           ValueError: a name that is neither, naming the agent that has it, if any.
         """
-        loop, knobs = split_settings(values, self.agent if "agent" not in values
-                                     else values["agent"])
+        loop, knobs = split_settings(
+            values, self.agent if "agent" not in values else values["agent"]
+        )
         if "agent" in loop and "agent_config" not in loop:
             new = agents.get(loop["agent"]) if isinstance(loop["agent"], str) else None
             if new is not None and new.config is not type(self.agent_config):
                 shared = {f.name for f in dataclasses.fields(new.config)}
-                loop["agent_config"] = new.config(**{
-                    k: v for k, v in dataclasses.asdict(self.agent_config).items()
-                    if k in shared})
+                loop["agent_config"] = new.config(
+                    **{
+                        k: v
+                        for k, v in dataclasses.asdict(self.agent_config).items()
+                        if k in shared
+                    }
+                )
             elif new is not None:
                 loop["agent_config"] = self.agent_config
             else:
@@ -251,14 +290,18 @@ class TrainConfig(StepSchedule):
         config = dataclasses.replace(self, **loop)
         if knobs:
             config = dataclasses.replace(
-                config, agent_config=dataclasses.replace(config.agent_config, **knobs))
+                config, agent_config=dataclasses.replace(config.agent_config, **knobs)
+            )
         return config
 
     def settings(self) -> dict:
         """Every setting by name, flat: the loop's fields, ``agent`` (its name) and the agent's
         knobs, as :meth:`replace` and the command line name them."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-             if f.name != "agent_config"}
+        d = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "agent_config"
+        }
         d.update(dataclasses.asdict(self.agent_config))
         return d
 
@@ -266,13 +309,16 @@ class TrainConfig(StepSchedule):
         """The config as a JSON-friendly dict (tuples become lists), the agent's knobs nested
         under ``agent`` with its ``name``: ``{"env": ..., "agent": {"name": "drqn", "burn_in":
         8, ...}, ...}``. :meth:`from_dict` reads it back."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-             if f.name not in ("agent", "agent_config")}
+        d = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("agent", "agent_config")
+        }
         d["agent"] = {"name": self.agent, **dataclasses.asdict(self.agent_config)}
         return _json_friendly(d)
 
     @classmethod
-    def from_dict(cls, values: dict, where: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict, where: str = "config") -> TrainConfig:
         """A config from :meth:`to_dict`'s form, or the flat form written before agents had
         configs of their own (knobs beside the loop's fields; knobs of other agents that such
         files recorded are dropped), with fields or their option names (``steps``,
@@ -297,9 +343,11 @@ class TrainConfig(StepSchedule):
                 values.pop(k)  # another agent's knob, as flat files recorded every agent's
         unknown = sorted(set(values) - own) + sorted(set(nested) - knob_names)
         if unknown:
-            raise ValueError(f"{where}: unknown settings {unknown}: this memjax does not know "
-                             f"them as TrainConfig fields or agent {agent!r}'s knobs"
-                             f"{suggestions(unknown, own | knob_names)}")
+            raise ValueError(
+                f"{where}: unknown settings {unknown}: this memjax does not know "
+                f"them as TrainConfig fields or agent {agent!r}'s knobs"
+                f"{suggestions(unknown, own | knob_names)}"
+            )
         knobs = {**flat, **nested}
         for k, v in list(values.items()) + list(knobs.items()):
             if isinstance(v, list):
@@ -311,8 +359,9 @@ class TrainConfig(StepSchedule):
         """Gradient updates between target updates: ``target_update_every`` env steps
         divided by the env steps per update, rounded, at least 1."""
         if self.samples_per_insert is not None:
-            return max(1, round(self.target_update_every * self.samples_per_insert
-                                / self.batch_size))
+            return max(
+                1, round(self.target_update_every * self.samples_per_insert / self.batch_size)
+            )
         return max(1, round(self.target_update_every / (self.num_envs * self.train_every)))
 
     @property
@@ -338,8 +387,9 @@ class TrainConfig(StepSchedule):
         limiter = self.rate_limiter
         if limiter is None:
             return None
-        return steady_schedule(limiter, self.num_envs, self.batch_size,
-                               inserts=self.warmup_vec_steps * self.num_envs)
+        return steady_schedule(
+            limiter, self.num_envs, self.batch_size, inserts=self.warmup_vec_steps * self.num_envs
+        )
 
     @property
     def iter_vec_steps(self) -> int:
@@ -375,12 +425,14 @@ class TrainConfig(StepSchedule):
         windows = self.windows
         return self.n_step if windows is None else windows.length
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise ``ValueError`` with a clear message for invalid settings; return self."""
         self._validate_counts()
-        for name, value, kinds in (("replay", self.replay, REPLAY_KINDS),
-                                   ("reward_codec", self.reward_codec, REWARD_CODECS),
-                                   ("layout", self.layout, LAYOUTS)):
+        for name, value, kinds in (
+            ("replay", self.replay, REPLAY_KINDS),
+            ("reward_codec", self.reward_codec, REWARD_CODECS),
+            ("layout", self.layout, LAYOUTS),
+        ):
             if value not in kinds:
                 raise ValueError(f"{name} must be one of {kinds}, got {value!r}")
         self._validate_learner()
@@ -390,21 +442,37 @@ class TrainConfig(StepSchedule):
         return self
 
     def _validate_counts(self) -> None:
-        positive = ("num_envs", "total_steps", "buffer_capacity", "batch_size", "train_every",
-                    "target_update_every", "eps_decay_steps", "chunk_steps", "eval_episodes",
-                    "n_step", "calibration_steps")
+        positive = (
+            "num_envs",
+            "total_steps",
+            "buffer_capacity",
+            "batch_size",
+            "train_every",
+            "target_update_every",
+            "eps_decay_steps",
+            "chunk_steps",
+            "eval_episodes",
+            "n_step",
+            "calibration_steps",
+        )
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not isinstance(self.learning_starts, int) or self.learning_starts < 0:
-            raise ValueError(f"learning_starts must be an integer >= 0, got {self.learning_starts!r}")
+            raise ValueError(
+                f"learning_starts must be an integer >= 0, got {self.learning_starts!r}"
+            )
         if self.batch_size > self.buffer_capacity:
-            raise ValueError(f"batch_size ({self.batch_size}) is larger than the buffer "
-                             f"capacity ({self.buffer_capacity})")
+            raise ValueError(
+                f"batch_size ({self.batch_size}) is larger than the buffer "
+                f"capacity ({self.buffer_capacity})"
+            )
         if self.num_envs > self.buffer_capacity:
-            raise ValueError(f"num_envs ({self.num_envs}) is larger than the buffer capacity "
-                             f"({self.buffer_capacity}): one vector step would overwrite itself")
+            raise ValueError(
+                f"num_envs ({self.num_envs}) is larger than the buffer capacity "
+                f"({self.buffer_capacity}): one vector step would overwrite itself"
+            )
         self.check_schedule()
 
     def _validate_learner(self) -> None:
@@ -432,8 +500,10 @@ class TrainConfig(StepSchedule):
                 raise ValueError("rate_error_buffer needs samples_per_insert")
             return
         if self.train_every != 1:
-            raise ValueError(f"samples_per_insert decides the learner steps: leave train_every "
-                             f"at 1, got {self.train_every}")
+            raise ValueError(
+                f"samples_per_insert decides the learner steps: leave train_every "
+                f"at 1, got {self.train_every}"
+            )
         if not spi > 0:
             raise ValueError(f"samples_per_insert must be > 0, got {spi!r}")
         self.rate_schedule  # builds the limiter and its schedule: deadlocks, odd periods
@@ -445,9 +515,11 @@ class TrainConfig(StepSchedule):
         if not 0 < self.side_fraction <= 1:
             raise ValueError(f"side_fraction must be in (0, 1], got {self.side_fraction!r}")
         if self.eval_max_steps is not None and (
-                not isinstance(self.eval_max_steps, int) or self.eval_max_steps < 1):
-            raise ValueError(f"eval_max_steps must be a positive integer or None, got "
-                             f"{self.eval_max_steps!r}")
+            not isinstance(self.eval_max_steps, int) or self.eval_max_steps < 1
+        ):
+            raise ValueError(
+                f"eval_max_steps must be a positive integer or None, got {self.eval_max_steps!r}"
+            )
         if not self.calibration_margin >= 0:
             raise ValueError(f"calibration_margin must be >= 0, got {self.calibration_margin!r}")
         self._validate_rows()
@@ -458,17 +530,23 @@ class TrainConfig(StepSchedule):
         if layout == "flat":
             return
         if self.buffer_capacity % self.num_envs:
-            raise ValueError(f"layout {layout!r} needs buffer_capacity ({self.buffer_capacity}) "
-                             f"to be a multiple of num_envs ({self.num_envs})")
+            raise ValueError(
+                f"layout {layout!r} needs buffer_capacity ({self.buffer_capacity}) "
+                f"to be a multiple of num_envs ({self.num_envs})"
+            )
         why = f"agent {self.agent!r}" if self.windowed else f"n_step={self.n_step}"
         if layout == "sequence" and self.frame_stack > 1:
-            raise ValueError(f"sequence replay ({why}) does not support frame_stack > 1 "
-                             f"(got frame_stack={self.frame_stack})")
+            raise ValueError(
+                f"sequence replay ({why}) does not support frame_stack > 1 "
+                f"(got frame_stack={self.frame_stack})"
+            )
         rows = self.buffer_capacity // self.num_envs
         if layout == "sequence" and self.window_length > rows:
             setting = "sequence_length" if self.windowed else "n_step"
-            raise ValueError(f"{setting} ({self.window_length}) is longer than the {rows} rows of "
-                             f"num_envs={self.num_envs} steps the buffer keeps")
+            raise ValueError(
+                f"{setting} ({self.window_length}) is longer than the {rows} rows of "
+                f"num_envs={self.num_envs} steps the buffer keeps"
+            )
 
 
 _LOOP_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))

@@ -22,7 +22,7 @@ and evaluation returns come back sharded like the state.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -48,6 +48,7 @@ def mean_gradients(axis_name: str) -> optax.GradientTransformation:
     Returns:
       A stateless ``GradientTransformation``.
     """
+
     def update(updates, state, params=None):
         del params
         return jax.lax.pmean(updates, axis_name), state
@@ -63,16 +64,18 @@ def data_parallel_trainer(trainer: Trainer, axis_name: str = DATA_AXIS) -> Train
       ValueError: the trainer's agent was passed in (not built from its config).
     """
     if trainer.network is None:
-        raise ValueError("data-parallel training rebuilds the agent from its config; an "
-                         "agent passed to make_train must average its own gradients "
-                         "(chain memjax.train.devices.mean_gradients in its optimizer)")
+        raise ValueError(
+            "data-parallel training rebuilds the agent from its config; an "
+            "agent passed to make_train must average its own gradients "
+            "(chain memjax.train.devices.mean_gradients in its optimizer)"
+        )
     cfg = trainer.config
     optimizer = optax.chain(mean_gradients(axis_name), make_optimizer(cfg))
     agent = make_agent(cfg, trainer.network, trainer.num_actions, optimizer=optimizer)
     return dataclasses.replace(trainer, agent=agent)
 
 
-def select_devices(devices_per_process: Optional[int] = None) -> list:
+def select_devices(devices_per_process: int | None = None) -> list:
     """``devices_per_process`` local devices of every process (all of them when None), in
     process order: the devices of a run's mesh.
 
@@ -82,10 +85,12 @@ def select_devices(devices_per_process: Optional[int] = None) -> list:
     local = jax.local_device_count()
     n = local if devices_per_process is None else devices_per_process
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= local:
-        raise ValueError(f"--devices (devices per process) must be between 1 and the "
-                         f"{local} local device(s) of this process, got {devices_per_process!r}"
-                         "; on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N "
-                         "(set before jax starts) makes N host devices")
+        raise ValueError(
+            f"--devices (devices per process) must be between 1 and the "
+            f"{local} local device(s) of this process, got {devices_per_process!r}"
+            "; on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N "
+            "(set before jax starts) makes N host devices"
+        )
     by_process = {}
     for d in jax.devices():
         by_process.setdefault(d.process_index, []).append(d)
@@ -120,8 +125,9 @@ class Layout:
 
     def _map(self, fn: Callable, in_specs, out_specs) -> Callable:
         # check_vma off: the per-seed programs carry unvarying constants through scans
-        return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
-                             check_vma=False)
+        return jax.shard_map(
+            fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
+        )
 
     def init(self, trainer: Trainer, key) -> Callable:
         """``init() -> state``: the run's whole vmapped state, placed; the seeds' keys are
@@ -147,6 +153,7 @@ class Layout:
         """``state -> (state, metrics, buffer sizes)`` for a per-seed ``fn(state) ->
         (state, metrics)``; metrics and sizes are ``[seeds]`` (data parallel:
         ``[devices, seeds]``)."""
+
         def per_seed(state):
             state, metrics = fn(state)
             return state, metrics, state.buffer.count
@@ -166,19 +173,23 @@ class Layout:
         if not self.data_parallel:
             mapped = self._map(jax.vmap(trainer.evaluate), (spec, spec), spec)
         else:
+
             def replica(agent, keys):
-                keys = jax.vmap(jax.random.fold_in, (0, None))(
-                    keys, jax.lax.axis_index(DATA_AXIS))
-                return jax.tree.map(lambda x: x[None],
-                                    jax.vmap(trainer.evaluate)(
-                                        jax.tree.map(lambda x: x[0], agent), keys))
+                keys = jax.vmap(jax.random.fold_in, (0, None))(keys, jax.lax.axis_index(DATA_AXIS))
+                return jax.tree.map(
+                    lambda x: x[None],
+                    jax.vmap(trainer.evaluate)(jax.tree.map(lambda x: x[0], agent), keys),
+                )
+
             mapped = self._map(replica, (spec, P()), spec)
         return lambda agent, index: mapped(
-            agent, jax.random.split(jax.random.fold_in(key, index), self.num_seeds))
+            agent, jax.random.split(jax.random.fold_in(key, index), self.num_seeds)
+        )
 
 
-def layout(num_seeds: int, devices_per_process: Optional[int] = None,
-           data_parallel: bool = False) -> Layout:
+def layout(
+    num_seeds: int, devices_per_process: int | None = None, data_parallel: bool = False
+) -> Layout:
     """The placement of ``num_seeds`` seeds over ``devices_per_process`` devices of every
     process (default: all local devices).
 
@@ -188,14 +199,22 @@ def layout(num_seeds: int, devices_per_process: Optional[int] = None,
     """
     devices = select_devices(devices_per_process)
     if not data_parallel and num_seeds % len(devices):
-        per = "" if jax.process_count() == 1 else \
-            f" ({len(devices) // jax.process_count()} per process x {jax.process_count()} " \
+        per = (
+            ""
+            if jax.process_count() == 1
+            else f" ({len(devices) // jax.process_count()} per process x {jax.process_count()} "
             "processes)"
-        raise ValueError(f"--seeds {num_seeds} must be a multiple of the {len(devices)} "
-                         f"devices{per} that shard them: choose --seeds or --devices so that "
-                         "it divides (or --data-parallel, which replicates every seed)")
-    return Layout(Mesh(np.array(devices), (DATA_AXIS if data_parallel else SEEDS_AXIS,)),
-                  num_seeds, bool(data_parallel))
+        )
+        raise ValueError(
+            f"--seeds {num_seeds} must be a multiple of the {len(devices)} "
+            f"devices{per} that shard them: choose --seeds or --devices so that "
+            "it divides (or --data-parallel, which replicates every seed)"
+        )
+    return Layout(
+        Mesh(np.array(devices), (DATA_AXIS if data_parallel else SEEDS_AXIS,)),
+        num_seeds,
+        bool(data_parallel),
+    )
 
 
 def merge_replicas(metrics: dict) -> dict:
@@ -205,10 +224,12 @@ def merge_replicas(metrics: dict) -> dict:
     episodes = np.asarray(metrics["episodes"])
     returns = np.nan_to_num(np.asarray(metrics["episode_return"], np.float64))
     total = episodes.sum(axis=0)
-    out = {"episode_return": np.where(total > 0, (returns * episodes).sum(axis=0)
-                                      / np.maximum(total, 1), np.nan).astype(
-                                          np.asarray(metrics["episode_return"]).dtype),
-           "episodes": total.astype(episodes.dtype)}
+    out = {
+        "episode_return": np.where(
+            total > 0, (returns * episodes).sum(axis=0) / np.maximum(total, 1), np.nan
+        ).astype(np.asarray(metrics["episode_return"]).dtype),
+        "episodes": total.astype(episodes.dtype),
+    }
     for name, value in metrics.items():
         if name not in out:
             value = np.asarray(value)
@@ -216,5 +237,13 @@ def merge_replicas(metrics: dict) -> dict:
     return out
 
 
-__all__ = ["Layout", "layout", "select_devices", "mean_gradients", "data_parallel_trainer",
-           "merge_replicas", "SEEDS_AXIS", "DATA_AXIS"]
+__all__ = [
+    "Layout",
+    "layout",
+    "select_devices",
+    "mean_gradients",
+    "data_parallel_trainer",
+    "merge_replicas",
+    "SEEDS_AXIS",
+    "DATA_AXIS",
+]

@@ -10,15 +10,14 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import numpy as np
 from flax import struct
 
 from memjax import envs
-from memjax.train import params_file
-from memjax.train import devices, results, checkpoints
+from memjax.train import checkpoints, devices, params_file, results
 from memjax.train.build import observation_spec
 from memjax.train.config import TrainConfig
 from memjax.train.evaluation import episode_cap
@@ -29,8 +28,9 @@ from memjax.train.memory import carry_bytes_per_env, storage_summary
 def _aot(fn, *args, donate=False, in_shardings=None, out_shardings=None):
     t0 = time.perf_counter()
     kwargs = {} if in_shardings is None else {"in_shardings": in_shardings}
-    jitted = jax.jit(fn, donate_argnums=(0,) if donate else (), out_shardings=out_shardings,
-                     **kwargs)
+    jitted = jax.jit(
+        fn, donate_argnums=(0,) if donate else (), out_shardings=out_shardings, **kwargs
+    )
     compiled = jitted.lower(*args).compile()
     return compiled, time.perf_counter() - t0
 
@@ -43,7 +43,7 @@ class _Compiled:
 
     init: Callable
     evaluate: Callable
-    schedule: list     # (name, compiled chunk, env steps per seed) in run order
+    schedule: list  # (name, compiled chunk, env steps per seed) in run order
     seconds: dict
 
 
@@ -52,16 +52,19 @@ def _compile(trainer: Trainer, place: devices.Layout, k_train, k_eval) -> _Compi
     sharded = place.sharded
     init, seconds["init"] = _aot(place.init(trainer, k_train), out_shardings=sharded)
     state = jax.eval_shape(init)
+
     # results stay sharded like the state (a replicated output of the state's shape would
     # be handed a donated shard by jit's aliasing); the host gathers them
     def chunk_of(fn):  # the state's sharding in and out, or the donation is unusable
-        return _aot(place.chunk(fn), state, donate=True, in_shardings=(sharded,),
-                    out_shardings=sharded)
+        return _aot(
+            place.chunk(fn), state, donate=True, in_shardings=(sharded,), out_shardings=sharded
+        )
 
     collect, seconds["collect"] = chunk_of(trainer.collect)
     chunk, seconds["chunk"] = chunk_of(trainer.chunk)
-    evaluate, seconds["evaluate"] = _aot(place.evaluate(trainer, k_eval), state.agent,
-                                         np.int32(0), out_shardings=sharded)
+    evaluate, seconds["evaluate"] = _aot(
+        place.evaluate(trainer, k_eval), state.agent, np.int32(0), out_shardings=sharded
+    )
     per_update = cfg.iter_vec_steps * cfg.num_envs
     schedule = [("warmup", collect, cfg.warmup_vec_steps * cfg.num_envs)]
     schedule += [("chunk", chunk, cfg.chunk_iters * per_update)] * cfg.num_chunks
@@ -76,12 +79,25 @@ def _progress_bar(cfg: TrainConfig, num_seeds: int, done_steps: int = 0):
 
     # the bar counts env steps per seed; sps_all_seeds = steps/s summed over seeds,
     # ret = latest training (epsilon-greedy) return, greedy = latest evaluation return
-    return tqdm(total=cfg.steps_done, initial=done_steps, unit="step",
-                desc=f"{cfg.env} x{num_seeds}", dynamic_ncols=True)
+    return tqdm(
+        total=cfg.steps_done,
+        initial=done_steps,
+        unit="step",
+        desc=f"{cfg.env} x{num_seeds}",
+        dynamic_ncols=True,
+    )
 
 
-def _run_schedule(compiled: _Compiled, state, place: devices.Layout, bar, start=None,
-                  checkpoint=None, num_tasks: int = 0, live: Optional[dict] = None):
+def _run_schedule(
+    compiled: _Compiled,
+    state,
+    place: devices.Layout,
+    bar,
+    start=None,
+    checkpoint=None,
+    num_tasks: int = 0,
+    live: dict | None = None,
+):
     """Run the compiled chunks in order, evaluating after each. Returns the final state,
     the curves, the seconds spent training and evaluating, and the buffer sizes.
 
@@ -97,19 +113,42 @@ def _run_schedule(compiled: _Compiled, state, place: devices.Layout, bar, start=
     ``live``: a dict kept up to date with the results so far (``points``, ``sizes``,
     ``done_steps``, ``train_seconds``, ``eval_seconds``), for a run interrupted in the
     middle (see :class:`Interrupted`)."""
-    points = {"steps": [], "eval_return": [], "eval_unfinished": [], "train_return": [],
-              "metrics": []}
+    points = {
+        "steps": [],
+        "eval_return": [],
+        "eval_unfinished": [],
+        "train_return": [],
+        "metrics": [],
+    }
     sizes, train_seconds, eval_seconds, done_steps, first = [], 0.0, 0.0, 0, 0
     if start is not None:
         points, sizes, done_steps, first = start.points, start.sizes, start.step, start.index + 1
         train_seconds = start.times.get("train_seconds", 0.0)
         eval_seconds = start.times.get("eval_seconds", 0.0)
     live = {} if live is None else live
-    live.update(points=points, sizes=sizes, done_steps=done_steps,
-                train_seconds=train_seconds, eval_seconds=eval_seconds)
+    live.update(
+        points=points,
+        sizes=sizes,
+        done_steps=done_steps,
+        train_seconds=train_seconds,
+        eval_seconds=eval_seconds,
+    )
     with _stop_between_chunks(live):
-        return _run_entries(compiled, state, place, bar, first, checkpoint, num_tasks, live,
-                            points, sizes, done_steps, train_seconds, eval_seconds)
+        return _run_entries(
+            compiled,
+            state,
+            place,
+            bar,
+            first,
+            checkpoint,
+            num_tasks,
+            live,
+            points,
+            sizes,
+            done_steps,
+            train_seconds,
+            eval_seconds,
+        )
 
 
 @contextlib.contextmanager
@@ -127,8 +166,11 @@ def _stop_between_chunks(live: dict):
         if live.get("stop"):
             raise KeyboardInterrupt
         live["stop"] = True
-        print("memjax: stopping after this chunk and its checkpoint (Ctrl-C again to stop "
-              "now)", file=sys.stderr, flush=True)
+        print(
+            "memjax: stopping after this chunk and its checkpoint (Ctrl-C again to stop now)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     signal.signal(signal.SIGINT, request_stop)
     try:
@@ -137,8 +179,21 @@ def _stop_between_chunks(live: dict):
         signal.signal(signal.SIGINT, previous)
 
 
-def _run_entries(compiled, state, place, bar, first, checkpoint, num_tasks, live, points,
-                 sizes, done_steps, train_seconds, eval_seconds):
+def _run_entries(
+    compiled,
+    state,
+    place,
+    bar,
+    first,
+    checkpoint,
+    num_tasks,
+    live,
+    points,
+    sizes,
+    done_steps,
+    train_seconds,
+    eval_seconds,
+):
     """The loop of :func:`_run_schedule` over the compiled entries from ``first`` on."""
     for i, (_, fn, n_steps) in enumerate(compiled.schedule):
         if i < first:
@@ -150,32 +205,41 @@ def _run_entries(compiled, state, place, bar, first, checkpoint, num_tasks, live
         done_steps += n_steps
         t0 = time.perf_counter()
         episodes, metrics, size = checkpoints.gather(
-            (compiled.evaluate(state.agent, np.int32(i)), metrics, size))
+            (compiled.evaluate(state.agent, np.int32(i)), metrics, size)
+        )
         ev, finished = np.asarray(episodes.returns), np.asarray(episodes.finished)
         if place.data_parallel:  # [devices, seeds, ...] -> [seeds, ...]
             ev = np.concatenate(list(ev), axis=-1)
             metrics, size = devices.merge_replicas(metrics), size.sum(axis=0)
-        eval_seconds += time.perf_counter() - t0                    # ev: [seeds, episodes]
+        eval_seconds += time.perf_counter() - t0  # ev: [seeds, episodes]
         points["steps"].append(done_steps)
         points["eval_return"].append(ev.mean(axis=1))
         if num_tasks:
             points.setdefault("eval_task_return", []).append(
-                envs.task_means(ev, np.arange(ev.shape[-1]) % num_tasks, num_tasks))
+                envs.task_means(ev, np.arange(ev.shape[-1]) % num_tasks, num_tasks)
+            )
         points["eval_unfinished"].append(int(np.sum(~finished)))
         points["train_return"].append(np.asarray(metrics["episode_return"], np.float64))
         points["metrics"].append(metrics)
         sizes.append(np.asarray(size).tolist())
-        live.update(done_steps=done_steps, train_seconds=train_seconds,
-                    eval_seconds=eval_seconds)
+        live.update(done_steps=done_steps, train_seconds=train_seconds, eval_seconds=eval_seconds)
         if checkpoint is not None:
-            checkpoint(i, done_steps, state, points, sizes,
-                       {"train_seconds": train_seconds, "eval_seconds": eval_seconds})
+            checkpoint(
+                i,
+                done_steps,
+                state,
+                points,
+                sizes,
+                {"train_seconds": train_seconds, "eval_seconds": eval_seconds},
+            )
         if bar is not None:
             bar.update(n_steps)
             train = points["train_return"][-1]
-            bar.set_postfix(sps_all_seeds=f"{done_steps * place.num_seeds / max(train_seconds, 1e-9):,.0f}",
-                            ret=f"{np.nanmean(train):.1f}" if np.isfinite(train).any() else "nan",
-                            greedy=f"{ev.mean():.1f}")
+            bar.set_postfix(
+                sps_all_seeds=f"{done_steps * place.num_seeds / max(train_seconds, 1e-9):,.0f}",
+                ret=f"{np.nanmean(train):.1f}" if np.isfinite(train).any() else "nan",
+                greedy=f"{ev.mean():.1f}",
+            )
         if live.get("stop") and i + 1 < len(compiled.schedule):
             raise KeyboardInterrupt  # asked for between chunks: the checkpoint is on its way
     return state, points, train_seconds, eval_seconds, sizes
@@ -186,9 +250,12 @@ def _curves(points: dict) -> dict:
     [points] (evaluation episodes of all seeds cut by the cap), each learner metric (e.g.
     ``loss``) [points, seeds] and, for a multi-task run, ``eval_task_return`` [points, seeds,
     tasks] (absent when resumed from a checkpoint written before it existed)."""
-    curves = {"steps": points["steps"], "eval_return": np.stack(points["eval_return"]),
-              "train_return": np.stack(points["train_return"]),
-              "eval_unfinished": points["eval_unfinished"]}
+    curves = {
+        "steps": points["steps"],
+        "eval_return": np.stack(points["eval_return"]),
+        "train_return": np.stack(points["train_return"]),
+        "eval_unfinished": points["eval_unfinished"],
+    }
     if len(points.get("eval_task_return", ())) == len(points["steps"]):
         curves["eval_task_return"] = np.stack(points["eval_task_return"])
     names = [n for n in points["metrics"][0] if n not in ("episode_return", "episodes")]
@@ -197,15 +264,21 @@ def _curves(points: dict) -> dict:
     return curves
 
 
-def _summary(trainer: Trainer, place: devices.Layout, curves, mem, times, final_buffer,
-             sizes) -> dict:
+def _summary(
+    trainer: Trainer, place: devices.Layout, curves, mem, times, final_buffer, sizes
+) -> dict:
     cfg, (compile_seconds, train_seconds, eval_seconds) = trainer.config, times
     final, num_seeds = curves["eval_return"][-1], place.num_seeds
     # env steps per seed: a data-parallel agent steps num_envs environments on every device
     replicas = place.num_devices if place.data_parallel else 1
     return {
-        "env": cfg.env, "agent": cfg.agent, "seeds": num_seeds, "steps": int(cfg.steps_done),
-        "replay": cfg.replay, "buffer_capacity": cfg.buffer_capacity, "n_step": cfg.n_step,
+        "env": cfg.env,
+        "agent": cfg.agent,
+        "seeds": num_seeds,
+        "steps": int(cfg.steps_done),
+        "replay": cfg.replay,
+        "buffer_capacity": cfg.buffer_capacity,
+        "n_step": cfg.n_step,
         "final_return_mean": float(np.mean(final)),
         "final_return_std": float(np.std(final)),
         "final_return_per_seed": [float(x) for x in final],
@@ -220,8 +293,7 @@ def _summary(trainer: Trainer, place: devices.Layout, curves, mem, times, final_
         "buffer_bytes_per_seed": mem.total_bytes / num_seeds,
         "carry_bytes_per_env": carry_bytes_per_env(trainer),
         "replay_memory": mem.as_dict(),
-        "replay_storage": {**storage_summary(cfg, final_buffer),
-                           "size_after_each_chunk": sizes},
+        "replay_storage": {**storage_summary(cfg, final_buffer), "size_after_each_chunk": sizes},
         "eval_episodes": cfg.eval_episodes,
         "eval_max_steps": episode_cap(trainer.env_params, cfg.eval_max_steps),
         "eval_unfinished_final": curves["eval_unfinished"][-1],
@@ -243,8 +315,7 @@ def return_range(trainer: Trainer) -> dict:
         chance, best = envs.return_range(trainer.env, trainer.env_params)
     except (AttributeError, TypeError, ValueError):  # a caller's env whose params do not fit
         chance, best = None, None
-    return {k: v for k, v in (("chance_return", chance), ("best_return", best))
-            if v is not None}
+    return {k: v for k, v in (("chance_return", chance), ("best_return", best)) if v is not None}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -263,39 +334,51 @@ class Interrupted(KeyboardInterrupt):
         self.paths, self.resumable = list(paths), resumable
 
 
-def _interrupted_results(trainer: Trainer, place: devices.Layout, compiled: _Compiled,
-                         live: dict, out_dir) -> list:
+def _interrupted_results(
+    trainer: Trainer, place: devices.Layout, compiled: _Compiled, live: dict, out_dir
+) -> list:
     """Write the results so far of an interrupted run (process 0); returns the paths."""
     points = live.get("points")
     if out_dir is None or jax.process_index() != 0 or not points or not points["steps"]:
         return []
     # an interrupt between two appends leaves some lists one longer (eval_task_return may
     # also be shorter: resumed from a checkpoint written before it existed; _curves drops it)
-    k = min(len(points[name]) for name in ("steps", "eval_return", "eval_unfinished",
-                                            "train_return", "metrics"))
+    k = min(
+        len(points[name])
+        for name in ("steps", "eval_return", "eval_unfinished", "train_return", "metrics")
+    )
     points = {name: v[:k] for name, v in points.items()}
     if not k:
         return []
     cfg, curves = trainer.config, _curves(points)
     final = curves["eval_return"][-1]
     summary = {
-        "env": cfg.env, "agent": cfg.agent, "seeds": place.num_seeds,
-        "steps": int(cfg.steps_done), "interrupted": True, "steps_done": int(points["steps"][-1]),
-        "replay": cfg.replay, "buffer_capacity": cfg.buffer_capacity, "n_step": cfg.n_step,
-        "final_return_mean": float(np.mean(final)), "final_return_std": float(np.std(final)),
-        "final_return_per_seed": [float(x) for x in final], **return_range(trainer),
+        "env": cfg.env,
+        "agent": cfg.agent,
+        "seeds": place.num_seeds,
+        "steps": int(cfg.steps_done),
+        "interrupted": True,
+        "steps_done": int(points["steps"][-1]),
+        "replay": cfg.replay,
+        "buffer_capacity": cfg.buffer_capacity,
+        "n_step": cfg.n_step,
+        "final_return_mean": float(np.mean(final)),
+        "final_return_std": float(np.std(final)),
+        "final_return_per_seed": [float(x) for x in final],
+        **return_range(trainer),
         "train_seconds": live.get("train_seconds", 0.0),
         "eval_seconds": live.get("eval_seconds", 0.0),
         "compile_seconds": sum(compiled.seconds.values()),
         "eval_episodes": cfg.eval_episodes,
-        "processes": jax.process_count(), "devices": place.num_devices,
+        "processes": jax.process_count(),
+        "devices": place.num_devices,
         "data_parallel": place.data_parallel,
         "config": results.config_to_dict(cfg),
     }
     return results.write_all(out_dir, summary, curves)
 
 
-def _checkpoint_hook(compiled: _Compiled, snaps) -> Optional[Callable]:
+def _checkpoint_hook(compiled: _Compiled, snaps) -> Callable | None:
     """The ``checkpoint`` callback of :func:`_run_schedule` that saves ``snaps`` at the
     chunk boundaries its period picks (None when checkpoints are off)."""
     if snaps is None or not snaps.every:
@@ -305,16 +388,28 @@ def _checkpoint_hook(compiled: _Compiled, snaps) -> Optional[Callable]:
 
     def checkpoint(i, done_steps, state, points, sizes, times):
         if i in save_at:
-            snaps.save(i, done_steps, state, points, sizes,
-                       {**times, "checkpoint_seconds": snaps.seconds})
+            snaps.save(
+                i, done_steps, state, points, sizes, {**times, "checkpoint_seconds": snaps.seconds}
+            )
 
     return checkpoint
 
 
-def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, seed: int = 0,
-        progress: bool = True, env=None, env_params=None, log: Callable = print,
-        checkpoint_every=None, resume: bool = False, devices_per_process=None,
-        data_parallel: bool = False, restart_if_unreadable: bool = False) -> dict:
+def run(
+    config: TrainConfig = TrainConfig(),
+    num_seeds: int = 8,
+    out_dir=None,
+    seed: int = 0,
+    progress: bool = True,
+    env=None,
+    env_params=None,
+    log: Callable = print,
+    checkpoint_every=None,
+    resume: bool = False,
+    devices_per_process=None,
+    data_parallel: bool = False,
+    restart_if_unreadable: bool = False,
+) -> dict:
     """Train ``num_seeds`` independent seeds (vmapped, sharded over devices) with the host
     loop.
 
@@ -386,13 +481,24 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
         log, progress = None, False
     snaps, start = None, None
     if out_dir is not None:
-        record = checkpoints.RunRecord(trainer.config, num_seeds, seed, every,
-                                     data_parallel=place.num_devices if data_parallel else 0)
+        record = checkpoints.RunRecord(
+            trainer.config,
+            num_seeds,
+            seed,
+            every,
+            data_parallel=place.num_devices if data_parallel else 0,
+        )
         template = jax.eval_shape(place.init(trainer, k_train))
-        snaps, start = checkpoints.open_run(out_dir, record, template,
-                                          jax.random.key_impl(k_train), resume=resume,
-                                          log=log, sharding=place.sharded,
-                                          restart_if_unreadable=restart_if_unreadable)
+        snaps, start = checkpoints.open_run(
+            out_dir,
+            record,
+            template,
+            jax.random.key_impl(k_train),
+            resume=resume,
+            log=log,
+            sharding=place.sharded,
+            restart_if_unreadable=restart_if_unreadable,
+        )
         snaps.start()
     live, compiled = {"done_steps": start.step if start else 0}, None
     try:
@@ -402,18 +508,25 @@ def run(config: TrainConfig = TrainConfig(), num_seeds: int = 8, out_dir=None, s
         if isinstance(e, Interrupted):
             raise
         if snaps is not None:
-            snaps.close()   # the checkpoints already taken are committed
-        paths = [] if compiled is None else _interrupted_results(trainer, place, compiled,
-                                                                 live, out_dir)
-        raise Interrupted(out_dir, int(live["done_steps"]), int(trainer.config.steps_done),
-                          paths, resumable=bool(snaps is not None and snaps.every)) from None
+            snaps.close()  # the checkpoints already taken are committed
+        paths = (
+            []
+            if compiled is None
+            else _interrupted_results(trainer, place, compiled, live, out_dir)
+        )
+        raise Interrupted(
+            out_dir,
+            int(live["done_steps"]),
+            int(trainer.config.steps_done),
+            paths,
+            resumable=bool(snaps is not None and snaps.every),
+        ) from None
     finally:
         if snaps is not None:
             snaps.close()
 
 
-def _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed,
-         live=None) -> dict:
+def _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed, live=None) -> dict:
     state = compiled.init() if start is None else start.state
     mem = trainer.buffer.memory(state.buffer)  # all seeds; bytes_per_item is per seed
     if log is not None:
@@ -421,11 +534,15 @@ def _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed,
     if start is not None:
         snaps.seconds = start.times.get("checkpoint_seconds", 0.0)
     checkpoint = _checkpoint_hook(compiled, snaps)
-    bar = _progress_bar(trainer.config, place.num_seeds, start.step if start else 0) \
-        if progress else None
+    bar = (
+        _progress_bar(trainer.config, place.num_seeds, start.step if start else 0)
+        if progress
+        else None
+    )
     try:
         state, points, train_seconds, eval_seconds, sizes = _run_schedule(
-            compiled, state, place, bar, start, checkpoint, trainer.num_tasks, live)
+            compiled, state, place, bar, start, checkpoint, trainer.num_tasks, live
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -437,21 +554,34 @@ def _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed,
     final = checkpoints.gather({"agent": state.agent, "buffer": _buffer_counters(state.buffer)})
     if place.data_parallel:
         buffer = final["buffer"]
-        final = {"agent": jax.tree.map(lambda x: x[0], final["agent"]),
-                 "buffer": buffer.replace(count=buffer.count.sum(axis=0))}
-    summary = _summary(trainer, place, curves, mem,
-                       (compiled.seconds, train_seconds, eval_seconds), final["buffer"], sizes)
+        final = {
+            "agent": jax.tree.map(lambda x: x[0], final["agent"]),
+            "buffer": buffer.replace(count=buffer.count.sum(axis=0)),
+        }
+    summary = _summary(
+        trainer,
+        place,
+        curves,
+        mem,
+        (compiled.seconds, train_seconds, eval_seconds),
+        final["buffer"],
+        sizes,
+    )
     summary["checkpoint_seconds"] = snaps.seconds if snaps is not None else 0.0
     summary["seed"] = seed  # with "seeds" and "config": `--config summary.json` reruns the run
     if out_dir is not None and jax.process_index() == 0:
         paths = results.write_all(out_dir, summary, curves)
         if trainer.network is not None:  # the trained Q-networks, read by `memjax compress`
-            paths.append(params_file.save(out_dir, trainer.config, final["agent"].params,
-                                              obs=observation_spec(trainer.env,
-                                                                   trainer.env_params),
-                                              num_actions=trainer.num_actions, meta={
-                                                  "final_return_per_seed":
-                                                      summary["final_return_per_seed"]}))
+            paths.append(
+                params_file.save(
+                    out_dir,
+                    trainer.config,
+                    final["agent"].params,
+                    obs=observation_spec(trainer.env, trainer.env_params),
+                    num_actions=trainer.num_actions,
+                    meta={"final_return_per_seed": summary["final_return_per_seed"]},
+                )
+            )
         if log is not None:
             log("wrote " + ", ".join(str(p) for p in paths))
     summary["curves"] = curves
@@ -466,9 +596,10 @@ class _BufferCounters:
 
     codecs: dict
     count: jax.Array
-    layout_errors: Optional[jax.Array] = None
+    layout_errors: jax.Array | None = None
 
 
 def _buffer_counters(buffer_state) -> _BufferCounters:
-    return _BufferCounters(buffer_state.codecs, buffer_state.count,
-                           getattr(buffer_state, "layout_errors", None))
+    return _BufferCounters(
+        buffer_state.codecs, buffer_state.count, getattr(buffer_state, "layout_errors", None)
+    )

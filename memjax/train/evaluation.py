@@ -4,7 +4,8 @@ compressed network and its teacher are measured the same way."""
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,7 @@ class Episodes(NamedTuple):
     finished: jax.Array
 
 
-def episode_cap(env_params, max_steps: Optional[int] = None) -> int:
+def episode_cap(env_params, max_steps: int | None = None) -> int:
     """The step cap of an evaluation episode.
 
     Args:
@@ -50,8 +51,17 @@ def episode_cap(env_params, max_steps: Optional[int] = None) -> int:
     return int(getattr(env_params, "max_steps_in_episode", DEFAULT_MAX_STEPS))
 
 
-def evaluate(policy: Callable, carry, env, env_params, key: jax.Array, episodes: int,
-             num_actions: int, epsilon: float = 0.0, max_steps: Optional[int] = None) -> Episodes:
+def evaluate(
+    policy: Callable,
+    carry,
+    env,
+    env_params,
+    key: jax.Array,
+    episodes: int,
+    num_actions: int,
+    epsilon: float = 0.0,
+    max_steps: int | None = None,
+) -> Episodes:
     """Returns of ``episodes`` episodes of ``policy``, each in its own environment.
 
     Args:
@@ -81,13 +91,20 @@ def evaluate(policy: Callable, carry, env, env_params, key: jax.Array, episodes:
         actions, carry = policy(carry, obs, jax.random.fold_in(k_act, 1))
         actions = explore(k_act, actions, num_actions, epsilon)
         obs, env_state, reward, terminated, truncated, _ = vstep(
-            jax.random.split(k_env, episodes), env_state, actions, env_params)
+            jax.random.split(k_env, episodes), env_state, actions, env_params
+        )
         returns = returns + jnp.where(alive, reward.astype(jnp.float32), 0.0)
         alive = alive & ~(terminated | truncated)
         return (obs, env_state, carry, key, returns, alive), None
 
-    loop = (obs, env_state, carry, key, jnp.zeros((episodes,), jnp.float32),
-            jnp.ones((episodes,), bool))
+    loop = (
+        obs,
+        env_state,
+        carry,
+        key,
+        jnp.zeros((episodes,), jnp.float32),
+        jnp.ones((episodes,), bool),
+    )
     cap = episode_cap(env_params, max_steps)
     (*_, returns, alive), _ = jax.lax.scan(body, loop, None, length=cap)
     return Episodes(returns=returns, finished=~alive)

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -46,8 +47,6 @@ from flax import struct
 
 from memjax import envs
 from memjax.agents import Agent, reset_where
-from memjax.train.evaluation import Episodes
-from memjax.train.evaluation import evaluate as evaluate_policy
 from memjax.train.build import (
     beta_schedule,
     example_transition,
@@ -57,6 +56,8 @@ from memjax.train.build import (
     make_network_for,
 )
 from memjax.train.config import TrainConfig
+from memjax.train.evaluation import Episodes
+from memjax.train.evaluation import evaluate as evaluate_policy
 from memjax.train.storage import make_codecs, stores_episode_starts
 
 
@@ -101,12 +102,12 @@ def _summarise(stats, metrics):
     of each learner metric over the chunk."""
     episodes = jnp.sum(stats["episodes"])
     mean_return = jnp.sum(stats["return_sum"]) / jnp.maximum(episodes, 1)
-    out = {"episode_return": jnp.where(episodes > 0, mean_return, jnp.nan),
-           "episodes": episodes}
+    out = {"episode_return": jnp.where(episodes > 0, mean_return, jnp.nan), "episodes": episodes}
     if "task_episodes" in stats:  # float32 / int32 [num_tasks]
         count = jnp.sum(stats["task_episodes"], axis=0)
         out["task_episode_return"] = jnp.where(
-            count > 0, jnp.sum(stats["task_return_sum"], axis=0) / jnp.maximum(count, 1), jnp.nan)
+            count > 0, jnp.sum(stats["task_return_sum"], axis=0) / jnp.maximum(count, 1), jnp.nan
+        )
         out["task_episodes"] = count
     out.update({name: jnp.mean(value) for name, value in metrics.items()})
     return out
@@ -124,7 +125,7 @@ class Trainer:
     env_params: Any
     agent: Agent
     buffer: Any
-    network: Optional[nn.Module] = None
+    network: nn.Module | None = None
 
     def __call__(self, key):
         return self.train(key)
@@ -147,8 +148,10 @@ class Trainer:
 
     @functools.cached_property
     def _vector_env(self):
-        return (jax.vmap(self.env.reset, in_axes=(0, None)),
-                jax.vmap(self.env.step, in_axes=(0, 0, 0, None)))
+        return (
+            jax.vmap(self.env.reset, in_axes=(0, None)),
+            jax.vmap(self.env.step, in_axes=(0, 0, 0, None)),
+        )
 
     @functools.cached_property
     def _shapes(self):
@@ -158,16 +161,20 @@ class Trainer:
         carry = jax.eval_shape(lambda: self.agent.initial_carry(self.config.num_envs))
         many = jax.ShapeDtypeStruct((self.config.num_envs, *obs.shape), obs.dtype)
         _, _, extras = jax.eval_shape(
-            lambda s, c, o: self.agent.act(s, c, o, jax.random.key(0), 0, False),
-            state, carry, many)
-        return state, carry, {name: jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
-                              for name, x in extras.items()}
+            lambda s, c, o: self.agent.act(s, c, o, jax.random.key(0), 0, False), state, carry, many
+        )
+        return (
+            state,
+            carry,
+            {name: jax.ShapeDtypeStruct(x.shape[1:], x.dtype) for name, x in extras.items()},
+        )
 
     @functools.cached_property
     def example(self) -> dict:
         """ONE replay item as the loop adds it (see :func:`example_transition`)."""
-        return example_transition(self.env, self.env_params, self._shapes[2],
-                                  stores_episode_starts(self.config))
+        return example_transition(
+            self.env, self.env_params, self._shapes[2], stores_episode_starts(self.config)
+        )
 
     @functools.cached_property
     def _acts_in_warmup(self) -> bool:
@@ -198,18 +205,16 @@ class Trainer:
     def _act(self, state: TrainState, key, random_actions: bool):
         """(actions int32 [E], next carry, extras) for ``state.obs``."""
         cfg = self.config
-        carry = reset_where(state.first, state.carry,
-                             self.agent.initial_carry(cfg.num_envs))
+        carry = reset_where(state.first, state.carry, self.agent.initial_carry(cfg.num_envs))
         if random_actions:
-            actions = jax.random.randint(key, (cfg.num_envs,), 0, self.num_actions,
-                                         dtype=jnp.int32)
+            actions = jax.random.randint(key, (cfg.num_envs,), 0, self.num_actions, dtype=jnp.int32)
             if not self._acts_in_warmup:
                 return actions, carry, {}
-            _, carry, extras = self.agent.act(state.agent, carry, state.obs, key,
-                                              state.step * cfg.num_envs, False)
+            _, carry, extras = self.agent.act(
+                state.agent, carry, state.obs, key, state.step * cfg.num_envs, False
+            )
             return actions, carry, extras
-        return self.agent.act(state.agent, carry, state.obs, key, state.step * cfg.num_envs,
-                              False)
+        return self.agent.act(state.agent, carry, state.obs, key, state.step * cfg.num_envs, False)
 
     def env_step(self, state: TrainState, random_actions: bool = False):
         """One vector step: act, step the environments, insert the step into replay.
@@ -228,18 +233,30 @@ class Trainer:
         actions, carry, extras = self._act(state, k_act, random_actions)
         _, step = self._vector_env
         obs, env_state, reward, terminated, truncated, info = step(
-            jax.random.split(k_env, self.config.num_envs), state.env_state, actions,
-            self.env_params)
-        item = {"obs": state.obs, "action": actions.astype(jnp.int32),
-                "reward": reward.astype(jnp.float32), "next_obs": info["final_observation"],
-                "terminated": terminated.astype(jnp.float32), **extras}
+            jax.random.split(k_env, self.config.num_envs), state.env_state, actions, self.env_params
+        )
+        item = {
+            "obs": state.obs,
+            "action": actions.astype(jnp.int32),
+            "reward": reward.astype(jnp.float32),
+            "next_obs": info["final_observation"],
+            "terminated": terminated.astype(jnp.float32),
+            **extras,
+        }
         if "first" in self.example:
             item["first"] = state.first
         done = jnp.logical_or(terminated, truncated)
         ep_return = state.ep_return + item["reward"]
-        state = state.replace(buffer=self.buffer.add(state.buffer, item), env_state=env_state,
-                              obs=obs, carry=carry, first=done, key=key, step=state.step + 1,
-                              ep_return=jnp.where(done, 0.0, ep_return))
+        state = state.replace(
+            buffer=self.buffer.add(state.buffer, item),
+            env_state=env_state,
+            obs=obs,
+            carry=carry,
+            first=done,
+            key=key,
+            step=state.step + 1,
+            ep_return=jnp.where(done, 0.0, ep_return),
+        )
         return state, (item, done, jnp.where(done, ep_return, 0.0))
 
     def _step_stats(self, state: TrainState, random_actions: bool = False):
@@ -266,22 +283,23 @@ class Trainer:
         key, k_sample = jax.random.split(state.key)
         beta = self._beta(state.step * self.config.num_envs)
         sample = self.buffer.sample(state.buffer, k_sample, self.config.batch_size, beta=beta)
-        agent_state, priorities, metrics = self.agent.learn(state.agent, sample,
-                                                            jax.random.fold_in(k_sample, 1))
+        agent_state, priorities, metrics = self.agent.learn(
+            state.agent, sample, jax.random.fold_in(k_sample, 1)
+        )
         buffer_state = self.buffer.update(state.buffer, sample.indices, priorities)
         return state.replace(agent=agent_state, buffer=buffer_state, key=key), metrics
 
     # -- chunks ----------------------------------------------------------------------------
     def collect(self, state: TrainState):
         """Warm-up: ``learning_starts`` env steps of uniform-random actions, no learning."""
+
         def body(s, _):
             return self._step_stats(s, random_actions=True)
 
         state, stats = jax.lax.scan(body, state, None, length=self.config.warmup_vec_steps)
         schedule = self.config.rate_schedule
         if schedule and schedule[0]:  # the limiter's backlog (a static count, not unrolled)
-            state = jax.lax.fori_loop(0, schedule[0], lambda _, s: self.learner_step(s)[0],
-                                      state)
+            state = jax.lax.fori_loop(0, schedule[0], lambda _, s: self.learner_step(s)[0], state)
         no_metrics = {name: jnp.full((1,), jnp.nan) for name in self._metric_names}
         return state, _summarise(stats, no_metrics)
 
@@ -320,16 +338,19 @@ class Trainer:
             state, sums = jax.lax.fori_loop(0, count, learn, (state, sums))
             return (state, sums), step_stats
 
-        (state, sums), stats = jax.lax.scan(vector_step, (state, zeros),
-                                            jnp.asarray(pattern, jnp.int32))
+        (state, sums), stats = jax.lax.scan(
+            vector_step, (state, zeros), jnp.asarray(pattern, jnp.int32)
+        )
         metrics = jax.tree.map(lambda x: x / sum(pattern), sums)
         return state, ({name: jnp.sum(value, axis=0) for name, value in stats.items()}, metrics)
 
     def _make_chunk(self, iterations: int) -> Callable:
         def chunk(state: TrainState):
-            state, (stats, metrics) = jax.lax.scan(self._train_iteration, state, None,
-                                                   length=iterations)
+            state, (stats, metrics) = jax.lax.scan(
+                self._train_iteration, state, None, length=iterations
+            )
             return state, _summarise(stats, metrics)
+
         return chunk
 
     @functools.cached_property
@@ -338,7 +359,7 @@ class Trainer:
         return self._make_chunk(self.config.chunk_iters)
 
     @functools.cached_property
-    def final_chunk(self) -> Optional[Callable]:
+    def final_chunk(self) -> Callable | None:
         """The remainder chunk, or None when ``chunk_steps`` divides the training."""
         remainder = self.config.remainder_iters
         return self._make_chunk(remainder) if remainder else None
@@ -356,17 +377,26 @@ class Trainer:
             return actions, carry
 
         def run(env_params, key, episodes):
-            return evaluate_policy(policy, self.agent.initial_carry(episodes), self.env,
-                                   env_params, key, episodes, self.num_actions,
-                                   epsilon=cfg.eval_epsilon, max_steps=cfg.eval_max_steps)
+            return evaluate_policy(
+                policy,
+                self.agent.initial_carry(episodes),
+                self.env,
+                env_params,
+                key,
+                episodes,
+                self.num_actions,
+                epsilon=cfg.eval_epsilon,
+                max_steps=cfg.eval_max_steps,
+            )
 
         if not self.num_tasks:
             return run(self.env_params, key, cfg.eval_episodes)
         per_task = -(-cfg.eval_episodes // self.num_tasks)
         tasks = jnp.arange(self.num_tasks)
         done = jax.vmap(lambda t, k: run(self.env.for_task(self.env_params, t), k, per_task))(
-            tasks, jax.random.split(key, self.num_tasks))          # [num_tasks, per_task]
-        return jax.tree.map(lambda x: x.T.reshape(-1)[:cfg.eval_episodes], done)
+            tasks, jax.random.split(key, self.num_tasks)
+        )  # [num_tasks, per_task]
+        return jax.tree.map(lambda x: x.T.reshape(-1)[: cfg.eval_episodes], done)
 
     def train(self, key):
         """The whole run for one seed.
@@ -384,23 +414,33 @@ class Trainer:
         """
         state, warmup = self.collect(self.init(key))
         chunk = self.chunk
-        state, per_chunk = jax.lax.scan(lambda s, _: chunk(s), state, None,
-                                        length=self.config.num_chunks)
+        state, per_chunk = jax.lax.scan(
+            lambda s, _: chunk(s), state, None, length=self.config.num_chunks
+        )
         if self.final_chunk is not None:
             state, last = self.final_chunk(state)
             per_chunk = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), per_chunk, last)
         key, k_eval = jax.random.split(state.key)
         state = state.replace(key=key)
         episodes = self.evaluate(state.agent, k_eval)
-        metrics = {"warmup": warmup, "train": per_chunk, "eval_return": episodes.returns,
-                   "eval_finished": episodes.finished}
+        metrics = {
+            "warmup": warmup,
+            "train": per_chunk,
+            "eval_return": episodes.returns,
+            "eval_finished": episodes.finished,
+        }
         if self.num_tasks:
             metrics["eval_task"] = jnp.arange(self.config.eval_episodes) % self.num_tasks
         return state, metrics
 
 
-def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None, buffer=None,
-               agent: Optional[Agent] = None) -> Trainer:
+def make_train(
+    config: TrainConfig = TrainConfig(),
+    env=None,
+    env_params=None,
+    buffer=None,
+    agent: Agent | None = None,
+) -> Trainer:
     """Build the pure training functions for ``config``.
 
     Args:
@@ -429,8 +469,9 @@ def make_train(config: TrainConfig = TrainConfig(), env=None, env_params=None, b
         agent = make_agent(config, network, envs.num_actions(env, env_params))
     if buffer is None:
         buffer = make_buffer(config, make_codecs(config, env, env_params))
-    return Trainer(config=config, env=env, env_params=env_params, agent=agent, buffer=buffer,
-                   network=network)
+    return Trainer(
+        config=config, env=env, env_params=env_params, agent=agent, buffer=buffer, network=network
+    )
 
 
 __all__ = ["TrainState", "Trainer", "make_train"]

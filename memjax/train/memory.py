@@ -25,25 +25,31 @@ def carry_bytes_per_env(trainer: Trainer) -> int:
     """Bytes of the agent's carry per environment (0 for feedforward agents), from
     ``jax.eval_shape`` of ``initial_carry(1)``."""
     carry = jax.eval_shape(lambda: trainer.agent.initial_carry(1))
-    return sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
-               for leaf in jax.tree.leaves(carry))
+    return sum(
+        int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(carry)
+    )
 
 
-def capacity_for_budget(config: TrainConfig, budget_bytes: int, env=None,
-                        env_params=None) -> int:
+def capacity_for_budget(config: TrainConfig, budget_bytes: int, env=None, env_params=None) -> int:
     """The largest replay capacity whose buffer state (one seed, with ``config``'s replay
     kind, codecs and layout, on its environment) fits in ``budget_bytes``, measured with
     ``jax.eval_shape`` (no allocation); see :func:`memjax.replay.capacity_for`. Raises
     ``ValueError`` if not even ``batch_size`` transitions fit."""
     # only the trainer's example item (with the agent's extras) is used: a stand-in buffer
     # keeps make_train from building the run's own and calibrating its codecs a second time
-    trainer = make_train(config, env=env, env_params=env_params,
-                         buffer=replay.uniform(config.buffer_capacity))
+    trainer = make_train(
+        config, env=env, env_params=env_params, buffer=replay.uniform(config.buffer_capacity)
+    )
     kwargs = {"alpha": config.alpha} if config.replay == "prioritized" else {}
-    return replay.capacity_for(budget_bytes, trainer.example,
-                               codecs=make_codecs(config, trainer.env, trainer.env_params),
-                               layout=make_layout(config), kind=config.replay,
-                               minimum=max(config.batch_size, config.num_envs), **kwargs)
+    return replay.capacity_for(
+        budget_bytes,
+        trainer.example,
+        codecs=make_codecs(config, trainer.env, trainer.env_params),
+        layout=make_layout(config),
+        kind=config.replay,
+        minimum=max(config.batch_size, config.num_envs),
+        **kwargs,
+    )
 
 
 def storage_summary(config: TrainConfig, buffer_state) -> dict:
@@ -51,15 +57,24 @@ def storage_summary(config: TrainConfig, buffer_state) -> dict:
     (summed over seeds), and per-seed buffer sizes (the row layouts may hold fewer than the
     capacity when their side store overflowed) and frame-stack errors. ``run`` adds
     ``size_after_each_chunk`` ([chunks][seeds])."""
-    out = {"obs_codec": config.obs_codec, "reward_codec": config.reward_codec,
-           "compact_fields": config.compact_fields, "layout": config.storage_layout,
-           "frame_stack": config.frame_stack, "n_step": config.n_step,
-           "codec_counters": {name: mc.counters(st) for name, st in buffer_state.codecs.items()},
-           "final_size_per_seed": np.asarray(buffer_state.count).tolist()}
+    out = {
+        "obs_codec": config.obs_codec,
+        "reward_codec": config.reward_codec,
+        "compact_fields": config.compact_fields,
+        "layout": config.storage_layout,
+        "frame_stack": config.frame_stack,
+        "n_step": config.n_step,
+        "codec_counters": {name: mc.counters(st) for name, st in buffer_state.codecs.items()},
+        "final_size_per_seed": np.asarray(buffer_state.count).tolist(),
+    }
     if getattr(buffer_state, "layout_errors", None) is not None:
         out["layout_errors"] = int(np.sum(buffer_state.layout_errors))
     return out
 
 
-__all__ = ["buffer_bytes_per_transition", "carry_bytes_per_env", "capacity_for_budget",
-           "storage_summary"]
+__all__ = [
+    "buffer_bytes_per_transition",
+    "carry_bytes_per_env",
+    "capacity_for_budget",
+    "storage_summary",
+]

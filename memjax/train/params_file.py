@@ -3,7 +3,8 @@
 One file, ``checkpoint.msgpack`` (flax.serialization's msgpack), holding::
 
     {"format": "memjax-checkpoint", "version": 2,
-     "config": "<TrainConfig as JSON>", "meta": "<JSON: env, num_seeds, num_actions, agent, obs_shape, obs_dtype>",
+     "config": "<TrainConfig as JSON>",
+     "meta": "<JSON: env, num_seeds, num_actions, agent, obs_shape, obs_dtype>",
      "params": <flax params pytree of numpy arrays, leading seed axis [S, ...]>}
 
 ``memjax train --out DIR`` writes ``DIR/checkpoint.msgpack``; :func:`load` reads it back and
@@ -19,7 +20,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import numpy as np
@@ -64,7 +65,7 @@ class Checkpoint:
     params: Any
     config: Any
     meta: dict
-    path: Optional[Path] = None
+    path: Path | None = None
 
     @property
     def num_seeds(self) -> int:
@@ -85,18 +86,28 @@ class Checkpoint:
         """Shape and dtype of one observation, from the meta (version 1 files: from the
         environment the config names)."""
         if "obs_shape" in self.meta and "obs_dtype" in self.meta:
-            return jax.ShapeDtypeStruct(tuple(self.meta["obs_shape"]),
-                                        np.dtype(self.meta["obs_dtype"]))
+            return jax.ShapeDtypeStruct(
+                tuple(self.meta["obs_shape"]), np.dtype(self.meta["obs_dtype"])
+            )
         return observation_spec(*make_env_for(self.config))
 
     def network(self):
         """The flax Q-network the parameters belong to, built by the agent's spec."""
-        return self.spec.make_network(self.config.agent_config, self.observation_spec(),
-                                      int(self.meta["num_actions"]))
+        return self.spec.make_network(
+            self.config.agent_config, self.observation_spec(), int(self.meta["num_actions"])
+        )
 
 
-def save(path, config: TrainConfig, params, *, stacked: bool = True, obs=None,
-         num_actions: Optional[int] = None, meta: Optional[dict] = None) -> Path:
+def save(
+    path,
+    config: TrainConfig,
+    params,
+    *,
+    stacked: bool = True,
+    obs=None,
+    num_actions: int | None = None,
+    meta: dict | None = None,
+) -> Path:
     """Write ``params`` and ``config`` to ``path``.
 
     Args:
@@ -123,13 +134,24 @@ def save(path, config: TrainConfig, params, *, stacked: bool = True, obs=None,
         env, env_params = make_env_for(config)
         obs = observation_spec(env, env_params) if obs is None else obs
         num_actions = envs.num_actions(env, env_params) if num_actions is None else num_actions
-    m = {"env": config.env, "num_seeds": int(jax.tree.leaves(params)[0].shape[0]),
-         "num_actions": int(num_actions), "agent": config.agent,
-         "obs_shape": list(obs.shape), "obs_dtype": str(np.dtype(obs.dtype))}
+    m = {
+        "env": config.env,
+        "num_seeds": int(jax.tree.leaves(params)[0].shape[0]),
+        "num_actions": int(num_actions),
+        "agent": config.agent,
+        "obs_shape": list(obs.shape),
+        "obs_dtype": str(np.dtype(obs.dtype)),
+    }
     m.update(meta or {})
-    blob = serialization.msgpack_serialize({
-        "format": FORMAT, "version": VERSION, "config": config_to_json(config),
-        "meta": json.dumps(m, sort_keys=True), "params": serialization.to_state_dict(params)})
+    blob = serialization.msgpack_serialize(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "config": config_to_json(config),
+            "meta": json.dumps(m, sort_keys=True),
+            "params": serialization.to_state_dict(params),
+        }
+    )
     p = _path(path)
     os.makedirs(p.parent, exist_ok=True)
     tmp = p.with_suffix(".msgpack.tmp")
@@ -144,8 +166,9 @@ def load(path) -> Checkpoint:
     file."""
     p = _path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"no checkpoint at {p} (train with `memjax train --out DIR` "
-                                f"to write DIR/{FILENAME})")
+        raise FileNotFoundError(
+            f"no checkpoint at {p} (train with `memjax train --out DIR` to write DIR/{FILENAME})"
+        )
     try:
         d = serialization.msgpack_restore(p.read_bytes())
     except Exception as e:  # msgpack raises several unrelated types
@@ -153,10 +176,13 @@ def load(path) -> Checkpoint:
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise ValueError(f"{p} is not a memjax checkpoint (no format tag {FORMAT!r})")
     if d.get("version") not in READABLE_VERSIONS:
-        raise ValueError(f"{p} has checkpoint version {d.get('version')!r}; this memjax reads "
-                         f"versions {READABLE_VERSIONS}")
-    return Checkpoint(params=d["params"], config=config_from_json(d["config"]),
-                      meta=json.loads(d["meta"]), path=p)
+        raise ValueError(
+            f"{p} has checkpoint version {d.get('version')!r}; this memjax reads "
+            f"versions {READABLE_VERSIONS}"
+        )
+    return Checkpoint(
+        params=d["params"], config=config_from_json(d["config"]), meta=json.loads(d["meta"]), path=p
+    )
 
 
 __all__ = ["Checkpoint", "save", "load", "config_to_json", "config_from_json", "FILENAME"]

@@ -20,11 +20,20 @@ import jax
 import numpy as np
 
 from memjax.train.config import TrainConfig
-from memjax.train.memory import capacity_for_budget
 from memjax.train.loop import make_train
+from memjax.train.memory import capacity_for_budget
 
-PARTS = ("params", "target_params", "optimizer", "agent_other", "replay", "env_states",
-         "observations", "carry", "loop_other")
+PARTS = (
+    "params",
+    "target_params",
+    "optimizer",
+    "agent_other",
+    "replay",
+    "env_states",
+    "observations",
+    "carry",
+    "loop_other",
+)
 """The parts of :func:`plan`'s ``bytes_by_part``, in order."""
 
 
@@ -49,12 +58,23 @@ def _agent_parts(agent_state) -> dict:
     optimizer = fields.pop("opt_state", None)
     if params is None:  # an agent state of another shape: all of it is "agent_other"
         return {"params": 0, "target_params": 0, "optimizer": 0, "agent_other": nbytes(agent_state)}
-    return {"params": nbytes(params), "target_params": nbytes(target),
-            "optimizer": nbytes(optimizer), "agent_other": nbytes(fields)}
+    return {
+        "params": nbytes(params),
+        "target_params": nbytes(target),
+        "optimizer": nbytes(optimizer),
+        "agent_other": nbytes(fields),
+    }
 
 
-def plan(config: TrainConfig, num_seeds: int = 8, env=None, env_params=None,
-         budget_bytes=None, devices=None, data_parallel: bool = False) -> dict:
+def plan(
+    config: TrainConfig,
+    num_seeds: int = 8,
+    env=None,
+    env_params=None,
+    budget_bytes=None,
+    devices=None,
+    data_parallel: bool = False,
+) -> dict:
     """The bytes of a run's training state, by part, without allocating it.
 
     Args:
@@ -81,29 +101,41 @@ def plan(config: TrainConfig, num_seeds: int = 8, env=None, env_params=None,
     if devices < 1:
         raise ValueError(f"--devices must be >= 1, got {devices}")
     if not data_parallel and num_seeds % devices:
-        raise ValueError(f"--seeds {num_seeds} must be a multiple of the {devices} devices "
-                         "that shard them (or --data-parallel)")
-    copies = devices if data_parallel else 1   # data parallel: a state per device and seed
+        raise ValueError(
+            f"--seeds {num_seeds} must be a multiple of the {devices} devices "
+            "that shard them (or --data-parallel)"
+        )
+    copies = devices if data_parallel else 1  # data parallel: a state per device and seed
     trainer = make_train(config, env=env, env_params=env_params)
     keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), num_seeds))
     state = jax.eval_shape(jax.vmap(trainer.init), keys)
     report = trainer.buffer.memory(state.buffer)
-    parts = {**_agent_parts(state.agent), "replay": report.total_bytes,
-             "env_states": nbytes(state.env_state), "observations": nbytes(state.obs),
-             "carry": nbytes(state.carry),
-             "loop_other": nbytes((state.first, state.key, state.step, state.ep_return))}
+    parts = {
+        **_agent_parts(state.agent),
+        "replay": report.total_bytes,
+        "env_states": nbytes(state.env_state),
+        "observations": nbytes(state.obs),
+        "carry": nbytes(state.carry),
+        "loop_other": nbytes((state.first, state.key, state.step, state.ep_return)),
+    }
     parts = {name: parts[name] * copies for name in PARTS}
     total = sum(parts.values())
-    out = {"seeds": num_seeds, "devices": devices, "data_parallel": bool(data_parallel),
-           "bytes_by_part": parts,
-           "replay_by_field": {f.name: f.total_bytes * copies for f in report.fields},
-           "total_bytes": total, "bytes_per_seed": total / num_seeds,
-           "bytes_per_device": total / devices}
+    out = {
+        "seeds": num_seeds,
+        "devices": devices,
+        "data_parallel": bool(data_parallel),
+        "bytes_by_part": parts,
+        "replay_by_field": {f.name: f.total_bytes * copies for f in report.fields},
+        "total_bytes": total,
+        "bytes_per_seed": total / num_seeds,
+        "bytes_per_device": total / devices,
+    }
     if budget_bytes is not None:
         seeds_per_device = num_seeds if data_parallel else num_seeds // devices
         other = (total - report.total_bytes * copies) / (num_seeds * copies)
-        out["largest_capacity"] = _largest_capacity(config, env, env_params,
-                                                    budget_bytes / seeds_per_device, other)
+        out["largest_capacity"] = _largest_capacity(
+            config, env, env_params, budget_bytes / seeds_per_device, other
+        )
     return out
 
 
@@ -117,25 +149,31 @@ def _largest_capacity(config, env, env_params, budget_bytes, other_bytes_per_see
 
 def format_plan(result: dict) -> str:
     """The plan as a table of MiB by part (all seeds), with per-seed and per-device totals."""
-    mib = 2.0 ** 20
+    mib = 2.0**20
     where = "each one agent data-parallel over" if result["data_parallel"] else "sharded over"
-    lines = [f"memory plan: {result['seeds']} seeds {where} {result['devices']} device(s), "
-             "before allocation (jax.eval_shape)",
-             f"{'part':<14} {'MiB':>10}"]
+    lines = [
+        f"memory plan: {result['seeds']} seeds {where} {result['devices']} device(s), "
+        "before allocation (jax.eval_shape)",
+        f"{'part':<14} {'MiB':>10}",
+    ]
     for name, value in result["bytes_by_part"].items():
         lines.append(f"{name:<14} {value / mib:>10.3f}")
         if name == "replay":
             for field, size in result["replay_by_field"].items():
                 lines.append(f"  {field:<12} {size / mib:>10.3f}")
-    lines.append(f"{'total':<14} {result['total_bytes'] / mib:>10.3f}   "
-                 f"({result['bytes_per_seed'] / mib:.3f} per seed, "
-                 f"{result['bytes_per_device'] / mib:.3f} per device)")
+    lines.append(
+        f"{'total':<14} {result['total_bytes'] / mib:>10.3f}   "
+        f"({result['bytes_per_seed'] / mib:.3f} per seed, "
+        f"{result['bytes_per_device'] / mib:.3f} per device)"
+    )
     if "largest_capacity" in result:
         cap = result["largest_capacity"]
         each = "per seed and device shard" if result["data_parallel"] else "per seed"
-        lines.append(f"largest replay capacity {each} (--capacity) with which the whole state "
-                     "fits the budget of each device: "
-                     + (f"{cap:,}" if cap else "none (not even one batch fits)"))
+        lines.append(
+            f"largest replay capacity {each} (--capacity) with which the whole state "
+            "fits the budget of each device: "
+            + (f"{cap:,}" if cap else "none (not even one batch fits)")
+        )
     return "\n".join(lines)
 
 

@@ -14,8 +14,9 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -56,8 +57,14 @@ def write_csv(path, curves: Mapping[str, Any]) -> Path:
         w.writerow(["step", "seed", "eval_return", "train_return"])
         for i, step in enumerate(steps):
             for s in range(ev.shape[1]):
-                w.writerow([int(step), s, f"{ev[i, s]:.6g}",
-                            "" if not np.isfinite(tr[i, s]) else f"{tr[i, s]:.6g}"])
+                w.writerow(
+                    [
+                        int(step),
+                        s,
+                        f"{ev[i, s]:.6g}",
+                        "" if not np.isfinite(tr[i, s]) else f"{tr[i, s]:.6g}",
+                    ]
+                )
     return path
 
 
@@ -66,20 +73,40 @@ def seed_band(returns) -> tuple:
     clipped to the seeds' range (a std band can otherwise poke past a return cap)."""
     returns = np.asarray(returns, np.float64)
     mean, std = returns.mean(axis=1), returns.std(axis=1)
-    return (mean, np.maximum(mean - std, returns.min(axis=1)),
-            np.minimum(mean + std, returns.max(axis=1)))
+    return (
+        mean,
+        np.maximum(mean - std, returns.min(axis=1)),
+        np.minimum(mean + std, returns.max(axis=1)),
+    )
 
 
-def fill_seed_bands(ax, steps, returns, color, *, alpha: float = 0.3, label=None,
-                    minmax_alpha=None, minmax_label=None, **kw):
+def fill_seed_bands(
+    ax,
+    steps,
+    returns,
+    color,
+    *,
+    alpha: float = 0.3,
+    label=None,
+    minmax_alpha=None,
+    minmax_label=None,
+    **kw,
+):
     """Draw on ``ax`` the +-1 std band of :func:`seed_band` and, with ``minmax_alpha``, the
     min-max range of the seeds under it; return the mean over seeds. ``kw`` goes to both
     ``fill_between`` calls."""
     returns = np.asarray(returns, np.float64)
     mean, lo, hi = seed_band(returns)
     if minmax_alpha is not None:
-        ax.fill_between(steps, returns.min(axis=1), returns.max(axis=1), alpha=minmax_alpha,
-                        color=color, label=minmax_label, **kw)
+        ax.fill_between(
+            steps,
+            returns.min(axis=1),
+            returns.max(axis=1),
+            alpha=minmax_alpha,
+            color=color,
+            label=minmax_label,
+            **kw,
+        )
     ax.fill_between(steps, lo, hi, alpha=alpha, color=color, label=label, **kw)
     return mean
 
@@ -105,16 +132,30 @@ def plot_curve(path, curves: Mapping[str, Any], title: str = "") -> Path:
     ev = np.asarray(curves["eval_return"], np.float64)
     tr = np.asarray(curves["train_return"], np.float64)
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    mean = fill_seed_bands(ax, steps, ev, "C0", label="±1 std", minmax_alpha=0.12,
-                           minmax_label="greedy eval: min-max over seeds")
+    mean = fill_seed_bands(
+        ax,
+        steps,
+        ev,
+        "C0",
+        label="±1 std",
+        minmax_alpha=0.12,
+        minmax_label="greedy eval: min-max over seeds",
+    )
     ax.plot(steps, mean, color="C0", label=f"greedy eval: mean of {ev.shape[1]} seeds")
-    ax.plot(steps, nanmean_over_seeds(tr), color="C1", ls="--", lw=1,
-            label="training episodes (ε-greedy)")
+    ax.plot(
+        steps,
+        nanmean_over_seeds(tr),
+        color="C1",
+        ls="--",
+        lw=1,
+        label="training episodes (ε-greedy)",
+    )
     return save_curve_plot(fig, ax, path, title)
 
 
-def save_curve_plot(fig, ax, path, title: str = "", ylabel: str = "episode return",
-                    **ylabel_kw) -> Path:
+def save_curve_plot(
+    fig, ax, path, title: str = "", ylabel: str = "episode return", **ylabel_kw
+) -> Path:
     """Finish a learning-curve figure (x axis: environment steps per seed; grid, legend) and
     save it to ``path``; the figure is closed."""
     import matplotlib.pyplot as plt
@@ -138,17 +179,18 @@ def task_summary(curves: Mapping[str, Any]) -> dict:
     episodes that finished in the last chunk, per task, and (with ``eval_task_return``
     [points, seeds, tasks] in ``curves``) the final greedy evaluation per task, whose episode
     ``i`` plays task ``i % tasks`` (``eval_return`` averages them over tasks)."""
-    returns = np.asarray(curves["task_episode_return"], np.float64)[-1]     # [seeds, tasks]
+    returns = np.asarray(curves["task_episode_return"], np.float64)[-1]  # [seeds, tasks]
     episodes = np.asarray(curves["task_episodes"])[-1]
     section = {"tasks": returns.shape[-1]}
     if "eval_task_return" in curves:
-        greedy = np.asarray(curves["eval_task_return"], np.float64)[-1]     # [seeds, tasks]
-        section.update(final_return_mean=nanmean_over_seeds(greedy.T),
-                       final_return_per_seed=greedy)
-    return {**section,
-            "train_return_last_chunk_mean": nanmean_over_seeds(returns.T),
-            "train_return_last_chunk_per_seed": returns,
-            "train_episodes_last_chunk": episodes.sum(axis=0)}
+        greedy = np.asarray(curves["eval_task_return"], np.float64)[-1]  # [seeds, tasks]
+        section.update(final_return_mean=nanmean_over_seeds(greedy.T), final_return_per_seed=greedy)
+    return {
+        **section,
+        "train_return_last_chunk_mean": nanmean_over_seeds(returns.T),
+        "train_return_last_chunk_per_seed": returns,
+        "train_episodes_last_chunk": episodes.sum(axis=0),
+    }
 
 
 def plot_task_curves(path, curves: Mapping[str, Any], title: str = "") -> Path:
@@ -164,11 +206,19 @@ def plot_task_curves(path, curves: Mapping[str, Any], title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for t in range(returns.shape[-1]):
         if greedy is not None:
-            ax.plot(curves["steps"], nanmean_over_seeds(np.asarray(greedy, np.float64)[:, :, t]),
-                    color=f"C{t}", label=f"task {t} (greedy)")
-        ax.plot(curves["steps"], nanmean_over_seeds(returns[:, :, t]), color=f"C{t}",
-                ls=":" if greedy is not None else "-",
-                label=f"task {t} (training)" if greedy is not None else f"task {t}")
+            ax.plot(
+                curves["steps"],
+                nanmean_over_seeds(np.asarray(greedy, np.float64)[:, :, t]),
+                color=f"C{t}",
+                label=f"task {t} (greedy)",
+            )
+        ax.plot(
+            curves["steps"],
+            nanmean_over_seeds(returns[:, :, t]),
+            color=f"C{t}",
+            ls=":" if greedy is not None else "-",
+            label=f"task {t} (training)" if greedy is not None else f"task {t}",
+        )
     return save_curve_plot(fig, ax, path, title, ylabel="episode return")
 
 

@@ -46,7 +46,9 @@ CALIBRATION_KEY = 20261122
 def check_obs_codec(name: str) -> None:
     if name in OBS_CODECS[:-1] or re.fullmatch(r"kmeans([0-9]+)", name):
         return
-    raise ValueError(f"obs_codec must be one of {', '.join(OBS_CODECS)} (e.g. kmeans16), got {name!r}")
+    raise ValueError(
+        f"obs_codec must be one of {', '.join(OBS_CODECS)} (e.g. kmeans16), got {name!r}"
+    )
 
 
 def calibration_observations(env, env_params, steps: int, num_envs: int):
@@ -66,8 +68,9 @@ def calibration_observations(env, env_params, steps: int, num_envs: int):
             obs, state, key = carry
             key, ka, ks = jax.random.split(key, 3)
             actions = jax.random.randint(ka, (num_envs,), 0, n_actions)
-            nobs, state, _, _, _, info = vstep(jax.random.split(ks, num_envs), state, actions,
-                                               env_params)
+            nobs, state, _, _, _, info = vstep(
+                jax.random.split(ks, num_envs), state, actions, env_params
+            )
             return (nobs, state, key), (obs, info["final_observation"])
 
         _, seen = jax.lax.scan(body, (obs, state, key), None, length=-(-steps // (2 * num_envs)))
@@ -88,8 +91,10 @@ def obs_codec(config, env, env_params):
         return mc.cast(getattr(jnp, name))
     data = calibration_observations(env, env_params, config.calibration_steps, config.num_envs)
     space = env.observation_space(env_params)
-    space_low, space_high = (jnp.broadcast_to(jnp.asarray(b, jnp.float32), data.shape[1:])
-                             for b in (space.low, space.high))
+    space_low, space_high = (
+        jnp.broadcast_to(jnp.asarray(b, jnp.float32), data.shape[1:])
+        for b in (space.low, space.high)
+    )
     if config.frame_stack > 1 and config.storage_layout != "flat":  # the codec sees single frames
         c = data.shape[-1] // config.frame_stack
         data, space_low, space_high = (x[..., -c:] for x in (data, space_low, space_high))
@@ -102,9 +107,13 @@ def obs_codec(config, env, env_params):
         low = jnp.where(finite_low, jnp.minimum(low, space_low), low - pad)
         high = jnp.where(finite_high, jnp.maximum(high, space_high), high + pad)
         return mc.quantize(bits=int(name[3:]), low=low, high=high)
-    extremes = jnp.stack([jnp.where(finite_low, space_low, data.min(0)),
-                          jnp.where(finite_high, space_high, data.max(0))])
-    return mc.kmeans(int(name[len("kmeans"):]), jnp.concatenate([data, extremes]), per="feature")
+    extremes = jnp.stack(
+        [
+            jnp.where(finite_low, space_low, data.min(0)),
+            jnp.where(finite_high, space_high, data.max(0)),
+        ]
+    )
+    return mc.kmeans(int(name[len("kmeans") :]), jnp.concatenate([data, extremes]), per="feature")
 
 
 def make_codecs(config, env, env_params) -> dict:
@@ -135,14 +144,20 @@ def make_layout(config):
         return None
     windows = config.windows
     if layout == "sequence" and windows is not None:
-        return replay.sequence(config.num_envs, length=windows.length, period=windows.period,
-                               per_window=tuple(windows.per_window),
-                               side_fraction=config.side_fraction)
+        return replay.sequence(
+            config.num_envs,
+            length=windows.length,
+            period=windows.period,
+            per_window=tuple(windows.per_window),
+            side_fraction=config.side_fraction,
+        )
     if layout == "sequence":
-        return replay.sequence(config.num_envs, length=config.n_step,
-                               side_fraction=config.side_fraction)
-    return replay.one_copy(config.num_envs, frame_stack=config.frame_stack,
-                           side_fraction=config.side_fraction)
+        return replay.sequence(
+            config.num_envs, length=config.n_step, side_fraction=config.side_fraction
+        )
+    return replay.one_copy(
+        config.num_envs, frame_stack=config.frame_stack, side_fraction=config.side_fraction
+    )
 
 
 def stores_episode_starts(config) -> bool:

@@ -71,14 +71,32 @@ def make(name: str):
     if (match := _REPEAT_PREVIOUS.fullmatch(name)) is not None:
         env, k = RepeatPrevious(), int(match.group(1))
         if k >= env.num_cards:
-            raise ValueError(f"{name}: k must lie in 1 .. {env.num_cards - 1} (the deck has "
-                             f"{env.num_cards} cards), got {k}")
+            raise ValueError(
+                f"{name}: k must lie in 1 .. {env.num_cards - 1} (the deck has "
+                f"{env.num_cards} cards), got {k}"
+            )
         return env, env.default_params.replace(k=k)
     return None
 
 
-__all__ = ["make", "names", "ENVIRONMENTS", "MEMORY_CHAIN", "REPEAT_PREVIOUS",
-           "StatelessCartPole", "NoisyStatelessCartPole", "RepeatFirst", "RepeatPrevious",
-           "CountRecall", "MemoryChain", "StatelessCartPoleParams",
-           "NoisyStatelessCartPoleParams", "CardParams", "RepeatPreviousParams", "SuitState",
-           "CountState", "MemoryChainParams", "MemoryChainState"]
+__all__ = [
+    "make",
+    "names",
+    "ENVIRONMENTS",
+    "MEMORY_CHAIN",
+    "REPEAT_PREVIOUS",
+    "StatelessCartPole",
+    "NoisyStatelessCartPole",
+    "RepeatFirst",
+    "RepeatPrevious",
+    "CountRecall",
+    "MemoryChain",
+    "StatelessCartPoleParams",
+    "NoisyStatelessCartPoleParams",
+    "CardParams",
+    "RepeatPreviousParams",
+    "SuitState",
+    "CountState",
+    "MemoryChainParams",
+    "MemoryChainState",
+]

@@ -113,8 +113,13 @@ class _CardGame(environment.Environment):
     def _finish(self, state, reward, params):
         done = self.is_terminated(state, params)
         info = {"discount": 1.0 - done.astype(jnp.float32)}
-        return (jax.lax.stop_gradient(self.get_obs(state, params)), jax.lax.stop_gradient(state),
-                reward.astype(jnp.float32), done, info)
+        return (
+            jax.lax.stop_gradient(self.get_obs(state, params)),
+            jax.lax.stop_gradient(state),
+            reward.astype(jnp.float32),
+            done,
+            info,
+        )
 
     def observation_space(self, params=None) -> spaces.Box:
         return spaces.Box(0.0, 1.0, (self.obs_size,), jnp.float32)
@@ -133,8 +138,9 @@ class _SuitGame(_CardGame):
         self.num_ranks = check_positive_int("num_ranks", num_ranks)
         self.num_cards = self.num_suits * self.num_ranks
         if self.num_cards < 2:
-            raise ValueError(f"a deck needs at least 2 cards, got {num_suits} suits x "
-                             f"{num_ranks} ranks")
+            raise ValueError(
+                f"a deck needs at least 2 cards, got {num_suits} suits x {num_ranks} ranks"
+            )
         self.obs_size = self.num_suits + 1
         # POPGym's order: card i has suit i % num_suits (the order is shuffled at reset).
         self._deck = np.arange(self.num_cards, dtype=np.int32) % self.num_suits
@@ -148,8 +154,9 @@ class _SuitGame(_CardGame):
         return self.get_obs(state, params), state
 
     def get_obs(self, state: SuitState, params=None, key=None) -> jax.Array:
-        return jnp.concatenate([_one_hot(state.suits[state.time], self.num_suits),
-                                self._first_flag(state)])
+        return jnp.concatenate(
+            [_one_hot(state.suits[state.time], self.num_suits), self._first_flag(state)]
+        )
 
 
 class RepeatFirst(_SuitGame):
@@ -210,13 +217,13 @@ class RepeatPrevious(_SuitGame):
         return RepeatPreviousParams(**fields)
 
     def _scored_steps(self, params) -> int:
-        return max(0, self._steps(params) - (int(params.k) - 1))   # steps k .. on
+        return max(0, self._steps(params) - (int(params.k) - 1))  # steps k .. on
 
     def _scale(self, params) -> float:
         return 1.0 / (self.num_cards - int(params.k))
 
     def step_env(self, key, state: SuitState, action, params):
-        seen = state.time + 1                      # cards seen before this action
+        seen = state.time + 1  # cards seen before this action
         target = state.suits[jnp.maximum(seen - params.k, 0)]
         scale = 1.0 / (self.num_cards - params.k)
         reward = jnp.where(seen >= params.k, jnp.where(action == target, scale, -scale), 0.0)
@@ -253,8 +260,9 @@ class CountRecall(_CardGame):
         self.cards_per_value = check_positive_int("cards_per_value", cards_per_value)
         self.num_cards = self.num_values * self.cards_per_value
         if self.num_cards < 2:
-            raise ValueError(f"a deck needs at least 2 cards, got {num_values} values x "
-                             f"{cards_per_value} cards")
+            raise ValueError(
+                f"a deck needs at least 2 cards, got {num_values} values x {cards_per_value} cards"
+            )
         self.obs_size = 2 * self.num_values + 1
         self._deck = np.arange(self.num_cards, dtype=np.int32) % self.num_values
 
@@ -267,15 +275,21 @@ class CountRecall(_CardGame):
 
     def reset_env(self, key, params):
         k_values, k_queries = jax.random.split(key)
-        state = CountState(time=jnp.int32(0),
-                           values=jax.random.permutation(k_values, self._deck),
-                           queries=jax.random.permutation(k_queries, self._deck))
+        state = CountState(
+            time=jnp.int32(0),
+            values=jax.random.permutation(k_values, self._deck),
+            queries=jax.random.permutation(k_queries, self._deck),
+        )
         return self.get_obs(state, params), state
 
     def get_obs(self, state: CountState, params=None, key=None) -> jax.Array:
-        return jnp.concatenate([_one_hot(state.values[state.time], self.num_values),
-                                _one_hot(state.queries[state.time], self.num_values),
-                                self._first_flag(state)])
+        return jnp.concatenate(
+            [
+                _one_hot(state.values[state.time], self.num_values),
+                _one_hot(state.queries[state.time], self.num_values),
+                self._first_flag(state),
+            ]
+        )
 
     def count(self, state: CountState) -> jax.Array:
         """int32: the answer the next action is scored against (see the class docstring)."""
@@ -292,5 +306,12 @@ class CountRecall(_CardGame):
         return "CountRecall"
 
 
-__all__ = ["RepeatFirst", "RepeatPrevious", "CountRecall", "CardParams",
-           "RepeatPreviousParams", "SuitState", "CountState"]
+__all__ = [
+    "RepeatFirst",
+    "RepeatPrevious",
+    "CountRecall",
+    "CardParams",
+    "RepeatPreviousParams",
+    "SuitState",
+    "CountState",
+]

@@ -68,8 +68,7 @@ class StatelessCartPole(cartpole.CartPole):
         return obs, state, reward * params.reward_scale, done, info
 
     def observation_space(self, params) -> spaces.Box:
-        high = jnp.array([params.x_threshold * 2, params.theta_threshold_radians * 2],
-                         jnp.float32)
+        high = jnp.array([params.x_threshold * 2, params.theta_threshold_radians * 2], jnp.float32)
         return spaces.Box(-high, high, (2,), jnp.float32)
 
     @property
@@ -118,5 +117,9 @@ class NoisyStatelessCartPole(StatelessCartPole):
         return "NoisyStatelessCartPole"
 
 
-__all__ = ["StatelessCartPole", "NoisyStatelessCartPole", "StatelessCartPoleParams",
-           "NoisyStatelessCartPoleParams"]
+__all__ = [
+    "StatelessCartPole",
+    "NoisyStatelessCartPole",
+    "StatelessCartPoleParams",
+    "NoisyStatelessCartPoleParams",
+]

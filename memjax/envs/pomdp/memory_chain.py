@@ -39,8 +39,9 @@ class MemoryChain(memory_chain.MemoryChain):
 
     @property
     def default_params(self) -> MemoryChainParams:
-        return MemoryChainParams(memory_length=self.memory_length,
-                                 max_steps_in_episode=self.memory_length + 1)
+        return MemoryChainParams(
+            memory_length=self.memory_length, max_steps_in_episode=self.memory_length + 1
+        )
 
     def is_truncated(self, state: MemoryChainState, params: MemoryChainParams) -> jax.Array:
         """The time limit, where the episode did not terminate (never both at once)."""
