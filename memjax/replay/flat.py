@@ -2,7 +2,8 @@
 
 A *store* is the part of a buffer that owns the items: how they are laid out, written,
 gathered and named by ids. The uniform and prioritized buffers are written against this
-small interface, so every layout works with both sampling schemes:
+small interface (the protocol :class:`memjax.replay.store_api.Store`), so every layout works
+with both sampling schemes:
 
   fields(example) -> dict           the store's state fields for ONE example item
   check_items(state, items)         -> (items, batch), trace-time shape/dtype checks
@@ -72,6 +73,7 @@ class FlatStore:
 
     uniform_state = UniformState
     prioritized_state = PrioritizedState
+    records_sampling = False
 
     def __init__(self, capacity: int, codecs: dict):
         self.capacity = capacity
@@ -114,6 +116,9 @@ class FlatStore:
 
     def sampleable(self, state, slots):
         return jnp.ones(slots.shape, bool)
+
+    def sampled(self, state, slots, live, new_leaves=None):
+        return state, jnp.zeros(slots.shape, bool)  # no policy: sampling retires nothing
 
     def count(self, state):
         return state.count

@@ -90,7 +90,7 @@ def prioritized(
         eviction,
         new_leaf=lambda state: stored(state.max_priority),
     )
-    records_sampling = getattr(store, "records_sampling", False)
+    records_sampling = store.records_sampling
     default_batch = check_sample_batch_size(sample_batch_size, capacity)
 
     def init(example):

@@ -126,7 +126,8 @@ def _encode_rows(codec, frames, state, keep):
 
 
 class RowRingStore:
-    """Rows of ``num_envs`` steps with obs stored once (see the module docstring).
+    """Rows of ``num_envs`` steps with obs stored once (see the module docstring); a
+    :class:`memjax.replay.store_api.Store`.
 
     A layout subclasses this, sets ``num_slots`` and the state classes, and defines
     ``count_of(rows, lo)`` (its sampleable items), ``row_slots(rows)`` (the slots of the
@@ -340,6 +341,11 @@ class RowRingStore:
         return tree.replace(nodes=loop(tree.nodes, first + 1, n - 1))
 
     # -- sample ----------------------------------------------------------------------------
+    records_sampling = False
+
+    def sampled(self, state, slots, live, new_leaves=None):
+        return state, jnp.zeros(slots.shape, bool)  # no policy: sampling retires nothing
+
     def count(self, state):
         return state.count
 

@@ -50,7 +50,7 @@ def uniform(
     capacity = check_positive_int("capacity", capacity)
     default_batch = check_sample_batch_size(sample_batch_size, capacity)
     store = make_policy_store(capacity, encoding.check_codecs(codecs), layout, eviction)
-    records_sampling = getattr(store, "records_sampling", False)
+    records_sampling = store.records_sampling
 
     def init(example):
         return store.uniform_state(**store.fields(example))
