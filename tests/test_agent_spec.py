@@ -444,3 +444,28 @@ def test_a_knob_named_like_a_loop_field_is_refused():
             TrainConfig(agent="clashing")
     finally:
         agents.unregister("clashing")
+
+
+def test_a_spec_gives_codecs_to_its_per_window_fields():
+    """``Windows.codecs`` reach the replay: DRQN's carry stored as bfloat16 takes half the
+    bytes of its float32 window field, and round-trips through the buffer as bfloat16 does."""
+    import jax
+
+    import memjax.codecs as mc
+
+    def bf16_windows(config):
+        knobs = config.agent_config
+        return agents.Windows(knobs.sequence_length, knobs.sequence_period, ("carry",),
+                              {"carry": mc.cast(jnp.bfloat16)})
+
+    agents.register(agents.get("drqn")._replace(name="drqn_bf16", windows=bf16_windows))
+    try:
+        shapes = {}
+        for name in ("drqn", "drqn_bf16"):
+            trainer = mj.train.make_train(TrainConfig(agent=name, env="MemoryChain-8"))
+            state = jax.eval_shape(trainer.init, jax.random.key(0))
+            shapes[name] = state.buffer.windows["carry"]
+        assert shapes["drqn"].dtype == jnp.float32 and shapes["drqn_bf16"].dtype == jnp.bfloat16
+        assert shapes["drqn"].shape == shapes["drqn_bf16"].shape
+    finally:
+        agents.unregister("drqn_bf16")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from memjax.agents.losses import LOSS_KINDS
 from memjax.agents.networks import NETWORK_KINDS
@@ -34,11 +34,14 @@ class Windows(NamedTuple):
       period: rows between the starts of windows (windows overlap when it is below length).
       per_window: ``act`` extras stored once per window, with its first step (e.g. the
         recurrent carry before the window), instead of at every step.
+      codecs: storage codecs of the per-window fields, as a dict or ``(field, codec)`` pairs
+        (e.g. ``{"carry": memjax.codecs.cast(jnp.bfloat16)}``); none: stored as they are.
     """
 
     length: int
     period: int
     per_window: tuple = ()
+    codecs: Any = ()
 
 
 def transitions_only(train_config) -> None:

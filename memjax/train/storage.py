@@ -117,7 +117,8 @@ def obs_codec(config, env, env_params):
 
 
 def make_codecs(config, env, env_params) -> dict:
-    """dict field -> codec for the transitions of ``memjax.train.example_transition``."""
+    """dict field -> codec for the transitions of ``memjax.train.example_transition``, and
+    the codecs the agent's spec gives its per-window fields (:class:`memjax.agents.Windows`)."""
     codecs = {}
     obs = obs_codec(config, env, env_params)
     if obs is not None:
@@ -131,6 +132,9 @@ def make_codecs(config, env, env_params) -> dict:
         codecs["terminated"] = mc.cast(jnp.uint8)
     if config.reward_codec != "none":
         codecs["reward"] = mc.cast(getattr(jnp, config.reward_codec))
+    windows = config.windows if config.storage_layout == "sequence" else None
+    if windows is not None:
+        codecs.update(dict(windows.codecs))  # the agent's per-window fields (e.g. its carry)
     return codecs
 
 
