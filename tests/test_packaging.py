@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 RUNTIME = [Requirement(r) for r in PROJECT["dependencies"]]
 DEV = [Requirement(r) for r in PROJECT["optional-dependencies"]["dev"]]
-LOCAL = {"memjax", "experiments", "reference", "conftest"}
+# the package, the scripts, and the tests' own helper modules (tests/*.py that are not tests)
+LOCAL = {"memjax", "experiments"} | {
+    p.stem for p in (ROOT / "tests").glob("*.py") if not p.name.startswith("test_")}
 
 
 def canonical(name: str) -> str:
