@@ -20,6 +20,7 @@ from memjax.envs.registry import (
     check_discrete,
     make,
     num_actions,
+    memory_span,
     observation_shape,
     return_range,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "make",
     "check_discrete",
     "return_range",
+    "memory_span",
     "num_actions",
     "observation_shape",
     "FrameStack",

@@ -54,6 +54,32 @@ def observation_shape(env, env_params) -> tuple:
     return tuple(obs.shape)
 
 
+def memory_span(env, params=None):
+    """How many steps back a policy must remember to play a task of the partially observable
+    suite best (a name, as for :func:`make`, or an environment with its ``params``), or None
+    where no fixed span is known (gymnax's own environments, the stateless CartPoles, whose
+    velocities need only the step before):
+
+    - ``MemoryChain-<L>``: ``L - 1`` (the bit shown first is named at the last step);
+    - ``RepeatPrevious[-k]``: ``k - 1``;
+    - ``RepeatFirst``, ``CountRecall``: the whole episode (e.g. 31 and 15 steps).
+
+    A frame stack has its environment's span; a multi-task environment its largest."""
+    if isinstance(env, str):
+        env, params = make(env)
+    params = env.default_params if params is None else params
+    if isinstance(env, multitask.MultiTask):
+        spans = [memory_span(env.env, env.task_params(params, t)) for t in range(env.num_tasks)]
+        known = [s for s in spans if s is not None]
+        return max(known) if known else None
+    if hasattr(env, "memory_span"):
+        return env.memory_span(params)
+    inner = getattr(env, "env", None)
+    if inner is not None and type(env).__name__ == "FrameStack":
+        return memory_span(inner, params)
+    return None
+
+
 def return_range(env, params=None) -> tuple:
     """``(chance, best)`` episode returns of an environment (a name, as for :func:`make`, or
     an environment object with its ``params``): ``chance`` is the expected return of a

@@ -155,6 +155,38 @@ def make_agent(
     return config.spec.make_agent(config, network, num_actions, optimizer)
 
 
+def run_warnings(config: TrainConfig, env, env_params) -> list:
+    """What in ``config`` keeps a run on ``env`` from learning what it could, one sentence
+    each (empty when nothing does): an exploration schedule or warm-up longer than the run
+    (their defaults are step counts made for 5e5-step runs), or a task whose memory span
+    (:func:`memjax.envs.memory_span`) is beyond what the agent can remember (its spec's
+    ``reach``). ``memjax.train.run`` prints them before compiling."""
+    out, steps = [], config.steps_done
+    if config.eps_decay_steps > steps:
+        final = (
+            config.eps_start + (config.eps_end - config.eps_start) * steps / config.eps_decay_steps
+        )
+        out.append(
+            f"epsilon decays over {config.eps_decay_steps:,} env steps but the run has "
+            f"{steps:,}: it still acts at random with probability {final:.2f} at the end; "
+            f"set --eps-decay-steps (e.g. {steps // 2:,}, half the run)"
+        )
+    if config.learning_starts > steps // 2:
+        out.append(
+            f"the random warm-up (--learning-starts {config.learning_starts:,}) is more "
+            f"than half of the run's {steps:,} env steps; the agent learns only after it"
+        )
+    reach = config.spec.reach(config.agent_config)
+    span = envs.memory_span(env, env_params)
+    if reach is not None and span is not None and span > reach:
+        out.append(
+            f"{config.env} asks to remember {span} steps back, but agent {config.agent!r} "
+            f"reads only {reach} (its reach): it cannot do better than chance there; "
+            f"give it a longer one (see memjax train --agent {config.agent} --help)"
+        )
+    return out
+
+
 def beta_schedule(config: TrainConfig):
     """PER's importance exponent as a function of the env steps taken.
 
@@ -176,6 +208,7 @@ __all__ = [
     "make_buffer",
     "make_network_for",
     "observation_spec",
+    "run_warnings",
     "make_optimizer",
     "make_agent",
     "beta_schedule",

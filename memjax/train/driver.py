@@ -18,7 +18,7 @@ from flax import struct
 
 from memjax import envs
 from memjax.train import checkpoints, devices, params_file, results
-from memjax.train.build import observation_spec
+from memjax.train.build import observation_spec, run_warnings
 from memjax.train.config import TrainConfig
 from memjax.train.evaluation import episode_cap
 from memjax.train.loop import Trainer, make_train
@@ -468,6 +468,9 @@ def run(
     if not isinstance(num_seeds, int) or num_seeds <= 0:
         raise ValueError(f"num_seeds must be a positive integer, got {num_seeds!r}")
     trainer = make_train(config, env=env, env_params=env_params)
+    if log is not None and jax.process_index() == 0:
+        for warning in run_warnings(trainer.config, trainer.env, trainer.env_params):
+            log(f"memjax: warning: {warning}")
     place = devices.layout(num_seeds, devices_per_process, data_parallel)
     if data_parallel:
         trainer = devices.data_parallel_trainer(trainer)

@@ -96,6 +96,11 @@ class _CardGame(environment.Environment):
     def _scored_steps(self, params) -> int:
         return self._steps(params)
 
+    def memory_span(self, params=None) -> int:
+        """How many steps back an optimal policy must remember: the whole episode (the
+        first card, or every count since it; see :func:`memjax.envs.memory_span`)."""
+        return self._steps(self.default_params if params is None else params)
+
     def _scale(self, params) -> float:
         return 1.0 / (self.num_cards - 1)
 
@@ -218,6 +223,11 @@ class RepeatPrevious(_SuitGame):
 
     def _scored_steps(self, params) -> int:
         return max(0, self._steps(params) - (int(params.k) - 1))  # steps k .. on
+
+    def memory_span(self, params=None) -> int:
+        """``k - 1``: the card to repeat was shown that many steps before the current one."""
+        params = self.default_params if params is None else params
+        return int(params.k) - 1
 
     def _scale(self, params) -> float:
         return 1.0 / (self.num_cards - int(params.k))

@@ -56,6 +56,12 @@ class MemoryChain(memory_chain.MemoryChain):
         high = jnp.array([1.0, self.num_bits - 1.0] + [1.0] * self.num_bits, jnp.float32)
         return spaces.Box(low, high, (self.num_bits + 2,), jnp.float32)
 
+    def memory_span(self, params=None) -> int:
+        """``memory_length - 1``: the context bit is shown at the first step and named at the
+        last (see :func:`memjax.envs.memory_span`)."""
+        params = self.default_params if params is None else params
+        return int(params.memory_length) - 1
+
     def return_range(self, params=None) -> tuple:
         """``(chance, best)``: a uniformly random policy names the bit right half the time
         (0 on average); the best return is 1, when the time limit lets the episode reach its
