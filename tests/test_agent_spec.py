@@ -455,8 +455,12 @@ def test_a_spec_gives_codecs_to_its_per_window_fields():
 
     def bf16_windows(config):
         knobs = config.agent_config
-        return agents.Windows(knobs.sequence_length, knobs.sequence_period, ("carry",),
-                              {"carry": mc.cast(jnp.bfloat16)})
+        return agents.Windows(
+            knobs.sequence_length,
+            knobs.sequence_period,
+            ("carry",),
+            {"carry": mc.cast(jnp.bfloat16)},
+        )
 
     agents.register(agents.get("drqn")._replace(name="drqn_bf16", windows=bf16_windows))
     try:

@@ -18,7 +18,8 @@ RUNTIME = [Requirement(r) for r in PROJECT["dependencies"]]
 DEV = [Requirement(r) for r in PROJECT["optional-dependencies"]["dev"]]
 # the package, the scripts, and the tests' own helper modules (tests/*.py that are not tests)
 LOCAL = {"memjax", "experiments"} | {
-    p.stem for p in (ROOT / "tests").glob("*.py") if not p.name.startswith("test_")}
+    p.stem for p in (ROOT / "tests").glob("*.py") if not p.name.startswith("test_")
+}
 
 
 def canonical(name: str) -> str:

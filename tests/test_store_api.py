@@ -14,10 +14,16 @@ from memjax.replay.store_api import Store
 REPLAY = Path(mj.replay.__file__).resolve().parent
 
 
-@pytest.mark.parametrize("layout, eviction", [
-    (None, None), (mj.replay.one_copy(4), None), (mj.replay.sequence(4, length=3), None),
-    (None, mj.replay.eviction.reservoir()),
-    (None, mj.replay.eviction.least_recently_sampled())])
+@pytest.mark.parametrize(
+    "layout, eviction",
+    [
+        (None, None),
+        (mj.replay.one_copy(4), None),
+        (mj.replay.sequence(4, length=3), None),
+        (None, mj.replay.eviction.reservoir()),
+        (None, mj.replay.eviction.least_recently_sampled()),
+    ],
+)
 def test_every_store_implements_the_protocol(layout, eviction):
     store = make_policy_store(64, encoding.check_codecs(None), layout, eviction)
     assert isinstance(store, Store), type(store).__name__

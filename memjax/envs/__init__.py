@@ -19,8 +19,8 @@ from memjax.envs.multitask import (
 from memjax.envs.registry import (
     check_discrete,
     make,
-    num_actions,
     memory_span,
+    num_actions,
     observation_shape,
     return_range,
 )
