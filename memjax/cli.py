@@ -87,7 +87,7 @@ def _check_agent_options(argv, parser) -> None:
         option = token.split("=", 1)[0]
         if option in owners and agent not in owners[option]:
             others = " or ".join(owners[option])
-            parser.error(
+            _subparser(parser, "train").error(
                 f"{option} is a setting of agent {others}: add --agent {owners[option][0]}"
             )
 
