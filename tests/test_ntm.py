@@ -198,8 +198,8 @@ def test_memory_step_matches_numpy():
 
 
 def small(controller="lstm", **kw):
-    kw = dict(num_actions=A, hidden=(8,), memory=7, controller=controller, memory_rows=N,
-              memory_width=W, read_heads=R, shift_range=S, head=(6,)) | kw  # fmt: skip
+    sizes = dict(memory_rows=N, memory_width=W, read_heads=R, shift_range=S)
+    kw = dict(num_actions=A, hidden=(8,), memory=7, controller=controller, head=(6,)) | sizes | kw
     network = NTMQNetwork(**kw)
     keys = jax.random.split(jax.random.key(0), 2)
     init = jax.jit(network.init)
@@ -359,8 +359,9 @@ def test_burn_in_has_no_gradient():
     initial = network.initial_carry(B)
 
     def loss(obs, start, burn_in):
-        td, _ = ntm_td_errors(network.apply, params, target, {**w, "obs": obs}, start, initial,
-                              burn_in=burn_in, n_step=1, gamma=0.9, double=True)  # fmt: skip
+        settings = dict(burn_in=burn_in, n_step=1, gamma=0.9, double=True)
+        w_obs = {**w, "obs": obs}
+        td, _ = ntm_td_errors(network.apply, params, target, w_obs, start, initial, **settings)
         return jnp.sum(td**2)
 
     grad = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
@@ -388,8 +389,9 @@ def test_stored_carry_round_trip_and_act_returns_the_state_before_the_step():
     for a, b in zip(jax.tree.leaves(carry_from_stored(stored, network)), jax.tree.leaves(carry)):
         np.testing.assert_array_equal(a, b)
     agent = make_ntm(network, A, optax.adam(1e-3), epsilon=lambda s: 0.1)
-    state = agent.init(jax.random.key(0), jnp.zeros(OBS))
-    _, new, extras = agent.act(state, carry, jnp.ones((4, OBS)), jax.random.key(1), 0, False)
+    state = jax.jit(agent.init)(jax.random.key(0), jnp.zeros(OBS))
+    act = jax.jit(agent.act, static_argnums=5)
+    _, new, extras = act(state, carry, jnp.ones((4, OBS)), jax.random.key(1), 0, False)
     assert sorted(extras) == ["carry", "memory"]
     np.testing.assert_array_equal(extras["memory"], carry["memory"])
     assert not np.array_equal(new["memory"], carry["memory"])
@@ -410,24 +412,42 @@ def test_row_int8_codec_bounds_each_row_by_its_own_scale():
     assert mj.codecs.counters(state)["invalid"] == 1
 
 
-@pytest.mark.parametrize("memory_codec", ["none", "int8"])
-def test_learn_from_uniform_and_prioritized_window_replay(memory_codec):
-    """A few hundred steps through the loop (prioritized, 2-step; uniform, 1-step): the replay
-    stores carry and memory once per window, and learning gives finite losses."""
-    for replay, n_step in (("prioritized", 2), ("uniform", 1)):
-        cfg = TrainConfig(env="MemoryChain-4", total_steps=400, num_envs=4, buffer_capacity=256,
-                          batch_size=4, learning_starts=200, chunk_steps=200, eval_episodes=2,
-                          replay=replay, n_step=n_step,
-                          agent=NTMConfig(sequence_length=8, sequence_period=4, burn_in=2,
-                                          hidden=(8,), memory=8, memory_rows=4, memory_width=4,
-                                          memory_codec=memory_codec))  # fmt: skip
-        trainer = make_train(cfg)
-        assert {"carry", "memory"} <= set(trainer.example)
-        state, metrics = jax.jit(trainer)(jax.random.key(0))
-        assert np.all(np.isfinite(np.asarray(metrics["train"]["loss"])))
-        rep = trainer.buffer.memory(state.buffer)
-        dtypes = {f.name: f for f in rep.fields}
-        assert "memory" in dtypes
+@pytest.mark.parametrize(
+    "replay, n_step, memory_codec", [("prioritized", 2, "int8"), ("uniform", 1, "none")]
+)
+def test_learn_from_uniform_and_prioritized_window_replay(replay, n_step, memory_codec):
+    """A few hundred steps through the loop: the replay stores carry and memory once per
+    window (the memory through its codec), and learning gives finite losses."""
+    knobs = NTMConfig(
+        sequence_length=8,
+        sequence_period=4,
+        burn_in=2,
+        hidden=(8,),
+        memory=8,
+        memory_rows=4,
+        memory_width=4,
+        memory_codec=memory_codec,
+    )
+    cfg = TrainConfig(
+        env="MemoryChain-4",
+        total_steps=400,
+        num_envs=4,
+        buffer_capacity=256,
+        batch_size=4,
+        learning_starts=200,
+        chunk_steps=200,
+        eval_episodes=2,
+        replay=replay,
+        n_step=n_step,
+        agent=knobs,
+    )
+    trainer = make_train(cfg)
+    assert {"carry", "memory"} <= set(trainer.example)
+    state, metrics = jax.jit(trainer)(jax.random.key(0))
+    assert np.all(np.isfinite(np.asarray(metrics["train"]["loss"])))
+    fields = {f.name: f.bytes_per_item for f in trainer.buffer.memory(state.buffer).fields}
+    row_bytes = 4 + 4 if memory_codec == "int8" else 4 * 4  # int8 codes + scale | float32
+    assert fields["memory"] == pytest.approx(4 * row_bytes / 4, rel=0.01)  # once per 4 rows
 
 
 # --------------------------------------------------------------------------- settings
@@ -491,8 +511,9 @@ def test_network_refuses_bad_sizes_and_windows_shorter_than_burn_in_plus_n_step(
     with pytest.raises(
         ValueError, match=r"window of 4 steps is shorter than burn_in \(3\) \+ n_step \(2\)"
     ):
-        ntm_td_errors(network.apply, params, target, w, network.initial_carry(B), network.initial_carry(B),
-                      burn_in=3, n_step=2, gamma=0.9, double=True)  # fmt: skip
+        carry = network.initial_carry(B)
+        settings = dict(burn_in=3, n_step=2, gamma=0.9, double=True)
+        ntm_td_errors(network.apply, params, target, w, carry, carry, **settings)
 
 
 def test_command_line_lists_the_knobs_and_plans(capsys):
@@ -552,8 +573,10 @@ def test_bytes_per_step_of_the_stored_state():
     assert int8 == pytest.approx((carry_f32 + 16 * (16 + 4)) / period, rel=0.01)
     every_step = carry_f32 + memory_bf16  # the same state stored at every step
     uncompressed = carry_f32 + memory_f32  # float32, every step
-    print(f"\nntm state bytes per step: ours {ours:.1f} (int8 {int8:.1f}, float32 {raw:.1f}), "
-          f"every step {every_step}, uncompressed {uncompressed}; whole buffer {ours_all:.1f}")  # fmt: skip
+    print(
+        f"\nntm state bytes per step: ours {ours:.1f} (int8 {int8:.1f}, float32 {raw:.1f}), "
+        f"every step {every_step}, uncompressed {uncompressed}; whole buffer {ours_all:.1f}"
+    )
     assert every_step / ours >= 19 and uncompressed / ours >= 25
 
 
