@@ -265,10 +265,10 @@ def test_zero_key_and_all_zero_memory_give_no_nan_or_inf(controller):
         )
     # a whole step from an all-zero state with zero observations, and its gradients
     carry = jax.tree.map(jnp.zeros_like, network.initial_carry(B))
-    new, q = network.apply(params, carry, jnp.zeros((B, OBS)))
+    new, q = jax.jit(network.apply)(params, carry, jnp.zeros((B, OBS)))
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves((new, q)))
-    grads = jax.grad(
-        lambda p, c: jnp.sum(network.apply(p, c, jnp.zeros((B, OBS)))[1] ** 2), (0, 1)
+    grads = jax.jit(
+        jax.grad(lambda p, c: jnp.sum(network.apply(p, c, jnp.zeros((B, OBS)))[1] ** 2), (0, 1))
     )(params, carry)
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(grads))
 
@@ -351,8 +351,31 @@ def test_unroll_resets_to_the_initial_state_at_episode_starts():
     assert bool(w["first"][:, 1:].any())  # the windows do start episodes inside
 
 
+def test_td_errors_are_drqns_where_no_episode_starts_inside():
+    """Without an episode start in the windows the reset rule never applies, and the TD errors
+    are exactly :func:`memjax.agents.window_td_errors`'s (checked against Python in
+    tests/test_drqn.py) for the same network and stored state."""
+    network, params, target = small("gru")
+    w = windows(3)
+    w["first"] = jnp.zeros_like(w["first"])
+    w["terminated"] = jnp.zeros_like(w["terminated"])
+    start = jax.tree.map(lambda x: x + 0.2, network.initial_carry(B))
+    settings = dict(burn_in=2, n_step=2, gamma=0.9, double=True)
+    initial = network.initial_carry(B)
+    ours = jax.jit(
+        lambda: ntm_td_errors(network.apply, params, target, w, start, initial, **settings)
+    )
+    drqn = jax.jit(
+        lambda: mj.agents.window_td_errors(network.apply, params, target, w, start, **settings)
+    )
+    (td, q), (want_td, want_q) = ours(), drqn()
+    assert td.shape == (B, 9 - 2 - 2 + 1)
+    np.testing.assert_allclose(td, want_td, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(q, want_q, rtol=1e-5, atol=1e-6)
+
+
 def test_burn_in_has_no_gradient():
-    network, params, target = small("lstm")
+    network, params, target = small("gru")
     w = windows(7)
     w["first"] = w["first"].at[:, 0].set(False)
     start = jax.tree.map(lambda x: x + 0.1, network.initial_carry(B))
