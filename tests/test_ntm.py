@@ -615,3 +615,23 @@ def test_ntm_learns_a_memory_task_through_its_memory_alone():
     _, metrics = jax.jit(jax.vmap(trainer))(jax.random.split(jax.random.key(0), 2))
     returns = np.asarray(metrics["eval_return"]).mean(axis=1)
     assert np.all(returns >= 0.8), returns
+
+
+def test_parameter_file_rebuilds_the_ntm_network(tmp_path):
+    from memjax.compress.pipeline import make_context
+    from memjax.train import params_file
+
+    config = QUICK.replace(
+        controller="gru", hidden=(8,), memory=7, memory_rows=N, memory_width=W, read_heads=R
+    )
+    network = config.spec.make_network(
+        config.agent_config, jax.ShapeDtypeStruct((OBS,), jnp.float32), A
+    )
+    params = jax.jit(network.init)(jax.random.key(0), network.initial_carry(1), jnp.zeros((1, OBS)))
+    obs = jax.ShapeDtypeStruct((OBS,), jnp.float32)
+    params_file.save(tmp_path, config, params, stacked=False, num_actions=A, obs=obs)
+    loaded = params_file.load(tmp_path)
+    assert loaded.meta["agent"] == "ntm" and loaded.config.agent_config == config.agent_config
+    assert loaded.network() == network
+    with pytest.raises(ValueError, match="holds agent 'ntm'"):  # compress: feedforward only
+        make_context(loaded)

@@ -61,10 +61,12 @@ Where this departs from the paper, and why:
 * **Bounded head outputs.** The paper leaves the add vector unconstrained; here ``a = tanh(.)``
   so one write moves a memory entry by at most 1 (bounded memory also keeps its bfloat16 or
   int8 storage accurate). The key is linear (cosine similarity ignores its scale).
-* **Controller.** An LSTM by default (the paper used LSTM and feed-forward controllers; GRU
-  is offered too), its input the encoded observation and the last read vectors, as the
-  paper's; the Q-values come from the controller output and the current read vectors (the
-  paper's output layer reads both the same way).
+* **Controller and output.** An LSTM by default (the paper used LSTM and feed-forward
+  controllers; GRU is offered too), its input the encoded observation and the last read
+  vectors, as the paper's. The paper's outputs come from the controller alone (a read reaches
+  them through the controller's next input); here the Q-head also takes the current read
+  vectors, as the issue asks and common implementations do, so a step's Q-values use what it
+  reads without waiting a step.
 * **One write head.** The paper allows several; with one, erase-then-add needs no ordering
   of heads.
 * **Training.** The paper trains by backpropagation through whole sequences with RMSProp and
