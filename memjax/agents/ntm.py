@@ -65,7 +65,7 @@ Where this departs from the paper, and why:
   controllers; GRU is offered too), its input the encoded observation and the last read
   vectors, as the paper's. The paper's outputs come from the controller alone (a read reaches
   them through the controller's next input); here the Q-head also takes the current read
-  vectors, as the issue asks and common implementations do, so a step's Q-values use what it
+  vectors, as common implementations do, so that a step's Q-values use what it
   reads without waiting a step.
 * **One write head.** The paper allows several; with one, erase-then-add needs no ordering
   of heads.
