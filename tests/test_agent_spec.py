@@ -90,7 +90,9 @@ def test_replace_routes_settings_by_name():
     assert drqn.agent_config == agents.DRQNConfig(hidden=(16,), burn_in=2)
     assert (drqn.total_steps, drqn.buffer_capacity, drqn.lr) == (9_000, 2_000, 1e-3)
     assert base.replace(hidden=(8,)).agent_config.hidden == (8,)
-    with pytest.raises(ValueError, match="burn_in is a setting of agent 'drqn', not of 'dqn'"):
+    with pytest.raises(
+        ValueError, match="burn_in is a setting of agent 'drqn' and 'ntm', not of 'dqn'"
+    ):
         base.replace(burn_in=3)
     with pytest.raises(ValueError, match="did you mean: 'burnin' -> burn_in"):
         base.replace(burnin=3)
@@ -171,7 +173,7 @@ def test_another_agents_option_is_one_clear_line(capsys):
         cli.main(["train", "--burn-in", "4", "--plan"])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].endswith("--burn-in is a setting of agent drqn: add --agent drqn"), err
+    assert err[-1].endswith("--burn-in is a setting of agent drqn or ntm: add --agent drqn"), err
 
 
 # --------------------------------------------------------------------------- a user's agent

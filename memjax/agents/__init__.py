@@ -1,8 +1,8 @@
 """Agents: the :class:`Agent` interface, agent specs and their registry, DQN / Double DQN, DRQN,
-the memory-network agent (MQN), Q-networks, losses, policies.
+the memory-network agent (MQN), the Neural Turing Machine agent, Q-networks, losses, policies.
 
-Importing this package registers the built-in agents (``dqn``, ``drqn``, ``memnet``) through
-:func:`register`, exactly as a user registers one of their own.
+Importing this package registers the built-in agents (``dqn``, ``drqn``, ``memnet``, ``ntm``)
+through :func:`register`, exactly as a user registers one of their own.
 """
 
 from memjax.agents.base import Agent, no_carry
@@ -41,6 +41,7 @@ from memjax.agents.networks import (
     make_network,
     network_kind,
 )
+from memjax.agents.ntm import NTM, NTMConfig, NTMQNetwork, NTMState, make_ntm, ntm_td_errors
 from memjax.agents.policies import epsilon_greedy, explore
 from memjax.agents.recurrent import CELL_KINDS, RecurrentQNetwork, reset_where, unroll
 from memjax.agents.spec import (
@@ -70,9 +71,11 @@ __all__ = [
     "DQNConfig",
     "DRQNConfig",
     "MemnetConfig",
+    "NTMConfig",
     "DQN",
     "DRQN",
     "MEMNET",
+    "NTM",
     "Agent",
     "no_carry",
     "DQNState",
@@ -90,6 +93,10 @@ __all__ = [
     "memnet_td_errors",
     "window_contexts",
     "context_trained_steps",
+    "NTMState",
+    "NTMQNetwork",
+    "make_ntm",
+    "ntm_td_errors",
     "RecurrentQNetwork",
     "CELL_KINDS",
     "reset_where",
