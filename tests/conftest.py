@@ -123,6 +123,12 @@ SLOW = {
         "test_gradual_pruning_while_distilling_one_seed_at_a_time",
         "test_memjax_train_distils_a_teacher_run",
     },
+    "test_ntm.py": {
+        "test_ntm_learns_a_memory_task_through_its_memory_alone",
+        "test_learn_from_uniform_and_prioritized_window_replay",
+        "test_burn_in_has_no_gradient",
+        "test_gradients_through_a_three_step_unroll",
+    },
     "test_agent_spec.py": {
         "test_a_users_agent_trains_checkpoints_and_resumes_through_the_cli",
         "test_runs_of_before_agent_specs_rerun_bit_for_bit",

@@ -12,7 +12,7 @@ import pytest
 
 import memjax as mj
 from memjax import cli
-from memjax.agents import NTMConfig, NTMQNetwork, make_ntm, ntm_td_errors
+from memjax.agents import NTMConfig, NTMQNetwork, make_ntm, unroll, window_td_errors
 from memjax.agents import ntm as ntm_module
 from memjax.agents.ntm import (
     EPS,
@@ -21,7 +21,6 @@ from memjax.agents.ntm import (
     content_weights,
     interpolate,
     memory_step,
-    ntm_unroll,
     read,
     row_int8,
     sharpen,
@@ -290,7 +289,9 @@ def test_gradients_through_a_three_step_unroll(controller):
         initial = f64(network.initial_carry(2, jnp.float64))
 
         def q_of(p, memory):
-            _, q, _ = ntm_unroll(network.apply, p, {**start, "memory": memory}, obs, first, initial)
+            _, q, _ = unroll(
+                network.apply, p, {**start, "memory": memory}, obs, first, initial=initial
+            )
             return q
 
         check_grads(
@@ -326,14 +327,14 @@ def windows(key, length=9):
 
 
 def test_unroll_resets_to_the_initial_state_at_episode_starts():
-    """ntm_unroll against a Python loop of steps that puts the INITIAL carry (memory 1e-6,
-    one-hot weightings; not zeros) back where first."""
+    """unroll with the NTM's initial carry against a Python loop of steps that puts the
+    INITIAL carry (memory 1e-6, one-hot weightings; not zeros) back where first."""
     network, params, _ = small("lstm")
     w = windows(1)
     start = jax.tree.map(lambda x: x + 0.3, network.initial_carry(B))
     initial = network.initial_carry(B)
     carry, q, q_next = jax.jit(
-        lambda p, c: ntm_unroll(network.apply, p, c, w["obs"], w["first"], initial, w["next_obs"])
+        lambda p, c: unroll(network.apply, p, c, w["obs"], w["first"], w["next_obs"], initial)
     )(params, start)
     apply = jax.jit(network.apply)
     c = start
@@ -363,7 +364,9 @@ def test_td_errors_are_drqns_where_no_episode_starts_inside():
     settings = dict(burn_in=2, n_step=2, gamma=0.9, double=True)
     initial = network.initial_carry(B)
     ours = jax.jit(
-        lambda: ntm_td_errors(network.apply, params, target, w, start, initial, **settings)
+        lambda: window_td_errors(
+            network.apply, params, target, w, start, initial=initial, **settings
+        )
     )
     drqn = jax.jit(
         lambda: mj.agents.window_td_errors(network.apply, params, target, w, start, **settings)
@@ -384,7 +387,9 @@ def test_burn_in_has_no_gradient():
     def loss(obs, start, burn_in):
         settings = dict(burn_in=burn_in, n_step=1, gamma=0.9, double=True)
         w_obs = {**w, "obs": obs}
-        td, _ = ntm_td_errors(network.apply, params, target, w_obs, start, initial, **settings)
+        td, _ = window_td_errors(
+            network.apply, params, target, w_obs, start, initial=initial, **settings
+        )
         return jnp.sum(td**2)
 
     grad = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
@@ -536,7 +541,7 @@ def test_network_refuses_bad_sizes_and_windows_shorter_than_burn_in_plus_n_step(
     ):
         carry = network.initial_carry(B)
         settings = dict(burn_in=3, n_step=2, gamma=0.9, double=True)
-        ntm_td_errors(network.apply, params, target, w, carry, carry, **settings)
+        window_td_errors(network.apply, params, target, w, carry, initial=carry, **settings)
 
 
 def test_command_line_lists_the_knobs_and_plans(capsys):

@@ -41,7 +41,7 @@ from memjax.agents.networks import (
     make_network,
     network_kind,
 )
-from memjax.agents.ntm import NTM, NTMConfig, NTMQNetwork, NTMState, make_ntm, ntm_td_errors
+from memjax.agents.ntm import NTM, NTMConfig, NTMQNetwork, NTMState, make_ntm
 from memjax.agents.policies import epsilon_greedy, explore
 from memjax.agents.recurrent import CELL_KINDS, RecurrentQNetwork, reset_where, unroll
 from memjax.agents.spec import (
@@ -96,7 +96,6 @@ __all__ = [
     "NTMState",
     "NTMQNetwork",
     "make_ntm",
-    "ntm_td_errors",
     "RecurrentQNetwork",
     "CELL_KINDS",
     "reset_where",

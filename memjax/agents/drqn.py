@@ -208,6 +208,7 @@ def window_td_errors(
     n_step: int,
     gamma: float,
     double: bool,
+    initial=None,
 ):
     """TD errors of a recurrent Q-network on replayed windows (steps 1-3 of the module
     docstring); differentiable with respect to ``params`` except through the burn-in.
@@ -223,6 +224,8 @@ def window_td_errors(
       n_step: steps of the return before bootstrapping.
       gamma: the discount.
       double: Double-Q targets.
+      initial: the carry at an episode's start, put back where ``first`` (pytree
+        ``[B, ...]``); None: zeros (see :func:`memjax.agents.unroll`).
 
     Returns:
       ``(td, q)``: float32 ``[B, S]`` the TD errors of the ``S = L - burn_in - n_step + 1``
@@ -236,16 +239,17 @@ def window_td_errors(
     burn, rest = (lambda x: x[:, :burn_in]), (lambda x: x[:, burn_in:])  # noqa: E731
     online_start, target_start = start, start
     if burn_in:
-        online_start, _, _ = unroll(
-            apply_fn, params, start, burn(windows["obs"]), burn(windows["first"])
-        )
+        burn_obs, burn_first = burn(windows["obs"]), burn(windows["first"])
+        online_start, _, _ = unroll(apply_fn, params, start, burn_obs, burn_first, None, initial)
         online_start = jax.lax.stop_gradient(online_start)
         target_start, _, _ = unroll(
-            apply_fn, target_params, start, burn(windows["obs"]), burn(windows["first"])
+            apply_fn, target_params, start, burn_obs, burn_first, None, initial
         )
     obs, first, next_obs = (rest(windows[k]) for k in ("obs", "first", "next_obs"))
-    _, q, q_next_online = unroll(apply_fn, params, online_start, obs, first, next_obs)
-    _, _, q_next_target = unroll(apply_fn, target_params, target_start, obs, first, next_obs)
+    _, q, q_next_online = unroll(apply_fn, params, online_start, obs, first, next_obs, initial)
+    _, _, q_next_target = unroll(
+        apply_fn, target_params, target_start, obs, first, next_obs, initial
+    )
     rest_windows = {k: rest(windows[k]) for k in ("action", "reward", "terminated", "first")}
     td = window_n_step_td(
         q,

@@ -92,16 +92,14 @@ import memjax.codecs as mc
 from memjax import _pytree
 from memjax.agents.base import Agent
 from memjax.agents.dqn import DQNState
-from memjax.agents.drqn import trained_steps
+from memjax.agents.drqn import window_td_errors
 from memjax.agents.networks import network_kind
 from memjax.agents.policies import epsilon_greedy
-from memjax.agents.recurrent import reset_where
 from memjax.agents.spec import AgentSpec, Windows, positive_ints, q_learning_settings, register
 from memjax.agents.window_learning import (
     WindowConfig,
     check_windows,
     window_learner,
-    window_n_step_td,
 )
 from memjax.codecs.base import add_count, check_input, check_stored, example_spec, zero_count
 
@@ -439,90 +437,6 @@ class NTMState(DQNState):
     target parameters of the :class:`NTMQNetwork`, optimizer state, updates done)."""
 
 
-def ntm_unroll(apply_fn, params, carry, obs, first, initial, next_obs=None):
-    """:func:`memjax.agents.unroll` with the carry reset to ``initial`` (not zeros) where an
-    episode starts.
-
-    Args:
-      apply_fn: ``apply_fn(params, carry, obs [B, ...]) -> (carry, q [B, A])``.
-      params: the network's parameters.
-      carry: the carry before the windows' first step (``[B, ...]`` leaves).
-      obs: ``[B, L, *obs_shape]``.
-      first: bool ``[B, L]``.
-      initial: the carry at an episode's start (``[B, ...]`` leaves).
-      next_obs: optional ``[B, L, *obs_shape]``.
-
-    Returns:
-      ``(carry, q [B, L, A], q_next [B, L, A] or None)``, as :func:`memjax.agents.unroll`.
-    """
-    time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
-    window, batch = obs.shape[1], obs.shape[0]
-
-    def step(carry, inputs):
-        step_obs, step_first = inputs
-        new, q = apply_fn(params, reset_where(step_first, carry, initial), step_obs)
-        return new, (q, new if next_obs is not None else None)
-
-    carry, (q, after) = jax.lax.scan(step, carry, (time_major(obs), time_major(first)))
-    if next_obs is None:
-        return carry, time_major(q), None
-    rows = lambda x: x.reshape((window * batch,) + x.shape[2:])  # noqa: E731
-    _, q_next = apply_fn(params, jax.tree.map(rows, after), rows(time_major(next_obs)))
-    return carry, time_major(q), time_major(q_next.reshape(window, batch, -1))
-
-
-def ntm_td_errors(
-    apply_fn,
-    params,
-    target_params,
-    windows,
-    start,
-    initial,
-    *,
-    burn_in: int,
-    n_step: int,
-    gamma: float,
-    double: bool,
-):
-    """TD errors of an NTM Q-network on replayed windows: :func:`memjax.agents.window_td_errors`
-    with the carry reset to ``initial`` at episode starts (burn-in from ``start`` without
-    gradient, then n-step TD errors of the ``S = L - burn_in - n_step + 1`` steps after it).
-
-    Returns:
-      ``(td float32 [B, S], q float32 [B, L - burn_in, A])``.
-
-    Raises:
-      ValueError: ``L < burn_in + n_step``.
-    """
-    steps = trained_steps(windows["reward"].shape[1], burn_in, n_step)
-    burn, rest = (lambda x: x[:, :burn_in]), (lambda x: x[:, burn_in:])  # noqa: E731
-    online_start, target_start = start, start
-    if burn_in:
-        burn_obs, burn_first = burn(windows["obs"]), burn(windows["first"])
-        online_start, _, _ = ntm_unroll(apply_fn, params, start, burn_obs, burn_first, initial)
-        online_start = jax.lax.stop_gradient(online_start)
-        target_start, _, _ = ntm_unroll(
-            apply_fn, target_params, start, burn_obs, burn_first, initial
-        )
-    obs, first, next_obs = (rest(windows[k]) for k in ("obs", "first", "next_obs"))
-    _, q, q_next_online = ntm_unroll(apply_fn, params, online_start, obs, first, initial, next_obs)
-    _, _, q_next_target = ntm_unroll(
-        apply_fn, target_params, target_start, obs, first, initial, next_obs
-    )
-    rest_windows = {k: rest(windows[k]) for k in ("action", "reward", "terminated", "first")}
-    td = window_n_step_td(
-        q,
-        q_next_online,
-        q_next_target,
-        rest_windows,
-        steps=steps,
-        n_step=n_step,
-        gamma=gamma,
-        double=double,
-    )
-    return td, q
-
-
 def checked_windows(items) -> dict:
     """The replay batch as windows, or ``ValueError`` naming what an NTM batch lacks."""
     needed = ("obs", "action", "reward", "next_obs", "terminated", "first")
@@ -606,13 +520,13 @@ def make_ntm(
         windows = checked_windows(items)
         start = carry_from_stored(windows, network)
         initial = network.initial_carry(windows["reward"].shape[0])
-        td, q = ntm_td_errors(
+        td, q = window_td_errors(
             network.apply,
             params,
             target_params,
             windows,
             start,
-            initial,
+            initial=initial,
             burn_in=burn_in,
             n_step=n_step,
             gamma=gamma,
@@ -740,8 +654,6 @@ __all__ = [
     "interpolate",
     "make_ntm",
     "memory_step",
-    "ntm_td_errors",
-    "ntm_unroll",
     "read",
     "row_int8",
     "sharpen",

@@ -98,7 +98,7 @@ def reset_where(first, carry, initial):
     return jax.tree.map(pick, initial, carry)
 
 
-def unroll(apply_fn, params, carry, obs, first, next_obs=None):
+def unroll(apply_fn, params, carry, obs, first, next_obs=None, initial=None):
     """Run a recurrent Q-network over windows, resetting the carry at episode starts.
 
     Args:
@@ -110,6 +110,8 @@ def unroll(apply_fn, params, carry, obs, first, next_obs=None):
       first: bool ``[B, L]``, True where the step's observation starts an episode.
       next_obs: optional ``[B, L, *obs_shape]``, each step's next observation (the episode's
         true final observation where it ended).
+      initial: the carry put back where ``first`` (pytree ``[B, ...]``); None: zeros, the
+        initial carry of the built-in cells (the NTM's is not zero).
 
     Returns:
       ``(carry, q, q_next)``: the carry after the last step, float32 ``[B, L, A]`` the
@@ -117,7 +119,8 @@ def unroll(apply_fn, params, carry, obs, first, next_obs=None):
       Q-values at each step's next observation, from the carry after that step, so that a
       bootstrap never uses a carry reset by the next episode.
     """
-    initial = jax.tree.map(jnp.zeros_like, carry)
+    if initial is None:
+        initial = jax.tree.map(jnp.zeros_like, carry)
     time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
     window, batch = obs.shape[1], obs.shape[0]
 
