@@ -23,22 +23,23 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="{train,compress}")
     sub.required = True
+    # memjax.compress registers the distillation agent (also an entry point when installed)
+    from memjax.compress.cli import add_parser as _add_compress  # `memjax compress`
+    from memjax.agents import names
+
+    agents = ", ".join(names())
     train = sub.add_parser(
         "train",
         usage="memjax train [--config FILE | --resume DIR] [options] "
         "(memjax train --help lists them)",
-        help="train an agent (dqn, drqn, memnet, distill or a registered one) on a gymnax "
-        "environment, vmapped over seeds",
-        description="Train an agent (dqn, drqn, memnet, distill or one registered with "
-        "memjax.agents.register) on a gymnax environment with several vmapped "
-        "seeds; --agent NAME --help lists that agent's own options; "
+        help=f"train an agent ({agents}) on a gymnax environment, vmapped over seeds",
+        description=f"Train a registered agent ({agents}; yours with "
+        "memjax.agents.register or a memjax.agents entry point) on a gymnax environment with "
+        "several vmapped seeds; --agent NAME --help lists that agent's own options; "
         "writes returns.csv, returns.json, curve.png and summary.json (with the "
         "resolved config) to --out, and whole-state checkpoints to "
         "--out/checkpoints/<step>/, from which --resume continues a killed run.",
     )
-    # memjax.compress registers the distillation agent (also an entry point when installed)
-    from memjax.compress.cli import add_parser as _add_compress  # `memjax compress`
-
     _add_train_options(train, chosen_agent(argv or []))
     _add_compress(sub)
     return parser

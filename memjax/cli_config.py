@@ -43,6 +43,8 @@ CHOICES = {
 FRACTIONS = {"gamma", "tau", "eps_start", "eps_end", "eval_epsilon", "side_fraction", "eta"}
 POSITIVE_FLOATS = {"lr", "adam_eps", "huber_delta", "priority_eps"}
 NON_NEGATIVE_INTS = {"learning_starts", "burn_in"}
+"""Integer settings that may be 0; an agent's config says so for its own knobs with
+``dataclasses.field(default=..., metadata={"minimum": 0})``."""
 NOT_OPTIONS = {"agent_config"}
 RUN_SETTINGS = ("seeds", "seed")
 """What a summary.json records besides the config that reruns the run: ``--seeds``, ``--seed``."""
@@ -136,7 +138,8 @@ def option_kwargs(field: dataclasses.Field, hints: dict) -> dict:
     if hint is bool:
         return {"action": argparse.BooleanOptionalAction}
     if hint is int:
-        kind = types.non_negative if name in NON_NEGATIVE_INTS else types.positive
+        zero_ok = name in NON_NEGATIVE_INTS or field.metadata.get("minimum") == 0
+        kind = types.non_negative if zero_ok else types.positive
     elif hint is float and name in FRACTIONS:
         kind = types.fraction
     elif hint is float:

@@ -561,7 +561,7 @@ class NTMConfig(WindowConfig):
     memory_rows: int = 16  # N, rows of the NTM's memory matrix
     memory_width: int = 16  # W, features per memory row
     read_heads: int = 1  # R, read heads (there is one write head)
-    shift_range: int = 1  # location shifts of -s..s rows (2s + 1 <= memory_rows)
+    shift_range: int = dataclasses.field(default=1, metadata={"minimum": 0})  # shifts -s..s rows
     burn_in: int = 8  # window steps that only warm the stored state up (no loss, no gradient)
     memory_codec: str = "bfloat16"  # replay's memory matrix: none | bfloat16 | int8 (per row)
 

@@ -181,7 +181,7 @@ class TrainConfig(StepSchedule):
     # fmt: off
     # run
     env: str = "CartPole-v1"          # gymnax environment id
-    agent: Any = "dqn"                # the learning agent: a registered name (dqn | drqn (recurrent) | memnet (attention over the last context_length observations) | yours), or its config (e.g. DRQNConfig(burn_in=4))
+    agent: Any = "dqn"                # the learning agent: a registered name (memjax.agents.names(): dqn, drqn (recurrent), memnet (attention over the last observations), ntm (external memory), distill, or yours), or its config (e.g. DRQNConfig(burn_in=4))
     agent_config: Any = None          # the agent's knobs (its config dataclass); None: its defaults
     num_envs: int = 10                # vectorised environments per seed
     total_steps: int = 500_000        # environment steps per seed
