@@ -24,8 +24,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{train,compress}")
     sub.required = True
     # memjax.compress registers the distillation agent (also an entry point when installed)
-    from memjax.compress.cli import add_parser as _add_compress  # `memjax compress`
     from memjax.agents import names
+    from memjax.compress.cli import add_parser as _add_compress  # `memjax compress`
 
     agents = ", ".join(names())
     train = sub.add_parser(
