@@ -1,8 +1,9 @@
-"""Memory-network loop speed: env steps/s of the fused memnet loop against DRQN's (and DQN's)
-on the same task with the same loop settings, in one process, interleaved rounds.
+"""Memory agents' loop speed: env steps/s of the fused memnet and NTM loops against DRQN's
+(and DQN's) on the same task with the same loop settings, in one process, interleaved rounds.
 
     python experiments/bench_memnet_loop.py [--quick] [--env MemoryChain-20] [--seeds 2]
                                             [--rounds 7] [--chunk-steps 200] [--out PATH]
+                                            [--sides memnet,drqn,ntm,dqn]
 
 The loop settings are the README's memory-agent commands (10 envs, buffer 10k steps, batch 32
 windows, one update per vector step). The sides:
@@ -13,6 +14,8 @@ windows, one update per vector step). The sides:
             what the heads cost.
   drqn      ``--agent drqn``: GRU of 64, windows of 40 every 20 rows, burn-in 8 (32 trained
             steps per window), the carry stored once per window.
+  ntm       ``--agent ntm``: its defaults (LSTM controller of 64, a 16 x 16 memory, one read
+            head, DRQN's windows and burn-in), its state stored once per window.
   dqn       ``--agent dqn``: the feedforward agent on the one-copy layout (batch 32
             transitions), for scale.
 
@@ -66,14 +69,26 @@ SIDES = {
         agent="memnet", context_length=32, sequence_length=40, sequence_period=8, attention_heads=1
     ),
     "drqn": dict(agent="drqn"),
+    "ntm": dict(agent="ntm"),
     "dqn": dict(agent="dqn", layout="one_copy"),
+}
+RATIOS = {  # name -> (numerator side, denominator side): time per step
+    "memnet_over_drqn_time": ("memnet", "drqn"),
+    "memnet_over_memnet_1head_time": ("memnet", "memnet-1head"),
+    "memnet_over_dqn_time": ("memnet", "dqn"),
+    "drqn_over_dqn_time": ("drqn", "dqn"),
+    "ntm_over_drqn_time": ("ntm", "drqn"),
+    "ntm_over_dqn_time": ("ntm", "dqn"),
 }
 
 
-def bench(env: str, seeds: int, rounds: int, chunk_steps: int, round_seconds: float) -> dict:
+def bench(
+    env: str, seeds: int, rounds: int, chunk_steps: int, round_seconds: float, sides=tuple(SIDES)
+) -> dict:
     keys = jax.random.split(jax.random.key(0), seeds)
     programs, warm = {}, {}
-    for name, settings in SIDES.items():
+    for name in sides:
+        settings = SIDES[name]
         cfg = mj_train.TrainConfig(
             env=env,
             chunk_steps=chunk_steps,
@@ -110,10 +125,9 @@ def bench(env: str, seeds: int, rounds: int, chunk_steps: int, round_seconds: fl
         for k, t in times.items()
     }
     ratios = {
-        "memnet_over_drqn_time": paired_ratio(times["memnet"], times["drqn"]),
-        "memnet_over_memnet_1head_time": paired_ratio(times["memnet"], times["memnet-1head"]),
-        "memnet_over_dqn_time": paired_ratio(times["memnet"], times["dqn"]),
-        "drqn_over_dqn_time": paired_ratio(times["drqn"], times["dqn"]),
+        name: paired_ratio(times[a], times[b])
+        for name, (a, b) in RATIOS.items()
+        if a in times and b in times
     }
     return {
         "env": env,
@@ -123,7 +137,7 @@ def bench(env: str, seeds: int, rounds: int, chunk_steps: int, round_seconds: fl
         "sides": sides,
         "ratios": ratios,
         "base": BASE,
-        "side_settings": {k: dict(v) for k, v in SIDES.items()},
+        "side_settings": {k: dict(SIDES[k]) for k in sides},
     }
 
 
@@ -135,15 +149,24 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--chunk-steps", type=int, default=None, help="env steps per chunk per seed")
     p.add_argument("--out", default=None)
+    p.add_argument(
+        "--sides",
+        default=",".join(SIDES),
+        help=f"comma-separated sides to time (default: all of {', '.join(SIDES)})",
+    )
     a = p.parse_args(argv)
+    sides = tuple(s for s in a.sides.split(",") if s)
+    unknown = sorted(set(sides) - set(SIDES))
+    if unknown:
+        p.error(f"--sides: unknown {unknown}; known: {', '.join(SIDES)}")
     rounds = a.rounds or (2 if a.quick else 7)
     chunk = a.chunk_steps or (50 if a.quick else 200)
     t0 = time.perf_counter()
     log(
-        f"memnet (4 and 1 attention heads) vs drqn vs dqn loop on {a.env}, {a.seeds} seeds, "
+        f"{', '.join(sides)} loops on {a.env}, {a.seeds} seeds, "
         f"{rounds} rounds, {chunk} env steps per seed per chunk"
     )
-    result = bench(a.env, a.seeds, rounds, chunk, 0.2 if a.quick else 2.0)
+    result = bench(a.env, a.seeds, rounds, chunk, 0.2 if a.quick else 2.0, sides)
     for k, s in result["sides"].items():
         log(
             f"{k:<12} {s['env_steps_per_s']:>10,.0f} env steps/s (all seeds)   "
