@@ -10,7 +10,7 @@ from memjax import replay, sumtree
 
 __version__ = "0.1.0"
 
-_LAZY = ("agents", "envs", "train", "cli", "codecs", "compress")
+_LAZY = ("agents", "envs", "train", "cli", "codecs", "compress", "export")
 
 
 def __getattr__(name):

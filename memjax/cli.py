@@ -21,7 +21,7 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memjax", description="Memory-efficient replay and fused RL training loops in JAX."
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,compress}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,compress,export}")
     sub.required = True
     # memjax.compress registers the distillation agent (also an entry point when installed)
     from memjax.agents import names
@@ -42,7 +42,57 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     )
     _add_train_options(train, chosen_agent(argv or []))
     _add_compress(sub)
+    _add_export(sub)
     return parser
+
+
+def _add_export(sub) -> None:
+    """``memjax export RUN_DIR --format jax [--quantize int8] --out FILE``."""
+    from memjax.export import FORMATS, QUANTIZE
+
+    e = sub.add_parser(
+        "export",
+        usage="memjax export RUN_DIR --out FILE [--format jax] [--quantize none|int8] [--seed I]",
+        help="write a trained run's greedy Q-network as a file that runs without memjax",
+        description="Write one seed's greedy Q-network of a run (RUN_DIR/checkpoint.msgpack of "
+        "memjax train --out RUN_DIR) as serialized StableHLO (jax.export): q_values = "
+        "f(obs) with obs float32 [batch, *obs_shape], any batch; it loads with jax alone "
+        "(jax.export.deserialize(open(FILE, 'rb').read()).call(obs)). Feedforward agents.",
+    )
+    e.add_argument("run", metavar="RUN_DIR", help="a run directory of memjax train --out")
+    e.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    e.add_argument("--format", choices=FORMATS, default="jax", help="(default: jax)")
+    e.add_argument(
+        "--quantize",
+        choices=QUANTIZE,
+        default="none",
+        help="int8: kernels stored as int8 with one scale per output channel (default: none)",
+    )
+    e.add_argument("--seed", type=types.non_negative, default=0, help="the run's seed (default: 0)")
+    e.add_argument(
+        "--platforms",
+        default="cpu,cuda",
+        help="platforms to lower for, comma-separated (default: cpu,cuda)",
+    )
+
+
+def _export(args, parser) -> int:
+    from memjax.export import export_jax
+
+    export = _subparser(parser, "export")
+    platforms = tuple(p for p in args.platforms.split(",") if p)
+    try:
+        path = export_jax(
+            args.run, args.out, seed=args.seed, quantize=args.quantize, platforms=platforms
+        )
+    except (FileNotFoundError, ValueError, OSError) as e:
+        export.exit(2, f"memjax export: error: {e}\n")
+    print(
+        f"wrote {path} ({path.stat().st_size:,} bytes; {args.format}, {args.quantize}, "
+        f"seed {args.seed}, platforms {','.join(platforms)})",
+        flush=True,
+    )
+    return 0
 
 
 DEFAULT_SEEDS = 8
@@ -614,6 +664,8 @@ def main(argv=None) -> int:
                 from memjax.compress.cli import run as _compress
 
                 return _compress(args, parser)
+            if args.command == "export":
+                return _export(args, parser)
             return _train(args, parser)
         finally:
             if joined:

@@ -27,6 +27,7 @@ PAGES = {
     "train": "memjax/train/__init__.py",
     "envs": "memjax/envs/__init__.py",
     "compress": "memjax/compress/__init__.py",
+    "export": "memjax/export.py",
 }
 
 

@@ -1,0 +1,134 @@
+"""Deployable policies (memjax export, jax format): the file is the policy (outputs equal the
+in-memory network; int8 equals memjax's own int8 model), for any batch, for an MLP and a
+MinAtar conv net; it loads and runs in a process that imports neither flax nor memjax; bad
+input is one error line with no file left behind."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import memjax.compress as mjc
+from memjax import cli, export
+from memjax.agents import ConvQNetwork, MLPQNetwork
+from memjax.train import TrainConfig, params_file
+
+CASES = {
+    "mlp": (MLPQNetwork(num_actions=2, hidden=(120, 84)), (4,), TrainConfig()),  # CartPole
+    "conv": (
+        ConvQNetwork(num_actions=3, channels=16, hidden=128),
+        (10, 10, 4),
+        TrainConfig(env="Breakout-MinAtar", buffer_capacity=100_000),
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def run(request, tmp_path_factory):
+    """A run directory with a 2-seed parameter file of the case's network."""
+    network, obs_shape, config = CASES[request.param]
+    params = jax.vmap(lambda k: network.init(k, jnp.zeros((1, *obs_shape))))(
+        jax.random.split(jax.random.key(0), 2)
+    )
+    folder = tmp_path_factory.mktemp(request.param)
+    params_file.save(folder, config, params)
+    return request.param, folder, network, params, obs_shape
+
+
+def observations(obs_shape, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    if len(obs_shape) == 3:  # MinAtar: 0/1 channels
+        return (rng.random((batch, *obs_shape)) < 0.1).astype(np.float32)
+    return rng.normal(size=(batch, *obs_shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("batch", [1, 256])
+def test_the_file_computes_the_networks_q_values(run, tmp_path, batch):
+    name, folder, network, params, obs_shape = run
+    path = export.export_jax(folder, tmp_path / "policy.jaxexport", seed=1)
+    policy = export.load_jax(path)
+    obs = observations(obs_shape, batch)
+    expected = network.apply(jax.tree.map(lambda x: x[1], params), obs)
+    np.testing.assert_allclose(np.asarray(policy.call(obs)), np.asarray(expected), atol=1e-5)
+    assert policy.in_avals[0].dtype == jnp.float32 and str(policy.in_avals[0].shape[0]) == "batch"
+
+
+def test_int8_equals_memjaxs_int8_model_and_is_smaller(run, tmp_path):
+    name, folder, network, params, obs_shape = run
+    full = export.export_jax(folder, tmp_path / "f32.jaxexport")
+    small = export.export_jax(folder, tmp_path / "int8.jaxexport", quantize="int8")
+    seed0 = jax.tree.map(lambda x: x[0], params)
+    obs = observations(obs_shape, 64, seed=3)
+    expected = mjc.apply(network, mjc.quantize(seed0, bits=8, per_channel=True), obs)
+    got = export.load_jax(small).call(obs)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-5)
+    ratio = small.stat().st_size / full.stat().st_size
+    # the conv net's kernels dominate its file: int8 is about a quarter of float32; the
+    # CartPole MLP's 10,934 parameters leave the program's own bytes a larger share
+    assert ratio < (0.3 if name == "conv" else 0.6), ratio
+
+
+def test_the_file_loads_without_flax_or_memjax(run, tmp_path):
+    name, folder, network, params, obs_shape = run
+    path = export.export_jax(folder, tmp_path / "policy.jaxexport", quantize="int8")
+    obs = observations(obs_shape, 3)
+    np.save(tmp_path / "obs.npy", obs)
+    script = (
+        "import sys, json, numpy as np, jax\n"
+        f"policy = jax.export.deserialize(bytearray(open({str(path)!r}, 'rb').read()))\n"
+        f"q = np.asarray(policy.call(np.load({str(tmp_path / 'obs.npy')!r})))\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('flax', 'memjax', 'optax')]\n"
+        "print(json.dumps({'q': q.tolist(), 'imported': bad}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        env={**env, "JAX_PLATFORMS": "cpu"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["imported"] == []
+    expected = export.load_jax(path).call(obs)
+    np.testing.assert_allclose(np.asarray(result["q"]), np.asarray(expected), atol=1e-6)
+
+
+def test_bad_input_is_one_line_and_leaves_no_file(run, tmp_path, capsys):
+    name, folder, *_ = run
+    out = tmp_path / "x.jaxexport"
+    for argv, words in [
+        ([str(tmp_path / "nope")], "no checkpoint at"),
+        ([str(folder), "--seed", "9"], "seed 9 out of range: the run has 2 seeds"),
+        ([str(folder), "--quantize", "int4"], "invalid choice: 'int4'"),
+        ([str(folder), "--format", "onnx"], "invalid choice: 'onnx'"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["export", *argv, "--out", str(out)])
+        assert exc.value.code == 2
+        assert words in capsys.readouterr().err
+        assert not out.exists() and not out.with_name(out.name + ".tmp").exists()
+    assert cli.main(["export", str(folder), "--out", str(out), "--quantize", "int8"]) == 0
+    assert "wrote" in capsys.readouterr().out and out.is_file()
+
+
+def test_a_recurrent_agent_is_refused_by_name(tmp_path):
+    from memjax.agents import RecurrentQNetwork
+
+    network = RecurrentQNetwork(num_actions=2, hidden=(8,), memory=8, channels=0)
+    params = network.init(jax.random.key(0), network.initial_carry(1), jnp.zeros((1, 3)))
+    params_file.save(
+        tmp_path,
+        TrainConfig(agent="drqn", env="MemoryChain-8").replace(hidden=(8,), memory=8),
+        params,
+        stacked=False,
+    )
+    with pytest.raises(ValueError, match="agent 'drqn' carries a state"):
+        export.export_jax(tmp_path, tmp_path / "x.jaxexport")
