@@ -52,12 +52,14 @@ def _add_export(sub) -> None:
 
     e = sub.add_parser(
         "export",
-        usage="memjax export RUN_DIR --out FILE [--format jax] [--quantize none|int8] [--seed I]",
+        usage="memjax export RUN_DIR --out FILE [--format jax|onnx] [--quantize none|int8] "
+        "[--seed I]",
         help="write a trained run's greedy Q-network as a file that runs without memjax",
         description="Write one seed's greedy Q-network of a run (RUN_DIR/checkpoint.msgpack of "
-        "memjax train --out RUN_DIR) as serialized StableHLO (jax.export): q_values = "
-        "f(obs) with obs float32 [batch, *obs_shape], any batch; it loads with jax alone "
-        "(jax.export.deserialize(open(FILE, 'rb').read()).call(obs)). Feedforward agents.",
+        "memjax train --out RUN_DIR) as a file: q_values = f(obs) with obs float32 [batch, "
+        "*obs_shape], any batch. --format jax: serialized StableHLO that loads with jax alone "
+        "(jax.export.deserialize(open(FILE, 'rb').read()).call(obs)); --format onnx: an ONNX "
+        "model for onnxruntime, no JAX needed. Feedforward agents.",
     )
     e.add_argument("run", metavar="RUN_DIR", help="a run directory of memjax train --out")
     e.add_argument("--out", required=True, metavar="FILE", help="the file to write")
@@ -77,19 +79,30 @@ def _add_export(sub) -> None:
 
 
 def _export(args, parser) -> int:
-    from memjax.export import export_jax
+    from memjax.export import export_jax, export_onnx
 
     export = _subparser(parser, "export")
     platforms = tuple(p for p in args.platforms.split(",") if p)
     try:
-        path = export_jax(
-            args.run, args.out, seed=args.seed, quantize=args.quantize, platforms=platforms
+        if args.format == "onnx":
+            path = export_onnx(args.run, args.out, seed=args.seed, quantize=args.quantize)
+            where = "onnxruntime"
+        else:
+            path = export_jax(
+                args.run, args.out, seed=args.seed, quantize=args.quantize, platforms=platforms
+            )
+            where = f"jax on {','.join(platforms)}"
+    except ImportError as e:
+        export.exit(
+            2,
+            f"memjax export: error: {e.name or e} is not installed: pip install onnx "
+            f"(or pip install -e '.[dev]')\n",
         )
     except (FileNotFoundError, ValueError, OSError) as e:
         export.exit(2, f"memjax export: error: {e}\n")
     print(
         f"wrote {path} ({path.stat().st_size:,} bytes; {args.format}, {args.quantize}, "
-        f"seed {args.seed}, platforms {','.join(platforms)})",
+        f"seed {args.seed}; runs in {where})",
         flush=True,
     )
     return 0

@@ -35,8 +35,10 @@ import numpy as np
 from memjax import compress
 from memjax.train import params_file
 
-FORMATS = ("jax",)
-"""The export formats: ``jax`` (serialized StableHLO, ``jax.export``)."""
+FORMATS = ("jax", "onnx")
+"""The export formats: ``jax`` (serialized StableHLO, ``jax.export``) and ``onnx`` (an ONNX
+model that onnxruntime runs without JAX)."""
+ONNX_OPSET = 17
 QUANTIZE = ("none", "int8")
 """Weight storage of an export: float32 as trained, or int8 with per-channel scales."""
 DEFAULT_PLATFORMS = ("cpu", "cuda")
@@ -115,6 +117,124 @@ def export_jax(
     return _write_atomically(Path(out), exported.serialize())
 
 
+def export_onnx(run, out, *, seed: int = 0, quantize: str = "none") -> Path:
+    """Write the greedy Q-network of one seed of ``run`` as an ONNX model (opset 17): input
+    ``obs`` float32 ``[batch, *obs_shape]``, output ``q_values`` float32 ``[batch,
+    num_actions]``, ``batch`` dynamic. memjax's MLP and conv Q-networks (the feedforward
+    agents' and distilled students') are written layer by layer with ONNX's own operators
+    (MatMul, Add, Relu, Conv with the NHWC input transposed); ``quantize="int8"`` stores the
+    kernels as int8 initializers with per-output-channel scales, dequantized in the graph
+    (``DequantizeLinear``), so the outputs equal memjax's int8 model's.
+
+    Args:
+      run: a run directory, its parameter file, or a loaded parameter file.
+      out: the file to write; written whole or not at all.
+      seed: which of the run's seeds.
+      quantize: ``"none"`` or ``"int8"``.
+
+    Returns:
+      The file's path. ``onnxruntime.InferenceSession(path).run(None, {"obs": obs})[0]``
+      gives the Q-values.
+
+    Raises:
+      FileNotFoundError: no parameter file.
+      ValueError: a recurrent agent, a network other than memjax's MLP or conv Q-network, a
+        seed out of range or an unknown ``quantize``.
+      ImportError: the ``onnx`` package is not installed.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from memjax.agents import ConvQNetwork, MLPQNetwork
+
+    loaded = run if isinstance(run, params_file.Checkpoint) else params_file.load(run)
+    policy_function(loaded, seed=seed, quantize=quantize)  # the same checks as jax's
+    network = loaded.network()
+    if not isinstance(network, (MLPQNetwork, ConvQNetwork)):
+        raise ValueError(
+            f"ONNX export writes memjax's MLP and conv Q-networks, not a {type(network).__name__}"
+        )
+    params = jax.tree.map(np.asarray, loaded.seed_params(seed))["params"]
+    obs_shape = tuple(loaded.observation_spec().shape)
+    graph = _OnnxGraph(quantize == "int8")
+    x = "obs"
+    if isinstance(network, ConvQNetwork):
+        layer = params["Conv_0"]
+        x = graph.node("Transpose", [x], perm=[0, 3, 1, 2])  # NHWC -> NCHW
+        kernel = np.transpose(layer["kernel"], (3, 2, 0, 1))  # HWIO -> OIHW
+        weight = graph.weight("Conv_0", kernel, axis=0)
+        x = graph.node(
+            "Conv",
+            [x, weight, graph.constant("Conv_0/bias", layer["bias"])],
+            kernel_shape=[3, 3],
+            strides=[1, 1],
+            pads=[0, 0, 0, 0],
+        )
+        x = graph.node("Relu", [x])
+        x = graph.node("Transpose", [x], perm=[0, 2, 3, 1])  # back to NHWC
+    x = graph.node("Flatten", [x], axis=1)  # as flax's reshape
+    dense = sorted((k for k in params if k.startswith("Dense_")), key=lambda k: int(k[6:]))
+    for i, name in enumerate(dense):
+        weight = graph.weight(name, params[name]["kernel"], axis=1)
+        x = graph.node("MatMul", [x, weight])
+        x = graph.node("Add", [x, graph.constant(f"{name}/bias", params[name]["bias"])])
+        if i + 1 < len(dense):
+            x = graph.node("Relu", [x])
+    graph.node("Identity", [x], output="q_values")
+    model = helper.make_model(
+        helper.make_graph(
+            graph.nodes,
+            "memjax_q_network",
+            [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", *obs_shape])],
+            [
+                helper.make_tensor_value_info(
+                    "q_values", TensorProto.FLOAT, ["batch", int(loaded.meta["num_actions"])]
+                )
+            ],
+            initializer=[numpy_helper.from_array(v, k) for k, v in graph.initializers.items()],
+        ),
+        opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+        producer_name="memjax",
+    )
+    model.ir_version = 8  # what onnxruntime releases of the last years all read
+    onnx.checker.check_model(model)
+    return _write_atomically(Path(out), model.SerializeToString())
+
+
+class _OnnxGraph:
+    """Nodes and initializers of an ONNX graph being written, with fresh names."""
+
+    def __init__(self, int8: bool):
+        self.int8, self.nodes, self.initializers, self.count = int8, [], {}, 0
+
+    def node(self, op: str, inputs, output=None, **attributes) -> str:
+        from onnx import helper
+
+        self.count += 1
+        output = output or f"{op.lower()}_{self.count}"
+        self.nodes.append(helper.make_node(op, list(inputs), [output], **attributes))
+        return output
+
+    def constant(self, name: str, value) -> str:
+        self.initializers[name] = np.asarray(value, np.float32)
+        return name
+
+    def weight(self, name: str, kernel, axis: int) -> str:
+        """A kernel as float32, or as int8 with one scale per output channel (``axis``)
+        dequantized in the graph, the integers and scales of :func:`memjax.compress.quantize`."""
+        if not self.int8:
+            return self.constant(f"{name}/kernel", kernel)
+        moved = np.moveaxis(np.asarray(kernel, np.float32), axis, -1)  # out channels last
+        quantized = compress.quantize_tensor(jnp.asarray(moved), bits=8, per_channel=True)
+        ints = np.moveaxis(np.asarray(quantized.ints()), -1, axis)
+        self.initializers[f"{name}/kernel_int8"] = ints.astype(np.int8)
+        self.initializers[f"{name}/scale"] = np.asarray(quantized.scale, np.float32)
+        self.initializers[f"{name}/zero"] = np.zeros(ints.shape[axis], np.int8)
+        return self.node(
+            "DequantizeLinear", [f"{name}/kernel_int8", f"{name}/scale", f"{name}/zero"], axis=axis
+        )
+
+
 def _write_atomically(path: Path, blob: bytes) -> Path:
     """``blob`` into ``path`` through a temporary file in the same folder (no partial file)."""
     os.makedirs(path.parent or Path("."), exist_ok=True)
@@ -139,4 +259,12 @@ def greedy_actions(policy, obs) -> np.ndarray:
     return np.asarray(jnp.argmax(policy.call(jnp.asarray(obs, jnp.float32)), axis=-1), np.int32)
 
 
-__all__ = ["FORMATS", "QUANTIZE", "export_jax", "load_jax", "policy_function", "greedy_actions"]
+__all__ = [
+    "FORMATS",
+    "QUANTIZE",
+    "export_jax",
+    "export_onnx",
+    "load_jax",
+    "policy_function",
+    "greedy_actions",
+]

@@ -108,7 +108,7 @@ def test_bad_input_is_one_line_and_leaves_no_file(run, tmp_path, capsys):
         ([str(tmp_path / "nope")], "no checkpoint at"),
         ([str(folder), "--seed", "9"], "seed 9 out of range: the run has 2 seeds"),
         ([str(folder), "--quantize", "int4"], "invalid choice: 'int4'"),
-        ([str(folder), "--format", "onnx"], "invalid choice: 'onnx'"),
+        ([str(folder), "--format", "tflite"], "invalid choice: 'tflite'"),
     ]:
         with pytest.raises(SystemExit) as exc:
             cli.main(["export", *argv, "--out", str(out)])
@@ -132,3 +132,97 @@ def test_a_recurrent_agent_is_refused_by_name(tmp_path):
     )
     with pytest.raises(ValueError, match="agent 'drqn' carries a state"):
         export.export_jax(tmp_path, tmp_path / "x.jaxexport")
+
+
+onnxruntime = pytest.importorskip("onnxruntime", reason="pip install -e '.[dev]'")
+
+
+def onnx_session(path, optimized: bool = True):
+    options = onnxruntime.SessionOptions()
+    if not optimized:  # no fusion of DequantizeLinear + MatMul into integer kernels
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return onnxruntime.InferenceSession(str(path), options)
+
+
+@pytest.mark.parametrize("batch", [1, 256])
+def test_the_onnx_file_computes_the_networks_q_values(run, tmp_path, batch):
+    name, folder, network, params, obs_shape = run
+    path = export.export_onnx(folder, tmp_path / "policy.onnx", seed=1)
+    obs = observations(obs_shape, batch)
+    expected = network.apply(jax.tree.map(lambda x: x[1], params), obs)
+    got = onnx_session(path).run(None, {"obs": obs})[0]
+    np.testing.assert_allclose(got, np.asarray(expected), atol=1e-5)
+    inputs, outputs = onnx_session(path).get_inputs(), onnx_session(path).get_outputs()
+    assert [i.name for i in inputs] == ["obs"] and inputs[0].shape[0] == "batch"
+    assert [o.name for o in outputs] == ["q_values"] and outputs[0].type == "tensor(float)"
+
+
+def test_onnx_int8_is_memjaxs_int8_model_and_under_a_third_of_the_size(run, tmp_path):
+    name, folder, network, params, obs_shape = run
+    full = export.export_onnx(folder, tmp_path / "f32.onnx")
+    small = export.export_onnx(folder, tmp_path / "int8.onnx", quantize="int8")
+    assert small.stat().st_size <= 0.32 * full.stat().st_size, (small, full)
+    seed0 = jax.tree.map(lambda x: x[0], params)
+    obs = observations(obs_shape, 128, seed=4)
+    expected = np.asarray(mjc.apply(network, mjc.quantize(seed0, bits=8), obs))
+    # dequantized weights, float arithmetic: memjax's int8 model within float rounding
+    plain = onnx_session(small, optimized=False).run(None, {"obs": obs})[0]
+    np.testing.assert_allclose(plain, expected, atol=1e-5)
+    # onnxruntime's default fuses the weights' dequantization into integer kernels that
+    # quantize the activations too: Q-values within 2% of their range, the same greedy actions
+    fused = onnx_session(small).run(None, {"obs": obs})[0]
+    assert np.abs(fused - expected).max() <= 0.02 * np.abs(expected).max()
+    assert np.mean(fused.argmax(-1) == expected.argmax(-1)) >= 0.95
+
+
+def test_onnx_runs_without_jax(run, tmp_path):
+    name, folder, network, params, obs_shape = run
+    path = export.export_onnx(folder, tmp_path / "policy.onnx", quantize="int8")
+    obs = observations(obs_shape, 3)
+    np.save(tmp_path / "obs.npy", obs)
+    script = (
+        "import sys, json, numpy as np, onnxruntime\n"
+        f"session = onnxruntime.InferenceSession({str(path)!r})\n"
+        f"q = session.run(None, {{'obs': np.load({str(tmp_path / 'obs.npy')!r})}})[0]\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'flax', 'memjax')]\n"
+        "print(json.dumps({'q': q.tolist(), 'imported': bad}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["imported"] == []
+    expected = onnx_session(path).run(None, {"obs": obs})[0]
+    np.testing.assert_allclose(np.asarray(result["q"]), expected, atol=1e-6)
+
+
+def test_a_greedy_episode_through_onnx_scores_what_the_network_scores(tmp_path):
+    """CartPole episodes played greedily through the ONNX file in onnxruntime and through the
+    flax network, from the same resets: the same actions, so the same returns."""
+    from memjax import envs
+
+    network, obs_shape, config = CASES["mlp"]
+    params = network.init(jax.random.key(3), jnp.zeros((1, *obs_shape)))
+    params_file.save(tmp_path, config, params, stacked=False)
+    session = onnx_session(export.export_onnx(tmp_path, tmp_path / "policy.onnx"))
+    env, env_params = envs.make("CartPole-v1")
+    step = jax.jit(env.step)
+    flax_q = jax.jit(lambda o: network.apply(params, o))
+    for episode in range(3):
+        returns = []
+        for act in (lambda o: session.run(None, {"obs": o})[0], lambda o: np.asarray(flax_q(o))):
+            obs, state = env.reset(jax.random.key(episode), env_params)
+            total, done, t = 0.0, False, 0
+            while not done and t < 500:
+                action = int(np.argmax(act(np.asarray(obs, np.float32)[None])[0]))
+                obs, state, reward, done, _ = step(jax.random.key(t), state, action, env_params)[:5]
+                total, t = total + float(reward), t + 1
+            returns.append(total)
+        assert returns[0] == returns[1], returns
