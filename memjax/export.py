@@ -19,8 +19,9 @@ that a serialized export keeps loading and running in the JAX releases of the fo
 months, and that a JAX release runs exports made by releases up to six months older
 (https://jax.readthedocs.io/en/latest/export/export.html#compatibility-guarantees).
 
-Feedforward agents only here (their spec's ``feedforward``): the recurrent agents' exports,
-which take and return their carry, and ONNX files are still to come.
+``--format onnx`` (:func:`export_onnx`) writes the same function as an ONNX model that
+onnxruntime runs without JAX. Feedforward agents only here (their spec's ``feedforward``): the
+recurrent agents' exports, which take and return their carry, are still to come.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ FORMATS = ("jax", "onnx")
 """The export formats: ``jax`` (serialized StableHLO, ``jax.export``) and ``onnx`` (an ONNX
 model that onnxruntime runs without JAX)."""
 ONNX_OPSET = 17
+"""The ONNX operator set of ``--format onnx`` files (per-axis ``DequantizeLinear`` needs 13+)."""
 QUANTIZE = ("none", "int8")
 """Weight storage of an export: float32 as trained, or int8 with per-channel scales."""
 DEFAULT_PLATFORMS = ("cpu", "cuda")
