@@ -20,8 +20,10 @@ months, and that a JAX release runs exports made by releases up to six months ol
 (https://jax.readthedocs.io/en/latest/export/export.html#compatibility-guarantees).
 
 ``--format onnx`` (:func:`export_onnx`) writes the same function as an ONNX model that
-onnxruntime runs without JAX. Feedforward agents only here (their spec's ``feedforward``): the
-recurrent agents' exports, which take and return their carry, are still to come.
+onnxruntime runs without JAX (feedforward agents). Agents that carry a state (DRQN, the NTM)
+export in the jax format as ``(obs, carry, first) -> (q_values, carry)``: zeros of the carry's
+shapes (``jax.tree.unflatten(exp.in_tree, exp.in_avals)[0][1]``) with ``first`` True at an
+episode's start give the agent's initial state.
 """
 
 from __future__ import annotations
@@ -66,15 +68,12 @@ def policy_function(run, *, seed: int = 0, quantize: str = "none"):
         network with layers that cannot be quantized.
     """
     loaded = run if isinstance(run, params_file.Checkpoint) else params_file.load(run)
-    if quantize not in QUANTIZE:
-        raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
+    check_choice(quantize, seed, loaded)
     if not loaded.spec.feedforward:
         raise ValueError(
-            f"agent {loaded.config.agent!r} carries a state from step to step; memjax export "
-            f"writes feedforward Q-networks for now"
+            f"agent {loaded.config.agent!r} carries a state from step to step: see "
+            f"recurrent_policy_function"
         )
-    if not isinstance(seed, int) or not 0 <= seed < loaded.num_seeds:
-        raise ValueError(f"seed {seed!r} out of range: the run has {loaded.num_seeds} seeds")
     network = loaded.network()
     params = jax.tree.map(jnp.asarray, loaded.seed_params(seed))
     obs_spec = loaded.observation_spec()
@@ -91,6 +90,68 @@ def policy_function(run, *, seed: int = 0, quantize: str = "none"):
     return q_values, obs_spec
 
 
+def recurrent_policy_function(run, *, seed: int = 0, quantize: str = "none"):
+    """The greedy policy's step of one seed of a run whose agent carries a state:
+    ``(obs [B, *obs_shape], carry, first bool [B]) -> (q_values float32 [B, num_actions],
+    carry)``, where the carry is put back to the agent's initial state in the rows where
+    ``first`` (an episode starts), as the training loop does. Networks called as
+    ``network.apply(params, carry, obs) -> (carry, q_values)`` with an
+    ``initial_carry(batch)`` method (DRQN's, the NTM's).
+
+    Returns:
+      ``(function, obs_spec, carry_spec)``: the function, a ``jax.ShapeDtypeStruct`` of ONE
+      observation and the carry's structure of ShapeDtypeStructs for a batch of one.
+
+    Raises:
+      ValueError: a feedforward agent, a network of another form, a seed out of range or an
+        unknown ``quantize``.
+    """
+    from memjax.agents import reset_where
+
+    loaded = run if isinstance(run, params_file.Checkpoint) else params_file.load(run)
+    if loaded.spec.feedforward:
+        raise ValueError(f"agent {loaded.config.agent!r} is feedforward: use policy_function")
+    check_choice(quantize, seed, loaded)
+    network = loaded.network()
+    params = jax.tree.map(jnp.asarray, loaded.seed_params(seed))
+    obs_spec = loaded.observation_spec()
+    if quantize == "int8":
+        params = compress.quantize(params, bits=8, per_channel=True)
+
+    def call(carry, obs):
+        # int8: the integers and scales are the file's constants, dequantized in the program
+        weights = compress.decompress(params) if quantize == "int8" else params
+        return network.apply(weights, carry, obs)
+
+    if not hasattr(network, "initial_carry"):
+        raise ValueError(f"a {type(network).__name__} has no initial_carry: not exportable")
+    one = jnp.zeros((1, *obs_spec.shape), obs_spec.dtype)
+    try:
+        carry_spec, _ = jax.eval_shape(call, network.initial_carry(1), one)
+    except TypeError as e:
+        raise ValueError(
+            f"agent {loaded.config.agent!r}: its {type(network).__name__} is not "
+            f"called as (carry, obs) -> (carry, q_values); not exportable "
+            f"({e})"
+        ) from None
+
+    def step(obs, carry, first):
+        initial = network.initial_carry(obs.shape[0])
+        carry = reset_where(first, carry, initial)
+        carry, q_values = call(carry, obs.astype(obs_spec.dtype))
+        return q_values, carry
+
+    return step, obs_spec, carry_spec
+
+
+def check_choice(quantize: str, seed, loaded) -> None:
+    """``ValueError`` for an unknown ``quantize`` or a seed the run does not have."""
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
+    if not isinstance(seed, int) or not 0 <= seed < loaded.num_seeds:
+        raise ValueError(f"seed {seed!r} out of range: the run has {loaded.num_seeds} seeds")
+
+
 def export_jax(
     run, out, *, seed: int = 0, quantize: str = "none", platforms=DEFAULT_PLATFORMS
 ) -> Path:
@@ -105,17 +166,35 @@ def export_jax(
 
     Returns:
       The file's path. ``jax.export.deserialize(path.read_bytes()).call(obs)`` runs it, with
-      ``obs`` float32 ``[batch, *obs_shape]`` for any batch.
+      ``obs`` float32 ``[batch, *obs_shape]`` for any batch. An agent that carries a state
+      (DRQN, the NTM) is exported as ``call(obs, carry, first) -> (q_values, carry)``: the
+      carry's structure and shapes are ``jax.tree.unflatten(exp.in_tree, exp.in_avals)[0][1]``
+      of the loaded file ``exp``; pass zeros of them with ``first`` True at an episode's start
+      and the file puts the agent's initial state there.
 
     Raises:
       FileNotFoundError: no parameter file.
       ValueError: a recurrent agent, a seed out of range, an unknown ``quantize``, or a
         network with layers that cannot be quantized.
     """
-    q_values, obs_spec = policy_function(run, seed=seed, quantize=quantize)
+    loaded = run if isinstance(run, params_file.Checkpoint) else params_file.load(run)
     (batch,) = jax.export.symbolic_shape("batch")
-    arg = jax.ShapeDtypeStruct((batch, *obs_spec.shape), jnp.float32)
-    exported = jax.export.export(jax.jit(q_values), platforms=tuple(platforms))(arg)
+    if loaded.spec.feedforward:
+        q_values, obs_spec = policy_function(loaded, seed=seed, quantize=quantize)
+        args = (jax.ShapeDtypeStruct((batch, *obs_spec.shape), jnp.float32),)
+        function = q_values
+    else:
+        function, obs_spec, carry_spec = recurrent_policy_function(
+            loaded, seed=seed, quantize=quantize
+        )
+        args = (
+            jax.ShapeDtypeStruct((batch, *obs_spec.shape), jnp.float32),
+            jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct((batch, *x.shape[1:]), x.dtype), carry_spec
+            ),
+            jax.ShapeDtypeStruct((batch,), jnp.bool_),
+        )
+    exported = jax.export.export(jax.jit(function), platforms=tuple(platforms))(*args)
     return _write_atomically(Path(out), exported.serialize())
 
 
@@ -150,6 +229,11 @@ def export_onnx(run, out, *, seed: int = 0, quantize: str = "none") -> Path:
     from memjax.agents import ConvQNetwork, MLPQNetwork
 
     loaded = run if isinstance(run, params_file.Checkpoint) else params_file.load(run)
+    if not loaded.spec.feedforward:
+        raise ValueError(
+            f"agent {loaded.config.agent!r} carries a state from step to step; ONNX export "
+            f"writes feedforward Q-networks (use --format jax for it)"
+        )
     policy_function(loaded, seed=seed, quantize=quantize)  # the same checks as jax's
     network = loaded.network()
     if not isinstance(network, (MLPQNetwork, ConvQNetwork)):

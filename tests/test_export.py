@@ -119,19 +119,60 @@ def test_bad_input_is_one_line_and_leaves_no_file(run, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out and out.is_file()
 
 
-def test_a_recurrent_agent_is_refused_by_name(tmp_path):
-    from memjax.agents import RecurrentQNetwork
+def saved_agent(folder, agent, **knobs):
+    """A 2-seed parameter file of ``agent`` on MemoryChain-8 (small knobs), and its trainer."""
+    from memjax.train import make_train
 
-    network = RecurrentQNetwork(num_actions=2, hidden=(8,), memory=8, channels=0)
-    params = network.init(jax.random.key(0), network.initial_carry(1), jnp.zeros((1, 3)))
-    params_file.save(
-        tmp_path,
-        TrainConfig(agent="drqn", env="MemoryChain-8").replace(hidden=(8,), memory=8),
-        params,
-        stacked=False,
+    config = TrainConfig(agent=agent, env="MemoryChain-8").replace(**knobs)
+    trainer = make_train(config)
+    obs = jnp.zeros(trainer.env.observation_space(trainer.env_params).shape)
+    keys = jax.random.split(jax.random.key(0), 2)
+    state = jax.vmap(trainer.agent.init, in_axes=(0, None))(keys, obs)
+    params_file.save(folder, config, state.params)
+    return trainer, jax.tree.map(lambda x: x[1], state.params)
+
+
+@pytest.mark.parametrize("agent", ["drqn", "ntm"])
+def test_an_agent_with_a_carry_exports_its_step(agent, tmp_path):
+    """``(obs, carry, first) -> (q_values, carry)`` along a 6-step trajectory with an episode
+    start inside equals the network stepped with the loop's reset, from zeros and first=True."""
+    from memjax.agents import reset_where
+
+    trainer, params = saved_agent(tmp_path, agent, hidden=(8,), memory=8)
+    network = trainer.network
+    policy = export.load_jax(export.export_jax(tmp_path, tmp_path / "p.jaxexport", seed=1))
+    batch = 3
+    (_, carry_avals, _), _ = jax.tree.unflatten(policy.in_tree, policy.in_avals)
+    carry = jax.tree.map(lambda a: np.zeros((batch, *a.shape[1:]), a.dtype), carry_avals)
+    reference = network.initial_carry(batch)
+    rng = np.random.default_rng(0)
+    for t in range(6):
+        obs = rng.normal(size=(batch, *policy.in_avals[0].shape[1:])).astype(np.float32)
+        first = np.array([t == 0, t in (0, 3), t == 0])
+        q, carry = policy.call(obs, carry, first)
+        reference = reset_where(jnp.asarray(first), reference, network.initial_carry(batch))
+        reference, q_ref = network.apply(params, reference, obs)
+        np.testing.assert_allclose(np.asarray(q), np.asarray(q_ref), atol=1e-5)
+    int8 = export.export_jax(tmp_path, tmp_path / "int8.jaxexport", quantize="int8")
+    assert int8.stat().st_size < (tmp_path / "p.jaxexport").stat().st_size
+
+
+def test_what_cannot_be_exported_says_why(tmp_path):
+    saved_agent(tmp_path / "drqn", "drqn", hidden=(8,), memory=8)
+    with pytest.raises(ValueError, match="agent 'drqn' carries a state.*use --format jax"):
+        export.export_onnx(tmp_path / "drqn", tmp_path / "x.onnx")
+    saved_agent(
+        tmp_path / "memnet",
+        "memnet",
+        hidden=(8,),
+        memory=8,
+        context_length=4,
+        sequence_length=8,
+        sequence_period=4,
     )
-    with pytest.raises(ValueError, match="agent 'drqn' carries a state"):
-        export.export_jax(tmp_path, tmp_path / "x.jaxexport")
+    with pytest.raises(ValueError, match="not called as \\(carry, obs\\)"):
+        export.export_jax(tmp_path / "memnet", tmp_path / "x.jaxexport")
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.jaxexport").exists()
 
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="pip install -e '.[dev]'")
