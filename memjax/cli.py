@@ -59,7 +59,9 @@ def _add_export(sub) -> None:
         "memjax train --out RUN_DIR) as a file: q_values = f(obs) with obs float32 [batch, "
         "*obs_shape], any batch. --format jax: serialized StableHLO that loads with jax alone "
         "(jax.export.deserialize(open(FILE, 'rb').read()).call(obs)); --format onnx: an ONNX "
-        "model for onnxruntime, no JAX needed. Feedforward agents.",
+        "model for onnxruntime, no JAX needed (feedforward agents). An agent that carries a "
+        "state (drqn, ntm) exports in the jax format as (obs, carry, first) -> (q_values, "
+        "carry).",
     )
     e.add_argument("run", metavar="RUN_DIR", help="a run directory of memjax train --out")
     e.add_argument("--out", required=True, metavar="FILE", help="the file to write")
