@@ -68,7 +68,7 @@ def policy_function(run, *, seed: int = 0, quantize: str = "none"):
         network with layers that cannot be quantized.
     """
     loaded = run if isinstance(run, params_file.Checkpoint) else params_file.load(run)
-    check_choice(quantize, seed, loaded)
+    _check_choice(quantize, seed, loaded)
     if not loaded.spec.feedforward:
         raise ValueError(
             f"agent {loaded.config.agent!r} carries a state from step to step: see "
@@ -111,7 +111,7 @@ def recurrent_policy_function(run, *, seed: int = 0, quantize: str = "none"):
     loaded = run if isinstance(run, params_file.Checkpoint) else params_file.load(run)
     if loaded.spec.feedforward:
         raise ValueError(f"agent {loaded.config.agent!r} is feedforward: use policy_function")
-    check_choice(quantize, seed, loaded)
+    _check_choice(quantize, seed, loaded)
     network = loaded.network()
     params = jax.tree.map(jnp.asarray, loaded.seed_params(seed))
     obs_spec = loaded.observation_spec()
@@ -144,7 +144,7 @@ def recurrent_policy_function(run, *, seed: int = 0, quantize: str = "none"):
     return step, obs_spec, carry_spec
 
 
-def check_choice(quantize: str, seed, loaded) -> None:
+def _check_choice(quantize: str, seed, loaded) -> None:
     """``ValueError`` for an unknown ``quantize`` or a seed the run does not have."""
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
@@ -234,7 +234,7 @@ def export_onnx(run, out, *, seed: int = 0, quantize: str = "none") -> Path:
             f"agent {loaded.config.agent!r} carries a state from step to step; ONNX export "
             f"writes feedforward Q-networks (use --format jax for it)"
         )
-    policy_function(loaded, seed=seed, quantize=quantize)  # the same checks as jax's
+    _check_choice(quantize, seed, loaded)
     network = loaded.network()
     if not isinstance(network, (MLPQNetwork, ConvQNetwork)):
         raise ValueError(
@@ -340,17 +340,13 @@ def load_jax(path):
     return jax.export.deserialize(bytearray(Path(path).read_bytes()))
 
 
-def greedy_actions(policy, obs) -> np.ndarray:
-    """int32 ``[B]``: the greedy actions of a loaded policy for ``obs [B, *obs_shape]``."""
-    return np.asarray(jnp.argmax(policy.call(jnp.asarray(obs, jnp.float32)), axis=-1), np.int32)
-
-
 __all__ = [
     "FORMATS",
     "QUANTIZE",
     "export_jax",
     "export_onnx",
     "load_jax",
+    "ONNX_OPSET",
     "policy_function",
-    "greedy_actions",
+    "recurrent_policy_function",
 ]

@@ -47,6 +47,29 @@ def observations(obs_shape, batch, seed=0):
     return rng.normal(size=(batch, *obs_shape)).astype(np.float32)
 
 
+def q_values_elsewhere(code: str, obs, tmp_path, forbidden) -> tuple:
+    """Run ``code`` (which sets ``q`` from ``obs``) in a fresh interpreter without memjax on
+    its path; returns ``(q, the forbidden top-level modules it imported)``."""
+    np.save(tmp_path / "obs.npy", obs)
+    script = (
+        f"import sys, json, numpy as np\nobs = np.load({str(tmp_path / 'obs.npy')!r})\n{code}"
+        f"bad = [m for m in sys.modules if m.split('.')[0] in {tuple(forbidden)!r}]\n"
+        "print(json.dumps({'q': np.asarray(q).tolist(), 'imported': bad}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        env={**env, "JAX_PLATFORMS": "cpu"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return np.asarray(result["q"]), result["imported"]
+
+
 @pytest.mark.parametrize("batch", [1, 256])
 def test_the_file_computes_the_networks_q_values(run, tmp_path, batch):
     name, folder, network, params, obs_shape = run
@@ -77,28 +100,17 @@ def test_the_file_loads_without_flax_or_memjax(run, tmp_path):
     name, folder, network, params, obs_shape = run
     path = export.export_jax(folder, tmp_path / "policy.jaxexport", quantize="int8")
     obs = observations(obs_shape, 3)
-    np.save(tmp_path / "obs.npy", obs)
-    script = (
-        "import sys, json, numpy as np, jax\n"
+    q, imported = q_values_elsewhere(
+        "import jax\n"
         f"policy = jax.export.deserialize(bytearray(open({str(path)!r}, 'rb').read()))\n"
-        f"q = np.asarray(policy.call(np.load({str(tmp_path / 'obs.npy')!r})))\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('flax', 'memjax', 'optax')]\n"
-        "print(json.dumps({'q': q.tolist(), 'imported': bad}))\n"
+        "q = policy.call(obs)\n",
+        obs,
+        tmp_path,
+        forbidden=("flax", "memjax", "optax"),
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
-        env={**env, "JAX_PLATFORMS": "cpu"},
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["imported"] == []
+    assert imported == []
     expected = export.load_jax(path).call(obs)
-    np.testing.assert_allclose(np.asarray(result["q"]), np.asarray(expected), atol=1e-6)
+    np.testing.assert_allclose(q, np.asarray(expected), atol=1e-6)
 
 
 def test_bad_input_is_one_line_and_leaves_no_file(run, tmp_path, capsys):
@@ -220,28 +232,16 @@ def test_onnx_runs_without_jax(run, tmp_path):
     name, folder, network, params, obs_shape = run
     path = export.export_onnx(folder, tmp_path / "policy.onnx", quantize="int8")
     obs = observations(obs_shape, 3)
-    np.save(tmp_path / "obs.npy", obs)
-    script = (
-        "import sys, json, numpy as np, onnxruntime\n"
-        f"session = onnxruntime.InferenceSession({str(path)!r})\n"
-        f"q = session.run(None, {{'obs': np.load({str(tmp_path / 'obs.npy')!r})}})[0]\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'flax', 'memjax')]\n"
-        "print(json.dumps({'q': q.tolist(), 'imported': bad}))\n"
+    q, imported = q_values_elsewhere(
+        "import onnxruntime\n"
+        f"q = onnxruntime.InferenceSession({str(path)!r}).run(None, {{'obs': obs}})[0]\n",
+        obs,
+        tmp_path,
+        forbidden=("jax", "flax", "memjax"),
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["imported"] == []
+    assert imported == []
     expected = onnx_session(path).run(None, {"obs": obs})[0]
-    np.testing.assert_allclose(np.asarray(result["q"]), expected, atol=1e-6)
+    np.testing.assert_allclose(q, expected, atol=1e-6)
 
 
 def test_a_greedy_episode_through_onnx_scores_what_the_network_scores(tmp_path):

@@ -113,8 +113,7 @@ class QNetworkConfig:
         ):
             if value not in kinds:
                 raise ValueError(f"{name} must be one of {kinds}, got {value!r}")
-        if any((not isinstance(h, int)) or isinstance(h, bool) or h <= 0 for h in self.hidden):
-            raise ValueError(f"hidden must be positive layer widths, got {tuple(self.hidden)!r}")
+        positive_widths(self.hidden)
         if not self.huber_delta > 0:
             raise ValueError(f"huber_delta must be > 0, got {self.huber_delta!r}")
 
@@ -139,6 +138,12 @@ def q_learning_settings(train_config) -> dict:
         loss=agent.loss,
         huber_delta=agent.huber_delta,
     )
+
+
+def positive_widths(hidden, name: str = "hidden") -> None:
+    """``ValueError`` unless ``hidden`` is a sequence of positive int layer widths."""
+    if any((not isinstance(h, int)) or isinstance(h, bool) or h <= 0 for h in hidden):
+        raise ValueError(f"{name} must be positive layer widths, got {tuple(hidden)!r}")
 
 
 def positive_ints(config, names: Sequence[str]) -> None:
@@ -269,5 +274,6 @@ __all__ = [
     "registered",
     "unregister",
     "positive_ints",
+    "positive_widths",
     "q_learning_settings",
 ]

@@ -38,7 +38,7 @@ from flax import struct
 
 from memjax.agents import Agent, AgentSpec, epsilon_greedy, no_carry, register
 from memjax.agents.networks import ConvQNetwork, MLPQNetwork, network_kind
-from memjax.agents.spec import positive_ints
+from memjax.agents.spec import positive_ints, positive_widths
 from memjax.agents.spec import registered as agents_registry
 from memjax.train.config import TrainConfig
 
@@ -67,8 +67,7 @@ class DistillConfig:
     def check(self) -> None:
         """``ValueError`` naming the knob for a bad value."""
         positive_ints(self, ("channels",))
-        if any((not isinstance(h, int)) or isinstance(h, bool) or h <= 0 for h in self.hidden):
-            raise ValueError(f"hidden must be positive layer widths, got {tuple(self.hidden)!r}")
+        positive_widths(self.hidden)
         if not isinstance(self.teacher_seed, int) or self.teacher_seed < 0:
             raise ValueError(f"teacher_seed must be an integer >= 0, got {self.teacher_seed!r}")
         if not self.temperature > 0:

@@ -348,10 +348,8 @@ class TrainConfig(StepSchedule):
                 f"them as TrainConfig fields or agent {agent!r}'s knobs"
                 f"{suggestions(unknown, own | knob_names)}"
             )
-        knobs = {**flat, **nested}
-        for k, v in list(values.items()) + list(knobs.items()):
-            if isinstance(v, list):
-                (values if k in values else knobs)[k] = tuple(v)
+        # JSON has no tuples: sequence knobs (e.g. hidden) come back as the tuples they were
+        knobs = {k: tuple(v) if isinstance(v, list) else v for k, v in {**flat, **nested}.items()}
         return cls(agent=agent, agent_config=spec.config(**knobs), **values)
 
     @property

@@ -134,21 +134,56 @@ def _run_schedule(
         eval_seconds=eval_seconds,
     )
     with _stop_between_chunks(live):
-        return _run_entries(
-            compiled,
-            state,
-            place,
-            bar,
-            first,
-            checkpoint,
-            num_tasks,
-            live,
-            points,
-            sizes,
-            done_steps,
-            train_seconds,
-            eval_seconds,
-        )
+        for i, (_, fn, n_steps) in enumerate(compiled.schedule):
+            if i < first:
+                continue
+            t0 = time.perf_counter()
+            state, metrics, size = fn(state)
+            jax.block_until_ready(metrics)
+            train_seconds += time.perf_counter() - t0
+            done_steps += n_steps
+            t0 = time.perf_counter()
+            episodes, metrics, size = checkpoints.gather(
+                (compiled.evaluate(state.agent, np.int32(i)), metrics, size)
+            )
+            ev, finished = np.asarray(episodes.returns), np.asarray(episodes.finished)
+            if place.data_parallel:  # [devices, seeds, ...] -> [seeds, ...]
+                ev = np.concatenate(list(ev), axis=-1)
+                metrics, size = devices.merge_replicas(metrics), size.sum(axis=0)
+            eval_seconds += time.perf_counter() - t0  # ev: [seeds, episodes]
+            points["steps"].append(done_steps)
+            points["eval_return"].append(ev.mean(axis=1))
+            if num_tasks:
+                points.setdefault("eval_task_return", []).append(
+                    envs.task_means(ev, np.arange(ev.shape[-1]) % num_tasks, num_tasks)
+                )
+            points["eval_unfinished"].append(int(np.sum(~finished)))
+            points["train_return"].append(np.asarray(metrics["episode_return"], np.float64))
+            points["metrics"].append(metrics)
+            sizes.append(np.asarray(size).tolist())
+            live.update(
+                done_steps=done_steps, train_seconds=train_seconds, eval_seconds=eval_seconds
+            )
+            if checkpoint is not None:
+                checkpoint(
+                    i,
+                    done_steps,
+                    state,
+                    points,
+                    sizes,
+                    {"train_seconds": train_seconds, "eval_seconds": eval_seconds},
+                )
+            if bar is not None:
+                bar.update(n_steps)
+                train = points["train_return"][-1]
+                bar.set_postfix(
+                    sps_all_seeds=f"{done_steps * place.num_seeds / max(train_seconds, 1e-9):,.0f}",
+                    ret=f"{np.nanmean(train):.1f}" if np.isfinite(train).any() else "nan",
+                    greedy=f"{ev.mean():.1f}",
+                )
+            if live.get("stop") and i + 1 < len(compiled.schedule):
+                raise KeyboardInterrupt  # asked for between chunks: the checkpoint is on its way
+        return state, points, train_seconds, eval_seconds, sizes
 
 
 @contextlib.contextmanager
@@ -177,72 +212,6 @@ def _stop_between_chunks(live: dict):
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _run_entries(
-    compiled,
-    state,
-    place,
-    bar,
-    first,
-    checkpoint,
-    num_tasks,
-    live,
-    points,
-    sizes,
-    done_steps,
-    train_seconds,
-    eval_seconds,
-):
-    """The loop of :func:`_run_schedule` over the compiled entries from ``first`` on."""
-    for i, (_, fn, n_steps) in enumerate(compiled.schedule):
-        if i < first:
-            continue
-        t0 = time.perf_counter()
-        state, metrics, size = fn(state)
-        jax.block_until_ready(metrics)
-        train_seconds += time.perf_counter() - t0
-        done_steps += n_steps
-        t0 = time.perf_counter()
-        episodes, metrics, size = checkpoints.gather(
-            (compiled.evaluate(state.agent, np.int32(i)), metrics, size)
-        )
-        ev, finished = np.asarray(episodes.returns), np.asarray(episodes.finished)
-        if place.data_parallel:  # [devices, seeds, ...] -> [seeds, ...]
-            ev = np.concatenate(list(ev), axis=-1)
-            metrics, size = devices.merge_replicas(metrics), size.sum(axis=0)
-        eval_seconds += time.perf_counter() - t0  # ev: [seeds, episodes]
-        points["steps"].append(done_steps)
-        points["eval_return"].append(ev.mean(axis=1))
-        if num_tasks:
-            points.setdefault("eval_task_return", []).append(
-                envs.task_means(ev, np.arange(ev.shape[-1]) % num_tasks, num_tasks)
-            )
-        points["eval_unfinished"].append(int(np.sum(~finished)))
-        points["train_return"].append(np.asarray(metrics["episode_return"], np.float64))
-        points["metrics"].append(metrics)
-        sizes.append(np.asarray(size).tolist())
-        live.update(done_steps=done_steps, train_seconds=train_seconds, eval_seconds=eval_seconds)
-        if checkpoint is not None:
-            checkpoint(
-                i,
-                done_steps,
-                state,
-                points,
-                sizes,
-                {"train_seconds": train_seconds, "eval_seconds": eval_seconds},
-            )
-        if bar is not None:
-            bar.update(n_steps)
-            train = points["train_return"][-1]
-            bar.set_postfix(
-                sps_all_seeds=f"{done_steps * place.num_seeds / max(train_seconds, 1e-9):,.0f}",
-                ret=f"{np.nanmean(train):.1f}" if np.isfinite(train).any() else "nan",
-                greedy=f"{ev.mean():.1f}",
-            )
-        if live.get("stop") and i + 1 < len(compiled.schedule):
-            raise KeyboardInterrupt  # asked for between chunks: the checkpoint is on its way
-    return state, points, train_seconds, eval_seconds, sizes
 
 
 def _curves(points: dict) -> dict:
