@@ -64,6 +64,12 @@ AGENTS = {
         "--capacity",
         "20160",
     ],
+    # the NTM with its defaults (LSTM controller, 16 x 16 memory, one read head); replay
+    # stores the memory matrix of each window start in bfloat16 (the default codec), in
+    # float32 ("none") or in int8 with a scale per row
+    "ntm": ["--agent", "ntm"],
+    "ntm-f32": ["--agent", "ntm", "--memory-codec", "none"],
+    "ntm-int8": ["--agent", "ntm", "--memory-codec", "int8"],
 }
 # env steps per seed and epsilon decay; (chance, best) greedy returns from the environments'
 # definitions: chance is a uniformly random policy's expected return (MemoryChain: a policy
