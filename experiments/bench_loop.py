@@ -636,6 +636,36 @@ def format_breakdown(results) -> str:
     return "\n".join(lines)
 
 
+KERNEL_OPS = ("while", "conditional", "sort", "scatter", "gather", "custom-call")
+
+
+def format_kernels(results) -> str:
+    """Per full-loop side: what its compiled chunk runs at kernel level (static counts in the
+    program text: a loop body counts once), and the kernels it adds to the floor's. On an
+    accelerator each kernel is a launch and each ``while``/``conditional`` a host round trip
+    for its predicate, so these counts bound what replay can cost there."""
+    lines = [
+        "kernels of each compiled chunk (static counts; the vector step's body once) and the "
+        "kernels over its floor",
+        f"{'side':<22} {'seeds':>5} | {'kernels':>7} {'+floor':>6} {'fusion':>6} "
+        + " ".join(f"{op:>11}" for op in KERNEL_OPS),
+    ]
+    for S, r in results.items():
+        for name, info in r["programs"].items():
+            hlo = info.get("hlo") or {}
+            if "kernels" not in hlo or name in ("env", "act") or name.startswith("add_"):
+                continue
+            floor = "floor_per" if "per" in name else "floor_uniform"
+            base = r["programs"].get(floor, {}).get("hlo", {}).get("kernels")
+            extra = f"{hlo['kernels'] - base:>+6}" if base is not None else f"{'-':>6}"
+            ops = hlo.get("ops", {})
+            lines.append(
+                f"{name:<22} {S:>5} | {hlo['kernels']:>7} {extra} {ops.get('fusion', 0):>6} "
+                + " ".join(f"{ops.get(op, 0):>11}" for op in KERNEL_OPS)
+            )
+    return "\n".join(lines)
+
+
 def format_targets(targets) -> str:
     lines = ["targets (issue 3)"]
     for S, t in targets.items():
@@ -882,6 +912,8 @@ def main(argv=None) -> int:
         log(format_breakdown(results))
     for line in copy_notes(results):
         log(line)
+    log("")
+    log(format_kernels(results))
     log("")
     log(format_targets(targets))
     for r in results.values():

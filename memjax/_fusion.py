@@ -16,11 +16,26 @@ import jax.numpy as jnp
 def materialise(values, trip_count):
     """``values``, computed once and never re-fused into later consumers.
 
-    A ``while_loop`` is a fusion boundary, but XLA hoists loop-invariant carries out
-    of a loop and deletes loops it can prove run once, so: ``trip_count`` must be a
-    traced int32 equal to 1, and the body passes each value through an identity XLA
-    cannot see through (``x * trip_count`` for floats, ``x + (trip_count - 1)`` for
-    ints). Costs about as much as one small kernel.
+    On GPU and TPU an ``optimization_barrier`` does this. XLA:CPU strips that barrier, so
+    there the values pass through a one-trip loop (:func:`_one_trip_loop`): a loop on GPU
+    costs a host round trip for its predicate every time it runs. ``trip_count`` must be a
+    traced int32 equal to 1 (the CPU loop's trip count).
+    """
+    return jax.lax.platform_dependent(
+        values,
+        trip_count,
+        cpu=_one_trip_loop,
+        default=lambda values, _: jax.lax.optimization_barrier(values),
+    )
+
+
+def _one_trip_loop(values, trip_count):
+    """``values`` through a ``while_loop`` that runs once, a fusion boundary on every backend.
+
+    XLA hoists loop-invariant carries out of a loop and deletes loops it can prove run
+    once, so ``trip_count`` is traced (== 1) and the body passes each value through an
+    identity XLA cannot see through (``x * trip_count`` for floats, ``x + (trip_count - 1)``
+    for ints). Costs about as much as one small kernel on CPU.
     """
 
     def touch(x):
@@ -36,10 +51,12 @@ def materialise(values, trip_count):
 
 
 def materialise_on_cpu(values, trip_count):
-    """``materialise(values, trip_count)`` when lowered for CPU, ``values`` elsewhere.
+    """``values`` through the one-trip loop when lowered for CPU, ``values`` elsewhere.
 
     For a per-row value that feeds a per-element select: XLA:CPU redoes the fused index
     arithmetic for every element, which costs more than the loop; on GPU that arithmetic is
     nearly free, while a loop costs a host round trip for its predicate.
     """
-    return jax.lax.platform_dependent(values, trip_count, cpu=materialise, default=lambda v, _: v)
+    return jax.lax.platform_dependent(
+        values, trip_count, cpu=_one_trip_loop, default=lambda v, _: v
+    )

@@ -34,11 +34,12 @@ writes it (``set``), XLA updates ``nodes`` in place only if every read of the ol
 computed before the first write. XLA's fusion pass likes to duplicate the last gather of
 the descent into later consumers (the importance weights, say), which then read the old
 array after the write, and XLA copies the whole tree to keep them correct: O(capacity) per
-step. ``optimization_barrier`` is stripped on CPU, so ``sample_with_probs`` passes its results
-through a one-trip ``while_loop`` that XLA cannot prove is one trip
-(``memjax._fusion.materialise``), and ``set`` uses only the outputs of its duplicate-resolving
-sort (or, on CPU, runs as a loop); none can be fused through. A ``get`` whose result does not
-feed the following ``set`` still forces a copy: prefer ``sample_with_probs``.
+step. So ``sample_with_probs`` passes its results through ``memjax._fusion.materialise``
+(an ``optimization_barrier`` on GPU/TPU; on CPU, which strips that barrier, a one-trip
+``while_loop`` that XLA cannot prove is one trip), and ``set`` uses only the outputs of its
+duplicate-resolving sort (or, on CPU, runs as a loop); none can be fused through. A
+``get`` whose result does not feed the following ``set`` still forces a copy: prefer
+``sample_with_probs``.
 
 All functions are pure and work under ``jit``, ``vmap`` (a leading axis on ``nodes``), ``scan``
 and buffer donation.

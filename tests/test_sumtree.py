@@ -482,6 +482,22 @@ def test_set_picks_the_loop_on_cpu_and_the_sort_elsewhere():
         assert ("stablehlo.sort" in text, "stablehlo.while" in text) == (sorts, not sorts), platform
 
 
+def test_sample_keeps_its_results_apart_with_a_barrier_off_cpu_and_a_loop_on_cpu():
+    """``sample_with_probs`` must not let XLA re-fuse its last gather past a later ``set``
+    (that copies the tree). XLA:CPU strips ``optimization_barrier``, so there a one-trip
+    loop does it; on GPU/TPU a loop costs a host round trip per step, so the barrier."""
+    tree = sumtree.build(jnp.arange(1.0, 101.0))
+
+    def step(nodes, key):
+        return sumtree.sample_with_probs(tree.replace(nodes=nodes), key, 8)
+
+    args = (tree.nodes, jax.random.key(0))
+    for platform, loops in [("cpu", True), ("cuda", False), ("tpu", False)]:
+        text = jax.export.export(jax.jit(step), platforms=(platform,))(*args).mlir_module()
+        has_loop, has_barrier = "stablehlo.while" in text, "optimization_barrier" in text
+        assert (has_loop, has_barrier) == (loops, not loops), platform
+
+
 @pytest.mark.parametrize("capacity,branching", [(9, 4), (1000, 2), (1000, 8)])
 def test_vectorised_set_matches_cpu_path_under_vmap_scan_and_donation(
     capacity, branching, hlo_copies
