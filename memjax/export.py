@@ -1,35 +1,47 @@
-"""Deployable policies: a trained run's greedy Q-network as a file that runs without memjax.
+"""Deployable policies: a trained or compressed greedy Q-network as a file that runs without
+memjax.
 
-``memjax export RUN_DIR --format jax [--quantize int8] --out FILE`` (and :func:`export_jax`)
-writes the Q-network of one seed of a run (``RUN_DIR/checkpoint.msgpack``, written by
-``memjax train --out RUN_DIR``) as serialized StableHLO (``jax.export``): a function
-``q_values = f(obs)`` with ``obs`` float32 ``[batch, *obs_shape]`` (``batch`` dynamic) and
-``q_values`` float32 ``[batch, num_actions]``. It loads and runs with ``jax`` alone, no flax
-and no memjax::
+``memjax export SOURCE --format jax|onnx [--quantize int8] --out FILE`` (and
+:func:`export_jax`, :func:`export_onnx`) writes the Q-network of one seed of
+
+* a run (``RUN_DIR/checkpoint.msgpack``, written by ``memjax train --out RUN_DIR``), or
+* one method of a ``memjax compress --out DIR`` result (``DIR/<method>/seed<i>.msgpack``, e.g.
+  ``DIR/prune_0.9+int8``): a pruned, low-rank, weight-shared, quantized or distilled network,
+
+as a function ``q_values = f(obs)`` with ``obs`` float32 ``[batch, *obs_shape]`` (``batch``
+dynamic) and ``q_values`` float32 ``[batch, num_actions]``. The jax format (serialized
+StableHLO, ``jax.export``) loads and runs with ``jax`` alone, no flax and no memjax::
 
     import jax, numpy as np
     policy = jax.export.deserialize(bytearray(open("cartpole.jaxexport", "rb").read()))
     q_values = jax.jit(policy.call)                        # jit: no per-call Python overhead
     action = int(np.argmax(q_values(np.zeros((1, 4), np.float32))[0]))
 
-``--quantize int8`` stores every Dense/Conv kernel as int8 with one float32 scale per output
-channel (:func:`memjax.compress.quantize`) and computes from them, so the file holds int8
-constants. The programs are lowered for CPU and CUDA by default (``platforms``); JAX promises
-that a serialized export keeps loading and running in the JAX releases of the following six
-months, and that a JAX release runs exports made by releases up to six months older
-(https://jax.readthedocs.io/en/latest/export/export.html#compatibility-guarantees).
+The ONNX format (opset :data:`ONNX_OPSET`, ONNX's own operators) runs in onnxruntime without
+JAX. ``--quantize int8`` stores every Dense/Conv kernel as int8 with float32 scales (one per
+output channel, :func:`memjax.compress.quantize`) and computes from them; a network that
+``memjax compress`` quantized keeps its own integers and scales. ``--quantize none`` stores
+float32 kernels (a low-rank network keeps its two thin factors per layer).
 
-``--format onnx`` (:func:`export_onnx`) writes the same function as an ONNX model that
-onnxruntime runs without JAX (feedforward agents). Agents that carry a state (DRQN, the NTM)
-export in the jax format as ``(obs, carry, first) -> (q_values, carry)``: zeros of the carry's
-shapes (``jax.tree.unflatten(exp.in_tree, exp.in_avals)[0][1]``) with ``first`` True at an
-episode's start give the agent's initial state.
+Agents that carry a state (DRQN, the NTM, memnet) export as ``(obs, carry, first) ->
+(q_values, carry)``: with ``first`` True where an episode starts, the file puts the agent's
+initial state there (so zeros of the carry's shapes are a valid first carry). In the jax
+format the carry is the agent's own pytree
+(``jax.tree.unflatten(exp.in_tree, exp.in_avals)[0][1]``); in ONNX (DRQN) its tensors are
+inputs and outputs of their own (:data:`ONNX_CARRY`).
+
+The programs are lowered for CPU and CUDA by default (``platforms``); JAX promises that a
+serialized export keeps loading and running in the JAX releases of the following six months,
+and that a JAX release runs exports made by releases up to six months older
+(https://docs.jax.dev/en/latest/export/export.html#compatibility-guarantees).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,19 +56,189 @@ model that onnxruntime runs without JAX)."""
 ONNX_OPSET = 17
 """The ONNX operator set of ``--format onnx`` files (per-axis ``DequantizeLinear`` needs 13+)."""
 QUANTIZE = ("none", "int8")
-"""Weight storage of an export: float32 as trained, or int8 with per-channel scales."""
+"""Weight storage of an export: float32, or int8 with per-channel scales."""
 DEFAULT_PLATFORMS = ("cpu", "cuda")
+ONNX_CARRY = {"gru": ("h",), "lstm": ("c", "h")}
+"""The carry inputs of a recurrent Q-network's ONNX file, by cell: float32 ``[batch, memory]``
+each, zeros at an episode's start; the file outputs the next ones as ``next_<name>``, after
+``q_values``, and takes ``first`` bool ``[batch]`` last among its inputs."""
+RUN_FILES = ("summary.json", "returns.csv", "checkpoints")
+"""What a run directory holds besides its final parameters (a run killed before the end has
+some of them but no ``checkpoint.msgpack``)."""
 
 
-def policy_function(run, *, seed: int = 0, quantize: str = "none"):
-    """The greedy policy's Q-function of one seed of a run, ``obs [B, *obs_shape] -> q_values
-    float32 [B, num_actions]``, with the weights closed over, and the observation spec.
+class Policy(NamedTuple):
+    """One seed's greedy policy, ready to export.
+
+    Attributes:
+      network: the flax Q-network.
+      params: its parameters, plain or with :mod:`memjax.compress` kernels.
+      obs_spec: a ``jax.ShapeDtypeStruct`` of ONE observation.
+      num_actions: A.
+      feedforward: False for an agent that carries a state from step to step.
+      name: what it is, for messages (``agent 'dqn'``, ``compress result 'int8'``).
+    """
+
+    network: Any
+    params: Any
+    obs_spec: Any
+    num_actions: int
+    feedforward: bool
+    name: str
+
+
+def load_policy(source, *, seed: int = 0) -> Policy:
+    """The policy of one seed of a run or of one method of a ``memjax compress`` result.
 
     Args:
-      run: a run directory (or its ``checkpoint.msgpack``), or a loaded
-        :class:`memjax.train.params_file.Checkpoint`.
-      seed: which of the run's seeds.
-      quantize: ``"none"`` or ``"int8"`` (kernels as int8 with per-channel scales).
+      source: a run directory (or its ``checkpoint.msgpack``, or a loaded
+        :class:`memjax.train.params_file.Checkpoint`), or a method's folder of a
+        ``memjax compress --out DIR`` result (``DIR/<method>``, next to ``DIR/results.json``).
+      seed: which of the run's seeds (a compress result: the checkpoint seed it compressed).
+
+    Raises:
+      FileNotFoundError: no such folder, a folder that is neither a run nor a compress result,
+        or a run without final parameters.
+      ValueError: a seed out of range, a compress result's whole folder instead of one
+        method's, or a foreign file.
+    """
+    if isinstance(source, params_file.Checkpoint):
+        return _from_checkpoint(source, seed)
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"no run or compress result at {path}")
+    if path.is_dir() and not (path / params_file.FILENAME).is_file():
+        if (path.parent / "results.json").is_file() and any(path.glob("seed*.msgpack")):
+            return _from_compress_result(path, seed)
+        if (path / "results.json").is_file():
+            methods = sorted(d.name for d in path.iterdir() if any(d.glob("seed*.msgpack")))
+            raise ValueError(
+                f"{path} is a memjax compress result: export one of its methods' folders "
+                f"({', '.join(methods) or 'none written'}), e.g. {path / (methods or ['int8'])[0]}"
+            )
+        if any((path / name).exists() for name in RUN_FILES):
+            raise FileNotFoundError(
+                f"run {path} has no final parameters ({params_file.FILENAME}): it stopped "
+                f"before the end; `memjax train --resume {path}` finishes it"
+            )
+        raise FileNotFoundError(
+            f"{path} is neither a run of `memjax train --out` (no {params_file.FILENAME}) nor "
+            f"a method's folder of a `memjax compress --out` result (no seed*.msgpack next to "
+            f"a results.json)"
+        )
+    return _from_checkpoint(params_file.load(path), seed)
+
+
+def _check_seed(seed, num_seeds: int, where: str) -> None:
+    if not isinstance(seed, int) or not 0 <= seed < num_seeds:
+        raise ValueError(f"seed {seed!r} out of range: the {where} has {num_seeds} seeds")
+
+
+def _from_checkpoint(loaded, seed: int) -> Policy:
+    _check_seed(seed, loaded.num_seeds, "run")
+    return Policy(
+        network=loaded.network(),
+        params=jax.tree.map(jnp.asarray, loaded.seed_params(seed)),
+        obs_spec=loaded.observation_spec(),
+        num_actions=int(loaded.meta["num_actions"]),
+        feedforward=loaded.spec.feedforward,
+        name=f"agent {loaded.config.agent!r}",
+    )
+
+
+def _from_compress_result(folder: Path, seed: int) -> Policy:
+    """The network of ``folder`` (one method of a compress result) and its seed's artefact."""
+    from memjax.compress import pipeline
+
+    results = json.loads((folder.parent / "results.json").read_text())
+    methods = {pipeline.artefact_folder(r["method"]): r["method"] for r in results.get("rows", [])}
+    if folder.name not in methods:
+        raise ValueError(f"{folder}: {folder.parent / 'results.json'} has no method written there")
+    method = methods[folder.name]
+    blob = folder / f"seed{seed}.msgpack"
+    if not isinstance(seed, int) or not blob.is_file():
+        seeds = sorted(int(p.stem[4:]) for p in folder.glob("seed*.msgpack"))
+        raise ValueError(f"seed {seed!r} out of range: {folder} holds seeds {seeds}")
+    if "teacher" in results:  # written by memjax compress since export reads it
+        config = params_file.config_from_json(json.dumps(results["teacher"]["config"]))
+        teacher = params_file.Checkpoint(None, config, results["teacher"]["meta"])
+    else:  # older results: the checkpoint they name
+        teacher = params_file.load(results["checkpoint"])
+    obs_spec = teacher.observation_spec()
+    num_actions = int(teacher.meta["num_actions"])
+    network = pipeline.result_network(method, teacher.network(), obs_spec, num_actions)
+    return Policy(
+        network=network,
+        params=compress.deserialize(blob.read_bytes()),
+        obs_spec=obs_spec,
+        num_actions=num_actions,
+        feedforward=True,  # memjax compress takes feedforward Q-networks only
+        name=f"compress result {method!r}",
+    )
+
+
+def stored_weights(policy: Policy, quantize: str):
+    """The policy's parameters in the form an export stores them.
+
+    ``"none"``: every kernel float32, except a low-rank one, which keeps its two float32
+    factors. ``"int8"``: every kernel a dense int8 :class:`memjax.compress.QTensor`: float
+    kernels (pruned ones decoded, zeros kept) quantized per output channel, kernels that
+    ``memjax compress`` quantized (int8/int4/int2, per channel or per tensor, pruned or not)
+    with their own integers and scales.
+
+    Raises:
+      ValueError: an unknown ``quantize``; int8 of a network with layers other than Dense and
+        Conv, or of low-rank factors or shared codebooks (compress does not quantize those).
+    """
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
+    params = policy.params
+    if quantize == "none":
+        compressed = jax.tree.leaves(params, is_leaf=compress.is_compressed)
+        if not any(compress.is_compressed(leaf) for leaf in compressed):
+            return params
+
+        def as_float(kernel):
+            if isinstance(kernel, compress.LowRank):
+                return compress.LowRank(_float(kernel.a), _float(kernel.b), kernel.shape)
+            return _float(kernel)
+
+        return compress.map_kernels(as_float, params)
+    try:
+        compress.layers(params)
+    except ValueError as e:
+        raise ValueError(
+            f"--quantize int8: {policy.name}'s layers cannot be quantized: {e}"
+        ) from None
+
+    def as_int8(path, kernel):
+        if isinstance(kernel, compress.QTensor):  # its own integers and scales
+            ints = kernel.ints()
+            return compress.QTensor(ints, jnp.asarray(kernel.scale), 8, tuple(ints.shape))
+        if isinstance(kernel, (compress.LowRank, compress.Shared)):
+            raise ValueError(
+                f"--quantize int8: layer {'/'.join(path)!r} of {policy.name} is stored as a "
+                f"{type(kernel).__name__}, which memjax compress does not quantize (nor does "
+                f"export): use --quantize none"
+            )
+        return compress.quantize_tensor(_float(kernel), bits=8, per_channel=True)
+
+    return compress.map_kernels(as_int8, params, with_path=True)
+
+
+def _float(kernel):
+    return kernel.decode() if compress.is_compressed(kernel) else jnp.asarray(kernel, jnp.float32)
+
+
+def policy_function(source, *, seed: int = 0, quantize: str = "none"):
+    """The greedy policy's Q-function of one seed of a run or compress result, ``obs [B,
+    *obs_shape] -> q_values float32 [B, num_actions]``, with the weights closed over (their
+    integers and scales for int8), and the observation spec.
+
+    Args:
+      source: what :func:`load_policy` takes, or a :class:`Policy`.
+      seed: which seed.
+      quantize: ``"none"`` or ``"int8"`` (:func:`stored_weights`).
 
     Returns:
       ``(function, obs_spec)``: the function and a ``jax.ShapeDtypeStruct`` of ONE
@@ -67,61 +249,49 @@ def policy_function(run, *, seed: int = 0, quantize: str = "none"):
       ValueError: a recurrent agent, a seed out of range, an unknown ``quantize``, or a
         network with layers that cannot be quantized.
     """
-    loaded = run if isinstance(run, params_file.Checkpoint) else params_file.load(run)
-    _check_choice(quantize, seed, loaded)
-    if not loaded.spec.feedforward:
+    policy = source if isinstance(source, Policy) else load_policy(source, seed=seed)
+    if not policy.feedforward:
         raise ValueError(
-            f"agent {loaded.config.agent!r} carries a state from step to step: see "
-            f"recurrent_policy_function"
+            f"{policy.name} carries a state from step to step: see recurrent_policy_function"
         )
-    network = loaded.network()
-    params = jax.tree.map(jnp.asarray, loaded.seed_params(seed))
-    obs_spec = loaded.observation_spec()
-    if quantize == "int8":
-        params = compress.quantize(params, bits=8, per_channel=True)
+    weights, network, obs_spec = stored_weights(policy, quantize), policy.network, policy.obs_spec
 
-        def q_values(obs):
-            return compress.apply(network, params, obs.astype(obs_spec.dtype))
-    else:
-
-        def q_values(obs):
-            return network.apply(params, obs.astype(obs_spec.dtype))
+    def q_values(obs):
+        return compress.apply(network, weights, obs.astype(obs_spec.dtype))
 
     return q_values, obs_spec
 
 
-def recurrent_policy_function(run, *, seed: int = 0, quantize: str = "none"):
+def recurrent_policy_function(source, *, seed: int = 0, quantize: str = "none"):
     """The greedy policy's step of one seed of a run whose agent carries a state:
     ``(obs [B, *obs_shape], carry, first bool [B]) -> (q_values float32 [B, num_actions],
     carry)``, where the carry is put back to the agent's initial state in the rows where
-    ``first`` (an episode starts), as the training loop does. Networks called as
-    ``network.apply(params, carry, obs) -> (carry, q_values)`` with an
-    ``initial_carry(batch)`` method (DRQN's, the NTM's).
+    ``first`` (an episode starts), as the training loop does. Networks with an
+    ``initial_carry(batch)`` method, called as ``network.apply(params, carry, obs) -> (carry,
+    q_values)`` (DRQN's, the NTM's) or with a ``step`` method of that form (memnet's, whose
+    carry is its ring of recent observations).
 
     Returns:
       ``(function, obs_spec, carry_spec)``: the function, a ``jax.ShapeDtypeStruct`` of ONE
       observation and the carry's structure of ShapeDtypeStructs for a batch of one.
 
     Raises:
-      ValueError: a feedforward agent, a network of another form, a seed out of range or an
-        unknown ``quantize``.
+      ValueError: a feedforward agent, a network of another form, a seed out of range, an
+        unknown ``quantize`` or int8 of layers that cannot be quantized.
     """
     from memjax.agents import reset_where
 
-    loaded = run if isinstance(run, params_file.Checkpoint) else params_file.load(run)
-    if loaded.spec.feedforward:
-        raise ValueError(f"agent {loaded.config.agent!r} is feedforward: use policy_function")
-    _check_choice(quantize, seed, loaded)
-    network = loaded.network()
-    params = jax.tree.map(jnp.asarray, loaded.seed_params(seed))
-    obs_spec = loaded.observation_spec()
-    if quantize == "int8":
-        params = compress.quantize(params, bits=8, per_channel=True)
+    policy = source if isinstance(source, Policy) else load_policy(source, seed=seed)
+    if policy.feedforward:
+        raise ValueError(f"{policy.name} is feedforward: use policy_function")
+    network, obs_spec = policy.network, policy.obs_spec
+    weights = stored_weights(policy, quantize)
+    method = "step" if hasattr(network, "step") else "__call__"
 
     def call(carry, obs):
         # int8: the integers and scales are the file's constants, dequantized in the program
-        weights = compress.decompress(params) if quantize == "int8" else params
-        return network.apply(weights, carry, obs)
+        w = compress.decompress(weights) if quantize == "int8" else weights
+        return network.apply(w, carry, obs, method=method)
 
     if not hasattr(network, "initial_carry"):
         raise ValueError(f"a {type(network).__name__} has no initial_carry: not exportable")
@@ -130,9 +300,8 @@ def recurrent_policy_function(run, *, seed: int = 0, quantize: str = "none"):
         carry_spec, _ = jax.eval_shape(call, network.initial_carry(1), one)
     except TypeError as e:
         raise ValueError(
-            f"agent {loaded.config.agent!r}: its {type(network).__name__} is not "
-            f"called as (carry, obs) -> (carry, q_values); not exportable "
-            f"({e})"
+            f"{policy.name}: its {type(network).__name__} is not called as (carry, obs) -> "
+            f"(carry, q_values) and has no step method of that form; not exportable ({e})"
         ) from None
 
     def step(obs, carry, first):
@@ -144,73 +313,69 @@ def recurrent_policy_function(run, *, seed: int = 0, quantize: str = "none"):
     return step, obs_spec, carry_spec
 
 
-def _check_choice(quantize: str, seed, loaded) -> None:
-    """``ValueError`` for an unknown ``quantize`` or a seed the run does not have."""
-    if quantize not in QUANTIZE:
-        raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
-    if not isinstance(seed, int) or not 0 <= seed < loaded.num_seeds:
-        raise ValueError(f"seed {seed!r} out of range: the run has {loaded.num_seeds} seeds")
-
-
 def export_jax(
-    run, out, *, seed: int = 0, quantize: str = "none", platforms=DEFAULT_PLATFORMS
+    source, out, *, seed: int = 0, quantize: str = "none", platforms=DEFAULT_PLATFORMS
 ) -> Path:
-    """Write the greedy Q-network of one seed of ``run`` as serialized StableHLO.
+    """Write the greedy Q-network of one seed of ``source`` as serialized StableHLO.
 
     Args:
-      run: a run directory, its parameter file, or a loaded parameter file.
+      source: a run directory, its parameter file, a loaded parameter file, or a method's
+        folder of a ``memjax compress --out`` result (:func:`load_policy`).
       out: the file to write (its folder is created); written whole or not at all.
-      seed: which of the run's seeds.
-      quantize: ``"none"`` or ``"int8"``.
+      seed: which seed.
+      quantize: ``"none"`` or ``"int8"`` (:func:`stored_weights`).
       platforms: the platforms to lower for (``"cpu"``, ``"cuda"``, ``"rocm"``, ``"tpu"``).
 
     Returns:
       The file's path. ``jax.export.deserialize(path.read_bytes()).call(obs)`` runs it, with
       ``obs`` float32 ``[batch, *obs_shape]`` for any batch. An agent that carries a state
-      (DRQN, the NTM) is exported as ``call(obs, carry, first) -> (q_values, carry)``: the
-      carry's structure and shapes are ``jax.tree.unflatten(exp.in_tree, exp.in_avals)[0][1]``
-      of the loaded file ``exp``; pass zeros of them with ``first`` True at an episode's start
-      and the file puts the agent's initial state there.
+      (DRQN, the NTM, memnet) is exported as ``call(obs, carry, first) -> (q_values,
+      carry)``: the carry's structure and shapes are
+      ``jax.tree.unflatten(exp.in_tree, exp.in_avals)[0][1]`` of the loaded file ``exp``;
+      pass zeros of them with ``first`` True at an episode's start and the file puts the
+      agent's initial state there.
 
     Raises:
-      FileNotFoundError: no parameter file.
-      ValueError: a recurrent agent, a seed out of range, an unknown ``quantize``, or a
-        network with layers that cannot be quantized.
+      FileNotFoundError: no run or compress result, or a run without final parameters.
+      ValueError: a seed out of range, an unknown ``quantize``, int8 of layers that cannot be
+        quantized, or a network that is not exportable.
     """
-    loaded = run if isinstance(run, params_file.Checkpoint) else params_file.load(run)
+    policy = load_policy(source, seed=seed)
     (batch,) = jax.export.symbolic_shape("batch")
-    if loaded.spec.feedforward:
-        q_values, obs_spec = policy_function(loaded, seed=seed, quantize=quantize)
-        args = (jax.ShapeDtypeStruct((batch, *obs_spec.shape), jnp.float32),)
-        function = q_values
+    obs = jax.ShapeDtypeStruct((batch, *policy.obs_spec.shape), jnp.float32)
+    if policy.feedforward:
+        function, _ = policy_function(policy, quantize=quantize)
+        args = (obs,)
     else:
-        function, obs_spec, carry_spec = recurrent_policy_function(
-            loaded, seed=seed, quantize=quantize
+        function, _, carry_spec = recurrent_policy_function(policy, quantize=quantize)
+        carry = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct((batch, *x.shape[1:]), x.dtype), carry_spec
         )
-        args = (
-            jax.ShapeDtypeStruct((batch, *obs_spec.shape), jnp.float32),
-            jax.tree.map(
-                lambda x: jax.ShapeDtypeStruct((batch, *x.shape[1:]), x.dtype), carry_spec
-            ),
-            jax.ShapeDtypeStruct((batch,), jnp.bool_),
-        )
+        args = (obs, carry, jax.ShapeDtypeStruct((batch,), jnp.bool_))
     exported = jax.export.export(jax.jit(function), platforms=tuple(platforms))(*args)
     return _write_atomically(Path(out), exported.serialize())
 
 
-def export_onnx(run, out, *, seed: int = 0, quantize: str = "none") -> Path:
-    """Write the greedy Q-network of one seed of ``run`` as an ONNX model (opset 17): input
-    ``obs`` float32 ``[batch, *obs_shape]``, output ``q_values`` float32 ``[batch,
+def export_onnx(source, out, *, seed: int = 0, quantize: str = "none") -> Path:
+    """Write the greedy Q-network of one seed of ``source`` as an ONNX model (opset 17):
+    input ``obs`` float32 ``[batch, *obs_shape]``, output ``q_values`` float32 ``[batch,
     num_actions]``, ``batch`` dynamic. memjax's MLP and conv Q-networks (the feedforward
-    agents' and distilled students') are written layer by layer with ONNX's own operators
-    (MatMul, Add, Relu, Conv with the NHWC input transposed); ``quantize="int8"`` stores the
-    kernels as int8 initializers with per-output-channel scales, dequantized in the graph
-    (``DequantizeLinear``), so the outputs equal memjax's int8 model's.
+    agents', distilled students', and every ``memjax compress`` result) and DRQN's recurrent
+    Q-network are written layer by layer with ONNX's own operators (MatMul, Add, Relu, Conv
+    with the NHWC input transposed; a GRU or LSTM cell as MatMul, Sigmoid, Tanh, Mul exactly
+    as flax computes it). ``quantize="int8"`` stores the kernels as int8 initializers with
+    their scales, dequantized in the graph (``DequantizeLinear``), so the outputs equal
+    memjax's int8 model's.
+
+    A recurrent Q-network's file takes ``obs``, its carry (:data:`ONNX_CARRY`: ``h`` for a
+    GRU, ``c`` and ``h`` for an LSTM, float32 ``[batch, memory]``) and ``first`` bool
+    ``[batch]``, and returns ``q_values`` and ``next_h`` (``next_c``, ``next_h``); where
+    ``first`` the carry is reset to DRQN's initial carry, zeros, before the step.
 
     Args:
-      run: a run directory, its parameter file, or a loaded parameter file.
+      source: what :func:`load_policy` takes.
       out: the file to write; written whole or not at all.
-      seed: which of the run's seeds.
+      seed: which seed.
       quantize: ``"none"`` or ``"int8"``.
 
     Returns:
@@ -218,65 +383,44 @@ def export_onnx(run, out, *, seed: int = 0, quantize: str = "none") -> Path:
       gives the Q-values.
 
     Raises:
-      FileNotFoundError: no parameter file.
-      ValueError: a recurrent agent, a network other than memjax's MLP or conv Q-network, a
-        seed out of range or an unknown ``quantize``.
+      FileNotFoundError: no run or compress result, or a run without final parameters.
+      ValueError: a network other than memjax's MLP, conv and recurrent Q-networks (the NTM's
+        and memnet's memory reads are not written in ONNX: use the jax format), a seed out of
+        range, an unknown ``quantize`` or int8 of layers that cannot be quantized.
       ImportError: the ``onnx`` package is not installed.
     """
+    from memjax.agents import ConvQNetwork, MLPQNetwork, RecurrentQNetwork
+
+    policy = load_policy(source, seed=seed)
+    network = policy.network
+    if not isinstance(network, (MLPQNetwork, ConvQNetwork, RecurrentQNetwork)):
+        raise ValueError(
+            f"ONNX export writes memjax's MLP, conv and recurrent (GRU, LSTM) Q-networks, not "
+            f"{policy.name}'s {type(network).__name__}, whose memory read is not written in "
+            f"ONNX operators: use --format jax"
+        )
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from memjax.agents import ConvQNetwork, MLPQNetwork
-
-    loaded = run if isinstance(run, params_file.Checkpoint) else params_file.load(run)
-    if not loaded.spec.feedforward:
-        raise ValueError(
-            f"agent {loaded.config.agent!r} carries a state from step to step; ONNX export "
-            f"writes feedforward Q-networks (use --format jax for it)"
-        )
-    _check_choice(quantize, seed, loaded)
-    network = loaded.network()
-    if not isinstance(network, (MLPQNetwork, ConvQNetwork)):
-        raise ValueError(
-            f"ONNX export writes memjax's MLP and conv Q-networks, not a {type(network).__name__}"
-        )
-    params = jax.tree.map(np.asarray, loaded.seed_params(seed))["params"]
-    obs_shape = tuple(loaded.observation_spec().shape)
-    graph = _OnnxGraph(quantize == "int8")
-    x = "obs"
-    if isinstance(network, ConvQNetwork):
-        layer = params["Conv_0"]
-        x = graph.node("Transpose", [x], perm=[0, 3, 1, 2])  # NHWC -> NCHW
-        kernel = np.transpose(layer["kernel"], (3, 2, 0, 1))  # HWIO -> OIHW
-        weight = graph.weight("Conv_0", kernel, axis=0)
-        x = graph.node(
-            "Conv",
-            [x, weight, graph.constant("Conv_0/bias", layer["bias"])],
-            kernel_shape=[3, 3],
-            strides=[1, 1],
-            pads=[0, 0, 0, 0],
-        )
-        x = graph.node("Relu", [x])
-        x = graph.node("Transpose", [x], perm=[0, 2, 3, 1])  # back to NHWC
-    x = graph.node("Flatten", [x], axis=1)  # as flax's reshape
-    dense = sorted((k for k in params if k.startswith("Dense_")), key=lambda k: int(k[6:]))
-    for i, name in enumerate(dense):
-        weight = graph.weight(name, params[name]["kernel"], axis=1)
-        x = graph.node("MatMul", [x, weight])
-        x = graph.node("Add", [x, graph.constant(f"{name}/bias", params[name]["bias"])])
-        if i + 1 < len(dense):
-            x = graph.node("Relu", [x])
-    graph.node("Identity", [x], output="q_values")
+    weights = stored_weights(policy, quantize)
+    params = jax.tree.map(np.asarray, weights)["params"]
+    graph = _OnnxGraph()
+    inputs = [("obs", TensorProto.FLOAT, ["batch", *policy.obs_spec.shape])]
+    outputs = [("q_values", TensorProto.FLOAT, ["batch", policy.num_actions])]
+    if isinstance(network, RecurrentQNetwork):
+        names = ONNX_CARRY[network.cell]
+        inputs += [(n, TensorProto.FLOAT, ["batch", network.memory]) for n in names]
+        inputs += [("first", TensorProto.BOOL, ["batch"])]
+        outputs += [(f"next_{n}", TensorProto.FLOAT, ["batch", network.memory]) for n in names]
+        _recurrent_graph(graph, network, params, len(policy.obs_spec.shape))
+    else:
+        _feedforward_graph(graph, params, isinstance(network, ConvQNetwork))
     model = helper.make_model(
         helper.make_graph(
             graph.nodes,
             "memjax_q_network",
-            [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", *obs_shape])],
-            [
-                helper.make_tensor_value_info(
-                    "q_values", TensorProto.FLOAT, ["batch", int(loaded.meta["num_actions"])]
-                )
-            ],
+            [helper.make_tensor_value_info(*i) for i in inputs],
+            [helper.make_tensor_value_info(*o) for o in outputs],
             initializer=[numpy_helper.from_array(v, k) for k, v in graph.initializers.items()],
         ),
         opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
@@ -287,11 +431,102 @@ def export_onnx(run, out, *, seed: int = 0, quantize: str = "none") -> Path:
     return _write_atomically(Path(out), model.SerializeToString())
 
 
+def _dense_names(params) -> list:
+    return sorted((k for k in params if k.startswith("Dense_")), key=lambda k: int(k[6:]))
+
+
+def _feedforward_graph(graph, params, conv: bool) -> None:
+    """MLPQNetwork / ConvQNetwork: [conv 3x3 + relu], flatten, dense + relu ..., dense."""
+    x = "obs"
+    if conv:
+        x = graph.conv("Conv_0", params["Conv_0"], x)
+    x = graph.node("Flatten", [x], axis=1)  # as flax's reshape
+    dense = _dense_names(params)
+    for i, name in enumerate(dense):
+        x = graph.dense(name, params[name], x, relu=i + 1 < len(dense))
+    graph.node("Identity", [x], output="q_values")
+
+
+def _recurrent_graph(graph, network, params, obs_rank: int) -> None:
+    """RecurrentQNetwork: encoder, the cell on the carry reset where ``first``, head."""
+    x = "obs"
+    if obs_rank == 3 and network.channels:
+        x = graph.conv("Conv_0", params["Conv_0"], x)
+    x = graph.node("Flatten", [x], axis=1)
+    dense = _dense_names(params)
+    for name in dense[: len(network.hidden)]:
+        x = graph.dense(name, params[name], x, relu=True)
+    first = graph.node("Unsqueeze", ["first", graph.constant("axes_1", np.array([1]), np.int64)])
+    zero = graph.constant("zero", np.float32(0))
+    carry = {
+        n: graph.node("Where", [first, zero, n]) for n in ONNX_CARRY[network.cell]
+    }  # DRQN's initial carry: zeros
+    if network.cell == "gru":
+        cell = params["GRUCell_0"]
+        h = carry["h"]
+
+        def gate(name, act):  # act(x W_i + b_i + h W_h)
+            return graph.node(
+                act,
+                [
+                    graph.node(
+                        "Add",
+                        [
+                            graph.dense(f"GRUCell_0/i{name}", cell[f"i{name}"], x),
+                            graph.dense(f"GRUCell_0/h{name}", cell[f"h{name}"], h),
+                        ],
+                    )
+                ],
+            )
+
+        r, z = gate("r", "Sigmoid"), gate("z", "Sigmoid")
+        hn = graph.dense("GRUCell_0/hn", cell["hn"], h)
+        n = graph.node(
+            "Tanh",
+            [
+                graph.node(
+                    "Add", [graph.dense("GRUCell_0/in", cell["in"], x), graph.node("Mul", [r, hn])]
+                )
+            ],
+        )
+        one = graph.constant("one", np.float32(1))
+        y = graph.node(
+            "Add",
+            [graph.node("Mul", [graph.node("Sub", [one, z]), n]), graph.node("Mul", [z, h])],
+            output="next_h",
+        )
+    else:
+        cell = params["OptimizedLSTMCell_0"]
+        c, h = carry["c"], carry["h"]
+
+        def gate(name, act):  # act(h W_h + b_h + x W_i), as flax's fused matmuls sum them
+            hidden = graph.dense(f"LSTM/h{name}", cell[f"h{name}"], h)
+            return graph.node(
+                act,
+                [graph.node("Add", [hidden, graph.dense(f"LSTM/i{name}", cell[f"i{name}"], x)])],
+            )
+
+        i, f, g, o = (
+            gate("i", "Sigmoid"),
+            gate("f", "Sigmoid"),
+            gate("g", "Tanh"),
+            gate("o", "Sigmoid"),
+        )
+        new_c = graph.node(
+            "Add", [graph.node("Mul", [f, c]), graph.node("Mul", [i, g])], output="next_c"
+        )
+        y = graph.node("Mul", [o, graph.node("Tanh", [new_c])], output="next_h")
+    head = dense[len(network.hidden) :]
+    for k, name in enumerate(head):
+        y = graph.dense(name, params[name], y, relu=k + 1 < len(head))
+    graph.node("Identity", [y], output="q_values")
+
+
 class _OnnxGraph:
     """Nodes and initializers of an ONNX graph being written, with fresh names."""
 
-    def __init__(self, int8: bool):
-        self.int8, self.nodes, self.initializers, self.count = int8, [], {}, 0
+    def __init__(self):
+        self.nodes, self.initializers, self.count = [], {}, 0
 
     def node(self, op: str, inputs, output=None, **attributes) -> str:
         from onnx import helper
@@ -301,24 +536,54 @@ class _OnnxGraph:
         self.nodes.append(helper.make_node(op, list(inputs), [output], **attributes))
         return output
 
-    def constant(self, name: str, value) -> str:
-        self.initializers[name] = np.asarray(value, np.float32)
+    def constant(self, name: str, value, dtype=np.float32) -> str:
+        self.initializers[name] = np.asarray(value, dtype)
         return name
 
-    def weight(self, name: str, kernel, axis: int) -> str:
-        """A kernel as float32, or as int8 with one scale per output channel (``axis``)
-        dequantized in the graph, the integers and scales of :func:`memjax.compress.quantize`."""
-        if not self.int8:
-            return self.constant(f"{name}/kernel", kernel)
-        moved = np.moveaxis(np.asarray(kernel, np.float32), axis, -1)  # out channels last
-        quantized = compress.quantize_tensor(jnp.asarray(moved), bits=8, per_channel=True)
-        ints = np.moveaxis(np.asarray(quantized.ints()), -1, axis)
-        self.initializers[f"{name}/kernel_int8"] = ints.astype(np.int8)
-        self.initializers[f"{name}/scale"] = np.asarray(quantized.scale, np.float32)
-        self.initializers[f"{name}/zero"] = np.zeros(ints.shape[axis], np.int8)
+    def weight(self, name: str, kernel, perm=None) -> str:
+        """A kernel (output channels last) with its axes in ``perm`` order: float32, or a
+        :class:`memjax.compress.QTensor`'s int8 integers and scales (one per output channel,
+        or one) dequantized in the graph."""
+        perm = perm or tuple(range(np.ndim(kernel.values if hasattr(kernel, "values") else kernel)))
+        if not isinstance(kernel, compress.QTensor):
+            return self.constant(f"{name}/kernel", np.transpose(kernel, perm))
+        ints = np.transpose(np.asarray(kernel.values, np.int8), perm)
+        scale = np.asarray(kernel.scale, np.float32)
+        self.initializers[f"{name}/kernel_int8"] = ints
+        self.initializers[f"{name}/scale"] = scale
+        self.initializers[f"{name}/zero"] = np.zeros(scale.shape, np.int8)
+        axis = {"axis": perm.index(len(perm) - 1)} if scale.ndim else {}
         return self.node(
-            "DequantizeLinear", [f"{name}/kernel_int8", f"{name}/scale", f"{name}/zero"], axis=axis
+            "DequantizeLinear", [f"{name}/kernel_int8", f"{name}/scale", f"{name}/zero"], **axis
         )
+
+    def dense(self, name: str, layer, x: str, relu: bool = False) -> str:
+        """``x @ kernel (+ bias)`` (a low-rank kernel: ``(x @ a) @ b``), then ReLU if asked."""
+        kernel = layer["kernel"]
+        if isinstance(kernel, compress.LowRank):
+            x = self.node("MatMul", [x, self.weight(f"{name}/a", kernel.a)])
+            x = self.node("MatMul", [x, self.weight(f"{name}/b", kernel.b)])
+        else:
+            x = self.node("MatMul", [x, self.weight(name, kernel)])
+        if "bias" in layer:
+            x = self.node("Add", [x, self.constant(f"{name}/bias", layer["bias"])])
+        return self.node("Relu", [x]) if relu else x
+
+    def conv(self, name: str, layer, x: str) -> str:
+        """flax's VALID stride-1 conv + bias + ReLU on NHWC ``x``, as ONNX's NCHW Conv (a
+        low-rank kernel: an r-filter conv, then a 1x1 conv); NHWC out."""
+        kernel = layer["kernel"]
+        hwio_to_oihw = (3, 2, 0, 1)
+        x = self.node("Transpose", [x], perm=[0, 3, 1, 2])  # NHWC -> NCHW
+        if isinstance(kernel, compress.LowRank):
+            b = np.asarray(kernel.b)[None, None]  # [1, 1, r, out]: a 1x1 conv
+            x = self.node("Conv", [x, self.weight(f"{name}/a", kernel.a, hwio_to_oihw)])
+            kernel, name = b, f"{name}/b"
+        weight = self.weight(name, kernel, hwio_to_oihw)
+        bias = [self.constant(f"{name}/bias", layer["bias"])] if "bias" in layer else []
+        x = self.node("Conv", [x, weight, *bias])
+        x = self.node("Relu", [x])
+        return self.node("Transpose", [x], perm=[0, 2, 3, 1])  # back to NHWC
 
 
 def _write_atomically(path: Path, blob: bytes) -> Path:
@@ -343,10 +608,14 @@ def load_jax(path):
 __all__ = [
     "FORMATS",
     "QUANTIZE",
+    "ONNX_OPSET",
+    "ONNX_CARRY",
+    "Policy",
+    "load_policy",
+    "stored_weights",
     "export_jax",
     "export_onnx",
     "load_jax",
-    "ONNX_OPSET",
     "policy_function",
     "recurrent_policy_function",
 ]

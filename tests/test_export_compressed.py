@@ -1,0 +1,174 @@
+"""memjax export of a `memjax compress` result: each method's network (quantized per tensor
+and per channel, int4, pruned, pruned + int8, low-rank, shared, distilled) becomes a jax and
+an ONNX file that compute what memjax computes from the artefact; int8 keeps a quantized
+network's own integers and scales; what cannot be quantized is refused in one line."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import memjax.compress as mjc
+from memjax import cli, export
+from memjax.agents import ConvQNetwork, MLPQNetwork
+from memjax.compress import pipeline
+from memjax.train import TrainConfig
+
+CASES = {
+    "mlp": (MLPQNetwork(num_actions=2, hidden=(120, 84)), (4,), TrainConfig(), "distill:16,16"),
+    "conv": (
+        ConvQNetwork(num_actions=3, channels=16, hidden=128),
+        (10, 10, 4),
+        TrainConfig(env="Breakout-MinAtar", buffer_capacity=100_000),
+        "distill:4/32",
+    ),
+}
+
+
+def artefacts(params, student):
+    """Method -> (network, artefact tree), built by memjax.compress's own functions as
+    memjax compress builds them (None: the checkpoint's network)."""
+    pruned = mjc.prune(params, 0.9)[0]
+    return {
+        "int8:tensor": (None, mjc.quantize(params, 8, per_channel=False)),
+        "int4": (None, mjc.quantize(params, 4)),
+        "prune:0.5": (None, mjc.to_sparse(jax.device_get(mjc.prune(params, 0.5)[0]))),
+        "prune:0.9+int8": (None, mjc.to_sparse(jax.device_get(mjc.quantize(pruned)))),
+        "lowrank:r4": (None, mjc.low_rank(params, rank=4)),
+        "share:16": (None, mjc.share(params, 16)),
+        "student+int8": student,
+    }
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def result(request, tmp_path_factory):
+    """A folder laid out as `memjax compress --out` writes it, seeds 0 and 2 of every method,
+    and each method's network and artefact trees."""
+    network, obs_shape, config, distill = CASES[request.param]
+    folder = tmp_path_factory.mktemp(request.param)
+    obs = jax.ShapeDtypeStruct(obs_shape, jnp.float32)
+    num_actions = network.num_actions
+    student = pipeline.result_network(distill, network, obs, num_actions)
+    methods = {}
+    for seed in (0, 2):
+        params = network.init(jax.random.key(seed), jnp.zeros((1, *obs_shape)))
+        small = student.init(jax.random.key(seed + 10), jnp.zeros((1, *obs_shape)))
+        for method, (net, tree) in artefacts(params, (student, mjc.quantize(small))).items():
+            method = method.replace("student", distill)
+            d = folder / pipeline.artefact_folder(method)
+            d.mkdir(exist_ok=True)
+            (d / f"seed{seed}.msgpack").write_bytes(mjc.serialize(tree))
+            methods.setdefault(method, (net or network, {}))[1][seed] = tree
+    meta = {"env": config.env, "num_actions": num_actions, "agent": "dqn"}
+    meta |= {"obs_shape": list(obs_shape), "obs_dtype": "float32", "num_seeds": 3}
+    results = {
+        "env": config.env,
+        "checkpoint": "elsewhere",
+        "rows": [{"method": m} for m in methods],
+        "teacher": {"config": config.to_dict(), "meta": meta},
+    }
+    (folder / "results.json").write_text(json.dumps(results))
+    return request.param, folder, methods, obs_shape
+
+
+def observations(obs_shape, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    if len(obs_shape) == 3:
+        return (rng.random((batch, *obs_shape)) < 0.1).astype(np.float32)
+    return rng.normal(size=(batch, *obs_shape)).astype(np.float32)
+
+
+def expected_q(network, tree, quantize, obs):
+    """What the file must compute: memjax's own model of the stored weights."""
+    if quantize == "none":
+        if any(
+            isinstance(x, mjc.LowRank) for x in jax.tree.leaves(tree, is_leaf=mjc.is_compressed)
+        ):
+            return mjc.apply(network, tree, obs)  # two thin matmuls, as the file
+        return network.apply(mjc.decompress(tree), obs)
+    if any(isinstance(x, mjc.QTensor) for x in jax.tree.leaves(tree, is_leaf=mjc.is_compressed)):
+        return mjc.apply(network, tree, obs)  # its own integers and scales
+    return mjc.apply(network, mjc.quantize(mjc.decompress(tree)), obs)
+
+
+def q_of_file(path, fmt, obs):
+    if fmt == "jax":
+        return np.asarray(export.load_jax(path).call(obs))
+    onnxruntime = pytest.importorskip("onnxruntime")
+    options = onnxruntime.SessionOptions()  # no fusion into integer kernels: exact int8
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return onnxruntime.InferenceSession(str(path), options).run(None, {"obs": obs})[0]
+
+
+QUANTIZABLE = ("int8:tensor", "int4", "prune:0.5", "prune:0.9+int8")
+
+
+@pytest.mark.parametrize("fmt", ["jax", "onnx"])
+@pytest.mark.parametrize(
+    "method", ["int8:tensor", "int4", "prune:0.5", "prune:0.9+int8", "lowrank:r4", "share:16"]
+)
+def test_each_method_exports_what_memjax_computes_from_its_artefact(result, tmp_path, method, fmt):
+    name, folder, methods, obs_shape = result
+    network, trees = methods[method]
+    source = folder / pipeline.artefact_folder(method)
+    obs = observations(obs_shape, 64)
+    sizes = {}
+    for quantize in ("none", "int8") if method in QUANTIZABLE else ("none",):
+        path = tmp_path / f"{quantize}.{fmt}"
+        write = export.export_jax if fmt == "jax" else export.export_onnx
+        write(source, path, seed=2, quantize=quantize)
+        expected = np.asarray(expected_q(network, trees[2], quantize, obs))
+        np.testing.assert_allclose(q_of_file(path, fmt, obs), expected, atol=1e-5, rtol=1e-5)
+        sizes[quantize] = path.stat().st_size
+    if "int8" in sizes:
+        assert sizes["int8"] < 0.6 * sizes["none"], sizes
+
+
+@pytest.mark.parametrize("fmt", ["jax", "onnx"])
+def test_a_distilled_student_exports_as_itself(result, tmp_path, fmt):
+    name, folder, methods, obs_shape = result
+    method = next(m for m in methods if m.startswith("distill"))
+    student, trees = methods[method]
+    path = tmp_path / f"student.{fmt}"
+    write = export.export_jax if fmt == "jax" else export.export_onnx
+    write(folder / pipeline.artefact_folder(method), path, seed=0, quantize="int8")
+    obs = observations(obs_shape, 16, seed=1)
+    expected = np.asarray(mjc.apply(student, trees[0], obs))
+    np.testing.assert_allclose(q_of_file(path, fmt, obs), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_int8_keeps_a_quantized_networks_own_scales(result):
+    """Per-tensor int8 stays one scale per kernel with the artefact's integers; int4 becomes
+    int8 storage of the same integers and scales (not a requantization)."""
+    name, folder, methods, obs_shape = result
+    for method in ("int8:tensor", "int4"):
+        policy = export.load_policy(folder / pipeline.artefact_folder(method), seed=0)
+        stored = mjc.layers(export.stored_weights(policy, "int8"))
+        own = mjc.layers(methods[method][1][0])
+        for (path, layer), (_, original) in zip(stored, own):
+            kernel, kept = layer["kernel"], original["kernel"]
+            assert kernel.values.dtype == jnp.int8 and kernel.bits == 8
+            np.testing.assert_array_equal(np.asarray(kernel.ints()), np.asarray(kept.ints()))
+            np.testing.assert_array_equal(np.asarray(kernel.scale), np.asarray(kept.scale))
+
+
+def test_bad_compress_input_is_one_line_exit_2_and_no_file(result, tmp_path, capsys):
+    name, folder, methods, obs_shape = result
+    out = tmp_path / "x.onnx"
+    for argv, words in [
+        ([str(folder)], "is a memjax compress result: export one of its methods' folders"),
+        ([str(folder / "int4"), "--seed", "1"], "seed 1 out of range: "),
+        ([str(folder / "lowrank_r4"), "--quantize", "int8"], "'lowrank:r4' is stored as a LowRank"),
+        ([str(folder / "share_16"), "--quantize", "int8"], "is stored as a Shared"),
+    ]:
+        for fmt in ("jax", "onnx"):
+            with pytest.raises(SystemExit) as exc:
+                cli.main(["export", *argv, "--format", fmt, "--out", str(out)])
+            assert exc.value.code == 2
+            err = capsys.readouterr().err
+            assert words in err and err.count("\n") == 1, err
+            assert list(tmp_path.iterdir()) == []
+    assert cli.main(["export", str(folder / "int4"), "--format", "onnx", "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out and out.is_file()
