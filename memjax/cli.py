@@ -90,6 +90,7 @@ examples:
         metavar="SOURCE",
         help="a run directory (memjax train --out) or a method's folder of memjax compress --out",
     )
+    e.error = _export_error  # argparse's own errors (bad choices, missing --out): one line
     e.add_argument("--out", required=True, metavar="FILE", help="the file to write")
     e.add_argument("--format", choices=FORMATS, default="jax", help="(default: jax)")
     e.add_argument(
@@ -109,6 +110,12 @@ examples:
         default="cpu,cuda",
         help="platforms to lower for, comma-separated (default: cpu,cuda)",
     )
+
+
+def _export_error(message: str):
+    """One line on stderr (no usage block), exit status 2."""
+    print(f"memjax export: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def _export(args, parser) -> int:

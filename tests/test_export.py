@@ -115,18 +115,27 @@ def test_the_file_loads_without_flax_or_memjax(run, tmp_path):
 
 def test_bad_input_is_one_line_and_leaves_no_file(run, tmp_path, capsys):
     name, folder, *_ = run
-    out = tmp_path / "x.jaxexport"
+    out = tmp_path / "out" / "x.jaxexport"
+    (tmp_path / "stranger").mkdir()
+    (tmp_path / "stranger" / "notes.txt").write_text("not a run")
+    (tmp_path / "killed" / "checkpoints" / "1000").mkdir(parents=True)  # no final parameters
+    (tmp_path / "bad.msgpack").write_bytes(b"\x00 not msgpack")
     for argv, words in [
         ([str(tmp_path / "nope")], "no run or compress result at"),
+        ([str(tmp_path / "stranger")], "is neither a run of `memjax train --out`"),
+        ([str(tmp_path / "killed")], "has no final parameters (checkpoint.msgpack)"),
+        ([str(tmp_path / "bad.msgpack")], "is not a memjax checkpoint"),
         ([str(folder), "--seed", "9"], "seed 9 out of range: the run has 2 seeds"),
         ([str(folder), "--quantize", "int4"], "invalid choice: 'int4'"),
         ([str(folder), "--format", "tflite"], "invalid choice: 'tflite'"),
     ]:
-        with pytest.raises(SystemExit) as exc:
-            cli.main(["export", *argv, "--out", str(out)])
-        assert exc.value.code == 2
-        assert words in capsys.readouterr().err
-        assert not out.exists() and not out.with_name(out.name + ".tmp").exists()
+        for fmt in ("jax", "onnx"):
+            with pytest.raises(SystemExit) as exc:
+                cli.main(["export", "--format", fmt, *argv, "--out", str(out)])
+            assert exc.value.code == 2
+            err = capsys.readouterr().err
+            assert words in err and err.count("\n") == 1, err
+            assert not out.parent.exists()
     assert cli.main(["export", str(folder), "--out", str(out), "--quantize", "int8"]) == 0
     assert "wrote" in capsys.readouterr().out and out.is_file()
 
@@ -176,7 +185,7 @@ def trajectory(obs_shape, batch=3, steps=8):
 
 
 @pytest.mark.parametrize("kind", sorted(CARRY_AGENTS))
-def test_an_agent_with_a_carry_exports_its_step(kind, tmp_path):
+def test_an_agent_with_a_carry_exports_its_step(kind, tmp_path, capsys):
     """``(obs, carry, first) -> (q_values, carry)`` along an 8-step trajectory with episode
     starts inside equals the network stepped with the loop's reset, from zeros and first=True
     (the NTM's initial state is not zero: the file puts it back where first); int8 is smaller
@@ -188,8 +197,11 @@ def test_an_agent_with_a_carry_exports_its_step(kind, tmp_path):
     for quantize in ("none", "int8"):
         path = tmp_path / f"{quantize}.jaxexport"
         if kind == "memnet" and quantize == "int8":
-            with pytest.raises(ValueError, match="layers cannot be quantized: unsupported layer"):
-                export.export_jax(tmp_path, path, seed=1, quantize=quantize)
+            with pytest.raises(SystemExit) as exc:
+                cli.main(["export", str(tmp_path), "--quantize", "int8", "--out", str(path)])
+            err = capsys.readouterr().err
+            assert exc.value.code == 2 and err.count("\n") == 1
+            assert "agent 'memnet''s layers cannot be quantized: unsupported layer" in err
             assert not path.exists()
             continue
         policy = export.load_jax(export.export_jax(tmp_path, path, seed=1, quantize=quantize))
