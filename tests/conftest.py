@@ -123,6 +123,7 @@ SLOW = {
         "test_drqn_in_onnx_steps_as_the_network[drqn-gru-minatar]",
         "test_a_greedy_episode_through_onnx_scores_what_the_network_scores",
     },
+    "test_export_compressed.py": {"test_what_memjax_compress_writes_exports"},  # distils
     "test_cli.py": {"test_tiny_train_run", "test_tiny_train_run_with_memory_budget_and_codecs"},
     "test_compress_cli.py": {"test_tiny_run"},
     "test_compress_distill.py": {

@@ -172,3 +172,32 @@ def test_bad_compress_input_is_one_line_exit_2_and_no_file(result, tmp_path, cap
             assert list(tmp_path.iterdir()) == []
     assert cli.main(["export", str(folder / "int4"), "--format", "onnx", "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out and out.is_file()
+
+
+def test_what_memjax_compress_writes_exports(tmp_path, capsys):
+    """End to end: `memjax compress --out` on a run, then `memjax export` of each method's
+    folder in both formats computes what memjax computes from that folder's artefact."""
+    from memjax.train import params_file
+
+    network, obs_shape, config, _ = CASES["mlp"]
+    params = jax.vmap(lambda k: network.init(k, jnp.zeros((1, *obs_shape))))(
+        jax.random.split(jax.random.key(0), 2)
+    )
+    params_file.save(tmp_path / "run", config, params)
+    methods = ["int8", "prune:0.5+int8", "lowrank:0.9", "distill:8,8+int8"]
+    argv = ["compress", str(tmp_path / "run"), "--episodes", "1", "--seeds", "1"]
+    argv += ["--distill-steps", "6000", "--out", str(tmp_path / "small")]
+    assert cli.main(argv + [a for m in methods for a in ("--method", m)]) == 0
+    capsys.readouterr()
+    obs = observations(obs_shape, 32)
+    for method in methods:
+        folder = tmp_path / "small" / pipeline.artefact_folder(method)
+        tree = mjc.deserialize((folder / "seed1.msgpack").read_bytes())
+        student = pipeline.result_network(method, network, obs, 2)
+        expected = np.asarray(mjc.apply(student, tree, obs))
+        for fmt in ("jax", "onnx"):
+            out = tmp_path / f"{folder.name}.{fmt}"
+            argv = ["export", str(folder), "--seed", "1", "--format", fmt, "--out", str(out)]
+            quantize = "int8" if "int8" in method else "none"
+            assert cli.main(argv + ["--quantize", quantize]) == 0
+            np.testing.assert_allclose(q_of_file(out, fmt, obs), expected, atol=1e-5, rtol=1e-5)
