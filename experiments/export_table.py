@@ -52,13 +52,16 @@ def variant_name(fmt: str, quantize: str) -> str:
 
 
 def train(env: str, steps: int, seeds: int, out: Path) -> dict:
-    """A short run of DQN's defaults on ``env`` into ``out`` (reused when it is there)."""
+    """A short run of DQN's defaults on ``env`` into ``out`` (reused when it is there), epsilon
+    decaying over half of it."""
     import json
 
     import memjax as mj
 
     if not (out / "checkpoint.msgpack").is_file():
-        config = mj.train.TrainConfig(env=env, total_steps=steps, eval_episodes=20)
+        config = mj.train.TrainConfig(
+            env=env, total_steps=steps, eval_episodes=20, eps_decay_steps=steps // 2
+        )
         if steps < 5 * config.learning_starts:  # a smoke run: learn from the start
             config = config.replace(learning_starts=steps // 3, chunk_steps=steps // 3)
         t0 = time.perf_counter()

@@ -83,7 +83,8 @@ compress-quantized network keeps its own); a file about a quarter to a third the
 examples:
   memjax export runs/cartpole --out cartpole.jaxexport
   memjax export runs/cartpole --format onnx --quantize int8 --seed 3 --out cartpole.onnx
-  memjax export runs/cartpole-small/distill_32,32+int8 --format onnx --out small.onnx""",
+  memjax export runs/cartpole-small/distill_32,32+int8 --format onnx --quantize int8 \\
+      --out small.onnx""",
     )
     e.add_argument(
         "run",
@@ -92,7 +93,12 @@ examples:
     )
     e.error = _export_error  # argparse's own errors (bad choices, missing --out): one line
     e.add_argument("--out", required=True, metavar="FILE", help="the file to write")
-    e.add_argument("--format", choices=FORMATS, default="jax", help="(default: jax)")
+    e.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="jax",
+        help="jax (StableHLO, runs with jax) or onnx (runs with onnxruntime) (default: jax)",
+    )
     e.add_argument(
         "--quantize",
         choices=QUANTIZE,
@@ -108,7 +114,8 @@ examples:
     e.add_argument(
         "--platforms",
         default="cpu,cuda",
-        help="platforms to lower for, comma-separated (default: cpu,cuda)",
+        help="--format jax: the platforms to lower for, comma-separated, of cpu, cuda, rocm, "
+        "tpu (default: cpu,cuda)",
     )
 
 
@@ -119,11 +126,13 @@ def _export_error(message: str):
 
 
 def _export(args, parser) -> int:
-    from memjax.export import export_jax, export_onnx
+    from memjax.export import PLATFORMS, export_jax, export_onnx
 
     export = _subparser(parser, "export")
     platforms = tuple(p for p in args.platforms.split(",") if p)
     try:
+        if any(p not in PLATFORMS for p in platforms) or not platforms:
+            raise ValueError(f"--platforms must be some of {PLATFORMS}, got {args.platforms!r}")
         if args.format == "onnx":
             path = export_onnx(args.run, args.out, seed=args.seed, quantize=args.quantize)
             where = "onnxruntime"

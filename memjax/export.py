@@ -57,6 +57,8 @@ ONNX_OPSET = 17
 """The ONNX operator set of ``--format onnx`` files (per-axis ``DequantizeLinear`` needs 13+)."""
 QUANTIZE = ("none", "int8")
 """Weight storage of an export: float32, or int8 with per-channel scales."""
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+"""The platforms a jax-format file can be lowered for (``jax.export``'s names)."""
 DEFAULT_PLATFORMS = ("cpu", "cuda")
 ONNX_CARRY = {"gru": ("h",), "lstm": ("c", "h")}
 """The carry inputs of a recurrent Q-network's ONNX file, by cell: float32 ``[batch, memory]``
@@ -340,6 +342,9 @@ def export_jax(
       ValueError: a seed out of range, an unknown ``quantize``, int8 of layers that cannot be
         quantized, or a network that is not exportable.
     """
+    unknown = [p for p in platforms if p not in PLATFORMS]
+    if unknown or not platforms:
+        raise ValueError(f"platforms must be some of {PLATFORMS}, got {tuple(platforms)}")
     policy = load_policy(source, seed=seed)
     (batch,) = jax.export.symbolic_shape("batch")
     obs = jax.ShapeDtypeStruct((batch, *policy.obs_spec.shape), jnp.float32)
@@ -610,6 +615,7 @@ __all__ = [
     "QUANTIZE",
     "ONNX_OPSET",
     "ONNX_CARRY",
+    "PLATFORMS",
     "Policy",
     "load_policy",
     "stored_weights",

@@ -128,6 +128,7 @@ def test_bad_input_is_one_line_and_leaves_no_file(run, tmp_path, capsys):
         ([str(folder), "--seed", "9"], "seed 9 out of range: the run has 2 seeds"),
         ([str(folder), "--quantize", "int4"], "invalid choice: 'int4'"),
         ([str(folder), "--format", "tflite"], "invalid choice: 'tflite'"),
+        ([str(folder), "--platforms", "cpu,gpu"], "--platforms must be some of ('cpu', 'cuda'"),
     ]:
         for fmt in ("jax", "onnx"):
             with pytest.raises(SystemExit) as exc:
