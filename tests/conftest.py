@@ -122,6 +122,7 @@ SLOW = {
         "test_an_agent_with_a_carry_exports_its_step[drqn-gru]",
         "test_drqn_in_onnx_steps_as_the_network[drqn-gru-minatar]",
         "test_a_greedy_episode_through_onnx_scores_what_the_network_scores",
+        "test_a_recurrent_file_runs_without_memjax_or_jax",
     },
     "test_export_compressed.py": {"test_what_memjax_compress_writes_exports"},  # distils
     "test_cli.py": {"test_tiny_train_run", "test_tiny_train_run_with_memory_budget_and_codecs"},

@@ -351,3 +351,40 @@ def test_drqn_in_onnx_steps_as_the_network(kind, tmp_path):
             for got, want in zip(new, carry_ref):
                 np.testing.assert_allclose(got, want, atol=1e-5)
     assert (tmp_path / "int8.onnx").stat().st_size < (tmp_path / "none.onnx").stat().st_size
+
+
+def test_a_recurrent_file_runs_without_memjax_or_jax(tmp_path):
+    """DRQN's jax file steps in a process that imports neither flax nor memjax, its ONNX file
+    in one that imports no jax: both give the Q-values of the file run here."""
+    agent, knobs = CARRY_AGENTS["drqn-lstm"]
+    saved_agent(tmp_path, agent, **knobs)
+    obs = trajectory((3,), steps=1)[0]
+    jax_file = export.export_jax(tmp_path, tmp_path / "p.jaxexport", quantize="int8")
+    q, imported = q_values_elsewhere(
+        "import jax\n"
+        f"p = jax.export.deserialize(bytearray(open({str(jax_file)!r}, 'rb').read()))\n"
+        "(_, avals, _), _ = jax.tree.unflatten(p.in_tree, p.in_avals)\n"
+        "carry = jax.tree.map(lambda a: np.zeros((3, *a.shape[1:]), a.dtype), avals)\n"
+        "q, carry = p.call(obs, carry, np.ones(3, bool))\n",
+        obs,
+        tmp_path,
+        forbidden=("flax", "memjax", "optax"),
+    )
+    assert imported == []
+    carry = (np.zeros((3, 8), np.float32),) * 2
+    here = export.load_jax(jax_file).call(obs, carry, np.ones(3, bool))[0]
+    np.testing.assert_allclose(q, np.asarray(here), atol=1e-6)
+    onnx_file = export.export_onnx(tmp_path, tmp_path / "p.onnx", quantize="int8")
+    zeros = "np.zeros((3, 8), np.float32)"
+    q, imported = q_values_elsewhere(
+        "import onnxruntime\n"
+        f"s = onnxruntime.InferenceSession({str(onnx_file)!r})\n"
+        f"feed = {{'obs': obs, 'c': {zeros}, 'h': {zeros}, 'first': np.ones(3, bool)}}\n"
+        "q = s.run(None, feed)[0]\n",
+        obs,
+        tmp_path,
+        forbidden=("jax", "flax", "memjax"),
+    )
+    assert imported == []
+    feed = {"obs": obs, "c": carry[0], "h": carry[1], "first": np.ones(3, bool)}
+    np.testing.assert_allclose(q, onnx_session(onnx_file).run(None, feed)[0], atol=1e-6)
