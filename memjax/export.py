@@ -554,12 +554,12 @@ class _OnnxGraph:
             return self.constant(f"{name}/kernel", np.transpose(kernel, perm))
         ints = np.transpose(np.asarray(kernel.values, np.int8), perm)
         scale = np.asarray(kernel.scale, np.float32)
-        self.initializers[f"{name}/kernel_int8"] = ints
+        self.initializers[f"{name}/int8"] = ints
         self.initializers[f"{name}/scale"] = scale
-        self.initializers[f"{name}/zero"] = np.zeros(scale.shape, np.int8)
         axis = {"axis": perm.index(len(perm) - 1)} if scale.ndim else {}
+        # no zero point: symmetric, and ONNX's default zero point is 0
         return self.node(
-            "DequantizeLinear", [f"{name}/kernel_int8", f"{name}/scale", f"{name}/zero"], **axis
+            "DequantizeLinear", [f"{name}/int8", f"{name}/scale"], f"{name}/kernel", **axis
         )
 
     def dense(self, name: str, layer, x: str, relu: bool = False) -> str:
