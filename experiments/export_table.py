@@ -174,57 +174,85 @@ def measure_env(env: str, args, runs_dir: Path) -> dict:
 
                 obs_shape = tuple(params_file.load(run).observation_spec().shape)
                 timing = latencies(acts, obs_shape, (1, 256), args.rounds, args.calls)
-    per_name = {
+    return summarize(
+        {
+            "env": env,
+            "run": {
+                "steps": summary.get("steps"),
+                "seeds": args.seeds,
+                "final_return_mean": summary.get("final_return_mean"),
+                "final_return_per_seed": summary.get("final_return_per_seed"),
+                "eval_episodes": summary.get("config", {}).get("eval_episodes"),
+            },
+            "episodes_per_seed": args.episodes,
+            "returns_raw": returns,
+            "file_bytes": sizes,
+            "latency": {str(b): v for b, v in timing.items()},
+        }
+    )
+
+
+def reference_of(name: str) -> str:
+    """What a row must score: the flax network (float32 rows), memjax's int8 model (int8)."""
+    return "memjax int8 model" if "int8" in name else "flax (jax.jit)"
+
+
+def summarize(result: dict) -> dict:
+    """``result`` with ``returns``: per row, the mean return, per seed, and how many episodes
+    end with exactly the return of the row's reference (:func:`reference_of`)."""
+    raw = result["returns_raw"]
+    result["returns"] = {
         name: {
             "return_mean": float(np.mean(r)),
             "return_per_seed": [float(np.mean(x)) for x in r],
-            "episodes_equal_to_flax": int(
-                sum(
-                    np.sum(np.array(a) == np.array(b)) for a, b in zip(r, returns["flax (jax.jit)"])
-                )
+            "reference": reference_of(name),
+            "episodes_equal_to_reference": int(
+                np.sum(np.array(r) == np.array(raw[reference_of(name)]))
             ),
+            "episodes_equal_to_flax": int(np.sum(np.array(r) == np.array(raw["flax (jax.jit)"]))),
         }
-        for name, r in returns.items()
+        for name, r in raw.items()
     }
-    return {
-        "env": env,
-        "run": {
-            "steps": summary.get("steps"),
-            "seeds": args.seeds,
-            "final_return_mean": summary.get("final_return_mean"),
-            "final_return_per_seed": summary.get("final_return_per_seed"),
-            "eval_episodes": summary.get("config", {}).get("eval_episodes"),
-        },
-        "episodes_per_seed": args.episodes,
-        "returns": per_name,
-        "returns_raw": returns,
-        "file_bytes": sizes,
-        "latency": {str(b): v for b, v in timing.items()},
-    }
+    return result
+
+
+NEEDS = {
+    "flax (jax.jit)": "jax, flax, memjax",
+    "memjax int8 model": "jax, flax, memjax",
+    "jax float32": "jax",
+    "jax int8": "jax",
+    "onnx float32": "onnxruntime",
+    "onnx int8": "onnxruntime",
+}
 
 
 def tables(doc: dict) -> str:
     """The markdown tables of docs/deploy.md from a results document."""
     lines = []
+    fmt = lambda s: f"{s * 1e6:.0f} µs" if s < 1e-3 else f"{s * 1e3:.2f} ms"  # noqa: E731
     for r in doc["envs"]:
         n = r["episodes_per_seed"] * r["run"]["seeds"]
+        full = r["file_bytes"]
         lines += [
-            f"**{r['env']}** ({r['run']['steps']:,} steps x {r['run']['seeds']} seeds; the "
-            f"run's own evaluation: {r['run']['final_return_mean']:.2f}); greedy return over "
+            f"**{r['env']}**: a run of {r['run']['steps']:,} steps x {r['run']['seeds']} seeds "
+            f"(its own evaluation: {r['run']['final_return_mean']:.2f}); greedy return over "
             f"{n} episodes, the same resets for every row:",
             "",
-            "| policy | greedy return | episodes with the flax network's return | file "
-            "| batch 1 | batch 256 |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| policy | needs at run time | greedy return | episodes scoring as its reference "
+            "| file | batch 1 | batch 256 |",
+            "|---|---|---:|---:|---:|---:|---:|",
         ]
         for name, ret in r["returns"].items():
-            size = r["file_bytes"].get(name)
+            size = full.get(name)
+            if size and "int8" in name:
+                size_text = f"{size:,} B ({size / full[name.replace('int8', 'float32')]:.2f}x)"
+            else:
+                size_text = f"{size:,} B" if size else ""
             lat = [r["latency"][b][name] for b in ("1", "256")]
-            fmt = lambda s: f"{s * 1e6:.0f} µs" if s < 1e-3 else f"{s * 1e3:.2f} ms"  # noqa: E731
+            same = "" if name == ret["reference"] else f"{ret['episodes_equal_to_reference']}/{n}"
             lines.append(
-                f"| {name} | {ret['return_mean']:.2f} | {ret['episodes_equal_to_flax']}/{n} | "
-                f"{f'{size:,} B' if size else ''} | {fmt(lat[0]['median_s'])} | "
-                f"{fmt(lat[1]['median_s'])} |"
+                f"| {name} | {NEEDS[name]} | {ret['return_mean']:.2f} | {same} | {size_text} | "
+                f"{fmt(lat[0]['median_s'])} | {fmt(lat[1]['median_s'])} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -241,7 +269,15 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default=str(RESULTS / "export" / "runs"))
     p.add_argument("--quick", action="store_true", help="tiny runs and few calls (a smoke run)")
     p.add_argument("--out", default=None)
+    p.add_argument("--report", default=None, help="print the tables of a results JSON, no runs")
     args = p.parse_args(argv)
+    if args.report:
+        import json
+
+        doc = json.loads(Path(args.report).read_text())
+        doc["envs"] = [summarize(r) for r in doc["envs"]]
+        print(tables(doc))
+        return 0
     if args.quick:
         args.steps, args.seeds, args.episodes, args.rounds, args.calls = 3_000, 1, 2, 2, 5
         args.runs = (
