@@ -252,7 +252,8 @@ def tables(doc: dict) -> str:
             same = "" if name == ret["reference"] else f"{ret['episodes_equal_to_reference']}/{n}"
             lines.append(
                 f"| {name} | {NEEDS[name]} | {ret['return_mean']:.2f} | {same} | {size_text} | "
-                f"{fmt(lat[0]['median_s'])} | {fmt(lat[1]['median_s'])} |"
+                + " | ".join(f"{fmt(x['median_s'])} ({x['ratio_to_flax']:.2f}x)" for x in lat)
+                + " |"
             )
         lines.append("")
     return "\n".join(lines)

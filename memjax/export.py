@@ -169,9 +169,15 @@ def _from_compress_result(folder: Path, seed: int) -> Policy:
     obs_spec = teacher.observation_spec()
     num_actions = int(teacher.meta["num_actions"])
     network = pipeline.result_network(method, teacher.network(), obs_spec, num_actions)
+    try:
+        params = compress.deserialize(blob.read_bytes())
+    except Exception as e:  # msgpack raises several unrelated types
+        raise ValueError(
+            f"{blob} is not a memjax compress artefact: {type(e).__name__}: {e}"
+        ) from None
     return Policy(
         network=network,
-        params=compress.deserialize(blob.read_bytes()),
+        params=params,
         obs_spec=obs_spec,
         num_actions=num_actions,
         feedforward=True,  # memjax compress takes feedforward Q-networks only

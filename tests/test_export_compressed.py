@@ -157,11 +157,13 @@ def test_int8_keeps_a_quantized_networks_own_scales(result):
 def test_bad_compress_input_is_one_line_exit_2_and_no_file(result, tmp_path, capsys):
     name, folder, methods, obs_shape = result
     out = tmp_path / "x.onnx"
+    (folder / "int4" / "seed3.msgpack").write_bytes(b"\xc1 not msgpack")
     for argv, words in [
         ([str(folder)], "is a memjax compress result: export one of its methods' folders"),
         ([str(folder / "int4"), "--seed", "1"], "seed 1 out of range: "),
         ([str(folder / "lowrank_r4"), "--quantize", "int8"], "'lowrank:r4' is stored as a LowRank"),
         ([str(folder / "share_16"), "--quantize", "int8"], "is stored as a Shared"),
+        ([str(folder / "int4"), "--seed", "3"], "seed3.msgpack is not a memjax compress artefact"),
     ]:
         for fmt in ("jax", "onnx"):
             with pytest.raises(SystemExit) as exc:
@@ -170,6 +172,7 @@ def test_bad_compress_input_is_one_line_exit_2_and_no_file(result, tmp_path, cap
             err = capsys.readouterr().err
             assert words in err and err.count("\n") == 1, err
             assert list(tmp_path.iterdir()) == []
+    (folder / "int4" / "seed3.msgpack").unlink()  # the fixture's folder, shared
     assert cli.main(["export", str(folder / "int4"), "--format", "onnx", "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out and out.is_file()
 
