@@ -124,7 +124,10 @@ SLOW = {
         "test_a_greedy_episode_through_onnx_scores_what_the_network_scores",
         "test_a_recurrent_file_runs_without_memjax_or_jax",
     },
-    "test_export_compressed.py": {"test_what_memjax_compress_writes_exports"},  # distils
+    "test_export_compressed.py": {
+        "test_what_memjax_compress_writes_exports",  # distils
+        "test_every_method_exports_what_memjax_computes_from_its_artefact",  # 16 exports
+    },
     "test_cli.py": {"test_tiny_train_run", "test_tiny_train_run_with_memory_budget_and_codecs"},
     "test_compress_cli.py": {"test_tiny_run"},
     "test_compress_distill.py": {
