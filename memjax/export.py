@@ -27,8 +27,8 @@ Agents that carry a state (DRQN, the NTM, memnet) export as ``(obs, carry, first
 (q_values, carry)``: with ``first`` True where an episode starts, the file puts the agent's
 initial state there (so zeros of the carry's shapes are a valid first carry). In the jax
 format the carry is the agent's own pytree
-(``jax.tree.unflatten(exp.in_tree, exp.in_avals)[0][1]``); in ONNX (DRQN) its tensors are
-inputs and outputs of their own (:data:`ONNX_CARRY`).
+(``jax.tree.unflatten(exp.in_tree, exp.in_avals)[0][1]``); in ONNX (DRQN, memnet) its
+tensors are inputs and outputs of their own (:func:`export_onnx`).
 
 The programs are lowered for CPU and CUDA by default (``platforms``); JAX promises that a
 serialized export keeps loading and running in the JAX releases of the following six months,
@@ -372,16 +372,21 @@ def export_onnx(source, out, *, seed: int = 0, quantize: str = "none") -> Path:
     input ``obs`` float32 ``[batch, *obs_shape]``, output ``q_values`` float32 ``[batch,
     num_actions]``, ``batch`` dynamic. memjax's MLP and conv Q-networks (the feedforward
     agents', distilled students', and every ``memjax compress`` result) and DRQN's recurrent
-    Q-network are written layer by layer with ONNX's own operators (MatMul, Add, Relu, Conv
-    with the NHWC input transposed; a GRU or LSTM cell as MatMul, Sigmoid, Tanh, Mul exactly
-    as flax computes it). ``quantize="int8"`` stores the kernels as int8 initializers with
+    Q-network and memnet's are written layer by layer with ONNX's own operators (MatMul, Add,
+    Relu, Conv with the NHWC input transposed; a GRU or LSTM cell as MatMul, Sigmoid, Tanh,
+    Mul exactly as flax computes it; memnet's attention read with Einsum, Where and
+    Softmax). ``quantize="int8"`` stores the kernels as int8 initializers with
     their scales, dequantized in the graph (``DequantizeLinear``), so the outputs equal
     memjax's int8 model's.
 
     A recurrent Q-network's file takes ``obs``, its carry (:data:`ONNX_CARRY`: ``h`` for a
     GRU, ``c`` and ``h`` for an LSTM, float32 ``[batch, memory]``) and ``first`` bool
     ``[batch]``, and returns ``q_values`` and ``next_h`` (``next_c``, ``next_h``); where
-    ``first`` the carry is reset to DRQN's initial carry, zeros, before the step.
+    ``first`` the carry is reset to DRQN's initial carry, zeros, before the step. memnet's
+    file takes ``obs``, ``ring`` float32 ``[batch, context_length, *obs_shape]`` (the last
+    observations, oldest first), ``count`` int32 ``[batch]`` (how many of the newest belong
+    to the episode) and ``first``, and returns ``q_values``, ``next_ring`` and
+    ``next_count`` (the ring after ``obs``); its initial carry is zeros.
 
     Args:
       source: what :func:`load_policy` takes.
@@ -395,20 +400,22 @@ def export_onnx(source, out, *, seed: int = 0, quantize: str = "none") -> Path:
 
     Raises:
       FileNotFoundError: no run or compress result, or a run without final parameters.
-      ValueError: a network other than memjax's MLP, conv and recurrent Q-networks (the NTM's
-        and memnet's memory reads are not written in ONNX: use the jax format), a seed out of
-        range, an unknown ``quantize`` or int8 of layers that cannot be quantized.
+      ValueError: a network other than memjax's MLP, conv, recurrent and memnet Q-networks
+        (the NTM's memory is not written in ONNX: use the jax format), a seed out of range,
+        an unknown ``quantize`` or int8 of layers that cannot be quantized.
       ImportError: the ``onnx`` package is not installed.
     """
     from memjax.agents import ConvQNetwork, MLPQNetwork, RecurrentQNetwork
+    from memjax.agents.memnet import MemoryQNetwork
 
     policy = load_policy(source, seed=seed)
     network = policy.network
-    if not isinstance(network, (MLPQNetwork, ConvQNetwork, RecurrentQNetwork)):
+    if not isinstance(network, (MLPQNetwork, ConvQNetwork, RecurrentQNetwork, MemoryQNetwork)):
         raise ValueError(
-            f"ONNX export writes memjax's MLP, conv and recurrent (GRU, LSTM) Q-networks, not "
-            f"{policy.name}'s {type(network).__name__}, whose memory read is not written in "
-            f"ONNX operators: use --format jax"
+            f"ONNX export writes memjax's MLP, conv, recurrent (GRU, LSTM) and memnet "
+            f"Q-networks, not {policy.name}'s {type(network).__name__}, whose memory (content "
+            f"addressing, circular shifts, sharpening) is not written in ONNX operators: use "
+            f"--format jax"
         )
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -418,7 +425,14 @@ def export_onnx(source, out, *, seed: int = 0, quantize: str = "none") -> Path:
     graph = _OnnxGraph()
     inputs = [("obs", TensorProto.FLOAT, ["batch", *policy.obs_spec.shape])]
     outputs = [("q_values", TensorProto.FLOAT, ["batch", policy.num_actions])]
-    if isinstance(network, RecurrentQNetwork):
+    if isinstance(network, MemoryQNetwork):
+        m, shape = network.context_length, list(policy.obs_spec.shape)
+        inputs += [("ring", TensorProto.FLOAT, ["batch", m, *shape])]
+        inputs += [("count", TensorProto.INT32, ["batch"]), ("first", TensorProto.BOOL, ["batch"])]
+        outputs += [("next_ring", TensorProto.FLOAT, ["batch", m, *shape])]
+        outputs += [("next_count", TensorProto.INT32, ["batch"])]
+        _memnet_graph(graph, network, params, tuple(shape))
+    elif isinstance(network, RecurrentQNetwork):
         names = ONNX_CARRY[network.cell]
         inputs += [(n, TensorProto.FLOAT, ["batch", network.memory]) for n in names]
         inputs += [("first", TensorProto.BOOL, ["batch"])]
@@ -531,6 +545,87 @@ def _recurrent_graph(graph, network, params, obs_rank: int) -> None:
     for k, name in enumerate(head):
         y = graph.dense(name, params[name], y, relu=k + 1 < len(head))
     graph.node("Identity", [y], output="q_values")
+
+
+def _memnet_graph(graph, network, params, obs_shape: tuple) -> None:
+    """MemoryQNetwork.step: reset the ring where ``first``, read it with attention from the
+    current observation (the flax module's ``read``), push the observation into it."""
+    m, d, heads = network.context_length, network.memory, network.heads
+    rank = len(obs_shape)
+    first = graph.node(
+        "Reshape", ["first", graph.constant("b_ones", [-1] + [1] * (rank + 1), np.int64)]
+    )
+    ring = graph.node("Where", [first, graph.constant("zero", np.float32(0)), "ring"])
+    count = graph.node("Where", ["first", graph.constant("zero_i", np.int32(0), np.int32), "count"])
+    # valid [B, M]: the newest `count` slots
+    start = graph.node("Sub", [graph.constant("m", np.int32(m), np.int32), count])
+    start = graph.node("Unsqueeze", [start, graph.constant("axes_1", np.array([1]), np.int64)])
+    slots = graph.constant("slots", np.arange(m)[None], np.int32)
+    valid = graph.node("GreaterOrEqual", [slots, start])
+    # one encoder pass over [obs; the ring's M observations of every row]
+    flat = graph.node("Reshape", [ring, graph.constant("flat_shape", [-1, *obs_shape], np.int64)])
+    x = graph.node("Concat", ["obs", flat], axis=0)
+    if rank == 3 and network.channels:
+        x = graph.conv("conv", params["conv"], x)
+    x = graph.node("Flatten", [x], axis=1)
+    for i in range(len(network.hidden)):
+        x = graph.dense(f"encoder_{i}", params[f"encoder_{i}"], x, relu=True)
+    batch = graph.node("Shape", ["obs"], start=0, end=1)
+    big = graph.constant("big", [2**62], np.int64)
+    zero_axis = graph.constant("axis_0", [0], np.int64)
+    query_e = graph.node("Slice", [x, graph.constant("start_0", [0], np.int64), batch, zero_axis])
+    context_e = graph.node("Slice", [x, batch, big, zero_axis])
+    split_ctx = graph.constant("ctx_shape", [-1, m, d], np.int64)
+    keys = graph.node("Reshape", [graph.dense("key", params["key"], context_e), split_ctx])
+    values = graph.node("Reshape", [graph.dense("value", params["value"], context_e), split_ctx])
+    query = graph.dense("query", params["query"], query_e)  # [B, d]
+    per_head = graph.constant("heads_q", [-1, heads, d // heads], np.int64)
+    per_head_ctx = graph.constant("heads_ctx", [-1, m, heads, d // heads], np.int64)
+    heads_query = graph.node("Reshape", [query, per_head])
+    aged = graph.node("Add", [keys, graph.constant("age", params["age"])])
+    heads_keys = graph.node("Reshape", [aged, per_head_ctx])
+    scale = graph.constant("scale", np.float32((heads / d) ** 0.5))
+    logits = graph.node("Einsum", [heads_query, heads_keys], equation="ngd,nmgd->ngm")
+    logits = graph.node("Mul", [logits, scale])
+    valid = graph.node("Unsqueeze", [valid, graph.constant("axes_1b", np.array([1]), np.int64)])
+    logits = graph.node("Where", [valid, logits, graph.constant("minus_inf", np.float32(-np.inf))])
+    null_key = graph.constant("null_key", np.reshape(params["null_key"], (heads, d // heads)))
+    null = graph.node("Einsum", [heads_query, null_key], equation="ngd,gd->ng")
+    null = graph.node(
+        "Unsqueeze",
+        [graph.node("Mul", [null, scale]), graph.constant("axes_2", np.array([2]), np.int64)],
+    )
+    weights = graph.node("Softmax", [graph.node("Concat", [logits, null], axis=2)], axis=2)
+    axis_2 = graph.constant("axis_2", [2], np.int64)
+    on_slots = graph.node(
+        "Slice",
+        [weights, graph.constant("s0", [0], np.int64), graph.constant("sm", [m], np.int64), axis_2],
+    )
+    on_null = graph.node(
+        "Slice",
+        [
+            weights,
+            graph.constant("sm2", [m], np.int64),
+            graph.constant("sm1", [m + 1], np.int64),
+            axis_2,
+        ],
+    )
+    heads_values = graph.node("Reshape", [values, per_head_ctx])
+    read = graph.node("Einsum", [on_slots, heads_values], equation="ngm,nmgd->ngd")
+    null_value = graph.constant("null_value", np.reshape(params["null_value"], (heads, d // heads)))
+    read = graph.node("Add", [read, graph.node("Mul", [on_null, null_value])])
+    read = graph.node("Reshape", [read, graph.constant("flat_read", [-1, d], np.int64)])
+    hidden = graph.node(
+        "Relu", [graph.node("Add", [graph.dense("combine", params["combine"], query), read])]
+    )
+    graph.node("Identity", [graph.dense("head", params["head"], hidden)], output="q_values")
+    # the ring after obs: the oldest slot dropped, obs the newest; count up by one (at most M)
+    axis_1 = graph.constant("axis_1", [1], np.int64)
+    older = graph.node("Slice", [ring, graph.constant("s1", [1], np.int64), big, axis_1])
+    newest = graph.node("Unsqueeze", ["obs", graph.constant("axes_1c", np.array([1]), np.int64)])
+    graph.node("Concat", [older, newest], output="next_ring", axis=1)
+    one = graph.constant("one_i", np.int32(1), np.int32)
+    graph.node("Min", [graph.node("Add", [count, one]), "m"], output="next_count")
 
 
 class _OnnxGraph:
