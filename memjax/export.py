@@ -27,8 +27,8 @@ Agents that carry a state (DRQN, the NTM, memnet) export as ``(obs, carry, first
 (q_values, carry)``: with ``first`` True where an episode starts, the file puts the agent's
 initial state there (so zeros of the carry's shapes are a valid first carry). In the jax
 format the carry is the agent's own pytree
-(``jax.tree.unflatten(exp.in_tree, exp.in_avals)[0][1]``); in ONNX (DRQN, memnet) its
-tensors are inputs and outputs of their own (:func:`export_onnx`).
+(``jax.tree.unflatten(exp.in_tree, exp.in_avals)[0][1]``); in ONNX its arrays are inputs and
+outputs of their own (:func:`export_onnx`).
 
 The programs are lowered for CPU and CUDA by default (``platforms``); JAX promises that a
 serialized export keeps loading and running in the JAX releases of the following six months,
@@ -64,6 +64,9 @@ ONNX_CARRY = {"gru": ("h",), "lstm": ("c", "h")}
 """The carry inputs of a recurrent Q-network's ONNX file, by cell: float32 ``[batch, memory]``
 each, zeros at an episode's start; the file outputs the next ones as ``next_<name>``, after
 ``q_values``, and takes ``first`` bool ``[batch]`` last among its inputs."""
+ONNX_NTM_CARRY = ("controller", "memory", "weights", "reads")
+"""The carry inputs of an NTM's ONNX file, float32 (``controller`` only with an LSTM or GRU
+controller); outputs ``next_<name>`` after ``q_values``; ``first`` last among the inputs."""
 RUN_FILES = ("summary.json", "returns.csv", "checkpoints")
 """What a run directory holds besides its final parameters (a run killed before the end has
 some of them but no ``checkpoint.msgpack``)."""
@@ -371,11 +374,12 @@ def export_onnx(source, out, *, seed: int = 0, quantize: str = "none") -> Path:
     """Write the greedy Q-network of one seed of ``source`` as an ONNX model (opset 17):
     input ``obs`` float32 ``[batch, *obs_shape]``, output ``q_values`` float32 ``[batch,
     num_actions]``, ``batch`` dynamic. memjax's MLP and conv Q-networks (the feedforward
-    agents', distilled students', and every ``memjax compress`` result) and DRQN's recurrent
-    Q-network and memnet's are written layer by layer with ONNX's own operators (MatMul, Add,
-    Relu, Conv with the NHWC input transposed; a GRU or LSTM cell as MatMul, Sigmoid, Tanh,
-    Mul exactly as flax computes it; memnet's attention read with Einsum, Where and
-    Softmax). ``quantize="int8"`` stores the kernels as int8 initializers with
+    agents', distilled students', and every ``memjax compress`` result) and the Q-networks of
+    DRQN, memnet and the NTM are written layer by layer with ONNX's own operators (MatMul,
+    Add, Relu, Conv with the NHWC input transposed; a GRU or LSTM cell as MatMul, Sigmoid,
+    Tanh, Mul exactly as flax computes it; memnet's attention read with Einsum, Where and
+    Softmax; the NTM's addressing with ReduceSum, Softmax, Slice and Concat for the circular
+    shift, Log for the sharpening). ``quantize="int8"`` stores the kernels as int8 initializers with
     their scales, dequantized in the graph (``DequantizeLinear``), so the outputs equal
     memjax's int8 model's.
 
@@ -386,7 +390,10 @@ def export_onnx(source, out, *, seed: int = 0, quantize: str = "none") -> Path:
     file takes ``obs``, ``ring`` float32 ``[batch, context_length, *obs_shape]`` (the last
     observations, oldest first), ``count`` int32 ``[batch]`` (how many of the newest belong
     to the episode) and ``first``, and returns ``q_values``, ``next_ring`` and
-    ``next_count`` (the ring after ``obs``); its initial carry is zeros.
+    ``next_count`` (the ring after ``obs``); its initial carry is zeros. The NTM's file takes
+    ``obs``, the carry's arrays (:data:`ONNX_NTM_CARRY`, shapes as in
+    :class:`memjax.agents.NTMQNetwork`) and ``first``, and returns ``q_values`` and
+    ``next_<name>`` of each; where ``first`` it puts the NTM's initial state (not zeros).
 
     Args:
       source: what :func:`load_policy` takes.
@@ -400,22 +407,23 @@ def export_onnx(source, out, *, seed: int = 0, quantize: str = "none") -> Path:
 
     Raises:
       FileNotFoundError: no run or compress result, or a run without final parameters.
-      ValueError: a network other than memjax's MLP, conv, recurrent and memnet Q-networks
-        (the NTM's memory is not written in ONNX: use the jax format), a seed out of range,
-        an unknown ``quantize`` or int8 of layers that cannot be quantized.
+      ValueError: a network other than memjax's own (a user's flax module: use the jax
+        format), a seed out of range, an unknown ``quantize`` or int8 of layers that cannot
+        be quantized.
       ImportError: the ``onnx`` package is not installed.
     """
     from memjax.agents import ConvQNetwork, MLPQNetwork, RecurrentQNetwork
     from memjax.agents.memnet import MemoryQNetwork
+    from memjax.agents.ntm import NTMQNetwork
 
     policy = load_policy(source, seed=seed)
     network = policy.network
-    if not isinstance(network, (MLPQNetwork, ConvQNetwork, RecurrentQNetwork, MemoryQNetwork)):
+    kinds = (MLPQNetwork, ConvQNetwork, RecurrentQNetwork, MemoryQNetwork, NTMQNetwork)
+    if not isinstance(network, kinds):
         raise ValueError(
-            f"ONNX export writes memjax's MLP, conv, recurrent (GRU, LSTM) and memnet "
-            f"Q-networks, not {policy.name}'s {type(network).__name__}, whose memory (content "
-            f"addressing, circular shifts, sharpening) is not written in ONNX operators: use "
-            f"--format jax"
+            f"ONNX export writes memjax's own Q-networks (MLP, conv, DRQN, memnet, NTM), not "
+            f"{policy.name}'s {type(network).__name__}: use --format jax, which exports any "
+            f"flax network"
         )
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -432,6 +440,14 @@ def export_onnx(source, out, *, seed: int = 0, quantize: str = "none") -> Path:
         outputs += [("next_ring", TensorProto.FLOAT, ["batch", m, *shape])]
         outputs += [("next_count", TensorProto.INT32, ["batch"])]
         _memnet_graph(graph, network, params, tuple(shape))
+    elif isinstance(network, NTMQNetwork):
+        carry = jax.eval_shape(lambda: network.initial_carry(1))
+        names = [n for n in ONNX_NTM_CARRY if n != "controller" or network.controller_size]
+        for n in names:
+            inputs += [(n, TensorProto.FLOAT, ["batch", *carry[n].shape[1:]])]
+        inputs += [("first", TensorProto.BOOL, ["batch"])]
+        outputs += [(f"next_{n}", TensorProto.FLOAT, ["batch", *carry[n].shape[1:]]) for n in names]
+        _ntm_graph(graph, network, params, len(policy.obs_spec.shape), names)
     elif isinstance(network, RecurrentQNetwork):
         names = ONNX_CARRY[network.cell]
         inputs += [(n, TensorProto.FLOAT, ["batch", network.memory]) for n in names]
@@ -487,64 +503,183 @@ def _recurrent_graph(graph, network, params, obs_rank: int) -> None:
         n: graph.node("Where", [first, zero, n]) for n in ONNX_CARRY[network.cell]
     }  # DRQN's initial carry: zeros
     if network.cell == "gru":
-        cell = params["GRUCell_0"]
-        h = carry["h"]
-
-        def gate(name, act):  # act(x W_i + b_i + h W_h)
-            return graph.node(
-                act,
-                [
-                    graph.node(
-                        "Add",
-                        [
-                            graph.dense(f"GRUCell_0/i{name}", cell[f"i{name}"], x),
-                            graph.dense(f"GRUCell_0/h{name}", cell[f"h{name}"], h),
-                        ],
-                    )
-                ],
-            )
-
-        r, z = gate("r", "Sigmoid"), gate("z", "Sigmoid")
-        hn = graph.dense("GRUCell_0/hn", cell["hn"], h)
-        n = graph.node(
-            "Tanh",
-            [
-                graph.node(
-                    "Add", [graph.dense("GRUCell_0/in", cell["in"], x), graph.node("Mul", [r, hn])]
-                )
-            ],
-        )
-        one = graph.constant("one", np.float32(1))
-        y = graph.node(
-            "Add",
-            [graph.node("Mul", [graph.node("Sub", [one, z]), n]), graph.node("Mul", [z, h])],
-            output="next_h",
-        )
+        y = _gru(graph, "GRUCell_0", params["GRUCell_0"], x, carry["h"], output="next_h")
     else:
         cell = params["OptimizedLSTMCell_0"]
-        c, h = carry["c"], carry["h"]
-
-        def gate(name, act):  # act(h W_h + b_h + x W_i), as flax's fused matmuls sum them
-            hidden = graph.dense(f"LSTM/h{name}", cell[f"h{name}"], h)
-            return graph.node(
-                act,
-                [graph.node("Add", [hidden, graph.dense(f"LSTM/i{name}", cell[f"i{name}"], x)])],
-            )
-
-        i, f, g, o = (
-            gate("i", "Sigmoid"),
-            gate("f", "Sigmoid"),
-            gate("g", "Tanh"),
-            gate("o", "Sigmoid"),
-        )
-        new_c = graph.node(
-            "Add", [graph.node("Mul", [f, c]), graph.node("Mul", [i, g])], output="next_c"
-        )
-        y = graph.node("Mul", [o, graph.node("Tanh", [new_c])], output="next_h")
+        _, y = _lstm(graph, "LSTM", cell, x, carry["c"], carry["h"], ("next_c", "next_h"))
     head = dense[len(network.hidden) :]
     for k, name in enumerate(head):
         y = graph.dense(name, params[name], y, relu=k + 1 < len(head))
     graph.node("Identity", [y], output="q_values")
+
+
+def _gru(graph, prefix: str, cell, x: str, h: str, output=None) -> str:
+    """flax's GRUCell: the new ``h`` from ``x`` and ``h``."""
+
+    def gate(name, act):  # act(x W_i + b_i + h W_h)
+        i = graph.dense(f"{prefix}/i{name}", cell[f"i{name}"], x)
+        return graph.node(
+            act, [graph.node("Add", [i, graph.dense(f"{prefix}/h{name}", cell[f"h{name}"], h)])]
+        )
+
+    r, z = gate("r", "Sigmoid"), gate("z", "Sigmoid")
+    hn = graph.dense(f"{prefix}/hn", cell["hn"], h)
+    xn = graph.dense(f"{prefix}/in", cell["in"], x)
+    n = graph.node("Tanh", [graph.node("Add", [xn, graph.node("Mul", [r, hn])])])
+    keep = graph.node("Sub", [graph.constant("one", np.float32(1)), z])
+    return graph.node(
+        "Add", [graph.node("Mul", [keep, n]), graph.node("Mul", [z, h])], output=output
+    )
+
+
+def _lstm(graph, prefix: str, cell, x: str, c: str, h: str, outputs=(None, None)):
+    """flax's OptimizedLSTMCell: the new ``(c, h)`` from ``x`` and ``(c, h)``."""
+
+    def gate(name, act):  # act(h W_h + b_h + x W_i), as flax's fused matmuls sum them
+        hidden = graph.dense(f"{prefix}/h{name}", cell[f"h{name}"], h)
+        i = graph.dense(f"{prefix}/i{name}", cell[f"i{name}"], x)
+        return graph.node(act, [graph.node("Add", [hidden, i])])
+
+    i, f, g, o = (gate(n, a) for n, a in zip("ifgo", ("Sigmoid", "Sigmoid", "Tanh", "Sigmoid")))
+    new_c = graph.node(
+        "Add", [graph.node("Mul", [f, c]), graph.node("Mul", [i, g])], output=outputs[0]
+    )
+    return new_c, graph.node("Mul", [o, graph.node("Tanh", [new_c])], output=outputs[1])
+
+
+def _ntm_graph(graph, network, params, obs_rank: int, carry_names) -> None:
+    """NTMQNetwork: the carry reset to its initial state where ``first``; encoder on [obs,
+    last reads]; controller; heads; the memory's write then reads (``memjax.agents.ntm``'s
+    addressing: content, interpolation, circular shift, sharpening); Q-head on [h, reads]."""
+    from memjax.agents import ntm
+
+    n_rows, width, r = network.memory_rows, network.memory_width, network.read_heads
+    s = 2 * network.shift_range + 1
+    initial = {k: np.asarray(v) for k, v in network.initial_carry(1).items()}
+    carry = {}
+    for name in carry_names:
+        rank = initial[name].ndim
+        first = graph.node(
+            "Reshape", ["first", graph.constant(f"b{rank}", [-1] + [1] * (rank - 1), np.int64)]
+        )
+        carry[name] = graph.node(
+            "Where", [first, graph.constant(f"initial_{name}", initial[name]), name]
+        )
+    const = lambda name, v: graph.constant(name, np.asarray(v, np.int64), np.int64)  # noqa: E731
+
+    def cut(x, axis, start, end):  # x[..., start:end, ...] on a static axis
+        return graph.node(
+            "Slice",
+            [x, const(f"s{start}", [start]), const(f"e{end}", [end]), const(f"a{axis}", [axis])],
+        )
+
+    def reduce_sum(x, axis, keep=0):
+        return graph.node("ReduceSum", [x, const(f"a{axis}", [axis])], keepdims=keep)
+
+    x = "obs"
+    if obs_rank == 3 and network.channels:
+        x = graph.conv("Conv_0", params["Conv_0"], x)
+    x = graph.node("Flatten", [x], axis=1)
+    dense = _dense_names(params)
+    for name in dense[: len(network.hidden)]:
+        x = graph.dense(name, params[name], x, relu=True)
+    reads = graph.node("Flatten", [carry["reads"]], axis=1)
+    x = graph.node("Concat", [x, reads], axis=1)
+    rest = dense[len(network.hidden) :]
+    m = network.memory
+    if network.controller == "lstm":
+        c, h = cut(carry["controller"], 1, 0, m), cut(carry["controller"], 1, m, 2 * m)
+        c, y = _lstm(graph, "LSTM", params["OptimizedLSTMCell_0"], x, c, h)
+        graph.node("Concat", [c, y], output="next_controller", axis=1)
+    elif network.controller == "gru":
+        y = _gru(graph, "GRUCell_0", params["GRUCell_0"], x, carry["controller"])
+        graph.node("Identity", [y], output="next_controller")
+    else:
+        y, rest = graph.dense(rest[0], params[rest[0]], x, relu=True), rest[1:]
+    emitted = graph.dense("heads", params["heads"], y)
+    per_head = width + s + 3
+    heads = graph.node(
+        "Reshape",
+        [cut(emitted, 1, 0, (r + 1) * per_head), const("heads_shape", [-1, r + 1, per_head])],
+    )
+    tail = cut(emitted, 1, (r + 1) * per_head, (r + 1) * per_head + 2 * width)
+    one = graph.constant("one", np.float32(1))
+    key = cut(heads, 2, 0, width)
+    beta = graph.node("Softplus", [cut(heads, 2, width, width + 1)])
+    gate = graph.node("Sigmoid", [cut(heads, 2, width + 1, width + 2)])
+    shifts = graph.node("Softmax", [cut(heads, 2, width + 2, width + 2 + s)], axis=-1)
+    gamma = graph.node(
+        "Add", [one, graph.node("Softplus", [cut(heads, 2, width + 2 + s, width + 3 + s)])]
+    )
+    erase = graph.node("Sigmoid", [cut(tail, 1, 0, width)])
+    add = graph.node("Tanh", [cut(tail, 1, width, 2 * width)])
+    eps = graph.constant("eps", np.float32(ntm.EPS))
+
+    def address(memory, previous, head_from, head_to):
+        """Weightings [B, H, N] of heads head_from..head_to on memory [B, 1, N, W]."""
+        k = cut(key, 1, head_from, head_to)  # [B, H, W]
+        k4 = graph.node("Unsqueeze", [k, const("ax2", [2])])
+        dot = reduce_sum(graph.node("Mul", [memory, k4]), -1)  # [B, H, N]
+        rows = graph.node(
+            "Sqrt", [graph.node("Add", [reduce_sum(graph.node("Mul", [memory, memory]), -1), eps])]
+        )
+        norm = graph.node(
+            "Sqrt", [graph.node("Add", [reduce_sum(graph.node("Mul", [k, k]), -1, keep=1), eps])]
+        )
+        b = cut(beta, 1, head_from, head_to)
+        similarity = graph.node(
+            "Div", [graph.node("Mul", [b, dot]), graph.node("Mul", [rows, norm])]
+        )
+        content = graph.node("Softmax", [similarity], axis=-1)
+        g = cut(gate, 1, head_from, head_to)
+        w = graph.node(
+            "Add",
+            [
+                graph.node("Mul", [g, content]),
+                graph.node("Mul", [graph.node("Sub", [one, g]), previous]),
+            ],
+        )
+        shift = cut(shifts, 1, head_from, head_to)  # [B, H, S]
+        total = None
+        for j in range(-(s // 2), s // 2 + 1):  # roll(w, j)[i] = w[(i - j) mod N]
+            k_ = j % n_rows
+            rolled = (
+                w
+                if k_ == 0
+                else graph.node(
+                    "Concat", [cut(w, 2, n_rows - k_, n_rows), cut(w, 2, 0, n_rows - k_)], axis=2
+                )
+            )
+            term = graph.node("Mul", [cut(shift, 2, j + s // 2, j + s // 2 + 1), rolled])
+            total = term if total is None else graph.node("Add", [total, term])
+        gm = cut(gamma, 1, head_from, head_to)
+        return graph.node(
+            "Softmax",
+            [graph.node("Mul", [gm, graph.node("Log", [graph.node("Add", [total, eps])])])],
+            axis=-1,
+        )
+
+    memory = graph.node("Unsqueeze", [carry["memory"], const("ax1", [1])])  # [B, 1, N, W]
+    w_write = address(memory, cut(carry["weights"], 1, 0, 1), 0, 1)  # [B, 1, N]
+    w = graph.node("Unsqueeze", [w_write, const("ax3", [3])])  # [B, 1, N, 1]
+    e = graph.node(
+        "Unsqueeze", [graph.node("Unsqueeze", [erase, const("ax1", [1])]), const("ax1", [1])]
+    )
+    a = graph.node(
+        "Unsqueeze", [graph.node("Unsqueeze", [add, const("ax1", [1])]), const("ax1", [1])]
+    )
+    kept = graph.node("Mul", [memory, graph.node("Sub", [one, graph.node("Mul", [w, e])])])
+    written = graph.node("Add", [kept, graph.node("Mul", [w, a])])  # [B, 1, N, W]
+    graph.node("Squeeze", [written, const("ax1", [1])], output="next_memory")
+    w_read = address(written, cut(carry["weights"], 1, 1, r + 1), 1, r + 1)  # [B, R, N]
+    graph.node("Concat", [w_write, w_read], output="next_weights", axis=1)
+    wr = graph.node("Unsqueeze", [w_read, const("ax3", [3])])
+    new_reads = reduce_sum(graph.node("Mul", [wr, written]), 2, keep=0)  # [B, R, W]
+    graph.node("Identity", [new_reads], output="next_reads")
+    z = graph.node("Concat", [y, graph.node("Flatten", [new_reads], axis=1)], axis=1)
+    for name in rest:
+        z = graph.dense(name, params[name], z, relu=True)
+    graph.node("Identity", [graph.dense("q", params["q"], z)], output="q_values")
 
 
 def _memnet_graph(graph, network, params, obs_shape: tuple) -> None:
@@ -716,6 +851,7 @@ __all__ = [
     "QUANTIZE",
     "ONNX_OPSET",
     "ONNX_CARRY",
+    "ONNX_NTM_CARRY",
     "PLATFORMS",
     "Policy",
     "load_policy",

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -221,15 +222,49 @@ def test_an_agent_with_a_carry_exports_its_step(kind, tmp_path, capsys):
         ).stat().st_size
 
 
-def test_what_cannot_be_exported_says_why(tmp_path, capsys):
-    agent, knobs = CARRY_AGENTS["ntm"]
-    saved_agent(tmp_path / "ntm", agent, **knobs)
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["export", str(tmp_path / "ntm"), "--format", "onnx", "--out", "x.onnx"])
-    err = capsys.readouterr().err
-    assert exc.value.code == 2 and err.count("\n") == 1
-    assert "agent 'ntm'" in err and "not written in ONNX operators: use --format jax" in err
-    assert not (tmp_path / "x.onnx").exists()
+class NormalizedQNetwork(nn.Module):
+    """A user's Q-network with a LayerNorm: neither written in ONNX nor quantizable."""
+
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, obs):
+        return nn.Dense(self.num_actions)(nn.LayerNorm()(nn.Dense(16)(obs)))
+
+
+@pytest.fixture
+def user_agent():
+    from memjax import agents
+
+    def make_network(config, obs, num_actions):
+        return NormalizedQNetwork(num_actions)
+
+    agents.register(agents.get("dqn")._replace(name="normed", make_network=make_network))
+    yield "normed"
+    agents.unregister("normed")
+
+
+def test_what_cannot_be_exported_says_why(tmp_path, capsys, user_agent):
+    """A user's network exports in the jax format (any flax module), not in ONNX (memjax
+    writes its own networks there) nor as int8 (a LayerNorm is no Dense or Conv): one line,
+    exit 2, no file."""
+    network = NormalizedQNetwork(2)
+    params = network.init(jax.random.key(0), jnp.zeros((1, 4)))
+    params_file.save(tmp_path, TrainConfig(agent=user_agent), params, stacked=False)
+    obs = observations((4,), 5)
+    path = export.export_jax(tmp_path, tmp_path / "p.jaxexport")
+    np.testing.assert_allclose(
+        np.asarray(export.load_jax(path).call(obs)), network.apply(params, obs), atol=1e-5
+    )
+    for argv, words in [
+        (["--format", "onnx"], "not agent 'normed''s NormalizedQNetwork"),
+        (["--quantize", "int8"], "agent 'normed''s layers cannot be quantized: unsupported"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["export", str(tmp_path), *argv, "--out", str(tmp_path / "x")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1 and words in err, err
+        assert not (tmp_path / "x").exists()
 
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="pip install -e '.[dev]'")
@@ -404,3 +439,32 @@ def test_memnet_in_onnx_steps_as_the_network(tmp_path):
         np.testing.assert_allclose(q, q_ref, atol=1e-5)
         np.testing.assert_array_equal(ring, carry_ref["obs"])
         np.testing.assert_array_equal(count, carry_ref["count"])
+
+
+@pytest.mark.parametrize("controller", ["lstm", "gru", "feedforward"])
+def test_the_ntm_in_onnx_steps_as_the_network(controller, tmp_path):
+    """The NTM's file (obs, controller, memory, weights, reads, first) -> (q_values, next
+    ...) along a trajectory with episode starts inside equals the network stepped with the
+    loop's reset to its initial state (not zeros), float32 within 1e-5 and int8 with memjax's
+    int8 weights."""
+    agent, knobs = CARRY_AGENTS["ntm"]
+    trainer, params = saved_agent(tmp_path, agent, controller=controller, **knobs)
+    names = [n for n in export.ONNX_NTM_CARRY if n != "controller" or controller != "feedforward"]
+    for quantize in ("none", "int8"):
+        path = export.export_onnx(
+            tmp_path, tmp_path / f"{quantize}.onnx", seed=1, quantize=quantize
+        )
+        session = onnx_session(path, optimized=False)
+        assert [i.name for i in session.get_inputs()] == ["obs", *names, "first"]
+        weights = params if quantize == "none" else mjc.decompress(mjc.quantize(params))
+        observations = trajectory((3,))
+        reference = network_steps(trainer.network, weights, 3, observations)
+        carry = {
+            i.name: np.zeros((3, *i.shape[1:]), np.float32) for i in session.get_inputs()[1:-1]
+        }
+        for obs, first, (q_ref, carry_ref) in zip(observations, FIRST * 2, reference):
+            q, *new = session.run(None, {"obs": obs, **carry, "first": np.array(first)})
+            carry = dict(zip(names, new))
+            np.testing.assert_allclose(q, q_ref, atol=1e-5)
+            for name in names:
+                np.testing.assert_allclose(carry[name], carry_ref[name], atol=1e-5)
