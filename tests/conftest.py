@@ -124,6 +124,7 @@ SLOW = {
         "test_a_greedy_episode_through_onnx_scores_what_the_network_scores",
         "test_a_recurrent_file_runs_without_memjax_or_jax",
         "test_the_ntm_in_onnx_steps_as_the_network",  # builds the NTM thrice
+        "test_memnet_in_onnx_steps_as_the_network",
     },
     "test_export_compressed.py": {
         "test_what_memjax_compress_writes_exports",  # distils
