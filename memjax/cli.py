@@ -47,45 +47,94 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
 
 def _add_export(sub) -> None:
-    """``memjax export RUN_DIR --format jax [--quantize int8] --out FILE``."""
+    """``memjax export SOURCE --out FILE [--format jax|onnx] [--quantize none|int8]``."""
     from memjax.export import FORMATS, QUANTIZE
 
     e = sub.add_parser(
         "export",
-        usage="memjax export RUN_DIR --out FILE [--format jax|onnx] [--quantize none|int8] "
-        "[--seed I]",
-        help="write a trained run's greedy Q-network as a file that runs without memjax",
-        description="Write one seed's greedy Q-network of a run (RUN_DIR/checkpoint.msgpack of "
-        "memjax train --out RUN_DIR) as a file: q_values = f(obs) with obs float32 [batch, "
-        "*obs_shape], any batch. --format jax: serialized StableHLO that loads with jax alone "
-        "(jax.export.deserialize(open(FILE, 'rb').read()).call(obs)); --format onnx: an ONNX "
-        "model for onnxruntime, no JAX needed (feedforward agents). An agent that carries a "
-        "state (drqn, ntm) exports in the jax format as (obs, carry, first) -> (q_values, "
-        "carry).",
+        usage="memjax export SOURCE --out FILE [--format jax|onnx] [--quantize none|int8] "
+        "[--seed I] [--platforms cpu,cuda]",
+        help="write a trained or compressed greedy Q-network as a file that runs without memjax",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Write one seed's greedy Q-network as a file: q_values = f(obs), obs float32
+[batch, *obs_shape] for any batch, q_values float32 [batch, num_actions].
+
+SOURCE is a run (RUN_DIR of memjax train --out RUN_DIR, holding checkpoint.msgpack) or one
+method's folder of a compress result (DIR/<method> of memjax compress --out DIR, e.g.
+DIR/prune_0.9+int8: a pruned, low-rank, shared, quantized or distilled network).
+
+formats:
+  jax   serialized StableHLO; needs only jax to run (no flax, no memjax):
+        jax.export.deserialize(bytearray(open(FILE, 'rb').read())).call(obs)
+        JAX promises exports load in the releases of the next 6 months (and a release
+        runs exports up to 6 months older).
+  onnx  an ONNX model (opset 17) for onnxruntime, no JAX needed:
+        onnxruntime.InferenceSession(FILE).run(None, {'obs': obs})[0]
+
+Agents that carry a state take and return it: (obs, carry, first) -> (q_values, carry);
+first (bool [batch]) True where an episode starts puts the agent's initial state there, so
+zeros are a valid first carry. drqn: jax or onnx (inputs obs, h (gru) or c, h (lstm),
+first; outputs q_values, next_h (next_c, next_h)); memnet: jax or onnx (inputs obs, ring,
+count, first; outputs q_values, next_ring, next_count); ntm: jax or onnx (inputs obs,
+controller (lstm, gru), memory, weights, reads, first; outputs q_values, next_...).
+
+--quantize int8 stores kernels as int8 with per-output-channel float32 scales (a
+compress-quantized network keeps its own); a file about a quarter to a third the size.
+
+examples:
+  memjax export runs/cartpole --out cartpole.jaxexport
+  memjax export runs/cartpole --format onnx --quantize int8 --seed 3 --out cartpole.onnx
+  memjax export runs/cartpole-small/distill_32,32+int8 --format onnx --quantize int8 \\
+      --out small.onnx""",
     )
-    e.add_argument("run", metavar="RUN_DIR", help="a run directory of memjax train --out")
+    e.add_argument(
+        "run",
+        metavar="SOURCE",
+        help="a run directory (memjax train --out) or a method's folder of memjax compress --out",
+    )
+    e.error = _export_error  # argparse's own errors (bad choices, missing --out): one line
     e.add_argument("--out", required=True, metavar="FILE", help="the file to write")
-    e.add_argument("--format", choices=FORMATS, default="jax", help="(default: jax)")
+    e.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="jax",
+        help="jax (StableHLO, runs with jax) or onnx (runs with onnxruntime) (default: jax)",
+    )
     e.add_argument(
         "--quantize",
         choices=QUANTIZE,
         default="none",
         help="int8: kernels stored as int8 with one scale per output channel (default: none)",
     )
-    e.add_argument("--seed", type=types.non_negative, default=0, help="the run's seed (default: 0)")
+    e.add_argument(
+        "--seed",
+        type=types.non_negative,
+        default=0,
+        help="which seed (of a compress result: the seed it compressed) (default: 0)",
+    )
     e.add_argument(
         "--platforms",
         default="cpu,cuda",
-        help="platforms to lower for, comma-separated (default: cpu,cuda)",
+        help="--format jax: the platforms to lower for, comma-separated, of cpu, cuda, rocm, "
+        "tpu (default: cpu,cuda)",
     )
 
 
+def _export_error(message: str):
+    """One line on stderr (no usage block), exit status 2."""
+    print(f"memjax export: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
 def _export(args, parser) -> int:
-    from memjax.export import export_jax, export_onnx
+    from memjax.export import PLATFORMS, export_jax, export_onnx
 
     export = _subparser(parser, "export")
     platforms = tuple(p for p in args.platforms.split(",") if p)
     try:
+        if any(p not in PLATFORMS for p in platforms) or not platforms:
+            raise ValueError(f"--platforms must be some of {PLATFORMS}, got {args.platforms!r}")
         if args.format == "onnx":
             path = export_onnx(args.run, args.out, seed=args.seed, quantize=args.quantize)
             where = "onnxruntime"

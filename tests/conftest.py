@@ -116,6 +116,20 @@ SLOW = {
         "test_calibration_includes_finite_observation_space_bounds",
     },
     "test_train_rate.py": {"test_schedule_follows_the_rate_limiter"},
+    "test_export.py": {  # agents' loops built and compiled (the NTM's: ~40 s), episodes played
+        "test_an_agent_with_a_carry_exports_its_step[ntm]",
+        "test_an_agent_with_a_carry_exports_its_step[memnet]",
+        "test_an_agent_with_a_carry_exports_its_step[drqn-gru]",
+        "test_drqn_in_onnx_steps_as_the_network[drqn-gru-minatar]",
+        "test_a_greedy_episode_through_onnx_scores_what_the_network_scores",
+        "test_a_recurrent_file_runs_without_memjax_or_jax",
+        "test_the_ntm_in_onnx_steps_as_the_network",  # builds the NTM thrice
+        "test_memnet_in_onnx_steps_as_the_network",
+    },
+    "test_export_compressed.py": {
+        "test_what_memjax_compress_writes_exports",  # distils
+        "test_every_method_exports_what_memjax_computes_from_its_artefact",  # 16 exports
+    },
     "test_cli.py": {"test_tiny_train_run", "test_tiny_train_run_with_memory_budget_and_codecs"},
     "test_compress_cli.py": {"test_tiny_run"},
     "test_compress_distill.py": {

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -115,27 +116,38 @@ def test_the_file_loads_without_flax_or_memjax(run, tmp_path):
 
 def test_bad_input_is_one_line_and_leaves_no_file(run, tmp_path, capsys):
     name, folder, *_ = run
-    out = tmp_path / "x.jaxexport"
+    out = tmp_path / "out" / "x.jaxexport"
+    (tmp_path / "stranger").mkdir()
+    (tmp_path / "stranger" / "notes.txt").write_text("not a run")
+    (tmp_path / "killed" / "checkpoints" / "1000").mkdir(parents=True)  # no final parameters
+    (tmp_path / "bad.msgpack").write_bytes(b"\x00 not msgpack")
     for argv, words in [
-        ([str(tmp_path / "nope")], "no checkpoint at"),
+        ([str(tmp_path / "nope")], "no run or compress result at"),
+        ([str(tmp_path / "stranger")], "is neither a run of `memjax train --out`"),
+        ([str(tmp_path / "killed")], "has no final parameters (checkpoint.msgpack)"),
+        ([str(tmp_path / "bad.msgpack")], "is not a memjax checkpoint"),
         ([str(folder), "--seed", "9"], "seed 9 out of range: the run has 2 seeds"),
         ([str(folder), "--quantize", "int4"], "invalid choice: 'int4'"),
         ([str(folder), "--format", "tflite"], "invalid choice: 'tflite'"),
+        ([str(folder), "--platforms", "cpu,gpu"], "--platforms must be some of ('cpu', 'cuda'"),
     ]:
-        with pytest.raises(SystemExit) as exc:
-            cli.main(["export", *argv, "--out", str(out)])
-        assert exc.value.code == 2
-        assert words in capsys.readouterr().err
-        assert not out.exists() and not out.with_name(out.name + ".tmp").exists()
+        for fmt in ("jax", "onnx"):
+            with pytest.raises(SystemExit) as exc:
+                cli.main(["export", "--format", fmt, *argv, "--out", str(out)])
+            assert exc.value.code == 2
+            err = capsys.readouterr().err
+            assert words in err and err.count("\n") == 1, err
+            assert not out.parent.exists()
     assert cli.main(["export", str(folder), "--out", str(out), "--quantize", "int8"]) == 0
     assert "wrote" in capsys.readouterr().out and out.is_file()
 
 
-def saved_agent(folder, agent, **knobs):
-    """A 2-seed parameter file of ``agent`` on MemoryChain-8 (small knobs), and its trainer."""
+def saved_agent(folder, agent, env="MemoryChain-8", **knobs):
+    """A 2-seed parameter file of ``agent`` on ``env`` (small knobs), and its trainer and
+    seed 1's parameters."""
     from memjax.train import make_train
 
-    config = TrainConfig(agent=agent, env="MemoryChain-8").replace(**knobs)
+    config = TrainConfig(agent=agent, env=env).replace(**knobs)
     trainer = make_train(config)
     obs = jnp.zeros(trainer.env.observation_space(trainer.env_params).shape)
     keys = jax.random.split(jax.random.key(0), 2)
@@ -144,47 +156,115 @@ def saved_agent(folder, agent, **knobs):
     return trainer, jax.tree.map(lambda x: x[1], state.params)
 
 
-@pytest.mark.parametrize("agent", ["drqn", "ntm"])
-def test_an_agent_with_a_carry_exports_its_step(agent, tmp_path):
-    """``(obs, carry, first) -> (q_values, carry)`` along a 6-step trajectory with an episode
-    start inside equals the network stepped with the loop's reset, from zeros and first=True."""
+CARRY_AGENTS = {
+    "drqn-gru": ("drqn", dict(hidden=(8,), memory=8)),
+    "drqn-lstm": ("drqn", dict(hidden=(8,), memory=8, cell="lstm")),
+    "ntm": ("ntm", dict(hidden=(8,), memory=8)),
+    "memnet": (
+        "memnet",
+        dict(hidden=(8,), memory=8, context_length=4, sequence_length=8, sequence_period=4),
+    ),
+}
+FIRST = [(True, True, True), (False, False, False), (False, True, False), (False, False, True)]
+
+
+def network_steps(network, params, batch, observations):
+    """Q-values and carries of ``network`` stepped over ``observations`` with the loop's
+    reset where ``FIRST``, from its initial carry."""
     from memjax.agents import reset_where
 
-    trainer, params = saved_agent(tmp_path, agent, hidden=(8,), memory=8)
+    method = "step" if hasattr(network, "step") else "__call__"
+    carry, out = network.initial_carry(batch), []
+    for obs, first in zip(observations, FIRST * 2):
+        carry = reset_where(jnp.asarray(first), carry, network.initial_carry(batch))
+        carry, q = network.apply(params, carry, obs, method=method)
+        out.append((np.asarray(q), jax.tree.map(np.asarray, carry)))
+    return out
+
+
+def trajectory(obs_shape, batch=3, steps=8):
+    return list(np.random.default_rng(0).normal(size=(steps, batch, *obs_shape)).astype(np.float32))
+
+
+@pytest.mark.parametrize("kind", sorted(CARRY_AGENTS))
+def test_an_agent_with_a_carry_exports_its_step(kind, tmp_path, capsys):
+    """``(obs, carry, first) -> (q_values, carry)`` along an 8-step trajectory with episode
+    starts inside equals the network stepped with the loop's reset, from zeros and first=True
+    (the NTM's initial state is not zero: the file puts it back where first); int8 is smaller
+    and equals the network run from memjax's int8 weights (memnet: refused, its age and null
+    slots are no Dense or Conv layers)."""
+    agent, knobs = CARRY_AGENTS[kind]
+    trainer, params = saved_agent(tmp_path, agent, **knobs)
     network = trainer.network
-    policy = export.load_jax(export.export_jax(tmp_path, tmp_path / "p.jaxexport", seed=1))
-    batch = 3
-    (_, carry_avals, _), _ = jax.tree.unflatten(policy.in_tree, policy.in_avals)
-    carry = jax.tree.map(lambda a: np.zeros((batch, *a.shape[1:]), a.dtype), carry_avals)
-    reference = network.initial_carry(batch)
-    rng = np.random.default_rng(0)
-    for t in range(6):
-        obs = rng.normal(size=(batch, *policy.in_avals[0].shape[1:])).astype(np.float32)
-        first = np.array([t == 0, t in (0, 3), t == 0])
-        q, carry = policy.call(obs, carry, first)
-        reference = reset_where(jnp.asarray(first), reference, network.initial_carry(batch))
-        reference, q_ref = network.apply(params, reference, obs)
-        np.testing.assert_allclose(np.asarray(q), np.asarray(q_ref), atol=1e-5)
-    int8 = export.export_jax(tmp_path, tmp_path / "int8.jaxexport", quantize="int8")
-    assert int8.stat().st_size < (tmp_path / "p.jaxexport").stat().st_size
+    for quantize in ("none", "int8"):
+        path = tmp_path / f"{quantize}.jaxexport"
+        if kind == "memnet" and quantize == "int8":
+            with pytest.raises(SystemExit) as exc:
+                cli.main(["export", str(tmp_path), "--quantize", "int8", "--out", str(path)])
+            err = capsys.readouterr().err
+            assert exc.value.code == 2 and err.count("\n") == 1
+            assert "agent 'memnet''s layers cannot be quantized: unsupported layer" in err
+            assert not path.exists()
+            continue
+        policy = export.load_jax(export.export_jax(tmp_path, path, seed=1, quantize=quantize))
+        (_, carry_avals, _), _ = jax.tree.unflatten(policy.in_tree, policy.in_avals)
+        carry = jax.tree.map(lambda a: np.zeros((3, *a.shape[1:]), a.dtype), carry_avals)
+        weights = params if quantize == "none" else mjc.decompress(mjc.quantize(params))
+        observations = trajectory(policy.in_avals[0].shape[1:])
+        reference = network_steps(network, weights, 3, observations)
+        for obs, first, (q_ref, carry_ref) in zip(observations, FIRST * 2, reference):
+            q, carry = policy.call(obs, carry, np.array(first))
+            np.testing.assert_allclose(np.asarray(q), q_ref, atol=1e-5)
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), carry, carry_ref)
+    if kind != "memnet":
+        assert (tmp_path / "int8.jaxexport").stat().st_size < (
+            tmp_path / "none.jaxexport"
+        ).stat().st_size
 
 
-def test_what_cannot_be_exported_says_why(tmp_path):
-    saved_agent(tmp_path / "drqn", "drqn", hidden=(8,), memory=8)
-    with pytest.raises(ValueError, match="agent 'drqn' carries a state.*use --format jax"):
-        export.export_onnx(tmp_path / "drqn", tmp_path / "x.onnx")
-    saved_agent(
-        tmp_path / "memnet",
-        "memnet",
-        hidden=(8,),
-        memory=8,
-        context_length=4,
-        sequence_length=8,
-        sequence_period=4,
+class NormalizedQNetwork(nn.Module):
+    """A user's Q-network with a LayerNorm: neither written in ONNX nor quantizable."""
+
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, obs):
+        return nn.Dense(self.num_actions)(nn.LayerNorm()(nn.Dense(16)(obs)))
+
+
+@pytest.fixture
+def user_agent():
+    from memjax import agents
+
+    def make_network(config, obs, num_actions):
+        return NormalizedQNetwork(num_actions)
+
+    agents.register(agents.get("dqn")._replace(name="normed", make_network=make_network))
+    yield "normed"
+    agents.unregister("normed")
+
+
+def test_what_cannot_be_exported_says_why(tmp_path, capsys, user_agent):
+    """A user's network exports in the jax format (any flax module), not in ONNX (memjax
+    writes its own networks there) nor as int8 (a LayerNorm is no Dense or Conv): one line,
+    exit 2, no file."""
+    network = NormalizedQNetwork(2)
+    params = network.init(jax.random.key(0), jnp.zeros((1, 4)))
+    params_file.save(tmp_path, TrainConfig(agent=user_agent), params, stacked=False)
+    obs = observations((4,), 5)
+    path = export.export_jax(tmp_path, tmp_path / "p.jaxexport")
+    np.testing.assert_allclose(
+        np.asarray(export.load_jax(path).call(obs)), network.apply(params, obs), atol=1e-5
     )
-    with pytest.raises(ValueError, match="not called as \\(carry, obs\\)"):
-        export.export_jax(tmp_path / "memnet", tmp_path / "x.jaxexport")
-    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.jaxexport").exists()
+    for argv, words in [
+        (["--format", "onnx"], "not agent 'normed''s NormalizedQNetwork"),
+        (["--quantize", "int8"], "agent 'normed''s layers cannot be quantized: unsupported"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["export", str(tmp_path), *argv, "--out", str(tmp_path / "x")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1 and words in err, err
+        assert not (tmp_path / "x").exists()
 
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="pip install -e '.[dev]'")
@@ -214,7 +294,7 @@ def test_onnx_int8_is_memjaxs_int8_model_and_under_a_third_of_the_size(run, tmp_
     name, folder, network, params, obs_shape = run
     full = export.export_onnx(folder, tmp_path / "f32.onnx")
     small = export.export_onnx(folder, tmp_path / "int8.onnx", quantize="int8")
-    assert small.stat().st_size <= 0.32 * full.stat().st_size, (small, full)
+    assert small.stat().st_size <= 0.3 * full.stat().st_size, (small, full)
     seed0 = jax.tree.map(lambda x: x[0], params)
     obs = observations(obs_shape, 128, seed=4)
     expected = np.asarray(mjc.apply(network, mjc.quantize(seed0, bits=8), obs))
@@ -267,3 +347,124 @@ def test_a_greedy_episode_through_onnx_scores_what_the_network_scores(tmp_path):
                 total, t = total + float(reward), t + 1
             returns.append(total)
         assert returns[0] == returns[1], returns
+
+
+@pytest.mark.parametrize("kind", ["drqn-gru", "drqn-lstm", "drqn-gru-minatar"])
+def test_drqn_in_onnx_steps_as_the_network(kind, tmp_path):
+    """DRQN's file (obs, carry tensors, first) -> (q_values, next carry) along a trajectory
+    with episode starts inside equals the network stepped with the loop's reset: float32
+    within 1e-5, int8 equal to the network run from memjax's int8 weights."""
+    agent, knobs = CARRY_AGENTS[kind.removesuffix("-minatar")]
+    env = "Breakout-MinAtar" if kind.endswith("minatar") else "MemoryChain-8"
+    extra = {"buffer_capacity": 10_000} if kind.endswith("minatar") else {}
+    trainer, params = saved_agent(tmp_path, agent, env=env, **knobs, **extra)
+    names = export.ONNX_CARRY[knobs.get("cell", "gru")]
+    for quantize in ("none", "int8"):
+        path = export.export_onnx(
+            tmp_path, tmp_path / f"{quantize}.onnx", seed=1, quantize=quantize
+        )
+        session = onnx_session(path, optimized=False)
+        assert [i.name for i in session.get_inputs()] == ["obs", *names, "first"]
+        assert [o.name for o in session.get_outputs()] == ["q_values"] + [
+            f"next_{n}" for n in names
+        ]
+        weights = params if quantize == "none" else mjc.decompress(mjc.quantize(params))
+        obs_shape = tuple(session.get_inputs()[0].shape[1:])
+        observations = trajectory(obs_shape)
+        if len(obs_shape) == 3:
+            observations = [(o > 1.0).astype(np.float32) for o in observations]
+        reference = network_steps(trainer.network, weights, 3, observations)
+        carry = {n: np.zeros((3, knobs["memory"]), np.float32) for n in names}
+        for obs, first, (q_ref, carry_ref) in zip(observations, FIRST * 2, reference):
+            q, *new = session.run(None, {"obs": obs, **carry, "first": np.array(first)})
+            carry = dict(zip(names, new))
+            np.testing.assert_allclose(q, q_ref, atol=1e-5)
+            carry_ref = carry_ref if isinstance(carry_ref, tuple) else (carry_ref,)
+            for got, want in zip(new, carry_ref):
+                np.testing.assert_allclose(got, want, atol=1e-5)
+    assert (tmp_path / "int8.onnx").stat().st_size < (tmp_path / "none.onnx").stat().st_size
+
+
+def test_a_recurrent_file_runs_without_memjax_or_jax(tmp_path):
+    """DRQN's jax file steps in a process that imports neither flax nor memjax, its ONNX file
+    in one that imports no jax: both give the Q-values of the file run here."""
+    agent, knobs = CARRY_AGENTS["drqn-lstm"]
+    saved_agent(tmp_path, agent, **knobs)
+    obs = trajectory((3,), steps=1)[0]
+    jax_file = export.export_jax(tmp_path, tmp_path / "p.jaxexport", quantize="int8")
+    q, imported = q_values_elsewhere(
+        "import jax\n"
+        f"p = jax.export.deserialize(bytearray(open({str(jax_file)!r}, 'rb').read()))\n"
+        "(_, avals, _), _ = jax.tree.unflatten(p.in_tree, p.in_avals)\n"
+        "carry = jax.tree.map(lambda a: np.zeros((3, *a.shape[1:]), a.dtype), avals)\n"
+        "q, carry = p.call(obs, carry, np.ones(3, bool))\n",
+        obs,
+        tmp_path,
+        forbidden=("flax", "memjax", "optax"),
+    )
+    assert imported == []
+    carry = (np.zeros((3, 8), np.float32),) * 2
+    here = export.load_jax(jax_file).call(obs, carry, np.ones(3, bool))[0]
+    np.testing.assert_allclose(q, np.asarray(here), atol=1e-6)
+    onnx_file = export.export_onnx(tmp_path, tmp_path / "p.onnx", quantize="int8")
+    zeros = "np.zeros((3, 8), np.float32)"
+    q, imported = q_values_elsewhere(
+        "import onnxruntime\n"
+        f"s = onnxruntime.InferenceSession({str(onnx_file)!r})\n"
+        f"feed = {{'obs': obs, 'c': {zeros}, 'h': {zeros}, 'first': np.ones(3, bool)}}\n"
+        "q = s.run(None, feed)[0]\n",
+        obs,
+        tmp_path,
+        forbidden=("jax", "flax", "memjax"),
+    )
+    assert imported == []
+    feed = {"obs": obs, "c": carry[0], "h": carry[1], "first": np.ones(3, bool)}
+    np.testing.assert_allclose(q, onnx_session(onnx_file).run(None, feed)[0], atol=1e-6)
+
+
+def test_memnet_in_onnx_steps_as_the_network(tmp_path):
+    """memnet's file (obs, ring, count, first) -> (q_values, next_ring, next_count) along a
+    trajectory with episode starts inside equals MemoryQNetwork.step with the loop's reset."""
+    agent, knobs = CARRY_AGENTS["memnet"]
+    trainer, params = saved_agent(tmp_path, agent, **knobs)
+    session = onnx_session(export.export_onnx(tmp_path, tmp_path / "m.onnx", seed=1))
+    assert [i.name for i in session.get_inputs()] == ["obs", "ring", "count", "first"]
+    assert [o.name for o in session.get_outputs()] == ["q_values", "next_ring", "next_count"]
+    observations = trajectory((3,))
+    reference = network_steps(trainer.network, params, 3, observations)
+    ring, count = np.zeros((3, 4, 3), np.float32), np.zeros(3, np.int32)
+    for obs, first, (q_ref, carry_ref) in zip(observations, FIRST * 2, reference):
+        feed = {"obs": obs, "ring": ring, "count": count, "first": np.array(first)}
+        q, ring, count = session.run(None, feed)
+        np.testing.assert_allclose(q, q_ref, atol=1e-5)
+        np.testing.assert_array_equal(ring, carry_ref["obs"])
+        np.testing.assert_array_equal(count, carry_ref["count"])
+
+
+@pytest.mark.parametrize("controller", ["lstm", "gru", "feedforward"])
+def test_the_ntm_in_onnx_steps_as_the_network(controller, tmp_path):
+    """The NTM's file (obs, controller, memory, weights, reads, first) -> (q_values, next
+    ...) along a trajectory with episode starts inside equals the network stepped with the
+    loop's reset to its initial state (not zeros), float32 within 1e-5 and int8 with memjax's
+    int8 weights."""
+    agent, knobs = CARRY_AGENTS["ntm"]
+    trainer, params = saved_agent(tmp_path, agent, controller=controller, **knobs)
+    names = [n for n in export.ONNX_NTM_CARRY if n != "controller" or controller != "feedforward"]
+    for quantize in ("none", "int8"):
+        path = export.export_onnx(
+            tmp_path, tmp_path / f"{quantize}.onnx", seed=1, quantize=quantize
+        )
+        session = onnx_session(path, optimized=False)
+        assert [i.name for i in session.get_inputs()] == ["obs", *names, "first"]
+        weights = params if quantize == "none" else mjc.decompress(mjc.quantize(params))
+        observations = trajectory((3,))
+        reference = network_steps(trainer.network, weights, 3, observations)
+        carry = {
+            i.name: np.zeros((3, *i.shape[1:]), np.float32) for i in session.get_inputs()[1:-1]
+        }
+        for obs, first, (q_ref, carry_ref) in zip(observations, FIRST * 2, reference):
+            q, *new = session.run(None, {"obs": obs, **carry, "first": np.array(first)})
+            carry = dict(zip(names, new))
+            np.testing.assert_allclose(q, q_ref, atol=1e-5)
+            for name in names:
+                np.testing.assert_allclose(carry[name], carry_ref[name], atol=1e-5)

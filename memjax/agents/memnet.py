@@ -208,6 +208,13 @@ class MemoryQNetwork(nn.Module):
         hidden = nn.relu(self.combine(query) + read.reshape(query.shape))
         return self.head(hidden), weights
 
+    def step(self, carry: dict, obs):
+        """One acting step, as the agent acts: ``(carry, obs [N, *obs_shape]) -> (carry after
+        obs, q float32 [N, A])``, reading the ring ``carry`` (:meth:`initial_carry`), then
+        pushing ``obs`` into it (what ``memjax export`` exports)."""
+        q = self(obs, carry["obs"], ring_valid(carry["count"], self.context_length))
+        return push(carry, obs), q
+
     def __call__(self, obs, context, valid):
         n, m = context.shape[:2]
         embedded = self.embed(jnp.concatenate([obs, context.reshape((n * m, *obs.shape[1:]))]))

@@ -178,6 +178,8 @@ def run(args, parser=None) -> int:
                         "epsilon": args.epsilon,
                         "random_policy_return": chance["random_return"],
                         "rows": rows,
+                        # what memjax export needs to rebuild each artefact's network
+                        "teacher": {"config": ck.config.to_dict(), "meta": ck.meta},
                     }
                 ),
                 indent=2,

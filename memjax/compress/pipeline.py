@@ -39,6 +39,7 @@ from memjax import envs
 from memjax.agents import ConvQNetwork
 from memjax.compress import core
 from memjax.compress.distill import (
+    DistillConfig,
     distill_train_config,
     make_distill_agent,
     run_distill,
@@ -164,6 +165,32 @@ def parse_spec(spec: str) -> list:
     if q and q[0].arg != 8 and any(k in kinds for k in ("prune", "gprune")):
         raise ValueError(f"{spec!r}: sparse storage holds float32 or int8 weights; use int8")
     return stages
+
+
+def artefact_folder(spec: str) -> str:
+    """The folder of ``spec``'s artefacts in a result's ``out_dir`` (``/`` and ``:`` as ``_``)."""
+    return spec.replace("/", "_").replace(":", "_")
+
+
+def result_network(spec: str, network, obs, num_actions: int):
+    """The flax network of ``spec``'s artefacts: the distilled student of a distill stage, else
+    ``network`` (the checkpoint's).
+
+    Args:
+      spec: a method spec (:func:`parse_spec`).
+      network: the checkpoint's Q-network.
+      obs: a ``jax.ShapeDtypeStruct`` of ONE observation.
+      num_actions: A.
+    """
+    for stage in parse_spec(spec):
+        if stage.kind == "distill":
+            arch = stage.arg
+            if arch[0] == "mlp":
+                config = DistillConfig(network="mlp", hidden=tuple(arch[1]))
+            else:
+                config = DistillConfig(network="conv", channels=arch[1], hidden=(arch[2],))
+            return student_network(config, obs, num_actions)
+    return network
 
 
 def _stack(trees):
@@ -467,7 +494,7 @@ def run_specs(ctx: Context, specs, out_dir=None) -> list:
         row = {"method": spec, **evaluate_artefacts(ctx, network, blobs), **info}
         row["seconds"] = time.perf_counter() - t0
         if out_dir is not None:
-            d = Path(out_dir) / spec.replace("/", "_").replace(":", "_")
+            d = Path(out_dir) / artefact_folder(spec)
             d.mkdir(parents=True, exist_ok=True)
             for i, b in zip(ctx.seeds, blobs):
                 (d / f"seed{i}.msgpack").write_bytes(b)
@@ -535,4 +562,6 @@ __all__ = [
     "teacher_vs_random",
     "run_specs",
     "format_table",
+    "artefact_folder",
+    "result_network",
 ]
