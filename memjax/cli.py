@@ -414,6 +414,7 @@ def _train_here(args, parser) -> int:
                         budget_bytes=args.device_budget,
                         devices=args.devices,
                         data_parallel=args.data_parallel,
+                        peak=True,
                     )
                 )
             )
