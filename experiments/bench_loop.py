@@ -196,7 +196,8 @@ def floor_buffer(batch_size: int) -> ReplayBuffer:
 
 
 def base_config(chunk_steps=None) -> mj_train.TrainConfig:
-    cfg = mj_train.TrainConfig()  # the CartPole-v1 defaults
+    # the CartPole-v1 defaults, transitions stored whole as flashbax stores them (plain)
+    cfg = mj_train.TrainConfig(storage="plain")
     if chunk_steps is not None:
         cfg = dataclasses.replace(cfg, chunk_steps=int(chunk_steps))
     return cfg
@@ -707,7 +708,7 @@ def learn_check(num_seeds: int, guard: str, capacity: int, log, seed: int = 0) -
     from experiments import flashbax_adapter as fa
 
     cfg = dataclasses.replace(
-        mj_train.TrainConfig(), replay="prioritized", buffer_capacity=capacity
+        mj_train.TrainConfig(storage="plain"), replay="prioritized", buffer_capacity=capacity
     )
     buf = fa.flat_prioritised(
         cfg.buffer_capacity, cfg.num_envs, cfg.batch_size, cfg.alpha, set_path="cpu", guard=guard

@@ -69,7 +69,9 @@ def config_for(env: str, steps: int, variant: str, budget=None):
     kw = {"env": env, "total_steps": steps}
     if env.endswith("-MinAtar"):
         kw.update(minatar_preset(steps))
-    cfg = dataclasses.replace(TrainConfig(), **kw, **VARIANTS[variant])
+    # float32 is "plain" storage (before lossless storage became the default); every other
+    # variant sets what it stores
+    cfg = dataclasses.replace(TrainConfig(storage="plain"), **kw, **VARIANTS[variant])
     if cfg.layout == "one_copy":
         cfg = dataclasses.replace(
             cfg, buffer_capacity=cfg.buffer_capacity - cfg.buffer_capacity % cfg.num_envs

@@ -463,6 +463,7 @@ def _train_here(args, parser) -> int:
                         budget_bytes=args.device_budget,
                         devices=args.devices,
                         data_parallel=args.data_parallel,
+                        peak=True,
                     )
                 )
             )

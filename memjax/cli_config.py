@@ -30,7 +30,7 @@ from memjax import _argtypes as types
 from memjax import agents
 from memjax.agents import CELL_KINDS, LOSS_KINDS, NETWORK_KINDS
 from memjax.train.config import OPTION_NAMES, REPLAY_KINDS, TrainConfig, canonical_name
-from memjax.train.storage import LAYOUTS, REWARD_CODECS, check_obs_codec
+from memjax.train.storage import LAYOUTS, REWARD_CODECS, STORAGE_KINDS, check_obs_codec
 
 CHOICES = {
     "replay": REPLAY_KINDS,
@@ -38,6 +38,7 @@ CHOICES = {
     "loss": LOSS_KINDS,
     "layout": LAYOUTS,
     "reward_codec": REWARD_CODECS,
+    "storage": STORAGE_KINDS,
     "cell": CELL_KINDS,
 }
 FRACTIONS = {"gamma", "tau", "eps_start", "eps_end", "eval_epsilon", "side_fraction", "eta"}
@@ -111,6 +112,10 @@ def _optional_positive_int(text: str):
     return None if text.strip().lower() == "none" else types.positive(text)
 
 
+def _optional_fraction(text: str):
+    return None if text.strip().lower() in ("none", "auto") else types.fraction(text)
+
+
 def _clip_norm(text: str):
     value = types.optional_float(text)
     return None if value == 0 else value
@@ -126,6 +131,7 @@ def option_kwargs(field: dataclasses.Field, hints: dict) -> dict:
         "eval_max_steps": _optional_positive_int,
         "lr_end": types.optional_float,
         "samples_per_insert": types.optional_float,
+        "side_fraction": _optional_fraction,
         "rate_error_buffer": types.optional_float,
     }
     metavar = OPTION_NAMES.get(name, name).upper()
@@ -135,7 +141,7 @@ def option_kwargs(field: dataclasses.Field, hints: dict) -> dict:
         return {"choices": CHOICES[name]}
     if name == "agent":
         return {"choices": agents.names()}
-    if hint is bool:
+    if hint is bool or hint == bool | None:  # --flag / --no-flag; absent: the default
         return {"action": argparse.BooleanOptionalAction}
     if hint is int:
         zero_ok = name in NON_NEGATIVE_INTS or field.metadata.get("minimum") == 0

@@ -115,6 +115,16 @@ SLOW = {
         "test_calibrated_quantizer_covers_random_policy_with_margin",
         "test_calibration_includes_finite_observation_space_bounds",
     },
+    "test_default_storage.py": {
+        "test_default_storage_trains_bit_identically_to_plain",
+        "test_the_lossless_choices_of_the_named_environments",
+        "test_side_store_follows_the_random_policys_episode_ends",
+        "test_plan_peak_is_the_state_plus_the_largest_program",
+    },
+    "test_dataclass_items.py": {
+        "test_dataclass_items_sample_as_dict_items_do[ChexStep-prioritized-one_copy]",
+        "test_dataclass_items_sample_as_dict_items_do[FlaxStep-prioritized-sequence]",
+    },
     "test_train_rate.py": {"test_schedule_follows_the_rate_limiter"},
     "test_export.py": {  # agents' loops built and compiled (the NTM's: ~40 s), episodes played
         "test_an_agent_with_a_carry_exports_its_step[ntm]",

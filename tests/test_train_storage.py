@@ -42,6 +42,7 @@ BASE = TrainConfig(
     target_update_every=8,
     agent=DQNConfig(hidden=(8,)),
     eval_episodes=2,
+    storage="plain",  # float32 transitions whole; each test asks for the storage it checks
 )
 LOSSLESS = dict(obs_codec="bitpack", compact_fields=True, reward_codec="int8")
 

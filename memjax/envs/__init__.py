@@ -17,7 +17,9 @@ from memjax.envs.multitask import (
     task_means,
 )
 from memjax.envs.registry import (
+    binary_observations,
     check_discrete,
+    integer_reward_bounds,
     make,
     memory_span,
     num_actions,
@@ -30,6 +32,8 @@ __all__ = [
     "make",
     "check_discrete",
     "return_range",
+    "integer_reward_bounds",
+    "binary_observations",
     "memory_span",
     "num_actions",
     "observation_shape",

@@ -112,3 +112,77 @@ def return_range(env, params=None) -> tuple:
     if inner is not None and type(env).__name__ == "FrameStack":
         return return_range(inner, params)
     return None, None
+
+
+def integer_reward_bounds(env, params=None):
+    """``(low, high)``: every per-step reward of the environment is an integer in
+    ``[low, high]``, by the task's rules; None where that is not known (float rewards, or an
+    environment that does not say). ``env`` is a name, as for :func:`make`, or an
+    environment with its ``params``. Lossless storage stores rewards as int8 or int16 only on
+    this word (:mod:`memjax.train.storage`): a reward seen in calibration proves nothing about
+    the rewards that come later. Known:
+
+    - CartPole-v1 (and the stateless CartPoles at ``reward_scale`` 1): ``(0, 1)``;
+      Acrobot-v1: ``(-1, 0)``; MountainCar-v0: ``(-1, -1)``;
+    - MinAtar Breakout and Freeway ``(0, 1)``, Asterix ``(0, 16)`` (at most one treasure per
+      entity slot and move), SpaceInvaders ``(0, 100)`` (aliens hit in one step on the 10 x 10
+      grid); Seaquest is not declared;
+    - ``MemoryChain-<L>``: ``(-1, 1)``.
+
+    An environment of your own declares its rewards with a method
+    ``integer_reward_bounds(params) -> (low, high) | None``. A frame stack has its
+    environment's bounds; a multi-task environment the union of its tasks' (None if one is
+    unknown)."""
+    from gymnax.environments.bsuite import memory_chain
+    from gymnax.environments.classic_control import acrobot, cartpole, mountain_car
+    from gymnax.environments.minatar import asterix, breakout, freeway, space_invaders
+
+    if isinstance(env, str):
+        env, params = make(env)
+    params = env.default_params if params is None else params
+    if isinstance(env, multitask.MultiTask):
+        bounds = [
+            integer_reward_bounds(env.env, env.task_params(params, t)) for t in range(env.num_tasks)
+        ]
+        if any(b is None for b in bounds):
+            return None
+        return min(b[0] for b in bounds), max(b[1] for b in bounds)
+    if hasattr(env, "integer_reward_bounds"):
+        return env.integer_reward_bounds(params)
+    inner = getattr(env, "env", None)  # a wrapper that changes observations only
+    if inner is not None and type(env).__name__ == "FrameStack":
+        return integer_reward_bounds(inner, params)
+    if isinstance(env, cartpole.CartPole):  # reward 1 per step, 0 after a terminal step
+        return (0, 1) if float(getattr(params, "reward_scale", 1.0)) == 1.0 else None
+    known = {
+        acrobot.Acrobot: (-1, 0),
+        mountain_car.MountainCar: (-1, -1),
+        breakout.MinBreakout: (0, 1),
+        freeway.MinFreeway: (0, 1),
+        asterix.MinAsterix: (0, 16),
+        space_invaders.MinSpaceInvaders: (0, 100),
+        memory_chain.MemoryChain: (-1, 1),
+    }
+    return next((b for cls, b in known.items() if isinstance(env, cls)), None)
+
+
+def binary_observations(env, params=None) -> bool:
+    """Whether every observation value of the environment is 0 or 1 by the task's rules (a
+    name, as for :func:`make`, or an environment with its ``params``): MinAtar's planes of
+    booleans. Lossless storage bit-packs observations only on this word
+    (:mod:`memjax.train.storage`). An environment of your own declares it with a method
+    ``binary_observations(params) -> bool``; a frame stack or a multi-task environment has
+    its environment's."""
+    from gymnax.environments import minatar
+
+    if isinstance(env, str):
+        env, params = make(env)
+    params = env.default_params if params is None else params
+    if hasattr(env, "binary_observations"):
+        return bool(env.binary_observations(params))
+    if isinstance(env, multitask.MultiTask):  # the task's observation and a one-hot task id
+        return binary_observations(env.env, env.task_params(params, 0))
+    inner = getattr(env, "env", None)
+    if inner is not None and type(env).__name__ == "FrameStack":
+        return binary_observations(inner, params)
+    return type(env).__module__.startswith(minatar.__name__ + ".")

@@ -79,6 +79,7 @@ class OneCopyStore(RowRingStore):
     # -- init ------------------------------------------------------------------------------
     def fields(self, example) -> dict:
         obs = self.obs_spec(example)
+        item_type, example = self.item_type_of(example), self.item_fields(example)
         if self.k > 1 and (len(obs.shape) == 0 or obs.shape[-1] % self.k):
             raise ValueError(
                 f"one_copy layout: frame_stack={self.k} needs '{self.layout.obs}' with a "
@@ -87,7 +88,7 @@ class OneCopyStore(RowRingStore):
         frame = jax.eval_shape(self.newest_frame, obs)
         per_step = {name: v for name, v in example.items() if name != self.layout.next_obs}
         per_step[self.layout.obs] = frame
-        return self.ring_fields(per_step, obs)
+        return dict(self.ring_fields(per_step, obs), item_type=item_type)
 
     # -- write -----------------------------------------------------------------------------
     def _stack_flags(self, state, obs, nxt):
@@ -159,7 +160,7 @@ class OneCopyStore(RowRingStore):
         out = dict(self.gather_fields(state, self.index(phys, env), skip=(lay.obs,)))
         out[lay.obs] = cat(list(decoded[:k]))
         out[lay.next_obs] = cat(list(decoded[1:k]) + [nxt])
-        return out
+        return self.as_items(state, out)
 
     # -- ids -------------------------------------------------------------------------------
     def ids_of(self, state, slots):

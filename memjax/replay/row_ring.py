@@ -45,6 +45,7 @@ stored tag is younger than ``A + ceil(2K / E) + 1 < T`` rows.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -83,6 +84,9 @@ class RowState:
     pending: jax.Array
     cursor: jax.Array
     codecs: dict
+    item_type: type | None = struct.field(pytree_node=False, default=None, kw_only=True)
+    """The class of the items given to ``init`` when they are dataclasses (a flax.struct or
+    chex dataclass such as PureJaxRL's ``TimeStep``); None for dicts. Static."""
 
     @property
     def rows(self):
@@ -178,16 +182,46 @@ class RowRingStore:
         newest = state.rows - 1
         return newest - jnp.mod(newest - phys, self.A)
 
+    # -- items: dicts or dataclasses -----------------------------------------------------
+    def item_fields(self, item) -> dict:
+        """The fields of an item (or a batch of items) by name: a dict as it is, a
+        dataclass's (flax.struct, chex) as a dict of its fields. TypeError for anything else,
+        or a dataclass with static (non-pytree) fields."""
+        if isinstance(item, dict):
+            return item
+        if dataclasses.is_dataclass(item) and not isinstance(item, type):
+            fields = dataclasses.fields(item)
+            static = [f.name for f in fields if not f.metadata.get("pytree_node", True)]
+            if static:
+                raise TypeError(
+                    f"{self.layout.kind} layout: {type(item).__name__}'s static fields "
+                    f"{static} cannot be stored; make them pytree fields or leave them out"
+                )
+            return {f.name: getattr(item, f.name) for f in fields}
+        raise TypeError(
+            f"{self.layout.kind} layout: items must be a dict or a dataclass (flax.struct, "
+            f"chex) with fields '{self.layout.obs}' and '{self.layout.next_obs}', got "
+            f"{type(item).__name__}"
+        )
+
+    def item_type_of(self, example):
+        """The static ``item_type`` of a state made from ``example`` (None for a dict)."""
+        return None if isinstance(example, dict) else type(example)
+
+    def as_items(self, state, fields: dict):
+        """Sampled ``fields`` as the type of the items given to ``init``."""
+        return fields if state.item_type is None else state.item_type(**fields)
+
     # -- init ------------------------------------------------------------------------------
     def obs_spec(self, example) -> jax.ShapeDtypeStruct:
-        """Spec of ``obs`` in ONE example item; TypeError/ValueError unless the item is a dict
-        with ``obs`` and ``next_obs`` of equal shape and dtype."""
+        """Spec of ``obs`` in ONE example item; TypeError/ValueError unless the item (a dict
+        or a dataclass) has ``obs`` and ``next_obs`` of equal shape and dtype."""
         lay = self.layout
-        if not isinstance(example, dict) or lay.obs not in example or lay.next_obs not in example:
+        example = self.item_fields(example)
+        if lay.obs not in example or lay.next_obs not in example:
             raise TypeError(
-                f"{lay.kind} layout: items must be a dict with fields '{lay.obs}' and "
-                f"'{lay.next_obs}', got {type(example).__name__}"
-                + (f" with fields {sorted(example)}" if isinstance(example, dict) else "")
+                f"{lay.kind} layout: items must have fields '{lay.obs}' and "
+                f"'{lay.next_obs}', got {type(example).__name__} with fields {sorted(example)}"
             )
         o, n = (encoding.spec_of(example[k]) for k in (lay.obs, lay.next_obs))
         if o != n:
@@ -228,6 +262,13 @@ class RowRingStore:
         return spec
 
     def check_items(self, state, items):
+        if state.item_type is not None:
+            if type(items) is not state.item_type:
+                raise TypeError(
+                    f"add: items are a {type(items).__name__}, the buffer was initialised "
+                    f"with {state.item_type.__name__} items"
+                )
+            items = self.item_fields(items)
         items, batch = check_batch_like(self.raw_spec(state), items, "add")
         if batch != self.E:
             raise ValueError(

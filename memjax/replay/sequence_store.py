@@ -132,8 +132,8 @@ class SequenceStore(RowRingStore):
         return obs, per_step, {n: example[n] for n in lay.per_window}
 
     def fields(self, example) -> dict:
-        obs, per_step, per_window = self._split_example(example)
-        fields = self.ring_fields(per_step, obs)
+        obs, per_step, per_window = self._split_example(self.item_fields(example))
+        fields = dict(self.ring_fields(per_step, obs), item_type=self.item_type_of(example))
         states = encoding.init_states(self.window_codecs, per_window)
         stored = encoding.stored_example(self.window_codecs, per_window, states)
         windows = jax.tree.map(lambda s: jnp.zeros((self.num_slots, *s.shape), s.dtype), stored)
@@ -211,7 +211,7 @@ class SequenceStore(RowRingStore):
         out[lay.first] = (flags & FIRST) > 0
         per_window = {n: b[env * self.W + j_phys] for n, b in state.windows.items()}
         out.update(decode_steps(self.window_codecs, per_window, state.codecs, 1))
-        return out
+        return self.as_items(state, out)
 
     def _window_obs(self, state, phys, env, at, flags):
         """(obs, next_obs) [B, L, ...] from ONE read of the windows' L + 1 rows of obs: the

@@ -10,7 +10,7 @@ import numpy as np
 
 from memjax import agents
 from memjax.replay.rate_limiter import sample_to_insert_ratio, steady_schedule
-from memjax.train.storage import LAYOUTS, REWARD_CODECS, check_obs_codec
+from memjax.train.storage import LAYOUTS, REWARD_CODECS, STORAGE_KINDS, check_obs_codec
 
 REPLAY_KINDS = ("uniform", "prioritized")
 """The values of ``TrainConfig.replay``."""
@@ -194,12 +194,13 @@ class TrainConfig(StepSchedule):
     priority_eps: float = 1e-6        # added to |TD| so that no item gets priority 0
     batch_size: int = 128             # transitions (or windows) per learner step
     # replay storage (see memjax.train.storage)
-    obs_codec: str = "none"           # none | bitpack | int8 | int4 | int2 | kmeansK (e.g. kmeans16) | float16 | bfloat16
-    reward_codec: str = "none"        # none | int8 (exact for integer rewards) | float16
-    compact_fields: bool = False      # store actions and terminated as uint8
-    layout: str = "flat"              # flat | one_copy (each observation stored once) | sequence (each step once, windows of n_step)
+    storage: str = "lossless"         # lossless: the settings below left at auto are chosen per environment, learning bit-identical to plain | plain: float32 transitions stored whole (the auto settings off)
+    obs_codec: str = "auto"           # auto (lossless: bitpack for declared 0/1 observations, else none) | none | bitpack | int8 | int4 | int2 | kmeansK (e.g. kmeans16) | float16 | bfloat16
+    reward_codec: str = "auto"        # auto (lossless: int8/int16 for declared integer rewards, else none) | none | int8 (exact for integer rewards) | int16 | float16
+    compact_fields: bool | None = None  # store actions and terminated as uint8; none: auto (lossless: on when the actions fit)
+    layout: str = "auto"              # auto (lossless: one_copy when the capacity is a multiple of num_envs) | flat | one_copy (each observation stored once) | sequence (each step once, windows of n_step)
     frame_stack: int = 1              # k > 1: observations are the last k frames (one_copy stores single frames)
-    side_fraction: float = 1 / 16     # one_copy/sequence: side-store entries for final observations per transition
+    side_fraction: float | None = None  # one_copy/sequence: side-store entries for final observations per transition; none: auto (lossless: 1.5x the random policy's episode ends per step, at least 1/16)
     calibration_steps: int = 10_000   # random-policy observations used to fit int*/kmeans codecs
     calibration_margin: float = 0.1   # widen calibrated int* ranges by this fraction per side
     # learner
@@ -414,7 +415,8 @@ class TrainConfig(StepSchedule):
     def storage_layout(self) -> str:
         """The replay layout the loop uses: ``"sequence"`` for the window agents (drqn,
         memnet) and when ``n_step > 1`` (n-step targets are read from windows of stored
-        steps), else ``layout``."""
+        steps), else ``layout`` (``"auto"`` until :func:`memjax.train.make_train` resolves
+        it, see :mod:`memjax.train.storage`)."""
         return "sequence" if self.n_step > 1 or self.windowed else self.layout
 
     @property
@@ -430,6 +432,7 @@ class TrainConfig(StepSchedule):
             ("replay", self.replay, REPLAY_KINDS),
             ("reward_codec", self.reward_codec, REWARD_CODECS),
             ("layout", self.layout, LAYOUTS),
+            ("storage", self.storage, STORAGE_KINDS),
         ):
             if value not in kinds:
                 raise ValueError(f"{name} must be one of {kinds}, got {value!r}")
@@ -510,8 +513,12 @@ class TrainConfig(StepSchedule):
         check_obs_codec(self.obs_codec)
         if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
             raise ValueError(f"frame_stack must be an integer >= 1, got {self.frame_stack!r}")
-        if not 0 < self.side_fraction <= 1:
+        if self.side_fraction is not None and not 0 < self.side_fraction <= 1:
             raise ValueError(f"side_fraction must be in (0, 1], got {self.side_fraction!r}")
+        if self.compact_fields not in (None, True, False):
+            raise ValueError(
+                f"compact_fields must be true, false or none (auto), got {self.compact_fields!r}"
+            )
         if self.eval_max_steps is not None and (
             not isinstance(self.eval_max_steps, int) or self.eval_max_steps < 1
         ):
@@ -525,7 +532,7 @@ class TrainConfig(StepSchedule):
     def _validate_rows(self) -> None:
         """The row layouts (one_copy, sequence) store rows of ``num_envs`` steps."""
         layout = self.storage_layout
-        if layout == "flat":
+        if layout in ("flat", "auto"):  # auto: flat where the capacity does not fit rows
             return
         if self.buffer_capacity % self.num_envs:
             raise ValueError(

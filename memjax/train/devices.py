@@ -131,11 +131,18 @@ class Layout:
 
     def init(self, trainer: Trainer, key) -> Callable:
         """``init() -> state``: the run's whole vmapped state, placed; the seeds' keys are
-        ``jax.random.split(key, num_seeds)`` (the unsharded run's)."""
+        ``jax.random.split(key, num_seeds)`` (the unsharded run's). To compile, use
+        :meth:`init_from_key`: a key baked into the program makes XLA fold the whole state
+        into constants at compile time (a second copy of the state in memory)."""
+        from_key = self.init_from_key(trainer)
+        return lambda: from_key(key)
+
+    def init_from_key(self, trainer: Trainer) -> Callable:
+        """``init(key) -> state``, as :meth:`init` with the base key an argument."""
         spec = P(self.axis)
         if not self.data_parallel:
             mapped = self._map(jax.vmap(trainer.init), spec, spec)
-            return lambda: mapped(jax.random.split(key, self.num_seeds))
+            return lambda key: mapped(jax.random.split(key, self.num_seeds))
 
         def replica(keys):  # this device's copy of every seed: shared agent, own envs
             d = jax.lax.axis_index(DATA_AXIS)
@@ -147,7 +154,7 @@ class Layout:
             return jax.tree.map(lambda x: x[None], jax.vmap(one)(keys))
 
         mapped = self._map(replica, P(), spec)
-        return lambda: mapped(jax.random.split(key, self.num_seeds))
+        return lambda key: mapped(jax.random.split(key, self.num_seeds))
 
     def chunk(self, fn: Callable) -> Callable:
         """``state -> (state, metrics, buffer sizes)`` for a per-seed ``fn(state) ->

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import signal
 import sys
 import threading
@@ -23,6 +24,7 @@ from memjax.train.config import TrainConfig
 from memjax.train.evaluation import episode_cap
 from memjax.train.loop import Trainer, make_train
 from memjax.train.memory import carry_bytes_per_env, storage_summary
+from memjax.train.storage import format_choices
 
 
 def _aot(fn, *args, donate=False, in_shardings=None, out_shardings=None):
@@ -50,8 +52,18 @@ class _Compiled:
 def _compile(trainer: Trainer, place: devices.Layout, k_train, k_eval) -> _Compiled:
     cfg, seconds = trainer.config, {}
     sharded = place.sharded
-    init, seconds["init"] = _aot(place.init(trainer, k_train), out_shardings=sharded)
-    state = jax.eval_shape(init)
+    # the key is an argument (host data, the same in every process): XLA would fold an init
+    # over a constant key into the whole state as constants, a second copy of the state
+    # held by the compiled program (64 seeds x 1M Breakout transitions: 4 GiB more)
+    from_key, impl = place.init_from_key(trainer), jax.random.key_impl(k_train)
+    key_data = np.asarray(jax.random.key_data(k_train))
+    init_from_data, seconds["init"] = _aot(
+        lambda data: from_key(jax.random.wrap_key_data(data, impl=impl)),
+        key_data,
+        out_shardings=sharded,
+    )
+    init = functools.partial(init_from_data, key_data)
+    state = jax.eval_shape(place.init(trainer, k_train))
 
     # results stay sharded like the state (a replicated output of the state's shape would
     # be handed a donated shard by jit's aliasing); the host gathers them
@@ -262,7 +274,10 @@ def _summary(
         "buffer_bytes_per_seed": mem.total_bytes / num_seeds,
         "carry_bytes_per_env": carry_bytes_per_env(trainer),
         "replay_memory": mem.as_dict(),
-        "replay_storage": {**storage_summary(cfg, final_buffer), "size_after_each_chunk": sizes},
+        "replay_storage": {
+            **storage_summary(cfg, final_buffer, trainer.storage),
+            "size_after_each_chunk": sizes,
+        },
         "eval_episodes": cfg.eval_episodes,
         "eval_max_steps": episode_cap(trainer.env_params, cfg.eval_max_steps),
         "eval_unfinished_final": curves["eval_unfinished"][-1],
@@ -502,7 +517,7 @@ def _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed, l
     state = compiled.init() if start is None else start.state
     mem = trainer.buffer.memory(state.buffer)  # all seeds; bytes_per_item is per seed
     if log is not None:
-        log(str(mem))
+        log(f"{mem}\n{format_choices(trainer.storage)}" if trainer.storage else str(mem))
     if start is not None:
         snaps.seconds = start.times.get("checkpoint_seconds", 0.0)
     checkpoint = _checkpoint_hook(compiled, snaps)

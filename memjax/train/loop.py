@@ -58,7 +58,7 @@ from memjax.train.build import (
 from memjax.train.config import TrainConfig
 from memjax.train.evaluation import Episodes
 from memjax.train.evaluation import evaluate as evaluate_policy
-from memjax.train.storage import make_codecs, stores_episode_starts
+from memjax.train.storage import make_codecs, resolve_storage, stores_episode_starts
 
 
 @struct.dataclass
@@ -118,7 +118,9 @@ class Trainer:
     """The pure pieces of a training run (see the module docstring). Calling a Trainer is
     ``train(key)``, so ``jax.jit(jax.vmap(make_train(config)))(keys)`` runs many seeds.
     ``network`` is the agent's Q-network when the loop built the agent from the config
-    (None for an agent passed in)."""
+    (None for an agent passed in). ``config`` has its storage settings resolved (no
+    ``"auto"``); ``storage`` says what each is and why (setting ->
+    :class:`memjax.train.storage.StorageChoice`)."""
 
     config: TrainConfig
     env: Any
@@ -126,6 +128,7 @@ class Trainer:
     agent: Agent
     buffer: Any
     network: nn.Module | None = None
+    storage: dict = dataclasses.field(default_factory=dict)
 
     def __call__(self, key):
         return self.train(key)
@@ -457,12 +460,18 @@ def make_train(
 
     Returns:
       A :class:`Trainer`: ``trainer.train(key)`` runs one seed, ``jax.vmap`` it over keys.
+      ``trainer.config`` is ``config`` with the storage left at ``"auto"`` chosen for the
+      environment (:func:`memjax.train.storage.resolve_storage`; a calibration rollout of
+      the random policy, once per environment made by name).
 
     Raises:
       ValueError: invalid settings, an unknown environment, or a continuous action space.
     """
     config.validate()
+    named = env is None
     env, env_params = make_env_for(config, env, env_params)
+    config, storage = resolve_storage(config, env, env_params, named=named)
+    config.validate()  # the resolved layout's own checks
     network = None
     if agent is None:
         network = make_network_for(config, env, env_params)
@@ -470,7 +479,13 @@ def make_train(
     if buffer is None:
         buffer = make_buffer(config, make_codecs(config, env, env_params))
     return Trainer(
-        config=config, env=env, env_params=env_params, agent=agent, buffer=buffer, network=network
+        config=config,
+        env=env,
+        env_params=env_params,
+        agent=agent,
+        buffer=buffer,
+        network=network,
+        storage=storage,
     )
 
 

@@ -40,6 +40,7 @@ def capacity_for_budget(config: TrainConfig, budget_bytes: int, env=None, env_pa
     trainer = make_train(
         config, env=env, env_params=env_params, buffer=replay.uniform(config.buffer_capacity)
     )
+    config = trainer.config  # the storage chosen for the environment
     kwargs = {"alpha": config.alpha} if config.replay == "prioritized" else {}
     return replay.capacity_for(
         budget_bytes,
@@ -52,12 +53,15 @@ def capacity_for_budget(config: TrainConfig, budget_bytes: int, env=None, env_pa
     )
 
 
-def storage_summary(config: TrainConfig, buffer_state) -> dict:
+def storage_summary(config: TrainConfig, buffer_state, choices=None) -> dict:
     """Codecs, layout and their end-of-run counters: values clipped / invalid per field
     (summed over seeds), and per-seed buffer sizes (the row layouts may hold fewer than the
-    capacity when their side store overflowed) and frame-stack errors. ``run`` adds
-    ``size_after_each_chunk`` ([chunks][seeds])."""
+    capacity when their side store overflowed) and frame-stack errors; with ``choices``
+    (:attr:`memjax.train.Trainer.storage`) also ``chosen``: setting -> ``{"value", "why",
+    "auto"}``. ``run`` adds ``size_after_each_chunk`` ([chunks][seeds])."""
     out = {
+        "storage": config.storage,
+        "side_fraction": config.side_fraction,
         "obs_codec": config.obs_codec,
         "reward_codec": config.reward_codec,
         "compact_fields": config.compact_fields,
@@ -69,6 +73,8 @@ def storage_summary(config: TrainConfig, buffer_state) -> dict:
     }
     if getattr(buffer_state, "layout_errors", None) is not None:
         out["layout_errors"] = int(np.sum(buffer_state.layout_errors))
+    if choices:
+        out["chosen"] = {name: c._asdict() for name, c in choices.items()}
     return out
 
 

@@ -5,6 +5,10 @@ by part, from ``jax.eval_shape`` of the vmapped ``Trainer.init``.
 memjax train --plan [--seeds 8] [--device-budget 16GB] ...   # prints the plan, trains nothing
 ```
 
+Besides the state, ``--plan`` gives the peak: the state plus the most any of the run's
+compiled programs (init, warm-up, chunks, evaluation) adds while it runs, from XLA's memory
+analysis (the programs are compiled, never run), and on a CPU the process's runtime on top.
+
 The seeds are sharded over the devices (``--devices``, default all local ones), so a device
 holds ``seeds / devices`` seeds' states; a data-parallel run (``--data-parallel``) holds every
 seed on every device (each with its own buffer shard and environments). The plan gives the
@@ -74,8 +78,10 @@ def plan(
     budget_bytes=None,
     devices=None,
     data_parallel: bool = False,
+    peak: bool = False,
 ) -> dict:
-    """The bytes of a run's training state, by part, without allocating it.
+    """The bytes of a run's training state, by part, without allocating it, and with
+    ``peak`` the peak memory of running it.
 
     Args:
       config: the run's :class:`TrainConfig`.
@@ -86,6 +92,14 @@ def plan(
         the largest replay capacity that fits.
       devices: the devices the seeds are sharded over (default: the local devices).
       data_parallel: every seed is one agent replicated over the devices.
+      peak: also compile (not run) the run's programs for one device's seeds and read XLA's
+        memory analysis of each (:func:`program_memory`): ``peak_bytes_per_device`` is the
+        state plus the most that one program adds to it while it runs (its temporaries and
+        the outputs it does not write in place), ``peak_program`` names that program, and
+        ``runtime_bytes`` is this process's peak RSS after compiling (Python, JAX and the
+        compiled programs: what a CPU run adds to its devices' memory in host RAM).
+        ``expected_peak_rss_bytes`` (CPU backend) is their sum over the devices. Compiling
+        takes about as long as a run's start-up.
 
     Returns:
       A dict: ``seeds``, ``devices``, ``data_parallel``, ``bytes_by_part`` (part -> bytes
@@ -130,6 +144,18 @@ def plan(
         "bytes_per_seed": total / num_seeds,
         "bytes_per_device": total / devices,
     }
+    if peak:
+        per_device_seeds = num_seeds if data_parallel else num_seeds // devices
+        programs = program_memory(trainer, per_device_seeds)
+        name = max(programs, key=programs.get)
+        out["program_bytes"] = programs
+        out["peak_program"] = name
+        out["peak_bytes_per_device"] = out["bytes_per_device"] + programs[name]
+        out["runtime_bytes"] = _peak_rss()
+        if jax.default_backend() == "cpu":
+            out["expected_peak_rss_bytes"] = (
+                out["peak_bytes_per_device"] * devices + out["runtime_bytes"]
+            )
     if budget_bytes is not None:
         seeds_per_device = num_seeds if data_parallel else num_seeds // devices
         other = (total - report.total_bytes * copies) / (num_seeds * copies)
@@ -137,6 +163,40 @@ def plan(
             config, env, env_params, budget_bytes / seeds_per_device, other
         )
     return out
+
+
+def program_memory(trainer, num_seeds: int) -> dict:
+    """program -> bytes it adds to the state while it runs, for ``num_seeds`` vmapped seeds
+    on one device, from XLA's memory analysis of the compiled (never run) programs: ``init``
+    its temporaries (its output is the state); ``collect`` (the warm-up), ``chunk`` and
+    ``final_chunk`` (the state donated, as the driver runs them) and ``evaluate`` their
+    temporaries plus the outputs not written in place of an argument."""
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), num_seeds))
+    state = jax.eval_shape(jax.vmap(trainer.init), keys)
+    programs = {
+        "init": (jax.vmap(trainer.init), (keys,), ()),
+        "collect": (jax.vmap(trainer.collect), (state,), (0,)),
+        "chunk": (jax.vmap(trainer.chunk), (state,), (0,)),
+        "evaluate": (jax.vmap(trainer.evaluate), (state.agent, keys), ()),
+    }
+    if trainer.final_chunk is not None:
+        programs["final_chunk"] = (jax.vmap(trainer.final_chunk), (state,), (0,))
+    out = {}
+    for name, (fn, args, donate) in programs.items():
+        stats = jax.jit(fn, donate_argnums=donate).lower(*args).compile().memory_analysis()
+        temp = int(stats.temp_size_in_bytes)
+        fresh = int(stats.output_size_in_bytes) - int(stats.alias_size_in_bytes)
+        out[name] = temp if name == "init" else temp + fresh
+    return out
+
+
+def _peak_rss() -> int:
+    """This process's peak resident set size in bytes (Linux: ru_maxrss is in KiB)."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 def _largest_capacity(config, env, env_params, budget_bytes, other_bytes_per_seed):
@@ -166,6 +226,18 @@ def format_plan(result: dict) -> str:
         f"({result['bytes_per_seed'] / mib:.3f} per seed, "
         f"{result['bytes_per_device'] / mib:.3f} per device)"
     )
+    if "peak_bytes_per_device" in result:
+        lines.append(
+            f"{'peak':<14} {result['peak_bytes_per_device'] / mib:>10.3f}   per device: the "
+            f"state + {result['program_bytes'][result['peak_program']] / mib:.3f} while "
+            f"{result['peak_program']} runs (XLA's memory analysis of the compiled programs)"
+        )
+        if "expected_peak_rss_bytes" in result:
+            lines.append(
+                f"{'peak RSS':<14} {result['expected_peak_rss_bytes'] / mib:>10.3f}   on this "
+                f"CPU: the peak + {result['runtime_bytes'] / mib:.0f} MiB of runtime "
+                "(Python, JAX, compiled programs: this process after compiling)"
+            )
     if "largest_capacity" in result:
         cap = result["largest_capacity"]
         each = "per seed and device shard" if result["data_parallel"] else "per seed"
@@ -177,4 +249,4 @@ def format_plan(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PARTS", "plan", "format_plan", "nbytes"]
+__all__ = ["PARTS", "plan", "format_plan", "nbytes", "program_memory"]
