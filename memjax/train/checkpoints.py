@@ -32,13 +32,12 @@ resumed run executes the same compiled programs on the same inputs as an uninter
 
 Reading falls back from an unreadable latest checkpoint (a file missing, cut short or
 changed: every leaf is checked against its checksum, :func:`checksums`, which does not
-depend on how the leaf is sharded) to the newest one that reads; the processes of a run
-agree on it, saying so
-on stderr (one line per checkpoint tried), and moves the unreadable ones aside as
-``<step>.unreadable``. When none reads, that is an error (:class:`NoReadableCheckpoint`,
-nothing moved) unless the caller asks to start over (``restart_if_unreadable``). A checkpoint
-written by another config, seed count, memjax version or state layout is an error
-(:class:`IncompatibleCheckpoint`), never mixed into a run.
+depend on how the leaf is sharded) to the newest one that reads, the processes of a run
+agreeing on which, saying so on stderr (one line per checkpoint tried), and moves the
+unreadable ones aside as ``<step>.unreadable``. When none reads, that is an error
+(:class:`NoReadableCheckpoint`, nothing moved) unless the caller asks to start over
+(``restart_if_unreadable``). A checkpoint written by another config, seed count, memjax
+version or state layout is an error (:class:`IncompatibleCheckpoint`), never mixed into a run.
 """
 
 from __future__ import annotations
@@ -300,7 +299,8 @@ def _leaf_checksum(x) -> jax.Array:
     """uint32 scalar: the wrapping sum over the elements of ``fmix(bits ^ fmix(position))``.
     A sum of integers modulo 2^32 does not depend on the order it is taken in, so the value
     is the same however ``x`` is sharded (XLA reduces each shard, then across devices and
-    processes); any changed element changes it but with probability 2^-32."""
+    processes). A changed element, or two swapped ones, leave it as it was with a
+    probability of about 2^-32."""
     import jax.numpy as jnp
 
     if x.dtype == jnp.bool_:
