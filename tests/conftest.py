@@ -90,6 +90,7 @@ SLOW = {
         "test_slurm_environment_starts_the_processes_of_one_run",
         "test_each_process_writes_its_own_shards",
         "test_a_two_process_checkpoint_resumes_on_another_number_of_processes",
+        "test_processes_agree_to_fall_back_when_one_cannot_read_its_shards",
         "test_a_coordinator_that_does_not_answer_is_one_error_line",
     },
     "test_resume.py": {  # these share the SIGKILLed run

@@ -10,6 +10,9 @@ processes, and processes that a cluster launcher started (memjax.distributed.det
   as saved) the resumed run ends with the 2-process run's returns files byte for byte; on 4
   processes (1 seed per device) with its returns byte for byte and its learner metrics to
   float32 round-off (XLA:CPU tiles a vmap over 1 seed differently from one over 2).
+* When one process cannot read its shards of the newest checkpoint, the processes agree to
+  fall back to the one before (none is left waiting for the others), and the run still ends
+  with the files of the uninterrupted one.
 * An incomplete launcher environment, and a coordinator that does not answer within
   ``--connect-timeout``, are one error line each (exit 2).
 * The checkpoint checksum equals a NumPy reference and changes with any bit or position.
@@ -167,7 +170,22 @@ def runs(tmp_path_factory):
             [_memjax(["--resume", str(run), "--processes", str(n)], log, cache, extra)], [log]
         )[0]
         out[name] = run
+    # the newest checkpoint with process 1's data cut short: process 0 reads its own alone
+    run = _interrupted_copy(slurm, tmp / "damaged", 4400)
+    _damage(run / "checkpoints" / "4400" / "state" / "ocdbt.process_1")
+    log = tmp / "damaged.log"
+    out["damaged_log"] = _finish(
+        [_memjax(["--resume", str(run), "--processes", "2"], log, cache, {})], [log]
+    )[0]
+    out["damaged"] = run
     return out
+
+
+def _damage(directory: Path) -> None:
+    """Cut the largest file under ``directory`` to half its length (a write cut short)."""
+    biggest = max((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = biggest.read_bytes()
+    biggest.write_bytes(data[: len(data) // 2])
 
 
 def _shard_bytes(step_dir: Path) -> dict:
@@ -225,6 +243,17 @@ def test_a_two_process_checkpoint_resumes_on_another_number_of_processes(
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=0, err_msg=key)
         if key not in ("loss", "q"):
             np.testing.assert_array_equal(a, b, err_msg=key)
+
+
+def test_processes_agree_to_fall_back_when_one_cannot_read_its_shards(runs):
+    run, log = runs["damaged"], runs["damaged_log"]
+    where = run / "checkpoints" / "4400"
+    assert f"memjax: checkpoint {where} is unreadable (process(es) 1 could not read it); " in log
+    assert log.count(f"memjax: checkpoint {where} is unreadable (") == 2  # process 1: its reason
+    assert f"resuming {run} from step 3,400 of 4,400" in log
+    assert (run / "checkpoints" / "4400.unreadable").is_dir()
+    for f in ("returns.csv", "returns.json"):
+        assert (run / f).read_bytes() == (runs["slurm"] / f).read_bytes(), f
 
 
 def test_a_coordinator_that_does_not_answer_is_one_error_line(tmp_path):
