@@ -148,7 +148,7 @@ def save_restore(name: str, cfg: TrainConfig, seeds: int, repeats: int, work: Pa
     record = checkpoints.RunRecord(cfg, seeds, 0, cfg.steps_done)
     step = cfg.warmup_vec_steps * cfg.num_envs
     points, sizes = _points(step, seeds)
-    rows = {"save_blocking_s": [], "save_commit_s": [], "restore_s": [], "checksum_s": []}
+    rows = {"save_blocking_s": [], "save_commit_s": [], "restore_s": [], "crc32_s": []}
     disk = None
     for r in range(repeats):
         out = work / f"{name}-{r}"
@@ -167,8 +167,8 @@ def save_restore(name: str, cfg: TrainConfig, seeds: int, repeats: int, work: Pa
         jax.block_until_ready(found.state)
         rows["restore_s"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        saved = checkpoints.checksums(checkpoints.stored_leaves(state))
-        rows["checksum_s"].append(time.perf_counter() - t0)
+        saved = checkpoints.row_crc32s(checkpoints.stored_leaves(state))
+        rows["crc32_s"].append(time.perf_counter() - t0)
         same = all(
             np.array_equal(a, b)
             for a, b in zip(
@@ -176,7 +176,7 @@ def save_restore(name: str, cfg: TrainConfig, seeds: int, repeats: int, work: Pa
                 jax.device_get(checkpoints.stored_leaves(state)),
             )
         )
-        assert same and saved == checkpoints.checksums(checkpoints.stored_leaves(found.state)), (
+        assert same and saved == checkpoints.row_crc32s(checkpoints.stored_leaves(found.state)), (
             "restored state differs from the saved one"
         )
         shutil.rmtree(out)
@@ -195,7 +195,7 @@ def save_restore(name: str, cfg: TrainConfig, seeds: int, repeats: int, work: Pa
     log(
         f"[{name}] state {memory / 2**20:,.1f} MiB in memory ({row['leaves']} leaves), "
         f"{disk / 2**20:,.1f} MiB on disk ({row['disk_over_memory']}x); save blocks the loop "
-        f"{row['save_blocking_s']:.3f} s (checksums {row['checksum_s']:.3f} s), committed "
+        f"{row['save_blocking_s']:.3f} s (CRC-32s {row['crc32_s']:.3f} s), committed "
         f"after {row['save_commit_s']:.3f} s; restore {row['restore_s']:.3f} s"
     )
     return row
@@ -417,7 +417,6 @@ def process_worker(argv) -> int:
         )
 
     row = {"process": i, "processes": n, "state_bytes": int(total), "share_bytes": int(share)}
-    checkpoints.checksums(leaves, snaps(work / "x").replicated)  # compiled before timing
     # save: every process writes its own shards
     sync("save")
     writer = snaps(work / f"n{n}")
@@ -439,7 +438,7 @@ def process_worker(argv) -> int:
     del gathered
     # restore what this process count saved, and (other counts) the 2-process checkpoint
     sources = [n] + ([SHARD_FROM] if n != SHARD_FROM and (work / f"n{SHARD_FROM}").is_dir() else [])
-    saved_sums = checkpoints.checksums(leaves, writer.replicated)
+    saved_sums = checkpoints.row_crc32s(leaves)
     del leaves
     state = None  # only the restored copy is held from here on
     for source in sources:
@@ -451,7 +450,7 @@ def process_worker(argv) -> int:
         name = "restore" if source == n else f"restore_from_{source}"
         row[f"{name}_s"] = time.perf_counter() - t0
         row[f"{name}_peak_above_bytes"] = _peak_above(base)
-        restored = checkpoints.checksums(checkpoints.stored_leaves(found.state), writer.replicated)
+        restored = checkpoints.row_crc32s(checkpoints.stored_leaves(found.state))
         assert restored == saved_sums, f"the state restored from {source} differs"
         del found
     if i == 0:

@@ -15,8 +15,9 @@ commits: a step directory appears only once complete)::
     DIR/checkpoints/<step>/results   the results so far (evaluation and training returns,
                                      learner metrics, buffer sizes per chunk), by process 0
     DIR/checkpoints/<step>/meta      JSON: format, versions, config, the state's leaf paths,
-                                     shapes and dtypes, a checksum of every leaf and CRC-32s of
-                                     the results, where in the run, the processes that wrote it
+                                     shapes and dtypes, the CRC-32 of every row of every leaf
+                                     and of the results, where in the run, the processes and
+                                     devices that wrote it
 
 In a multi-process run nothing is gathered: every process hands orbax its own shards of the
 global ``jax.Array`` s and orbax writes them side by side (the directory must be on a
@@ -31,8 +32,8 @@ resumed run executes the same compiled programs on the same inputs as an uninter
 ``memjax compress`` reads) is a different, smaller file and is still written at the end.
 
 Reading falls back from an unreadable latest checkpoint (a file missing, cut short or
-changed: every leaf is checked against its checksum, :func:`checksums`, which does not
-depend on how the leaf is sharded) to the newest one that reads, the processes of a run
+changed: every row of every leaf is checked against its CRC-32, :func:`row_crc32s`, which
+does not depend on how the leaf is sharded) to the newest one that reads, the processes of a run
 agreeing on which, saying so on stderr (one line per checkpoint tried), and moves the
 unreadable ones aside as ``<step>.unreadable``. When none reads, that is an error
 (:class:`NoReadableCheckpoint`, nothing moved) unless the caller asks to start over
@@ -43,7 +44,6 @@ version or state layout is an error (:class:`IncompatibleCheckpoint`), never mix
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -63,7 +63,7 @@ from memjax.train.config import TrainConfig
 from memjax.train.results import config_to_dict
 
 FORMAT = "memjax-run-checkpoint"
-VERSION = 2  # 2: per-process shards, sharding-independent checksums
+VERSION = 2  # 2: per-process shards, a CRC-32 per row (leading index) of every leaf
 DIRNAME = "checkpoints"
 RUN_FILE = "run.json"
 MAX_TO_KEEP = 3
@@ -285,57 +285,67 @@ def stored_leaves(state) -> list:
     return [jax.random.key_data(x) if _is_key(x) else x for x in jax.tree.leaves(state)]
 
 
-def _fmix32(h):
-    """MurmurHash3's 32-bit finalizer (uint32 -> uint32, every input bit mixed into every
-    output bit)."""
-    h = h ^ (h >> 16)
-    h = h * np.uint32(0x85EBCA6B)
-    h = h ^ (h >> 13)
-    h = h * np.uint32(0xC2B2AE35)
-    return h ^ (h >> 16)
+def _rows(x) -> int:
+    return x.shape[0] if x.ndim else 1
 
 
-def _leaf_checksum(x) -> jax.Array:
-    """uint32 scalar: the wrapping sum over the elements of ``fmix(bits ^ fmix(position))``.
-    A sum of integers modulo 2^32 does not depend on the order it is taken in, so the value
-    is the same however ``x`` is sharded (XLA reduces each shard, then across devices and
-    processes). A changed element, or two swapped ones, leave it as it was with a
-    probability of about 2^-32."""
-    import jax.numpy as jnp
-
-    if x.dtype == jnp.bool_:
-        words = x.astype(jnp.uint32)
-    elif x.dtype.itemsize >= 4:  # 8-byte types gain a trailing axis of 2 words
-        words = jax.lax.bitcast_convert_type(x, jnp.uint32)
-    else:
-        narrow = jnp.uint8 if x.dtype.itemsize == 1 else jnp.uint16
-        words = jax.lax.bitcast_convert_type(x, narrow).astype(jnp.uint32)
-    rows = words.shape[0] if words.ndim else 1
-    words = words.reshape(rows, math.prod(words.shape[1:]) if words.ndim else 1)
-    row = jax.lax.broadcasted_iota(jnp.uint32, words.shape, 0)
-    col = jax.lax.broadcasted_iota(jnp.uint32, words.shape, 1)
-    position = _fmix32(row * np.uint32(0x9E3779B1) + _fmix32(col + np.uint32(0x7F4A7C15)))
-    return jnp.sum(_fmix32(words ^ position), dtype=jnp.uint32)
+def _as_rows(a: np.ndarray) -> np.ndarray:
+    """``a`` as ``[rows, elements per row]`` (a scalar: one row)."""
+    return a.reshape(_rows(a), math.prod(a.shape[1:]) if a.ndim else 1)
 
 
-def _stacked_checksums(leaves: list):
-    import jax.numpy as jnp
+def _own_rows(x):
+    """``(first row, NumPy rows)`` of each block of ``x``'s leading axis that this process
+    writes and checks: its addressable shards, one copy of each (``replica_id`` 0); all of a
+    NumPy array. On CPU the rows are views of the device buffers, on a GPU host copies."""
+    if not isinstance(x, jax.Array):
+        yield 0, _as_rows(np.asarray(x))
+        return
+    for shard in x.addressable_shards:
+        if shard.replica_id == 0:
+            first = (shard.index[0].start or 0) if x.ndim else 0
+            yield first, _as_rows(np.asarray(shard.data))
 
-    return jnp.stack([_leaf_checksum(x) for x in leaves]) if leaves else jnp.zeros(0, jnp.uint32)
+
+def _local_crcs(leaves: list) -> tuple:
+    """The CRC-32 of every row (leading index) of every leaf that this process holds, as one
+    flat ``uint32`` vector over (leaf, row), zeros elsewhere, and the mask of those rows."""
+    sizes = [_rows(x) for x in leaves]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    crcs, own = np.zeros(offsets[-1], np.uint32), np.zeros(offsets[-1], bool)
+    for x, offset in zip(leaves, offsets[:-1]):
+        for first, rows in _own_rows(x):
+            for i, row in enumerate(rows):
+                crcs[offset + first + i] = _crc(row)
+                own[offset + first + i] = True
+    return crcs, own, offsets
 
 
-@functools.lru_cache(maxsize=8)
-def _checksums_fn(replicated):
-    return jax.jit(_stacked_checksums, out_shardings=replicated)
+def row_crc32s(leaves: list) -> list:
+    """The CRC-32 of every row of every leaf (a row: one index of the leading axis, the axis
+    that a run's state is sharded over, so the values do not depend on how the leaves are
+    sharded): ``[[crc of row 0, row 1, ...] per leaf]``. Each process computes the rows it
+    holds, with zlib, on the host; in a multi-process run the (small) table is then gathered
+    (a collective: every process calls it)."""
+    crcs, _, offsets = _local_crcs(leaves)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        # each row is held (replica 0) by exactly one process, zeros elsewhere
+        crcs = np.asarray(multihost_utils.process_allgather(crcs)).astype(np.uint64).sum(0)
+    return [[int(c) for c in crcs[a:b]] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
-def checksums(leaves: list, replicated=None) -> list:
-    """One ``int`` checksum per array of ``leaves`` (:func:`_leaf_checksum`), computed where
-    the arrays are, sharded or not (in a multi-process run a collective: every process calls
-    it and gets the same values). ``replicated``: the sharding of the result (the run's
-    replicated ``NamedSharding``; None: the default device)."""
-    out = _checksums_fn(replicated)(list(leaves))
-    return [int(v) for v in np.asarray(out.addressable_data(0))]
+def _crc_mismatch(leaves: list, table: list, spec: list) -> str | None:
+    """The first leaf whose rows held here do not match ``table`` (None: all match)."""
+    crcs, own, offsets = _local_crcs(leaves)
+    for (path, _, _), a, b, saved in zip(spec, offsets[:-1], offsets[1:], table, strict=True):
+        if len(saved) != b - a:
+            return f"leaf {path} has {len(saved)} stored CRC-32s for {b - a} rows"
+        mine = own[a:b]
+        if not np.array_equal(crcs[a:b][mine], np.asarray(saved, np.int64)[mine]):
+            return f"leaf {path} fails its CRC-32 check"
+    return None
 
 
 def _crc(a: np.ndarray) -> int:
@@ -422,15 +432,12 @@ class Snapshots:
     sharding of the run that saved them."""
 
     def __init__(self, out_dir, record: RunRecord, template, key_impl, sharding=None):
-        from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
+        from jax.sharding import SingleDeviceSharding
 
         self.directory = checkpoint_dir(out_dir)
         self.record, self.template, self.key_impl = record, template, key_impl
         if sharding is None:
             sharding = SingleDeviceSharding(jax.local_devices()[0])
-            self.replicated = sharding
-        else:
-            self.replicated = NamedSharding(sharding.mesh, PartitionSpec())
         self.sharding = sharding
         self.writer = jax.process_index() == 0
         self.spec = state_spec(template)
@@ -459,14 +466,14 @@ class Snapshots:
 
         t0 = time.perf_counter()
         leaves = stored_leaves(state)
-        sums = checksums(leaves, self.replicated)  # before the next chunk takes the state
+        crcs = row_crc32s(leaves)  # before the next chunk takes the state
         results, names = _results_arrays(points, sizes)
         meta = {
             **self.record.to_json(),
             "step": int(step),
             "index": int(index),
             "state_spec": self.spec,
-            "checksums": sums,
+            "crc32": crcs,
             "results_crc32": [_crc(a) for a in jax.tree.leaves(results)],
             "metric_names": names,
             "times": {k: float(v) for k, v in times.items()},
@@ -571,27 +578,23 @@ class Snapshots:
         return found
 
     def _read(self, manager, step: int) -> Snapshot:
-        """Read checkpoint ``step``: in each process the shards it holds, then agreed on by
-        all (a collective): unreadable when any process could not read it or any leaf fails
-        its checksum."""
+        """Read checkpoint ``step``: in each process the shards it holds, checked against
+        their CRC-32s, then agreed on by all (a collective): unreadable when any process
+        could not read it."""
         try:
             leaves, points, sizes, meta = self._read_here(manager, step)
-            error = None
         except Unreadable as e:
             error = str(e)
+        else:
+            try:
+                error = _crc_mismatch(leaves, meta["crc32"], self.spec)
+            except (TypeError, ValueError) as e:  # stored CRCs that are not a table of ints
+                error = f"its CRC-32s: {type(e).__name__}: {_first_line(e)}"
         failed = _failed_processes(error is not None)
         if error is not None:
             raise Unreadable(error, here=True)
         if failed:
             raise Unreadable(f"process(es) {', '.join(map(str, failed))} could not read it")
-        for path, expected, got in zip(
-            (p for p, _, _ in self.spec),
-            meta["checksums"],
-            checksums(leaves, self.replicated),
-            strict=True,
-        ):
-            if expected != got:
-                raise Unreadable(f"leaf {path} fails its checksum")
         return Snapshot(
             step=step,
             index=int(meta["index"]),
@@ -625,7 +628,7 @@ class Snapshots:
                 "step",
                 "index",
                 "state_spec",
-                "checksums",
+                "crc32",
                 "metric_names",
             )
             if not isinstance(meta, dict) or k not in meta
@@ -857,7 +860,7 @@ __all__ = [
     "save_indices",
     "state_spec",
     "stored_leaves",
-    "checksums",
+    "row_crc32s",
     "gather",
     "config_differences",
     "checkpoint_dir",
