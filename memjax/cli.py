@@ -367,7 +367,7 @@ def _join_run(argv) -> bool:
     backend (importing gymnax does). Returns whether it joined one."""
     if argv[:1] != ["train"] or "--plan" in argv:
         return False
-    early = argparse.ArgumentParser(add_help=False)
+    early = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     early.add_argument("--coordinator")
     early.add_argument("--num-processes", type=int)
     early.add_argument("--process-id", type=int)
@@ -375,8 +375,10 @@ def _join_run(argv) -> bool:
     early.add_argument("--connect-timeout", type=float)
     try:
         known, _ = early.parse_known_args(argv[1:])
-    except SystemExit:
+    except argparse.ArgumentError:
         return False  # the full parser says what is wrong
+    if known.connect_timeout is not None and not known.connect_timeout > 0:
+        return False  # likewise
     given = (known.coordinator, known.num_processes, known.process_id)
     auto = (known.processes or "").strip().lower() == "auto"
     if (None in given or known.processes is not None) and not (auto and given == (None,) * 3):
