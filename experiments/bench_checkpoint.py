@@ -2,7 +2,8 @@
 the training loop's slowdown with ``--checkpoint-every`` at its default ("auto": a tenth of
 the run) against checkpoints off, in one process.
 
-    python experiments/bench_checkpoint.py [--quick] [--rounds 2] [--steps 500000] [--out PATH]
+    python experiments/bench_checkpoint.py [--quick] [--rounds 2] [--steps 500000]
+        [--processes 1,2,4] [--capacity 4e6] [--out PATH]
 
 Save/restore (``memjax.train.checkpoints``, the code ``memjax train`` runs), per case:
 
@@ -29,14 +30,27 @@ Loop slowdown at the default period against checkpoints off, CartPole-v1 default
 
 A shorter run (``--steps 1e5``) takes the same 10 checkpoints over less training, so its ratio
 bounds the default run's from above. Only ratios mean anything on a shared machine.
+
+Per process (``--processes 1,2,4``): a run's state (CartPole-v1, 4 seeds, ``--capacity``
+transitions per seed, the buffer filled with random bytes: the worst case for zstd) sharded
+over N local processes (gloo, one CPU device each), saved and restored by every process with
+``memjax.train.checkpoints`` as ``memjax train`` does. Each process reports its share of the
+state (the bytes of its own shards), save and restore times, and its peak RSS above what it
+held before (``/proc/self/status`` VmHWM, reset through ``/proc/self/clear_refs``) during the
+save, during the restore, and, side by side, during a gather of the whole state into every
+process (what a multi-process save did before: ``process_allgather`` and a host copy). The
+2-process checkpoint is also restored onto 1 and 4 processes (resharding).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,11 +63,17 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(_ROOT))
 
+if __name__ == "__main__" and sys.argv[1:2] == ["--worker"] and int(sys.argv[3]) > 1:
+    from memjax import distributed  # joins before anything starts jax's backend (gymnax does)
+
+    distributed.initialize(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), connect_seconds=300)
+
 from experiments._common import log, machine_info, results_path, write_json  # noqa: E402
 from memjax.agents import DQNConfig  # noqa: E402
 from memjax.train import (  # noqa: E402
     TrainConfig,
     checkpoints,
+    devices,
     driver,
     make_train,
 )
@@ -128,7 +148,7 @@ def save_restore(name: str, cfg: TrainConfig, seeds: int, repeats: int, work: Pa
     record = checkpoints.RunRecord(cfg, seeds, 0, cfg.steps_done)
     step = cfg.warmup_vec_steps * cfg.num_envs
     points, sizes = _points(step, seeds)
-    rows = {"save_blocking_s": [], "save_commit_s": [], "restore_s": [], "host_copy_s": []}
+    rows = {"save_blocking_s": [], "save_commit_s": [], "restore_s": [], "crc32_s": []}
     disk = None
     for r in range(repeats):
         out = work / f"{name}-{r}"
@@ -147,13 +167,18 @@ def save_restore(name: str, cfg: TrainConfig, seeds: int, repeats: int, work: Pa
         jax.block_until_ready(found.state)
         rows["restore_s"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        checkpoints.host_copy(state)
-        rows["host_copy_s"].append(time.perf_counter() - t0)
+        saved = checkpoints.row_crc32s(checkpoints.stored_leaves(state))
+        rows["crc32_s"].append(time.perf_counter() - t0)
         same = all(
             np.array_equal(a, b)
-            for a, b in zip(checkpoints.host_copy(found.state), checkpoints.host_copy(state))
+            for a, b in zip(
+                jax.device_get(checkpoints.stored_leaves(found.state)),
+                jax.device_get(checkpoints.stored_leaves(state)),
+            )
         )
-        assert same, "restored state differs from the saved one"
+        assert same and saved == checkpoints.row_crc32s(checkpoints.stored_leaves(found.state)), (
+            "restored state differs from the saved one"
+        )
         shutil.rmtree(out)
     memory = _tree_bytes(state)
     row = {
@@ -170,7 +195,7 @@ def save_restore(name: str, cfg: TrainConfig, seeds: int, repeats: int, work: Pa
     log(
         f"[{name}] state {memory / 2**20:,.1f} MiB in memory ({row['leaves']} leaves), "
         f"{disk / 2**20:,.1f} MiB on disk ({row['disk_over_memory']}x); save blocks the loop "
-        f"{row['save_blocking_s']:.3f} s (host copy {row['host_copy_s']:.3f} s), committed "
+        f"{row['save_blocking_s']:.3f} s (CRC-32s {row['crc32_s']:.3f} s), committed "
         f"after {row['save_commit_s']:.3f} s; restore {row['restore_s']:.3f} s"
     )
     return row
@@ -180,31 +205,37 @@ def _loop(cfg: TrainConfig, seeds: int):
     trainer = make_train(cfg)
     k_train, k_eval = jax.random.split(jax.random.key(0))
     keys = jax.random.split(k_train, seeds)
+    place = devices.layout(seeds, 1)
     t0 = time.perf_counter()
-    compiled = driver._compile(trainer, keys, jax.random.split(k_eval, seeds))
+    compiled = driver._compile(trainer, place, k_train, k_eval)
     log(
         f"[loop] compiled in {time.perf_counter() - t0:.1f} s; {cfg.steps_done:,} env steps "
         f"per seed x {seeds} seeds, {len(compiled.schedule)} chunks incl. warm-up"
     )
     every = checkpoints.resolve_every("auto", cfg)
-    template = jax.eval_shape(jax.vmap(trainer.init), keys)
+    template = jax.eval_shape(compiled.init)
 
     def fresh(out: Path):
         return checkpoints.Snapshots(
-            out, checkpoints.RunRecord(cfg, seeds, 0, every), template, jax.random.key_impl(keys)
+            out,
+            checkpoints.RunRecord(cfg, seeds, 0, every),
+            template,
+            jax.random.key_impl(keys),
+            place.sharded,
         )
 
     boundaries = np.cumsum([n for _, _, n in compiled.schedule]).tolist()
-    return compiled, keys, k_eval, every, fresh, checkpoints.save_indices(boundaries, every)
+    save_at = checkpoints.save_indices(boundaries, every)
+    return compiled, place, every, fresh, save_at
 
 
 def lockstep_slowdown(cfg: TrainConfig, seeds: int, work: Path, loop) -> dict:
     """Two runs advanced chunk by chunk in turns (the order alternating), one saving at the
     default period and WAITING for each commit (a synchronous save: the async save's upper
     bound), one without checkpoints. Load from other processes falls on both alike."""
-    compiled, keys, k_eval, every, fresh, save_at = loop
+    compiled, _, every, fresh, save_at = loop
     snaps = fresh(work / "lockstep")
-    states = {"off": compiled.init(keys), "auto": compiled.init(keys)}
+    states = {"off": compiled.init(), "auto": compiled.init()}
     points = {
         m: {
             "steps": [],
@@ -222,13 +253,9 @@ def lockstep_slowdown(cfg: TrainConfig, seeds: int, work: Path, loop) -> dict:
         done += n_steps
         for mode in ("off", "auto") if i % 2 else ("auto", "off"):
             t0 = time.perf_counter()
-            state, metrics = fn(states[mode])
+            state, metrics, count = fn(states[mode])
             jax.block_until_ready(metrics)
-            episodes = jax.device_get(
-                compiled.evaluate(
-                    state.agent, jax.random.split(jax.random.fold_in(k_eval, i), seeds)
-                )
-            )
+            episodes = jax.device_get(compiled.evaluate(state.agent, np.int32(i)))
             metrics = jax.device_get(metrics)
             pts = points[mode]
             pts["steps"].append(done)
@@ -236,7 +263,7 @@ def lockstep_slowdown(cfg: TrainConfig, seeds: int, work: Path, loop) -> dict:
             pts["eval_unfinished"].append(int(np.sum(~np.asarray(episodes.finished))))
             pts["train_return"].append(np.asarray(metrics["episode_return"], np.float64))
             pts["metrics"].append(metrics)
-            sizes[mode].append(np.asarray(jax.device_get(state.buffer.count)).tolist())
+            sizes[mode].append(np.asarray(jax.device_get(count)).tolist())
             if mode == "auto" and i in save_at:
                 t1 = time.perf_counter()
                 snaps.save(i, done, state, pts, sizes[mode], {})
@@ -267,21 +294,16 @@ def whole_run_slowdown(cfg: TrainConfig, seeds: int, rounds: int, work: Path, lo
     """The driver's own loop, run whole: async saves at the default period vs off,
     ``rounds`` pairs in alternating order; wall and process CPU time (noisy on a shared
     machine: a pair takes minutes)."""
-    compiled, keys, k_eval, every, fresh, save_at = loop
+    compiled, place, every, fresh, save_at = loop
     times, cpu, blocked = {"off": [], "auto": []}, {"off": [], "auto": []}, []
     for r in range(rounds):
         for mode in ("off", "auto") if r % 2 else ("auto", "off"):
             snaps = fresh(work / f"loop-{r}") if mode == "auto" else None
-            state = compiled.init(keys)
+            state = compiled.init()
             jax.block_until_ready(state)
             t0, c0 = time.perf_counter(), time.process_time()
             driver._run_schedule(
-                compiled,
-                state,
-                k_eval,
-                seeds,
-                None,
-                checkpoint=driver._checkpoint_hook(compiled, snaps),
+                compiled, state, place, None, checkpoint=driver._checkpoint_hook(compiled, snaps)
             )
             if snaps is not None:
                 snaps.close()
@@ -318,6 +340,206 @@ def whole_run_slowdown(cfg: TrainConfig, seeds: int, rounds: int, work: Path, lo
     return row
 
 
+# --------------------------------------------------------------------------- per process
+
+SHARD_SEEDS = 4  # divides over 1, 2 and 4 processes
+SHARD_FROM = 2  # the checkpoint that the other process counts also restore (resharding)
+
+
+def _memory() -> dict:
+    """This process's resident memory now and at its peak since the last reset (bytes)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return {k: int(fields[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM")}
+
+
+def _reset_peak() -> int:
+    """Reset the peak RSS (VmHWM) to the current RSS; returns it."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _memory()["VmRSS"]
+
+
+def _peak_above(base: int) -> int:
+    return _memory()["VmHWM"] - base
+
+
+def _random_fill(state, sharding):
+    """``state`` with every large integer or float leaf of its buffer replaced by random bits
+    (computed shard by shard where the leaf lives)."""
+    import jax.numpy as jnp
+
+    def fill(buffer, key):
+        leaves, tree = jax.tree.flatten(buffer)
+        out = []
+        for i, x in enumerate(leaves):
+            if x.size < 2**16 or not jnp.issubdtype(x.dtype, jnp.number):
+                out.append(x)
+                continue
+            bits = jax.random.bits(
+                jax.random.fold_in(key, i), x.shape, f"uint{8 * x.dtype.itemsize}"
+            )
+            out.append(jax.lax.bitcast_convert_type(bits, x.dtype))
+        return jax.tree.unflatten(tree, out)
+
+    buffer = jax.jit(fill, out_shardings=sharding)(state.buffer, jax.random.key(1))
+    return state.replace(buffer=buffer)
+
+
+def _cfg(capacity: int) -> TrainConfig:
+    return TrainConfig(buffer_capacity=capacity, agent=DQNConfig(hidden=(64,)))
+
+
+def process_worker(argv) -> int:
+    """One process of the per-process measurement (started by :func:`per_process`)."""
+    n, i, work, capacity = int(argv[1]), int(argv[2]), Path(argv[3]), int(argv[4])
+    from jax.experimental import multihost_utils
+
+    def sync(name):
+        if n > 1:
+            multihost_utils.sync_global_devices(name)
+
+    cfg = _cfg(capacity)
+    trainer = make_train(cfg)
+    place = devices.layout(SHARD_SEEDS, 1)
+    key = jax.random.key(0)
+    init = jax.jit(place.init(trainer, key), out_shardings=place.sharded)
+    state = _random_fill(init(), place.sharded)
+    jax.block_until_ready(state)
+    template = jax.eval_shape(init)
+    leaves = checkpoints.stored_leaves(state)
+    share = sum(s.data.nbytes for x in leaves for s in x.addressable_shards)
+    total = sum(x.nbytes for x in leaves)
+    record = checkpoints.RunRecord(cfg, SHARD_SEEDS, 0, 1)
+    points, sizes = _points(1, SHARD_SEEDS)
+
+    def snaps(directory):
+        return checkpoints.Snapshots(
+            directory, record, template, jax.random.key_impl(key), place.sharded
+        )
+
+    row = {"process": i, "processes": n, "state_bytes": int(total), "share_bytes": int(share)}
+    # save: every process writes its own shards
+    sync("save")
+    writer = snaps(work / f"n{n}")
+    base = _reset_peak()
+    row["rss_before_save_bytes"] = base
+    t0 = time.perf_counter()
+    writer.save(0, 1, state, points, sizes, {})
+    row["save_blocking_s"] = time.perf_counter() - t0
+    writer.close()
+    row["save_commit_s"] = time.perf_counter() - t0
+    row["save_peak_above_bytes"] = _peak_above(base)
+    # side by side: the whole state gathered into this process, as a save did before
+    sync("gather")
+    base = _reset_peak()
+    t0 = time.perf_counter()
+    gathered = [np.array(x, copy=True) for x in checkpoints.gather(leaves)]
+    row["gather_s"] = time.perf_counter() - t0
+    row["gather_peak_above_bytes"] = _peak_above(base)
+    del gathered
+    # restore what this process count saved, and (other counts) the 2-process checkpoint
+    sources = [n] + ([SHARD_FROM] if n != SHARD_FROM and (work / f"n{SHARD_FROM}").is_dir() else [])
+    saved_sums = checkpoints.row_crc32s(leaves)
+    del leaves
+    state = None  # only the restored copy is held from here on
+    for source in sources:
+        sync(f"restore {source}")
+        base = _reset_peak()
+        t0 = time.perf_counter()
+        found = snaps(work / f"n{source}").restore()
+        jax.block_until_ready(found.state)
+        name = "restore" if source == n else f"restore_from_{source}"
+        row[f"{name}_s"] = time.perf_counter() - t0
+        row[f"{name}_peak_above_bytes"] = _peak_above(base)
+        restored = checkpoints.row_crc32s(checkpoints.stored_leaves(found.state))
+        assert restored == saved_sums, f"the state restored from {source} differs"
+        del found
+    if i == 0:
+        step_dir = work / f"n{n}" / checkpoints.DIRNAME / "1"
+        row["disk_bytes"] = _dir_bytes(step_dir)
+        row["disk_bytes_by_process"] = {
+            p.name: _dir_bytes(p) for p in sorted((step_dir / "state").glob("ocdbt.process_*"))
+        }
+    (work / f"row-{n}-{i}.json").write_text(json.dumps(row))
+    sync("done")
+    if n > 1:
+        from memjax import distributed
+
+        distributed.shutdown()
+    return 0
+
+
+def per_process(counts, capacity: int, work: Path, timeout: float) -> dict:
+    """Start ``n`` worker processes for each ``n`` of ``counts`` (2 first: its checkpoint is
+    the one the others reshard) and collect their rows."""
+    from memjax.distributed import free_port
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    order = sorted(counts, key=lambda n: n != SHARD_FROM)
+    out = {}
+    for n in order:
+        coordinator = f"127.0.0.1:{free_port()}"
+        command = [sys.executable, __file__, "--worker", coordinator, str(n)]
+        procs = [
+            subprocess.Popen([*command, str(i), str(work), str(capacity)], env=env)
+            for i in range(n)
+        ]
+        deadline = time.monotonic() + timeout
+        try:
+            for p in procs:
+                code = p.wait(timeout=max(deadline - time.monotonic(), 1))
+                if code:
+                    raise SystemExit(
+                        f"[per process] a worker of the {n}-process run failed ({code})"
+                    )
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        rows = [json.loads((work / f"row-{n}-{i}.json").read_text()) for i in range(n)]
+        worst = max(rows, key=lambda r: r["save_peak_above_bytes"])
+        share = worst["share_bytes"]
+        summary = {
+            "processes": n,
+            "state_bytes": rows[0]["state_bytes"],
+            "share_bytes": share,
+            "save_blocking_s": max(r["save_blocking_s"] for r in rows),
+            "save_commit_s": max(r["save_commit_s"] for r in rows),
+            "restore_s": max(r["restore_s"] for r in rows),
+            "save_peak_above_bytes_max": worst["save_peak_above_bytes"],
+            "save_peak_over_share": round(worst["save_peak_above_bytes"] / share, 3),
+            "gather_peak_over_share": round(
+                max(r["gather_peak_above_bytes"] for r in rows) / share, 3
+            ),
+            "restore_peak_over_share": round(
+                max(r["restore_peak_above_bytes"] for r in rows) / share, 3
+            ),
+            "rows": rows,
+        }
+        if f"restore_from_{SHARD_FROM}_s" in rows[0]:
+            summary[f"restore_from_{SHARD_FROM}_s"] = max(
+                r[f"restore_from_{SHARD_FROM}_s"] for r in rows
+            )
+        log(
+            f"[per process] {n} process(es): state {rows[0]['state_bytes'] / 2**20:,.0f} MiB, "
+            f"{share / 2**20:,.0f} MiB per process; save {summary['save_blocking_s']:.2f} s "
+            f"blocking, {summary['save_commit_s']:.2f} s committed, restore "
+            f"{summary['restore_s']:.2f} s; peak RSS above the state during a save "
+            f"{summary['save_peak_over_share']:.2f}x its share (a gather: "
+            f"{summary['gather_peak_over_share']:.2f}x), during a restore "
+            f"{summary['restore_peak_over_share']:.2f}x"
+        )
+        out[str(n)] = summary
+    return {
+        "env": "CartPole-v1",
+        "seeds": SHARD_SEEDS,
+        "buffer_capacity": capacity,
+        "contents": "buffer filled with random bytes (incompressible)",
+        "by_processes": out,
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
@@ -342,6 +564,26 @@ def main(argv=None) -> int:
         default=None,
         help="results JSON (default experiments/results/bench_checkpoint_<tag>[_quick].json)",
     )
+    p.add_argument(
+        "--lockstep-off",
+        action="store_true",
+        help="skip the lockstep loop comparison (with --rounds 0: no loop at all)",
+    )
+    p.add_argument(
+        "--processes",
+        default=None,
+        help="process counts of the per-process measurement (default 1,2,4; quick 1,2; "
+        "'none': skip)",
+    )
+    p.add_argument(
+        "--capacity",
+        type=float,
+        default=None,
+        help="transitions per seed of the per-process state (default 4e6; quick 2e4)",
+    )
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        return process_worker(argv[1:])
     args = p.parse_args(argv)
     cases = QUICK_CASES if args.quick else CASES
     if args.cases:
@@ -363,12 +605,20 @@ def main(argv=None) -> int:
             name: save_restore(name, cfg, seeds, repeats, work)
             for name, (cfg, seeds) in cases.items()
         }
-        loop = _loop(loop_cfg, loop_seeds)
-        lockstep = lockstep_slowdown(loop_cfg, loop_seeds, work, loop)
+        counts = args.processes or ("1,2" if args.quick else "1,2,4")
+        capacity = int(args.capacity or (2e4 if args.quick else 4e6))
+        sharded = (
+            None
+            if counts == "none"
+            else per_process([int(n) for n in counts.split(",")], capacity, work, 1800)
+        )
+        loop = _loop(loop_cfg, loop_seeds) if rounds or not args.lockstep_off else None
+        lockstep = lockstep_slowdown(loop_cfg, loop_seeds, work, loop) if loop else None
         whole = whole_run_slowdown(loop_cfg, loop_seeds, rounds, work, loop) if rounds else None
     doc = {
         "machine": info,
         "save_restore": save_rows,
+        "per_process": sharded,
         "loop": {
             "env": loop_cfg.env,
             "seeds": loop_seeds,

@@ -299,13 +299,23 @@ def _add_train_options(t, agent: str = "dqn") -> None:
     )
     t.add_argument(
         "--processes",
-        type=types.positive,
+        type=_processes,
         default=None,
-        metavar="N",
+        metavar="N|auto",
         help="run as N local processes (jax.distributed, gloo CPU collectives, a "
         "coordinator on a free local port), the seeds split between them, one "
         "result directory; a process that dies ends the run (resume it with "
-        "--resume OUT --processes N)",
+        "--resume OUT --processes N). 'auto': this is one process of a run that "
+        "a cluster launcher started (srun, mpirun, a Kubernetes indexed Job); "
+        "the coordinator, process count and id come from its environment",
+    )
+    t.add_argument(
+        "--connect-timeout",
+        type=types.positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="with several processes: how long a process waits for the coordinator "
+        "to answer and for the others to join (default: 300)",
     )
     t.add_argument(
         "--coordinator",
@@ -382,7 +392,7 @@ def _train(args, parser) -> int:
             "--processes starts the processes itself; --coordinator, "
             "--num-processes and --process-id are for processes started by hand"
         )
-    if args.processes is not None and args.processes > 1 and not args.plan:
+    if isinstance(args.processes, int) and args.processes > 1 and not args.plan:
         from memjax import distributed
 
         return distributed.launch(args.argv, args.processes, resume_hint=args.resume or args.out)
@@ -394,26 +404,45 @@ def _train(args, parser) -> int:
     return _train_here(args, parser)
 
 
+def _processes(text: str):
+    """``--processes``: a positive count, or ``auto`` (a cluster launcher's process)."""
+    return "auto" if text.strip().lower() == "auto" else types.positive(text)
+
+
 def _join_run(argv) -> bool:
-    """For ``memjax train --coordinator HOST:PORT --num-processes N --process-id I``: join
-    the multi-process run before anything starts jax's backend (importing gymnax does).
-    Returns whether it joined one."""
+    """For ``memjax train --coordinator HOST:PORT --num-processes N --process-id I`` or
+    ``--processes auto`` (the launcher's environment says them, :func:`distributed.detect`;
+    one line says what it found): join the multi-process run before anything starts jax's
+    backend (importing gymnax does). Returns whether it joined one."""
     if argv[:1] != ["train"] or "--plan" in argv:
         return False
-    early = argparse.ArgumentParser(add_help=False)
+    early = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     early.add_argument("--coordinator")
     early.add_argument("--num-processes", type=int)
     early.add_argument("--process-id", type=int)
     early.add_argument("--processes")
-    known, _ = early.parse_known_args(argv[1:])
+    early.add_argument("--connect-timeout", type=float)
+    try:
+        known, _ = early.parse_known_args(argv[1:])
+    except argparse.ArgumentError:
+        return False  # the full parser says what is wrong
+    if known.connect_timeout is not None and not known.connect_timeout > 0:
+        return False  # likewise
     given = (known.coordinator, known.num_processes, known.process_id)
-    if None in given or known.processes is not None:
-        return False  # _train says what is missing
+    auto = (known.processes or "").strip().lower() == "auto"
+    if (None in given or known.processes is not None) and not (auto and given == (None,) * 3):
+        return False  # _train says what is missing or conflicts
     from memjax import distributed
 
+    seconds = known.connect_timeout or distributed.CONNECT_SECONDS
     try:
-        distributed.initialize(*given)
-    except ValueError as e:
+        local = None
+        if auto:
+            launch = distributed.detect(seconds)
+            print(launch.describe(), flush=True)
+            given, local = launch[1:4], launch.local_device_ids
+        distributed.initialize(*given, connect_seconds=seconds, local_device_ids=local)
+    except (ValueError, ConnectionError) as e:
         print(f"memjax train: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     return True

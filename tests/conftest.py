@@ -49,6 +49,7 @@ from experiments._common import hlo_copies as scan_hlo_copies  # noqa: E402
 # Test files by their time on 2 CPU cores, slowest first (subprocess fixtures, then learning
 # runs); the other files follow in collection order. The default tier has its own order.
 SLOWEST_FIRST = [
+    "test_cluster.py",
     "test_processes.py",
     "test_resume.py",
     "test_devices.py",
@@ -85,6 +86,13 @@ SLOW = {
         "test_two_processes_killed_and_resumed_match_one_process",
     },
     "test_devices.py": ALL,
+    "test_cluster.py": {  # a SLURM-like 2-process run, resumed on 1 and 4 processes
+        "test_slurm_environment_starts_the_processes_of_one_run",
+        "test_each_process_writes_its_own_shards",
+        "test_a_two_process_checkpoint_resumes_on_another_number_of_processes",
+        "test_processes_agree_to_fall_back_when_one_cannot_read_its_shards",
+        "test_a_coordinator_that_does_not_answer_is_one_error_line",
+    },
     "test_resume.py": {  # these share the SIGKILLed run
         "test_sigkill_then_resume_is_bit_exact",
         "test_unreadable_latest_checkpoint_falls_back",

@@ -10,10 +10,20 @@ commits: a step directory appears only once complete)::
     DIR/checkpoints/<step>/state     every leaf of the vmapped TrainState (agent params, target
                                      params, optimizer state, replay buffer with its codec state
                                      and sum-tree, env states, observations, carries, PRNG keys,
-                                     counters) and the results so far (evaluation and training
-                                     returns, learner metrics, buffer sizes per chunk)
+                                     counters) as global arrays: each process writes its own
+                                     shards to ``state/ocdbt.process_<i>/`` (OCDBT, zstd)
+    DIR/checkpoints/<step>/results   the results so far (evaluation and training returns,
+                                     learner metrics, buffer sizes per chunk), by process 0
     DIR/checkpoints/<step>/meta      JSON: format, versions, config, the state's leaf paths,
-                                     shapes and dtypes, CRC-32s of every array, where in the run
+                                     shapes and dtypes, the CRC-32 of every row of every leaf
+                                     and of the results, where in the run, the processes and
+                                     devices that wrote it
+
+In a multi-process run nothing is gathered: every process hands orbax its own shards of the
+global ``jax.Array`` s and orbax writes them side by side (the directory must be on a
+filesystem every process sees); a restore reads, in each process, only the parts of the
+stored arrays that its devices hold under the resuming run's sharding, so a seed-sharded run
+resumes on another number of processes or devices (the seeds must still divide over them).
 
 ``<step>`` is env steps per seed done. Checkpoints are taken only at chunk boundaries (the
 run's chunks depend on its config alone, and evaluation keys on the chunk's index), so a
@@ -22,12 +32,13 @@ resumed run executes the same compiled programs on the same inputs as an uninter
 ``memjax compress`` reads) is a different, smaller file and is still written at the end.
 
 Reading falls back from an unreadable latest checkpoint (a file missing, cut short or
-changed: every leaf is checked against its CRC-32) to the newest one that reads, saying so
-on stderr (one line per checkpoint tried), and moves the unreadable ones aside as
-``<step>.unreadable``. When none reads, that is an error (:class:`NoReadableCheckpoint`,
-nothing moved) unless the caller asks to start over (``restart_if_unreadable``). A checkpoint
-written by another config, seed count, memjax version or state layout is an error
-(:class:`IncompatibleCheckpoint`), never mixed into a run.
+changed: every row of every leaf is checked against its CRC-32, :func:`row_crc32s`, which
+does not depend on how the leaf is sharded) to the newest one that reads, the processes of a run
+agreeing on which, saying so on stderr (one line per checkpoint tried), and moves the
+unreadable ones aside as ``<step>.unreadable``. When none reads, that is an error
+(:class:`NoReadableCheckpoint`, nothing moved) unless the caller asks to start over
+(``restart_if_unreadable``). A checkpoint written by another config, seed count, memjax
+version or state layout is an error (:class:`IncompatibleCheckpoint`), never mixed into a run.
 """
 
 from __future__ import annotations
@@ -52,7 +63,7 @@ from memjax.train.config import TrainConfig
 from memjax.train.results import config_to_dict
 
 FORMAT = "memjax-run-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: per-process shards, a CRC-32 per row (leading index) of every leaf
 DIRNAME = "checkpoints"
 RUN_FILE = "run.json"
 MAX_TO_KEEP = 3
@@ -178,16 +189,20 @@ def config_differences(saved: TrainConfig, given: TrainConfig) -> list:
     ]
 
 
-def _manager(directory: Path, *, create=False):
+def _manager(directory: Path, *, create=False, alone=False):
+    """An orbax ``CheckpointManager`` on ``directory``. Saves involve every process of the run
+    (each writes its own shards; process 0 the metadata and the commit); ``alone``: only this
+    process, for reading (each process reads what it holds without waiting for the others,
+    so that one that fails to read cannot leave the others stuck in orbax's barriers)."""
     import orbax.checkpoint as ocp
 
     kwargs = {}
-    if jax.process_count() > 1:  # each process reads alone, process 0 writes alone
+    if alone and jax.process_count() > 1:
         me = jax.process_index()
         kwargs["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
             primary_host=me, active_processes={me}
         )
-        create = False  # orbax refuses create= with active_processes; the caller mkdirs
+        create = False  # orbax refuses create= with active_processes
     options = ocp.CheckpointManagerOptions(
         max_to_keep=MAX_TO_KEEP, create=create, enable_async_checkpointing=True, **kwargs
     )
@@ -255,7 +270,8 @@ def state_spec(state) -> list:
 
 def gather(tree):
     """``tree``'s arrays as NumPy arrays of their global values, on every process (in a
-    multi-process run a collective: every process must call it)."""
+    multi-process run a collective: every process must call it). For small results only:
+    checkpoints never gather the state."""
     if jax.process_count() == 1:
         return jax.device_get(tree)
     from jax.experimental import multihost_utils
@@ -263,12 +279,73 @@ def gather(tree):
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def host_copy(state) -> list:
-    """Every leaf of ``state`` copied into fresh NumPy arrays (PRNG keys as their uint32
-    data), safe to write while the device buffers are donated to the next chunk; the global
-    values, gathered from every process (see :func:`gather`)."""
-    leaves = [jax.random.key_data(x) if _is_key(x) else x for x in jax.tree.leaves(state)]
-    return [np.array(x, copy=True) for x in gather(leaves)]
+def stored_leaves(state) -> list:
+    """The leaves of ``state`` as they are stored: PRNG keys as their ``uint32`` key data,
+    every array left where it is (global ``jax.Array`` s keep their sharding)."""
+    return [jax.random.key_data(x) if _is_key(x) else x for x in jax.tree.leaves(state)]
+
+
+def _rows(x) -> int:
+    return x.shape[0] if x.ndim else 1
+
+
+def _as_rows(a: np.ndarray) -> np.ndarray:
+    """``a`` as ``[rows, elements per row]`` (a scalar: one row)."""
+    return a.reshape(_rows(a), math.prod(a.shape[1:]) if a.ndim else 1)
+
+
+def _own_rows(x):
+    """``(first row, NumPy rows)`` of each block of ``x``'s leading axis that this process
+    writes and checks: its addressable shards, one copy of each (``replica_id`` 0); all of a
+    NumPy array. On CPU the rows are views of the device buffers, on a GPU host copies."""
+    if not isinstance(x, jax.Array):
+        yield 0, _as_rows(np.asarray(x))
+        return
+    for shard in x.addressable_shards:
+        if shard.replica_id == 0:
+            first = (shard.index[0].start or 0) if x.ndim else 0
+            yield first, _as_rows(np.asarray(shard.data))
+
+
+def _local_crcs(leaves: list) -> tuple:
+    """The CRC-32 of every row (leading index) of every leaf that this process holds, as one
+    flat ``uint32`` vector over (leaf, row), zeros elsewhere, and the mask of those rows."""
+    sizes = [_rows(x) for x in leaves]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    crcs, own = np.zeros(offsets[-1], np.uint32), np.zeros(offsets[-1], bool)
+    for x, offset in zip(leaves, offsets[:-1]):
+        for first, rows in _own_rows(x):
+            for i, row in enumerate(rows):
+                crcs[offset + first + i] = _crc(row)
+                own[offset + first + i] = True
+    return crcs, own, offsets
+
+
+def row_crc32s(leaves: list) -> list:
+    """The CRC-32 of every row of every leaf (a row: one index of the leading axis, the axis
+    that a run's state is sharded over, so the values do not depend on how the leaves are
+    sharded): ``[[crc of row 0, row 1, ...] per leaf]``. Each process computes the rows it
+    holds, with zlib, on the host; in a multi-process run the (small) table is then gathered
+    (a collective: every process calls it)."""
+    crcs, _, offsets = _local_crcs(leaves)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        # each row is held (replica 0) by exactly one process, zeros elsewhere
+        crcs = np.asarray(multihost_utils.process_allgather(crcs)).astype(np.uint64).sum(0)
+    return [[int(c) for c in crcs[a:b]] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
+def _crc_mismatch(leaves: list, table: list, spec: list) -> str | None:
+    """The first leaf whose rows held here do not match ``table`` (None: all match)."""
+    crcs, own, offsets = _local_crcs(leaves)
+    for (path, _, _), a, b, saved in zip(spec, offsets[:-1], offsets[1:], table, strict=True):
+        if len(saved) != b - a:
+            return f"leaf {path} has {len(saved)} stored CRC-32s for {b - a} rows"
+        mine = own[a:b]
+        if not np.array_equal(crcs[a:b][mine], np.asarray(saved, np.int64)[mine]):
+            return f"leaf {path} fails its CRC-32 check"
+    return None
 
 
 def _crc(a: np.ndarray) -> int:
@@ -321,7 +398,23 @@ class Snapshot:
 
 
 class Unreadable(Exception):
-    """A checkpoint that is incomplete or damaged (fall back to an older one)."""
+    """A checkpoint that is incomplete or damaged (fall back to an older one); ``here``:
+    this process found it so (else another process did)."""
+
+    def __init__(self, message: str, here: bool = False):
+        super().__init__(message)
+        self.here = here
+
+
+def _failed_processes(failed_here: bool) -> list:
+    """The indices of the processes where ``failed_here`` is true (a collective in a
+    multi-process run: every process calls it, and all get the same list)."""
+    if jax.process_count() == 1:
+        return [0] if failed_here else []
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.int32(failed_here))
+    return [int(i) for i in np.flatnonzero(np.asarray(flags))]
 
 
 # --------------------------------------------------------------------------- the manager
@@ -330,13 +423,21 @@ class Unreadable(Exception):
 class Snapshots:
     """The checkpoints of one run in ``DIR/checkpoints``. Use :func:`open_run`.
 
-    In a multi-process run every process gathers the state at a save (a collective) and
-    process 0 writes it; every process reads a checkpoint itself (the directory must be on
-    a filesystem they share) and keeps its own shard."""
+    In a multi-process run every process saves its own shards of the state (a save is a
+    collective: every process calls it) and reads, on a restore, only the shards it holds
+    under ``sharding`` (the directory must be on a filesystem they share).
+
+    ``sharding``: the ``NamedSharding`` of the run's state (the leading axis of every leaf
+    over its mesh; None: one local device); a restore places the leaves so, whatever the
+    sharding of the run that saved them."""
 
     def __init__(self, out_dir, record: RunRecord, template, key_impl, sharding=None):
+        from jax.sharding import SingleDeviceSharding
+
         self.directory = checkpoint_dir(out_dir)
         self.record, self.template, self.key_impl = record, template, key_impl
+        if sharding is None:
+            sharding = SingleDeviceSharding(jax.local_devices()[0])
         self.sharding = sharding
         self.writer = jax.process_index() == 0
         self.spec = state_spec(template)
@@ -364,30 +465,34 @@ class Snapshots:
         import orbax.checkpoint as ocp
 
         t0 = time.perf_counter()
-        leaves = host_copy(state)
-        if not self.writer:
-            self.seconds += time.perf_counter() - t0
-            return
+        leaves = stored_leaves(state)
+        crcs = row_crc32s(leaves)  # before the next chunk takes the state
         results, names = _results_arrays(points, sizes)
         meta = {
             **self.record.to_json(),
             "step": int(step),
             "index": int(index),
             "state_spec": self.spec,
-            "crc32": [_crc(a) for a in leaves],
+            "crc32": crcs,
             "results_crc32": [_crc(a) for a in jax.tree.leaves(results)],
             "metric_names": names,
             "times": {k: float(v) for k, v in times.items()},
+            "processes": jax.process_count(),
+            "devices": len(self.sharding.device_set),
         }
-        # orbax cannot store zero-size arrays; the spec gives their shape back
-        tree = {
-            "state": {f"{i:05d}": a for i, a in enumerate(leaves) if a.size},
-            "results": results,
-        }
+        # orbax cannot store zero-size arrays; the spec gives their shape back. Each process
+        # hands orbax the global arrays and orbax writes this process's shards (copied to
+        # host memory before save returns: on CPU a view, so the next chunk cannot reuse
+        # the state's buffers while the write runs and allocates its own); process 0 writes
+        # the results and the metadata
         self._writer().save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)
+                state=ocp.args.StandardSave(
+                    {f"{i:05d}": a for i, a in enumerate(leaves) if a.size}
+                ),
+                results=ocp.args.StandardSave(results),
+                meta=ocp.args.JsonSave(meta),
             ),
         )
         self.seconds += time.perf_counter() - t0
@@ -412,7 +517,7 @@ class Snapshots:
     def steps(self) -> list:
         if not self.directory.is_dir():
             return []
-        manager = _manager(self.directory)
+        manager = _manager(self.directory, alone=True)
         try:
             return sorted(manager.all_steps())
         finally:
@@ -428,7 +533,7 @@ class Snapshots:
         if not steps:
             return None
         _quiet_closed_loop_callbacks()
-        manager = _manager(self.directory)
+        manager = _manager(self.directory, alone=True)
         bad, found = [], None
         try:
             for step in reversed(steps):
@@ -439,6 +544,8 @@ class Snapshots:
                     bad.append(step)
                     older = [s for s in steps if s < step]
                     then = f"falling back to step {older[-1]}" if older else "no older checkpoint"
+                    if not (self.writer or e.here):
+                        continue  # another process could not read it: process 0 says so
                     print(
                         f"memjax: checkpoint {self.directory / str(step)} is unreadable "
                         f"({e}); {then}",
@@ -461,7 +568,7 @@ class Snapshots:
                 n += 1
                 target = self.directory / f"{step}.unreadable-{n}"
             os.replace(self.directory / str(step), target)
-        if found is None:
+        if found is None and self.writer:
             print(
                 f"memjax: no checkpoint of {self.directory.parent} can be read; starting the "
                 "run again from step 0 (--restart-if-unreadable)",
@@ -471,6 +578,35 @@ class Snapshots:
         return found
 
     def _read(self, manager, step: int) -> Snapshot:
+        """Read checkpoint ``step``: in each process the shards it holds, checked against
+        their CRC-32s, then agreed on by all (a collective): unreadable when any process
+        could not read it."""
+        try:
+            leaves, points, sizes, meta = self._read_here(manager, step)
+        except Unreadable as e:
+            error = str(e)
+        else:
+            try:
+                error = _crc_mismatch(leaves, meta["crc32"], self.spec)
+            except (TypeError, ValueError) as e:  # stored CRCs that are not a table of ints
+                error = f"its CRC-32s: {type(e).__name__}: {_first_line(e)}"
+        failed = _failed_processes(error is not None)
+        if error is not None:
+            raise Unreadable(error, here=True)
+        if failed:
+            raise Unreadable(f"process(es) {', '.join(map(str, failed))} could not read it")
+        return Snapshot(
+            step=step,
+            index=int(meta["index"]),
+            state=self._device_state(leaves),
+            points=points,
+            sizes=sizes,
+            times=dict(meta.get("times", {})),
+        )
+
+    def _read_here(self, manager, step: int) -> tuple:
+        """This process's part of checkpoint ``step``: the stored leaves (global arrays
+        placed with ``self.sharding``), the results and the metadata."""
         import orbax.checkpoint as ocp
 
         where = f"checkpoint {self.directory / str(step)}"
@@ -500,49 +636,50 @@ class Snapshots:
         if missing:
             raise Unreadable(f"its metadata lacks {missing}")
         self._check_compatible(meta, where)
+        wanted = [_stored_shape(t) for t in jax.tree.leaves(self.template)]
+        target = {
+            f"{i:05d}": jax.ShapeDtypeStruct(w.shape, w.dtype, sharding=self.sharding)
+            for i, w in enumerate(wanted)
+            if math.prod(w.shape)
+        }
         try:
-            tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))[
-                "state"
-            ]
-            stored = tree["state"]
+            tree = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target), results=ocp.args.StandardRestore()
+                ),
+            )
+            stored, results = tree["state"], tree["results"]
             leaves = []
-            for i, (template, (path, _, _), crc) in enumerate(
-                zip(jax.tree.leaves(self.template), self.spec, meta["crc32"], strict=True)
-            ):
-                leaf = _stored_leaf(stored.get(f"{i:05d}"), template, path)
-                if _crc(leaf) != crc:
-                    raise Unreadable(f"leaf {path} fails its CRC-32 check")
+            for i, (w, (path, _, _)) in enumerate(zip(wanted, self.spec, strict=True)):
+                leaf = stored.get(f"{i:05d}") if math.prod(w.shape) else self._zeros(w)
+                if leaf is None or leaf.shape != w.shape or leaf.dtype != w.dtype:
+                    raise Unreadable(f"leaf {path} is missing or of another shape")
                 leaves.append(leaf)
-            stored_results = [np.asarray(a) for a in jax.tree.leaves(tree["results"])]
+            stored_results = [np.asarray(a) for a in jax.tree.leaves(results)]
             if [_crc(a) for a in stored_results] != meta.get("results_crc32"):
                 raise Unreadable("its results fail their CRC-32 check")
-            points, sizes = _results_from_arrays(tree["results"], meta["metric_names"])
+            points, sizes = _results_from_arrays(results, meta["metric_names"])
         except Unreadable:
             raise
         except Exception as e:
             raise Unreadable(f"{type(e).__name__}: {_first_line(e)}") from None
         if len(points["steps"]) != meta["index"] + 1 or points["steps"][-1] != step:
             raise Unreadable("its results do not end at its step")
-        return Snapshot(
-            step=step,
-            index=int(meta["index"]),
-            state=self._device_state(leaves),
-            points=points,
-            sizes=sizes,
-            times=dict(meta.get("times", {})),
+        return leaves, points, sizes, meta
+
+    def _zeros(self, want):
+        """A zero-size leaf (orbax stores none) with the run's sharding."""
+        return jax.make_array_from_callback(
+            want.shape, self.sharding, lambda i: np.zeros(want.shape, want.dtype)[i]
         )
 
     def _device_state(self, leaves: list):
-        place = jax.device_put if self.sharding is None else self._place
         out = [
-            jax.random.wrap_key_data(place(a), impl=self.key_impl) if _is_key(t) else place(a)
+            jax.random.wrap_key_data(a, impl=self.key_impl) if _is_key(t) else a
             for a, t in zip(leaves, jax.tree.leaves(self.template))
         ]
         return jax.tree.unflatten(jax.tree.structure(self.template), out)
-
-    def _place(self, leaf: np.ndarray):
-        """A global NumPy leaf as an array with the run's sharding (this process's shards)."""
-        return jax.make_array_from_callback(leaf.shape, self.sharding, lambda i: leaf[i])
 
     def _check_compatible(self, meta: dict, where: str) -> None:
         _check_format(meta, where)
@@ -622,20 +759,9 @@ def _quiet_closed_loop_callbacks() -> None:
     sys.unraisablehook = _QUIET["hook"] = hook
 
 
-def _stored_leaf(stored, template, path: str) -> np.ndarray:
-    """The stored NumPy leaf (the key data for a PRNG key), checked against ``template``."""
-    want = jax.eval_shape(jax.random.key_data, template) if _is_key(template) else template
-    if stored is None:
-        if math.prod(want.shape):
-            raise Unreadable(f"leaf {path} is missing")
-        return np.zeros(want.shape, want.dtype)
-    stored = np.asarray(stored)
-    if stored.shape != tuple(want.shape) or stored.dtype != want.dtype:
-        raise Unreadable(
-            f"leaf {path} is {stored.dtype}{list(stored.shape)}, expected "
-            f"{want.dtype}{list(want.shape)}"
-        )
-    return stored
+def _stored_shape(template):
+    """The shape and dtype a leaf is stored with (a PRNG key as its key data)."""
+    return jax.eval_shape(jax.random.key_data, template) if _is_key(template) else template
 
 
 def _first_line(e: Exception) -> str:
@@ -713,6 +839,10 @@ def open_run(
             shutil.rmtree(directory)
         if log is not None and steps:
             log(f"replacing the checkpoints of the earlier, finished run in {directory}")
+    if jax.process_count() > 1:  # the others write nothing before process 0 has decided
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("memjax: checkpoints opened")
     return snaps, None
 
 
@@ -729,7 +859,8 @@ __all__ = [
     "resolve_every",
     "save_indices",
     "state_spec",
-    "host_copy",
+    "stored_leaves",
+    "row_crc32s",
     "gather",
     "config_differences",
     "checkpoint_dir",
