@@ -149,7 +149,7 @@ def _sweepable_knob(config: TrainConfig, name: str) -> str:
     if isinstance(value, bool) or not isinstance(value, float):
         kind = "switch" if isinstance(value, bool) else type(value).__name__
         return (
-            f"it is agent {config.agent!r}'s {kind} knob, not a float that leaves the "
+            f"it is a {kind} knob of agent {config.agent!r}, not a float that leaves the "
             "program's shapes alone"
         )
     return ""
