@@ -345,6 +345,8 @@ def _interrupted_results(
         "data_parallel": place.data_parallel,
         "config": results.config_to_dict(cfg),
     }
+    if isinstance(place, populations.PopulationLayout):
+        summary = populations.summarize(summary, place.population, curves)
     return results.write_all(out_dir, summary, curves)
 
 

@@ -692,11 +692,16 @@ def members_summary(population: Population, curves: Mapping[str, Any], finals: d
     return out
 
 
-def summarize(summary: dict, population: Population, curves: Mapping[str, Any], hparams) -> dict:
+def summarize(
+    summary: dict, population: Population, curves: Mapping[str, Any], hparams=None
+) -> dict:
     """The driver's summary of a population run: ``seeds`` per member, ``members``
     (:func:`members_summary`), ``best_member`` and ``population`` (its settings, ``lanes``
     and the mean return over every lane); ``final_return_mean``, ``final_return_std`` and
-    ``final_return_per_seed`` become the best member's."""
+    ``final_return_per_seed`` become the best member's. ``hparams``: the lanes' final values
+    (None: those the curves' last point recorded, for an interrupted run)."""
+    if hparams is None:
+        hparams = {n: np.asarray(curves[f"hp_{n}"])[-1] for n in population.names}
     members = members_summary(population, curves, final_values(population, hparams))
     best = best_member(members)
     per_seed = np.asarray(best["final_return_per_seed"], np.float64)
