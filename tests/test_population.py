@@ -110,6 +110,23 @@ def test_cli_bad_population_options_exit_2_writing_nothing(argv, words, tmp_path
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        ({"pbt_every": 400}, "--pbt-every needs --sweep"),
+        ({"sweep": {"n_step": [1, 2]}}, "--sweep n_step: cannot be swept"),
+        ({"sweep": {"lr": [1e-3]}, "data_parallel": True}, "--data-parallel is not supported"),
+        ({"sweep": {"lr": [1e-3]}, "pbt_every": 0}, "--pbt-every must be a positive integer"),
+        ({"sweep": {"lr": [1e-3]}, "pbt_explore": "mutate"}, "--pbt-explore must be one of"),
+        ({"sweep": {"lr": [1e-3]}, "pbt_copy_buffer": True}, "--pbt-copy-buffer goes with"),
+    ],
+)
+def test_run_refuses_bad_populations_before_writing_anything(kw, words, tmp_path):
+    with pytest.raises(ValueError, match=words):
+        mj.train.run(tiny(), num_seeds=1, out_dir=tmp_path / "run", progress=False, **kw)
+    assert not (tmp_path / "run").exists()
+
+
 # --------------------------------------------------------------------------- exploit, explore
 
 
