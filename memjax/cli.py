@@ -742,9 +742,11 @@ def _run_and_report(
         if summary.get(key) is not None
     ]
     per_seed += f"; {', '.join(known)}" if known else ""
+    lanes = seeds * _members(population)
+    runs = f"{seeds} seeds" if lanes == seeds else f"{lanes} lanes (members x seeds)"
     print(
         f"final greedy return: {summary['final_return_mean']:.1f} (per seed: {per_seed})\n"
-        f"{summary['steps_per_second']:,.0f} steps/s over {seeds} seeds on "
+        f"{summary['steps_per_second']:,.0f} steps/s over {runs} on "
         f"{summary['devices']} device(s), {summary['processes']} process(es) "
         f"({summary['train_seconds']:.1f} s training, {summary['eval_seconds']:.1f} s eval), "
         f"compile {summary['compile_seconds']:.1f} s, "
@@ -772,7 +774,7 @@ def _run_and_report(
     if summary["eval_unfinished_final"]:
         print(
             f"evaluation: {summary['eval_unfinished_final']} of "
-            f"{seeds * summary['eval_episodes']} final greedy episodes were still running "
+            f"{lanes * summary['eval_episodes']} final greedy episodes were still running "
             f"at the cap of {summary['eval_max_steps']:,} steps (their returns are partial; "
             "see --eval-max-steps)",
             flush=True,
