@@ -6,6 +6,7 @@ Invalid options get one clear line on stderr and exit status 2, never a tracebac
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -338,9 +339,94 @@ def _add_train_options(t, agent: str = "dqn") -> None:
         metavar="I",
         help="with --coordinator: this process (0 writes the results)",
     )
+    _add_population_options(t)
     from memjax import agents
 
     add_config_options(t, agent if agent in agents.names() else "dqn")
+
+
+def _add_population_options(t) -> None:
+    """``--sweep NAME=V1,V2`` (repeatable: a grid) and PBT's options."""
+    g = t.add_argument_group(
+        "populations",
+        "sweeps and population-based training: every member x seed is a lane of one "
+        "compiled program (see docs/populations.md)",
+    )
+    g.add_argument(
+        "--sweep",
+        action="append",
+        default=None,
+        metavar="NAME=V1,V2,...",
+        help="train a member per value (repeat for a grid of members), each with --seeds "
+        "seeds, in one program: numeric settings that leave the program's shapes alone "
+        "(lr, lr-end, gamma, tau, eps-start, eps-end, beta-start, beta-end, priority-eps, "
+        "adam-eps, max-grad-norm, an agent's float knobs such as huber-delta)",
+    )
+    g.add_argument(
+        "--pbt-every",
+        type=types.positive,
+        default=None,
+        metavar="ENV_STEPS",
+        help="population-based training from the --sweep grid: every ENV_STEPS env steps "
+        "per seed (at the next chunk boundary) the bottom quarter of each seed's members "
+        "copy a top-quarter member and explore",
+    )
+    g.add_argument(
+        "--pbt-explore",
+        choices=("perturb", "resample"),
+        default=None,
+        help="with --pbt-every: perturb each value by x0.8 or x1.25, or resample it from "
+        "the swept values (default: perturb)",
+    )
+    g.add_argument(
+        "--pbt-copy-buffer",
+        action="store_true",
+        help="with --pbt-every: a member that copies another takes its replay buffer too",
+    )
+
+
+def _population_args(args, parser, trainer, seeds) -> dict:
+    """``run``'s population keywords from the options (checked: one line, exit 2, before
+    anything is written); {} without --sweep."""
+    if args.sweep is None:
+        for option, value in (
+            ("--pbt-every", args.pbt_every),
+            ("--pbt-explore", args.pbt_explore),
+            ("--pbt-copy-buffer", args.pbt_copy_buffer or None),
+        ):
+            if value is not None:
+                parser.error(f"{option} needs --sweep NAME=V1,V2,...: the starting population")
+        return {}
+    if args.pbt_every is None:
+        for option, value in (
+            ("--pbt-explore", args.pbt_explore),
+            ("--pbt-copy-buffer", args.pbt_copy_buffer or None),
+        ):
+            if value is not None:
+                parser.error(f"{option} goes with --pbt-every ENV_STEPS")
+    if args.data_parallel:
+        parser.error("--sweep shards members x seeds over the devices; drop --data-parallel")
+    from memjax.train import population
+
+    try:
+        sweep = population.parse_sweep(args.sweep)
+        pop = population.make_population(
+            trainer.config,
+            sweep,
+            seeds,
+            args.pbt_every,
+            args.pbt_explore or "perturb",
+            args.pbt_copy_buffer,
+        )
+        population.check_traceable(trainer, pop)
+    except ValueError as e:
+        parser.error(str(e))
+    return {
+        "sweep": pop.sweep,
+        "pbt_every": pop.pbt_every,
+        "pbt_explore": pop.explore,
+        "pbt_copy_buffer": pop.copy_buffer,
+    }
 
 
 def _config_from_args(args, parser):
@@ -474,36 +560,42 @@ def _train_here(args, parser) -> int:
         return _resume(args, parser)
     try:
         cfg = _config_from_args(args, parser)
-        mj_train.make_train(cfg)  # validates config, env and network before compiling
+        trainer = mj_train.make_train(cfg)  # validates config, env and network before compiling
     except ValueError as e:
         parser.error(str(e))
     run = _config_file_run(args, parser)
     seeds = args.seeds if args.seeds is not None else run.get("seeds", DEFAULT_SEEDS)
     seed = args.seed if args.seed is not None else run.get("seed", 0)
+    population = _population_args(args, parser, trainer, seeds)
     if args.plan:
         from memjax.train.plan import format_plan, plan
 
+        members = _members(population)
         try:
-            print(
-                format_plan(
-                    plan(
-                        cfg,
-                        seeds,
-                        budget_bytes=args.device_budget,
-                        devices=args.devices,
-                        data_parallel=args.data_parallel,
-                        peak=True,
-                    )
-                )
+            result = plan(
+                cfg,
+                seeds * members,
+                budget_bytes=args.device_budget,
+                devices=args.devices,
+                data_parallel=args.data_parallel,
+                peak=True,
             )
         except ValueError as e:
             parser.error(str(e))
+        if population:
+            from memjax.train.population import format_population_plan
+
+            print(format_population_plan(result, members, seeds, args.device_budget))
+        print(format_plan(result))
         return 0
     out = args.out or os.path.join("runs", f"{cfg.env}-{cfg.replay}")
     _check_out(out)
     if _main_process():
+        members = _members(population)
         print(
-            f"memjax train: {cfg.env}, {seeds} seeds x {cfg.steps_done:,} steps, "
+            f"memjax train: {cfg.env}, "
+            + (f"{members} members x " if population else "")
+            + f"{seeds} seeds x {cfg.steps_done:,} steps, "
             f"{cfg.replay} replay (capacity {cfg.buffer_capacity:,}), out={out}",
             flush=True,
         )
@@ -519,7 +611,14 @@ def _train_here(args, parser) -> int:
         resume=False,
         devices=args.devices,
         data_parallel=args.data_parallel,
+        population=population,
     )
+
+
+def _members(population: dict) -> int:
+    """The members of ``run``'s population keywords (1 without a sweep)."""
+    sweep = population.get("sweep") or {}
+    return math.prod(len(v) for v in sweep.values()) if sweep else 1
 
 
 def _resume(args, parser) -> int:
@@ -559,6 +658,11 @@ def _resume(args, parser) -> int:
             )
     if args.data_parallel and not record.data_parallel:
         conflicts.append("--data-parallel (the run shards its seeds)")
+    if (
+        any(x is not None for x in (args.sweep, args.pbt_every, args.pbt_explore))
+        or args.pbt_copy_buffer
+    ):
+        conflicts.append("--sweep and --pbt-* (the run keeps its own population)")
     if conflicts:
         parser.error(
             f"--resume {where} continues the run with its own settings, and these "
@@ -595,7 +699,21 @@ def _resume(args, parser) -> int:
         devices=args.devices,
         data_parallel=record.data_parallel > 0,
         restart_if_unreadable=args.restart_if_unreadable,
+        population=_record_population(record),
     )
+
+
+def _record_population(record) -> dict:
+    """``run``'s population keywords of a checkpointed run's record ({} for none)."""
+    if not record.population:
+        return {}
+    p = record.population
+    return {
+        "sweep": {k: tuple(v) for k, v in p["sweep"].items()},
+        "pbt_every": p.get("pbt_every"),
+        "pbt_explore": p.get("explore", "perturb"),
+        "pbt_copy_buffer": bool(p.get("copy_buffer", False)),
+    }
 
 
 def _shown(value) -> str:
@@ -637,6 +755,7 @@ def _run_and_report(
     devices=None,
     data_parallel=False,
     restart_if_unreadable=False,
+    population=None,
 ) -> int:
     from memjax import train as mj_train
     from memjax.train import devices as mj_devices
@@ -644,9 +763,15 @@ def _run_and_report(
     from memjax.train.driver import Interrupted
     from memjax.train.results import nanmean_over_seeds
 
-    try:
-        mj_devices.layout(seeds, devices, data_parallel)  # before compiling anything
+    population = population or {}
+    try:  # before compiling anything
+        mj_devices.layout(seeds * _members(population), devices, data_parallel)
     except ValueError as e:
+        if population:
+            e = ValueError(
+                f"--sweep: {_members(population)} members x {seeds} seeds must be a multiple "
+                f"of the devices that shard them ({e})"
+            )
         parser.error(str(e))
     try:
         summary = mj_train.run(
@@ -660,6 +785,7 @@ def _run_and_report(
             devices_per_process=devices,
             data_parallel=data_parallel,
             restart_if_unreadable=restart_if_unreadable,
+            **population,
         )
     except NoReadableCheckpoint as e:
         _fail(f"--resume {out}: {e}")
@@ -695,15 +821,28 @@ def _run_and_report(
         if summary.get(key) is not None
     ]
     per_seed += f"; {', '.join(known)}" if known else ""
+    lanes = seeds * _members(population)
+    runs = f"{seeds} seeds" if lanes == seeds else f"{lanes} lanes (members x seeds)"
     print(
         f"final greedy return: {summary['final_return_mean']:.1f} (per seed: {per_seed})\n"
-        f"{summary['steps_per_second']:,.0f} steps/s over {seeds} seeds on "
+        f"{summary['steps_per_second']:,.0f} steps/s over {runs} on "
         f"{summary['devices']} device(s), {summary['processes']} process(es) "
         f"({summary['train_seconds']:.1f} s training, {summary['eval_seconds']:.1f} s eval), "
         f"compile {summary['compile_seconds']:.1f} s, "
         f"{summary['bytes_per_transition']:.1f} bytes/transition",
         flush=True,
     )
+    if "members" in summary:
+        from memjax.train.population import Population, describe
+
+        pop = Population.from_json(summary["population"], seeds)
+        best = summary["members"][summary["best_member"]]
+        print(
+            f"best member: {best['member']} of {pop.num_members} ({describe(pop, best)}), "
+            f"final greedy return {best['final_return_mean']:.1f}; all members: "
+            + ", ".join(f"{m['final_return_mean']:.1f}" for m in summary["members"]),
+            flush=True,
+        )
     if "eval_task_return" in summary["curves"]:  # a multi-task env: [points, seeds, tasks]
         tasks = nanmean_over_seeds(summary["curves"]["eval_task_return"][-1].T)  # as summary.json
         print(
@@ -714,7 +853,7 @@ def _run_and_report(
     if summary["eval_unfinished_final"]:
         print(
             f"evaluation: {summary['eval_unfinished_final']} of "
-            f"{seeds * summary['eval_episodes']} final greedy episodes were still running "
+            f"{lanes * summary['eval_episodes']} final greedy episodes were still running "
             f"at the cap of {summary['eval_max_steps']:,} steps (their returns are partial; "
             "see --eval-max-steps)",
             flush=True,

@@ -93,6 +93,11 @@ SLOW = {
         "test_processes_agree_to_fall_back_when_one_cannot_read_its_shards",
         "test_a_coordinator_that_does_not_answer_is_one_error_line",
     },
+    "test_population.py": {  # whole population runs, a CLI PBT run and its resume, 8 devices
+        "test_a_member_trains_as_a_single_run_with_its_values",
+        "test_cli_pbt_run_writes_members_lineage_and_resumes_bit_exactly",
+        "test_members_x_seeds_shard_over_8_devices_as_on_one",
+    },
     "test_resume.py": {  # these share the SIGKILLed run
         "test_sigkill_then_resume_is_bit_exact",
         "test_unreadable_latest_checkpoint_falls_back",

@@ -68,7 +68,9 @@ def gradient_step(
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     count = state.updates + 1
-    moved = params if tau == 1.0 else optax.incremental_update(params, state.target_params, tau)
+    # a traced tau (a population's lane value) always takes the Polyak step; at 1 it is the copy
+    hard = isinstance(tau, (int, float)) and tau == 1.0
+    moved = params if hard else optax.incremental_update(params, state.target_params, tau)
     target_params = optax.periodic_update(moved, state.target_params, count, target_period)
     return state.replace(
         params=params, target_params=target_params, opt_state=opt_state, updates=count

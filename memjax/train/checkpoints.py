@@ -130,6 +130,7 @@ class RunRecord:
     checkpoint_every: int
     memjax_version: str = MEMJAX_VERSION
     data_parallel: int = 0  # devices of a data-parallel run; 0: seeds sharded
+    population: dict | None = None  # a population's sweep and PBT options (Population.to_json)
 
     def to_json(self) -> dict:
         return {
@@ -141,6 +142,7 @@ class RunRecord:
             "seed": self.seed,
             "checkpoint_every": self.checkpoint_every,
             "data_parallel": self.data_parallel,
+            "population": self.population,
         }
 
     @classmethod
@@ -153,6 +155,7 @@ class RunRecord:
             checkpoint_every=int(d["checkpoint_every"]),
             memjax_version=d["memjax_version"],
             data_parallel=int(d.get("data_parallel", 0)),
+            population=d.get("population"),
         )
 
 
@@ -695,8 +698,9 @@ class Snapshots:
             ("num_seeds", self.record.num_seeds),
             ("seed", self.record.seed),
             ("data_parallel", self.record.data_parallel),
+            ("population", self.record.population),
         ):
-            if meta.get(name, 0) != mine:
+            if meta.get(name, None if name == "population" else 0) != mine:
                 raise IncompatibleCheckpoint(
                     f"{where} belongs to a run with {name}={meta.get(name)}, not {mine}"
                 )
@@ -796,7 +800,7 @@ def open_run(
     if resume:
         saved = read_run(out_dir)
         diff = config_differences(saved.config, record.config)
-        for name in ("num_seeds", "seed", "data_parallel"):
+        for name in ("num_seeds", "seed", "data_parallel", "population"):
             if getattr(saved, name) != getattr(record, name):
                 diff.append(f"{name}: {getattr(saved, name)!r} -> {getattr(record, name)!r}")
         if diff:

@@ -19,6 +19,7 @@ from flax import struct
 
 from memjax import envs
 from memjax.train import checkpoints, devices, params_file, results
+from memjax.train import population as populations
 from memjax.train.build import observation_spec, run_warnings
 from memjax.train.config import TrainConfig
 from memjax.train.evaluation import episode_cap
@@ -359,6 +360,8 @@ def _interrupted_results(
         "data_parallel": place.data_parallel,
         "config": results.config_to_dict(cfg),
     }
+    if isinstance(place, populations.PopulationLayout):
+        summary = populations.summarize(summary, place.population, curves)
     return results.write_all(out_dir, summary, curves)
 
 
@@ -393,6 +396,10 @@ def run(
     devices_per_process=None,
     data_parallel: bool = False,
     restart_if_unreadable: bool = False,
+    sweep: dict | None = None,
+    pbt_every: int | None = None,
+    pbt_explore: str = "perturb",
+    pbt_copy_buffer: bool = False,
 ) -> dict:
     """Train ``num_seeds`` independent seeds (vmapped, sharded over devices) with the host
     loop.
@@ -429,6 +436,13 @@ def run(
       restart_if_unreadable: with ``resume``, when the run has checkpoints and none of them
         can be read, train it again from step 0 (the unreadable ones moved aside) instead of
         raising :class:`memjax.train.checkpoints.NoReadableCheckpoint`.
+      sweep: ``{setting: [values]}``: train the grid of members these values make, each
+        with ``num_seeds`` seeds, as lanes of one program (:mod:`memjax.train.population`);
+        the summary gains ``members`` and its top-level returns are the best member's.
+      pbt_every: with ``sweep``: population-based training, an exploit-and-explore step
+        every ``pbt_every`` env steps per seed (at the first chunk boundary at or past it).
+      pbt_explore: ``"perturb"`` (x0.8 or x1.25) or ``"resample"`` (from the swept values).
+      pbt_copy_buffer: a member that copies another takes its replay buffer too.
 
     Ctrl-C (``KeyboardInterrupt``) stops the run with :class:`Interrupted`, after the
     checkpoints already taken are committed and the results so far are written to
@@ -452,10 +466,22 @@ def run(
     if not isinstance(num_seeds, int) or num_seeds <= 0:
         raise ValueError(f"num_seeds must be a positive integer, got {num_seeds!r}")
     trainer = make_train(config, env=env, env_params=env_params)
+    population = _population(
+        trainer, num_seeds, sweep, pbt_every, pbt_explore, pbt_copy_buffer, data_parallel
+    )
     if log is not None and jax.process_index() == 0:
         for warning in run_warnings(trainer.config, trainer.env, trainer.env_params):
             log(f"memjax: warning: {warning}")
-    place = devices.layout(num_seeds, devices_per_process, data_parallel)
+    if population is not None:
+        place = populations.PopulationLayout(
+            populations.layout(population, devices_per_process),
+            population,
+            populations.pbt_key(seed),
+            trainer.config,
+        )
+        trainer = populations.PopulationTrainer(trainer, population)
+    else:
+        place = devices.layout(num_seeds, devices_per_process, data_parallel)
     if data_parallel:
         trainer = devices.data_parallel_trainer(trainer)
     if out_dir is None and (checkpoint_every or resume):
@@ -474,6 +500,7 @@ def run(
             seed,
             every,
             data_parallel=place.num_devices if data_parallel else 0,
+            population=None if population is None else population.to_json(),
         )
         template = jax.eval_shape(place.init(trainer, k_train))
         snaps, start = checkpoints.open_run(
@@ -513,6 +540,25 @@ def run(
             snaps.close()
 
 
+def _population(trainer, num_seeds, sweep, pbt_every, explore, copy_buffer, data_parallel):
+    """The checked :class:`memjax.train.population.Population` of ``run``'s arguments, or
+    None without ``sweep``."""
+    if sweep is None:
+        if pbt_every is not None:
+            raise ValueError("--pbt-every needs --sweep: the starting population")
+        return None
+    if data_parallel:
+        raise ValueError(
+            "--sweep shards members x seeds over the devices; --data-parallel is not "
+            "supported with it"
+        )
+    population = populations.make_population(
+        trainer.config, sweep, num_seeds, pbt_every, explore, copy_buffer
+    )
+    populations.check_traceable(trainer, population)
+    return population
+
+
 def _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed, live=None) -> dict:
     state = compiled.init() if start is None else start.state
     mem = trainer.buffer.memory(state.buffer)  # all seeds; bytes_per_item is per seed
@@ -538,7 +584,13 @@ def _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed, l
     curves = _curves(points)
     # what the host reads of the final state, from every process; a data-parallel run's
     # parameters are the same on every device: device 0's copy
-    final = checkpoints.gather({"agent": state.agent, "buffer": _buffer_counters(state.buffer)})
+    final = checkpoints.gather(
+        {
+            "agent": state.agent,
+            "buffer": _buffer_counters(state.buffer),
+            "hparams": getattr(state, "hparams", None),
+        }
+    )
     if place.data_parallel:
         buffer = final["buffer"]
         final = {
@@ -554,6 +606,8 @@ def _run(trainer, place, compiled, out_dir, progress, log, snaps, start, seed, l
         final["buffer"],
         sizes,
     )
+    if isinstance(place, populations.PopulationLayout):
+        summary = populations.summarize(summary, place.population, curves, final["hparams"])
     summary["checkpoint_seconds"] = snaps.seconds if snaps is not None else 0.0
     summary["seed"] = seed  # with "seeds" and "config": `--config summary.json` reruns the run
     if out_dir is not None and jax.process_index() == 0:

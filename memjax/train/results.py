@@ -15,6 +15,7 @@ import math
 import os
 import warnings
 from collections.abc import Mapping
+from itertools import product as itertools_product
 from pathlib import Path
 from typing import Any
 
@@ -46,24 +47,34 @@ def json_safe(x):
     return x
 
 
-def write_csv(path, curves: Mapping[str, Any]) -> Path:
-    """One row per (step, seed): ``step,seed,eval_return,train_return``."""
+def write_csv(path, curves: Mapping[str, Any], population: Mapping | None = None) -> Path:
+    """One row per (step, seed): ``step,seed,eval_return,train_return``. A population
+    (``population``: summary.json's section, with ``sweep``; the curves' columns are its
+    lanes, member-major) has one row per (step, member, seed):
+    ``step,member,seed,eval_return,train_return`` and a column per swept setting, the value
+    the lane trained with up to that step."""
     path = Path(path)
     steps = list(curves["steps"])
     ev = np.asarray(curves["eval_return"], np.float64)
     tr = np.asarray(curves["train_return"], np.float64)
+    names = list(population["sweep"]) if population else []
+    seeds = ev.shape[1] // population["members"] if population else ev.shape[1]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["step", "seed", "eval_return", "train_return"])
+        w.writerow(
+            ["step", *(["member"] if population else []), "seed", "eval_return", "train_return"]
+            + names
+        )
         for i, step in enumerate(steps):
-            for s in range(ev.shape[1]):
+            for lane in range(ev.shape[1]):
+                member, s = divmod(lane, seeds)
                 w.writerow(
-                    [
-                        int(step),
-                        s,
-                        f"{ev[i, s]:.6g}",
-                        "" if not np.isfinite(tr[i, s]) else f"{tr[i, s]:.6g}",
+                    [int(step), *([member] if population else []), s]
+                    + [
+                        f"{ev[i, lane]:.6g}",
+                        "" if not np.isfinite(tr[i, lane]) else f"{tr[i, lane]:.6g}",
                     ]
+                    + [f"{float(curves[f'hp_{n}'][i][lane]):.6g}" for n in names]
                 )
     return path
 
@@ -153,6 +164,54 @@ def plot_curve(path, curves: Mapping[str, Any], title: str = "") -> Path:
     return save_curve_plot(fig, ax, path, title)
 
 
+def plot_members(path, curves: Mapping[str, Any], population: Mapping, title: str = "") -> Path:
+    """A population's learning curves: a line per member (greedy evaluation, mean over its
+    seeds) and, under PBT, a panel per swept setting with each member's value over the run
+    (geometric mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    members, names = population["members"], list(population["sweep"])
+    steps = np.asarray(curves["steps"], np.float64)
+    ev = np.asarray(curves["eval_return"], np.float64)
+    ev = ev.reshape(len(steps), members, -1).mean(axis=2)
+    panels = 1 + (len(names) if population.get("pbt_every") else 0)
+    fig, axes = plt.subplots(
+        panels, 1, figsize=(6.4, 3.2 + 2.0 * (panels - 1)), dpi=120, sharex=True, squeeze=False
+    )
+    grid = list(itertools_product(*population["sweep"].values()))
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, members))
+    for m in range(members):
+        label = ", ".join(f"{n}={v:g}" for n, v in zip(names, grid[m], strict=True))
+        axes[0, 0].plot(steps, ev[:, m], color=colors[m], label=f"{m}: {label}")
+    for j, name in enumerate(names if panels > 1 else ()):
+        ax = axes[j + 1, 0]
+        hp = np.asarray(curves[f"hp_{name}"], np.float64).reshape(len(steps), members, -1)
+        for m in range(members):
+            values = np.exp(np.log(np.maximum(hp[:, m], 1e-30)).mean(axis=1))
+            ax.plot(steps, values, color=colors[m], drawstyle="steps-pre")
+        if np.all(hp > 0) and hp.max() / hp.min() > 10:
+            ax.set_yscale("log")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    for ax in axes[:-1, 0]:
+        ax.set_xlabel("")
+    if panels > 1:
+        axes[-1, 0].set_xlabel("environment steps (per seed)")
+        ax, path = axes[0, 0], Path(path)
+        ax.set_ylabel("greedy return (mean over seeds)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return path
+    return save_curve_plot(fig, axes[0, 0], path, title, ylabel="greedy return (mean over seeds)")
+
+
 def save_curve_plot(
     fig, ax, path, title: str = "", ylabel: str = "episode return", **ylabel_kw
 ) -> Path:
@@ -230,14 +289,18 @@ def write_all(out_dir, summary: Mapping[str, Any], curves: Mapping[str, Any]) ->
     os.makedirs(out, exist_ok=True)
     if "task_episode_return" in curves:
         summary = {**summary, "per_task": task_summary(curves)}
-    paths = [write_csv(out / "returns.csv", curves)]
+    population = summary.get("population")
+    paths = [write_csv(out / "returns.csv", curves, population)]
     jpath = out / "returns.json"
     with open(jpath, "w") as f:
         json.dump(json_safe({k: v for k, v in curves.items()}), f)
     paths.append(jpath)
     agent = str(summary.get("agent", "dqn")).upper()
     title = f"{agent} on {summary.get('env', '')} ({summary.get('replay', '')} replay)"
-    paths.append(plot_curve(out / "curve.png", curves, title=title))
+    if population:
+        paths.append(plot_members(out / "curve.png", curves, population, title=title))
+    else:
+        paths.append(plot_curve(out / "curve.png", curves, title=title))
     if "task_episode_return" in curves:
         paths.append(plot_task_curves(out / "curve_tasks.png", curves, title=title))
     spath = out / "summary.json"
