@@ -28,6 +28,7 @@ The default run prints one table; on an H200 it takes under 2 minutes (compiles 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -69,15 +70,17 @@ BURN_IN = 8
 TARGET = 3.0
 
 
-def config(cell: str, env: str, window: int = 40, **loop) -> mj_train.TrainConfig:
-    """DRQN's defaults with ``cell`` and windows of ``window`` steps (burn-in 8, so at least
-    9 steps: shorter windows keep a burn-in of ``window - 1``)."""
-    agent = mj_agents.DRQNConfig(
-        cell=cell,
-        sequence_length=window,
-        sequence_period=max(1, window // 2),
-        burn_in=min(BURN_IN, window - 1),
-    )
+def config(cell: str, env: str, window: int | None = None, **loop) -> mj_train.TrainConfig:
+    """DRQN's defaults with ``cell``; with ``window``, windows of that many steps starting
+    every 8 rows (burn-in 8; shorter windows keep a burn-in of ``window - 1``)."""
+    agent = mj_agents.DRQNConfig(cell=cell)
+    if window is not None:
+        agent = dataclasses.replace(
+            agent,
+            sequence_length=window,
+            sequence_period=min(8, window),  # the default 1000 buffer rows hold whole periods
+            burn_in=min(BURN_IN, window - 1),
+        )
     return mj_train.TrainConfig(agent=agent, env=env, **loop)
 
 

@@ -94,14 +94,18 @@ class RecurrentQNetwork(nn.Module):
         x = x.reshape((x.shape[0], -1))
         for width in self.hidden:
             x = nn.relu(nn.Dense(width)(x))
-        x = x.reshape((*lead, x.shape[-1]))
+
         # recurrent kernels: lecun_normal, not flax's orthogonal default: its QR (a LAPACK
         # custom call) made the vmapped TrainState init hang on XLA:CPU (jax 0.10.2; 2 seeds
         # of DRQN on MemoryChain-20 waited forever with no CPU use)
         recurrent_init = nn.initializers.lecun_normal()
         if self.cell in PARALLEL_CELLS:
             cell = make_cell(self.cell, self.memory)
-            carry, y = cell.window(carry, x, first, initial) if window else cell(carry, x)
+            if window:
+                carry, y = cell.window(carry, x.reshape((*lead, x.shape[-1])), first, initial)
+                y = y.reshape((-1, y.shape[-1]))  # rows for the head's dense layers
+            else:
+                carry, y = cell(carry, x)
         elif self.cell == "gru":
             carry, y = nn.GRUCell(features=self.memory, recurrent_kernel_init=recurrent_init)(
                 carry, x
@@ -114,7 +118,7 @@ class RecurrentQNetwork(nn.Module):
             raise ValueError(f"cell must be one of {CELL_KINDS}, got {self.cell!r}")
         for width in self.head:
             y = nn.relu(nn.Dense(width)(y))
-        return carry, nn.Dense(self.num_actions)(y)
+        return carry, nn.Dense(self.num_actions)(y).reshape((*lead, self.num_actions))
 
 
 def reset_where(first, carry, initial):
