@@ -3,6 +3,8 @@ reference of each recurrence and against stepping the cell in JAX, episode start
 window, DRQN's TD errors and gradients through the scan equal to stepping, the stored carry
 through replay and a codec, and clear errors for bad settings."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -341,3 +343,19 @@ def test_a_config_file_chooses_the_cell(tmp_path, capsys):
     )
     config = TrainConfig.from_dict({"agent": "drqn", "cell": "mingru", "memory": 32})
     assert config.agent_config.cell == "mingru" and config.agent_config.memory == 32
+
+
+# --------------------------------------------------------------------------- learning
+
+
+@pytest.mark.parametrize("cell", ["mingru"])
+def test_a_parallel_cell_learns_a_memory_task_that_dqn_cannot(cell):
+    """test_learning's MemoryChain-8 run (where DQN stays at chance, 0, and DRQN's GRU reaches
+    1) with the parallel cell as DRQN's memory: both seeds >= 0.8."""
+    from test_learning import QUICK_MEMORY
+
+    config = QUICK_MEMORY.replace(agent=dataclasses.replace(QUICK_MEMORY.agent_config, cell=cell))
+    trainer = mj.train.make_train(config)
+    _, metrics = jax.jit(jax.vmap(trainer))(jax.random.split(jax.random.key(0), 2))
+    returns = np.asarray(metrics["eval_return"]).mean(axis=1)
+    assert np.all(returns >= 0.8), returns
