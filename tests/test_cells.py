@@ -109,7 +109,7 @@ def window_fn(cell):
 
 
 @pytest.mark.parametrize("name", PARALLEL_CELLS)
-@pytest.mark.parametrize("length", [1, 2, 7, 16, 33])
+@pytest.mark.parametrize("length", [1, 6, 33])
 def test_scan_matches_numpy_step_by_step(name, length):
     cell, params = cell_and_params(name)
     carry, x, first = random_window(jax.random.key(length), length)
@@ -359,3 +359,27 @@ def test_a_parallel_cell_learns_a_memory_task_that_dqn_cannot(cell):
     _, metrics = jax.jit(jax.vmap(trainer))(jax.random.split(jax.random.key(0), 2))
     returns = np.asarray(metrics["eval_return"]).mean(axis=1)
     assert np.all(returns >= 0.8), returns
+
+
+@pytest.mark.parametrize("cell", PARALLEL_CELLS)
+def test_a_parallel_cell_exports_its_step(cell, tmp_path):
+    """``memjax export --format jax`` of DRQN with the cell: the exported step along a
+    trajectory with an episode start inside equals the network stepped with the loop's reset."""
+    from memjax import export
+    from memjax.agents import reset_where
+    from test_export import saved_agent
+
+    trainer, params = saved_agent(tmp_path, "drqn", hidden=(8,), memory=8, cell=cell)
+    policy = export.load_jax(export.export_jax(tmp_path, tmp_path / "p.jaxexport", seed=1))
+    batch, network = 3, trainer.network
+    carry = np.zeros((batch, 8), np.float32)
+    reference = network.initial_carry(batch)
+    rng = np.random.default_rng(0)
+    for t in range(6):
+        obs = rng.normal(size=(batch, *policy.in_avals[0].shape[1:])).astype(np.float32)
+        first = np.array([t == 0, t in (0, 3), t == 0])
+        q, carry = policy.call(obs, carry, first)
+        reference = reset_where(jnp.asarray(first), reference, network.initial_carry(batch))
+        reference, q_ref = network.apply(params, reference, obs)
+        np.testing.assert_allclose(np.asarray(q), np.asarray(q_ref), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(carry), np.asarray(reference), atol=1e-5)
