@@ -137,6 +137,7 @@ SLOW = {
         "test_scan_equals_stepping_the_cell_in_jax",
         "test_unroll_in_parallel_equals_stepping[lru]",
         "test_unroll_in_parallel_equals_stepping[ffm]",
+        "test_bench_cells_quick_writes_json_and_one_table",
     },
     "test_agent_spec.py": {
         "test_a_users_agent_trains_checkpoints_and_resumes_through_the_cli",

@@ -4,6 +4,7 @@ window, DRQN's TD errors and gradients through the scan equal to stepping, the s
 through replay and a codec, and clear errors for bad settings."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -383,3 +384,16 @@ def test_a_parallel_cell_exports_its_step(cell, tmp_path):
         reference, q_ref = network.apply(params, reference, obs)
         np.testing.assert_allclose(np.asarray(q), np.asarray(q_ref), atol=1e-5)
         np.testing.assert_allclose(np.asarray(carry), np.asarray(reference), atol=1e-5)
+
+
+def test_bench_cells_quick_writes_json_and_one_table(tmp_path, capsys):
+    from experiments import bench_cells
+
+    out = tmp_path / "bench.json"
+    assert bench_cells.main(["--quick", "--cells", "gru,mingru", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    for part in (doc["updates"]["8"], doc["loops"]["1"]):
+        assert set(part) == {"gru", "mingru"} and part["gru"]["speedup_vs_gru"] == 1.0
+        assert part["mingru"]["speedup_vs_gru"] > 0
+    assert printed.count("speed-up vs gru") == 1 and "loop MemoryChain-20, 1 seed" in printed
