@@ -92,9 +92,12 @@ class ParallelCell(nn.Module):
     features: int
 
     def coefficients(self, x):
+        """``(a, b)`` of the recurrence for inputs ``x`` ``[R, D]``: ``b`` ``[R, *S]``, ``a``
+        the same shape or a constant that broadcasts to it."""
         raise NotImplementedError
 
     def readout(self, h, x):
+        """The output ``[R, H]`` from the states ``h`` ``[R, *S]`` after the inputs ``x``."""
         raise NotImplementedError
 
     def state(self, carry):
