@@ -1,5 +1,6 @@
-"""Agents x partially observable tasks: DQN, DQN on a 4-frame stack, DRQN and memnet on the
-POMDP suite plus CartPole-v1, several seeds each, one recipe for all tasks.
+"""Agents x partially observable tasks: DQN, DQN on a 4-frame stack, DRQN (with its GRU, or
+the parallel cells LRU, minGRU, FFM) and memnet on the POMDP suite plus CartPole-v1, several
+seeds each, one recipe for all tasks.
 
 Each (agent, task) cell is one ``memjax train`` run in its own directory
 (``OUT/<agent>/<task>/``), so the study resumes where it stopped: a cell whose
@@ -11,6 +12,7 @@ with the min-max band).
 
     python experiments/memory_table.py --seeds 4                  # all cells
     python experiments/memory_table.py --agents drqn --tasks RepeatFirst
+    python experiments/memory_table.py --agents drqn,drqn-lru,drqn-mingru,drqn-ffm --seeds 2
     python experiments/memory_table.py --report                   # table and plot only
 """
 
@@ -49,6 +51,11 @@ AGENTS = {
     # frame stacks are stored by the flat/one_copy layouts only, so 1-step targets
     "dqn-stack4": ["--frame-stack", "4", "--n-step", "1"],
     "drqn": ["--agent", "drqn"],
+    # DRQN with a memory cell trained by a parallel scan (memjax.agents.cells) instead of the
+    # GRU; everything else DRQN's
+    "drqn-lru": ["--agent", "drqn", "--cell", "lru"],
+    "drqn-mingru": ["--agent", "drqn", "--cell", "mingru"],
+    "drqn-ffm": ["--agent", "drqn", "--cell", "ffm"],
     # windows of 48: 32 steps of context, then 12 trained steps (with n_step 5), one per
     # stored step at a period of 12; the buffer's rows (capacity / 10 envs) must be a
     # multiple of that period: 20,160 is the nearest capacity to the recipe's 20,000

@@ -166,6 +166,16 @@ SLOW = {
         "test_burn_in_has_no_gradient",
         "test_gradients_through_a_three_step_unroll",
     },
+    "test_cells.py": {
+        "test_a_parallel_cell_learns_a_memory_task_that_dqn_cannot",
+        "test_a_parallel_cell_exports_its_step",
+        "test_td_errors_and_gradients_through_the_scan_equal_stepping",
+        "test_the_stored_carry_through_replay_and_a_codec",
+        "test_scan_equals_stepping_the_cell_in_jax",
+        "test_unroll_in_parallel_equals_stepping[lru]",
+        "test_unroll_in_parallel_equals_stepping[ffm]",
+        "test_bench_cells_quick_writes_json_and_one_table",
+    },
     "test_agent_spec.py": {
         "test_a_users_agent_trains_checkpoints_and_resumes_through_the_cli",
         "test_runs_of_before_agent_specs_rerun_bit_for_bit",

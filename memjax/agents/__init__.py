@@ -1,11 +1,13 @@
 """Agents: the :class:`Agent` interface, agent specs and their registry, DQN / Double DQN, DRQN,
-the memory-network agent (MQN), the Neural Turing Machine agent, Q-networks, losses, policies.
+the memory-network agent (MQN), the Neural Turing Machine agent, Q-networks and their memory
+cells (the parallel-scan cells LRU, minGRU, FFM), losses, policies.
 
 Importing this package registers the built-in agents (``dqn``, ``drqn``, ``memnet``, ``ntm``)
 through :func:`register`, exactly as a user registers one of their own.
 """
 
 from memjax.agents.base import Agent, no_carry
+from memjax.agents.cells import FFM, LRU, PARALLEL_CELLS, MinGRU, ParallelCell, linear_scan
 from memjax.agents.dqn import DQN, DQNConfig, DQNState, gradient_step, make_dqn
 from memjax.agents.drqn import (
     DRQN,
@@ -98,6 +100,12 @@ __all__ = [
     "make_ntm",
     "RecurrentQNetwork",
     "CELL_KINDS",
+    "PARALLEL_CELLS",
+    "ParallelCell",
+    "LRU",
+    "MinGRU",
+    "FFM",
+    "linear_scan",
     "reset_where",
     "unroll",
     "ConvQNetwork",

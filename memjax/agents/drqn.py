@@ -42,6 +42,7 @@ import optax
 from flax import struct
 
 from memjax.agents.base import Agent
+from memjax.agents.cells import PARALLEL_CELLS, check_cell
 from memjax.agents.dqn import DQNState
 from memjax.agents.networks import network_kind
 from memjax.agents.policies import epsilon_greedy
@@ -65,7 +66,8 @@ class DRQNState(DQNState):
 
 
 def stored_carry(carry) -> jax.Array:
-    """A carry as ONE array for replay: GRU ``[E, H]`` as is, LSTM ``(c, h)`` as ``[E, 2, H]``."""
+    """A carry as ONE array for replay: GRU and the parallel cells ``[E, H]`` as is (a complex
+    state is already real and imaginary parts), LSTM ``(c, h)`` as ``[E, 2, H]``."""
     return jnp.stack(carry, axis=1) if isinstance(carry, tuple) else carry
 
 
@@ -150,6 +152,7 @@ def make_drqn(
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     cell = getattr(network, "cell", "gru")
+    parallel = cell in PARALLEL_CELLS
 
     def init(key, obs) -> DRQNState:
         params = network.init(key, network.initial_carry(1), jnp.asarray(obs)[None])
@@ -181,6 +184,7 @@ def make_drqn(
             n_step=n_step,
             gamma=gamma,
             double=double,
+            parallel=parallel,
         )
         return td, q[:, : td.shape[1]]
 
@@ -209,6 +213,7 @@ def window_td_errors(
     gamma: float,
     double: bool,
     initial=None,
+    parallel: bool = False,
 ):
     """TD errors of a recurrent Q-network on replayed windows (steps 1-3 of the module
     docstring); differentiable with respect to ``params`` except through the burn-in.
@@ -226,6 +231,8 @@ def window_td_errors(
       double: Double-Q targets.
       initial: the carry at an episode's start, put back where ``first`` (pytree
         ``[B, ...]``); None: zeros (see :func:`memjax.agents.unroll`).
+      parallel: ``apply_fn`` runs a whole window in one call (a parallel cell; see
+        :func:`memjax.agents.unroll`).
 
     Returns:
       ``(td, q)``: float32 ``[B, S]`` the TD errors of the ``S = L - burn_in - n_step + 1``
@@ -240,15 +247,19 @@ def window_td_errors(
     online_start, target_start = start, start
     if burn_in:
         burn_obs, burn_first = burn(windows["obs"]), burn(windows["first"])
-        online_start, _, _ = unroll(apply_fn, params, start, burn_obs, burn_first, None, initial)
+        online_start, _, _ = unroll(
+            apply_fn, params, start, burn_obs, burn_first, None, initial, parallel
+        )
         online_start = jax.lax.stop_gradient(online_start)
         target_start, _, _ = unroll(
-            apply_fn, target_params, start, burn_obs, burn_first, None, initial
+            apply_fn, target_params, start, burn_obs, burn_first, None, initial, parallel
         )
     obs, first, next_obs = (rest(windows[k]) for k in ("obs", "first", "next_obs"))
-    _, q, q_next_online = unroll(apply_fn, params, online_start, obs, first, next_obs, initial)
+    _, q, q_next_online = unroll(
+        apply_fn, params, online_start, obs, first, next_obs, initial, parallel
+    )
     _, _, q_next_target = unroll(
-        apply_fn, target_params, target_start, obs, first, next_obs, initial
+        apply_fn, target_params, target_start, obs, first, next_obs, initial, parallel
     )
     rest_windows = {k: rest(windows[k]) for k in ("action", "reward", "terminated", "first")}
     td = window_n_step_td(
@@ -289,13 +300,12 @@ class DRQNConfig(WindowConfig):
     """DRQN's knobs: the recurrent Q-network (``cell``, ``memory``, torso ``hidden``), the
     replayed windows and their burn-in, and the window priority's ``eta``."""
 
-    cell: str = "gru"  # recurrent cell: gru | lstm
+    cell: str = "gru"  # recurrent cell: gru | lstm (stepped) | lru | mingru | ffm (parallel scan)
     burn_in: int = 8  # window steps that only warm the stored state up (no loss, no gradient)
 
     def check(self) -> None:
         super().check()
-        if self.cell not in CELL_KINDS:
-            raise ValueError(f"cell must be one of {CELL_KINDS}, got {self.cell!r}")
+        check_cell(self.cell, self.memory, CELL_KINDS)
         if not isinstance(self.burn_in, int) or isinstance(self.burn_in, bool) or self.burn_in < 0:
             raise ValueError(f"burn_in must be an integer >= 0, got {self.burn_in!r}")
 

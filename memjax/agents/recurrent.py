@@ -10,9 +10,13 @@ Shapes (B = batch, L = window length, A = actions, H = ``memory``):
 
 ```
 obs      [B, *obs_shape]      any real or bool dtype (cast to float32 inside)
-carry    GRU: float32 [B, H];  LSTM: a tuple (c, h) of float32 [B, H]
+carry    GRU and the parallel cells: float32 [B, H];  LSTM: a tuple (c, h) of float32 [B, H]
 q        float32 [B, A]
 ```
+
+The parallel cells (``lru``, ``mingru``, ``ffm``; :mod:`memjax.agents.cells`) also run a whole
+window in one call, ``network.apply(params, carry, obs [B, L, ...], first [B, L])``, by a
+parallel scan; ``unroll(..., parallel=True)`` uses it.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-CELL_KINDS = ("gru", "lstm")
-"""The recurrent cells :class:`RecurrentQNetwork` takes."""
+from memjax.agents.cells import PARALLEL_CELLS, check_cell, make_cell
+
+CELL_KINDS = ("gru", "lstm", *PARALLEL_CELLS)
+"""The recurrent cells :class:`RecurrentQNetwork` takes: stepped by ``lax.scan`` in training
+(``gru``, ``lstm``) or scanned in parallel (:data:`memjax.agents.cells.PARALLEL_CELLS`)."""
 
 
 class RecurrentQNetwork(nn.Module):
@@ -42,7 +49,8 @@ class RecurrentQNetwork(nn.Module):
         R2D2's MLP head). The cell's output is bounded (tanh), so without them the Q layer's
         weights must grow to the returns' scale (CartPole's ~100) at Adam's pace of about
         ``lr`` per update; ReLU layers let the scale grow in every layer at once.
-      cell: ``"gru"`` (carry ``[B, H]``) or ``"lstm"`` (carry ``(c, h)``).
+      cell: ``"gru"`` (carry ``[B, H]``), ``"lstm"`` (carry ``(c, h)``), or a parallel cell
+        ``"lru"``, ``"mingru"``, ``"ffm"`` (carry ``[B, H]``; :mod:`memjax.agents.cells`).
       channels: conv filters for image observations (0: no conv).
     """
 
@@ -54,26 +62,51 @@ class RecurrentQNetwork(nn.Module):
     channels: int = 16
 
     def initial_carry(self, batch: int):
-        """The zero carry of ``batch`` environments: float32 ``[batch, H]`` (GRU) or a tuple of
-        two (LSTM)."""
-        if self.cell not in CELL_KINDS:
-            raise ValueError(f"cell must be one of {CELL_KINDS}, got {self.cell!r}")
+        """The zero carry of ``batch`` environments: float32 ``[batch, H]`` (GRU, the parallel
+        cells) or a tuple of two (LSTM)."""
+        self.check()
         zeros = jnp.zeros((batch, self.memory), jnp.float32)
-        return zeros if self.cell == "gru" else (zeros, zeros)
+        return (zeros, zeros) if self.cell == "lstm" else zeros
+
+    def check(self) -> None:
+        """``ValueError`` naming the setting: an unknown cell, or a ``memory`` the cell cannot
+        hold (:func:`memjax.agents.cells.check_cell`)."""
+        check_cell(self.cell, self.memory, CELL_KINDS)
 
     @nn.compact
-    def __call__(self, carry, obs):
+    def __call__(self, carry, obs, first=None, initial=None):
+        """One step ``(carry, obs [B, ...]) -> (carry, q [B, A])``; with ``first`` (bool
+        ``[B, L]``, parallel cells only) a whole window: ``obs [B, L, ...]`` ->
+        ``(carries [B, L, H], q [B, L, A])``, the carry after each step, reset to ``initial``
+        (None: zeros) before the steps where ``first``."""
+        self.check()
+        window = first is not None
+        if window and self.cell not in PARALLEL_CELLS:
+            raise ValueError(
+                f"cell {self.cell!r} steps one observation at a time; only {PARALLEL_CELLS} "
+                f"run a whole window in one call"
+            )
         x = jnp.asarray(obs, jnp.float32)
+        lead = x.shape[:2] if window else x.shape[:1]
+        x = x.reshape((-1, *x.shape[len(lead) :]))
         if x.ndim == 4 and self.channels:
             x = nn.relu(nn.Conv(self.channels, (3, 3), padding="VALID")(x))
         x = x.reshape((x.shape[0], -1))
         for width in self.hidden:
             x = nn.relu(nn.Dense(width)(x))
+
         # recurrent kernels: lecun_normal, not flax's orthogonal default: its QR (a LAPACK
         # custom call) made the vmapped TrainState init hang on XLA:CPU (jax 0.10.2; 2 seeds
         # of DRQN on MemoryChain-20 waited forever with no CPU use)
         recurrent_init = nn.initializers.lecun_normal()
-        if self.cell == "gru":
+        if self.cell in PARALLEL_CELLS:
+            cell = make_cell(self.cell, self.memory)
+            if window:
+                carry, y = cell.window(carry, x.reshape((*lead, x.shape[-1])), first, initial)
+                y = y.reshape((-1, y.shape[-1]))  # rows for the head's dense layers
+            else:
+                carry, y = cell(carry, x)
+        elif self.cell == "gru":
             carry, y = nn.GRUCell(features=self.memory, recurrent_kernel_init=recurrent_init)(
                 carry, x
             )
@@ -85,7 +118,7 @@ class RecurrentQNetwork(nn.Module):
             raise ValueError(f"cell must be one of {CELL_KINDS}, got {self.cell!r}")
         for width in self.head:
             y = nn.relu(nn.Dense(width)(y))
-        return carry, nn.Dense(self.num_actions)(y)
+        return carry, nn.Dense(self.num_actions)(y).reshape((*lead, self.num_actions))
 
 
 def reset_where(first, carry, initial):
@@ -98,7 +131,7 @@ def reset_where(first, carry, initial):
     return jax.tree.map(pick, initial, carry)
 
 
-def unroll(apply_fn, params, carry, obs, first, next_obs=None, initial=None):
+def unroll(apply_fn, params, carry, obs, first, next_obs=None, initial=None, parallel=False):
     """Run a recurrent Q-network over windows, resetting the carry at episode starts.
 
     Args:
@@ -112,6 +145,9 @@ def unroll(apply_fn, params, carry, obs, first, next_obs=None, initial=None):
         true final observation where it ended).
       initial: the carry put back where ``first`` (pytree ``[B, ...]``); None: zeros, the
         initial carry of the built-in cells (the NTM's is not zero).
+      parallel: the network runs a whole window in one call, ``apply_fn(params, carry, obs
+        [B, L, ...], first, initial) -> (carries [B, L, ...], q [B, L, A])`` (the parallel
+        cells, :mod:`memjax.agents.cells`); else ``lax.scan`` steps it.
 
     Returns:
       ``(carry, q, q_next)``: the carry after the last step, float32 ``[B, L, A]`` the
@@ -121,8 +157,16 @@ def unroll(apply_fn, params, carry, obs, first, next_obs=None, initial=None):
     """
     if initial is None:
         initial = jax.tree.map(jnp.zeros_like, carry)
-    time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
     window, batch = obs.shape[1], obs.shape[0]
+    rows = lambda x: x.reshape((window * batch,) + x.shape[2:])  # noqa: E731
+    if parallel:
+        after, q = apply_fn(params, carry, obs, first, initial)
+        carry = jax.tree.map(lambda x: x[:, -1], after)
+        if next_obs is None:
+            return carry, q, None
+        _, q_next = apply_fn(params, jax.tree.map(rows, after), rows(next_obs))
+        return carry, q, q_next.reshape(batch, window, -1)
+    time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
 
     def step(carry, inputs):
         step_obs, step_first = inputs
@@ -136,7 +180,6 @@ def unroll(apply_fn, params, carry, obs, first, next_obs=None, initial=None):
     # reset (the final observation belongs to its episode), so all L x B rows go through the
     # network in one call. Only the B rows of each step stay sequential; a Double-Q argmax
     # through these Q-values has no gradient, so the backward pass skips this call.
-    rows = lambda x: x.reshape((window * batch,) + x.shape[2:])  # noqa: E731
     _, q_next = apply_fn(params, jax.tree.map(rows, after), rows(time_major(next_obs)))
     return carry, time_major(q), time_major(q_next.reshape(window, batch, -1))
 

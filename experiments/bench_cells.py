@@ -1,0 +1,297 @@
+"""Parallel memory cells against the GRU: DRQN's training update and the whole loop.
+
+    python experiments/bench_cells.py [--quick] [--cells gru,lru,mingru,ffm] [--windows 32,64]
+                                      [--batch 128] [--seeds 8] [--env MemoryChain-20]
+                                      [--rounds N] [--out PATH]
+
+What is measured (issue 30, "Speed"), side by side in one process, all programs of a part
+interleaved in every round (order rotated), ratios the medians of per-round ratios:
+
+  update  DRQN's ``learn`` (burn-in 8, n-step 1, Double-Q, Adam) on one fixed batch of
+          ``--batch`` random windows of each length in ``--windows`` (``--updates`` updates
+          per call in a ``lax.scan``), for each cell with the DRQN defaults otherwise
+          (``memory`` 64, torso 120-84): the GRU steps each window with ``lax.scan`` (forward
+          and backward), the parallel cells scan it with ``jax.lax.associative_scan``.
+  loop    the fused training loop's env steps/s on ``--env`` at ``--seeds`` vmapped seeds
+          (``memjax.train.make_train`` with ``TrainConfig(agent=DRQNConfig(cell=...))``'s
+          defaults: 10 envs per seed, one update of 128 windows of 40 steps per vector step),
+          timed from the state after the loop's own warm-up (``trainer.collect``).
+
+Protocol: bench_loop's (``experiments/_common.py``): AOT-compiled, donated programs, compile
+time reported apart. ``speed-up`` is the GRU's time over the cell's (> 1: the cell is faster).
+Target (issue 30): the update >= 3x faster than the GRU's at window 64 on the 2-core CPU; on a
+GPU the loop >= 10x the GRU's 18.2k env steps/s at 8 seeds on MemoryChain-20 (H200).
+
+The default run prints one table; on an H200 it takes under 2 minutes (compiles included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:  # run as a script from a source checkout
+    sys.path.insert(0, str(_ROOT))
+
+from experiments._common import (  # noqa: E402
+    LoopProgram,
+    Program,
+    Side,
+    as_carry_fn,
+    log,
+    machine_info,
+    measure,
+    options,
+    paired_ratio,
+    positive_ints,
+    results_path,
+    time_stats,
+    write_json,
+    zero,
+)
+from memjax import agents as mj_agents  # noqa: E402
+from memjax import replay as mj_replay  # noqa: E402
+from memjax import train as mj_train  # noqa: E402
+from memjax.agents.cells import PARALLEL_CELLS  # noqa: E402
+
+FULL = dict(windows=(32, 64), batch=128, updates=4, seeds=(8,), chunk_steps=400, rounds=5)
+QUICK = dict(windows=(8,), batch=8, updates=1, seeds=(1,), chunk_steps=20, rounds=2)
+ROUND_SECONDS = {"full": 0.5, "quick": 0.02}
+CELLS = ("gru", *PARALLEL_CELLS)
+BURN_IN = 8
+TARGET = 3.0
+
+
+def config(cell: str, env: str, window: int | None = None, **loop) -> mj_train.TrainConfig:
+    """DRQN's defaults with ``cell``; with ``window``, windows of that many steps starting
+    every 8 rows (burn-in 8; shorter windows keep a burn-in of ``window - 1``)."""
+    agent = mj_agents.DRQNConfig(cell=cell)
+    if window is not None:
+        agent = dataclasses.replace(
+            agent,
+            sequence_length=window,
+            sequence_period=min(8, window),  # the default 1000 buffer rows hold whole periods
+            burn_in=min(BURN_IN, window - 1),
+        )
+    return mj_train.TrainConfig(agent=agent, env=env, **loop)
+
+
+def random_windows(trainer, batch: int, window: int, key) -> dict:
+    """``batch`` windows of ``window`` steps shaped as the trainer's replay gives them: random
+    observations and rewards, episode starts at random steps (about one in 10), the per-window
+    carry random too."""
+    per_window = set(trainer.config.windows.per_window)
+    items = {}
+    for k, (name, spec) in zip(jax.random.split(key, 16), sorted(trainer.example.items())):
+        shape = (batch, *spec.shape) if name in per_window else (batch, window, *spec.shape)
+        if spec.dtype == jnp.bool_:
+            items[name] = jax.random.uniform(k, shape) < 0.1
+        elif jnp.issubdtype(spec.dtype, jnp.integer):
+            items[name] = jax.random.randint(k, shape, 0, trainer.num_actions, spec.dtype)
+        elif name == "terminated":
+            items[name] = (jax.random.uniform(k, shape) < 0.05).astype(spec.dtype)
+        else:
+            items[name] = jax.random.normal(k, shape, spec.dtype)
+    return items
+
+
+def update_program(name: str, cell: str, env: str, window: int, opts) -> Program:
+    """``opts["updates"]`` DRQN updates of ``cell`` on one fixed batch of random windows."""
+    trainer = mj_train.make_train(config(cell, env, window, batch_size=opts["batch"]))
+    agent = trainer.agent
+    obs = trainer.example["obs"]
+    state = agent.init(jax.random.key(0), jnp.zeros(obs.shape, obs.dtype))
+    batch = opts["batch"]
+    sample = mj_replay.Sample(
+        items=random_windows(trainer, batch, window, jax.random.key(1)),
+        indices=jnp.arange(batch, dtype=jnp.int32),
+        weights=jnp.ones(batch, jnp.float32),
+        probabilities=jnp.full(batch, 1.0 / batch, jnp.float32),
+    )
+
+    def run(carry, sample):
+        def step(carry, key):
+            state, acc = carry
+            state, priorities, metrics = agent.learn(state, sample, key)
+            return (state, acc + metrics["loss"] + priorities[0]), None
+
+        state, acc, key = carry
+        key, sub = jax.random.split(key)
+        (state, acc), _ = jax.lax.scan(step, (state, acc), jax.random.split(sub, opts["updates"]))
+        return state, acc, key
+
+    side = Side(name, (state, zero(), jax.random.key(2)))
+    return Program(name, run, side, consts=(sample,), ops_per_call=opts["updates"])
+
+
+def loop_program(name: str, cell: str, env: str, seeds: int, opts) -> LoopProgram:
+    """The fused loop's chunk of ``opts["chunk_steps"]`` env steps per seed, after warm-up."""
+    cfg = config(cell, env, chunk_steps=opts["chunk_steps"])
+    if opts["quick"]:
+        cfg = config(
+            cell,
+            env,
+            16,
+            chunk_steps=opts["chunk_steps"],
+            batch_size=8,
+            learning_starts=160,
+            buffer_capacity=320,
+        )
+    trainer = mj_train.make_train(cfg)
+    keys = jax.random.split(jax.random.key(0), seeds)
+    state = jax.jit(jax.vmap(lambda k: trainer.collect(trainer.init(k))[0]))(keys)
+    metrics = jax.eval_shape(jax.vmap(trainer.chunk), state)[1]
+    metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics)
+    program = LoopProgram(
+        name,
+        as_carry_fn(trainer.chunk),
+        Side(name, (state, metrics)),
+        ops_per_call=cfg.chunk_iters * cfg.train_every,
+    )
+    program.env_steps_per_vector_step = seeds * cfg.num_envs
+    return program
+
+
+def timed(programs: dict, opts) -> tuple:
+    """Interleaved rounds of ``programs``; their per-round times and compile seconds."""
+    t = measure(programs, opts["rounds"], opts["round_seconds"])
+    compile_s = {k: round(p.lower_s + p.compile_s, 2) for k, p in programs.items()}
+    return t, compile_s
+
+
+def bench_updates(cells, env: str, opts) -> dict:
+    out = {}
+    for window in opts["windows"]:
+        programs = {c: update_program(c, c, env, window, opts) for c in cells}
+        log(f"  update, window {window}: compiled {len(programs)} programs; timing ...")
+        t, compile_s = timed(programs, opts)
+        out[window] = {
+            c: {
+                "ms_per_update": round(statistics.median(t[c]) * 1e3, 3),
+                "rounds": time_stats(t[c]),
+                "speedup_vs_gru": paired_ratio(t["gru"], t[c]) if "gru" in t else None,
+                "compile_s": compile_s[c],
+            }
+            for c in cells
+        }
+    return out
+
+
+def bench_loops(cells, env: str, opts) -> dict:
+    out = {}
+    for seeds in opts["seeds"]:
+        programs = {c: loop_program(c, c, env, seeds, opts) for c in cells}
+        log(f"  loop, {seeds} seed(s): compiled {len(programs)} programs; timing ...")
+        t, compile_s = timed(programs, opts)
+        out[seeds] = {
+            c: {
+                "env_steps_per_s": round(
+                    programs[c].env_steps_per_vector_step / statistics.median(t[c]), 1
+                ),
+                "us_per_vector_step": time_stats(t[c]),
+                "speedup_vs_gru": paired_ratio(t["gru"], t[c]) if "gru" in t else None,
+                "compile_s": compile_s[c],
+            }
+            for c in cells
+        }
+    return out
+
+
+def format_table(updates: dict, loops: dict, env: str, opts) -> str:
+    lines = [f"{'part':<28} {'cell':<7} | {'time':>12} {'speed-up vs gru':>15} | {'compile s':>9}"]
+    for window, rows in updates.items():
+        what = f"update, window {window}, B {opts['batch']}"
+        for cell, r in rows.items():
+            ratio = r["speedup_vs_gru"]
+            lines.append(
+                f"{what:<28} {cell:<7} | {r['ms_per_update']:>9.2f} ms "
+                f"{'' if ratio is None else f'{ratio:.2f}x':>15} | {r['compile_s']:>9.1f}"
+            )
+    for seeds, rows in loops.items():
+        what = f"loop {env}, {seeds} seed{'s' if seeds > 1 else ''}"
+        for cell, r in rows.items():
+            ratio = r["speedup_vs_gru"]
+            lines.append(
+                f"{what:<28} {cell:<7} | {r['env_steps_per_s']:>7,.0f} st/s "
+                f"{'' if ratio is None else f'{ratio:.2f}x':>15} | {r['compile_s']:>9.1f}"
+            )
+    return "\n".join(lines)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="bench_cells.py", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny windows and batches, 2 rounds")
+    p.add_argument("--cells", default=",".join(CELLS), help=f"comma list of {', '.join(CELLS)}")
+    p.add_argument("--env", default="MemoryChain-20", help="environment of the loop")
+    p.add_argument("--windows", type=positive_ints, default=None, help="update windows, e.g. 32,64")
+    p.add_argument("--batch", type=int, default=None, help="windows per update (default 128)")
+    p.add_argument("--updates", type=int, default=None, help="updates per timed call")
+    p.add_argument("--seeds", type=positive_ints, default=None, help="loop seed counts, e.g. 8")
+    p.add_argument("--chunk-steps", type=int, default=None, help="loop env steps per call/seed")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
+    p.add_argument("--no-loop", action="store_true", help="time the updates only")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON path (default experiments/results/bench_cells_<tag>[_quick].json)",
+    )
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    names = ("windows", "batch", "updates", "seeds", "chunk_steps", "rounds")
+    opts = options(args, QUICK, FULL, names)
+    opts["quick"] = args.quick
+    opts["round_seconds"] = ROUND_SECONDS["quick" if args.quick else "full"]
+    cells = tuple(c.strip() for c in args.cells.split(",") if c.strip())
+    if not cells or set(cells) - set(CELLS):
+        parser.error(f"--cells: expected a comma list of {', '.join(CELLS)}, got {args.cells!r}")
+    info = machine_info()
+    log(
+        f"memjax parallel cells vs GRU | jax {info['versions']['jax']} {info['jax_backend']} | "
+        f"{info['device_kind']} | {info['cpu_count']} CPUs ({info['cpu_model']})"
+    )
+    t0 = time.perf_counter()
+    updates = bench_updates(cells, args.env, opts)
+    loops = {} if args.no_loop else bench_loops(cells, args.env, opts)
+    log("")
+    log(format_table(updates, loops, args.env, opts))
+    met = {}
+    if "gru" in cells and 64 in updates:
+        best = max(r["speedup_vs_gru"] for c, r in updates[64].items() if c != "gru")
+        met["update_3x_at_window_64"] = best >= TARGET
+        log(f"\nbest update speed-up at window 64: {best:.2f}x (target >= {TARGET:.0f}x)")
+    wall = round(time.perf_counter() - t0, 1)
+    log(f"wall {wall} s")
+    doc = {
+        "benchmark": "bench_cells",
+        "command": " ".join(["python", "experiments/bench_cells.py", *(argv or sys.argv[1:])]),
+        "machine": info,
+        "settings": {
+            **{k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()},
+            "cells": list(cells),
+            "env": args.env,
+            "burn_in": BURN_IN,
+        },
+        "updates": {str(w): r for w, r in updates.items()},
+        "loops": {str(s): r for s, r in loops.items()},
+        "targets_met": met,
+        "wall_seconds": wall,
+    }
+    write_json(doc, args.out or results_path("bench_cells", args.quick))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

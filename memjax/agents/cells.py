@@ -1,0 +1,360 @@
+"""Linear recurrent memory cells trained with a parallel scan: LRU, minGRU and FFM.
+
+Each cell's state follows a recurrence that is linear in the state,
+
+```
+h_t = a_t * h_{t-1} + b_t        (elementwise; a_t and b_t depend on the input x_t only)
+y_t = readout(h_t, x_t)
+```
+
+so that acting steps it one observation at a time from the carry (:meth:`ParallelCell.__call__`)
+while training runs a whole window at once (:meth:`ParallelCell.window`): the pairs ``(a_t,
+b_t)`` compose associatively, and :func:`linear_scan` combines them with
+``jax.lax.associative_scan`` in ``log2(L)`` parallel levels instead of ``L`` sequential
+steps. An episode start inside a window (``first_t``) puts the initial state back before
+step t; the reset is folded into the associative operator (Morad et al.'s "memoroids",
+2024): each element carries a flag, and an element whose flag is set discards what came
+before it.
+
+The carry (what the agent carries between steps and replay stores once per window) is
+always ONE real float32 array ``[B, memory]``, as the GRU's: a complex state is stored as its
+real parts then its imaginary parts. Shapes (B environments, L steps, D input features,
+H = ``features``):
+
+```
+cell          carry [B, H] holds                       output y    needs
+mingru        h, H real                                [B, H]      -
+lru           h, H/2 complex                           [B, H]      even H
+ffm           S, m x c complex, m = H / (2c) traces    [B, H]      H a multiple of 2c
+```
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+PARALLEL_CELLS = ("lru", "mingru", "ffm")
+"""The cells trained by a parallel scan (:func:`make_cell` builds them)."""
+FFM_CONTEXT = 4
+"""FFM's context size c (frequencies per trace), the paper's default."""
+
+
+def linear_scan(a, b, first, start, initial=None):
+    """All states of ``h_t = a_t * h_{t-1} + b_t`` over a window, by ``associative_scan``,
+    with ``h_{t-1}`` replaced by ``initial`` where ``first_t``.
+
+    The operator on elements ``(a, b, r)`` (``r``: the reset flag) composes an earlier
+    element e1 with a later e2 as ``(a2 a1, a2 b1 + b2, r1 | r2)``, or as e2 itself where
+    ``r2``: what came before a reset is dropped. The composed prefix ``(A_t, B_t, R_t)`` then
+    gives ``h_t = A_t h_0 + B_t`` with ``h_0`` the window's ``start``, or ``initial`` where an
+    episode started inside the window (``R_t``).
+
+    Args:
+      a: ``[B, L, *S]`` (or any shape that broadcasts to ``b``'s), real or complex.
+      b: ``[B, L, *S]``.
+      first: bool ``[B, L]``, True where step t starts an episode.
+      start: ``[B, *S]``, the state before the window's first step.
+      initial: ``[B, *S]``, the state at an episode's start; None: zeros.
+
+    Returns:
+      ``[B, L, *S]``, the state after each step (``b``'s dtype).
+    """
+    a = jnp.broadcast_to(a, b.shape)
+    reset = first.reshape(first.shape + (1,) * (b.ndim - 2))
+
+    def combine(earlier, later):
+        a1, b1, r1 = earlier
+        a2, b2, r2 = later
+        return jnp.where(r2, a2, a2 * a1), jnp.where(r2, b2, a2 * b1 + b2), r1 | r2
+
+    gain, offset, restarted = jax.lax.associative_scan(combine, (a, b, reset), axis=1)
+    initial = jnp.zeros_like(start) if initial is None else initial
+    return gain * jnp.where(restarted, initial[:, None], start[:, None]) + offset
+
+
+class ParallelCell(nn.Module):
+    """A cell with a linear recurrence (the module docstring's): subclasses give
+    :meth:`coefficients` ``x -> (a, b)``, :meth:`readout` ``(h, x) -> y`` and the carry's
+    conversions to and from the state ``h`` (:meth:`state`, :meth:`to_carry`).
+
+    ``cell(carry [B, H], x [B, D]) -> (carry [B, H], y [B, H])`` steps once;
+    ``cell.window(carry [B, H], x [B, L, D], first bool [B, L], initial=None) -> (carries
+    [B, L, H], y [B, L, H])`` runs a window by :func:`linear_scan`, every carry after its step.
+
+    Attributes:
+      features: H, the carry's real features and the output width.
+    """
+
+    features: int
+
+    def coefficients(self, x):
+        """``(a, b)`` of the recurrence for inputs ``x`` ``[R, D]``: ``b`` ``[R, *S]``, ``a``
+        the same shape or a constant that broadcasts to it."""
+        raise NotImplementedError
+
+    def readout(self, h, x):
+        """The output ``[R, H]`` from the states ``h`` ``[R, *S]`` after the inputs ``x``."""
+        raise NotImplementedError
+
+    def state(self, carry):
+        """The state ``h`` held by a carry ``[..., H]`` (identity for a real state)."""
+        return carry
+
+    def to_carry(self, h):
+        """The carry ``[..., H]`` of a state (identity for a real state)."""
+        return h
+
+    def __call__(self, carry, x):
+        a, b = self.coefficients(x)
+        h = a * self.state(carry) + b
+        return self.to_carry(h), self.readout(h, x)
+
+    def window(self, carry, x, first, initial=None):
+        # the dense layers see rows [B * L, D] (XLA:CPU's gradient of a dense layer over two
+        # leading axes was 5x slower than over one); only the scan sees [B, L, ...]
+        lead = x.shape[:2]
+        rows = x.reshape((-1, x.shape[-1]))
+        a, b = self.coefficients(rows)
+        unrows = lambda v: v.reshape((*lead, *v.shape[1:]))  # noqa: E731
+        a = unrows(a) if a.shape == b.shape else a  # else one constant for every step
+        start = self.state(carry)
+        init = None if initial is None else self.state(initial)
+        h = linear_scan(a, unrows(b), first, start, init)
+        h_rows = h.reshape((-1, *h.shape[2:]))
+        return self.to_carry(h), unrows(self.readout(h_rows, rows))
+
+
+def complex_state(carry):
+    """A complex state from a carry ``[..., 2N]`` (real parts, then imaginary parts)."""
+    n = carry.shape[-1] // 2
+    return jax.lax.complex(carry[..., :n], carry[..., n:])
+
+
+def complex_carry(h):
+    """The carry ``[..., 2N]`` of a complex state ``[..., N]``."""
+    return jnp.concatenate([jnp.real(h), jnp.imag(h)], axis=-1)
+
+
+class MinGRU(ParallelCell):
+    """minGRU (Feng, Tung, Ahmed, Bengio & Hajimirsadeghi, 2024, "Were RNNs All We Needed?",
+    arXiv:2410.01201, section 3.1.2):
+
+    ```
+    z_t = sigmoid(Linear_z(x_t))          update gate, from the input alone
+    h~_t = Linear_h(x_t)                  candidate state, no tanh
+    h_t = (1 - z_t) * h_{t-1} + z_t * h~_t
+    y_t = h_t
+    ```
+
+    Departures: the window is scanned in linear space (``a = 1 - z``, ``b = z h~``), not with
+    the paper's log-space scan and its positive ``g(.)`` candidate (which guard products of
+    many gates against underflow over thousands of steps; a replay window is tens of steps,
+    and a product that underflows to 0 is the right value of a gate that forgot). The output
+    is the state itself, as the paper's single layer; the Q-network's ReLU head follows it.
+    """
+
+    def setup(self):
+        self.gate = nn.Dense(self.features)
+        self.candidate = nn.Dense(self.features)
+
+    def coefficients(self, x):
+        z = jax.nn.sigmoid(self.gate(x))
+        return 1.0 - z, z * self.candidate(x)
+
+    def readout(self, h, x):
+        return h
+
+
+def _uniform(low: float, high: float):
+    def init(key, shape):
+        return jax.random.uniform(key, shape, jnp.float32, low, high)
+
+    return init
+
+
+def _normal(std: float):
+    def init(key, shape):
+        return std * jax.random.normal(key, shape, jnp.float32)
+
+    return init
+
+
+class LRU(ParallelCell):
+    """The Linear Recurrent Unit (Orvieto, Smith, Gu, Fernando, Gulcehre, Pascanu & De, 2023,
+    "Resurrecting Recurrent Neural Networks for Long Sequences", arXiv:2303.06349):
+
+    ```
+    lambda = exp(-exp(nu) + i exp(theta))       N = H/2 complex eigenvalues, |lambda| < 1
+    h_t = lambda * h_{t-1} + exp(gamma_log) * (B x_t)        B complex [N, D]
+    y_t = Re(C h_t) + D x_t                                  C complex [H, N]
+    ```
+
+    As the paper: the exponential parameterisation keeps ``|lambda| < 1``; ``lambda`` starts
+    uniform on the ring ``r_min <= |lambda| <= r_max`` with phases uniform in ``[0,
+    max_phase]``; the normalisation ``gamma`` is trained, starting at ``sqrt(1 -
+    |lambda|^2)``; ``B`` and ``C`` are complex Glorot-normal (variance ``1 / 2D`` and ``1 / N``
+    per part).
+
+    Departures: the ring is ``[0.5, 0.99]`` and phases ``[0, pi / 10]`` (the paper's long-range
+    defaults are ``[0.9, 0.999]`` and up to ``2 pi``; episodes here are short and windows
+    shorter, so faster forgetting is allowed from the start, and the small phase is the
+    paper's own choice for its hardest task). ``D`` is a full learned map (the paper's is
+    diagonal, its input and output widths being equal; here the encoder's width need not be
+    ``H``). The paper's surrounding block (normalisation, GLU, residual) is left out: the
+    Q-network's encoder and ReLU head surround the cell instead.
+    """
+
+    r_min: float = 0.5
+    r_max: float = 0.99
+    max_phase: float = math.pi / 10
+
+    def setup(self):
+        n = self.features // 2
+        r2_min, r2_max = self.r_min**2, self.r_max**2
+
+        def nu_init(key, shape):  # |lambda|^2 uniform on [r_min^2, r_max^2]: uniform on the ring
+            u = jax.random.uniform(key, shape, jnp.float32)
+            return jnp.log(-0.5 * jnp.log(u * (r2_max - r2_min) + r2_min))
+
+        def theta_init(key, shape):
+            u = jax.random.uniform(key, shape, jnp.float32, minval=1e-6)
+            return jnp.log(self.max_phase * u)
+
+        self.nu_log = self.param("nu_log", nu_init, (n,))
+        self.theta_log = self.param("theta_log", theta_init, (n,))
+        self.gamma_log = self.param(
+            "gamma_log",
+            lambda key, shape: 0.5 * jnp.log1p(-jnp.exp(-2 * jnp.exp(self.nu_log))),
+            (n,),
+        )
+        b_init = glorot_part(lambda shape: 2 * shape[0])  # Dense kernels are [D, N]
+        c_init = glorot_part(lambda shape: shape[0])  # [N, H]
+        self.b_re = nn.Dense(n, use_bias=False, kernel_init=b_init)
+        self.b_im = nn.Dense(n, use_bias=False, kernel_init=b_init)
+        self.c_re = nn.Dense(self.features, use_bias=False, kernel_init=c_init)
+        self.c_im = nn.Dense(self.features, use_bias=False, kernel_init=c_init)
+        self.skip = nn.Dense(self.features, use_bias=False)
+
+    def eigenvalues(self):
+        """lambda, complex64 ``[N]``."""
+        return jnp.exp(-jnp.exp(self.nu_log) + 1j * jnp.exp(self.theta_log))
+
+    def coefficients(self, x):
+        scale = jnp.exp(self.gamma_log)
+        return self.eigenvalues(), jax.lax.complex(scale * self.b_re(x), scale * self.b_im(x))
+
+    def state(self, carry):
+        return complex_state(carry)
+
+    def to_carry(self, h):
+        return complex_carry(h)
+
+    def readout(self, h, x):
+        return self.c_re(jnp.real(h)) - self.c_im(jnp.imag(h)) + self.skip(x)
+
+
+def glorot_part(fan):
+    """A normal kernel init of variance ``1 / fan(shape)`` (one part of a complex matrix)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.normal(key, shape, dtype) / jnp.sqrt(fan(shape)).astype(dtype)
+
+    return init
+
+
+class FFM(ParallelCell):
+    """Fast and Forgetful Memory (Morad, Kortvelesy, Liwicki & Prorok, 2023, "Reinforcement
+    Learning with Fast and Forgetful Memory", NeurIPS, arXiv:2310.04128): m traces, each
+    decaying at its own rate and seen through c rotating frequencies.
+
+    ```
+    x~_t = Linear_pre(x_t) * sigmoid(Linear_in(x_t))                   [m], input gate
+    gamma = exp(-|alpha| + i omega)                                   [m, c], alpha [m], omega [c]
+    S_t = gamma * S_{t-1} + x~_t (the same for each of the c columns)  complex [m, c]
+    z_t = Linear_mix([Re S_t, Im S_t])                                 [H]
+    g_t = sigmoid(Linear_out(x_t))
+    y_t = LayerNorm(z_t) * g_t + Linear_skip(x_t) * (1 - g_t)          [H], output gate
+    ```
+
+    with c = :data:`FFM_CONTEXT` and m = ``H / (2c)`` (the carry holds the m x c complex
+    state as ``H`` reals). As the authors' code initialises it: decay rates ``|alpha|`` evenly
+    spaced from ``ln 2`` (half forgotten per step) to ``ln(100) / 1024`` (1% left after 1024
+    steps), frequencies ``2 pi / P`` for periods P evenly spaced from 1 to 1024; both trained.
+
+    Departures: the paper computes a window in closed form (``S_t = gamma^t S_0 + sum_i
+    gamma^(t-i) x~_i``, a cumulative sum that needs ``alpha`` clamped against overflow of
+    ``gamma^-t``); here the same recurrence runs through :func:`linear_scan`, which never
+    forms ``gamma^-t`` and needs no clamp (``|gamma| <= 1`` for any ``alpha``). The skip path is
+    a learned projection of ``x`` (the paper's is ``x`` itself, its widths being equal), and the
+    layer norm has no learned scale or offset.
+    """
+
+    context: int = FFM_CONTEXT
+
+    def setup(self):
+        traces = self.features // (2 * self.context)
+        self.pre = nn.Dense(traces)
+        self.gate_in = nn.Dense(traces)
+        self.gate_out = nn.Dense(self.features)
+        self.skip = nn.Dense(self.features)
+        self.mix = nn.Dense(self.features)
+        self.norm = nn.LayerNorm(use_bias=False, use_scale=False)
+        self.alpha = self.param(
+            "alpha",
+            lambda key, shape: jnp.linspace(math.log(2), math.log(100) / 1024, shape[0]),
+            (traces,),
+        )
+        self.omega = self.param(
+            "omega",
+            lambda key, shape: 2 * jnp.pi / jnp.linspace(1.0, 1024.0, shape[0]),
+            (self.context,),
+        )
+
+    def decay(self):
+        """gamma, complex64 ``[m, c]``."""
+        return jnp.exp(-jnp.abs(self.alpha)[:, None] + 1j * self.omega[None, :])
+
+    def coefficients(self, x):
+        gated = self.pre(x) * jax.nn.sigmoid(self.gate_in(x))
+        b = jnp.broadcast_to(gated[..., None], (*gated.shape, self.context))
+        return self.decay(), b.astype(jnp.complex64)
+
+    def state(self, carry):
+        h = complex_state(carry)
+        return h.reshape((*h.shape[:-1], -1, self.context))
+
+    def to_carry(self, h):
+        return complex_carry(h.reshape((*h.shape[:-2], -1)))
+
+    def readout(self, h, x):
+        gate = jax.nn.sigmoid(self.gate_out(x))
+        return self.norm(self.mix(self.to_carry(h))) * gate + self.skip(x) * (1.0 - gate)
+
+
+def make_cell(name: str, features: int) -> ParallelCell:
+    """The parallel cell ``name`` (one of :data:`PARALLEL_CELLS`) of ``features`` (H)."""
+    check_cell(name, features)
+    return {"lru": LRU, "mingru": MinGRU, "ffm": FFM}[name](features=features)
+
+
+def check_cell(name: str, features: int, known=PARALLEL_CELLS) -> None:
+    """``ValueError`` naming the setting: an unknown cell (listing ``known``) or a size the
+    cell cannot hold (``features`` is the ``memory`` knob)."""
+    if name not in known:
+        raise ValueError(f"cell must be one of {tuple(known)}, got {name!r}")
+    if name == "lru" and features % 2:
+        raise ValueError(
+            f"cell 'lru' needs an even memory, got {features}: its state is memory/2 complex "
+            f"numbers, stored as their real and imaginary parts; use --memory {features + 1}"
+        )
+    if name == "ffm" and features % (2 * FFM_CONTEXT):
+        up = -(-features // (2 * FFM_CONTEXT)) * 2 * FFM_CONTEXT
+        raise ValueError(
+            f"cell 'ffm' needs a memory that is a multiple of {2 * FFM_CONTEXT}, got {features}: "
+            f"its state is memory/{2 * FFM_CONTEXT} traces x {FFM_CONTEXT} frequencies of "
+            f"complex numbers, stored as real and imaginary parts; use --memory {up}"
+        )
