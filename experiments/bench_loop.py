@@ -288,7 +288,7 @@ def buffer_copy_check(prog, buffer_state, capacity: int) -> dict:
 # -------------------------------------------------------------------------------- states
 
 
-def warm_states(sides, keys, log):
+def warm_states(sides, trainers, keys, log):
     """Per side, the vmapped TrainState right after the warm-up (``learning_starts`` env steps
     of uniform-random actions). The environment part is computed once (same keys -> the same
     transitions on every side, exactly what ``trainer.collect`` produces); each buffer is then
@@ -334,7 +334,7 @@ def warm_states(sides, keys, log):
         elif fill_from is not None and fill_from in states:
             bstate = jax.tree.map(jnp.copy, states[fill_from].buffer)
         else:
-            buf = buffer if buffer is not None else mj_train.make_buffer(cfg)
+            buf = trainers[name].buffer  # the side's own buffer (its storage resolved)
             bstate = fill(buf)
         states[name] = jax.tree.map(jnp.copy, base).replace(buffer=bstate)
     jax.block_until_ready(states)
@@ -360,7 +360,7 @@ def bench_seeds(S: int, cfg_base, opts, log) -> dict:
     )
     keys = jax.random.split(jax.random.key(0), S)
     trainers = {name: mj_train.make_train(c, buffer=b) for name, (c, b, _) in sides.items()}
-    states, base, floor_items, warm_s = warm_states(sides, keys, log)
+    states, base, floor_items, warm_s = warm_states(sides, trainers, keys, log)
     vec_steps = cfg_base.chunk_iters * cfg_base.train_every  # per chunk call, per seed
 
     def metrics0(f, state):
