@@ -328,7 +328,7 @@ def warm_states(sides, trainers, keys, log):
 
     states = {}
     floor_items = floor_batch(jax.random.key(123))
-    for name, (cfg, buffer, fill_from) in sides.items():
+    for name, (_, _, fill_from) in sides.items():
         if name.startswith("floor"):
             bstate = jax.tree.map(jnp.copy, floor_items)
         elif fill_from is not None and fill_from in states:
