@@ -6,10 +6,11 @@ processes, and processes that a cluster launcher started (memjax.distributed.det
   line, and the two processes train and checkpoint together: each writes its own shards.
 * That run's checkpoint (2 seeds per process) restored onto 1 process and onto 4
   (``--resume DIR --processes N``) reads back bit for bit: each process checks the CRC-32 of
-  every row (seed) of every leaf it holds against the one saved. On 1 process with 2 devices (2 seeds per device,
-  as saved) the resumed run ends with the 2-process run's returns files byte for byte; on 4
-  processes (1 seed per device) with its returns byte for byte and its learner metrics to
-  float32 round-off (XLA:CPU tiles a vmap over 1 seed differently from one over 2).
+  every row (seed) of every leaf it holds against the one saved. On 1 process with 2 devices
+  (2 seeds per device, as saved) the resumed run ends with the 2-process run's returns files
+  byte for byte; on 4 processes (1 seed per device) with its returns byte for byte and its
+  learner metrics to float32 round-off (XLA:CPU tiles a vmap over 1 seed differently from one
+  over 2).
 * When one process cannot read its shards of the newest checkpoint, the processes agree to
   fall back to the one before (none is left waiting for the others), and the run still ends
   with the files of the uninterrupted one.
