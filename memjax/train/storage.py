@@ -401,6 +401,8 @@ def make_layout(config):
     ``memjax.replay.sequence(num_envs, length=n_step, side_fraction=...)``, or for an agent
     that learns from windows, the windows its spec asks for (:class:`memjax.agents.Windows`:
     length, period, and the extras stored once per window, e.g. DRQN's carry)."""
+    if config.storage == "plain":  # plain's choices need no environment
+        config = resolve_storage(config, None, None)[0]
     layout = config.storage_layout
     if layout == "flat":
         return None
