@@ -133,6 +133,7 @@ SLOW = {
         "test_the_lossless_choices_of_the_named_environments",
         "test_side_store_follows_the_random_policys_episode_ends",
         "test_plan_peak_is_the_state_plus_the_largest_program",
+        "test_default_run_returns_what_plain_returns_on_cartpole",
     },
     "test_dataclass_items.py": {
         "test_dataclass_items_sample_as_dict_items_do[ChexStep-prioritized-one_copy]",

@@ -495,7 +495,7 @@ def run(
     snaps, start = None, None
     if out_dir is not None:
         record = checkpoints.RunRecord(
-            trainer.config,
+            config,  # as given: a resumed run chooses its auto storage again, alike
             num_seeds,
             seed,
             every,

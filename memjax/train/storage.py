@@ -27,10 +27,11 @@ as float32 (``"plain"``, the way back):
 - ``layout``: ``one_copy`` (each observation once) when the capacity is a multiple of
   ``num_envs``, else ``flat``; agents that learn from windows and ``n_step > 1`` use
   ``sequence`` as always;
-- ``side_fraction`` (row layouts): 1.5x the episode ends per step of the random-policy
-  calibration rollout, at least 1/16, so that the side store of final observations does not
-  overflow (an overflow drops the oldest transitions: never wrong, but no longer
-  bit-identical);
+- ``side_fraction`` (row layouts): the most of 1.5x the episode ends per step of the
+  random-policy calibration rollout and those of the constant-action policy that ends
+  episodes most often (an untrained greedy policy is often one), at least 1/16, so that the
+  side store of final observations does not overflow (an overflow drops the oldest
+  transitions: never wrong, but no longer bit-identical);
 - ``obs_codec``: ``bitpack`` when the environment declares 0/1 observations
   (:func:`memjax.envs.binary_observations`, MinAtar) and every calibrated observation is 0
   or 1; lossy codecs (int8, float16, kmeans) only when asked for;
@@ -82,7 +83,7 @@ LAYOUTS = ("auto", "flat", "one_copy", "sequence")
 STORAGE_KINDS = ("lossless", "plain")
 CALIBRATION_KEY = 20261122
 SIDE_MARGIN = 1.5
-"""The side store holds this many times the calibrated episode ends per step."""
+"""The side store holds this many times the random policy's episode ends per step."""
 
 
 def check_obs_codec(name: str) -> None:
@@ -97,17 +98,26 @@ class Calibration(NamedTuple):
     """What the uniform-random policy showed in ``steps`` vector steps of ``num_envs``
     environments from a fixed key: ``observations`` float [2 * steps * num_envs, *obs_shape]
     (each step's observation and its next one, the final observations that auto-resets
-    replace included), ``rewards`` float32 [steps * num_envs] and ``episode_ends`` (int, the
-    steps that ended an episode, terminated or truncated)."""
+    replace included), ``rewards`` float32 [steps * num_envs], ``episode_ends`` (int, the
+    steps that ended an episode, terminated or truncated) and ``constant_action_ends`` (the
+    same for each policy that always takes one action, as many steps each)."""
 
     observations: jax.Array
     rewards: jax.Array
     episode_ends: int
+    constant_action_ends: tuple = ()
 
     @property
     def ends_per_step(self) -> float:
-        """Episode ends per transition."""
+        """Episode ends per transition of the random policy."""
         return self.episode_ends / max(1, self.rewards.size)
+
+    @property
+    def constant_ends_per_step(self) -> float:
+        """Episode ends per transition of the constant-action policy that ends them most
+        often (the greedy policy of an untrained Q-network is often one of these), in as
+        many steps as the random policy's."""
+        return max(self.constant_action_ends, default=0) / max(1, self.rewards.size)
 
 
 def calibration_observations(env, env_params, steps: int, num_envs: int):
@@ -144,8 +154,26 @@ def calibrate(env, env_params, steps: int, num_envs: int) -> Calibration:
         seen = jnp.concatenate([obs, nxt]).reshape((-1, *obs.shape[2:]))
         return seen, rewards.reshape(-1).astype(jnp.float32), jnp.sum(ends)
 
+    @jax.jit
+    def constant_actions(key):  # episode ends of each constant-action policy
+        policies = jnp.repeat(jnp.arange(n_actions), num_envs)
+        _, state = vreset(jax.random.split(key, policies.size), env_params)
+
+        def body(carry, _):
+            state, key = carry
+            key, ks = jax.random.split(key)
+            _, state, _, terminated, truncated, _ = vstep(
+                jax.random.split(ks, policies.size), state, policies, env_params
+            )
+            return (state, key), terminated | truncated
+
+        length = -(-steps // (2 * num_envs))
+        _, ends = jax.lax.scan(body, (state, key), None, length=length)
+        return jnp.sum(ends.reshape(length, n_actions, num_envs), axis=(0, 2))
+
     seen, rewards, ends = rollout(jax.random.key(CALIBRATION_KEY))
-    return Calibration(seen, rewards, int(ends))
+    constant = constant_actions(jax.random.key(CALIBRATION_KEY + 1))
+    return Calibration(seen, rewards, int(ends), tuple(int(n) for n in constant))
 
 
 class StorageChoice(NamedTuple):
@@ -206,13 +234,15 @@ def resolve_storage(config, env, env_params, named: bool = False) -> tuple:
     elif plain or not rows:
         chosen("side_fraction", 1 / 16, "the default" if rows else "unused (flat layout)")
     else:
-        rate = calibration.ends_per_step
-        fraction = max(1 / 16, min(1.0, math.ceil(SIDE_MARGIN * rate * 1000) / 1000))
+        rate, constant = calibration.ends_per_step, calibration.constant_ends_per_step
+        need = max(SIDE_MARGIN * rate, constant)
+        fraction = max(1 / 16, min(1.0, math.ceil(need * 1000) / 1000))
         chosen(
             "side_fraction",
             fraction,
-            f"{SIDE_MARGIN}x the {rate:.4f} episode ends per step of the random policy "
-            "(at least 1/16), so that final observations are not dropped",
+            f"the most of {SIDE_MARGIN}x the {rate:.4f} episode ends per step of the random "
+            f"policy and the {constant:.4f} of a constant action (at least 1/16), so that "
+            "final observations are not dropped",
         )
     # observations
     if config.obs_codec != "auto":
@@ -371,6 +401,8 @@ def make_layout(config):
     ``memjax.replay.sequence(num_envs, length=n_step, side_fraction=...)``, or for an agent
     that learns from windows, the windows its spec asks for (:class:`memjax.agents.Windows`:
     length, period, and the extras stored once per window, e.g. DRQN's carry)."""
+    if config.storage == "plain":  # plain's choices need no environment
+        config = resolve_storage(config, None, None)[0]
     layout = config.storage_layout
     if layout == "flat":
         return None
