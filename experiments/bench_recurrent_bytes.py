@@ -80,8 +80,10 @@ def r2d2_example(example: dict) -> dict:
 
 def measure(env: str, cell: str, dtype: str) -> dict:
     """Bytes per stored step of the three stores for one environment, cell and carry dtype."""
-    cfg = mj_train.TrainConfig(agent=mj.agents.DRQNConfig(cell=cell), env=env)
-    trainer = mj_train.make_train(cfg)
+    trainer = mj_train.make_train(
+        mj_train.TrainConfig(agent=mj.agents.DRQNConfig(cell=cell), env=env)
+    )
+    cfg = trainer.config  # its storage settings resolved for the environment
     example = trainer.example
     codecs = carry_codecs(dtype)
     cap, E = cfg.buffer_capacity, cfg.num_envs
@@ -129,8 +131,10 @@ def measure(env: str, cell: str, dtype: str) -> dict:
 
 def allocated_check(env: str, cell: str) -> dict:
     """Allocate DRQN's real buffer once: its memory report must equal the eval_shape one."""
-    cfg = mj_train.TrainConfig(agent=mj.agents.DRQNConfig(cell=cell), env=env)
-    trainer = mj_train.make_train(cfg)
+    trainer = mj_train.make_train(
+        mj_train.TrainConfig(agent=mj.agents.DRQNConfig(cell=cell), env=env)
+    )
+    cfg = trainer.config  # its storage settings resolved for the environment
     buf = trainer.buffer
     planned = buf.memory(jax.eval_shape(buf.init, trainer.example)).total_bytes
     state = buf.init(trainer.example)
