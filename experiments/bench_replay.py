@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import time
 import warnings
@@ -363,6 +364,23 @@ def bench_per(cfg, log) -> list:
             state = buf.update(state, s.indices, jnp.abs(td) + 1e-3)
             return state, k, acc + loss
 
+        # Parts of ours_step, to see where its time goes: the draw (sum-tree descent, weights
+        # and the gather, consumed as the loss), and the update alone (ids of slots drawn
+        # uniformly; every slot holds its first item, so each id is live).
+        def ours_draw_step(carry, _=None, buf=ours_buf):
+            state, k, acc = carry
+            k, sub = jax.random.split(k)
+            s = buf.sample(state, sub, PER_BATCH, beta=BETA)
+            td = jnp.sum(s.items["next_obs"], -1) - jnp.sum(s.items["obs"], -1)
+            return state, k, acc + jnp.mean(s.weights * td**2) + jnp.sum(s.indices)
+
+        def ours_update_step(carry, _=None, buf=ours_buf, cap=cap):
+            state, k, acc = carry
+            k, sub, sub2 = jax.random.split(k, 3)
+            ids = jax.random.randint(sub, (PER_BATCH,), 0, cap)
+            priorities = jax.random.uniform(sub2, (PER_BATCH,), minval=0.05, maxval=2.0)
+            return buf.update(state, ids, priorities), k, acc
+
         def make_fbx_step(set_fn, n_items=fcap):
             def fbx_step(carry, _=None):
                 state, k, acc = carry
@@ -382,11 +400,19 @@ def bench_per(cfg, log) -> list:
         fstate_b = jax.tree.map(jnp.copy, fstate)
         sides = {
             "ours": Side("ours", (ostate, jax.random.key(20), zero())),
+            "ours_draw": Side(
+                "ours_draw", (jax.tree.map(jnp.copy, ostate), jax.random.key(23), zero())
+            ),
+            "ours_update": Side(
+                "ours_update", (jax.tree.map(jnp.copy, ostate), jax.random.key(24), zero())
+            ),
             "flashbax_cpu": Side("flashbax_cpu", (fstate, jax.random.key(21), zero())),
             "flashbax_bincount": Side("flashbax_bincount", (fstate_b, jax.random.key(22), zero())),
         }
         steps = {
             "ours": ours_step,
+            "ours_draw": ours_draw_step,
+            "ours_update": ours_update_step,
             "flashbax_cpu": make_fbx_step(fbx_cpu.set_priorities),
             "flashbax_bincount": make_fbx_step(fbx_set_bincount),
         }
@@ -399,6 +425,8 @@ def bench_per(cfg, log) -> list:
                 "flashbax_cpu_over_ours": ("flashbax_cpu", "ours"),
                 "flashbax_bincount_over_ours": ("flashbax_bincount", "ours"),
                 "flashbax_best_over_ours": (("flashbax_cpu", "flashbax_bincount"), "ours"),
+                "ours_draw_over_ours": ("ours_draw", "ours"),
+                "ours_update_over_ours": ("ours_update", "ours"),
             },
             fused_ops=cfg["fused_per"],
         )
@@ -480,7 +508,8 @@ SECTIONS = {
             "priorities): us per step",
             "  fbx-cpu = flashbax device='cpu' (scan set); fbx-bc = flashbax bincount set "
             "(its gpu/tpu path,",
-            "  reached via set_priorities(device='gpu')); ratios = flashbax / ours",
+            "  reached via set_priorities(device='gpu')); ratios = flashbax / ours; draw, "
+            "update = ours's parts alone",
         ],
         label=(f"{'cap':>9}", _label_per),
         cols=[
@@ -489,6 +518,8 @@ SECTIONS = {
             ("fbx-bc", _t("flashbax_bincount", 9, 1)),
             ("cpu/ours", _r("flashbax_cpu_over_ours", 8, 1)),
             ("bc/ours", _r("flashbax_bincount_over_ours", 8, 1)),
+            ("draw", _t("ours_draw", 6, 1)),
+            ("update", _t("ours_update", 6, 1)),
         ],
         compile=("ours", "flashbax_cpu", "flashbax_bincount"),
     ),
@@ -674,6 +705,7 @@ def main(argv=None) -> int:
         "times in microseconds; only ratios are comparable across runs\n"
     )
     results = {}
+    load_start = [round(x, 2) for x in os.getloadavg()]  # 1, 5, 15 min: a shared machine
     t_start = time.perf_counter()
     benches = {"add": bench_add, "sample": bench_sample, "per": bench_per}
     for name in ("add", "sample", "per"):
@@ -724,6 +756,7 @@ def main(argv=None) -> int:
         "notes": notes,
         "targets": targets,
         "wall_seconds": round(time.perf_counter() - t_start, 1),
+        "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
         **results,
     }
     write_json(doc, out, log)
