@@ -134,7 +134,6 @@ def allocated_check(env: str, cell: str) -> dict:
     trainer = mj_train.make_train(
         mj_train.TrainConfig(agent=mj.agents.DRQNConfig(cell=cell), env=env)
     )
-    cfg = trainer.config  # its storage settings resolved for the environment
     buf = trainer.buffer
     planned = buf.memory(jax.eval_shape(buf.init, trainer.example)).total_bytes
     state = buf.init(trainer.example)
