@@ -733,6 +733,16 @@ def _is_closed_loop_callback(unraisable) -> bool:
     return any(f.name == "call_soon_threadsafe" for f in frames)
 
 
+def _is_failed_read_coroutine(unraisable) -> bool:
+    """An exception of one of orbax's per-array read coroutines that the failed restore
+    left unawaited, reported when the coroutine is closed."""
+    coroutine = unraisable.object
+    return (
+        type(coroutine).__name__ == "coroutine"
+        and getattr(coroutine, "__name__", "") == "_read_array_index_and_device_put"
+    )
+
+
 _QUIET = {"hook": None, "silenced": 0}
 
 
@@ -746,7 +756,9 @@ def _quiet_closed_loop_callbacks() -> None:
     the other reads are still in flight; as they finish, each callback raises
     ``RuntimeError('Event loop is closed')`` in a TensorStore thread, which reports it through
     ``sys.unraisablehook``: a traceback per array (about a hundred for a damaged run
-    checkpoint), after the restore has failed and been reported. Their results are discarded
+    checkpoint), after the restore has failed and been reported; the per-array read
+    coroutines it leaves unawaited report their read errors the same way when they are
+    closed (each process reads only its own shards). Their results are discarded
     and nothing else is affected, so this process-wide hook drops exactly those (counting
     them in ``_QUIET["silenced"]``) and hands every other unraisable exception to the hook it
     replaces. Installed on a restore, unless it is already the hook."""
@@ -755,7 +767,7 @@ def _quiet_closed_loop_callbacks() -> None:
     previous = sys.unraisablehook
 
     def hook(unraisable):
-        if _is_closed_loop_callback(unraisable):
+        if _is_closed_loop_callback(unraisable) or _is_failed_read_coroutine(unraisable):
             _QUIET["silenced"] += 1
             return
         previous(unraisable)
@@ -770,7 +782,8 @@ def _stored_shape(template):
 
 def _first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
-    return text[0][:200] if text else ""
+    # orbax appends a dump of the TensorStore spec to a failed read: not for a one-line message
+    return text[0].split(" See full TensorStore details")[0][:200] if text else ""
 
 
 def open_run(
