@@ -1,7 +1,7 @@
 """Where the time of a vmapped uniform sample goes: memjax vs flashbax 0.1.3 at several seed
 counts, the sample alone (no learner), side by side in ONE process.
 
-    python experiments/bench_vmapped_sample.py [--seeds 4,8,16] [--rounds 9] [--quick]
+    python experiments/bench_vmapped_sample.py [--seeds 1,2,4,8,16,32] [--rounds 9] [--quick]
 
 The loop benchmark (bench_loop.py) times the sample inside the whole DQN loop, where the
 learner takes 70-85% of a step and a shared machine's noise is larger than the sample's
@@ -17,6 +17,9 @@ that no gather is dropped. Programs, interleaved in every round (order rotated):
                       way; a different algorithm at episode ends, timed for reference)
   draw_only           memjax's draw of 128 slots alone (``ring.random_slots``)
   draw_randint        ``jax.random.randint`` alone (flashbax's kind of draw)
+  draw_bits           the draw memjax used before: the same multiply-shift from
+                      ``jax.random.bits(key, (2, 128))`` (partitionable threefry: one
+                      evaluation per word, where ``draw_only`` makes one per draw)
   gather_only         memjax's gather of 128 slots (a fixed pattern moved by an offset read
                       from the key's bits: no random-bit generation)
 
@@ -27,6 +30,7 @@ only ratios mean anything on a shared machine.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -108,6 +112,16 @@ def shifted(slots, key, count):
     return (slots + offset) % jnp.maximum(count, 1)
 
 
+def draw_from_bits(key, n: int, count):
+    """memjax's draw before it took threefry's two words per evaluation: the multiply-shift
+    of ``ring.random_slots`` on ``jax.random.bits(key, (2, n))``."""
+    span = jnp.maximum(count, 1).astype(jnp.uint32)
+    high, low = jax.random.bits(key, (2, n), jnp.uint32)
+    top, bottom = ring._mul_wide(high, span)
+    carry = (bottom + ring._mul_wide(low, span)[0]) < bottom
+    return (top + carry.astype(jnp.uint32)).astype(jnp.int32)
+
+
 def program(draw, seeds: int, ops: int):
     """``ops`` vmapped calls of ``draw(state, key)`` in one scan, every leaf consumed."""
 
@@ -149,6 +163,7 @@ def bench(seeds: int, rounds: int, ops: int) -> dict:
         "fbx_native_pairs": (lambda s, k: native.sample(s, k).experience, "native"),
         "draw_only": (lambda s, k: ring.random_slots(k, BATCH, s.count), "flat"),
         "draw_randint": (lambda s, k: jax.random.randint(k, (BATCH,), 0, s.count), "flat"),
+        "draw_bits": (lambda s, k: draw_from_bits(k, BATCH, s.count), "flat"),
         "gather_only": (lambda s, k: ring.gather(s, shifted(fixed, k, s.count)), "flat"),
     }
     compiled, compile_s = {}, {}
@@ -183,7 +198,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="bench_vmapped_sample.py", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--seeds", type=positive_ints, default=(4, 8, 16))
+    parser.add_argument("--seeds", type=positive_ints, default=(1, 2, 4, 8, 16, 32))
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--ops", type=int, default=200, help="samples per timed call")
     parser.add_argument("--quick", action="store_true", help="1 and 2 seeds, 2 rounds, 10 ops")
@@ -203,6 +218,8 @@ def main(argv=None) -> int:
         )
         for name, r in results[seeds].items():
             log(f"  {name:18s} {r['median_us']:9.1f} us  {r['over_fbx_same_items']:6.3f}")
+        results[seeds]["load_average_1m"] = round(os.getloadavg()[0], 2)
+        log(f"  (load average {results[seeds]['load_average_1m']})")
     out = args.out or results_path("bench_vmapped_sample", args.quick)
     write_json(
         {

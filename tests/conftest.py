@@ -206,6 +206,7 @@ SLOW = {
         "test_smallest_run_writes_json",
         "test_no_guard_reproduces_the_failure",
     },
+    "test_bench_own_loop_smoke.py": {"test_quick_writes_json"},
     "test_bench_sequence_smoke.py": {"test_quick_writes_json_and_table"},
     "test_bench_smoke.py": {"test_quick_smallest_config_writes_json"},
     "test_dropin.py": {

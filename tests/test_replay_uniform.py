@@ -177,8 +177,38 @@ def test_random_slots_is_the_exact_64_bit_multiply_shift(count):
 
     key = jax.random.key(7)
     got = np.asarray(jax.jit(random_slots, static_argnums=1)(key, 4096, jnp.int32(count)))
-    high, low = (x.astype(object) for x in np.asarray(jax.random.bits(key, (2, 4096), jnp.uint32)))
+    with jax.threefry_partitionable(False):  # the words: JAX's non-partitionable stream
+        words = np.asarray(jax.random.bits(key, (2 * 4096,), jnp.uint32)).astype(object)
+    high, low = words[:4096], words[4096:]
     np.testing.assert_array_equal(got, ((high << 32 | low) * count) >> 64)
+
+
+def test_random_slots_of_a_non_threefry_key_use_its_bits():
+    """An rbg key's draws use jax.random.bits(key, (2, n)) as the two words."""
+    from memjax.replay.ring import random_slots
+
+    key, count = jax.random.key(5, impl="rbg"), 2**20 - 3
+    got = np.asarray(jax.jit(random_slots, static_argnums=1)(key, 512, jnp.int32(count)))
+    high, low = (x.astype(object) for x in np.asarray(jax.random.bits(key, (2, 512), jnp.uint32)))
+    np.testing.assert_array_equal(got, ((high << 32 | low) * count) >> 64)
+
+
+@pytest.mark.parametrize("seeds", [1, 8, 32])
+def test_vmapped_draws_are_uniform_and_independent_per_seed(seeds):
+    """Draws under vmap (the shapes whose program the draw was chosen for): each seed's
+    2**16 draws from [0, 10000) in 100 equal bins pass a chi-square test, and two seeds'
+    draws differ."""
+    from memjax.replay.ring import random_slots
+
+    keys = jax.random.split(jax.random.key(3), seeds)
+    draw = jax.jit(jax.vmap(lambda k: random_slots(k, 2**16, jnp.int32(10_000))))
+    slots = np.asarray(draw(keys))
+    assert slots.min() >= 0 and slots.max() < 10_000
+    for row in slots:
+        counts = np.bincount(row // 100, minlength=100)
+        assert ref.chi_square_p_value(counts, np.ones(100)) > 1e-4
+    if seeds > 1:
+        assert (slots[0] != slots[1]).mean() > 0.99
 
 
 @pytest.mark.parametrize("count", [2**20, 3 * 2**29])
