@@ -488,8 +488,9 @@ def _feedforward_graph(graph, params, conv: bool) -> None:
     graph.node("Identity", [x], output="q_values")
 
 
-def _recurrent_graph(graph, network, params, obs_rank: int) -> None:
-    """RecurrentQNetwork: encoder, the cell on the carry reset where ``first``, head."""
+def _torso(graph, network, params, obs_rank: int) -> tuple:
+    """The encoder before a carry agent's memory: the conv layer of image observations,
+    then the hidden dense layers. Returns (its output's name, the dense layers after it)."""
     x = "obs"
     if obs_rank == 3 and network.channels:
         x = graph.conv("Conv_0", params["Conv_0"], x)
@@ -497,6 +498,12 @@ def _recurrent_graph(graph, network, params, obs_rank: int) -> None:
     dense = _dense_names(params)
     for name in dense[: len(network.hidden)]:
         x = graph.dense(name, params[name], x, relu=True)
+    return x, dense[len(network.hidden) :]
+
+
+def _recurrent_graph(graph, network, params, obs_rank: int) -> None:
+    """RecurrentQNetwork: encoder, the cell on the carry reset where ``first``, head."""
+    x, rest = _torso(graph, network, params, obs_rank)
     first = graph.node("Unsqueeze", ["first", graph.constant("axes_1", np.array([1]), np.int64)])
     zero = graph.constant("zero", np.float32(0))
     carry = {
@@ -507,9 +514,8 @@ def _recurrent_graph(graph, network, params, obs_rank: int) -> None:
     else:
         cell = params["OptimizedLSTMCell_0"]
         _, y = _lstm(graph, "LSTM", cell, x, carry["c"], carry["h"], ("next_c", "next_h"))
-    head = dense[len(network.hidden) :]
-    for k, name in enumerate(head):
-        y = graph.dense(name, params[name], y, relu=k + 1 < len(head))
+    for k, name in enumerate(rest):
+        y = graph.dense(name, params[name], y, relu=k + 1 < len(rest))
     graph.node("Identity", [y], output="q_values")
 
 
@@ -576,16 +582,9 @@ def _ntm_graph(graph, network, params, obs_rank: int, carry_names) -> None:
     def reduce_sum(x, axis, keep=0):
         return graph.node("ReduceSum", [x, const(f"a{axis}", [axis])], keepdims=keep)
 
-    x = "obs"
-    if obs_rank == 3 and network.channels:
-        x = graph.conv("Conv_0", params["Conv_0"], x)
-    x = graph.node("Flatten", [x], axis=1)
-    dense = _dense_names(params)
-    for name in dense[: len(network.hidden)]:
-        x = graph.dense(name, params[name], x, relu=True)
+    x, rest = _torso(graph, network, params, obs_rank)
     reads = graph.node("Flatten", [carry["reads"]], axis=1)
     x = graph.node("Concat", [x, reads], axis=1)
-    rest = dense[len(network.hidden) :]
     m = network.memory
     if network.controller == "lstm":
         c, h = cut(carry["controller"], 1, 0, m), cut(carry["controller"], 1, m, 2 * m)
