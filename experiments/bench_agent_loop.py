@@ -71,9 +71,10 @@ def warm_state(trainer, keys):
     return jax.jit(jax.vmap(trainer.collect))(state)[0]
 
 
-def before_trainer(before, config):
-    """The revision's ``make_train`` for the settings of ``config``."""
-    return before.train.make_train(config_for(before.train, config.settings()))
+def before_trainer(before, trainer):
+    """The revision's ``make_train`` for the settings ``trainer`` runs with (its storage
+    settings resolved: the revision knows no ``auto``)."""
+    return before.train.make_train(config_for(before.train, trainer.config.settings()))
 
 
 def same_computation(new_trainer, old_trainer, new_state, old_state) -> dict:
@@ -89,9 +90,11 @@ def same_computation(new_trainer, old_trainer, new_state, old_state) -> dict:
 
 def bench_replay_kind(replay: str, seeds: int, opts, log, before=None) -> dict:
     before = import_revision(BEFORE) if before is None else before
-    cfg = TrainConfig(replay=replay, chunk_steps=opts["chunk_steps"])
+    # transitions stored whole, as the revision stores them
+    cfg = TrainConfig(replay=replay, chunk_steps=opts["chunk_steps"], storage="plain")
     keys = jax.random.split(jax.random.key(0), seeds)
-    trainers = {"agent": make_train(cfg), "before": before_trainer(before, cfg)}
+    agent = make_train(cfg)
+    trainers = {"agent": agent, "before": before_trainer(before, agent)}
     if replay == "uniform":
         trainers["agent_n3"] = make_train(cfg.replace(n_step=3))
     states = {name: warm_state(tr, keys) for name, tr in trainers.items()}
@@ -165,8 +168,8 @@ def learn_comparison(seed_sets, seeds: int, log, before) -> list:
     """Whole runs of both loops: one row per (replay, base key, loop) with per-seed returns."""
     rows = []
     for replay in ("uniform", "prioritized"):
-        cfg = TrainConfig(replay=replay)
-        loops = {"agent": make_train(cfg), "before": before_trainer(before, cfg)}
+        agent = make_train(TrainConfig(replay=replay, storage="plain"))
+        loops = {"agent": agent, "before": before_trainer(before, agent)}
         for base in seed_sets:
             keys = jax.random.split(jax.random.key(base), seeds)
             for name, trainer in loops.items():

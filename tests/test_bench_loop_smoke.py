@@ -165,9 +165,10 @@ def test_bad_arguments_are_usage_errors(capsys):
 
 def test_agent_loop_matches_the_loop_before_agent_specs():
     """experiments/bench_agent_loop.py: this checkout's loop computes what the loop of the
-    commit before agent specs computed (uniform replay: bit-identical parameters after one
-    chunk), imported beside it from git, and its timing row is complete (1 seed, one round of
-    one short chunk)."""
+    commit before agent specs computed (prioritized replay: bit-identical parameters after one
+    chunk; the uniform draw has changed since, one Threefry evaluation per draw), imported
+    beside it from git, and its timing row is complete (1 seed, one round of one short
+    chunk)."""
     from experiments import bench_agent_loop
     from experiments.revision import import_revision
 
@@ -176,8 +177,8 @@ def test_agent_loop_matches_the_loop_before_agent_specs():
     except ValueError as e:  # a checkout without that history (e.g. an sdist)
         pytest.skip(str(e))
     opts = dict(chunk_steps=100, rounds=1, round_seconds=0.01)
-    row = bench_agent_loop.bench_replay_kind("uniform", 1, opts, lambda line: None, before)
+    row = bench_agent_loop.bench_replay_kind("prioritized", 1, opts, lambda line: None, before)
     assert row["same_computation"]["identical"], row["same_computation"]
-    assert set(row["steps_per_s"]) == {"agent", "before", "agent_n3"}
-    assert row["time_ratio_agent_over_before"] > 0 and row["time_ratio_n3_over_n1"] > 0
-    assert "| uniform | 1 |" in bench_agent_loop.markdown([row])
+    assert set(row["steps_per_s"]) == {"agent", "before"}
+    assert row["time_ratio_agent_over_before"] > 0
+    assert "| prioritized | 1 |" in bench_agent_loop.markdown([row])

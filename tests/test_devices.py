@@ -177,8 +177,9 @@ def test_data_parallel_agent_learns_cartpole_with_identical_replicas(runs):
     assert r["dp_sizes"] == [4 * DP_CARTPOLE.buffer_capacity] * 2  # a buffer shard per device
     planned_total, allocated, per_device = r["plan"]  # --plan --data-parallel
     assert planned_total == allocated == 4 * per_device
-    # random policy: about 22; this fixed-seed run ends at 238 and 74
-    assert np.mean(r["dp_final"]) >= 120 and min(r["dp_final"]) >= 50, r["dp_final"]
+    # random policy: about 22; this fixed-seed run ends at 228 and 47 (238 and 74 with the
+    # uniform draw of two Threefry calls per draw, before one evaluation gave both words)
+    assert np.mean(r["dp_final"]) >= 120 and min(r["dp_final"]) >= 40, r["dp_final"]
 
 
 def test_seeds_must_divide_over_the_devices(runs):

@@ -470,7 +470,11 @@ def test_run_writes_results(tmp_path):
     assert 18 < saved["bytes_per_transition"] <= 25  # plain float32: 44
     assert saved["carry_bytes_per_env"] == 0  # DQN carries nothing
     assert saved["eval_max_steps"] == 500 and saved["eval_unfinished_total"] == 0
-    assert saved["config"] == json.loads(json.dumps(config_to_dict(CARTPOLE_TINY)))
+    # the summary records the config that ran: its auto storage settings resolved
+    storage = ("layout", "obs_codec", "reward_codec", "compact_fields", "side_fraction")
+    ran = CARTPOLE_TINY.replace(**{name: saved["config"][name] for name in storage})
+    assert saved["config"] == json.loads(json.dumps(config_to_dict(ran)))
+    assert saved["config"]["layout"] == "one_copy" and saved["config"]["obs_codec"] == "none"
     rows = (out / "returns.csv").read_text().strip().splitlines()
     assert rows[0] == "step,seed,eval_return,train_return"
     assert len(rows) - 1 == 2 * 4  # (warm-up + 3 chunks) x 2 seeds

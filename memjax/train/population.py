@@ -556,13 +556,20 @@ class PopulationLayout:
         )
 
     def init(self, trainer: PopulationTrainer, key) -> Callable:
+        """``init() -> state``: every lane's state, placed (see :meth:`init_from_key`)."""
+        from_key = self.init_from_key(trainer)
+        return lambda: from_key(key)
+
+    def init_from_key(self, trainer: PopulationTrainer) -> Callable:
+        """``init(key) -> state`` with the base key an argument (what the driver compiles:
+        a key baked into the program would fold the whole state into constants)."""
         pop, spec = self.population, P(self.place.axis)
         hparams = {
             name: np.repeat(pop.grid[:, j], pop.num_seeds).astype(np.float32)
             for j, name in enumerate(pop.names)
         }
         mapped = self._map(jax.vmap(trainer.init), (spec, spec), spec)
-        return lambda: mapped(self._lane_keys(key), hparams)
+        return lambda key: mapped(self._lane_keys(key), hparams)
 
     def chunk(self, fn: Callable) -> Callable:
         """``state -> (state, metrics, buffer sizes)``: ``fn`` on every lane, then, when the
