@@ -196,30 +196,25 @@ def plot_members(path, curves: Mapping[str, Any], population: Mapping, title: st
             ax.set_yscale("log")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    for ax in axes[:-1, 0]:
-        ax.set_xlabel("")
-    if panels > 1:
-        axes[-1, 0].set_xlabel("environment steps (per seed)")
-        ax, path = axes[0, 0], Path(path)
-        ax.set_ylabel("greedy return (mean over seeds)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="best")
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
-        return path
-    return save_curve_plot(fig, axes[0, 0], path, title, ylabel="greedy return (mean over seeds)")
+    return save_curve_plot(
+        fig,
+        axes[0, 0],
+        path,
+        title,
+        ylabel="greedy return (mean over seeds)",
+        xlabel_ax=axes[-1, 0],  # under PBT, the bottom panel of the shared x axis
+    )
 
 
 def save_curve_plot(
-    fig, ax, path, title: str = "", ylabel: str = "episode return", **ylabel_kw
+    fig, ax, path, title: str = "", ylabel: str = "episode return", xlabel_ax=None, **ylabel_kw
 ) -> Path:
-    """Finish a learning-curve figure (x axis: environment steps per seed; grid, legend) and
-    save it to ``path``; the figure is closed."""
+    """Finish a learning-curve figure (x axis: environment steps per seed, labelled on
+    ``xlabel_ax``, by default ``ax``; grid, legend) and save it to ``path``; the figure is
+    closed."""
     import matplotlib.pyplot as plt
 
-    ax.set_xlabel("environment steps (per seed)")
+    (ax if xlabel_ax is None else xlabel_ax).set_xlabel("environment steps (per seed)")
     ax.set_ylabel(ylabel, **ylabel_kw)
     if title:
         ax.set_title(title)
