@@ -50,8 +50,8 @@ POOR_LRS = [1e-6, 3e-6, 1e-5, 3e-5, 3e-4, 1e-2, 3e-2, 1e-1]
 BUDGET = 16e9
 
 
-def short_config(steps: int, **values) -> mj.train.TrainConfig:
-    return mj.train.TrainConfig().replace(
+def short_config(steps: int, env: str = "CartPole-v1", **values) -> mj.train.TrainConfig:
+    return mj.train.TrainConfig(env=env).replace(
         total_steps=steps,
         learning_starts=steps // 10,
         eps_decay_steps=steps // 2,
@@ -105,21 +105,32 @@ def throughput(steps: int, rounds: int, seeds: int = 2) -> dict:
     return out
 
 
-def pbt(steps: int, seeds: int, every: int, plot=None) -> dict:
-    cfg = short_config(steps)
+def pbt(
+    steps: int,
+    seeds: int,
+    every: int,
+    plot=None,
+    env: str = "CartPole-v1",
+    lrs=POOR_LRS,
+    chunk_steps: int | None = None,
+) -> dict:
+    cfg = short_config(steps, env)
+    if chunk_steps is not None:
+        cfg = cfg.replace(chunk_steps=chunk_steps)
     out = {
         "config": {
             "env": cfg.env,
             "steps": cfg.steps_done,
             "seeds": seeds,
-            "lrs": POOR_LRS,
+            "lrs": lrs,
             "pbt_every": every,
+            "chunk_steps": cfg.chunk_steps,
             "explore": "perturb",
         }
     }
     for name, kw in (("grid", {}), ("pbt", {"pbt_every": every})):
         t0 = time.perf_counter()
-        s = quiet_run(cfg, seeds, sweep={"lr": POOR_LRS}, **kw)
+        s = quiet_run(cfg, seeds, sweep={"lr": lrs}, **kw)
         means = [m["final_return_mean"] for m in s["members"]]
         out[name] = {
             "best_member": s["best_member"],
@@ -142,20 +153,20 @@ def pbt(steps: int, seeds: int, every: int, plot=None) -> dict:
             flush=True,
         )
     if plot is not None:
-        plot_pbt(plot, out, seeds)
+        plot_pbt(plot, out, seeds, env, lrs)
     for name in ("grid", "pbt"):
         out[name].pop("curves")
     return out
 
 
-def plot_pbt(path, out: dict, seeds: int) -> None:
+def plot_pbt(path, out: dict, seeds: int, env: str, lrs) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(6.4, 6.0), dpi=120, sharex=True)
-    members = len(POOR_LRS)
+    members = len(lrs)
     for name, color in (("grid", "C0"), ("pbt", "C3")):
         curves = out[name]["curves"]
         steps = np.asarray(curves["steps"])
@@ -174,7 +185,7 @@ def plot_pbt(path, out: dict, seeds: int) -> None:
                     lw=1.5 if m == best else 0.8,
                 )
     ax.set_ylabel("greedy return (mean over seeds)")
-    ax.set_title(f"PBT vs its grid: CartPole-v1, 8 learning rates, {seeds} seeds")
+    ax.set_title(f"PBT vs its grid: {env}, {members} learning rates, {seeds} seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax_lr.set_yscale("log")
@@ -230,6 +241,19 @@ def main(argv=None) -> int:
     p.add_argument("--pbt-steps", type=int, default=50_000)
     p.add_argument("--pbt-seeds", type=int, default=4)
     p.add_argument("--pbt-every", type=int, default=5_000)
+    p.add_argument("--pbt-env", default="CartPole-v1")
+    p.add_argument(
+        "--pbt-lrs",
+        default=",".join(map(str, POOR_LRS)),
+        help="the starting population's learning rates (comma-separated)",
+    )
+    p.add_argument(
+        "--pbt-chunk-steps",
+        type=int,
+        default=None,
+        help="chunk length of the PBT runs (default: a quarter of --pbt-steps); PBT acts at "
+        "the first chunk boundary at or past each multiple of --pbt-every",
+    )
     p.add_argument("--out", default=None)
     p.add_argument("--plot", default=str(RESULTS / "population-pbt-cartpole.png"))
     args = p.parse_args(argv)
@@ -242,7 +266,16 @@ def main(argv=None) -> int:
     if "throughput" in parts:
         doc["throughput"] = throughput(args.throughput_steps, args.rounds)
     if "pbt" in parts:
-        doc["pbt"] = pbt(args.pbt_steps, args.pbt_seeds, args.pbt_every, args.plot)
+        lrs = [float(v) for v in args.pbt_lrs.split(",")]
+        doc["pbt"] = pbt(
+            args.pbt_steps,
+            args.pbt_seeds,
+            args.pbt_every,
+            args.plot,
+            args.pbt_env,
+            lrs,
+            args.pbt_chunk_steps,
+        )
     if "memory" in parts:
         doc["memory"] = memory()
     doc["wall_seconds"] = round(time.perf_counter() - t0, 1)
