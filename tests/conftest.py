@@ -84,6 +84,7 @@ SLOW = {
         "test_two_processes_write_one_result_directory",
         "test_a_killed_process_ends_the_run_with_a_clear_message",
         "test_two_processes_killed_and_resumed_match_one_process",
+        "test_a_population_over_two_processes_trains_as_in_one",
     },
     "test_devices.py": ALL,
     "test_cluster.py": {  # a SLURM-like 2-process run, resumed on 1 and 4 processes

@@ -165,3 +165,53 @@ def test_process_options_are_checked(args, message, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["train", *args])
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+# a population of 4 members x 2 seeds (8 lanes, 4 per process) with PBT: exploit copies
+# members across the two processes' devices
+POPULATION_ARGS = [
+    *(a if a != str(STEPS) else "2400" for a in RUN_ARGS),
+    "--sweep",
+    "lr=1e-4,3e-4,1e-3,3e-3",
+    "--pbt-every",
+    "800",
+    "--checkpoint-every",
+    "0",
+]
+POPULATION_ARGS[POPULATION_ARGS.index("--chunk-steps") + 1] = "400"
+
+
+def test_a_population_over_two_processes_trains_as_in_one(tmp_path):
+    """``--sweep`` with ``--pbt-every`` over ``--processes 2`` writes the files of the same
+    population run in one process on 2 host devices, byte for byte (members x seeds
+    sharded over the processes; PBT's exploit reads members of the other process)."""
+    cache = tmp_path / "jax-cache"
+    one, two = tmp_path / "one", tmp_path / "two"
+    _finish(
+        _memjax(
+            [*POPULATION_ARGS, "--devices", "2", "--out", str(one)],
+            tmp_path / "one.log",
+            cache,
+            XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        ),
+        tmp_path / "one.log",
+    )
+    log = _finish(
+        _memjax(
+            [*POPULATION_ARGS, "--processes", "2", "--out", str(two)], tmp_path / "two.log", cache
+        ),
+        tmp_path / "two.log",
+    )
+    assert "on 2 device(s), 2 process(es)" in log
+    a = json.loads((two / "summary.json").read_text())
+    b = json.loads((one / "summary.json").read_text())
+    assert (a["processes"], a["devices"], b["processes"], b["devices"]) == (2, 2, 1, 2)
+    assert len(a["members"]) == 4 and a["members"] == b["members"]
+    assert a["best_member"] == b["best_member"]
+    for name in ("returns.csv", "returns.json"):
+        assert (two / name).read_bytes() == (one / name).read_bytes(), name
+    # lanes are member-major (member * 2 + seed), 4 per process: some lane copied a member
+    # that the other process holds
+    parents = json.loads((two / "returns.json").read_text())["pbt_parent"]
+    assert len(parents[0]) == 8
+    assert any(int(p) // 2 != lane // 4 for row in parents for lane, p in enumerate(row)), parents
