@@ -7,7 +7,7 @@
 #                                               # every part with --quick (a CPU smoke test)
 #
 # PARTS is a comma list of loop, replay, sequence, cells, population, pbt (default: all,
-# in that order). Each part writes its JSON and its printed table to $OUT/gpu_run/ (OUT
+# in that order) and ntm (the NTM's memory-table cells: a slot of its own). Each part writes its JSON and its printed table to $OUT/gpu_run/ (OUT
 # defaults to ./gpu_out), and the folder is packed into $OUT/gpu_run.tgz at the end, so it
 # comes back as one file. What each part measures is in the benchmark's docstring; the
 # figures go into docs/benchmarks.md with the hardware named (the first lines of each log).
@@ -73,6 +73,23 @@ part pbt 200 experiments/bench_population.py --parts pbt --pbt-env Breakout-MinA
   --pbt-lrs 1e-6,1e-5,1e-4,1e-2 --pbt-steps 250000 --pbt-seeds 4 --pbt-every 25000 \
   --pbt-chunk-steps 25000 --plot "$DIR/population-pbt-breakout.png" \
   --out "$DIR/bench_population_pbt.json"
+
+# issue 23: the NTM's column of the memory table (experiments/memory_table.py), its cells 4 at
+# a time; cells still running at the deadline stop with their checkpoints (in the tarball)
+# and resume on the next call from where they were, when that folder is put back as
+# $OUT/gpu_run/memory_table. Not in the default PARTS: it takes a slot of its own.
+if [[ ",$PARTS," == *",ntm,"* ]]; then
+  echo "== ntm (deadline 480 s) $(date +%T)"
+  # the longest cells first; the codecs' comparison on the memory tasks only
+  cells=ntm:StatelessCartPole,ntm:NoisyStatelessCartPole,ntm:CartPole-v1,ntm:RepeatPrevious
+  cells+=,ntm:RepeatPrevious-5,ntm:CountRecall,ntm:MemoryChain-20,ntm:RepeatFirst
+  for codec in ntm-int8 ntm-f32; do
+    for task in RepeatPrevious RepeatPrevious-5 CountRecall MemoryChain-20 RepeatFirst; do
+      cells+=,$codec:$task
+    done
+  done
+  timeout 560 "$PYTHON" experiments/memory_table.py --cells "$cells" --seeds 4 --jobs 4 --deadline 480 --out "$DIR/memory_table" 2>&1 | quiet | tee "$DIR/ntm.log" | tail -n 40
+fi
 
 tar -czf "$OUT/gpu_run.tgz" -C "$OUT" gpu_run
 echo "== end $(date +%T): $OUT/gpu_run.tgz"

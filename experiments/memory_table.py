@@ -14,12 +14,22 @@ with the min-max band).
     python experiments/memory_table.py --agents drqn --tasks RepeatFirst
     python experiments/memory_table.py --agents drqn,drqn-lru,drqn-mingru,drqn-ffm --seeds 2
     python experiments/memory_table.py --report                   # table and plot only
+    python experiments/memory_table.py --agents ntm --jobs 4 --deadline 480  # a GPU slot
+
+``--jobs N`` runs N cells at once (an accelerator runs a few small programs side by side
+faster than one after another; on the 2-core CPU keep 1). ``--checkpoint`` (implied by
+``--deadline``) checkpoints every cell at a tenth of its run, and ``--deadline SECONDS``
+stops the cells still running at that time with SIGINT: each writes its results so far
+(``"interrupted": true``, not counted in the table) and keeps its checkpoints, and the next
+invocation resumes it (``memjax train --resume``, bit for bit as if it had not stopped), so
+a table larger than one slot is filled over several.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -101,15 +111,17 @@ TASKS = {
 }
 
 
-def command(agent: str, task: str, seeds: int, out: Path) -> list:
-    """The ``memjax train`` command line of one cell."""
+TRAIN = [sys.executable, "-m", "memjax.cli", "train"]
+"""The command that trains one cell (its options follow)."""
+
+
+def command(agent: str, task: str, seeds: int, out: Path, checkpoint: bool = False) -> list:
+    """The ``memjax train`` command line of one cell (``checkpoint``: at a tenth of the run,
+    memjax's default, instead of none)."""
     steps = TASKS[task]["steps"]
     return (
         [
-            sys.executable,
-            "-m",
-            "memjax.cli",
-            "train",
+            *TRAIN,
             "--env",
             task,
             "--seeds",
@@ -119,7 +131,7 @@ def command(agent: str, task: str, seeds: int, out: Path) -> list:
             "--eps-decay-steps",
             str(steps // 2),
             "--checkpoint-every",
-            "0",
+            "auto" if checkpoint else "0",
             "--no-progress",
             "--out",
             str(out),
@@ -129,26 +141,72 @@ def command(agent: str, task: str, seeds: int, out: Path) -> list:
     )
 
 
-def run_cells(agents, tasks, seeds: int, root: Path) -> None:
-    for task in tasks:
-        for agent in agents:
-            out = root / agent / task
-            if (out / "summary.json").exists():
-                print(f"[skip] {agent} {task}: done", flush=True)
-                continue
-            out.mkdir(parents=True, exist_ok=True)
-            cmd = command(agent, task, seeds, out)
-            print(f"[run] {agent} {task}: {' '.join(cmd[3:])}", flush=True)
-            t0 = time.perf_counter()
-            with open(out / "log.txt", "w") as log:
-                code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-            status = "ok" if code == 0 else f"FAILED (exit {code}, see {out / 'log.txt'})"
-            print(f"      {status} in {time.perf_counter() - t0:.0f} s", flush=True)
+def cell_status(out: Path) -> str:
+    """``"done"`` (results of the whole run), ``"partial"`` (checkpoints to resume from) or
+    ``"new"``."""
+    try:
+        if not json.loads((out / "summary.json").read_text()).get("interrupted"):
+            return "done"
+    except (OSError, ValueError):
+        pass
+    if (out / "checkpoints" / "run.json").exists():  # memjax resumes it, even from step 0
+        return "partial"
+    return "new"
+
+
+def run_cells(cells, seeds: int, root: Path, jobs: int = 1, deadline=None, checkpoint=False):
+    """Run the ``(agent, task)`` cells not done yet, in order, ``jobs`` at a time; a partial
+    cell resumes from its checkpoint. At ``deadline`` seconds the running cells get SIGINT
+    (they write their results so far and keep their checkpoints)."""
+    checkpoint = checkpoint or deadline is not None
+    pending = []
+    for agent, task in cells:
+        out = root / agent / task
+        status = cell_status(out)
+        if status == "done":
+            print(f"[skip] {agent} {task}: done", flush=True)
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        if status == "partial":
+            cmd = [*TRAIN, "--resume", str(out), "--no-progress"]
+        else:
+            cmd = command(agent, task, seeds, out, checkpoint)
+        pending.append((agent, task, out, cmd, status))
+    t0, running = time.perf_counter(), {}
+
+    def finished(proc) -> None:
+        agent, task, out, started = running.pop(proc)
+        code = proc.returncode
+        stopped = "stopped at the deadline"  # the CLI's exit after SIGINT, or the signal's
+        status = {0: "ok", 130: stopped, -signal.SIGINT: stopped}.get(
+            code, f"FAILED (exit {code}, see {out / 'log.txt'})"
+        )
+        print(
+            f"      {agent} {task}: {status} in {time.perf_counter() - started:.0f} s", flush=True
+        )
+
+    while pending or running:
+        out_of_time = deadline is not None and time.perf_counter() - t0 > deadline
+        while pending and len(running) < jobs and not out_of_time:
+            agent, task, out, cmd, status = pending.pop(0)
+            verb = "resume" if status == "partial" else "run"
+            print(f"[{verb}] {agent} {task}: {' '.join(cmd[len(TRAIN) - 1 :])}", flush=True)
+            with open(out / "log.txt", "a") as log:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            running[proc] = (agent, task, out, time.perf_counter())
+        if out_of_time:
+            pending.clear()
+            for proc in running:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+        for proc in [p for p in running if p.poll() is not None]:
+            finished(proc)
+        time.sleep(0.5)
 
 
 def load_cell(path: Path) -> dict | None:
     """One finished cell: its summary and greedy-return curve ([evals][seeds])."""
-    if not (path / "summary.json").exists():
+    if cell_status(path) != "done":
         return None
     summary = json.loads((path / "summary.json").read_text())
     curves = json.loads((path / "returns.json").read_text())
@@ -286,6 +344,17 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--out", default="runs/memory_table")
     parser.add_argument("--report", action="store_true", help="only write the table and plot")
+    parser.add_argument("--jobs", type=int, default=1, help="cells run at once (default 1)")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop the cells still running after this long (they resume on the next call)",
+    )
+    parser.add_argument(
+        "--checkpoint", action="store_true", help="checkpoint each cell (a tenth of its run)"
+    )
     parser.add_argument(
         "--compare",
         metavar="A,B",
@@ -293,15 +362,28 @@ def main(argv=None) -> None:
         help="also compare agent B with agent A on each task both ran "
         "(differences of means, 95%% bootstrap intervals; compare.json)",
     )
+    parser.add_argument(
+        "--cells",
+        default=None,
+        metavar="AGENT:TASK,...",
+        help="run these cells, in this order (instead of --agents x --tasks)",
+    )
     args = parser.parse_args(argv)
-    agents, tasks = args.agents.split(","), args.tasks.split(",")
+    if args.cells:
+        cells = [tuple(c.split(":", 1)) for c in args.cells.split(",")]
+        if any(len(c) != 2 for c in cells):
+            parser.error(f"--cells takes AGENT:TASK pairs, got {args.cells!r}")
+        agents, tasks = [c[0] for c in cells], [c[1] for c in cells]
+    else:
+        agents, tasks = args.agents.split(","), args.tasks.split(",")
+        cells = [(agent, task) for task in tasks for agent in agents]
     for name, known in (("agent", AGENTS), ("task", TASKS)):
         unknown = [v for v in (agents if name == "agent" else tasks) if v not in known]
         if unknown:
             parser.error(f"unknown {name}(s) {unknown}; choose from {list(known)}")
     root = Path(args.out)
     if not args.report:
-        run_cells(agents, tasks, args.seeds, root)
+        run_cells(cells, args.seeds, root, args.jobs, args.deadline, args.checkpoint)
     report(root, list(AGENTS), list(TASKS))
     if args.compare:
         first, second = args.compare.split(",")
