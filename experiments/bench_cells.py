@@ -2,7 +2,7 @@
 
     python experiments/bench_cells.py [--quick] [--cells gru,lru,mingru,ffm] [--windows 32,64]
                                       [--batch 128] [--seeds 8] [--env MemoryChain-20]
-                                      [--rounds N] [--out PATH]
+                                      [--rounds N] [--compare-autodiff] [--out PATH]
 
 What is measured (issue 30, "Speed"), side by side in one process, all programs of a part
 interleaved in every round (order rotated), ratios the medians of per-round ratios:
@@ -17,6 +17,14 @@ interleaved in every round (order rotated), ratios the medians of per-round rati
           defaults: 10 envs per seed, one update of 128 windows of 40 steps per vector step),
           timed from the state after the loop's own warm-up (``trainer.collect``).
 
+``--compare-autodiff`` adds, for each parallel cell, the same programs with the scan's gradient
+by JAX's autodiff of ``associative_scan`` (``cells.linear_scan_autodiff``, the implementation
+before the custom VJP; "<cell>/autodiff") and builds every program one at a time, so that each
+one's compile seconds are its own; ``custom_vs_autodiff`` is then the autodiff variant's time
+over the cell's (> 1: the custom VJP is faster). Each update's XLA flop count
+(``cost_analysis``; a ``lax.scan`` body counted once, so the GRU's recurrence is undercounted)
+is recorded too.
+
 Protocol: bench_loop's (``experiments/_common.py``): AOT-compiled, donated programs, compile
 time reported apart (the cells' programs compile in threads at once, so a program's compile
 seconds include waiting for the others on a small host). ``speed-up`` is the GRU's time over
@@ -30,7 +38,9 @@ The default run prints one table; on an H200 it takes under 2 minutes (compiles 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import statistics
 import sys
 import time
@@ -63,6 +73,7 @@ from experiments._common import (  # noqa: E402
 from memjax import agents as mj_agents  # noqa: E402
 from memjax import replay as mj_replay  # noqa: E402
 from memjax import train as mj_train  # noqa: E402
+from memjax.agents import cells as mj_cells  # noqa: E402
 from memjax.agents.cells import PARALLEL_CELLS  # noqa: E402
 
 FULL = dict(windows=(32, 64), batch=128, updates=4, seeds=(8,), chunk_steps=400, rounds=5)
@@ -71,6 +82,30 @@ ROUND_SECONDS = {"full": 0.5, "quick": 0.02}
 CELLS = ("gru", *PARALLEL_CELLS)
 BURN_IN = 8
 TARGET = 3.0
+AUTODIFF = "/autodiff"
+
+
+def variants(cells, compare_autodiff: bool) -> tuple:
+    """Program names: the cells, then (``compare_autodiff``) "<cell>/autodiff" per parallel
+    cell."""
+    extra = tuple(c + AUTODIFF for c in cells if c in PARALLEL_CELLS) if compare_autodiff else ()
+    return (*cells, *extra)
+
+
+@contextlib.contextmanager
+def scan_for(name: str):
+    """Trace with the scan the program ``name`` asks for: "<cell>/autodiff" swaps in
+    ``linear_scan_autodiff`` for the cells' ``linear_scan`` (the cells look it up when
+    traced); the cell name itself."""
+    if not name.endswith(AUTODIFF):
+        yield name
+        return
+    saved = mj_cells.linear_scan
+    mj_cells.linear_scan = mj_cells.linear_scan_autodiff
+    try:
+        yield name[: -len(AUTODIFF)]
+    finally:
+        mj_cells.linear_scan = saved
 
 
 def config(cell: str, env: str, window: int | None = None, **loop) -> mj_train.TrainConfig:
@@ -163,11 +198,36 @@ def loop_program(name: str, cell: str, env: str, seeds: int, opts) -> LoopProgra
     return program
 
 
-def built(cells, make) -> dict:
-    """cell -> ``make(cell)``, the cells' programs traced and compiled in threads at once (XLA
-    compiles outside the GIL: on a many-core GPU host the compiles overlap)."""
-    with ThreadPoolExecutor(max_workers=len(cells)) as pool:
-        return dict(zip(cells, pool.map(make, cells)))
+def built(names, make, one_at_a_time: bool = False) -> dict:
+    """name -> ``make(name, cell)``, the programs traced and compiled in threads at once (XLA
+    compiles outside the GIL: on a many-core GPU host the compiles overlap), or
+    ``one_at_a_time`` (each under :func:`scan_for`: the autodiff variants swap a module
+    global while they are traced)."""
+
+    def one(name):
+        with scan_for(name) as cell:
+            return make(name, cell)
+
+    if one_at_a_time:
+        return {n: one(n) for n in names}
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        return dict(zip(names, pool.map(one, names)))
+
+
+def flops(program) -> float | None:
+    """XLA's flop count of the compiled program per op (None where it gives none)."""
+    try:
+        cost = program.exe.cost_analysis()
+    except Exception:  # noqa: BLE001 - not every backend answers
+        return None
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return None if not cost or "flops" not in cost else cost["flops"] / program.ops_per_call
+
+
+def against_autodiff(t: dict, name: str):
+    """The autodiff variant's time over ``name``'s (paired), where both were timed."""
+    other = name + AUTODIFF
+    return paired_ratio(t[other], t[name]) if other in t else None
 
 
 def timed(programs: dict, opts) -> tuple:
@@ -177,10 +237,14 @@ def timed(programs: dict, opts) -> tuple:
     return t, compile_s
 
 
-def bench_updates(cells, env: str, opts) -> dict:
+def bench_updates(names, env: str, opts) -> dict:
     out = {}
     for window in opts["windows"]:
-        programs = built(cells, lambda c: update_program(c, c, env, window, opts))
+        programs = built(
+            names,
+            lambda n, c: update_program(n, c, env, window, opts),
+            opts["one_at_a_time"],
+        )
         log(f"  update, window {window}: compiled {len(programs)} programs; timing ...")
         t, compile_s = timed(programs, opts)
         out[window] = {
@@ -188,17 +252,24 @@ def bench_updates(cells, env: str, opts) -> dict:
                 "ms_per_update": round(statistics.median(t[c]) * 1e3, 3),
                 "rounds": time_stats(t[c]),
                 "speedup_vs_gru": paired_ratio(t["gru"], t[c]) if "gru" in t else None,
+                "custom_vs_autodiff": against_autodiff(t, c),
                 "compile_s": compile_s[c],
+                "flops_per_update": flops(programs[c]),
+                "hlo_kernels": programs[c].hlo["kernels"],
             }
-            for c in cells
+            for c in names
         }
     return out
 
 
-def bench_loops(cells, env: str, opts) -> dict:
+def bench_loops(names, env: str, opts) -> dict:
     out = {}
     for seeds in opts["seeds"]:
-        programs = built(cells, lambda c: loop_program(c, c, env, seeds, opts))
+        programs = built(
+            names,
+            lambda n, c: loop_program(n, c, env, seeds, opts),
+            opts["one_at_a_time"],
+        )
         log(f"  loop, {seeds} seed(s): compiled {len(programs)} programs; timing ...")
         t, compile_s = timed(programs, opts)
         out[seeds] = {
@@ -208,30 +279,37 @@ def bench_loops(cells, env: str, opts) -> dict:
                 ),
                 "us_per_vector_step": time_stats(t[c]),
                 "speedup_vs_gru": paired_ratio(t["gru"], t[c]) if "gru" in t else None,
+                "custom_vs_autodiff": against_autodiff(t, c),
                 "compile_s": compile_s[c],
             }
-            for c in cells
+            for c in names
         }
     return out
 
 
 def format_table(updates: dict, loops: dict, env: str, opts) -> str:
-    lines = [f"{'part':<28} {'cell':<7} | {'time':>12} {'speed-up vs gru':>15} | {'compile s':>9}"]
+    def ratio(x):
+        return "" if x is None else f"{x:.2f}x"
+
+    lines = [
+        f"{'part':<28} {'cell':<15} | {'time':>12} {'speed-up vs gru':>15} "
+        f"{'vs autodiff':>11} | {'compile s':>9}"
+    ]
     for window, rows in updates.items():
         what = f"update, window {window}, B {opts['batch']}"
         for cell, r in rows.items():
-            ratio = r["speedup_vs_gru"]
             lines.append(
-                f"{what:<28} {cell:<7} | {r['ms_per_update']:>9.2f} ms "
-                f"{'' if ratio is None else f'{ratio:.2f}x':>15} | {r['compile_s']:>9.1f}"
+                f"{what:<28} {cell:<15} | {r['ms_per_update']:>9.2f} ms "
+                f"{ratio(r['speedup_vs_gru']):>15} {ratio(r['custom_vs_autodiff']):>11} | "
+                f"{r['compile_s']:>9.1f}"
             )
     for seeds, rows in loops.items():
         what = f"loop {env}, {seeds} seed{'s' if seeds > 1 else ''}"
         for cell, r in rows.items():
-            ratio = r["speedup_vs_gru"]
             lines.append(
-                f"{what:<28} {cell:<7} | {r['env_steps_per_s']:>7,.0f} st/s "
-                f"{'' if ratio is None else f'{ratio:.2f}x':>15} | {r['compile_s']:>9.1f}"
+                f"{what:<28} {cell:<15} | {r['env_steps_per_s']:>7,.0f} st/s "
+                f"{ratio(r['speedup_vs_gru']):>15} {ratio(r['custom_vs_autodiff']):>11} | "
+                f"{r['compile_s']:>9.1f}"
             )
     return "\n".join(lines)
 
@@ -249,6 +327,12 @@ def build_parser():
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
     p.add_argument("--no-loop", action="store_true", help="time the updates only")
     p.add_argument(
+        "--compare-autodiff",
+        action="store_true",
+        help="also each parallel cell with the scan's autodiff gradient (the implementation "
+        "before the custom VJP); programs built one at a time",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -264,6 +348,7 @@ def main(argv=None) -> int:
     opts = options(args, QUICK, FULL, names)
     opts["quick"] = args.quick
     opts["round_seconds"] = ROUND_SECONDS["quick" if args.quick else "full"]
+    opts["one_at_a_time"] = args.compare_autodiff
     cells = tuple(c.strip() for c in args.cells.split(",") if c.strip())
     if not cells or set(cells) - set(CELLS):
         parser.error(f"--cells: expected a comma list of {', '.join(CELLS)}, got {args.cells!r}")
@@ -273,13 +358,17 @@ def main(argv=None) -> int:
         f"{info['device_kind']} | {info['cpu_count']} CPUs ({info['cpu_model']})"
     )
     t0 = time.perf_counter()
-    updates = bench_updates(cells, args.env, opts)
-    loops = {} if args.no_loop else bench_loops(cells, args.env, opts)
+    load = os.getloadavg()
+    names = variants(cells, args.compare_autodiff)
+    updates = bench_updates(names, args.env, opts)
+    loops = {} if args.no_loop else bench_loops(names, args.env, opts)
+    load = [round(x, 2) for x in (*load, *os.getloadavg())]
+    log(f"load average (1, 5, 15 min) at the start {load[:3]}, at the end {load[3:]}")
     log("")
     log(format_table(updates, loops, args.env, opts))
     met = {}
     if "gru" in cells and 64 in updates:
-        best = max(r["speedup_vs_gru"] for c, r in updates[64].items() if c != "gru")
+        best = max(r["speedup_vs_gru"] for c, r in updates[64].items() if c in PARALLEL_CELLS)
         met["update_3x_at_window_64"] = best >= TARGET
         log(f"\nbest update speed-up at window 64: {best:.2f}x (target >= {TARGET:.0f}x)")
     wall = round(time.perf_counter() - t0, 1)
@@ -297,6 +386,7 @@ def main(argv=None) -> int:
         "updates": {str(w): r for w, r in updates.items()},
         "loops": {str(s): r for s, r in loops.items()},
         "targets_met": met,
+        "load_average_start_end": load,
         "wall_seconds": wall,
     }
     write_json(doc, args.out or results_path("bench_cells", args.quick))
