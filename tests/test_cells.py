@@ -477,10 +477,14 @@ def test_bench_cells_quick_writes_json_and_one_table(tmp_path, capsys):
     from experiments import bench_cells
 
     out = tmp_path / "bench.json"
-    assert bench_cells.main(["--quick", "--cells", "gru,mingru", "--out", str(out)]) == 0
+    argv = ["--quick", "--cells", "gru,mingru", "--compare-autodiff", "--out", str(out)]
+    assert bench_cells.main(argv) == 0
     printed = capsys.readouterr().out
     doc = json.loads(out.read_text())
     for part in (doc["updates"]["8"], doc["loops"]["1"]):
-        assert set(part) == {"gru", "mingru"} and part["gru"]["speedup_vs_gru"] == 1.0
-        assert part["mingru"]["speedup_vs_gru"] > 0
+        assert set(part) == {"gru", "mingru", "mingru/autodiff"}
+        assert part["gru"]["speedup_vs_gru"] == 1.0 and part["gru"]["custom_vs_autodiff"] is None
+        assert part["mingru"]["speedup_vs_gru"] > 0 and part["mingru"]["custom_vs_autodiff"] > 0
+    update = doc["updates"]["8"]
+    assert update["mingru"]["hlo_kernels"] != update["mingru/autodiff"]["hlo_kernels"]
     assert printed.count("speed-up vs gru") == 1 and "loop MemoryChain-20, 1 seed" in printed
