@@ -2,7 +2,7 @@
 
     python experiments/bench_cells.py [--quick] [--cells gru,lru,mingru,ffm] [--windows 32,64]
                                       [--batch 128] [--seeds 8] [--env MemoryChain-20]
-                                      [--rounds N] [--out PATH]
+                                      [--rounds N] [--compare-autodiff] [--out PATH]
 
 What is measured (issue 30, "Speed"), side by side in one process, all programs of a part
 interleaved in every round (order rotated), ratios the medians of per-round ratios:
@@ -17,6 +17,32 @@ interleaved in every round (order rotated), ratios the medians of per-round rati
           defaults: 10 envs per seed, one update of 128 windows of 40 steps per vector step),
           timed from the state after the loop's own warm-up (``trainer.collect``).
 
+``--compare-autodiff`` adds, for each parallel cell, the same programs with the scan's gradient
+by JAX's autodiff of ``associative_scan`` (``cells.linear_scan_autodiff``, the implementation
+before the custom VJP; "<cell>/autodiff") and builds every program one at a time, so that each
+one's compile seconds are its own; ``custom_vs_autodiff`` is then the autodiff variant's time
+over the cell's (> 1: the custom VJP is faster). Each update's XLA flop count
+(``cost_analysis``; a ``lax.scan`` body counted once, so the GRU's recurrence is undercounted)
+is recorded too.
+
+``--breakdown`` times, per cell and window, what bounds the update (one online window forward
+and backward, the update's largest part): the whole Q-network over the window
+(``unroll``: torso, cell, head), the cell alone on the torso's output, and (parallel cells)
+the scan alone, custom VJP and autodiff; the cell's share of the network's time is the
+bound: a free cell makes the network at most ``1 / (1 - share)`` faster.
+
+``--train-compile STEPS`` instead runs ``memjax train`` in this process, one after another, for
+each program name (with ``--compare-autodiff`` the autodiff variants too) on RepeatFirst with
+``experiments/memory_table.py``'s recipe and 2 seeds for STEPS env steps (> its 5000 of
+warm-up, so that every program of a run is compiled), and records each run's compile seconds
+by function (the memory table's "compile s").
+
+``--compile-rounds N`` instead lowers and compiles the fused loop's chunk (``--env``, DRQN's
+defaults, one seed) of every program name N times, names in rotated order each round, and
+gives each one's median compile seconds and (with ``--compare-autodiff``) the median of the
+per-round ratios autodiff / custom VJP: compile seconds drift with the host's load, which
+one sequential run per name confounds with the order.
+
 Protocol: bench_loop's (``experiments/_common.py``): AOT-compiled, donated programs, compile
 time reported apart (the cells' programs compile in threads at once, so a program's compile
 seconds include waiting for the others on a small host). ``speed-up`` is the GRU's time over
@@ -30,13 +56,17 @@ The default run prints one table; on an H200 it takes under 2 minutes (compiles 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import json
+import os
 import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -63,6 +93,7 @@ from experiments._common import (  # noqa: E402
 from memjax import agents as mj_agents  # noqa: E402
 from memjax import replay as mj_replay  # noqa: E402
 from memjax import train as mj_train  # noqa: E402
+from memjax.agents import cells as mj_cells  # noqa: E402
 from memjax.agents.cells import PARALLEL_CELLS  # noqa: E402
 
 FULL = dict(windows=(32, 64), batch=128, updates=4, seeds=(8,), chunk_steps=400, rounds=5)
@@ -71,6 +102,30 @@ ROUND_SECONDS = {"full": 0.5, "quick": 0.02}
 CELLS = ("gru", *PARALLEL_CELLS)
 BURN_IN = 8
 TARGET = 3.0
+AUTODIFF = "/autodiff"
+
+
+def variants(cells, compare_autodiff: bool) -> tuple:
+    """Program names: the cells, then (``compare_autodiff``) "<cell>/autodiff" per parallel
+    cell."""
+    extra = tuple(c + AUTODIFF for c in cells if c in PARALLEL_CELLS) if compare_autodiff else ()
+    return (*cells, *extra)
+
+
+@contextlib.contextmanager
+def scan_for(name: str):
+    """Trace with the scan the program ``name`` asks for: "<cell>/autodiff" swaps in
+    ``linear_scan_autodiff`` for the cells' ``linear_scan`` (the cells look it up when
+    traced); the cell name itself."""
+    if not name.endswith(AUTODIFF):
+        yield name
+        return
+    saved = mj_cells.linear_scan
+    mj_cells.linear_scan = mj_cells.linear_scan_autodiff
+    try:
+        yield name[: -len(AUTODIFF)]
+    finally:
+        mj_cells.linear_scan = saved
 
 
 def config(cell: str, env: str, window: int | None = None, **loop) -> mj_train.TrainConfig:
@@ -163,11 +218,38 @@ def loop_program(name: str, cell: str, env: str, seeds: int, opts) -> LoopProgra
     return program
 
 
-def built(cells, make) -> dict:
-    """cell -> ``make(cell)``, the cells' programs traced and compiled in threads at once (XLA
-    compiles outside the GIL: on a many-core GPU host the compiles overlap)."""
-    with ThreadPoolExecutor(max_workers=len(cells)) as pool:
-        return dict(zip(cells, pool.map(make, cells)))
+def built(names, make, one_at_a_time: bool = False) -> dict:
+    """name -> ``make(name, cell)``, the programs traced and compiled in threads at once (XLA
+    compiles outside the GIL: on a many-core GPU host the compiles overlap), or
+    ``one_at_a_time`` (each under :func:`scan_for`: the autodiff variants swap a module
+    global while they are traced)."""
+
+    def one(name):
+        with scan_for(name) as cell:
+            return make(name, cell)
+
+    if one_at_a_time:
+        return {n: one(n) for n in names}
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        return dict(zip(names, pool.map(one, names)))
+
+
+def flops(program) -> float | None:
+    """XLA's flop count of the compiled program (None where it gives none). XLA counts a loop's
+    body once: an update program's count is ONE update (its ``lax.scan`` over updates), and
+    the GRU's recurrence is counted for one step of the window."""
+    try:
+        cost = program.exe.cost_analysis()
+    except Exception:  # noqa: BLE001 - not every backend answers
+        return None
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return None if not cost or "flops" not in cost else cost["flops"]
+
+
+def against_autodiff(t: dict, name: str):
+    """The autodiff variant's time over ``name``'s (paired), where both were timed."""
+    other = name + AUTODIFF
+    return paired_ratio(t[other], t[name]) if other in t else None
 
 
 def timed(programs: dict, opts) -> tuple:
@@ -177,10 +259,14 @@ def timed(programs: dict, opts) -> tuple:
     return t, compile_s
 
 
-def bench_updates(cells, env: str, opts) -> dict:
+def bench_updates(names, env: str, opts) -> dict:
     out = {}
     for window in opts["windows"]:
-        programs = built(cells, lambda c: update_program(c, c, env, window, opts))
+        programs = built(
+            names,
+            lambda n, c: update_program(n, c, env, window, opts),
+            opts["one_at_a_time"],
+        )
         log(f"  update, window {window}: compiled {len(programs)} programs; timing ...")
         t, compile_s = timed(programs, opts)
         out[window] = {
@@ -188,17 +274,24 @@ def bench_updates(cells, env: str, opts) -> dict:
                 "ms_per_update": round(statistics.median(t[c]) * 1e3, 3),
                 "rounds": time_stats(t[c]),
                 "speedup_vs_gru": paired_ratio(t["gru"], t[c]) if "gru" in t else None,
+                "custom_vs_autodiff": against_autodiff(t, c),
                 "compile_s": compile_s[c],
+                "flops_per_update": flops(programs[c]),
+                "hlo_kernels": programs[c].hlo["kernels"],
             }
-            for c in cells
+            for c in names
         }
     return out
 
 
-def bench_loops(cells, env: str, opts) -> dict:
+def bench_loops(names, env: str, opts) -> dict:
     out = {}
     for seeds in opts["seeds"]:
-        programs = built(cells, lambda c: loop_program(c, c, env, seeds, opts))
+        programs = built(
+            names,
+            lambda n, c: loop_program(n, c, env, seeds, opts),
+            opts["one_at_a_time"],
+        )
         log(f"  loop, {seeds} seed(s): compiled {len(programs)} programs; timing ...")
         t, compile_s = timed(programs, opts)
         out[seeds] = {
@@ -208,30 +301,218 @@ def bench_loops(cells, env: str, opts) -> dict:
                 ),
                 "us_per_vector_step": time_stats(t[c]),
                 "speedup_vs_gru": paired_ratio(t["gru"], t[c]) if "gru" in t else None,
+                "custom_vs_autodiff": against_autodiff(t, c),
                 "compile_s": compile_s[c],
             }
-            for c in cells
+            for c in names
         }
     return out
 
 
+def breakdown_programs(cell: str, env: str, window: int, opts) -> dict:
+    """name -> Program, the gradient of a sum of each part's outputs over ``opts["batch"]``
+    random windows (parameters the carry): "<cell>:network", "<cell>:cell" and, for a
+    parallel cell, "<cell>:scan" and "<cell>:scan/autodiff"."""
+    batch = opts["batch"]
+    trainer = mj_train.make_train(config(cell, env, window, batch_size=batch))
+    network = trainer.network
+    k = jax.random.split(jax.random.key(3), 6)
+    obs_spec = trainer.example["obs"]
+    obs = jax.random.normal(k[0], (batch, window, *obs_spec.shape), jnp.float32)
+    first = jax.random.uniform(k[1], (batch, window)) < 0.1
+    carry = network.initial_carry(batch)
+    parallel = cell in PARALLEL_CELLS
+    width = network.hidden[-1]
+    x = jax.random.normal(k[2], (batch, window, width), jnp.float32)
+
+    def grad_program(name, loss, params, consts):
+        def run(carry, *consts):
+            params, acc = carry
+            value, grads = jax.value_and_grad(loss)(params, *consts)
+            return params, acc + value + sum(jnp.sum(jnp.real(g)) for g in jax.tree.leaves(grads))
+
+        params = jax.tree.map(jnp.copy, params)  # a Side of its own: donated
+        return Program(name, run, Side(name, (params, zero())), consts=consts)
+
+    def network_loss(params, obs, first):
+        _, q, _ = mj_agents.unroll(network.apply, params, carry, obs, first, parallel=parallel)
+        return jnp.sum(q)
+
+    net_params = network.init(k[3], carry, obs[:, 0])
+    programs = {
+        f"{cell}:network": grad_program(f"{cell}:network", network_loss, net_params, (obs, first))
+    }
+    if parallel:
+        module = mj_cells.make_cell(cell, network.memory)
+        cell_params = module.init(k[4], carry, x[:, 0])
+
+        def cell_loss(params, x, first):
+            _, y = module.apply(params, carry, x, first, method="window")
+            return jnp.sum(y)
+
+        rows = x.reshape((-1, width))
+        a, b = module.apply(cell_params, rows, method="coefficients")
+        b = b.reshape((batch, window, *b.shape[1:]))
+        a = a.reshape(b.shape) if a.shape[0] == rows.shape[0] else a
+        start = module.apply(cell_params, carry, method="state")
+        weights = jax.random.normal(k[5], b.shape).astype(b.dtype)
+        for name, scan in (
+            ("scan", mj_cells.linear_scan),
+            ("scan/autodiff", mj_cells.linear_scan_autodiff),
+        ):
+
+            def scan_loss(ab, first, weights, scan=scan):
+                return jnp.sum(jnp.real(weights * scan(ab[0], ab[1], first, ab[2])))
+
+            programs[f"{cell}:{name}"] = grad_program(
+                f"{cell}:{name}", scan_loss, (a, b, start), (first, weights)
+            )
+    else:
+        module = nn.GRUCell(features=network.memory)
+        cell_params = module.init(k[4], carry, x[:, 0])
+
+        def cell_loss(params, x, first):
+            def step(c, inputs):
+                x_t, f_t = inputs
+                c, y = module.apply(params, jnp.where(f_t[:, None], 0.0, c), x_t)
+                return c, y
+
+            _, y = jax.lax.scan(step, carry, (jnp.swapaxes(x, 0, 1), first.T))
+            return jnp.sum(y)
+
+    programs[f"{cell}:cell"] = grad_program(f"{cell}:cell", cell_loss, cell_params, (x, first))
+    return programs
+
+
+def bench_breakdown(cells, env: str, opts) -> dict:
+    out = {}
+    for window in opts["windows"]:
+        programs = {}
+        for cell in cells:
+            programs.update(breakdown_programs(cell, env, window, opts))
+        log(f"  breakdown, window {window}: compiled {len(programs)} programs; timing ...")
+        t, compile_s = timed(programs, opts)
+        rows = {}
+        for cell in cells:
+            net = t[f"{cell}:network"]
+            row = {"network_ms": round(statistics.median(net) * 1e3, 3)}
+            for part in ("cell", "scan", "scan/autodiff"):
+                if f"{cell}:{part}" in t:
+                    part_t = t[f"{cell}:{part}"]
+                    row[f"{part}_ms"] = round(statistics.median(part_t) * 1e3, 3)
+                    row[f"{part}_share_of_network"] = round(
+                        statistics.median(p / n for p, n in zip(part_t, net)), 3
+                    )
+            row["flops"] = {
+                k.split(":", 1)[1]: flops(p)
+                for k, p in programs.items()
+                if k.startswith(cell + ":")
+            }
+            rows[cell] = row
+        out[window] = rows
+    return out
+
+
+def format_breakdown(breakdown: dict, opts) -> str:
+    lines = [
+        f"{'breakdown (fwd+bwd)':<28} {'cell':<7} | {'network':>10} {'cell':>16} "
+        f"{'scan':>16} {'scan autodiff':>16}"
+    ]
+    for window, rows in breakdown.items():
+        what = f"window {window}, B {opts['batch']}"
+        for cell, r in rows.items():
+
+            def part(name):
+                if f"{name}_ms" not in r:
+                    return ""
+                return f"{r[f'{name}_ms']:.2f} ms ({r[f'{name}_share_of_network']:.0%})"
+
+            lines.append(
+                f"{what:<28} {cell:<7} | {r['network_ms']:>7.2f} ms {part('cell'):>16} "
+                f"{part('scan'):>16} {part('scan/autodiff'):>16}"
+            )
+    return "\n".join(lines)
+
+
+def compile_rounds(names, env: str, rounds: int) -> dict:
+    """name -> the seconds of lowering and compiling the loop's chunk, ``rounds`` times in
+    rotated order."""
+    seconds = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            with scan_for(name) as cell:
+                trainer = mj_train.make_train(config(cell, env, chunk_steps=100))
+                state = jax.eval_shape(
+                    lambda k: trainer.collect(trainer.init(k))[0], jax.random.key(0)
+                )
+                t0 = time.perf_counter()
+                jax.jit(trainer.chunk).lower(state).compile()
+                seconds[name].append(time.perf_counter() - t0)
+            log(f"  compile round {r}, {name}: {seconds[name][-1]:.1f} s")
+    return {
+        n: {
+            "median_s": round(statistics.median(seconds[n]), 2),
+            "rounds_s": [round(x, 2) for x in seconds[n]],
+            "autodiff_over_custom": paired_ratio(seconds[n + AUTODIFF], seconds[n])
+            if n + AUTODIFF in seconds
+            else None,
+        }
+        for n in names
+    }
+
+
+def train_compile(names, steps: int) -> dict:
+    """name -> the compile seconds (by function, and their sum) of ``memjax train`` on
+    RepeatFirst (memory_table's recipe, 2 seeds, ``steps`` env steps), run in this process
+    one after another."""
+    import tempfile
+
+    from experiments import memory_table
+    from memjax import cli
+
+    out = {}
+    for name in names:
+        with scan_for(name) as cell, tempfile.TemporaryDirectory() as tmp:
+            argv = memory_table.command("drqn", "RepeatFirst", 2, Path(tmp) / "run")[3:]
+            argv[argv.index("--steps") + 1] = str(steps)
+            argv += ["--cell", cell] if cell in PARALLEL_CELLS else []
+            t0 = time.perf_counter()
+            cli.main(argv)
+            wall = time.perf_counter() - t0
+            summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
+        by_function = {k: round(v, 2) for k, v in summary["compile_seconds_by_function"].items()}
+        out[name] = {
+            "compile_s": round(summary["compile_seconds"], 2),
+            "by_function": by_function,
+            "wall_s": round(wall, 1),
+        }
+        log(f"  train {name}: compile {out[name]['compile_s']} s {by_function}")
+    return out
+
+
 def format_table(updates: dict, loops: dict, env: str, opts) -> str:
-    lines = [f"{'part':<28} {'cell':<7} | {'time':>12} {'speed-up vs gru':>15} | {'compile s':>9}"]
+    def ratio(x):
+        return "" if x is None else f"{x:.2f}x"
+
+    lines = [
+        f"{'part':<28} {'cell':<15} | {'time':>12} {'speed-up vs gru':>15} "
+        f"{'vs autodiff':>11} | {'compile s':>9}"
+    ]
     for window, rows in updates.items():
         what = f"update, window {window}, B {opts['batch']}"
         for cell, r in rows.items():
-            ratio = r["speedup_vs_gru"]
             lines.append(
-                f"{what:<28} {cell:<7} | {r['ms_per_update']:>9.2f} ms "
-                f"{'' if ratio is None else f'{ratio:.2f}x':>15} | {r['compile_s']:>9.1f}"
+                f"{what:<28} {cell:<15} | {r['ms_per_update']:>9.2f} ms "
+                f"{ratio(r['speedup_vs_gru']):>15} {ratio(r['custom_vs_autodiff']):>11} | "
+                f"{r['compile_s']:>9.1f}"
             )
     for seeds, rows in loops.items():
         what = f"loop {env}, {seeds} seed{'s' if seeds > 1 else ''}"
         for cell, r in rows.items():
-            ratio = r["speedup_vs_gru"]
             lines.append(
-                f"{what:<28} {cell:<7} | {r['env_steps_per_s']:>7,.0f} st/s "
-                f"{'' if ratio is None else f'{ratio:.2f}x':>15} | {r['compile_s']:>9.1f}"
+                f"{what:<28} {cell:<15} | {r['env_steps_per_s']:>7,.0f} st/s "
+                f"{ratio(r['speedup_vs_gru']):>15} {ratio(r['custom_vs_autodiff']):>11} | "
+                f"{r['compile_s']:>9.1f}"
             )
     return "\n".join(lines)
 
@@ -249,6 +530,31 @@ def build_parser():
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
     p.add_argument("--no-loop", action="store_true", help="time the updates only")
     p.add_argument(
+        "--compile-rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: compile the loop's chunk N times per program, interleaved",
+    )
+    p.add_argument(
+        "--train-compile",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="instead: compile seconds of memjax train runs (RepeatFirst, STEPS steps)",
+    )
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="time the network, the cell alone and the scan alone (fwd+bwd) instead",
+    )
+    p.add_argument(
+        "--compare-autodiff",
+        action="store_true",
+        help="also each parallel cell with the scan's autodiff gradient (the implementation "
+        "before the custom VJP); programs built one at a time",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -264,6 +570,7 @@ def main(argv=None) -> int:
     opts = options(args, QUICK, FULL, names)
     opts["quick"] = args.quick
     opts["round_seconds"] = ROUND_SECONDS["quick" if args.quick else "full"]
+    opts["one_at_a_time"] = args.compare_autodiff
     cells = tuple(c.strip() for c in args.cells.split(",") if c.strip())
     if not cells or set(cells) - set(CELLS):
         parser.error(f"--cells: expected a comma list of {', '.join(CELLS)}, got {args.cells!r}")
@@ -273,13 +580,36 @@ def main(argv=None) -> int:
         f"{info['device_kind']} | {info['cpu_count']} CPUs ({info['cpu_model']})"
     )
     t0 = time.perf_counter()
-    updates = bench_updates(cells, args.env, opts)
-    loops = {} if args.no_loop else bench_loops(cells, args.env, opts)
+    load = os.getloadavg()
+    names = variants(cells, args.compare_autodiff)
+    training = train_compile(names, args.train_compile) if args.train_compile else {}
+    compiles = compile_rounds(names, args.env, args.compile_rounds) if args.compile_rounds else {}
+    breakdown = bench_breakdown(cells, args.env, opts) if args.breakdown else {}
+    other = args.breakdown or bool(training) or bool(compiles)
+    updates = {} if other else bench_updates(names, args.env, opts)
+    loops = {} if args.no_loop or other else bench_loops(names, args.env, opts)
+    load = [round(x, 2) for x in (*load, *os.getloadavg())]
+    log(f"load average (1, 5, 15 min) at the start {load[:3]}, at the end {load[3:]}")
     log("")
-    log(format_table(updates, loops, args.env, opts))
+    if compiles:
+        for name, r in compiles.items():
+            ratio = r["autodiff_over_custom"]
+            log(
+                f"chunk compile {name:<15} {r['median_s']:>6.1f} s median"
+                + ("" if ratio is None else f", autodiff / custom {ratio:.2f}x")
+            )
+    elif training:
+        for name, r in training.items():
+            log(
+                f"train RepeatFirst, {name:<15} compile {r['compile_s']:>7.1f} s {r['by_function']}"
+            )
+    elif breakdown:
+        log(format_breakdown(breakdown, opts))
+    else:
+        log(format_table(updates, loops, args.env, opts))
     met = {}
     if "gru" in cells and 64 in updates:
-        best = max(r["speedup_vs_gru"] for c, r in updates[64].items() if c != "gru")
+        best = max(r["speedup_vs_gru"] for c, r in updates[64].items() if c in PARALLEL_CELLS)
         met["update_3x_at_window_64"] = best >= TARGET
         log(f"\nbest update speed-up at window 64: {best:.2f}x (target >= {TARGET:.0f}x)")
     wall = round(time.perf_counter() - t0, 1)
@@ -296,7 +626,11 @@ def main(argv=None) -> int:
         },
         "updates": {str(w): r for w, r in updates.items()},
         "loops": {str(s): r for s, r in loops.items()},
+        "breakdown": {str(w): r for w, r in breakdown.items()},
+        "train_compile": training,
+        "chunk_compile": compiles,
         "targets_met": met,
+        "load_average_start_end": load,
         "wall_seconds": wall,
     }
     write_json(doc, args.out or results_path("bench_cells", args.quick))

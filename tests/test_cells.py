@@ -4,6 +4,7 @@ window, DRQN's TD errors and gradients through the scan equal to stepping, the s
 through replay and a codec, and clear errors for bad settings."""
 
 import dataclasses
+import functools
 import json
 
 import jax
@@ -18,7 +19,14 @@ import memjax as mj
 import memjax.codecs as mc
 from memjax import cli
 from memjax.agents import RecurrentQNetwork, make_drqn, unroll, window_td_errors
-from memjax.agents.cells import FFM, LRU, PARALLEL_CELLS, MinGRU, linear_scan
+from memjax.agents.cells import (
+    FFM,
+    LRU,
+    PARALLEL_CELLS,
+    MinGRU,
+    linear_scan,
+    linear_scan_autodiff,
+)
 from memjax.agents.drqn import carry_from_stored, stored_carry
 from memjax.train import TrainConfig
 
@@ -158,6 +166,85 @@ def test_linear_scan_with_an_initial_state_and_complex_coefficients(length):
             h = a[i, t] * h + b[i, t]
             want[i, t] = h
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+A_SHAPES = {  # how a broadcasts to b [B, L, *S]
+    "full": lambda batch, length, state: (batch, length, *state),
+    "per state": lambda batch, length, state: state,  # LRU's eigenvalues, FFM's decays
+    "per window": lambda batch, length, state: (batch, 1, *state),
+    "scalar": lambda batch, length, state: (),
+}
+
+
+@settings(max_examples=12, deadline=None)  # new shapes each: a compile an example
+@given(
+    batch=st.integers(1, 3),
+    state=st.sampled_from([(), (3,), (2, 3)]),
+    starts=st.lists(st.booleans(), min_size=1, max_size=9),
+    kind=st.sampled_from(["real", "complex", "real a, complex b"]),
+    a_shape=st.sampled_from(sorted(A_SHAPES)),
+    with_initial=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_linear_scan_gradient_equals_autodiff_of_the_associative_scan(
+    batch, state, starts, kind, a_shape, with_initial, seed
+):
+    """The custom VJP (one reverse scan) against ``jax.vjp`` of the operator-reset scan: every
+    cotangent (a summed back to its broadcast shape, real where the primal is real), with
+    episode starts anywhere in the window (t = 0 included: then ``start`` gets none)."""
+    rng = np.random.default_rng(seed)
+    length = len(starts)
+
+    def draw(shape, complex_):
+        x = rng.normal(size=shape)
+        return jnp.asarray(x + 1j * rng.normal(size=shape) if complex_ else x).astype(
+            jnp.complex64 if complex_ else jnp.float32
+        )
+
+    shape = (batch, length, *state)
+    a = 0.9 * draw(A_SHAPES[a_shape](batch, length, state), kind == "complex")
+    b = draw(shape, kind != "real")
+    start = draw((batch, *state), kind != "real")
+    # every row's own starts: the drawn pattern shifted per row, so rows differ
+    first = jnp.asarray(np.stack([np.roll(starts, i) for i in range(batch)]))
+    cotangent = draw(shape, kind != "real")
+    args = (a, b, start, draw((batch, *state), kind != "real")) if with_initial else (a, b, start)
+
+    @functools.partial(jax.jit, static_argnums=0)  # quicker than running op by op
+    def states_and_cotangents(scan, cotangent, *args):
+        h, vjp = jax.vjp(lambda a, b, start, *init: scan(a, b, first, start, *init), *args)
+        return h, vjp(cotangent)
+
+    h, cts = states_and_cotangents(linear_scan, cotangent, *args)
+    h_ref, cts_ref = states_and_cotangents(linear_scan_autodiff, cotangent, *args)
+    np.testing.assert_allclose(np.asarray(h), np.asarray(h_ref), rtol=1e-5, atol=1e-5)
+    for name, got, want, primal in zip(("a", "b", "start", "initial"), cts, cts_ref, args):
+        assert (
+            got.shape == want.shape == primal.shape and got.dtype == want.dtype == primal.dtype
+        ), name
+        np.testing.assert_allclose(
+            np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4, err_msg=name
+        )
+
+
+def test_linear_scan_gradient_under_jit_and_grad_of_a_loss():
+    """Under ``jit`` and ``grad`` (how the update uses it), complex as the LRU: the custom
+    gradient of a real loss of the states equals autodiff's of the reference."""
+    k = jax.random.split(jax.random.key(7), 5)
+    shape = (B, 16, 4)
+    lam = jnp.exp(-jnp.exp(jax.random.normal(k[0], (4,))) + 1j * jax.random.normal(k[1], (4,)))
+    b = jax.lax.complex(jax.random.normal(k[2], shape), jax.random.normal(k[3], shape))
+    first = (jax.random.uniform(k[4], (B, 16)) < 0.2).at[:, 0].set(True).at[1, 0].set(False)
+    start = b[:, 0] * 0.5
+
+    def loss(scan):
+        return lambda lam, b, start: jnp.sum(jnp.abs(scan(lam, b, first, start)) ** 2)
+
+    got = jax.jit(jax.grad(loss(linear_scan), argnums=(0, 1, 2)))(lam, b, start)
+    want = jax.jit(jax.grad(loss(linear_scan_autodiff), argnums=(0, 1, 2)))(lam, b, start)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-4)
+    assert np.any(np.asarray(got[2]) != 0) and np.any(np.asarray(got[2]) == 0)  # row 1 only
 
 
 # --------------------------------------------------------------------------- in DRQN
@@ -390,10 +477,14 @@ def test_bench_cells_quick_writes_json_and_one_table(tmp_path, capsys):
     from experiments import bench_cells
 
     out = tmp_path / "bench.json"
-    assert bench_cells.main(["--quick", "--cells", "gru,mingru", "--out", str(out)]) == 0
+    argv = ["--quick", "--cells", "gru,mingru", "--compare-autodiff", "--out", str(out)]
+    assert bench_cells.main(argv) == 0
     printed = capsys.readouterr().out
     doc = json.loads(out.read_text())
     for part in (doc["updates"]["8"], doc["loops"]["1"]):
-        assert set(part) == {"gru", "mingru"} and part["gru"]["speedup_vs_gru"] == 1.0
-        assert part["mingru"]["speedup_vs_gru"] > 0
+        assert set(part) == {"gru", "mingru", "mingru/autodiff"}
+        assert part["gru"]["speedup_vs_gru"] == 1.0 and part["gru"]["custom_vs_autodiff"] is None
+        assert part["mingru"]["speedup_vs_gru"] > 0 and part["mingru"]["custom_vs_autodiff"] > 0
+    update = doc["updates"]["8"]
+    assert update["mingru"]["hlo_kernels"] != update["mingru/autodiff"]["hlo_kernels"]
     assert printed.count("speed-up vs gru") == 1 and "loop MemoryChain-20, 1 seed" in printed

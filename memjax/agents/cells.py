@@ -12,9 +12,9 @@ while training runs a whole window at once (:meth:`ParallelCell.window`): the pa
 b_t)`` compose associatively, and :func:`linear_scan` combines them with
 ``jax.lax.associative_scan`` in ``log2(L)`` parallel levels instead of ``L`` sequential
 steps. An episode start inside a window (``first_t``) puts the initial state back before
-step t; the reset is folded into the associative operator (Morad et al.'s "memoroids",
-2024): each element carries a flag, and an element whose flag is set discards what came
-before it.
+step t; the reset is folded into that step's coefficients (``a_t = 0``, ``b_t = a_t initial +
+b_t``), so the scan composes plain affine maps. Its gradient is a custom VJP: one more linear
+scan, run backwards (:func:`linear_scan`).
 
 The carry (what the agent carries between steps and replay stores once per window) is
 always ONE real float32 array ``[B, memory]``, as the GRU's: a complex state is stored as its
@@ -47,11 +47,18 @@ def linear_scan(a, b, first, start, initial=None):
     """All states of ``h_t = a_t * h_{t-1} + b_t`` over a window, by ``associative_scan``,
     with ``h_{t-1}`` replaced by ``initial`` where ``first_t``.
 
-    The operator on elements ``(a, b, r)`` (``r``: the reset flag) composes an earlier
-    element e1 with a later e2 as ``(a2 a1, a2 b1 + b2, r1 | r2)``, or as e2 itself where
-    ``r2``: what came before a reset is dropped. The composed prefix ``(A_t, B_t, R_t)`` then
-    gives ``h_t = A_t h_0 + B_t`` with ``h_0`` the window's ``start``, or ``initial`` where an
-    episode started inside the window (``R_t``).
+    The reset is folded into the coefficients: where ``first_t``, ``(a_t, b_t)`` becomes
+    ``(0, a_t initial + b_t)``, so that the window is one plain affine recurrence from
+    ``h_0 = start``; the operator composes an earlier element ``(a1, b1)`` with a later
+    ``(a2, b2)`` as ``(a2 a1, a2 b1 + b2)`` (:func:`linear_scan_autodiff` folds the reset into
+    the operator instead: same states, more work per level).
+
+    The gradient is a custom VJP: the adjoint ``lambda_t = g_t + a_{t+1} lambda_{t+1}`` (cut
+    where step t+1 starts an episode) is ONE more linear scan, run in reverse; then
+    ``db_t = lambda_t`` and ``da_t = lambda_t h_{t-1}`` (``h_{t-1}``: ``initial`` where
+    ``first_t``, ``start`` at t = 0). Autodiff of ``associative_scan`` itself
+    (:func:`linear_scan_autodiff`) differentiates its ``log2(L)`` levels of slicing. Complex values
+    follow JAX's convention (cotangents transposed without conjugation, as ``jax.vjp``).
 
     Args:
       a: ``[B, L, *S]`` (or any shape that broadcasts to ``b``'s), real or complex.
@@ -63,6 +70,15 @@ def linear_scan(a, b, first, start, initial=None):
     Returns:
       ``[B, L, *S]``, the state after each step (``b``'s dtype).
     """
+    return _linear_scan(a, b, first, start, initial)
+
+
+def linear_scan_autodiff(a, b, first, start, initial=None):
+    """:func:`linear_scan` as it was before its custom VJP, kept as the reference of its
+    gradient (tests) and the "before" of its benchmark (``experiments/bench_cells.py
+    --compare-autodiff``): the reset folded into the operator (elements ``(a, b, r)``; where
+    ``r2`` the later element drops what came before it, Morad et al.'s "memoroids", 2024), the
+    gradient JAX's autodiff of ``associative_scan``."""
     a = jnp.broadcast_to(a, b.shape)
     reset = first.reshape(first.shape + (1,) * (b.ndim - 2))
 
@@ -74,6 +90,97 @@ def linear_scan(a, b, first, start, initial=None):
     gain, offset, restarted = jax.lax.associative_scan(combine, (a, b, reset), axis=1)
     initial = jnp.zeros_like(start) if initial is None else initial
     return gain * jnp.where(restarted, initial[:, None], start[:, None]) + offset
+
+
+def _affine_scan(a, b, start, reverse=False):
+    """``h_t = a_t h_{t-1} + b_t`` along axis 1 from ``h = start`` (None: zeros), by
+    ``associative_scan``; ``reverse``: from the last step back, ``h_t = a_t h_{t+1} + b_t``."""
+
+    def combine(earlier, later):
+        a1, b1 = earlier
+        a2, b2 = later
+        return a2 * a1, a2 * b1 + b2
+
+    gain, offset = jax.lax.associative_scan(
+        combine, (jnp.broadcast_to(a, b.shape), b), reverse=reverse, axis=1
+    )
+    return offset if start is None else gain * start[:, None] + offset
+
+
+def _reset_flags(first, ndim):
+    return first.reshape(first.shape + (1,) * (ndim - 2))
+
+
+def _forward_coefficients(a, b, first, initial):
+    """``(a, b)`` with each episode start folded in: ``(0, a_t initial + b_t)`` where first."""
+    reset = _reset_flags(first, b.ndim)
+    a_full = jnp.where(reset, jnp.zeros((), jnp.result_type(a)), a)
+    if initial is not None:
+        b = jnp.where(reset, a * initial[:, None] + b, b)
+    return a_full, b
+
+
+def _linear_scan_plain(a, b, first, start, initial):
+    return _affine_scan(*_forward_coefficients(a, b, first, initial), start)
+
+
+_linear_scan = jax.custom_vjp(_linear_scan_plain)
+
+
+def _linear_scan_fwd(a, b, first, start, initial):
+    h = _linear_scan_plain(a, b, first, start, initial)
+    # the states are the output (kept anyway for the readout's gradient); b's dtype rides
+    # along in an empty array
+    return h, (a, first, start, initial, h, jnp.zeros((0,), b.dtype))
+
+
+def _as_cotangent(ct, like):
+    """``ct`` as the cotangent of a primal ``like``: summed over the axes ``like`` was broadcast
+    along, and real where ``like`` is real (JAX's transpose of a real-to-complex cast)."""
+    extra = ct.ndim - jnp.ndim(like)
+    ct = ct.sum(axis=tuple(range(extra))) if extra else ct
+    ones = tuple(i for i, n in enumerate(jnp.shape(like)) if n == 1 and ct.shape[i] != 1)
+    ct = ct.sum(axis=ones, keepdims=True) if ones else ct
+    return _cast_cotangent(ct, jnp.result_type(like))
+
+
+def _cast_cotangent(ct, dtype):
+    """``ct`` in ``dtype``: its real part for a real ``dtype`` (JAX's transpose of a
+    real-to-complex cast)."""
+    if jnp.iscomplexobj(ct) and not jnp.issubdtype(dtype, jnp.complexfloating):
+        ct = jnp.real(ct)
+    return ct.astype(dtype)
+
+
+def _linear_scan_bwd(residuals, g):
+    a, first, start, initial, h, b_like = residuals
+    reset = _reset_flags(first, h.ndim)
+    a_full = jnp.broadcast_to(a, h.shape)
+    # lambda_t = g_t + c_t lambda_{t+1}, c_t = a_{t+1} unless step t+1 starts an episode
+    # (c_{L-1} is never used: the reverse scan starts from lambda_L = 0)
+    zero = jnp.zeros((), a_full.dtype)
+    c = jnp.concatenate([jnp.where(reset[:, 1:], zero, a_full[:, 1:]), a_full[:, -1:]], axis=1)
+    lam = _affine_scan(c, g, None, reverse=True)
+    before = jnp.concatenate([start[:, None], h[:, :-1]], axis=1)  # h_{t-1}
+    if initial is None:
+        before = jnp.where(reset, jnp.zeros((), h.dtype), before)
+        d_initial = None
+    else:
+        before = jnp.where(reset, initial[:, None], before)
+        # d initial: every step that started an episode read it through its a_t
+        d_initial = jnp.where(reset, a_full * lam, jnp.zeros((), h.dtype)).sum(axis=1)
+        d_initial = _as_cotangent(d_initial, initial)
+    d_start = jnp.where(reset[:, 0], jnp.zeros((), h.dtype), a_full[:, 0] * lam[:, 0])
+    return (
+        _as_cotangent(lam * before, a),
+        _cast_cotangent(lam, b_like.dtype),
+        None,
+        _as_cotangent(d_start, start),
+        d_initial,
+    )
+
+
+_linear_scan.defvjp(_linear_scan_fwd, _linear_scan_bwd)
 
 
 class ParallelCell(nn.Module):
