@@ -2,7 +2,7 @@
 
 Items come from ``E = num_envs`` vectorised environments, one row of E transitions per
 ``add``, kept in the row ring of :mod:`memjax.replay.row_ring` (read its docstring first:
-rows, env-major storage, flags, the side store of final observations, ``pending``, and the
+rows, time-major storage, flags, the side store of final observations, ``pending``, and the
 sampleable rows ``[lo, rows)``). One item is one transition; its *slot* is
 ``(r % A) * E + env`` (a sum-tree leaf), ``A = R + k - 1`` rows for a frame stack of k:
 the k - 1 rows before the oldest sampleable row are kept as frame history.
@@ -146,7 +146,8 @@ class OneCopyStore(RowRingStore):
         phys, env = slots // self.E, slots % self.E
         obs_store = state.items[lay.obs]
         following = jax.tree.map(lambda b: b[self.index(jnp.mod(phys + 1, self.A), env)], obs_store)
-        src = self.next_sources(state, phys, env, state.flags[self.index(phys, env)])
+        next_flags = state.flags[self.index(jnp.mod(phys + 1, self.A), env)]
+        src = self.next_sources(state, phys, env, next_flags)
         next_stored = self.next_stored(state, src, following)
         frames = [
             jax.tree.map(lambda b: b[self.index(p, env)], obs_store)

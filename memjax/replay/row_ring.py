@@ -3,24 +3,31 @@
 Items come from ``E = num_envs`` vectorised environments, one row of E steps per ``add``.
 Row ``r`` (a global row number) lives in physical row ``r % A`` of ``A = R + h`` rows,
 ``R = capacity / E``, with ``h`` extra rows of history that a layout may keep (frame
-stacks). Per-step arrays are stored *env-major*: step (physical row p, env e) is at index
-``e * A + p``, so consecutive steps of one environment are adjacent in memory (a window of
-steps is one contiguous run). Per step:
+stacks). Per-step arrays are stored *time-major*: step (physical row p, env e) is at index
+``p * E + e``, so a row is one contiguous run and an ``add`` writes each array with one
+in-place dynamic-update-slice (an env-major ring needs a scatter, which XLA:CPU runs as
+thread-pool tasks over the whole ring; a window of one env is a strided gather either
+way). Per step:
 
 * ``items[obs]``: the stored (newest) frame of ``obs``, encoded by the ``obs`` codec, and
   each other per-step field, encoded by its codec (``next_obs`` is not stored);
-* ``flags`` uint8: bit 0 ``FIRST`` (this obs starts an episode), bit 1 ``SIDE``
-  (``next_obs`` is in the side store), bits 2-7 the entry's rank among the SIDE entries of
-  lower envs in its row and group of 64 envs.
+* ``flags`` uint8: bit 0 ``FIRST`` (this obs starts an episode); bit 1 ``SIDE`` (the
+  ``next_obs`` of the step before, same env, previous row, is in the side store: the add
+  that finds it writes only its own row) and bits 2-7 that entry's rank among the SIDE
+  entries of lower envs in its row and group of 64 envs.
 
 ``next_obs`` of row r is normally the ``obs`` of row r + 1. Whether it is, is *checked*:
 the ``next_obs`` of the newest row waits raw in ``pending`` [E, ...]; the next ``add``
 compares it with the new ``obs``, and where they differ (an episode ended and the
 auto-reset replaced the observation; or anything else) its stored frame goes to the side
-store ``side`` [K, ...] (a ring, entries in row order, then env order), tagged with its
-row ``r mod T`` in ``side_ids``. ``side_start[r % A, g]`` is the position of
-the first entry of row r's envs ``64 g ... 64 g + 63``, so an entry is found at
-``side_start + rank`` without a search and without reading the rest of the row. So a
+store (a ring of K entries, in row order, then env order), tagged with its row ``r mod T``
+in ``side_ids`` [K]. The frames ``side`` [K + E, ...] are written as ONE slice of E
+entries at physical ``side_pos`` (the row's n entries first, the rest keep what they
+held); a row whose entries pass position K runs on into the E slots past it, so ring
+position q < E lives at physical q or K + q, whichever was written last (the other is an
+evicted entry's). ``side_start[r % A, g]`` is the physical position (< K + E, not
+wrapped) of the first entry of row r's envs ``64 g ... 64 g + 63``, so an entry is found
+at ``side_start + rank`` without a search and without reading the rest of the row. So a
 step is never paired with the next episode's first observation, truncated episodes
 bootstrap from their true final observation, and nothing depends on done flags.
 
@@ -70,8 +77,8 @@ NEXT_ROW, PENDING = -1, -2  # next_obs sources besides a side-store position
 
 @struct.dataclass
 class RowState:
-    """items: dict of per-step fields [E*A, ...] as stored (env-major; ``obs``: encoded
-    frames; no ``next_obs``); flags: uint8 [E*A]; side: encoded frames [K, ...]; side_ids:
+    """items: dict of per-step fields [A*E, ...] as stored (time-major; ``obs``: encoded
+    frames; no ``next_obs``); flags: uint8 [A*E]; side: encoded frames [K + E, ...]; side_ids:
     int32 [K] (-1: empty); side_start: int32 [A, ceil(E/64)]; pending: raw ``next_obs`` of
     the newest row [E, ...]; cursor: int32 [6] = (rows mod T, live_rows, side_pos, errors,
     count, side_check: the next tag to check); codecs: codec states."""
@@ -112,6 +119,32 @@ def rows_equal(a, b):
 def expand(mask, like):
     """``mask`` [...] reshaped to broadcast against ``like`` [..., *trailing]."""
     return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
+
+
+SMALL_ROW = 128  # rows of at most this many envs count entries with [E, E] masks
+
+
+def _compact(differ):
+    """(before int32 [E]: the entries of lower envs, n: all entries, src int32 [E]: the env
+    of the i-th entry, E - 1 past the n-th) for entries where ``differ`` (bool [E]). Small
+    rows count with [E, E] masks (one fused kernel on CPU, where a cumsum and a scatter are
+    kernels of their own)."""
+    e = differ.shape[0]
+    if e > SMALL_ROW:
+        n = jnp.sum(differ, dtype=jnp.int32)
+        before = jnp.cumsum(differ, dtype=jnp.int32) - differ
+        env = jnp.arange(e, dtype=jnp.int32)
+        src = (
+            jnp.full((e,), e - 1, jnp.int32).at[jnp.where(differ, before, e)].set(env, mode="drop")
+        )
+        return before, n, src
+    idx = jnp.arange(e, dtype=jnp.int32)
+    lower = idx[None, :] < idx[:, None]  # [e, e']: e' < e
+    before = jnp.sum(lower & differ[None, :], axis=1, dtype=jnp.int32)
+    upto = before + differ  # entries up to and including each env
+    n = upto[-1]  # from the same reduce: no kernel of its own
+    src = jnp.sum(upto[None, :] <= idx[:, None], axis=1, dtype=jnp.int32)  # envs before entry i
+    return before, n, jnp.minimum(src, e - 1)
 
 
 def _encode_rows(codec, frames, state, keep):
@@ -169,8 +202,8 @@ class RowRingStore:
         return x
 
     def index(self, phys, env):
-        """Storage index of step (physical row, env): env-major."""
-        return env * self.A + phys
+        """Storage index of step (physical row, env): time-major, a row is contiguous."""
+        return phys * self.E + env
 
     def lo(self, state):
         """The oldest sampleable row (int32; a representative, as ``rows``)."""
@@ -240,7 +273,7 @@ class RowRingStore:
         return dict(
             items=jax.tree.map(lambda s: zeros(self.A * self.E, s), stored),
             flags=jnp.zeros((self.A * self.E,), jnp.uint8),
-            side=jax.tree.map(lambda s: zeros(self.K, s), stored[self.layout.obs]),
+            side=jax.tree.map(lambda s: zeros(self.K + self.E, s), stored[self.layout.obs]),
             side_ids=jnp.full((self.K,), -1, jnp.int32),
             side_start=jnp.zeros((self.A, self.G), jnp.int32),
             pending=zeros(self.E, obs),
@@ -286,17 +319,14 @@ class RowRingStore:
         differ = (state.live_rows > 0) & ~rows_equal(state.pending, obs)
         state, rank, live_rows = self._push_side(state, differ)
         stored, codec_states = encoding.encode(self.codecs, per_step, state.codecs)
-        env = jnp.arange(self.E, dtype=jnp.int32)
-        at = self.index(jnp.mod(rows, self.A), env)
-        prev = self.index(jnp.mod(rows - 1, self.A), env)
-        side_flags = state.flags[prev] | jnp.uint8(SIDE) | (rank << RANK_SHIFT).astype(jnp.uint8)
-        flags = state.flags.at[
-            jnp.concatenate([at, jnp.where(differ, prev, state.flags.shape[0])])
-        ].set(
-            jnp.concatenate([jnp.where(first, FIRST, 0).astype(jnp.uint8), side_flags]), mode="drop"
-        )
+        # rows are contiguous (time-major): each write is one in-place dynamic-update-slice
+        at = jnp.mod(rows, self.A) * self.E
+        # this row's FIRST bits, and where the previous row's next_obs went to the side store
+        side_flags = jnp.where(differ, SIDE | (rank << RANK_SHIFT), 0)
+        row_flags = (jnp.where(first, FIRST, 0) | side_flags).astype(jnp.uint8)
+        flags = jax.lax.dynamic_update_slice_in_dim(state.flags, row_flags, at, 0)
         items = jax.tree.map(
-            lambda buf, x: buf.at[at].set(x, unique_indices=True, mode="promise_in_bounds"),
+            lambda buf, x: jax.lax.dynamic_update_slice_in_dim(buf, x.astype(buf.dtype), at, 0),
             state.items,
             stored,
         )
@@ -313,10 +343,15 @@ class RowRingStore:
                 jnp.mod(state.cursor[5] + self.E - n, self.K),
             ]
         )
+        # The new pending reads the old one and one value of the new side store (``keep`` is
+        # never true: rows are >= 0), so XLA writes it in place after the old one's last
+        # reads instead of copying the old one through the loop carry.
+        probe = jax.tree.leaves(state.side)[0].reshape(-1)[0]
+        keep = expand(jnp.broadcast_to((state.rows < 0) & (probe != probe), (self.E,)), next_obs)
         return state.replace(
             items=items,
             flags=flags,
-            pending=next_obs,
+            pending=jnp.where(keep, state.pending, next_obs),
             codecs=codec_states,
             cursor=cursor.astype(jnp.int32),
         )
@@ -333,8 +368,7 @@ class RowRingStore:
                 self.obs_codec, frames, codec_states[self.layout.obs], differ
             )
         env = jnp.arange(self.E, dtype=jnp.int32)
-        before = jnp.cumsum(differ, dtype=jnp.int32) - differ  # entries of lower envs in the row
-        n = jnp.sum(differ, dtype=jnp.int32)
+        before, n, src_env = _compact(differ)
         # each env's tag: the one its entry replaces, or one it checks (module docstring)
         pos = jnp.mod(jnp.where(differ, side_pos + before, state.cursor[5] + env - before), self.K)
         read = state.side_ids[pos]
@@ -346,19 +380,30 @@ class RowRingStore:
         )
         gone = (read >= 0) & (age(read) >= self.A) & (jnp.mod(pos - side_pos, self.K) >= n)
         target = jnp.where(differ, pos, self.K)  # K: dropped
+        # The frames go in as ONE slice at physical side_pos (in place): entry i of the row
+        # (env order) at side_pos + i, which may run into the E extra slots past K; the
+        # slots past the row's n entries keep what they held.
+        new_entry = env < n
+
+        def put(buf, x):
+            old = jax.lax.dynamic_slice_in_dim(buf, side_pos, self.E)
+            return jax.lax.dynamic_update_slice_in_dim(
+                buf, jnp.where(expand(new_entry, x), x[src_env], old), side_pos, 0
+            )
+
         # Tags are >= -1, so this is the new tags (-1 where a checked one is cleared); it makes
         # the write depend on the read, so XLA updates side_ids in place (a read that does not
         # feed the write makes it copy the whole array).
         tags = jnp.where(read < -1, read, jnp.where(differ, jnp.mod(rows - 1, self.T), -1))
         group_first = before[::GROUP]  # entries before each group of 64 envs
-        group_start = jnp.mod(side_pos + group_first, self.K)
+        group_start = side_pos + group_first  # physical: < K + E, not wrapped
         return (
             state.replace(
-                side=jax.tree.map(
-                    lambda buf, x: buf.at[target].set(x, mode="drop"), state.side, frames
-                ),
+                side=jax.tree.map(put, state.side, frames),
                 side_ids=state.side_ids.at[jnp.where(gone, pos, target)].set(tags, mode="drop"),
-                side_start=state.side_start.at[jnp.mod(rows - 1, self.A)].set(group_start),
+                side_start=jax.lax.dynamic_update_slice(
+                    state.side_start, group_start[None], (jnp.mod(rows - 1, self.A), 0)
+                ),
                 codecs=codec_states,
             ),
             before - group_first[env // GROUP],
@@ -400,12 +445,12 @@ class RowRingStore:
         return jnp.mod(base + jnp.mod(i - base, count), self.num_slots)
 
     def next_sources(self, state, phys, env, flags):
-        """Where the ``next_obs`` of steps (phys, env) with ``flags`` is (int32, the shape of
-        ``phys``): a side-store position, ``NEXT_ROW`` or ``PENDING`` (the newest row).
+        """Where the ``next_obs`` of steps (phys, env) is (int32, the shape of ``phys``): a
+        side-store position, ``NEXT_ROW`` or ``PENDING`` (the newest row). ``flags``: those of
+        the steps of the NEXT physical row ``(phys + 1) % A``, which hold the SIDE bits.
         Computed once per step on CPU, where a per-element select would otherwise redo this
         index arithmetic for every element of the frame."""
         pos = state.side_start[phys, env // GROUP] + (flags >> RANK_SHIFT).astype(jnp.int32)
-        pos = jnp.where(pos >= self.K, pos - self.K, pos)  # start < K and rank < E <= K
         src = jnp.where((flags & SIDE) > 0, pos, NEXT_ROW)
         src = jnp.where(self.row_of(state, phys) == state.rows - 1, PENDING, src)
         return materialise_on_cpu(src, (state.rows >= 0).astype(jnp.int32))

@@ -1,7 +1,7 @@
 """The sequence layout: windows of consecutive steps of one environment, each step stored once.
 
 Steps live in the row ring of :mod:`memjax.replay.row_ring` (read its docstring first:
-rows of ``E = num_envs`` steps, env-major storage, flags, the side store of final
+rows of ``E = num_envs`` steps, time-major storage, flags, the side store of final
 observations, ``pending``, the sampleable rows ``[lo, rows)``), with ``A = R`` physical
 rows. Per step: ``obs`` once (``next_obs`` is the next row's ``obs``, or the side store's
 entry where the episode ended, or ``pending`` for the newest row), every other per-step
@@ -204,22 +204,24 @@ class SequenceStore(RowRingStore):
         j_phys, env = slots // self.E, slots % self.E
         phys = jnp.mod(j_phys[:, None] * self.P + jnp.arange(self.L + 1), self.A)  # [B, L+1]
         at = self.index(phys, env[:, None])
-        steps = at[:, : self.L]
-        flags = state.flags[steps]
-        out = dict(self.gather_fields(state, steps, skip=(lay.obs,)))
-        out[lay.obs], out[lay.next_obs] = self._window_obs(state, phys, env[:, None], at, flags)
-        out[lay.first] = (flags & FIRST) > 0
+        flags = state.flags[at]  # FIRST of each step; SIDE of the step before (row_ring)
+        out = dict(self.gather_fields(state, at[:, : self.L], skip=(lay.obs,)))
+        out[lay.obs], out[lay.next_obs] = self._window_obs(
+            state, phys, env[:, None], at, flags[:, 1:]
+        )
+        out[lay.first] = (flags[:, : self.L] & FIRST) > 0
         per_window = {n: b[env * self.W + j_phys] for n, b in state.windows.items()}
         out.update(decode_steps(self.window_codecs, per_window, state.codecs, 1))
         return self.as_items(state, out)
 
-    def _window_obs(self, state, phys, env, at, flags):
+    def _window_obs(self, state, phys, env, at, next_flags):
         """(obs, next_obs) [B, L, ...] from ONE read of the windows' L + 1 rows of obs: the
-        next row's obs, or the side entry where SIDE, or ``pending`` for the newest row."""
+        next row's obs, or the side entry where SIDE (``next_flags``: the flags of the next
+        rows), or ``pending`` for the newest row."""
         stored = jax.tree.map(lambda b: b[at], state.items[self.layout.obs])
         now = jax.tree.map(lambda s: s[:, : self.L], stored)
         following = jax.tree.map(lambda s: s[:, 1:], stored)
-        src = self.next_sources(state, phys[:, : self.L], env, flags)
+        src = self.next_sources(state, phys[:, : self.L], env, next_flags)
         nxt = self.decode_obs(state, self.next_stored(state, src, following), 2)
         return self.decode_obs(state, now, 2), self.with_pending(state, src, env, nxt)
 
