@@ -588,8 +588,10 @@ def test_donation_updates_in_place(hlo_copies):
     row = jax.tree.map(lambda x: jnp.ones((E, *x.shape), x.dtype), ex)
     big = [
         ("f32", (capacity, 6)),
+        ("f32", (E, capacity // E, 6)),  # obs as stored: [num_envs, rows, ...]
         ("f32", (capacity // 8, 5)),
         ("u8", (capacity,)),
+        ("u8", (E, capacity // E)),  # flags as stored
         ("s32", (capacity // 16,)),  # side_ids (the side store has capacity / 16 entries)
         ("s32", (capacity // E, 1)),  # side_start
         ("f32", tuple(state.tree.nodes.shape)),

@@ -2,7 +2,7 @@
 
 Items come from ``E = num_envs`` vectorised environments, one row of E transitions per
 ``add``, kept in the row ring of :mod:`memjax.replay.row_ring` (read its docstring first:
-rows, time-major storage, flags, the side store of final observations, ``pending``, and the
+rows, env-major storage, flags, the side store of final observations, ``pending``, and the
 sampleable rows ``[lo, rows)``). One item is one transition; its *slot* is
 ``(r % A) * E + env`` (a sum-tree leaf), ``A = R + k - 1`` rows for a frame stack of k:
 the k - 1 rows before the oldest sampleable row are kept as frame history.

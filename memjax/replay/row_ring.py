@@ -3,11 +3,14 @@
 Items come from ``E = num_envs`` vectorised environments, one row of E steps per ``add``.
 Row ``r`` (a global row number) lives in physical row ``r % A`` of ``A = R + h`` rows,
 ``R = capacity / E``, with ``h`` extra rows of history that a layout may keep (frame
-stacks). Per-step arrays are stored *time-major*: step (physical row p, env e) is at index
-``p * E + e``, so a row is one contiguous run and an ``add`` writes each array with one
-in-place dynamic-update-slice (an env-major ring needs a scatter, which XLA:CPU runs as
-thread-pool tasks over the whole ring; a window of one env is a strided gather either
-way). Per step:
+stacks). Per-step arrays are stored *env-major*: step (physical row p, env e) is at index
+``e * A + p`` of the flat view (``flat``), so consecutive steps of one environment are
+adjacent in memory (a window of steps is one contiguous run). A ``grid`` store keeps
+them as [E, A, ...] so that an add writes a row with one in-place (strided)
+dynamic-update-slice per array, as flashbax does; a flat [E*A, ...] store writes it with a
+scatter, which XLA:CPU runs as thread-pool tasks over the whole ring. (Time-major
+storage, rows contiguous, makes the add as cheap but a window's steps E apart: windowed
+sampling got 1.3-1.5x slower.) Per step:
 
 * ``items[obs]``: the stored (newest) frame of ``obs``, encoded by the ``obs`` codec, and
   each other per-step field, encoded by its codec (``next_obs`` is not stored);
@@ -77,8 +80,9 @@ NEXT_ROW, PENDING = -1, -2  # next_obs sources besides a side-store position
 
 @struct.dataclass
 class RowState:
-    """items: dict of per-step fields [A*E, ...] as stored (time-major; ``obs``: encoded
-    frames; no ``next_obs``); flags: uint8 [A*E]; side: encoded frames [K + E, ...]; side_ids:
+    """items: dict of per-step fields [E*A, ...] as stored ([E, A, ...] in a ``grid``
+    store; env-major; ``obs``: encoded frames; no ``next_obs``); flags: uint8 [E*A] ([E,
+    A]); side: encoded frames [K + E, ...]; side_ids:
     int32 [K] (-1: empty); side_start: int32 [A, ceil(E/64)]; pending: raw ``next_obs`` of
     the newest row [E, ...]; cursor: int32 [6] = (rows mod T, live_rows, side_pos, errors,
     count, side_check: the next tag to check); codecs: codec states."""
@@ -173,6 +177,11 @@ class RowRingStore:
     is kept per step (the observation itself unless a layout de-duplicates frames).
     """
 
+    grid = False
+    """Per-step arrays stored as [E, A, ...] (an add writes each with ONE in-place
+    dynamic-update-slice, as flashbax's [E, T, ...]), rather than flat [E*A, ...] (written
+    with a scatter). Both env-major: a window of one env is one contiguous run."""
+
     def __init__(self, capacity: int, codecs: dict, layout, history: int = 0):
         self.capacity = capacity
         self.layout = layout
@@ -202,8 +211,19 @@ class RowRingStore:
         return x
 
     def index(self, phys, env):
-        """Storage index of step (physical row, env): time-major, a row is contiguous."""
-        return phys * self.E + env
+        """Storage index of step (physical row, env) in a flat view (``flat``): env-major."""
+        return env * self.A + phys
+
+    def flat(self, buf):
+        """A per-step array [E*A, ...] (env-major, indexed by ``index``): as stored, or the
+        free reshape of a ``grid`` store's [E, A, ...]."""
+        return buf.reshape((self.E * self.A, *buf.shape[2:])) if self.grid else buf
+
+    def flat_spec(self, leaf, seeds: int):
+        """ShapeDtypeStruct of a per-step array with its physical axes as ``flat``'s."""
+        lead = leaf.shape[:seeds]
+        rest = leaf.shape[seeds + 2 :] if self.grid else leaf.shape[seeds + 1 :]
+        return jax.ShapeDtypeStruct((*lead, self.E * self.A, *rest), leaf.dtype)
 
     def lo(self, state):
         """The oldest sampleable row (int32; a representative, as ``rows``)."""
@@ -270,9 +290,10 @@ class RowRingStore:
         states = encoding.init_states(self.codecs, per_step)
         stored = encoding.stored_example(self.codecs, per_step, states)
         zeros = lambda n, s: jnp.zeros((n, *s.shape), s.dtype)  # noqa: E731
+        steps = (self.E, self.A) if self.grid else (self.E * self.A,)
         return dict(
-            items=jax.tree.map(lambda s: zeros(self.A * self.E, s), stored),
-            flags=jnp.zeros((self.A * self.E,), jnp.uint8),
+            items=jax.tree.map(lambda s: jnp.zeros((*steps, *s.shape), s.dtype), stored),
+            flags=jnp.zeros(steps, jnp.uint8),
             side=jax.tree.map(lambda s: zeros(self.K + self.E, s), stored[self.layout.obs]),
             side_ids=jnp.full((self.K,), -1, jnp.int32),
             side_start=jnp.zeros((self.A, self.G), jnp.int32),
@@ -286,9 +307,8 @@ class RowRingStore:
         """Per-item ShapeDtypeStructs of the per-step fields and obs/next_obs as given to
         ``add`` (state may be vmapped)."""
         seeds = state.cursor.ndim - 1
-        items, codecs, pending = encoding.strip_axes(
-            (state.items, state.codecs, state.pending), seeds
-        )
+        items = jax.tree.map(lambda x: self.flat_spec(x, seeds), state.items)
+        items, codecs, pending = encoding.strip_axes((items, state.codecs, state.pending), seeds)
         spec = dict(encoding.raw_spec(self.codecs, items, codecs))
         obs = jax.ShapeDtypeStruct(pending.shape[1:], pending.dtype)
         spec[self.layout.obs] = spec[self.layout.next_obs] = obs
@@ -319,17 +339,24 @@ class RowRingStore:
         differ = (state.live_rows > 0) & ~rows_equal(state.pending, obs)
         state, rank, live_rows = self._push_side(state, differ)
         stored, codec_states = encoding.encode(self.codecs, per_step, state.codecs)
-        # rows are contiguous (time-major): each write is one in-place dynamic-update-slice
-        at = jnp.mod(rows, self.A) * self.E
         # this row's FIRST bits, and where the previous row's next_obs went to the side store
         side_flags = jnp.where(differ, SIDE | (rank << RANK_SHIFT), 0)
         row_flags = (jnp.where(first, FIRST, 0) | side_flags).astype(jnp.uint8)
-        flags = jax.lax.dynamic_update_slice_in_dim(state.flags, row_flags, at, 0)
-        items = jax.tree.map(
-            lambda buf, x: jax.lax.dynamic_update_slice_in_dim(buf, x.astype(buf.dtype), at, 0),
-            state.items,
-            stored,
-        )
+        phys = jnp.mod(rows, self.A)
+        if self.grid:  # column ``phys`` of each [E, A, ...] array: in place, no scatter
+
+            def put(buf, x):
+                start = (0, phys) + (0,) * (buf.ndim - 2)
+                return jax.lax.dynamic_update_slice(buf, x.astype(buf.dtype)[:, None], start)
+
+        else:
+            at = self.index(phys, jnp.arange(self.E, dtype=jnp.int32))
+
+            def put(buf, x):
+                return buf.at[at].set(x, unique_indices=True, mode="promise_in_bounds")
+
+        flags = put(state.flags, row_flags)
+        items = jax.tree.map(put, state.items, stored)
         rows = jnp.mod(rows + 1, self.T)
         count = self.count_of(rows, rows - live_rows)
         n = jnp.sum(differ, dtype=jnp.int32)
@@ -479,7 +506,8 @@ class RowRingStore:
         """Decoded per-step fields except those in ``skip`` at storage indices ``at`` [...]."""
         names = [n for n in state.items if n not in skip]
         codecs = {n: c for n, c in self.codecs.items() if n in names}
-        return decode_steps(codecs, {n: state.items[n][at] for n in names}, state.codecs, at.ndim)
+        stored = {n: self.flat(state.items[n])[at] for n in names}
+        return decode_steps(codecs, stored, state.codecs, at.ndim)
 
     # -- memory ----------------------------------------------------------------------------
     def report(self, state, extra=()):
@@ -490,7 +518,7 @@ class RowRingStore:
         copies = math.prod(state.cursor.shape[:-1])
         raw = self.raw_spec(state)
         fields = [
-            field_memory(name, leaf, seeds, self.capacity, raw[name])
+            field_memory(name, self.flat_spec(leaf, seeds), seeds, self.capacity, raw[name])
             for name, leaf in state.items.items()
         ]
         side_bytes = sum(
