@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import time
 import warnings
@@ -647,7 +648,7 @@ def main(argv=None) -> int:
         f"{'quick' if args.quick else 'full'}, {cfg['rounds']} "
         "rounds; medians in µs; only ratios compare"
     )
-    t_start, results = time.perf_counter(), {}
+    t_start, results, load_before = time.perf_counter(), {}, os.getloadavg()
     for name in SECTIONS:
         if name in only:
             log(format_head(name))
@@ -672,6 +673,7 @@ def main(argv=None) -> int:
         "notes": [__doc__.split("What is measured")[1].strip()],
         "targets": targets,
         "wall_seconds": round(time.perf_counter() - t_start, 1),
+        "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()},
         **results,
     }
     write_json(doc, out, log)

@@ -588,8 +588,10 @@ def test_donation_updates_in_place(hlo_copies):
     row = jax.tree.map(lambda x: jnp.ones((E, *x.shape), x.dtype), ex)
     big = [
         ("f32", (capacity, 6)),
+        ("f32", (E, capacity // E, 6)),  # obs as stored: [num_envs, rows, ...]
         ("f32", (capacity // 8, 5)),
         ("u8", (capacity,)),
+        ("u8", (E, capacity // E)),  # flags as stored
         ("s32", (capacity // 16,)),  # side_ids (the side store has capacity / 16 entries)
         ("s32", (capacity // E, 1)),  # side_start
         ("f32", tuple(state.tree.nodes.shape)),
@@ -682,3 +684,21 @@ def test_errors_are_clear():
         buf.sample(state, jax.random.key(0), 2)
     shapes_only = buf.memory(jax.eval_shape(buf.init, ex))
     assert math.isclose(buf.memory(state).bytes_per_item, shapes_only.bytes_per_item)
+
+
+@pytest.mark.parametrize("num_envs", [1, 5, 64, 128, 129, 300])
+def test_side_entries_compacted_in_env_order(num_envs):
+    """The side store's slice write: each entry's rank among the lower envs' entries, their
+    count, and the env of the i-th entry, on both paths ([E, E] masks up to 128 envs, a
+    cumsum and a scatter beyond)."""
+    from memjax.replay.row_ring import _compact
+
+    rng = np.random.default_rng(num_envs)
+    for p in (0.0, 0.1, 0.5, 1.0):
+        differ = rng.random(num_envs) < p
+        before, n, src = jax.jit(_compact)(jnp.asarray(differ))
+        envs = np.flatnonzero(differ)
+        assert int(n) == len(envs)
+        np.testing.assert_array_equal(np.asarray(before), np.cumsum(differ) - differ)
+        np.testing.assert_array_equal(np.asarray(src)[: len(envs)], envs)
+        assert np.all((np.asarray(src) >= 0) & (np.asarray(src) < num_envs))

@@ -146,7 +146,8 @@ class OneCopyStore(RowRingStore):
         phys, env = slots // self.E, slots % self.E
         obs_store = state.items[lay.obs]
         following = jax.tree.map(lambda b: b[self.index(jnp.mod(phys + 1, self.A), env)], obs_store)
-        src = self.next_sources(state, phys, env, state.flags[self.index(phys, env)])
+        next_flags = state.flags[self.index(jnp.mod(phys + 1, self.A), env)]
+        src = self.next_sources(state, phys, env, next_flags)
         next_stored = self.next_stored(state, src, following)
         frames = [
             jax.tree.map(lambda b: b[self.index(p, env)], obs_store)

@@ -4,23 +4,33 @@ Items come from ``E = num_envs`` vectorised environments, one row of E steps per
 Row ``r`` (a global row number) lives in physical row ``r % A`` of ``A = R + h`` rows,
 ``R = capacity / E``, with ``h`` extra rows of history that a layout may keep (frame
 stacks). Per-step arrays are stored *env-major*: step (physical row p, env e) is at index
-``e * A + p``, so consecutive steps of one environment are adjacent in memory (a window of
-steps is one contiguous run). Per step:
+``e * A + p`` of the flat view (``flat``), so consecutive steps of one environment are
+adjacent in memory (a window of steps is one contiguous run). A ``grid`` store keeps
+them as [E, A, ...] so that an add writes a row with one in-place (strided)
+dynamic-update-slice per array, as flashbax does; a flat [E*A, ...] store writes it with a
+scatter, which XLA:CPU runs as thread-pool tasks over the whole ring. (Time-major
+storage, rows contiguous, makes the add as cheap but a window's steps E apart: windowed
+sampling got 1.3-1.5x slower.) Per step:
 
 * ``items[obs]``: the stored (newest) frame of ``obs``, encoded by the ``obs`` codec, and
   each other per-step field, encoded by its codec (``next_obs`` is not stored);
-* ``flags`` uint8: bit 0 ``FIRST`` (this obs starts an episode), bit 1 ``SIDE``
-  (``next_obs`` is in the side store), bits 2-7 the entry's rank among the SIDE entries of
-  lower envs in its row and group of 64 envs.
+* ``flags`` uint8: bit 0 ``FIRST`` (this obs starts an episode); bit 1 ``SIDE`` (the
+  ``next_obs`` of the step before, same env, previous row, is in the side store: the add
+  that finds it writes only its own row) and bits 2-7 that entry's rank among the SIDE
+  entries of lower envs in its row and group of 64 envs.
 
 ``next_obs`` of row r is normally the ``obs`` of row r + 1. Whether it is, is *checked*:
 the ``next_obs`` of the newest row waits raw in ``pending`` [E, ...]; the next ``add``
 compares it with the new ``obs``, and where they differ (an episode ended and the
 auto-reset replaced the observation; or anything else) its stored frame goes to the side
-store ``side`` [K, ...] (a ring, entries in row order, then env order), tagged with its
-row ``r mod T`` in ``side_ids``. ``side_start[r % A, g]`` is the position of
-the first entry of row r's envs ``64 g ... 64 g + 63``, so an entry is found at
-``side_start + rank`` without a search and without reading the rest of the row. So a
+store (a ring of K entries, in row order, then env order), tagged with its row ``r mod T``
+in ``side_ids`` [K]. The frames ``side`` [K + E, ...] are written as ONE slice of E
+entries at physical ``side_pos`` (the row's n entries first, the rest keep what they
+held); a row whose entries pass position K runs on into the E slots past it, so ring
+position q < E lives at physical q or K + q, whichever was written last (the other is an
+evicted entry's). ``side_start[r % A, g]`` is the physical position (< K + E, not
+wrapped) of the first entry of row r's envs ``64 g ... 64 g + 63``, so an entry is found
+at ``side_start + rank`` without a search and without reading the rest of the row. So a
 step is never paired with the next episode's first observation, truncated episodes
 bootstrap from their true final observation, and nothing depends on done flags.
 
@@ -70,8 +80,9 @@ NEXT_ROW, PENDING = -1, -2  # next_obs sources besides a side-store position
 
 @struct.dataclass
 class RowState:
-    """items: dict of per-step fields [E*A, ...] as stored (env-major; ``obs``: encoded
-    frames; no ``next_obs``); flags: uint8 [E*A]; side: encoded frames [K, ...]; side_ids:
+    """items: dict of per-step fields [E*A, ...] as stored ([E, A, ...] in a ``grid``
+    store; env-major; ``obs``: encoded frames; no ``next_obs``); flags: uint8 [E*A] ([E,
+    A]); side: encoded frames [K + E, ...]; side_ids:
     int32 [K] (-1: empty); side_start: int32 [A, ceil(E/64)]; pending: raw ``next_obs`` of
     the newest row [E, ...]; cursor: int32 [6] = (rows mod T, live_rows, side_pos, errors,
     count, side_check: the next tag to check); codecs: codec states."""
@@ -114,6 +125,32 @@ def expand(mask, like):
     return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
 
 
+SMALL_ROW = 128  # rows of at most this many envs count entries with [E, E] masks
+
+
+def _compact(differ):
+    """(before int32 [E]: the entries of lower envs, n: all entries, src int32 [E]: the env
+    of the i-th entry, E - 1 past the n-th) for entries where ``differ`` (bool [E]). Small
+    rows count with [E, E] masks (one fused kernel on CPU, where a cumsum and a scatter are
+    kernels of their own)."""
+    e = differ.shape[0]
+    if e > SMALL_ROW:
+        n = jnp.sum(differ, dtype=jnp.int32)
+        before = jnp.cumsum(differ, dtype=jnp.int32) - differ
+        env = jnp.arange(e, dtype=jnp.int32)
+        src = (
+            jnp.full((e,), e - 1, jnp.int32).at[jnp.where(differ, before, e)].set(env, mode="drop")
+        )
+        return before, n, src
+    idx = jnp.arange(e, dtype=jnp.int32)
+    lower = idx[None, :] < idx[:, None]  # [e, e']: e' < e
+    before = jnp.sum(lower & differ[None, :], axis=1, dtype=jnp.int32)
+    upto = before + differ  # entries up to and including each env
+    n = upto[-1]  # from the same reduce: no kernel of its own
+    src = jnp.sum(upto[None, :] <= idx[:, None], axis=1, dtype=jnp.int32)  # envs before entry i
+    return before, n, jnp.minimum(src, e - 1)
+
+
 def _encode_rows(codec, frames, state, keep):
     """Encode ``frames`` [E, ...] one row at a time; only the rows where ``keep`` (bool [E])
     add to the codec's integer counters (clipped / invalid values), so a candidate that is
@@ -139,6 +176,11 @@ class RowRingStore:
     (``memjax.replay.flat``). ``newest_frame`` maps a stored observation to what
     is kept per step (the observation itself unless a layout de-duplicates frames).
     """
+
+    grid = False
+    """Per-step arrays stored as [E, A, ...] (an add writes each with ONE in-place
+    dynamic-update-slice, as flashbax's [E, T, ...]), rather than flat [E*A, ...] (written
+    with a scatter). Both env-major: a window of one env is one contiguous run."""
 
     def __init__(self, capacity: int, codecs: dict, layout, history: int = 0):
         self.capacity = capacity
@@ -169,8 +211,19 @@ class RowRingStore:
         return x
 
     def index(self, phys, env):
-        """Storage index of step (physical row, env): env-major."""
+        """Storage index of step (physical row, env) in a flat view (``flat``): env-major."""
         return env * self.A + phys
+
+    def flat(self, buf):
+        """A per-step array [E*A, ...] (env-major, indexed by ``index``): as stored, or the
+        free reshape of a ``grid`` store's [E, A, ...]."""
+        return buf.reshape((self.E * self.A, *buf.shape[2:])) if self.grid else buf
+
+    def flat_spec(self, leaf, seeds: int):
+        """ShapeDtypeStruct of a per-step array with its physical axes as ``flat``'s."""
+        lead = leaf.shape[:seeds]
+        rest = leaf.shape[seeds + 2 :] if self.grid else leaf.shape[seeds + 1 :]
+        return jax.ShapeDtypeStruct((*lead, self.E * self.A, *rest), leaf.dtype)
 
     def lo(self, state):
         """The oldest sampleable row (int32; a representative, as ``rows``)."""
@@ -237,10 +290,11 @@ class RowRingStore:
         states = encoding.init_states(self.codecs, per_step)
         stored = encoding.stored_example(self.codecs, per_step, states)
         zeros = lambda n, s: jnp.zeros((n, *s.shape), s.dtype)  # noqa: E731
+        steps = (self.E, self.A) if self.grid else (self.E * self.A,)
         return dict(
-            items=jax.tree.map(lambda s: zeros(self.A * self.E, s), stored),
-            flags=jnp.zeros((self.A * self.E,), jnp.uint8),
-            side=jax.tree.map(lambda s: zeros(self.K, s), stored[self.layout.obs]),
+            items=jax.tree.map(lambda s: jnp.zeros((*steps, *s.shape), s.dtype), stored),
+            flags=jnp.zeros(steps, jnp.uint8),
+            side=jax.tree.map(lambda s: zeros(self.K + self.E, s), stored[self.layout.obs]),
             side_ids=jnp.full((self.K,), -1, jnp.int32),
             side_start=jnp.zeros((self.A, self.G), jnp.int32),
             pending=zeros(self.E, obs),
@@ -253,9 +307,8 @@ class RowRingStore:
         """Per-item ShapeDtypeStructs of the per-step fields and obs/next_obs as given to
         ``add`` (state may be vmapped)."""
         seeds = state.cursor.ndim - 1
-        items, codecs, pending = encoding.strip_axes(
-            (state.items, state.codecs, state.pending), seeds
-        )
+        items = jax.tree.map(lambda x: self.flat_spec(x, seeds), state.items)
+        items, codecs, pending = encoding.strip_axes((items, state.codecs, state.pending), seeds)
         spec = dict(encoding.raw_spec(self.codecs, items, codecs))
         obs = jax.ShapeDtypeStruct(pending.shape[1:], pending.dtype)
         spec[self.layout.obs] = spec[self.layout.next_obs] = obs
@@ -286,20 +339,24 @@ class RowRingStore:
         differ = (state.live_rows > 0) & ~rows_equal(state.pending, obs)
         state, rank, live_rows = self._push_side(state, differ)
         stored, codec_states = encoding.encode(self.codecs, per_step, state.codecs)
-        env = jnp.arange(self.E, dtype=jnp.int32)
-        at = self.index(jnp.mod(rows, self.A), env)
-        prev = self.index(jnp.mod(rows - 1, self.A), env)
-        side_flags = state.flags[prev] | jnp.uint8(SIDE) | (rank << RANK_SHIFT).astype(jnp.uint8)
-        flags = state.flags.at[
-            jnp.concatenate([at, jnp.where(differ, prev, state.flags.shape[0])])
-        ].set(
-            jnp.concatenate([jnp.where(first, FIRST, 0).astype(jnp.uint8), side_flags]), mode="drop"
-        )
-        items = jax.tree.map(
-            lambda buf, x: buf.at[at].set(x, unique_indices=True, mode="promise_in_bounds"),
-            state.items,
-            stored,
-        )
+        # this row's FIRST bits, and where the previous row's next_obs went to the side store
+        side_flags = jnp.where(differ, SIDE | (rank << RANK_SHIFT), 0)
+        row_flags = (jnp.where(first, FIRST, 0) | side_flags).astype(jnp.uint8)
+        phys = jnp.mod(rows, self.A)
+        if self.grid:  # column ``phys`` of each [E, A, ...] array: in place, no scatter
+
+            def put(buf, x):
+                start = (0, phys) + (0,) * (buf.ndim - 2)
+                return jax.lax.dynamic_update_slice(buf, x.astype(buf.dtype)[:, None], start)
+
+        else:
+            at = self.index(phys, jnp.arange(self.E, dtype=jnp.int32))
+
+            def put(buf, x):
+                return buf.at[at].set(x, unique_indices=True, mode="promise_in_bounds")
+
+        flags = put(state.flags, row_flags)
+        items = jax.tree.map(put, state.items, stored)
         rows = jnp.mod(rows + 1, self.T)
         count = self.count_of(rows, rows - live_rows)
         n = jnp.sum(differ, dtype=jnp.int32)
@@ -313,10 +370,15 @@ class RowRingStore:
                 jnp.mod(state.cursor[5] + self.E - n, self.K),
             ]
         )
+        # The new pending reads the old one and one value of the new side store (``keep`` is
+        # never true: rows are >= 0), so XLA writes it in place after the old one's last
+        # reads instead of copying the old one through the loop carry.
+        probe = jax.tree.leaves(state.side)[0].reshape(-1)[0]
+        keep = expand(jnp.broadcast_to((state.rows < 0) & (probe != probe), (self.E,)), next_obs)
         return state.replace(
             items=items,
             flags=flags,
-            pending=next_obs,
+            pending=jnp.where(keep, state.pending, next_obs),
             codecs=codec_states,
             cursor=cursor.astype(jnp.int32),
         )
@@ -333,8 +395,7 @@ class RowRingStore:
                 self.obs_codec, frames, codec_states[self.layout.obs], differ
             )
         env = jnp.arange(self.E, dtype=jnp.int32)
-        before = jnp.cumsum(differ, dtype=jnp.int32) - differ  # entries of lower envs in the row
-        n = jnp.sum(differ, dtype=jnp.int32)
+        before, n, src_env = _compact(differ)
         # each env's tag: the one its entry replaces, or one it checks (module docstring)
         pos = jnp.mod(jnp.where(differ, side_pos + before, state.cursor[5] + env - before), self.K)
         read = state.side_ids[pos]
@@ -346,19 +407,30 @@ class RowRingStore:
         )
         gone = (read >= 0) & (age(read) >= self.A) & (jnp.mod(pos - side_pos, self.K) >= n)
         target = jnp.where(differ, pos, self.K)  # K: dropped
+        # The frames go in as ONE slice at physical side_pos (in place): entry i of the row
+        # (env order) at side_pos + i, which may run into the E extra slots past K; the
+        # slots past the row's n entries keep what they held.
+        new_entry = env < n
+
+        def put(buf, x):
+            old = jax.lax.dynamic_slice_in_dim(buf, side_pos, self.E)
+            return jax.lax.dynamic_update_slice_in_dim(
+                buf, jnp.where(expand(new_entry, x), x[src_env], old), side_pos, 0
+            )
+
         # Tags are >= -1, so this is the new tags (-1 where a checked one is cleared); it makes
         # the write depend on the read, so XLA updates side_ids in place (a read that does not
         # feed the write makes it copy the whole array).
         tags = jnp.where(read < -1, read, jnp.where(differ, jnp.mod(rows - 1, self.T), -1))
         group_first = before[::GROUP]  # entries before each group of 64 envs
-        group_start = jnp.mod(side_pos + group_first, self.K)
+        group_start = side_pos + group_first  # physical: < K + E, not wrapped
         return (
             state.replace(
-                side=jax.tree.map(
-                    lambda buf, x: buf.at[target].set(x, mode="drop"), state.side, frames
-                ),
+                side=jax.tree.map(put, state.side, frames),
                 side_ids=state.side_ids.at[jnp.where(gone, pos, target)].set(tags, mode="drop"),
-                side_start=state.side_start.at[jnp.mod(rows - 1, self.A)].set(group_start),
+                side_start=jax.lax.dynamic_update_slice(
+                    state.side_start, group_start[None], (jnp.mod(rows - 1, self.A), 0)
+                ),
                 codecs=codec_states,
             ),
             before - group_first[env // GROUP],
@@ -400,12 +472,12 @@ class RowRingStore:
         return jnp.mod(base + jnp.mod(i - base, count), self.num_slots)
 
     def next_sources(self, state, phys, env, flags):
-        """Where the ``next_obs`` of steps (phys, env) with ``flags`` is (int32, the shape of
-        ``phys``): a side-store position, ``NEXT_ROW`` or ``PENDING`` (the newest row).
+        """Where the ``next_obs`` of steps (phys, env) is (int32, the shape of ``phys``): a
+        side-store position, ``NEXT_ROW`` or ``PENDING`` (the newest row). ``flags``: those of
+        the steps of the NEXT physical row ``(phys + 1) % A``, which hold the SIDE bits.
         Computed once per step on CPU, where a per-element select would otherwise redo this
         index arithmetic for every element of the frame."""
         pos = state.side_start[phys, env // GROUP] + (flags >> RANK_SHIFT).astype(jnp.int32)
-        pos = jnp.where(pos >= self.K, pos - self.K, pos)  # start < K and rank < E <= K
         src = jnp.where((flags & SIDE) > 0, pos, NEXT_ROW)
         src = jnp.where(self.row_of(state, phys) == state.rows - 1, PENDING, src)
         return materialise_on_cpu(src, (state.rows >= 0).astype(jnp.int32))
@@ -434,7 +506,8 @@ class RowRingStore:
         """Decoded per-step fields except those in ``skip`` at storage indices ``at`` [...]."""
         names = [n for n in state.items if n not in skip]
         codecs = {n: c for n, c in self.codecs.items() if n in names}
-        return decode_steps(codecs, {n: state.items[n][at] for n in names}, state.codecs, at.ndim)
+        stored = {n: self.flat(state.items[n])[at] for n in names}
+        return decode_steps(codecs, stored, state.codecs, at.ndim)
 
     # -- memory ----------------------------------------------------------------------------
     def report(self, state, extra=()):
@@ -445,7 +518,7 @@ class RowRingStore:
         copies = math.prod(state.cursor.shape[:-1])
         raw = self.raw_spec(state)
         fields = [
-            field_memory(name, leaf, seeds, self.capacity, raw[name])
+            field_memory(name, self.flat_spec(leaf, seeds), seeds, self.capacity, raw[name])
             for name, leaf in state.items.items()
         ]
         side_bytes = sum(

@@ -1,13 +1,14 @@
 """The sequence layout: windows of consecutive steps of one environment, each step stored once.
 
 Steps live in the row ring of :mod:`memjax.replay.row_ring` (read its docstring first:
-rows of ``E = num_envs`` steps, env-major storage, flags, the side store of final
-observations, ``pending``, the sampleable rows ``[lo, rows)``), with ``A = R`` physical
-rows. Per step: ``obs`` once (``next_obs`` is the next row's ``obs``, or the side store's
-entry where the episode ended, or ``pending`` for the newest row), every other per-step
-field once, and ``first`` as the ``FIRST`` bit of the flags. Fields named in
-``per_window`` are stored only for rows whose global number is a multiple of ``period``:
-``windows[name]`` [W*E, ...], ``W = R / period``, at ``env * W + (r / period) % W``.
+rows of ``E = num_envs`` steps, env-major storage, here as [E, A, ...] (``grid``), flags,
+the side store of final observations, ``pending``, the sampleable rows ``[lo, rows)``),
+with ``A = R`` physical rows. Per step: ``obs`` once (``next_obs`` is the next row's
+``obs``, or the side store's entry where the episode ended, or ``pending`` for the newest
+row), every other per-step field once, and ``first`` as the ``FIRST`` bit of the flags.
+Fields named in ``per_window`` are stored only for rows whose global number is a multiple
+of ``period``: ``windows[name]`` [W*E, ...], ``W = R / period``, at ``env * W + (r /
+period) % W``.
 
 A *window* is ``L = length`` consecutive steps of one environment starting at a global
 row ``s = j * period``. It is sampleable when all its rows are sampleable:
@@ -75,6 +76,7 @@ def _check_layout(capacity: int, codecs: dict, layout: Sequence) -> None:
 class SequenceStore(RowRingStore):
     uniform_state = SequenceState
     prioritized_state = PrioritizedSequenceState
+    grid = True  # items and flags [E, A, ...]: an add writes one column of each in place
 
     def __init__(self, capacity: int, codecs: dict, layout: Sequence):
         _check_layout(capacity, codecs, layout)
@@ -204,22 +206,24 @@ class SequenceStore(RowRingStore):
         j_phys, env = slots // self.E, slots % self.E
         phys = jnp.mod(j_phys[:, None] * self.P + jnp.arange(self.L + 1), self.A)  # [B, L+1]
         at = self.index(phys, env[:, None])
-        steps = at[:, : self.L]
-        flags = state.flags[steps]
-        out = dict(self.gather_fields(state, steps, skip=(lay.obs,)))
-        out[lay.obs], out[lay.next_obs] = self._window_obs(state, phys, env[:, None], at, flags)
-        out[lay.first] = (flags & FIRST) > 0
+        flags = self.flat(state.flags)[at]  # FIRST of each step; SIDE of the one before
+        out = dict(self.gather_fields(state, at[:, : self.L], skip=(lay.obs,)))
+        out[lay.obs], out[lay.next_obs] = self._window_obs(
+            state, phys, env[:, None], at, flags[:, 1:]
+        )
+        out[lay.first] = (flags[:, : self.L] & FIRST) > 0
         per_window = {n: b[env * self.W + j_phys] for n, b in state.windows.items()}
         out.update(decode_steps(self.window_codecs, per_window, state.codecs, 1))
         return self.as_items(state, out)
 
-    def _window_obs(self, state, phys, env, at, flags):
+    def _window_obs(self, state, phys, env, at, next_flags):
         """(obs, next_obs) [B, L, ...] from ONE read of the windows' L + 1 rows of obs: the
-        next row's obs, or the side entry where SIDE, or ``pending`` for the newest row."""
-        stored = jax.tree.map(lambda b: b[at], state.items[self.layout.obs])
+        next row's obs, or the side entry where SIDE (``next_flags``: the flags of the next
+        rows), or ``pending`` for the newest row."""
+        stored = jax.tree.map(lambda b: self.flat(b)[at], state.items[self.layout.obs])
         now = jax.tree.map(lambda s: s[:, : self.L], stored)
         following = jax.tree.map(lambda s: s[:, 1:], stored)
-        src = self.next_sources(state, phys[:, : self.L], env, flags)
+        src = self.next_sources(state, phys[:, : self.L], env, next_flags)
         nxt = self.decode_obs(state, self.next_stored(state, src, following), 2)
         return self.decode_obs(state, now, 2), self.with_pending(state, src, env, nxt)
 
@@ -248,7 +252,11 @@ class SequenceStore(RowRingStore):
         raw = self.raw_spec(state)
         extra = [
             field_memory(
-                self.layout.first, state.flags, seeds, self.capacity, raw[self.layout.first]
+                self.layout.first,
+                self.flat_spec(state.flags, seeds),
+                seeds,
+                self.capacity,
+                raw[self.layout.first],
             )
         ]
         extra += [
