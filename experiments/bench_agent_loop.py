@@ -90,8 +90,11 @@ def same_computation(new_trainer, old_trainer, new_state, old_state) -> dict:
 
 def bench_replay_kind(replay: str, seeds: int, opts, log, before=None) -> dict:
     before = import_revision(BEFORE) if before is None else before
-    # transitions stored whole, as the revision stores them
-    cfg = TrainConfig(replay=replay, chunk_steps=opts["chunk_steps"], storage="plain")
+    # plain: transitions stored whole, as every revision stores them; lossless: the default
+    # storage, resolved here and given to the revision as explicit settings
+    cfg = TrainConfig(
+        replay=replay, chunk_steps=opts["chunk_steps"], storage=opts.get("storage", "plain")
+    )
     keys = jax.random.split(jax.random.key(0), seeds)
     agent = make_train(cfg)
     trainers = {"agent": agent, "before": before_trainer(before, agent)}
@@ -114,6 +117,7 @@ def bench_replay_kind(replay: str, seeds: int, opts, log, before=None) -> dict:
     row = {
         "replay": replay,
         "seeds": seeds,
+        "storage": cfg.storage,
         "same_computation": check,
         "steps_per_s": {k: round(seeds * cfg.num_envs / v, 1) for k, v in med.items()},
         "us_per_vector_step": {k: time_stats(v) for k, v in times.items()},
@@ -234,6 +238,13 @@ def build_parser():
         "--before", default=BEFORE, help=f"the git revision to compare with (default {BEFORE})"
     )
     p.add_argument(
+        "--storage",
+        choices=("plain", "lossless"),
+        default="plain",
+        help="the loops' replay storage (default plain: what every revision stores; lossless: "
+        "this checkout's default, resolved and given to the revision as explicit settings)",
+    )
+    p.add_argument(
         "--learn", action="store_true", help="train both loops to the end and compare the returns"
     )
     p.add_argument(
@@ -250,6 +261,7 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     opts = options(args, QUICK, FULL, ("seeds", "rounds", "chunk_steps"))
+    opts["storage"] = args.storage
     t0 = time.perf_counter()
     before = import_revision(args.before)
     if args.learn:
