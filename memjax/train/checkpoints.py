@@ -63,7 +63,9 @@ from memjax.train.config import TrainConfig
 from memjax.train.results import config_to_dict
 
 FORMAT = "memjax-run-checkpoint"
-VERSION = 2  # 2: per-process shards, a CRC-32 per row (leading index) of every leaf
+# 2: per-process shards, a CRC-32 per row (leading index) of every leaf; 3: sequence replay's
+# items stored [envs, rows, ...] and the side-store flag of a one-copy entry on its next row
+VERSION = 3
 DIRNAME = "checkpoints"
 RUN_FILE = "run.json"
 MAX_TO_KEEP = 3
