@@ -189,17 +189,18 @@ def _copy(runs, tmp_path) -> Path:
 
 
 def _damage(step_dir: Path) -> None:
-    """Cut the largest data file of a checkpoint to half its length (a write cut short).
-    Flipping 64 bytes in its middle instead once changed nothing (a run of the suite with two
-    workers): the restored leaves passed their CRC-32 checks, so those bytes held no value
-    that is read back (the data is spread over several small ocdbt files). Reading past a
+    """Cut every data file of a checkpoint to half its length (writes cut short). Cutting
+    only the largest one is not enough: which of ocdbt's files hold values that a restore
+    reads back depends on the state's layout (once the largest held none), and flipping bytes
+    in the middle of a file once changed nothing the CRC-32 checks read. Reading past a
     cut-short file always fails."""
-    # data files live in ocdbt's d/ folders (one per process); _sharding, the largest file of
-    # a small state, is not read back: a restore places leaves with the resuming run's sharding
+    # data files live in ocdbt's d/ folders; _sharding is not read back: a restore places
+    # leaves with the resuming run's sharding
     files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
-    biggest = max(files, key=lambda p: p.stat().st_size)
-    data = biggest.read_bytes()
-    biggest.write_bytes(data[: len(data) // 2])
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
 
 
 def test_unreadable_latest_checkpoint_falls_back(runs, tmp_path):
