@@ -7,7 +7,8 @@
 #                                               # every part with --quick (a CPU smoke test)
 #
 # PARTS is a comma list of loop, replay, sequence, cells, population, pbt (default: all,
-# in that order) and ntm (the NTM's memory-table cells: a slot of its own). Each part writes its JSON and its printed table to $OUT/gpu_run/ (OUT
+# in that order), ntm (the NTM's memory-table cells) and cells_table (the parallel cells'
+# suite table): each of the last two a slot of its own. Each part writes its JSON and its printed table to $OUT/gpu_run/ (OUT
 # defaults to ./gpu_out), and the folder is packed into $OUT/gpu_run.tgz at the end, so it
 # comes back as one file. What each part measures is in the benchmark's docstring; the
 # figures go into docs/benchmarks.md with the hardware named (the first lines of each log).
@@ -89,6 +90,19 @@ if [[ ",$PARTS," == *",ntm,"* ]]; then
     done
   done
   timeout 560 "$PYTHON" experiments/memory_table.py --cells "$cells" --seeds 4 --jobs 4 --deadline 480 --out "$DIR/memory_table" 2>&1 | quiet | tee "$DIR/ntm.log" | tail -n 40
+fi
+
+# issue 30: the rest of the parallel cells' suite table (2 seeds), the same way
+if [[ ",$PARTS," == *",cells_table,"* ]]; then
+  echo "== cells_table (deadline 480 s) $(date +%T)"
+  cells=drqn-ffm:MemoryChain-20,drqn-lru:MemoryChain-20
+  for task in StatelessCartPole NoisyStatelessCartPole CartPole-v1; do
+    for cell in mingru ffm lru; do
+      cells+=,drqn-$cell:$task
+    done
+  done
+  timeout 560 "$PYTHON" experiments/memory_table.py --cells "$cells" --seeds 2 --jobs 4 \
+    --deadline 480 --out "$DIR/memory_table" 2>&1 | quiet | tee "$DIR/cells_table.log" | tail -n 40
 fi
 
 tar -czf "$OUT/gpu_run.tgz" -C "$OUT" gpu_run
