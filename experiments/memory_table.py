@@ -172,7 +172,7 @@ def run_cells(cells, seeds: int, root: Path, jobs: int = 1, deadline=None, check
         else:
             cmd = command(agent, task, seeds, out, checkpoint)
         pending.append((agent, task, out, cmd, status))
-    t0, running = time.perf_counter(), {}
+    t0, running, signalled = time.perf_counter(), {}, set()
 
     def finished(proc) -> None:
         agent, task, out, started = running.pop(proc)
@@ -196,9 +196,12 @@ def run_cells(cells, seeds: int, root: Path, jobs: int = 1, deadline=None, check
             running[proc] = (agent, task, out, time.perf_counter())
         if out_of_time:
             pending.clear()
+            # once each: memjax stops after the chunk in flight and its checkpoint on the
+            # first SIGINT, and at once (no checkpoint) on a second
             for proc in running:
-                if proc.poll() is None:
+                if proc.poll() is None and proc not in signalled:
                     proc.send_signal(signal.SIGINT)
+                    signalled.add(proc)
         for proc in [p for p in running if p.poll() is not None]:
             finished(proc)
         time.sleep(0.5)
