@@ -121,6 +121,25 @@ def test_floor_buffer():
     assert float(jnp.sum(s.items["reward"])) == 4.0 and bool(jnp.all(s.weights == 1))
 
 
+def test_gather_floor_buffer_draws_rows_uniformly():
+    """The gather floor returns the stored rows it names, drawn uniformly (chi-square over 8
+    rows, 4,000 draws, fixed key) with weights one; add is a no-op."""
+    buf = bench.gather_floor_buffer(8, 4_000)
+    state = buf.init(EXAMPLE)
+    rows = jnp.arange(8, dtype=jnp.float32)
+    state = state.replace(items=dict(state.items, reward=rows, obs=jnp.tile(rows[:, None], (1, 4))))
+    assert buf.add(state, _steps(1)[0]) is state
+    s = jax.jit(buf.sample, static_argnums=2)(state, jax.random.key(3), 4_000)
+    np.testing.assert_array_equal(s.items["reward"], np.asarray(s.indices, np.float32))
+    np.testing.assert_array_equal(s.items["obs"][:, 0], s.items["reward"])
+    assert bool(jnp.all(s.weights == 1))
+    counts = np.bincount(np.asarray(s.indices), minlength=8)
+    chi2 = float(((counts - 500.0) ** 2 / 500.0).sum())
+    assert chi2 < 24.3, counts  # 7 degrees of freedom, p = 0.001
+    with pytest.raises(ValueError, match="asked 5"):
+        buf.sample(state, jax.random.key(0), 5)
+
+
 def test_smallest_run_writes_json(tmp_path, capsys):
     """The same loop on memjax's and flashbax's uniform buffers, 1 seed, one round of one
     short chunk (the two compiles dominate: about 10 s)."""

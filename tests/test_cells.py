@@ -252,14 +252,14 @@ def test_linear_scan_gradient_under_jit_and_grad_of_a_loss():
 L = 12
 
 
-def network_and_params(cell):
-    network = RecurrentQNetwork(num_actions=A, hidden=(8,), memory=H, cell=cell)
+def network_and_params(cell, layers=1):
+    network = RecurrentQNetwork(num_actions=A, hidden=(8,), memory=H, cell=cell, layers=layers)
     keys = jax.random.split(jax.random.key(3), 2)
     params = [network.init(k, network.initial_carry(1), jnp.zeros((1, OBS))) for k in keys]
     return network, params[0], params[1]
 
 
-def windows(key, length=L):
+def windows(key, length=L, layers=1):
     k = jax.random.split(key, 7)
     ends = jax.random.uniform(k[0], (B, length)) < 0.2
     return {
@@ -269,14 +269,14 @@ def windows(key, length=L):
         "terminated": (ends & (jax.random.uniform(k[3], (B, length)) < 0.5)).astype(jnp.float32),
         "action": jax.random.randint(k[4], (B, length), 0, A),
         "reward": jax.random.normal(k[5], (B, length)),
-        "carry": jax.random.normal(k[6], (B, H)),
+        "carry": jax.random.normal(k[6], (B, H * layers)),
     }
 
 
-@pytest.mark.parametrize("cell", PARALLEL_CELLS)
-def test_unroll_in_parallel_equals_stepping(cell):
-    network, params, _ = network_and_params(cell)
-    w = windows(jax.random.key(1))
+@pytest.mark.parametrize("cell, layers", [(c, 1) for c in PARALLEL_CELLS] + [("lru", 3)])
+def test_unroll_in_parallel_equals_stepping(cell, layers):
+    network, params, _ = network_and_params(cell, layers)
+    w = windows(jax.random.key(1), layers=layers)
     run = jax.jit(
         lambda p, w, parallel: unroll(
             network.apply, p, w["carry"], w["obs"], w["first"], w["next_obs"], parallel=parallel
@@ -287,10 +287,10 @@ def test_unroll_in_parallel_equals_stepping(cell):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("cell", PARALLEL_CELLS)
-def test_td_errors_and_gradients_through_the_scan_equal_stepping(cell):
-    network, params, target = network_and_params(cell)
-    w = windows(jax.random.key(2))
+@pytest.mark.parametrize("cell, layers", [(c, 1) for c in PARALLEL_CELLS] + [("mingru", 2)])
+def test_td_errors_and_gradients_through_the_scan_equal_stepping(cell, layers):
+    network, params, target = network_and_params(cell, layers)
+    w = windows(jax.random.key(2), layers=layers)
 
     def loss(p, parallel):
         td, _ = window_td_errors(
@@ -373,7 +373,46 @@ def test_the_stored_carry_through_replay_and_a_codec(cell):
         assert np.isfinite(float(metrics["loss"])) and np.all(np.asarray(priorities) > 0)
 
 
+def test_stacked_layers_keep_their_own_states_and_one_layer_its_parameters():
+    """One layer has the parameters it had before layers existed (checkpoints and exports
+    keep loading); with two, the carry is the layers' states side by side: the first layer's
+    half steps exactly as a one-layer network with the same cell parameters, and the second
+    layer's half depends on it."""
+    one, p1, _ = network_and_params("mingru")
+    assert set(p1["params"]) == {"Dense_0", "MinGRU_0", "Dense_1", "Dense_2"}
+    two, p2, _ = network_and_params("mingru", 2)
+    assert {"MinGRU_0", "MinGRU_1", "LayerNorm_0"} <= set(p2["params"])
+    assert two.initial_carry(3).shape == (3, 2 * H)
+    shared = {
+        **p1["params"],
+        "Dense_0": p2["params"]["Dense_0"],
+        "MinGRU_0": p2["params"]["MinGRU_0"],
+    }
+    obs = jax.random.normal(jax.random.key(5), (3, OBS))
+    carry = jax.random.normal(jax.random.key(6), (3, 2 * H))
+    after, _ = two.apply(p2, carry, obs)
+    first_layer, _ = one.apply({"params": shared}, carry[:, :H], obs)
+    np.testing.assert_allclose(np.asarray(after[:, :H]), np.asarray(first_layer), rtol=1e-6)
+    moved, _ = two.apply(p2, carry.at[:, :H].set(0.0), obs)
+    assert not np.allclose(np.asarray(moved[:, H:]), np.asarray(after[:, H:]))
+
+
 # --------------------------------------------------------------------------- bad settings
+
+
+@pytest.mark.parametrize(
+    "cell, layers, words",
+    [
+        ("gru", 2, r"cell_layers 2 stacks parallel cells .* cell 'gru' is stepped"),
+        ("mingru", 0, r"cell_layers must be an integer >= 1, got 0"),
+    ],
+)
+def test_layers_a_cell_cannot_stack_are_refused_before_compiling(cell, layers, words):
+    agent = mj.agents.DRQNConfig(cell=cell, cell_layers=layers)
+    with pytest.raises(ValueError, match=words):
+        TrainConfig(env="MemoryChain-8", agent=agent).validate()
+    with pytest.raises(ValueError, match=words):
+        RecurrentQNetwork(num_actions=2, cell=cell, layers=layers).initial_carry(1)
 
 
 def test_an_unknown_cell_lists_the_known_ones():
@@ -407,6 +446,7 @@ def test_a_memory_the_cell_cannot_hold_is_refused_before_compiling(cell, memory,
         (["--cell", "s5"], "argument --cell: invalid choice: 's5' (choose from 'gru', 'lstm', "),
         (["--cell", "lru", "--memory", "15"], "cell 'lru' needs an even memory, got 15"),
         (["--cell", "ffm", "--memory", "12"], "cell 'ffm' needs a memory that is a multiple of 8"),
+        (["--cell-layers", "2"], "cell_layers 2 stacks parallel cells"),
     ],
 )
 def test_the_command_line_refuses_a_bad_cell_in_one_line(tmp_path, capsys, argv, message):

@@ -46,7 +46,12 @@ from memjax.agents.cells import PARALLEL_CELLS, check_cell
 from memjax.agents.dqn import DQNState
 from memjax.agents.networks import network_kind
 from memjax.agents.policies import epsilon_greedy
-from memjax.agents.recurrent import CELL_KINDS, RecurrentQNetwork, unroll
+from memjax.agents.recurrent import (
+    CELL_KINDS,
+    RecurrentQNetwork,
+    check_cell_layers,
+    unroll,
+)
 from memjax.agents.spec import AgentSpec, Windows, q_learning_settings, register
 from memjax.agents.window_learning import (
     WindowConfig,
@@ -301,11 +306,13 @@ class DRQNConfig(WindowConfig):
     replayed windows and their burn-in, and the window priority's ``eta``."""
 
     cell: str = "gru"  # recurrent cell: gru | lstm (stepped) | lru | mingru | ffm (parallel scan)
+    cell_layers: int = 1  # parallel cells stacked, a residual ReLU block between two (gru, lstm: 1)
     burn_in: int = 8  # window steps that only warm the stored state up (no loss, no gradient)
 
     def check(self) -> None:
         super().check()
         check_cell(self.cell, self.memory, CELL_KINDS)
+        check_cell_layers(self.cell, self.cell_layers)
         if not isinstance(self.burn_in, int) or isinstance(self.burn_in, bool) or self.burn_in < 0:
             raise ValueError(f"burn_in must be an integer >= 0, got {self.burn_in!r}")
 
@@ -319,6 +326,7 @@ def drqn_network(config: DRQNConfig, obs, num_actions: int) -> RecurrentQNetwork
         memory=config.memory,
         cell=config.cell,
         channels=16 if conv else 0,
+        layers=config.cell_layers,
     )
 
 

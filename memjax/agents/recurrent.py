@@ -50,8 +50,15 @@ class RecurrentQNetwork(nn.Module):
         weights must grow to the returns' scale (CartPole's ~100) at Adam's pace of about
         ``lr`` per update; ReLU layers let the scale grow in every layer at once.
       cell: ``"gru"`` (carry ``[B, H]``), ``"lstm"`` (carry ``(c, h)``), or a parallel cell
-        ``"lru"``, ``"mingru"``, ``"ffm"`` (carry ``[B, H]``; :mod:`memjax.agents.cells`).
+        ``"lru"``, ``"mingru"``, ``"ffm"`` (carry ``[B, layers * H]``;
+        :mod:`memjax.agents.cells`).
       channels: conv filters for image observations (0: no conv).
+      layers: parallel cells stacked (1 for ``gru`` and ``lstm``). Between two layers a
+        residual block ``y + Dense(ReLU(Dense(LayerNorm(y))))`` of width H, as the memoroid
+        models stack linear recurrences: a single linear recurrence with input-only gates
+        cannot compute a nonlinear function of its past inputs; the block between two lets
+        the second recur over nonlinear features of the first's state. The carry holds the
+        layers' states side by side, first layer first.
     """
 
     num_actions: int
@@ -60,18 +67,20 @@ class RecurrentQNetwork(nn.Module):
     head: Sequence[int] = (64,)
     cell: str = "gru"
     channels: int = 16
+    layers: int = 1
 
     def initial_carry(self, batch: int):
-        """The zero carry of ``batch`` environments: float32 ``[batch, H]`` (GRU, the parallel
-        cells) or a tuple of two (LSTM)."""
+        """The zero carry of ``batch`` environments: float32 ``[batch, H]`` (GRU), ``[batch,
+        layers * H]`` (the parallel cells) or a tuple of two ``[batch, H]`` (LSTM)."""
         self.check()
-        zeros = jnp.zeros((batch, self.memory), jnp.float32)
+        zeros = jnp.zeros((batch, self.memory * self.layers), jnp.float32)
         return (zeros, zeros) if self.cell == "lstm" else zeros
 
     def check(self) -> None:
-        """``ValueError`` naming the setting: an unknown cell, or a ``memory`` the cell cannot
-        hold (:func:`memjax.agents.cells.check_cell`)."""
+        """``ValueError`` naming the setting: an unknown cell, a ``memory`` the cell cannot
+        hold (:func:`memjax.agents.cells.check_cell`), or layers a cell cannot stack."""
         check_cell(self.cell, self.memory, CELL_KINDS)
+        check_cell_layers(self.cell, self.layers)
 
     @nn.compact
     def __call__(self, carry, obs, first=None, initial=None):
@@ -100,12 +109,20 @@ class RecurrentQNetwork(nn.Module):
         # of DRQN on MemoryChain-20 waited forever with no CPU use)
         recurrent_init = nn.initializers.lecun_normal()
         if self.cell in PARALLEL_CELLS:
-            cell = make_cell(self.cell, self.memory)
-            if window:
-                carry, y = cell.window(carry, x.reshape((*lead, x.shape[-1])), first, initial)
-                y = y.reshape((-1, y.shape[-1]))  # rows for the head's dense layers
-            else:
-                carry, y = cell(carry, x)
+            size, carries = self.memory, []
+            for layer in range(self.layers):
+                cell, state = make_cell(self.cell, size), layer_part(carry, layer, size)
+                if window:
+                    inputs = x.reshape((*lead, x.shape[-1]))
+                    after, y = cell.window(state, inputs, first, layer_part(initial, layer, size))
+                    y = y.reshape((-1, y.shape[-1]))  # rows for the dense layers
+                else:
+                    after, y = cell(state, x)
+                carries.append(after)
+                if layer + 1 < self.layers:
+                    block = nn.Dense(size)(nn.relu(nn.Dense(size)(nn.LayerNorm()(y))))
+                    x = y + block
+            carry = carries[0] if self.layers == 1 else jnp.concatenate(carries, axis=-1)
         elif self.cell == "gru":
             carry, y = nn.GRUCell(features=self.memory, recurrent_kernel_init=recurrent_init)(
                 carry, x
@@ -119,6 +136,24 @@ class RecurrentQNetwork(nn.Module):
         for width in self.head:
             y = nn.relu(nn.Dense(width)(y))
         return carry, nn.Dense(self.num_actions)(y).reshape((*lead, self.num_actions))
+
+
+def layer_part(carry, layer: int, size: int):
+    """Layer ``layer``'s state ``[..., size]`` in a stacked carry ``[..., layers * size]``
+    (None stays None)."""
+    return None if carry is None else carry[..., layer * size : (layer + 1) * size]
+
+
+def check_cell_layers(cell: str, layers) -> None:
+    """``ValueError`` naming the setting: ``layers`` not a positive integer, or more than one
+    layer of a stepped cell (only the parallel cells stack)."""
+    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
+        raise ValueError(f"cell_layers must be an integer >= 1, got {layers!r}")
+    if layers > 1 and cell not in PARALLEL_CELLS:
+        raise ValueError(
+            f"cell_layers {layers} stacks parallel cells {PARALLEL_CELLS}; cell {cell!r} is "
+            f"stepped and runs as one layer: use --cell-layers 1 or a parallel --cell"
+        )
 
 
 def reset_where(first, carry, initial):
@@ -184,4 +219,4 @@ def unroll(apply_fn, params, carry, obs, first, next_obs=None, initial=None, par
     return carry, time_major(q), time_major(q_next.reshape(window, batch, -1))
 
 
-__all__ = ["CELL_KINDS", "RecurrentQNetwork", "reset_where", "unroll"]
+__all__ = ["CELL_KINDS", "RecurrentQNetwork", "check_cell_layers", "reset_where", "unroll"]
