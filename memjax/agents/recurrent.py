@@ -55,10 +55,10 @@ class RecurrentQNetwork(nn.Module):
       channels: conv filters for image observations (0: no conv).
       layers: parallel cells stacked (1 for ``gru`` and ``lstm``). Between two layers a
         residual block ``y + Dense(ReLU(Dense(LayerNorm(y))))`` of width H, as the memoroid
-        models stack linear recurrences: a single linear recurrence with input-only gates
-        cannot compute a nonlinear function of its past inputs; the block between two lets
-        the second recur over nonlinear features of the first's state. The carry holds the
-        layers' states side by side, first layer first.
+        models stack linear recurrences: the state of one linear recurrence is a weighted sum
+        of its encoded inputs, and the block lets the next recur over nonlinear features of
+        the first's output (which also sees the current input). The carry holds the layers'
+        states side by side, first layer first.
     """
 
     num_actions: int
