@@ -70,6 +70,7 @@ AGENTS = {
     "drqn-mingru2": ["--agent", "drqn", "--cell", "mingru", "--cell-layers", "2"],
     "drqn-lru2": ["--agent", "drqn", "--cell", "lru", "--cell-layers", "2"],
     "drqn-lru128": ["--agent", "drqn", "--cell", "lru", "--memory", "128"],
+    "drqn-lru2-128": ["--agent", "drqn", "--cell", "lru", "--cell-layers", "2", "--memory", "128"],
     # windows of 48: 32 steps of context, then 12 trained steps (with n_step 5), one per
     # stored step at a period of 12; the buffer's rows (capacity / 10 envs) must be a
     # multiple of that period: 20,160 is the nearest capacity to the recipe's 20,000
