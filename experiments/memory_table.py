@@ -1,14 +1,14 @@
 """Agents x partially observable tasks: DQN, DQN on a 4-frame stack, DRQN (with its GRU, or
-the parallel cells LRU, minGRU, FFM) and memnet on the POMDP suite plus CartPole-v1, several
-seeds each, one recipe for all tasks.
+the parallel cells LRU, minGRU, FFM), memnet and the NTM on the POMDP suite plus CartPole-v1,
+several seeds each, one recipe for all tasks.
 
 Each (agent, task) cell is one ``memjax train`` run in its own directory
 (``OUT/<agent>/<task>/``), so the study resumes where it stopped: a cell whose
 ``summary.json`` exists is not run again. ``--report`` (also done after the runs) writes
 ``OUT/table.json``, a Markdown table (``OUT/table.md``: final greedy return, mean +- std over
 seeds, and the fraction of the gap between chance and the best return that was closed) and
-``OUT/curves.png`` (greedy return against env steps, one panel per task, mean over seeds
-with the min-max band).
+``OUT/curves.png`` and ``OUT/curves-cells.png`` (greedy return against env steps, one panel
+per task, mean over seeds with the min-max band; :data:`PLOTS` names their agents).
 
     python experiments/memory_table.py --seeds 4                  # all cells
     python experiments/memory_table.py --agents drqn --tasks RepeatFirst
@@ -115,6 +115,12 @@ TASKS = {
     "CartPole-v1": dict(steps=200_000, chance=22.5, best=500.0),
 }
 
+
+PLOTS = {
+    "curves.png": ("dqn", "dqn-stack4", "drqn", "memnet", "ntm"),
+    "curves-cells.png": ("drqn", "drqn-mingru", "drqn-lru", "drqn-ffm"),
+}
+"""The report's plots (``OUT/<name>``) and the agents each shows."""
 
 TRAIN = [sys.executable, "-m", "memjax.cli", "train"]
 """The command that trains one cell (its options follow)."""
@@ -269,7 +275,8 @@ def report(root: Path, agents, tasks) -> dict:
         lines.append("| " + " | ".join(row) + " |")
     (root / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    plot(root, agents, tasks)
+    for name, plotted in PLOTS.items():
+        plot(root, [a for a in plotted if a in agents], tasks, name)
     return table
 
 
@@ -310,7 +317,7 @@ def compare(root: Path, first: str, second: str, tasks, last: int = 5) -> dict:
     return out
 
 
-def plot(root: Path, agents, tasks) -> None:
+def plot(root: Path, agents, tasks, name: str = "curves.png") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -341,7 +348,7 @@ def plot(root: Path, agents, tasks) -> None:
     axes.flat[0].set_ylabel("greedy return")
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(root / "curves.png", dpi=90)
+    fig.savefig(root / name, dpi=90)
     plt.close(fig)
 
 
