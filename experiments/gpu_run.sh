@@ -7,8 +7,8 @@
 #                                               # every part with --quick (a CPU smoke test)
 #
 # PARTS is a comma list of loop, replay, sequence, cells, population, pbt (default: all,
-# in that order), ntm (the NTM's memory-table cells) and cells_table (the parallel cells'
-# suite table): each of the last two a slot of its own. Each part writes its JSON and its printed table to $OUT/gpu_run/ (OUT
+# in that order), ntm (the NTM's memory-table cells the CPU has not run) and cells_table
+# (the LRU and FFM cells on the memory tasks with 4 seeds): each of the last two a slot of its own. Each part writes its JSON and its printed table to $OUT/gpu_run/ (OUT
 # defaults to ./gpu_out), and the folder is packed into $OUT/gpu_run.tgz at the end, so it
 # comes back as one file. What each part measures is in the benchmark's docstring; the
 # figures go into docs/benchmarks.md with the hardware named (the first lines of each log).
@@ -81,10 +81,10 @@ part pbt 200 experiments/bench_population.py --parts pbt --pbt-env Breakout-MinA
 # $OUT/gpu_run/memory_table. Not in the default PARTS: it takes a slot of its own.
 if [[ ",$PARTS," == *",ntm,"* ]]; then
   echo "== ntm (deadline 480 s) $(date +%T)"
-  # the longest cells first; the codecs' comparison on the memory tasks only
-  cells=ntm:StatelessCartPole,ntm:NoisyStatelessCartPole,ntm:CartPole-v1,ntm:RepeatPrevious
-  cells+=,ntm:RepeatPrevious-5,ntm:CountRecall,ntm:MemoryChain-20,ntm:RepeatFirst
-  for codec in ntm-int8 ntm-f32; do
+  # what the CPU has not run yet (its memory-task cells are in experiments/results/memory_table/ntm):
+  # the CartPole cells, longest first, then the codecs' comparison on the memory tasks
+  cells=ntm:StatelessCartPole,ntm:NoisyStatelessCartPole,ntm:CartPole-v1
+  for codec in ntm-f32 ntm-int8; do
     for task in RepeatPrevious RepeatPrevious-5 CountRecall MemoryChain-20 RepeatFirst; do
       cells+=,$codec:$task
     done
@@ -92,16 +92,17 @@ if [[ ",$PARTS," == *",ntm,"* ]]; then
   timeout 560 "$PYTHON" experiments/memory_table.py --cells "$cells" --seeds 4 --jobs 4 --deadline 480 --out "$DIR/memory_table" 2>&1 | quiet | tee "$DIR/ntm.log" | tail -n 40
 fi
 
-# issue 30: the rest of the parallel cells' suite table (2 seeds), the same way
+# issue 30: the parallel cells' suite table (2 seeds; the CPU's is in
+# experiments/results/memory_table/drqn-*), rerun on the GPU with 4 seeds, the same way
 if [[ ",$PARTS," == *",cells_table,"* ]]; then
   echo "== cells_table (deadline 480 s) $(date +%T)"
-  cells=drqn-ffm:MemoryChain-20,drqn-lru:MemoryChain-20
-  for task in StatelessCartPole NoisyStatelessCartPole CartPole-v1; do
-    for cell in mingru ffm lru; do
-      cells+=,drqn-$cell:$task
+  cells=
+  for task in RepeatPrevious CountRecall RepeatPrevious-5 RepeatFirst MemoryChain-20; do
+    for cell in lru ffm; do
+      cells+=${cells:+,}drqn-$cell:$task
     done
   done
-  timeout 560 "$PYTHON" experiments/memory_table.py --cells "$cells" --seeds 2 --jobs 4 \
+  timeout 560 "$PYTHON" experiments/memory_table.py --cells "$cells" --seeds 4 --jobs 4 \
     --deadline 480 --out "$DIR/memory_table" 2>&1 | quiet | tee "$DIR/cells_table.log" | tail -n 40
 fi
 
