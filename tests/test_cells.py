@@ -400,21 +400,6 @@ def test_stacked_layers_keep_their_own_states_and_one_layer_its_parameters():
 # --------------------------------------------------------------------------- bad settings
 
 
-@pytest.mark.parametrize(
-    "cell, layers, words",
-    [
-        ("gru", 2, r"cell_layers 2 stacks parallel cells .* cell 'gru' is stepped"),
-        ("mingru", 0, r"cell_layers must be an integer >= 1, got 0"),
-    ],
-)
-def test_layers_a_cell_cannot_stack_are_refused_before_compiling(cell, layers, words):
-    agent = mj.agents.DRQNConfig(cell=cell, cell_layers=layers)
-    with pytest.raises(ValueError, match=words):
-        TrainConfig(env="MemoryChain-8", agent=agent).validate()
-    with pytest.raises(ValueError, match=words):
-        RecurrentQNetwork(num_actions=2, cell=cell, layers=layers).initial_carry(1)
-
-
 def test_an_unknown_cell_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"^cell must be one of \('gru', 'lstm', 'lru', "):
         mj.agents.DRQNConfig(cell="s5").check()
@@ -423,20 +408,24 @@ def test_an_unknown_cell_lists_the_known_ones():
 
 
 @pytest.mark.parametrize(
-    "cell, memory, words",
+    "cell, memory, layers, words",
     [
-        ("lru", 15, r"cell 'lru' needs an even memory, got 15: .*complex.*--memory 16"),
-        ("ffm", 20, r"cell 'ffm' needs a memory that is a multiple of 8, got 20: .*--memory 24"),
+        ("lru", 15, 1, r"cell 'lru' needs an even memory, got 15: .*complex.*--memory 16"),
+        ("ffm", 20, 1, r"cell 'ffm' needs a memory that is a multiple of 8, got 20: .*--memory 24"),
+        ("gru", 64, 2, r"cell_layers 2 stacks parallel cells .* cell 'gru' is stepped"),
+        ("mingru", 64, 0, r"cell_layers must be an integer >= 1, got 0"),
     ],
 )
-def test_a_memory_the_cell_cannot_hold_is_refused_before_compiling(cell, memory, words):
-    agent = mj.agents.DRQNConfig(cell=cell, memory=memory)
+def test_a_setting_the_cell_cannot_take_is_refused_before_compiling(cell, memory, layers, words):
+    agent = mj.agents.DRQNConfig(cell=cell, memory=memory, cell_layers=layers)
     with pytest.raises(ValueError, match=words):
         agent.check()
     with pytest.raises(ValueError, match=words):  # the loop's config check: nothing traced
         TrainConfig(env="MemoryChain-8", agent=agent).validate()
     with pytest.raises(ValueError, match=words):
-        RecurrentQNetwork(num_actions=2, memory=memory, cell=cell).initial_carry(1)
+        RecurrentQNetwork(num_actions=2, memory=memory, cell=cell, layers=layers).initial_carry(1)
+    if layers != 1:
+        return
     mj.agents.DRQNConfig(cell=cell, memory=memory + (1 if cell == "lru" else 4)).check()
 
 
