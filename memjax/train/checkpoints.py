@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -745,7 +746,26 @@ def _is_failed_read_coroutine(unraisable) -> bool:
     )
 
 
-_QUIET = {"hook": None, "silenced": 0}
+def _is_failed_read_task(record: logging.LogRecord) -> bool:
+    """asyncio's log of an orbax read task whose exception nobody retrieved (the failed
+    restore's ``gather`` raised on the first failed read; the others fail after it)."""
+    message = record.getMessage()
+    return message.startswith("Task exception was never retrieved") and (
+        "orbax/checkpoint" in message
+    )
+
+
+class _FailedReadTasks(logging.Filter):
+    """Drops :func:`_is_failed_read_task` records of the ``asyncio`` logger, counting them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _is_failed_read_task(record):
+            _QUIET["silenced"] += 1
+            return False
+        return True
+
+
+_QUIET = {"hook": None, "silenced": 0, "log_filter": _FailedReadTasks()}
 
 
 def _quiet_closed_loop_callbacks() -> None:
@@ -763,7 +783,13 @@ def _quiet_closed_loop_callbacks() -> None:
     closed (each process reads only its own shards). Their results are discarded
     and nothing else is affected, so this process-wide hook drops exactly those (counting
     them in ``_QUIET["silenced"]``) and hands every other unraisable exception to the hook it
-    replaces. Installed on a restore, unless it is already the hook."""
+    replaces. When several reads fail (every file of the checkpoint damaged), the failed
+    read tasks that nobody awaited are logged by asyncio ("Task exception was never
+    retrieved") when they are collected: a filter on the ``asyncio`` logger drops those too.
+    Installed on a restore, unless it is already installed."""
+    asyncio_log = logging.getLogger("asyncio")
+    if _QUIET["log_filter"] not in asyncio_log.filters:
+        asyncio_log.addFilter(_QUIET["log_filter"])
     if sys.unraisablehook is _QUIET["hook"] and _QUIET["hook"] is not None:
         return
     previous = sys.unraisablehook
