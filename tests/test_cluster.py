@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 
 from memjax import cli, distributed
 from memjax.train import checkpoints
+from test_resume import cut_data_files
 
 # 4 seeds: 2 per process, then 4 on 1 process or 1 on each of 4; 4 chunks after the warm-up
 RUN_ARGS = [
@@ -174,24 +175,13 @@ def runs(tmp_path_factory):
         out[name] = run
     # the newest checkpoint with process 1's data cut short: process 0 reads its own alone
     run = _interrupted_copy(slurm, tmp / "damaged", 4400)
-    _damage(run / "checkpoints" / "4400" / "state" / "ocdbt.process_1")
+    cut_data_files(run / "checkpoints" / "4400" / "state" / "ocdbt.process_1")
     log = tmp / "damaged.log"
     out["damaged_log"] = _finish(
         [_memjax(["--resume", str(run), "--processes", "2"], log, cache, {})], [log]
     )[0]
     out["damaged"] = run
     return out
-
-
-def _damage(directory: Path) -> None:
-    """Cut every data file under ``directory`` to half its length (writes cut short; which
-    one file holds values a restore reads depends on the state's layout, see
-    test_resume._damage)."""
-    files = [p for p in directory.rglob("*") if p.is_file() and p.parent.name == "d"]
-    assert files
-    for path in files:
-        data = path.read_bytes()
-        path.write_bytes(data[: len(data) // 2])
 
 
 def _shard_bytes(step_dir: Path) -> dict:

@@ -188,15 +188,16 @@ def _copy(runs, tmp_path) -> Path:
     return Path(shutil.copytree(runs["killed"], tmp_path / "run"))
 
 
-def _damage(step_dir: Path) -> None:
-    """Cut every data file of a checkpoint to half its length (writes cut short). Cutting
-    only the largest one is not enough: which of ocdbt's files hold values that a restore
-    reads back depends on the state's layout (once the largest held none), and flipping bytes
-    in the middle of a file once changed nothing the CRC-32 checks read. Reading past a
-    cut-short file always fails."""
+def cut_data_files(directory: Path) -> None:
+    """Cut every data file under ``directory`` (a checkpoint's ``state`` folder, or one
+    process's ocdbt folder in it) to half its length: writes cut short. Cutting only the
+    largest one is not enough: which of ocdbt's files hold values that a restore reads back
+    depends on the state's layout (once the largest held none), and flipping bytes in the
+    middle of a file once changed nothing the CRC-32 checks read. Reading past a cut-short
+    file always fails."""
     # data files live in ocdbt's d/ folders; _sharding is not read back: a restore places
     # leaves with the resuming run's sharding
-    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    files = [p for p in directory.rglob("*") if p.is_file() and p.parent.name == "d"]
     assert files
     for path in files:
         data = path.read_bytes()
@@ -206,7 +207,7 @@ def _damage(step_dir: Path) -> None:
 def test_unreadable_latest_checkpoint_falls_back(runs, tmp_path):
     out = _copy(runs, tmp_path)
     last, before = STEPS, STEPS - CHUNK
-    _damage(out / "checkpoints" / str(last))
+    cut_data_files(out / "checkpoints" / str(last) / "state")
     # a save cut short by a kill leaves only a temporary directory, which is not a step
     shutil.copytree(
         out / "checkpoints" / str(before),
@@ -334,7 +335,7 @@ def test_no_readable_checkpoint_is_an_error_unless_restart_is_asked(tmp_path, ca
     capsys.readouterr()
     (out / "summary.json").unlink()  # as if killed after its last checkpoint
     for step in _steps(out):
-        _damage(out / "checkpoints" / str(step))
+        cut_data_files(out / "checkpoints" / str(step) / "state")
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(
         [sys.executable, "-m", "memjax.cli", "train", "--resume", str(out)],
