@@ -92,6 +92,8 @@ AGENTS = {
     "ntm": ["--agent", "ntm"],
     "ntm-f32": ["--agent", "ntm", "--memory-codec", "none"],
     "ntm-int8": ["--agent", "ntm", "--memory-codec", "int8"],
+    # the NTM with an LRU controller (stepped: its input holds the last step's reads)
+    "ntm-lru": ["--agent", "ntm", "--controller", "lru"],
 }
 # env steps per seed and epsilon decay; (chance, best) greedy returns from the environments'
 # definitions: chance is a uniformly random policy's expected return (MemoryChain: a policy

@@ -425,6 +425,7 @@ def export_onnx(source, out, *, seed: int = 0, quantize: str = "none") -> Path:
             f"{policy.name}'s {type(network).__name__}: use --format jax, which exports any "
             f"flax network"
         )
+    check_onnx_memory(network)
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -551,6 +552,22 @@ def _lstm(graph, prefix: str, cell, x: str, c: str, h: str, outputs=(None, None)
         "Add", [graph.node("Mul", [f, c]), graph.node("Mul", [i, g])], output=outputs[0]
     )
     return new_c, graph.node("Mul", [o, graph.node("Tanh", [new_c])], output=outputs[1])
+
+
+def check_onnx_memory(network) -> None:
+    """``ValueError`` for a memory the ONNX graph does not write: a DRQN cell other than GRU
+    and LSTM or more than one cell layer, an NTM controller other than LSTM, GRU and
+    feed-forward (the linear recurrent cells' complex states have no ONNX step here yet)."""
+    from memjax.agents.cells import PARALLEL_CELLS
+
+    cell = getattr(network, "cell", None) or getattr(network, "controller", None)
+    layers = getattr(network, "layers", 1)
+    if cell in PARALLEL_CELLS or layers != 1:
+        what = f"{layers} cell layers" if layers != 1 else f"the {cell!r} cell"
+        raise ValueError(
+            f"ONNX export writes GRU and LSTM memories of one layer (and the NTM's feed-forward "
+            f"controller), not {what}: use --format jax, which exports any memjax network"
+        )
 
 
 def _ntm_graph(graph, network, params, obs_rank: int, carry_names) -> None:

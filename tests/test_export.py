@@ -159,12 +159,17 @@ def saved_agent(folder, agent, env="MemoryChain-8", **knobs):
 CARRY_AGENTS = {
     "drqn-gru": ("drqn", dict(hidden=(8,), memory=8)),
     "drqn-lstm": ("drqn", dict(hidden=(8,), memory=8, cell="lstm")),
+    "drqn-lru": ("drqn", dict(hidden=(8,), memory=8, cell="lru")),
     "ntm": ("ntm", dict(hidden=(8,), memory=8)),
+    "ntm-lru": ("ntm", dict(hidden=(8,), memory=8, controller="lru")),
     "memnet": (
         "memnet",
         dict(hidden=(8,), memory=8, context_length=4, sequence_length=8, sequence_period=4),
     ),
 }
+NOT_QUANTIZED = {"memnet": "", "drqn-lru": "'LRU_0'", "ntm-lru": "'LRU_0'"}
+"""The carry agents whose int8 export is refused, and the layer the refusal names (memnet's
+age and null slots, the LRU's complex recurrence: no Dense or Conv layers)."""
 FIRST = [(True, True, True), (False, False, False), (False, True, False), (False, False, True)]
 
 
@@ -191,19 +196,20 @@ def test_an_agent_with_a_carry_exports_its_step(kind, tmp_path, capsys):
     """``(obs, carry, first) -> (q_values, carry)`` along an 8-step trajectory with episode
     starts inside equals the network stepped with the loop's reset, from zeros and first=True
     (the NTM's initial state is not zero: the file puts it back where first); int8 is smaller
-    and equals the network run from memjax's int8 weights (memnet: refused, its age and null
-    slots are no Dense or Conv layers)."""
+    and equals the network run from memjax's int8 weights (memnet and the LRU: refused,
+    :data:`NOT_QUANTIZED`)."""
     agent, knobs = CARRY_AGENTS[kind]
     trainer, params = saved_agent(tmp_path, agent, **knobs)
     network = trainer.network
     for quantize in ("none", "int8"):
         path = tmp_path / f"{quantize}.jaxexport"
-        if kind == "memnet" and quantize == "int8":
+        if kind in NOT_QUANTIZED and quantize == "int8":
             with pytest.raises(SystemExit) as exc:
                 cli.main(["export", str(tmp_path), "--quantize", "int8", "--out", str(path)])
             err = capsys.readouterr().err
             assert exc.value.code == 2 and err.count("\n") == 1
-            assert "agent 'memnet''s layers cannot be quantized: unsupported layer" in err
+            assert f"agent '{agent}''s layers cannot be quantized: unsupported layer" in err
+            assert NOT_QUANTIZED[kind] in err
             assert not path.exists()
             continue
         policy = export.load_jax(export.export_jax(tmp_path, path, seed=1, quantize=quantize))
@@ -216,7 +222,7 @@ def test_an_agent_with_a_carry_exports_its_step(kind, tmp_path, capsys):
             q, carry = policy.call(obs, carry, np.array(first))
             np.testing.assert_allclose(np.asarray(q), q_ref, atol=1e-5)
             jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), carry, carry_ref)
-    if kind != "memnet":
+    if kind not in NOT_QUANTIZED:
         assert (tmp_path / "int8.jaxexport").stat().st_size < (
             tmp_path / "none.jaxexport"
         ).stat().st_size
@@ -268,6 +274,28 @@ def test_what_cannot_be_exported_says_why(tmp_path, capsys, user_agent):
 
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="pip install -e '.[dev]'")
+
+
+@pytest.mark.parametrize(
+    "kind, knobs, words",
+    [
+        ("drqn-lru", {}, "not the 'lru' cell"),
+        ("drqn-lru", dict(cell="mingru", cell_layers=2), "not 2 cell layers"),
+        ("ntm-lru", {}, "not the 'lru' cell"),
+    ],
+)
+def test_a_memory_onnx_does_not_write_says_so(kind, knobs, words, tmp_path, capsys):
+    """A linear recurrent cell (DRQN's or the NTM's controller) or stacked cell layers in
+    ONNX: one line naming it and the jax format, exit 2, no file."""
+    agent, base = CARRY_AGENTS[kind]
+    saved_agent(tmp_path, agent, **(base | knobs))
+    out = tmp_path / "x.onnx"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["export", str(tmp_path), "--format", "onnx", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1, err
+    assert words in err and "use --format jax" in err, err
+    assert not out.exists()
 
 
 def onnx_session(path, optimized: bool = True):

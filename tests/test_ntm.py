@@ -14,7 +14,9 @@ import memjax as mj
 from memjax import cli
 from memjax.agents import NTMConfig, NTMQNetwork, make_ntm, unroll, window_td_errors
 from memjax.agents import ntm as ntm_module
+from memjax.agents.cells import PARALLEL_CELLS
 from memjax.agents.ntm import (
+    CONTROLLER_KINDS,
     EPS,
     address,
     carry_from_stored,
@@ -198,7 +200,12 @@ def test_memory_step_matches_numpy():
 
 def small(controller="lstm", **kw):
     sizes = dict(memory_rows=N, memory_width=W, read_heads=R, shift_range=S)
-    kw = dict(num_actions=A, hidden=(8,), memory=7, controller=controller, head=(6,)) | sizes | kw
+    memory = 8 if controller in PARALLEL_CELLS else 7  # LRU: even; FFM: a multiple of 8
+    kw = (
+        dict(num_actions=A, hidden=(8,), memory=memory, controller=controller, head=(6,))
+        | sizes
+        | kw
+    )
     network = NTMQNetwork(**kw)
     keys = jax.random.split(jax.random.key(0), 2)
     init = jax.jit(network.init)
@@ -237,7 +244,7 @@ def test_a_sequence_of_steps_matches_numpy():
     assert float(jnp.abs(carry["memory"] - ntm_module.INITIAL_MEMORY).max()) > 1e-2  # it wrote
 
 
-@pytest.mark.parametrize("controller", ["lstm", "gru", "feedforward"])
+@pytest.mark.parametrize("controller", CONTROLLER_KINDS)
 def test_zero_key_and_all_zero_memory_give_no_nan_or_inf(controller):
     network, params, _ = small(controller)
     zero = jnp.zeros((B, N, W))
@@ -272,7 +279,7 @@ def test_zero_key_and_all_zero_memory_give_no_nan_or_inf(controller):
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(grads))
 
 
-@pytest.mark.parametrize("controller", ["lstm", "gru", "feedforward"])
+@pytest.mark.parametrize("controller", CONTROLLER_KINDS)
 def test_gradients_through_a_three_step_unroll(controller):
     """check_grads (float64, forward and reverse mode, order 1) of the Q-values of a 3-step
     unroll with an episode start inside, with respect to the parameters and the start state."""
@@ -508,7 +515,12 @@ QUICK = TrainConfig(
             r"shift_range \(8\) shifts over 17 rows, more than the memory's memory_rows \(16\)",
         ),
         (dict(shift_range=-1), r"shift_range must be an integer >= 0"),
-        (dict(controller="rnn"), r"controller must be one of"),
+        (
+            dict(controller="rnn"),
+            r"controller must be one of \('lstm', 'gru', 'feedforward', 'lru'",
+        ),
+        (dict(controller="lru", memory=33), r"cell 'lru' needs an even memory, got 33"),
+        (dict(controller="ffm", memory=20), r"cell 'ffm' needs a memory that is a multiple of 8"),
         (dict(memory_codec="int4"), r"memory_codec must be one of"),
         (
             dict(sequence_length=4, burn_in=4),

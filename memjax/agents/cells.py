@@ -439,7 +439,7 @@ class FFM(ParallelCell):
     def coefficients(self, x):
         gated = self.pre(x) * jax.nn.sigmoid(self.gate_in(x))
         b = jnp.broadcast_to(gated[..., None], (*gated.shape, self.context))
-        return self.decay(), b.astype(jnp.complex64)
+        return self.decay(), jax.lax.complex(b, jnp.zeros_like(b))  # complex128 in float64
 
     def state(self, carry):
         h = complex_state(carry)

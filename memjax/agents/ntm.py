@@ -15,7 +15,7 @@ One step of the network (B environments; N = ``memory_rows``, W = ``memory_width
 
 ```
 x_t        = encoder(obs_t)                                ReLU MLP (one conv for images)
-h_t, c_t   = controller(c_{t-1}, [x_t, r_{t-1}])           LSTM | GRU | ReLU layer (no state)
+h_t, c_t   = controller(c_{t-1}, [x_t, r_{t-1}])       LSTM | GRU | LRU | minGRU | FFM | ReLU layer
 per head   = Dense(h_t) -> k (W), beta, g, s (2s+1), gamma; the write head also e, a (W)
              beta = softplus(.), g = sigmoid(.), s = softmax(.), gamma = 1 + softplus(.),
              e = sigmoid(.), a = tanh(.)
@@ -31,8 +31,9 @@ q_t        = MLP head([h_t, r_t])                                  [B, A]
 ```
 
 The carry (per environment) is the whole state: the controller's (LSTM ``[c, h]``, GRU
-``h``, none for the feed-forward one), the memory ``M`` ``[N, W]``, the heads' last
-weightings ``[R + 1, N]`` and the last read vectors ``[R, W]``. The loop puts
+``h``, a linear recurrent cell's carry, none for the feed-forward one), the memory ``M``
+``[N, W]``, the heads' last weightings ``[R + 1, N]`` and the last read vectors ``[R, W]``.
+The loop puts
 :meth:`NTMQNetwork.initial_carry` back where an episode starts, and so does the learner's
 unroll where ``first`` is set inside a window. Replay stores the carry before each window's
 first step once per window (the sequence layout's ``per_window`` fields): ``carry`` (float32,
@@ -62,7 +63,8 @@ Where this departs from the paper, and why:
   so one write moves a memory entry by at most 1 (bounded memory also keeps its bfloat16 or
   int8 storage accurate). The key is linear (cosine similarity ignores its scale).
 * **Controller and output.** An LSTM by default (the paper used LSTM and feed-forward
-  controllers; GRU is offered too), its input the encoded observation and the last read
+  controllers; GRU and the linear recurrent cells LRU, minGRU and FFM are offered too), its
+  input the encoded observation and the last read
   vectors, as the paper's. The paper's outputs come from the controller alone (a read reaches
   them through the controller's next input); here the Q-head also takes the current read
   vectors, as common implementations do, so that a step's Q-values use what it
@@ -91,6 +93,7 @@ from flax import struct
 import memjax.codecs as mc
 from memjax import _pytree
 from memjax.agents.base import Agent
+from memjax.agents.cells import PARALLEL_CELLS, check_cell, make_cell
 from memjax.agents.dqn import DQNState
 from memjax.agents.drqn import window_td_errors
 from memjax.agents.networks import network_kind
@@ -103,8 +106,11 @@ from memjax.agents.window_learning import (
 )
 from memjax.codecs.base import add_count, check_input, check_stored, example_spec, zero_count
 
-CONTROLLER_KINDS = ("lstm", "gru", "feedforward")
-"""The controllers :class:`NTMQNetwork` takes."""
+CONTROLLER_KINDS = ("lstm", "gru", "feedforward", *PARALLEL_CELLS)
+"""The controllers :class:`NTMQNetwork` takes: the stepped cells, a ReLU layer without state,
+and the linear recurrent cells of :mod:`memjax.agents.cells` (stepped here too: each step's
+controller input holds the reads of the step before, so the steps cannot be scanned in
+parallel)."""
 MEMORY_CODECS = ("none", "bfloat16", "int8")
 """How replay may store the memory matrix (``NTMConfig.memory_codec``)."""
 CARRY_FIELD = "carry"
@@ -229,13 +235,16 @@ class NTMQNetwork(nn.Module):
     Call it as ``network.apply(params, carry, obs [B, *obs_shape]) -> (carry, q [B, A])`` on ONE
     step of B environments; the carry is a dict of float32 arrays ``{"controller" [B, C],
     "memory" [B, N, W], "weights" [B, R + 1, N], "reads" [B, R, W]}`` (C: ``2 * memory`` for
-    an LSTM (``c`` then ``h``), ``memory`` for a GRU, 0 for the feed-forward controller).
+    an LSTM (``c`` then ``h``), ``memory`` for a GRU or a linear recurrent cell, 0 for the
+    feed-forward controller).
 
     Attributes:
       num_actions: size of the discrete action space, A.
       hidden: widths of the observation encoder's ReLU layers.
       memory: the controller's size (its state and output).
-      controller: ``"lstm"``, ``"gru"`` or ``"feedforward"`` (a ReLU layer, no state).
+      controller: one of :data:`CONTROLLER_KINDS`: ``"lstm"``, ``"gru"``, ``"feedforward"``
+        (a ReLU layer, no state), or a linear recurrent cell (``"lru"``, ``"mingru"``,
+        ``"ffm"``; :mod:`memjax.agents.cells`).
       memory_rows: N.
       memory_width: W.
       read_heads: R (there is one write head).
@@ -258,13 +267,22 @@ class NTMQNetwork(nn.Module):
     def check(self) -> None:
         """``ValueError`` naming the setting for a network that cannot be built."""
         check_sizes(
-            self.controller, self.memory_rows, self.memory_width, self.read_heads, self.shift_range
+            self.controller,
+            self.memory,
+            self.memory_rows,
+            self.memory_width,
+            self.read_heads,
+            self.shift_range,
         )
 
     @property
     def controller_size(self) -> int:
         """C, the controller state's features in the carry."""
-        return {"lstm": 2 * self.memory, "gru": self.memory}.get(self.controller, 0)
+        return (
+            0
+            if self.controller == "feedforward"
+            else (1 + (self.controller == "lstm")) * self.memory
+        )
 
     def initial_carry(self, batch: int, dtype=jnp.float32) -> dict:
         """The state at an episode's start (the module docstring's departures say why): zero
@@ -307,6 +325,8 @@ class NTMQNetwork(nn.Module):
             state = jnp.concatenate([c, h], axis=-1)
         elif self.controller == "gru":
             state, y = nn.GRUCell(self.memory, recurrent_kernel_init=recurrent_init)(state, x)
+        elif self.controller in PARALLEL_CELLS:
+            state, y = make_cell(self.controller, self.memory)(state, x)
         else:
             y = nn.relu(nn.Dense(self.memory)(x))
         sizes = (self.memory_width, self.read_heads, self.shift_range)
@@ -322,11 +342,14 @@ class NTMQNetwork(nn.Module):
         return new, q
 
 
-def check_sizes(controller, memory_rows, memory_width, read_heads, shift_range) -> None:
-    """``ValueError`` naming the setting: an unknown controller, a memory of no rows or width,
-    no read head, or a shift range wider than the memory (``2 * shift_range + 1 > rows``)."""
+def check_sizes(controller, memory, memory_rows, memory_width, read_heads, shift_range) -> None:
+    """``ValueError`` naming the setting: an unknown controller, a controller size a linear
+    recurrent cell cannot hold (``memory``), a memory of no rows or width, no read head, or a
+    shift range wider than the memory (``2 * shift_range + 1 > rows``)."""
     if controller not in CONTROLLER_KINDS:
         raise ValueError(f"controller must be one of {CONTROLLER_KINDS}, got {controller!r}")
+    if controller in PARALLEL_CELLS:
+        check_cell(controller, memory)
     for name, value in (
         ("memory_rows", memory_rows),
         ("memory_width", memory_width),
@@ -557,7 +580,7 @@ class NTMConfig(WindowConfig):
     how replay stores the memory, and the window priority's ``eta``."""
 
     memory: int = 64  # ntm: the controller's state and output size
-    controller: str = "lstm"  # ntm controller: lstm | gru | feedforward
+    controller: str = "lstm"  # ntm controller: lstm | gru | feedforward | lru | mingru | ffm
     memory_rows: int = 16  # N, rows of the NTM's memory matrix
     memory_width: int = 16  # W, features per memory row
     read_heads: int = 1  # R, read heads (there is one write head)
@@ -567,8 +590,14 @@ class NTMConfig(WindowConfig):
 
     def check(self) -> None:
         super().check()
+        positive_ints(self, ("memory",))
         check_sizes(
-            self.controller, self.memory_rows, self.memory_width, self.read_heads, self.shift_range
+            self.controller,
+            self.memory,
+            self.memory_rows,
+            self.memory_width,
+            self.read_heads,
+            self.shift_range,
         )
         if not isinstance(self.burn_in, int) or isinstance(self.burn_in, bool) or self.burn_in < 0:
             raise ValueError(f"burn_in must be an integer >= 0, got {self.burn_in!r}")
@@ -576,7 +605,6 @@ class NTMConfig(WindowConfig):
             raise ValueError(
                 f"memory_codec must be one of {MEMORY_CODECS}, got {self.memory_codec!r}"
             )
-        positive_ints(self, ("memory",))
 
 
 def ntm_network(config: NTMConfig, obs, num_actions: int) -> NTMQNetwork:
