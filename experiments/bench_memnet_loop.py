@@ -3,7 +3,7 @@
 
     python experiments/bench_memnet_loop.py [--quick] [--env MemoryChain-20] [--seeds 2]
                                             [--rounds 7] [--chunk-steps 200] [--out PATH]
-                                            [--sides memnet,drqn,ntm,dqn]
+                                            [--sides memnet,drqn,ntm,dqn] [--floors ntm,drqn]
 
 The loop settings are the README's memory-agent commands (10 envs, buffer 10k steps, batch 32
 windows, one update per vector step). The sides:
@@ -18,6 +18,12 @@ windows, one update per vector step). The sides:
             head, DRQN's windows and burn-in), its state stored once per window.
   dqn       ``--agent dqn``: the feedforward agent on the one-copy layout (batch 32
             transitions), for scale.
+  X-floor   side X (any of the above) on its replay-free floor (``--floors``): the same loop
+            with a buffer whose ``add`` and ``update`` do nothing and whose ``sample``
+            returns one batch drawn once from X's filled buffer (:func:`frozen_sample_buffer`).
+            It costs environment, acting and learner alone, so ``1 - floor / X`` (the ratio
+            ``X_buffer_share``) is the share of X's loop its buffer takes (add, sample,
+            priority update).
 
 Protocol (``experiments/_common.py``): the timed program is the vmapped training ``chunk``
 (``--chunk-steps`` env steps per seed), jitted with the state donated and AOT compiled
@@ -28,6 +34,7 @@ sides run in every round (order rotated); ratios are medians of per-round ratios
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -53,6 +60,7 @@ from experiments._common import (  # noqa: E402
     write_json,
 )
 from memjax import train as mj_train  # noqa: E402
+from memjax.replay import MemoryReport, ReplayBuffer  # noqa: E402
 
 BASE = dict(
     num_envs=10,
@@ -82,11 +90,67 @@ RATIOS = {  # name -> (numerator side, denominator side): time per step
 }
 
 
+def frozen_sample_buffer(buffer: ReplayBuffer, batch_size: int) -> ReplayBuffer:
+    """A replay-free floor for any layout: ``add`` and ``update`` return the state unchanged,
+    ``sample`` returns the :class:`memjax.replay.Sample` held in the state (for the timed
+    runs: one batch that ``buffer`` drew from its filled state, see :func:`frozen_state`).
+    ``init`` holds zeros of ``buffer``'s sample shapes (windows and their stored state alike)."""
+
+    def init(example):
+        key = jax.random.key(0)
+        shapes = jax.eval_shape(lambda: buffer.sample(buffer.init(example), key, batch_size))
+        return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+
+    def sample(state, key, batch_size_: int, beta=None):
+        if batch_size_ != batch_size:
+            raise ValueError(
+                f"the frozen sample holds a batch of {batch_size}, asked {batch_size_}"
+            )
+        return state
+
+    def memory(state):
+        return MemoryReport(batch_size, 1, (), 0, 0)
+
+    keep = lambda state, *args: state  # noqa: E731
+    return ReplayBuffer(
+        init, keep, sample, keep, lambda state, batch_size_: jnp.asarray(True), memory
+    )
+
+
+def frozen_state(trainer, state, key):
+    """``state`` (vmapped over seeds) with its buffer replaced by one batch that
+    ``trainer``'s buffer samples from it, per seed: the floor's state."""
+    size = trainer.config.batch_size
+    draw = jax.vmap(lambda b, k: trainer.buffer.sample(b, k, size))
+    return state.replace(buffer=draw(state.buffer, jax.random.split(key, len(state.step))))
+
+
 def bench(
-    env: str, seeds: int, rounds: int, chunk_steps: int, round_seconds: float, sides=tuple(SIDES)
+    env: str,
+    seeds: int,
+    rounds: int,
+    chunk_steps: int,
+    round_seconds: float,
+    sides=tuple(SIDES),
+    floors=(),
 ) -> dict:
     keys = jax.random.split(jax.random.key(0), seeds)
     programs, warm = {}, {}
+
+    def program(name, trainer, state):
+        metrics = jax.eval_shape(jax.vmap(trainer.chunk), state)[1]
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics)
+        programs[name] = LoopProgram(
+            name,
+            as_carry_fn(trainer.chunk),
+            Side(name, (state, zeros)),
+            ops_per_call=trainer.config.chunk_iters,
+        )
+        log(
+            f"  {name}: warm-up {warm[name]:.1f} s, compile "
+            f"{programs[name].lower_s + programs[name].compile_s:.1f} s"
+        )
+
     for name in sides:
         settings = SIDES[name]
         cfg = mj_train.TrainConfig(
@@ -101,18 +165,18 @@ def bench(
             jax.jit(jax.vmap(lambda k, tr=trainer: tr.collect(tr.init(k))[0]))(keys)
         )
         warm[name] = time.perf_counter() - t0
-        metrics = jax.eval_shape(jax.vmap(trainer.chunk), state)[1]
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics)
-        programs[name] = LoopProgram(
-            name,
-            as_carry_fn(trainer.chunk),
-            Side(name, (state, zeros)),
-            ops_per_call=cfg.chunk_iters,
-        )
-        log(
-            f"  {name}: warm-up {warm[name]:.1f} s, compile "
-            f"{programs[name].lower_s + programs[name].compile_s:.1f} s"
-        )
+        if name in floors:
+            floor = f"{name}-floor"
+            floor_trainer = dataclasses.replace(
+                trainer, buffer=frozen_sample_buffer(trainer.buffer, cfg.batch_size)
+            )
+            t0 = time.perf_counter()
+            floor_state = jax.jit(frozen_state, static_argnums=0)(trainer, state, jax.random.key(7))
+            # its own buffers: both sides' programs donate their states
+            floor_state = jax.tree.map(lambda x: x.copy(), floor_state)
+            warm[floor] = time.perf_counter() - t0
+            program(floor, floor_trainer, floor_state)
+        program(name, trainer, state)
     times = measure(programs, rounds, round_seconds)
     num_envs = BASE["num_envs"]
     sides = {
@@ -129,6 +193,10 @@ def bench(
         for name, (a, b) in RATIOS.items()
         if a in times and b in times
     }
+    for name in floors:
+        ratios[f"{name}_buffer_share"] = round(
+            1 - paired_ratio(times[f"{name}-floor"], times[name]), 3
+        )
     return {
         "env": env,
         "seeds": seeds,
@@ -137,7 +205,7 @@ def bench(
         "sides": sides,
         "ratios": ratios,
         "base": BASE,
-        "side_settings": {k: dict(SIDES[k]) for k in sides},
+        "side_settings": {k: dict(SIDES[k.removesuffix("-floor")]) for k in sides},
     }
 
 
@@ -154,11 +222,19 @@ def main(argv=None) -> None:
         default=",".join(SIDES),
         help=f"comma-separated sides to time (default: all of {', '.join(SIDES)})",
     )
+    p.add_argument(
+        "--floors",
+        default="",
+        help="comma-separated sides (among --sides) also timed on their replay-free floor",
+    )
     a = p.parse_args(argv)
     sides = tuple(s for s in a.sides.split(",") if s)
+    floors = tuple(s for s in a.floors.split(",") if s)
     unknown = sorted(set(sides) - set(SIDES))
     if unknown:
         p.error(f"--sides: unknown {unknown}; known: {', '.join(SIDES)}")
+    if set(floors) - set(sides):
+        p.error(f"--floors: {sorted(set(floors) - set(sides))} not among --sides {a.sides}")
     rounds = a.rounds or (2 if a.quick else 7)
     chunk = a.chunk_steps or (50 if a.quick else 200)
     t0 = time.perf_counter()
@@ -166,7 +242,7 @@ def main(argv=None) -> None:
         f"{', '.join(sides)} loops on {a.env}, {a.seeds} seeds, "
         f"{rounds} rounds, {chunk} env steps per seed per chunk"
     )
-    result = bench(a.env, a.seeds, rounds, chunk, 0.2 if a.quick else 2.0, sides)
+    result = bench(a.env, a.seeds, rounds, chunk, 0.2 if a.quick else 2.0, sides, floors)
     for k, s in result["sides"].items():
         log(
             f"{k:<12} {s['env_steps_per_s']:>10,.0f} env steps/s (all seeds)   "
