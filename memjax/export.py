@@ -60,13 +60,16 @@ QUANTIZE = ("none", "int8")
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 """The platforms a jax-format file can be lowered for (``jax.export``'s names)."""
 DEFAULT_PLATFORMS = ("cpu", "cuda")
-ONNX_CARRY = {"gru": ("h",), "lstm": ("c", "h")}
+ONNX_CARRY = {"gru": ("h",), "lstm": ("c", "h"), "lru": ("h",), "mingru": ("h",)}
 """The carry inputs of a recurrent Q-network's ONNX file, by cell: float32 ``[batch, memory]``
-each, zeros at an episode's start; the file outputs the next ones as ``next_<name>``, after
+each (the LRU's: the real parts of its complex state, then the imaginary parts), zeros at
+an episode's start; the file outputs the next ones as ``next_<name>``, after
 ``q_values``, and takes ``first`` bool ``[batch]`` last among its inputs."""
 ONNX_NTM_CARRY = ("controller", "memory", "weights", "reads")
-"""The carry inputs of an NTM's ONNX file, float32 (``controller`` only with an LSTM or GRU
+"""The carry inputs of an NTM's ONNX file, float32 (``controller``: none for the feed-forward
 controller); outputs ``next_<name>`` after ``q_values``; ``first`` last among the inputs."""
+ONNX_CELLS = ("gru", "lstm", "lru", "mingru")
+"""The memory cells an ONNX file writes (DRQN's cell, one layer; the NTM's controller)."""
 RUN_FILES = ("summary.json", "returns.csv", "checkpoints")
 """What a run directory holds besides its final parameters (a run killed before the end has
 some of them but no ``checkpoint.msgpack``)."""
@@ -512,9 +515,11 @@ def _recurrent_graph(graph, network, params, obs_rank: int) -> None:
     }  # DRQN's initial carry: zeros
     if network.cell == "gru":
         y = _gru(graph, "GRUCell_0", params["GRUCell_0"], x, carry["h"], output="next_h")
-    else:
+    elif network.cell == "lstm":
         cell = params["OptimizedLSTMCell_0"]
         _, y = _lstm(graph, "LSTM", cell, x, carry["c"], carry["h"], ("next_c", "next_h"))
+    else:
+        y = _linear_cell(graph, network.cell, params, x, carry["h"], "next_h")
     for k, name in enumerate(rest):
         y = graph.dense(name, params[name], y, relu=k + 1 < len(rest))
     graph.node("Identity", [y], output="q_values")
@@ -554,19 +559,62 @@ def _lstm(graph, prefix: str, cell, x: str, c: str, h: str, outputs=(None, None)
     return new_c, graph.node("Mul", [o, graph.node("Tanh", [new_c])], output=outputs[1])
 
 
-def check_onnx_memory(network) -> None:
-    """``ValueError`` for a memory the ONNX graph does not write: a DRQN cell other than GRU
-    and LSTM or more than one cell layer, an NTM controller other than LSTM, GRU and
-    feed-forward (the linear recurrent cells' complex states have no ONNX step here yet)."""
-    from memjax.agents.cells import PARALLEL_CELLS
+def _linear_cell(graph, kind: str, params, x: str, h: str, output: str) -> str:
+    """One step of :mod:`memjax.agents.cells`' LRU or minGRU (parameters ``LRU_0`` or
+    ``MinGRU_0``) from the carry ``h``; writes the next carry to ``output``, returns ``y``.
+    The LRU's complex numbers are pairs of reals: ``lambda`` and ``exp(gamma_log)`` are
+    constants of the graph, computed here from the parameters as the cell computes them."""
+    if kind == "mingru":
+        cell = params["MinGRU_0"]
+        z = graph.node("Sigmoid", [graph.dense("MinGRU_0/gate", cell["gate"], x)])
+        candidate = graph.dense("MinGRU_0/candidate", cell["candidate"], x)
+        keep = graph.node("Sub", [graph.constant("one", np.float32(1)), z])
+        return graph.node(
+            "Add",
+            [graph.node("Mul", [keep, h]), graph.node("Mul", [z, candidate])],
+            output=output,
+        )
+    cell = {k: np.asarray(v) if not isinstance(v, dict) else v for k, v in params["LRU_0"].items()}
+    n = cell["nu_log"].shape[0]
+    radius = np.exp(-np.exp(cell["nu_log"].astype(np.float64)))
+    angle = np.exp(cell["theta_log"].astype(np.float64))
+    lam_re = graph.constant("LRU_0/lambda_re", radius * np.cos(angle))
+    lam_im = graph.constant("LRU_0/lambda_im", radius * np.sin(angle))
+    scale = graph.constant("LRU_0/scale", np.exp(cell["gamma_log"].astype(np.float64)))
+    axis = lambda name, v: graph.constant(name, np.asarray(v, np.int64), np.int64)  # noqa: E731
+    one = axis("axis_1", [1])
+    h_re = graph.node("Slice", [h, axis("lru_0", [0]), axis("lru_n", [n]), one])
+    h_im = graph.node("Slice", [h, axis("lru_n", [n]), axis("lru_2n", [2 * n]), one])
+    mul = lambda a, b: graph.node("Mul", [a, b])  # noqa: E731
+    b_re = mul(scale, graph.dense("LRU_0/b_re", cell["b_re"], x))
+    b_im = mul(scale, graph.dense("LRU_0/b_im", cell["b_im"], x))
+    new_re = graph.node("Add", [graph.node("Sub", [mul(lam_re, h_re), mul(lam_im, h_im)]), b_re])
+    new_im = graph.node("Add", [graph.node("Add", [mul(lam_re, h_im), mul(lam_im, h_re)]), b_im])
+    graph.node("Concat", [new_re, new_im], output=output, axis=1)
+    out = graph.node(
+        "Sub",
+        [
+            graph.dense("LRU_0/c_re", cell["c_re"], new_re),
+            graph.dense("LRU_0/c_im", cell["c_im"], new_im),
+        ],
+    )
+    return graph.node("Add", [out, graph.dense("LRU_0/skip", cell["skip"], x)])
 
+
+def check_onnx_memory(network) -> None:
+    """``ValueError`` for a memory the ONNX graph does not write: a DRQN cell or NTM
+    controller not in :data:`ONNX_CELLS` (FFM: its layer norm and complex traces have no ONNX
+    step here), or more than one cell layer."""
     cell = getattr(network, "cell", None) or getattr(network, "controller", None)
     layers = getattr(network, "layers", 1)
-    if cell in PARALLEL_CELLS or layers != 1:
+    if cell is None:  # no recurrent memory (MLP, conv, memnet)
+        return
+    if cell not in (*ONNX_CELLS, "feedforward") or layers != 1:
         what = f"{layers} cell layers" if layers != 1 else f"the {cell!r} cell"
         raise ValueError(
-            f"ONNX export writes GRU and LSTM memories of one layer (and the NTM's feed-forward "
-            f"controller), not {what}: use --format jax, which exports any memjax network"
+            f"ONNX export writes memories of one layer of {', '.join(ONNX_CELLS)} (and the "
+            f"NTM's feed-forward controller), not {what}: use --format jax, which exports "
+            f"any memjax network"
         )
 
 
@@ -610,6 +658,10 @@ def _ntm_graph(graph, network, params, obs_rank: int, carry_names) -> None:
     elif network.controller == "gru":
         y = _gru(graph, "GRUCell_0", params["GRUCell_0"], x, carry["controller"])
         graph.node("Identity", [y], output="next_controller")
+    elif network.controller in ONNX_CELLS:
+        y = _linear_cell(
+            graph, network.controller, params, x, carry["controller"], "next_controller"
+        )
     else:
         y, rest = graph.dense(rest[0], params[rest[0]], x, relu=True), rest[1:]
     emitted = graph.dense("heads", params["heads"], y)
