@@ -76,10 +76,10 @@ formats:
 Agents that carry a state take and return it: (obs, carry, first) -> (q_values, carry);
 first (bool [batch]) True where an episode starts puts the agent's initial state there, so
 zeros are a valid first carry. drqn: jax or onnx (inputs obs, h (gru) or c, h (lstm),
-first; outputs q_values, next_h (next_c, next_h); the lru, mingru and ffm cells and stacked
-layers: jax only); memnet: jax or onnx (inputs obs, ring, count, first; outputs q_values,
-next_ring, next_count); ntm: jax or onnx (inputs obs, controller (lstm, gru), memory,
-weights, reads, first; outputs q_values, next_...; lru, mingru, ffm controllers: jax only).
+first; outputs q_values, next_h (next_c, next_h); lru and mingru as gru; the ffm cell and
+stacked layers: jax only); memnet: jax or onnx (inputs obs, ring, count, first; outputs
+q_values, next_ring, next_count); ntm: jax or onnx (inputs obs, controller (not with the
+feedforward one), memory, weights, reads, first; outputs q_values, next_...; ffm: jax only).
 
 --quantize int8 stores kernels as int8 with per-output-channel float32 scales (a
 compress-quantized network keeps its own); a file about a quarter to a third the size.
