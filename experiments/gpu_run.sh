@@ -6,8 +6,8 @@
 #   QUICK=1 WHEELS= PYTHON=.venv/bin/python bash experiments/gpu_run.sh
 #                                               # every part with --quick (a CPU smoke test)
 #
-# PARTS is a comma list of loop, replay, sequence, cells, population, pbt (default: all,
-# in that order), ntm (the NTM's memory-table cells the CPU has not run) and cells_table
+# PARTS is a comma list of loop, replay, sequence, cells, memory_loop, population, pbt
+# (default: all, in that order), ntm (the NTM's memory-table cells the CPU has not run) and cells_table
 # (the LRU and FFM cells on the memory tasks with 4 seeds): each of the last two a slot of its own. Each part writes its JSON and its printed table to $OUT/gpu_run/ (OUT
 # defaults to ./gpu_out), and the folder is packed into $OUT/gpu_run.tgz at the end, so it
 # comes back as one file. What each part measures is in the benchmark's docstring; the
@@ -20,7 +20,7 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/gpu_out}
 DIR=$OUT/gpu_run
-PARTS=${1:-loop,replay,sequence,cells,population,pbt}
+PARTS=${1:-loop,replay,sequence,cells,memory_loop,population,pbt}
 QUICK=${QUICK:-0}
 WHEELS=${WHEELS-$ROOT/.whl}
 PYTHON=${PYTHON:-python}
@@ -66,6 +66,10 @@ part sequence 90 experiments/bench_sequence.py --rounds 3 --out "$DIR/bench_sequ
 # issue 30: DRQN's update with the parallel cells against the GRU, and the loop's env steps/s
 # at 8 seeds on MemoryChain-20 (the parallel cells compile slowly: most of the limit)
 part cells 200 experiments/bench_cells.py --seeds 8 --rounds 2 --out "$DIR/bench_cells.json"
+# issue 23: the NTM's loop against DRQN's, and each on its replay-free floor (the buffer's
+# share of the loop), 8 seeds on MemoryChain-20
+part memory_loop 150 experiments/bench_memnet_loop.py --sides drqn,ntm --floors drqn,ntm \
+  --seeds 8 --rounds 3 --chunk-steps 200 --out "$DIR/bench_memnet_loop.json"
 # issue 24: a sweep of 8 learning rates x 2 seeds in one program against 8 separate runs
 part population 120 experiments/bench_population.py --parts throughput,memory --rounds 2 \
   --out "$DIR/bench_population.json"
