@@ -560,44 +560,48 @@ def _lstm(graph, prefix: str, cell, x: str, c: str, h: str, outputs=(None, None)
 
 
 def _linear_cell(graph, kind: str, params, x: str, h: str, output: str) -> str:
-    """One step of :mod:`memjax.agents.cells`' LRU or minGRU (parameters ``LRU_0`` or
-    ``MinGRU_0``) from the carry ``h``; writes the next carry to ``output``, returns ``y``.
-    The LRU's complex numbers are pairs of reals: ``lambda`` and ``exp(gamma_log)`` are
-    constants of the graph, computed here from the parameters as the cell computes them."""
-    if kind == "mingru":
-        cell = params["MinGRU_0"]
-        z = graph.node("Sigmoid", [graph.dense("MinGRU_0/gate", cell["gate"], x)])
-        candidate = graph.dense("MinGRU_0/candidate", cell["candidate"], x)
-        keep = graph.node("Sub", [graph.constant("one", np.float32(1)), z])
-        return graph.node(
-            "Add",
-            [graph.node("Mul", [keep, h]), graph.node("Mul", [z, candidate])],
-            output=output,
-        )
-    cell = {k: np.asarray(v) if not isinstance(v, dict) else v for k, v in params["LRU_0"].items()}
-    n = cell["nu_log"].shape[0]
-    radius = np.exp(-np.exp(cell["nu_log"].astype(np.float64)))
-    angle = np.exp(cell["theta_log"].astype(np.float64))
+    """One step of :mod:`memjax.agents.cells`' LRU or minGRU from the carry ``h``: writes the
+    next carry to ``output`` and returns the cell's output."""
+    step = {"lru": _lru, "mingru": _mingru}[kind]
+    return step(graph, params, x, h, output)
+
+
+def _mingru(graph, params, x: str, h: str, output: str) -> str:
+    """``MinGRU_0``: ``h' = (1 - z) h + z h~`` with ``z = sigmoid(x W_z + b_z)``, ``h~ = x W_h
+    + b_h``; the output is ``h'``."""
+    cell = params["MinGRU_0"]
+    z = graph.node("Sigmoid", [graph.dense("MinGRU_0/gate", cell["gate"], x)])
+    candidate = graph.dense("MinGRU_0/candidate", cell["candidate"], x)
+    keep = graph.node("Sub", [graph.constant("one", np.float32(1)), z])
+    return graph.node(
+        "Add", [graph.node("Mul", [keep, h]), graph.node("Mul", [z, candidate])], output=output
+    )
+
+
+def _lru(graph, params, x: str, h: str, output: str) -> str:
+    """``LRU_0``: ``h' = lambda h + gamma (B x)``, ``y = Re(C h') + D x`` with the complex
+    numbers as pairs of reals (the carry: real parts, then imaginary parts); ``lambda`` and
+    ``gamma = exp(gamma_log)`` are constants of the graph, computed from the parameters as
+    the cell computes them."""
+    cell = params["LRU_0"]
+    as64 = lambda name: np.asarray(cell[name], np.float64)  # noqa: E731
+    n = as64("nu_log").shape[0]
+    radius, angle = np.exp(-np.exp(as64("nu_log"))), np.exp(as64("theta_log"))
     lam_re = graph.constant("LRU_0/lambda_re", radius * np.cos(angle))
     lam_im = graph.constant("LRU_0/lambda_im", radius * np.sin(angle))
-    scale = graph.constant("LRU_0/scale", np.exp(cell["gamma_log"].astype(np.float64)))
-    axis = lambda name, v: graph.constant(name, np.asarray(v, np.int64), np.int64)  # noqa: E731
-    one = axis("axis_1", [1])
-    h_re = graph.node("Slice", [h, axis("lru_0", [0]), axis("lru_n", [n]), one])
-    h_im = graph.node("Slice", [h, axis("lru_n", [n]), axis("lru_2n", [2 * n]), one])
+    scale = graph.constant("LRU_0/scale", np.exp(as64("gamma_log")))
+    index = lambda name, v: graph.constant(name, np.asarray([v], np.int64), np.int64)  # noqa: E731
+    axis = index("lru_axis", 1)
+    h_re = graph.node("Slice", [h, index("lru_0", 0), index("lru_n", n), axis])
+    h_im = graph.node("Slice", [h, index("lru_n", n), index("lru_2n", 2 * n), axis])
     mul = lambda a, b: graph.node("Mul", [a, b])  # noqa: E731
     b_re = mul(scale, graph.dense("LRU_0/b_re", cell["b_re"], x))
     b_im = mul(scale, graph.dense("LRU_0/b_im", cell["b_im"], x))
     new_re = graph.node("Add", [graph.node("Sub", [mul(lam_re, h_re), mul(lam_im, h_im)]), b_re])
     new_im = graph.node("Add", [graph.node("Add", [mul(lam_re, h_im), mul(lam_im, h_re)]), b_im])
     graph.node("Concat", [new_re, new_im], output=output, axis=1)
-    out = graph.node(
-        "Sub",
-        [
-            graph.dense("LRU_0/c_re", cell["c_re"], new_re),
-            graph.dense("LRU_0/c_im", cell["c_im"], new_im),
-        ],
-    )
+    c_re = graph.dense("LRU_0/c_re", cell["c_re"], new_re)
+    out = graph.node("Sub", [c_re, graph.dense("LRU_0/c_im", cell["c_im"], new_im)])
     return graph.node("Add", [out, graph.dense("LRU_0/skip", cell["skip"], x)])
 
 
