@@ -266,14 +266,7 @@ class NTMQNetwork(nn.Module):
 
     def check(self) -> None:
         """``ValueError`` naming the setting for a network that cannot be built."""
-        check_sizes(
-            self.controller,
-            self.memory,
-            self.memory_rows,
-            self.memory_width,
-            self.read_heads,
-            self.shift_range,
-        )
+        check_sizes(self)
 
     @property
     def controller_size(self) -> int:
@@ -342,10 +335,15 @@ class NTMQNetwork(nn.Module):
         return new, q
 
 
-def check_sizes(controller, memory, memory_rows, memory_width, read_heads, shift_range) -> None:
-    """``ValueError`` naming the setting: an unknown controller, a controller size a linear
-    recurrent cell cannot hold (``memory``), a memory of no rows or width, no read head, or a
-    shift range wider than the memory (``2 * shift_range + 1 > rows``)."""
+def check_sizes(settings) -> None:
+    """``ValueError`` naming the setting, for the sizes ``settings`` (an :class:`NTMConfig`
+    or an :class:`NTMQNetwork`: the same attribute names) holds: an unknown controller, a
+    controller size a linear recurrent cell cannot hold (``memory``), a memory of no rows or
+    width, no read head, or a shift range wider than the memory (``2 * shift_range + 1 >
+    rows``)."""
+    controller, memory, shift_range = settings.controller, settings.memory, settings.shift_range
+    memory_rows, memory_width = settings.memory_rows, settings.memory_width
+    read_heads = settings.read_heads
     if controller not in CONTROLLER_KINDS:
         raise ValueError(f"controller must be one of {CONTROLLER_KINDS}, got {controller!r}")
     if controller in PARALLEL_CELLS:
@@ -591,14 +589,7 @@ class NTMConfig(WindowConfig):
     def check(self) -> None:
         super().check()
         positive_ints(self, ("memory",))
-        check_sizes(
-            self.controller,
-            self.memory,
-            self.memory_rows,
-            self.memory_width,
-            self.read_heads,
-            self.shift_range,
-        )
+        check_sizes(self)
         if not isinstance(self.burn_in, int) or isinstance(self.burn_in, bool) or self.burn_in < 0:
             raise ValueError(f"burn_in must be an integer >= 0, got {self.burn_in!r}")
         if self.memory_codec not in MEMORY_CODECS:
