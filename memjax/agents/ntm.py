@@ -33,9 +33,8 @@ q_t        = MLP head([h_t, r_t])                                  [B, A]
 The carry (per environment) is the whole state: the controller's (LSTM ``[c, h]``, GRU
 ``h``, a linear recurrent cell's carry, none for the feed-forward one), the memory ``M``
 ``[N, W]``, the heads' last weightings ``[R + 1, N]`` and the last read vectors ``[R, W]``.
-The loop puts
-:meth:`NTMQNetwork.initial_carry` back where an episode starts, and so does the learner's
-unroll where ``first`` is set inside a window. Replay stores the carry before each window's
+The loop puts :meth:`NTMQNetwork.initial_carry` back where an episode starts, and so does
+the learner's unroll where ``first`` is set inside a window. Replay stores the carry before each window's
 first step once per window (the sequence layout's ``per_window`` fields): ``carry`` (float32,
 the controller state, weightings and read vectors concatenated) and ``memory`` (``[N, W]``,
 stored through ``memory_codec``: bfloat16 by default, or int8 with a float32 scale per row,
@@ -64,8 +63,7 @@ Where this departs from the paper, and why:
   int8 storage accurate). The key is linear (cosine similarity ignores its scale).
 * **Controller and output.** An LSTM by default (the paper used LSTM and feed-forward
   controllers; GRU and the linear recurrent cells LRU, minGRU and FFM are offered too), its
-  input the encoded observation and the last read
-  vectors, as the paper's. The paper's outputs come from the controller alone (a read reaches
+  input the encoded observation and the last read vectors, as the paper's. The paper's outputs come from the controller alone (a read reaches
   them through the controller's next input); here the Q-head also takes the current read
   vectors, as common implementations do, so that a step's Q-values use what it
   reads without waiting a step.
@@ -271,11 +269,9 @@ class NTMQNetwork(nn.Module):
     @property
     def controller_size(self) -> int:
         """C, the controller state's features in the carry."""
-        return (
-            0
-            if self.controller == "feedforward"
-            else (1 + (self.controller == "lstm")) * self.memory
-        )
+        if self.controller == "feedforward":
+            return 0
+        return 2 * self.memory if self.controller == "lstm" else self.memory
 
     def initial_carry(self, batch: int, dtype=jnp.float32) -> dict:
         """The state at an episode's start (the module docstring's departures say why): zero
