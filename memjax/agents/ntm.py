@@ -34,12 +34,12 @@ The carry (per environment) is the whole state: the controller's (LSTM ``[c, h]`
 ``h``, a linear recurrent cell's carry, none for the feed-forward one), the memory ``M``
 ``[N, W]``, the heads' last weightings ``[R + 1, N]`` and the last read vectors ``[R, W]``.
 The loop puts :meth:`NTMQNetwork.initial_carry` back where an episode starts, and so does
-the learner's unroll where ``first`` is set inside a window. Replay stores the carry before each window's
-first step once per window (the sequence layout's ``per_window`` fields): ``carry`` (float32,
-the controller state, weightings and read vectors concatenated) and ``memory`` (``[N, W]``,
-stored through ``memory_codec``: bfloat16 by default, or int8 with a float32 scale per row,
-:func:`row_int8`). Learning from a window is DRQN's (burn-in from the stored state without
-gradient, then n-step TD errors of the steps after it).
+the learner's unroll where ``first`` is set inside a window. Replay stores the carry before
+each window's first step once per window (the sequence layout's ``per_window`` fields):
+``carry`` (float32, the controller state, weightings and read vectors concatenated) and
+``memory`` (``[N, W]``, stored through ``memory_codec``: bfloat16 by default, or int8 with a
+float32 scale per row, :func:`row_int8`). Learning from a window is DRQN's (burn-in from the
+stored state without gradient, then n-step TD errors of the steps after it).
 
 Where this departs from the paper, and why:
 
@@ -63,10 +63,10 @@ Where this departs from the paper, and why:
   int8 storage accurate). The key is linear (cosine similarity ignores its scale).
 * **Controller and output.** An LSTM by default (the paper used LSTM and feed-forward
   controllers; GRU and the linear recurrent cells LRU, minGRU and FFM are offered too), its
-  input the encoded observation and the last read vectors, as the paper's. The paper's outputs come from the controller alone (a read reaches
-  them through the controller's next input); here the Q-head also takes the current read
-  vectors, as common implementations do, so that a step's Q-values use what it
-  reads without waiting a step.
+  input the encoded observation and the last read vectors, as the paper's. The paper's
+  outputs come from the controller alone (a read reaches them through the controller's next
+  input); here the Q-head also takes the current read vectors, as common implementations do,
+  so that a step's Q-values use what it reads without waiting a step.
 * **One write head.** The paper allows several; with one, erase-then-add needs no ordering
   of heads.
 * **Training.** The paper trains by backpropagation through whole sequences with RMSProp and
