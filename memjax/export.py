@@ -579,10 +579,10 @@ def _mingru(graph, params, x: str, h: str, output: str) -> str:
 
 
 def _lru(graph, params, x: str, h: str, output: str) -> str:
-    """``LRU_0``: ``h' = lambda h + gamma (B x)``, ``y = Re(C h') + D x`` with the complex
-    numbers as pairs of reals (the carry: real parts, then imaginary parts); ``lambda`` and
-    ``gamma = exp(gamma_log)`` are constants of the graph, computed from the parameters as
-    the cell computes them."""
+    """``LRU_0``: ``h' = lambda h + gamma (B x)``, ``u = Re(C h') + D x``, ``y = (W u + b)
+    sigmoid(V u + c)`` with the complex numbers as pairs of reals (the carry: real parts,
+    then imaginary parts); ``lambda`` and ``gamma = exp(gamma_log)`` are constants of the
+    graph, computed from the parameters as the cell computes them."""
     cell = params["LRU_0"]
     as64 = lambda name: np.asarray(cell[name], np.float64)  # noqa: E731
     n = as64("nu_log").shape[0]
@@ -602,7 +602,9 @@ def _lru(graph, params, x: str, h: str, output: str) -> str:
     graph.node("Concat", [new_re, new_im], output=output, axis=1)
     c_re = graph.dense("LRU_0/c_re", cell["c_re"], new_re)
     out = graph.node("Sub", [c_re, graph.dense("LRU_0/c_im", cell["c_im"], new_im)])
-    return graph.node("Add", [out, graph.dense("LRU_0/skip", cell["skip"], x)])
+    out = graph.node("Add", [out, graph.dense("LRU_0/skip", cell["skip"], x)])
+    gate = graph.node("Sigmoid", [graph.dense("LRU_0/glu_gate", cell["glu_gate"], out)])
+    return graph.node("Mul", [graph.dense("LRU_0/glu_value", cell["glu_value"], out), gate])
 
 
 def check_onnx_memory(network) -> None:

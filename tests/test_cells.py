@@ -56,7 +56,8 @@ def ref_lru(p, carry, x):
     lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))
     bx = dense(p["b_re"], x) + 1j * dense(p["b_im"], x)
     h = lam * h + np.exp(p["gamma_log"]) * bx
-    y = dense(p["c_re"], h.real) - dense(p["c_im"], h.imag) + dense(p["skip"], x)
+    u = dense(p["c_re"], h.real) - dense(p["c_im"], h.imag) + dense(p["skip"], x)
+    y = dense(p["glu_value"], u) * sigmoid(dense(p["glu_gate"], u))
     return np.concatenate([h.real, h.imag]), y
 
 

@@ -297,7 +297,8 @@ class LRU(ParallelCell):
     ```
     lambda = exp(-exp(nu) + i exp(theta))       N = H/2 complex eigenvalues, |lambda| < 1
     h_t = lambda * h_{t-1} + exp(gamma_log) * (B x_t)        B complex [N, D]
-    y_t = Re(C h_t) + D x_t                                  C complex [H, N]
+    u_t = Re(C h_t) + D x_t                                  C complex [H, N]
+    y_t = (W u_t + b) * sigmoid(V u_t + c)                   GLU, W and V [H, H]
     ```
 
     As the paper: the exponential parameterisation keeps ``|lambda| < 1``; ``lambda`` starts
@@ -315,10 +316,16 @@ class LRU(ParallelCell):
     the slower ring then took RepeatFirst (recall the first card all episode) from 87% to
     97%.
 
-    Departures: ``D`` is a full learned map (the paper's is
-    diagonal, its input and output widths being equal; here the encoder's width need not be
-    ``H``). The paper's surrounding block (normalisation, GLU, residual) is left out: the
-    Q-network's encoder and ReLU head surround the cell instead.
+    The gated linear unit after the readout is the paper's block's: without it the output is
+    linear in the state and the input, and a task whose answer is a product of the two (the
+    count of the queried value in CountRecall) is left to the Q-network's ReLU head. Measured
+    (DRQN, 2 seeds, the memory table's recipe): CountRecall from 70% of the gap (0.76, 0.17)
+    to 94% (1.0, 0.8) with it.
+
+    Departures: ``D`` is a full learned map (the paper's is diagonal, its input and output
+    widths being equal; here the encoder's width need not be ``H``). The rest of the paper's
+    block (normalisation, residual) is left out: the Q-network's encoder and ReLU head
+    surround the cell instead.
     """
 
     r_min: float = 0.9
@@ -351,6 +358,8 @@ class LRU(ParallelCell):
         self.c_re = nn.Dense(self.features, use_bias=False, kernel_init=c_init)
         self.c_im = nn.Dense(self.features, use_bias=False, kernel_init=c_init)
         self.skip = nn.Dense(self.features, use_bias=False)
+        self.glu_value = nn.Dense(self.features)
+        self.glu_gate = nn.Dense(self.features)
 
     def eigenvalues(self):
         """lambda, complex64 ``[N]``."""
@@ -367,7 +376,8 @@ class LRU(ParallelCell):
         return complex_carry(h)
 
     def readout(self, h, x):
-        return self.c_re(jnp.real(h)) - self.c_im(jnp.imag(h)) + self.skip(x)
+        u = self.c_re(jnp.real(h)) - self.c_im(jnp.imag(h)) + self.skip(x)
+        return self.glu_value(u) * jax.nn.sigmoid(self.glu_gate(u))
 
 
 def glorot_part(fan):
