@@ -145,6 +145,11 @@ SLOW = {
         "test_an_agent_with_a_carry_exports_its_step[ntm]",
         "test_an_agent_with_a_carry_exports_its_step[memnet]",
         "test_an_agent_with_a_carry_exports_its_step[drqn-gru]",
+        "test_an_agent_with_a_carry_exports_its_step[drqn-lru]",
+        "test_an_agent_with_a_carry_exports_its_step[drqn-mingru]",
+        "test_an_agent_with_a_carry_exports_its_step[ntm-lru]",
+        "test_drqn_in_onnx_steps_as_the_network[drqn-lru]",
+        "test_drqn_in_onnx_steps_as_the_network[drqn-mingru]",
         "test_drqn_in_onnx_steps_as_the_network[drqn-gru-minatar]",
         "test_a_greedy_episode_through_onnx_scores_what_the_network_scores",
         "test_a_recurrent_file_runs_without_memjax_or_jax",
@@ -167,6 +172,9 @@ SLOW = {
         "test_learn_from_uniform_and_prioritized_window_replay",
         "test_burn_in_has_no_gradient",
         "test_gradients_through_a_three_step_unroll",
+    },
+    "test_bench_memnet_loop_smoke.py": {
+        "test_the_floor_replays_one_drawn_batch_and_stores_nothing"  # a DRQN chunk compiled
     },
     "test_cells.py": {
         "test_a_parallel_cell_learns_a_memory_task_that_dqn_cannot",
