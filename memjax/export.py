@@ -68,7 +68,7 @@ an episode's start; the file outputs the next ones as ``next_<name>``, after
 ONNX_NTM_CARRY = ("controller", "memory", "weights", "reads")
 """The carry inputs of an NTM's ONNX file, float32 (``controller``: none for the feed-forward
 controller); outputs ``next_<name>`` after ``q_values``; ``first`` last among the inputs."""
-ONNX_CELLS = ("gru", "lstm", "lru", "mingru")
+ONNX_CELLS = tuple(ONNX_CARRY)
 """The memory cells an ONNX file writes (DRQN's cell, one layer; the NTM's controller)."""
 RUN_FILES = ("summary.json", "returns.csv", "checkpoints")
 """What a run directory holds besides its final parameters (a run killed before the end has
