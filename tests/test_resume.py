@@ -301,6 +301,35 @@ def test_a_relative_out_dir_checkpoints_and_resumes(tmp_path, monkeypatch):
     run(config, num_seeds=1, out_dir="runs/rel", progress=False, log=None, resume=True)
 
 
+def test_a_ctrl_c_checkpoints_where_it_stops(tmp_path, monkeypatch):
+    """A first Ctrl-C stops the run after the chunk in flight with a checkpoint there, even
+    off the period (here only the end saves), and the resume from it ends as the
+    uninterrupted run, bit for bit."""
+    from memjax.train import driver
+
+    config = TINY.replace(chunk_steps=400)  # warmup 400, then 4 chunks of 400 steps
+    whole = tmp_path / "whole"
+    run(config, num_seeds=1, out_dir=whole, progress=False, log=None, checkpoint_every=10**6)
+    gather, calls = driver.checkpoints.gather, []
+
+    def gather_then_ctrl_c(tree):  # the signal lands while the run evaluates its 2nd entry
+        calls.append(None)
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGINT)
+        return gather(tree)
+
+    monkeypatch.setattr(driver.checkpoints, "gather", gather_then_ctrl_c)
+    cut = tmp_path / "cut"
+    with pytest.raises(driver.Interrupted) as stopped:
+        run(config, num_seeds=1, out_dir=cut, progress=False, log=None, checkpoint_every=10**6)
+    assert stopped.value.steps_done == 800 and stopped.value.resumable
+    assert _steps(cut) == [800]  # not on the period: saved because the run stopped there
+    monkeypatch.setattr(driver.checkpoints, "gather", gather)
+    run(config, num_seeds=1, out_dir=cut, progress=False, log=None, resume=True)
+    assert _steps(cut) == [800, 2000]
+    assert_same_run(whole, cut)
+
+
 # --------------------------------------------------------------------------- none readable
 
 SMALL_RUN = [

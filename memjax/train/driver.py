@@ -120,8 +120,9 @@ def _run_schedule(
 
     ``start``: a :class:`memjax.train.checkpoints.Snapshot` to continue from (its state is
     ``state``): the entries it has done are skipped and its results are kept.
-    ``checkpoint(i, done_steps, state, points, sizes, times)`` is called after every entry,
-    before the next one takes the (donated) state.
+    ``checkpoint(i, done_steps, state, points, sizes, times, stopping)`` is called after every
+    entry, before the next one takes the (donated) state; ``stopping``: the run stops after
+    this entry (a Ctrl-C asked for it).
 
     ``live``: a dict kept up to date with the results so far (``points``, ``sizes``,
     ``done_steps``, ``train_seconds``, ``eval_seconds``), for a run interrupted in the
@@ -177,6 +178,8 @@ def _run_schedule(
             live.update(
                 done_steps=done_steps, train_seconds=train_seconds, eval_seconds=eval_seconds
             )
+            # read once: a Ctrl-C after this line stops the run after the next chunk instead
+            stopping = bool(live.get("stop")) and i + 1 < len(compiled.schedule)
             if checkpoint is not None:
                 checkpoint(
                     i,
@@ -185,6 +188,7 @@ def _run_schedule(
                     points,
                     sizes,
                     {"train_seconds": train_seconds, "eval_seconds": eval_seconds},
+                    stopping,
                 )
             if bar is not None:
                 bar.update(n_steps)
@@ -194,7 +198,7 @@ def _run_schedule(
                     ret=f"{np.nanmean(train):.1f}" if np.isfinite(train).any() else "nan",
                     greedy=f"{ev.mean():.1f}",
                 )
-            if live.get("stop") and i + 1 < len(compiled.schedule):
+            if stopping:
                 raise KeyboardInterrupt  # asked for between chunks: the checkpoint is on its way
         return state, points, train_seconds, eval_seconds, sizes
 
@@ -367,14 +371,15 @@ def _interrupted_results(
 
 def _checkpoint_hook(compiled: _Compiled, snaps) -> Callable | None:
     """The ``checkpoint`` callback of :func:`_run_schedule` that saves ``snaps`` at the
-    chunk boundaries its period picks (None when checkpoints are off)."""
+    chunk boundaries its period picks, and where a Ctrl-C stops the run, so that a resume
+    loses none of the work done (None when checkpoints are off)."""
     if snaps is None or not snaps.every:
         return None
     boundaries = np.cumsum([n for _, _, n in compiled.schedule]).tolist()
     save_at = checkpoints.save_indices(boundaries, snaps.every)
 
-    def checkpoint(i, done_steps, state, points, sizes, times):
-        if i in save_at:
+    def checkpoint(i, done_steps, state, points, sizes, times, stopping=False):
+        if i in save_at or stopping:
             snaps.save(
                 i, done_steps, state, points, sizes, {**times, "checkpoint_seconds": snaps.seconds}
             )
