@@ -106,6 +106,7 @@ SLOW = {
         "test_fresh_run_refuses_an_unfinished_runs_checkpoints",
         "test_the_compress_checkpoint_is_still_written",
         "test_a_relative_out_dir_checkpoints_and_resumes",
+        "test_a_ctrl_c_checkpoints_where_it_stops",  # three small runs
     },
     "test_docs.py": ALL,
     # learning runs, training runs (loop, CLI, benchmarks' smoke runs, distillation), README code
