@@ -324,7 +324,7 @@ def test_a_ctrl_c_checkpoints_where_it_stops(tmp_path, monkeypatch):
         run(config, num_seeds=1, out_dir=cut, progress=False, log=None, checkpoint_every=10**6)
     assert stopped.value.steps_done == 800 and stopped.value.resumable
     assert _steps(cut) == [800]  # not on the period: saved because the run stopped there
-    monkeypatch.setattr(driver.checkpoints, "gather", gather)
+    monkeypatch.undo()
     run(config, num_seeds=1, out_dir=cut, progress=False, log=None, resume=True)
     assert _steps(cut) == [800, 2000]
     assert_same_run(whole, cut)

@@ -378,7 +378,7 @@ def _checkpoint_hook(compiled: _Compiled, snaps) -> Callable | None:
     boundaries = np.cumsum([n for _, _, n in compiled.schedule]).tolist()
     save_at = checkpoints.save_indices(boundaries, snaps.every)
 
-    def checkpoint(i, done_steps, state, points, sizes, times, stopping=False):
+    def checkpoint(i, done_steps, state, points, sizes, times, stopping):
         if i in save_at or stopping:
             snaps.save(
                 i, done_steps, state, points, sizes, {**times, "checkpoint_seconds": snaps.seconds}
