@@ -392,3 +392,48 @@ def test_no_readable_checkpoint_is_an_error_unless_restart_is_asked(tmp_path, ca
     assert "starting the run again from step 0" in err
     assert json.loads((out / "summary.json").read_text())["steps"] == 1200
     assert (out / "checkpoints" / "400.unreadable").is_dir() and _steps(out) == [400, 800, 1200]
+
+
+def test_unretrieved_read_errors_of_a_failed_restore_are_silenced_and_only_those(caplog):
+    """asyncio logs a future whose exception nobody retrieved when it is collected; after a
+    failed restore those are TensorStore read errors (the CI run that printed one on a
+    damaged resume): dropped, while any other future's error still reaches stderr."""
+    import asyncio
+    import gc
+
+    checkpoints._quiet_closed_loop_callbacks()
+    before = checkpoints._QUIET["silenced"]
+    read_error = ValueError(
+        'OUT_OF_RANGE: Error reading "00002/.zarray" in OCDBT database '
+        '[tensorstore_spec=\'{"driver":"zarr"}\']'
+    )
+    loop = asyncio.new_event_loop()
+    try:
+        for error in (read_error, ValueError("a user's own failure")):
+            loop.create_future().set_exception(error)  # dropped unretrieved: logged when collected
+            gc.collect()
+    finally:
+        loop.close()
+    logged = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert checkpoints._QUIET["silenced"] == before + 1
+    assert len(logged) == 1 and logged[0].startswith("Future exception was never retrieved")
+    assert "a user's own failure" in logged[0] and "tensorstore_spec" not in logged[0]
+
+
+def test_unawaited_read_coroutines_of_a_failed_restore_are_dropped_and_other_warnings_kept():
+    """A failed restore closes the reads it had not started: each a 'coroutine ... was never
+    awaited' RuntimeWarning (the CI run that printed one between the lines of a damaged
+    resume). Inside the restore they are dropped; any other warning comes out after it."""
+    import warnings
+
+    async def _read_array():
+        return None
+
+    before = checkpoints._QUIET["silenced"]
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with checkpoints._unawaited_reads_dropped():
+            _read_array()  # created, never awaited: warned when collected
+            warnings.warn("a user's own warning", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in shown] == ["a user's own warning"]
+    assert checkpoints._QUIET["silenced"] == before + 1

@@ -43,14 +43,18 @@ version or state layout is an error (:class:`IncompatibleCheckpoint`), never mix
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
+import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -541,7 +545,7 @@ class Snapshots:
         _quiet_closed_loop_callbacks()
         manager = _manager(self.directory, alone=True)
         bad, found = [], None
-        try:
+        with _unawaited_reads_dropped(), contextlib.closing(manager):
             for step in reversed(steps):
                 try:
                     found = self._read(manager, step)
@@ -558,8 +562,6 @@ class Snapshots:
                         file=sys.stderr,
                         flush=True,
                     )
-        finally:
-            manager.close()
         if found is None and not restart_if_unreadable:
             raise NoReadableCheckpoint(
                 f"none of the {len(steps)} checkpoint(s) in {self.directory} can be read "
@@ -747,11 +749,16 @@ def _is_failed_read_coroutine(unraisable) -> bool:
 
 
 def _is_failed_read_task(record: logging.LogRecord) -> bool:
-    """asyncio's log of an orbax read task whose exception nobody retrieved (the failed
-    restore's ``gather`` raised on the first failed read; the others fail after it)."""
+    """asyncio's log of an orbax read whose exception nobody retrieved (the failed restore's
+    ``gather`` raised on the first failed read; the others fail after it): a task of orbax's
+    ("Task exception was never retrieved", its coroutine in orbax/checkpoint), or the future
+    TensorStore's read resolves ("Future exception was never retrieved", a TensorStore error,
+    which names its ``tensorstore_spec``)."""
     message = record.getMessage()
-    return message.startswith("Task exception was never retrieved") and (
-        "orbax/checkpoint" in message
+    if message.startswith("Task exception was never retrieved"):
+        return "orbax/checkpoint" in message
+    return message.startswith("Future exception was never retrieved") and (
+        "tensorstore_spec" in message
     )
 
 
@@ -766,6 +773,35 @@ class _FailedReadTasks(logging.Filter):
 
 
 _QUIET = {"hook": None, "silenced": 0, "log_filter": _FailedReadTasks()}
+
+
+@contextlib.contextmanager
+def _unawaited_reads_dropped():
+    """Drop the "coroutine ... was never awaited" warnings of the read coroutines a failed
+    orbax restore leaves behind, and re-issue every other warning.
+
+    Inside this block only orbax's restores run coroutines; when one read fails, the reads
+    it had not started yet are closed unawaited, each with a ``RuntimeWarning`` printed on
+    stderr, at the moment the garbage collector reaches it. A collection at the end makes
+    them all arrive inside the block (counted in ``_QUIET["silenced"]``)."""
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            yield
+        finally:
+            gc.collect()
+    for caught_warning in caught:
+        if issubclass(caught_warning.category, RuntimeWarning) and re.fullmatch(
+            r"coroutine '[\w.<>]+' was never awaited", str(caught_warning.message)
+        ):
+            _QUIET["silenced"] += 1
+            continue
+        warnings.warn_explicit(
+            caught_warning.message,
+            caught_warning.category,
+            caught_warning.filename,
+            caught_warning.lineno,
+            source=caught_warning.source,
+        )
 
 
 def _quiet_closed_loop_callbacks() -> None:
@@ -784,8 +820,9 @@ def _quiet_closed_loop_callbacks() -> None:
     and nothing else is affected, so this process-wide hook drops exactly those (counting
     them in ``_QUIET["silenced"]``) and hands every other unraisable exception to the hook it
     replaces. When several reads fail (every file of the checkpoint damaged), the failed
-    read tasks that nobody awaited are logged by asyncio ("Task exception was never
-    retrieved") when they are collected: a filter on the ``asyncio`` logger drops those too.
+    read tasks and futures that nobody awaited are logged by asyncio ("Task/Future exception
+    was never retrieved") when they are collected: a filter on the ``asyncio`` logger drops
+    those too.
     Installed on a restore, unless it is already installed."""
     asyncio_log = logging.getLogger("asyncio")
     if _QUIET["log_filter"] not in asyncio_log.filters:
