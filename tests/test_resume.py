@@ -3,6 +3,8 @@ SIGKILL and resumed ends with the files of an uninterrupted run; an unreadable l
 checkpoint falls back to the one before; another config, seed count or memjax version is an
 error; the trained-model checkpoint that `memjax compress` reads is still written."""
 
+import asyncio
+import gc
 import json
 import os
 import shutil
@@ -10,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -17,7 +20,7 @@ import numpy as np
 import pytest
 
 from memjax import cli
-from memjax.train import TrainConfig, checkpoints, params_file, run
+from memjax.train import TrainConfig, checkpoints, driver, params_file, run
 
 TIMING = {
     "steps_per_second",
@@ -305,8 +308,6 @@ def test_a_ctrl_c_checkpoints_where_it_stops(tmp_path, monkeypatch):
     """A first Ctrl-C stops the run after the chunk in flight with a checkpoint there, even
     off the period (here only the end saves), and the resume from it ends as the
     uninterrupted run, bit for bit."""
-    from memjax.train import driver
-
     config = TINY.replace(chunk_steps=400)  # warmup 400, then 4 chunks of 400 steps
     whole = tmp_path / "whole"
     run(config, num_seeds=1, out_dir=whole, progress=False, log=None, checkpoint_every=10**6)
@@ -397,10 +398,7 @@ def test_no_readable_checkpoint_is_an_error_unless_restart_is_asked(tmp_path, ca
 def test_unretrieved_read_errors_of_a_failed_restore_are_silenced_and_only_those(caplog):
     """asyncio logs a future whose exception nobody retrieved when it is collected; after a
     failed restore those are TensorStore read errors (the CI run that printed one on a
-    damaged resume): dropped, while any other future's error still reaches stderr."""
-    import asyncio
-    import gc
-
+    damaged resume): dropped, while any other future's error is still logged."""
     checkpoints._quiet_closed_loop_callbacks()
     before = checkpoints._QUIET["silenced"]
     read_error = ValueError(
@@ -424,7 +422,6 @@ def test_unawaited_read_coroutines_of_a_failed_restore_are_dropped_and_other_war
     """A failed restore closes the reads it had not started: each a 'coroutine ... was never
     awaited' RuntimeWarning (the CI run that printed one between the lines of a damaged
     resume). Inside the restore they are dropped; any other warning comes out after it."""
-    import warnings
 
     async def _read_array():
         return None

@@ -748,7 +748,7 @@ def _is_failed_read_coroutine(unraisable) -> bool:
     )
 
 
-def _is_failed_read_task(record: logging.LogRecord) -> bool:
+def _is_failed_read_log(record: logging.LogRecord) -> bool:
     """asyncio's log of an orbax read whose exception nobody retrieved (the failed restore's
     ``gather`` raised on the first failed read; the others fail after it): a task of orbax's
     ("Task exception was never retrieved", its coroutine in orbax/checkpoint), or the future
@@ -762,17 +762,17 @@ def _is_failed_read_task(record: logging.LogRecord) -> bool:
     )
 
 
-class _FailedReadTasks(logging.Filter):
-    """Drops :func:`_is_failed_read_task` records of the ``asyncio`` logger, counting them."""
+class _FailedReadLogs(logging.Filter):
+    """Drops :func:`_is_failed_read_log` records of the ``asyncio`` logger, counting them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _is_failed_read_task(record):
+        if _is_failed_read_log(record):
             _QUIET["silenced"] += 1
             return False
         return True
 
 
-_QUIET = {"hook": None, "silenced": 0, "log_filter": _FailedReadTasks()}
+_QUIET = {"hook": None, "silenced": 0, "log_filter": _FailedReadLogs()}
 
 
 @contextlib.contextmanager
